@@ -1,0 +1,74 @@
+/**
+ * Implements: the training job configuration, mirroring the seed's CONFIG in camelCase.
+ * The JSON file holds a `TrainConfigInput`; `resolveConfig` (config/resolve.ts) fills defaults,
+ * applies `--set` overrides and validates everything before any work starts.
+ */
+import type { GPTConfig, ModelConfigInput } from '../model/config.ts';
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+
+export interface ParallelConfig {
+  pipeline: number;
+  tensor: { mode: '1d'; size: number };
+  data: number;
+}
+
+export interface OptimizerConfig {
+  /** `adam`: torch.optim.Adam, weight decay added to the gradient (L2), as the seed uses. `adamw`: decoupled. */
+  kind: 'adam' | 'adamw';
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Clip gradients to this global L2 norm; 0 disables. */
+  gradClip: number;
+}
+
+export interface DataConfig {
+  /** Loose JSON: one {"text": ...} object per line. */
+  path: string;
+  /** Count and skip lines that are not valid JSON or lack `text`, instead of failing. */
+  skipBadLines: boolean;
+  shuffle: boolean;
+  dropLast: boolean;
+}
+
+export interface TrainConfig {
+  model: GPTConfig;
+  parallel: ParallelConfig;
+  numMicroBatches: number;
+  numChunks: number;
+  /** Samples per data-parallel rank per step (the seed's BATCH_SIZE). Global batch = batchSize x dp x gradientAccumulation. */
+  batchSize: number;
+  gradientAccumulation: number;
+  seqLen: number;
+  /** Exactly one of epochs / steps bounds the run; --steps overrides both. */
+  epochs?: number;
+  steps?: number;
+  optimizer: OptimizerConfig;
+  data: DataConfig;
+  seed: number;
+  /** Omitted: best present (tensorflow, then wasm, then cpu). */
+  backend?: BackendName;
+  /** Print a metrics line every this many steps (non-TTY output). */
+  logInterval: number;
+}
+
+/** What a config file may contain: everything optional except what has no sensible default. */
+export interface TrainConfigInput {
+  model?: ModelConfigInput;
+  parallel?: Partial<Omit<ParallelConfig, 'tensor'>> & { tensor?: Partial<ParallelConfig['tensor']> };
+  numMicroBatches?: number;
+  numChunks?: number;
+  batchSize?: number;
+  gradientAccumulation?: number;
+  seqLen?: number;
+  epochs?: number;
+  steps?: number;
+  optimizer?: Partial<OptimizerConfig>;
+  data?: Partial<DataConfig>;
+  seed?: number;
+  backend?: BackendName;
+  logInterval?: number;
+}

@@ -1,0 +1,56 @@
+/**
+ * Implements: the GPT model configuration (the seed's knobs) and its presets.
+ * A preset supplies defaults; keys written explicitly in a config override it.
+ */
+
+export interface GPTConfig {
+  numLayers: number;
+  hiddenSize: number;
+  numAttentionHeads: number;
+  /** 50304 = GPT-2's 50257 rounded up to a multiple of 64 (Megatron pads the same way). */
+  vocabSize: number;
+  maxPositionEmbeddings: number;
+  mlpRatio: number;
+  embedDropRate: number;
+  attnDropRate: number;
+  dropRate: number;
+  layerNormEpsilon: number;
+  /** Activation checkpointing: backward recomputes a block's forward instead of keeping it. */
+  checkpoint: boolean;
+}
+
+export const MODEL_DEFAULTS: GPTConfig = {
+  numLayers: 12,
+  hiddenSize: 768,
+  numAttentionHeads: 12,
+  vocabSize: 50304,
+  maxPositionEmbeddings: 1024,
+  mlpRatio: 4,
+  embedDropRate: 0,
+  attnDropRate: 0,
+  dropRate: 0,
+  layerNormEpsilon: 1e-5,
+  checkpoint: false,
+};
+
+export const MODEL_PRESETS: Record<string, Partial<GPTConfig>> = {
+  /** Small enough to train in seconds on two cores; used by tests and the demo. */
+  tiny: { numLayers: 4, hiddenSize: 128, numAttentionHeads: 4, maxPositionEmbeddings: 256 },
+  'gpt2-small': { numLayers: 12, hiddenSize: 768, numAttentionHeads: 12 },
+  /** The seed tutorial's GPT2_exlarge_pipeline_hybrid. */
+  'gpt2-exlarge': { numLayers: 48, hiddenSize: 1600, numAttentionHeads: 32 },
+  /** The seed tutorial's GPT3_pipeline_hybrid. */
+  gpt3: { numLayers: 96, hiddenSize: 12288, numAttentionHeads: 96, maxPositionEmbeddings: 2048 },
+};
+
+export type ModelConfigInput = Partial<GPTConfig> & { preset?: string };
+
+/** Defaults, then the preset, then explicit keys. Validation lives in src/config/. */
+export function resolveModelConfig(input: ModelConfigInput): GPTConfig {
+  const { preset, ...explicit } = input;
+  const presetValues = preset === undefined ? {} : MODEL_PRESETS[preset];
+  if (presetValues === undefined) {
+    throw new Error(`unknown model.preset "${preset}"; choose one of: ${Object.keys(MODEL_PRESETS).join(', ')}`);
+  }
+  return { ...MODEL_DEFAULTS, ...presetValues, ...explicit };
+}
