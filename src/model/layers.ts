@@ -1,0 +1,77 @@
+/**
+ * Implements: the GPT building blocks as pure functions of tensors (no variables, no state), so the
+ * single-process model, pipeline stages and tensor-parallel segments all compose the same math.
+ * Shapes: B batch, T sequence, H hidden, N = B*T rows, V vocabulary.
+ */
+import * as tf from '../tf.ts';
+
+/**
+ * LayerNorm over the last axis from moments + rsqrt: measured 9 ms where tf.layers' layerNormalization
+ * took 870 ms on wasm.
+ */
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): tf.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  const normalized = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, epsilon)));
+  return tf.add(tf.mul(normalized, gamma), beta);
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+/** GELU, tanh approximation (GPT-2's own); tfjs-core has no gelu op. */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  const cube = tf.mul(tf.mul(x, x), x);
+  const inner = tf.mul(tf.add(x, tf.mul(cube, 0.044715)), GELU_C);
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+}
+
+/** y = x @ W + b for x [..., in], W [in, out]; rows are folded so the matmul is 2-D (the fast wasm path). */
+export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+  const inFeatures = weight.shape[0];
+  const outShape: number[] = [...x.shape.slice(0, -1), weight.shape[1] as number];
+  let y: tf.Tensor = tf.matMul(tf.reshape(x, [-1, inFeatures]), weight);
+  if (bias !== undefined) y = tf.add(y, bias);
+  return tf.reshape(y, outShape);
+}
+
+/**
+ * The seed's additive attention bias, [B, 1, T, T]: -10000 where a key is padding ((1 - mask) * -10000,
+ * as PipelineGPTHybrid.forward builds it) and -10000 where a key lies in the future (ColossalAI's
+ * GPTSelfAttention fills those scores with -1e4). Built from constants: it needs no gradient.
+ */
+export function attentionBias(attentionMask: Float32Array | Uint8Array, batch: number, seqLen: number): tf.Tensor4D {
+  const values = new Float32Array(batch * seqLen * seqLen);
+  for (let b = 0; b < batch; b++) {
+    for (let q = 0; q < seqLen; q++) {
+      const row = (b * seqLen + q) * seqLen;
+      for (let k = 0; k < seqLen; k++) {
+        const padded = attentionMask[b * seqLen + k] === 0;
+        values[row + k] = k > q || padded ? -10000 : 0;
+      }
+    }
+  }
+  return tf.tensor4d(values, [batch, 1, seqLen, seqLen]);
+}
+
+/**
+ * Mean next-token cross-entropy over rows, logits [N, V] and int32 labels [N], with a fused gradient:
+ * (softmax - onehot) / N. Measured 10% faster and 0.8 GB lighter than autodiff at vocab 50257.
+ */
+export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+  const [rows, vocab] = logits.shape;
+  const fused = tf.customGrad(((logitsIn: tf.Tensor, save: tf.GradSaveFunc) => {
+    const logProbs = tf.logSoftmax(logitsIn);
+    const flatIndex = tf.add(labels, tf.range(0, rows * vocab, vocab, 'int32'));
+    const picked = tf.gather(tf.reshape(logProbs, [rows * vocab]), flatIndex);
+    // Saved, not captured: the engine disposes the forward's intermediates before gradients run.
+    save([logProbs, labels]);
+    return {
+      value: tf.neg(tf.mean(picked)) as tf.Scalar,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        // oneHot in float32 on wasm returns int32 bit patterns (MEASURED.md): cast an int32 one-hot.
+        const oneHot = tf.cast(tf.oneHot(saved[1] as tf.Tensor1D, vocab), 'float32');
+        return [tf.mul(tf.sub(tf.exp(saved[0]), oneHot), tf.div(dy, rows))];
+      },
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return fused(logits) as tf.Scalar;
+}
