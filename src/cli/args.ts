@@ -1,0 +1,316 @@
+/**
+ * Implements: the gpt-hybrid command line: parsing argv (node's util.parseArgs) into a typed command,
+ * and the help text users read. Each command is one entry of COMMANDS (its options, help and how its
+ * parsed values become a result), so `schedule`, `ctl` or `launch` are added as entries, not branches.
+ */
+import { parseArgs as parseNodeArgs } from 'node:util';
+import { ConfigError } from '../config/errors.ts';
+import { parseOverrides } from '../config/overrides.ts';
+import { describeDefault, listKeys, TRAIN_SCHEMA } from '../config/schema.ts';
+import { closestMatch } from '../config/suggest.ts';
+import type { BackendName } from '../config/types.ts';
+
+const PROGRAM = 'gpt-hybrid';
+const BACKENDS: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+
+export interface TrainCommand {
+  command: 'train';
+  configPath: string;
+  /** Absent: the caller picks `runs/<config basename>-<timestamp>`. */
+  out?: string;
+  steps?: number;
+  /** `key=value` items in the order given. */
+  sets: string[];
+  backend?: BackendName;
+  quiet: boolean;
+}
+
+export type CliCommand = TrainCommand | { command: 'help'; text: string } | { command: 'version' };
+
+/** A command line that cannot be run: the message says what is wrong, then shows the usage. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+  /** The usage line(s) of the command concerned, also included in the message. */
+  readonly usage: string;
+
+  constructor(problem: string, usage: string) {
+    super(`${problem}\n\n${usage}`);
+    this.usage = usage;
+  }
+}
+
+interface OptionSpec {
+  type: 'string' | 'boolean';
+  short?: string;
+  multiple?: boolean;
+  /** The value's placeholder in help: DIR, N, KEY=VALUE. */
+  placeholder?: string;
+  doc: string;
+}
+
+type ParsedValues = Record<string, string | boolean | string[] | undefined>;
+
+interface CommandSpec {
+  summary: string;
+  /** What follows `gpt-hybrid <name>` on the usage line. */
+  usage: string;
+  description: string;
+  options: Record<string, OptionSpec>;
+  /** Extra help sections after the options. */
+  moreHelp?: () => string;
+  examples: string[];
+  build(values: ParsedValues, positionals: string[], usage: string): CliCommand;
+}
+
+const HELP_OPTION: OptionSpec = { type: 'boolean', short: 'h', doc: 'show this help' };
+
+const COMMANDS: Record<string, CommandSpec> = {
+  train: {
+    summary: 'train the model a JSON config describes',
+    usage: '<config.json> [--out DIR] [--steps N] [--set KEY=VALUE ...] [--backend NAME] [--quiet]',
+    description:
+      'Trains the GPT model described by <config.json>. The whole config (file plus --set overrides)\n' +
+      'is checked before any work starts, and every problem is listed at once.',
+    options: {
+      out: {
+        type: 'string',
+        short: 'o',
+        placeholder: 'DIR',
+        doc: 'where checkpoints, logs and metrics go\n(default: runs/<config name>-<timestamp>)',
+      },
+      steps: { type: 'string', placeholder: 'N', doc: 'run N optimizer steps; replaces epochs/steps of the config' },
+      set: {
+        type: 'string',
+        multiple: true,
+        placeholder: 'KEY=VALUE',
+        doc: 'override a config key; repeat it for several, applied in order',
+      },
+      backend: {
+        type: 'string',
+        placeholder: 'NAME',
+        doc: `compute backend: ${BACKENDS.join(' | ')}\n(default: the config's backend, else the fastest installed)`,
+      },
+      quiet: { type: 'boolean', short: 'q', doc: 'no per-step progress; errors and the final summary still print' },
+    },
+    moreHelp: () => `${OVERRIDES_HELP}\n\n${configKeysHelp()}`,
+    examples: [
+      `${PROGRAM} train tiny.json`,
+      `${PROGRAM} train tiny.json --steps 20 --backend wasm --out runs/smoke`,
+      `${PROGRAM} train tiny.json --set model.numLayers=8 --set optimizer.lr=1e-3`,
+      `${PROGRAM} train gpt2.json --set parallel.pipeline=2 --set numMicroBatches=4 --set parallel.tensor.size=2`,
+      `${PROGRAM} train tiny.json --set data.path=other.jsonl --set epochs=null --set steps=100`,
+    ],
+    build: buildTrain,
+  },
+};
+
+const OVERRIDES_HELP = `Overrides (--set KEY=VALUE):
+  KEY is a dotted path into the config (model.numLayers, parallel.tensor.size). VALUE is read as
+  JSON when it is JSON (8, 1e-3, true, null, [..], {..}), otherwise as text (cpu, data/a.jsonl);
+  quote it to force text: --set 'seed="7"'. Setting an object replaces it; null unsets a key, so
+  its default applies again. --steps and --backend are applied after every --set.
+  A relative data.path written in the config file is relative to the file's folder; one given
+  with --set is relative to the current directory.`;
+
+function configKeysHelp(): string {
+  const keys = listKeys(TRAIN_SCHEMA);
+  const width = Math.max(...keys.map((k) => k.path.length)) + 2;
+  const lines = keys.flatMap(({ path, spec }) => {
+    const choices = spec.kind === 'enum' ? `${spec.values.join(' | ')}: ` : '';
+    const fallback = describeDefault(path);
+    const text = `${choices}${spec.doc}${fallback === undefined ? '' : ` [${fallback}]`}`;
+    return wrap(text, HELP_WIDTH - 2 - width).map((line, i) => `  ${(i === 0 ? path : '').padEnd(width)}${line}`);
+  });
+  return [
+    'Config keys (JSON; all optional except data.path; [default]; model defaults are GPT-2 small\'s,',
+    'a model.preset replaces them and explicit model keys win over the preset):',
+    ...lines,
+  ].join('\n');
+}
+
+const HELP_WIDTH = 100;
+
+/** Splits text at spaces into lines of at most `width` characters (a longer word gets its own line). */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line !== '' && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line === '' ? word : `${line} ${word}`;
+    }
+  }
+  lines.push(line);
+  return lines;
+}
+
+function usageLine(name: string): string {
+  return `usage: ${PROGRAM} ${name} ${COMMANDS[name]!.usage}\nRun '${PROGRAM} ${name} --help' for details.`;
+}
+
+const GENERAL_USAGE = `usage: ${PROGRAM} <command> [options]   (commands: ${Object.keys(COMMANDS).join(', ')})\nRun '${PROGRAM} --help' for details.`;
+
+export function generalHelp(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length)) + 2;
+  return [
+    `${PROGRAM}: train GPT models with data x pipeline x tensor parallelism on TensorFlow.js.`,
+    '',
+    'Usage:',
+    `  ${PROGRAM} <command> [options]`,
+    `  ${PROGRAM} <command> --help     options, config keys and examples of one command`,
+    `  ${PROGRAM} --version`,
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, spec]) => `  ${name.padEnd(width)}${spec.summary}`),
+    '',
+    'Examples:',
+    ...Object.values(COMMANDS).map((spec) => `  ${spec.examples[0]}`),
+    `  ${PROGRAM} train --help`,
+  ].join('\n');
+}
+
+export function commandHelp(name: string): string {
+  const spec = COMMANDS[name];
+  if (spec === undefined) throw new Error(`no command "${name}"`);
+  const options = { ...spec.options, help: HELP_OPTION };
+  const labels = Object.entries(options).map(([long, option]) => {
+    const short = option.short === undefined ? '    ' : `-${option.short}, `;
+    return `${short}--${long}${option.placeholder === undefined ? '' : ` ${option.placeholder}`}`;
+  });
+  const width = Math.max(...labels.map((label) => label.length)) + 2;
+  const optionLines = Object.values(options).flatMap((option, i) =>
+    option.doc.split('\n').map((docLine, j) => `  ${(j === 0 ? labels[i]! : '').padEnd(width)}${docLine}`),
+  );
+  return [
+    `usage: ${PROGRAM} ${name} ${spec.usage}`,
+    '',
+    spec.description,
+    '',
+    'Options:',
+    ...optionLines,
+    ...(spec.moreHelp === undefined ? [] : ['', spec.moreHelp()]),
+    '',
+    'Examples:',
+    ...spec.examples.map((example) => `  ${example}`),
+  ].join('\n');
+}
+
+/** Parses `argv` without the node and script entries (process.argv.slice(2)). Throws UsageError. */
+export function parseCommandLine(argv: readonly string[]): CliCommand {
+  const [first, ...rest] = argv;
+  if (first === undefined) throw new UsageError('no command given', GENERAL_USAGE);
+  if (first === '--help' || first === '-h' || first === 'help') {
+    const topic = rest[0];
+    if (topic === undefined || topic.startsWith('-')) return { command: 'help', text: generalHelp() };
+    if (COMMANDS[topic] === undefined) throw unknownCommand(topic);
+    return { command: 'help', text: commandHelp(topic) };
+  }
+  if (first === '--version' || first === '-V' || first === '-v') return { command: 'version' };
+  if (first.startsWith('-')) {
+    throw new UsageError(`unknown option ${first}; options go after the command (e.g. ${PROGRAM} train config.json ${first})`, GENERAL_USAGE);
+  }
+  const spec = COMMANDS[first];
+  if (spec === undefined) throw unknownCommand(first);
+  return parseCommand(first, spec, rest);
+}
+
+function unknownCommand(name: string): UsageError {
+  const guess = closestMatch(name, Object.keys(COMMANDS));
+  const hint = guess === undefined ? `commands: ${Object.keys(COMMANDS).join(', ')}` : `did you mean "${guess}"?`;
+  return new UsageError(`unknown command "${name}"; ${hint}`, GENERAL_USAGE);
+}
+
+function parseCommand(name: string, spec: CommandSpec, args: string[]): CliCommand {
+  const usage = usageLine(name);
+  const optionSpecs = { ...spec.options, help: HELP_OPTION };
+  const nodeOptions = Object.fromEntries(
+    Object.entries(optionSpecs).map(([long, option]) => [
+      long,
+      { type: option.type, ...(option.short === undefined ? {} : { short: option.short }), ...(option.multiple ? { multiple: true } : {}) },
+    ]),
+  );
+  let parsed: { values: ParsedValues; positionals: string[] };
+  try {
+    parsed = parseNodeArgs({ args, options: nodeOptions, allowPositionals: true, strict: true }) as typeof parsed;
+  } catch (error) {
+    throw new UsageError(explainParseError(error, name, Object.keys(optionSpecs)), usage);
+  }
+  if (parsed.values.help === true) return { command: 'help', text: commandHelp(name) };
+  return spec.build(parsed.values, parsed.positionals, usage);
+}
+
+/** Rewords node's parseArgs errors (long, and written for programmers) for users. */
+function explainParseError(error: unknown, command: string, optionNames: string[]): string {
+  const code = (error as { code?: string }).code;
+  const message = (error as Error).message ?? String(error);
+  // node names an option with a short form as '-o, --out <value>': prefer the long name.
+  const long = /--([A-Za-z0-9-]+)/.exec(message)?.[1];
+  const option = long === undefined ? (/'(-[^' ,]+)/.exec(message)?.[1] ?? '') : `--${long}`;
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const guess = closestMatch(option.replace(/^-+/, ''), optionNames);
+    const hint = guess === undefined ? '' : `; did you mean --${guess}?`;
+    return `unknown option ${option} for ${command}${hint}`;
+  }
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    if (message.includes('does not take an argument')) return `option ${option} takes no value`;
+    return `option ${option} needs a value (write ${option} VALUE or ${option}=VALUE)`;
+  }
+  throw error;
+}
+
+function buildTrain(values: ParsedValues, positionals: string[], usage: string): TrainCommand {
+  const [configPath, ...extra] = positionals;
+  if (configPath === undefined || configPath === '') throw new UsageError('train needs a config file', usage);
+  if (extra.length > 0) {
+    const looksLikeOverride = extra.find((arg) => arg.includes('='));
+    const hint =
+      looksLikeOverride === undefined
+        ? 'train takes one config file'
+        : `each override needs its own --set: --set ${looksLikeOverride}`;
+    throw new UsageError(`unexpected argument${extra.length > 1 ? 's' : ''} ${extra.map((a) => JSON.stringify(a)).join(' ')}; ${hint}`, usage);
+  }
+  const command: TrainCommand = { command: 'train', configPath, sets: (values.set as string[] | undefined) ?? [], quiet: values.quiet === true };
+
+  const out = values.out as string | undefined;
+  if (out !== undefined) {
+    if (out === '') throw new UsageError('--out needs a folder, got an empty string', usage);
+    command.out = out;
+  }
+  const steps = values.steps as string | undefined;
+  if (steps !== undefined) {
+    const n = /^[0-9]+$/.test(steps) ? Number(steps) : NaN;
+    if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--steps must be a positive integer, got "${steps}"`, usage);
+    command.steps = n;
+  }
+  const backend = values.backend as string | undefined;
+  if (backend !== undefined) {
+    if (!(BACKENDS as readonly string[]).includes(backend)) {
+      const guess = closestMatch(backend, BACKENDS);
+      throw new UsageError(
+        `--backend must be one of ${BACKENDS.join(', ')}, got "${backend}"${guess === undefined ? '' : `; did you mean ${guess}?`}`,
+        usage,
+      );
+    }
+    command.backend = backend as BackendName;
+  }
+  try {
+    parseOverrides(command.sets);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new UsageError(error.problems.map((p) => `${p.path}: ${p.message}`).join('\n'), usage);
+  }
+  return command;
+}
+
+/**
+ * The train command's overrides for loadConfig: its --set items, then --backend and --steps as
+ * overrides, so flags win. --steps unsets epochs because a config may bound the run by only one.
+ */
+export function trainOverrides(command: TrainCommand): string[] {
+  const sets = [...command.sets];
+  if (command.backend !== undefined) sets.push(`backend=${command.backend}`);
+  if (command.steps !== undefined) sets.push('epochs=null', `steps=${command.steps}`);
+  return sets;
+}

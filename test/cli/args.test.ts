@@ -1,0 +1,156 @@
+// Tests: command-line parsing and help (src/cli/args.ts).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { commandHelp, generalHelp, parseCommandLine, trainOverrides, UsageError, type TrainCommand } from '../../src/cli/args.ts';
+import { loadConfig } from '../../src/config/load.ts';
+import { listKeys } from '../../src/config/schema.ts';
+
+function train(argv: string[]): TrainCommand {
+  const result = parseCommandLine(argv);
+  assert.equal(result.command, 'train');
+  return result as TrainCommand;
+}
+
+/** Asserts a UsageError whose message matches `pattern` and ends with the usage of `usageOf`. */
+function assertUsageError(argv: string[], pattern: RegExp, usageOf = 'train'): void {
+  assert.throws(
+    () => parseCommandLine(argv),
+    (error: unknown) => {
+      assert.ok(error instanceof UsageError, `expected UsageError, got ${String(error)}`);
+      assert.equal(error.name, 'UsageError');
+      assert.match(error.message, pattern);
+      const usage = usageOf === '' ? /usage: gpt-hybrid <command>/ : new RegExp(`usage: gpt-hybrid ${usageOf} `);
+      assert.match(error.message, usage);
+      assert.ok(error.message.endsWith(error.usage));
+      return true;
+    },
+    argv.join(' '),
+  );
+}
+
+test('args - train with only a config file', () => {
+  assert.deepEqual(parseCommandLine(['train', 'tiny.json']), { command: 'train', configPath: 'tiny.json', sets: [], quiet: false });
+});
+
+test('args - train with every flag, long and short, and repeated --set in order', () => {
+  const parsed = train([
+    'train', 'cfg/tiny.json',
+    '--out', 'runs/a',
+    '--steps', '20',
+    '--set', 'model.numLayers=8',
+    '--backend', 'wasm',
+    '--set=optimizer.lr=1e-3',
+    '--quiet',
+    '--set', 'data.path=x.jsonl',
+  ]);
+  assert.deepEqual(parsed, {
+    command: 'train',
+    configPath: 'cfg/tiny.json',
+    out: 'runs/a',
+    steps: 20,
+    sets: ['model.numLayers=8', 'optimizer.lr=1e-3', 'data.path=x.jsonl'],
+    backend: 'wasm',
+    quiet: true,
+  });
+  const short = train(['train', '-o', 'runs/b', '-q', 'tiny.json', '--steps=3']);
+  assert.equal(short.out, 'runs/b');
+  assert.equal(short.quiet, true);
+  assert.equal(short.steps, 3);
+  assert.equal(short.configPath, 'tiny.json');
+});
+
+test('args - each backend is accepted', () => {
+  for (const backend of ['tensorflow', 'wasm', 'cpu'] as const) {
+    assert.equal(train(['train', 'c.json', '--backend', backend]).backend, backend);
+  }
+});
+
+test('args - bad --steps values are usage errors', () => {
+  for (const value of ['0', 'abc', '1.5', '-1', '1e3', '', '99999999999999999999']) {
+    assertUsageError(['train', 'c.json', `--steps=${value}`], new RegExp(`--steps must be a positive integer, got "${value.replace('.', '\\.')}"`));
+  }
+  assertUsageError(['train', 'c.json', '--steps'], /option --steps needs a value/);
+  assertUsageError(['train', 'c.json', '--steps', '--quiet'], /option --steps needs a value/);
+});
+
+test('args - other invalid values and flags are usage errors saying what is wrong', () => {
+  assertUsageError(['train', 'c.json', '--backend', 'webgl'], /--backend must be one of tensorflow, wasm, cpu, got "webgl"/);
+  assertUsageError(['train', 'c.json', '--backend', 'wsam'], /did you mean wasm\?/);
+  assertUsageError(['train', 'c.json', '--out', ''], /--out needs a folder/);
+  assertUsageError(['train', 'c.json', '--out'], /option --out needs a value/);
+  assertUsageError(['train', 'c.json', '--quiet=yes'], /option --quiet takes no value/);
+  assertUsageError(['train', 'c.json', '--stpes', '3'], /unknown option --stpes for train; did you mean --steps\?/);
+  assertUsageError(['train', 'c.json', '--frobnicate'], /unknown option --frobnicate for train(?!;)/);
+  assertUsageError(['train', 'c.json', '-x'], /unknown option -x for train/);
+  assertUsageError(['train', 'c.json', '--set', 'model.numLayers'], /"model\.numLayers" has no "="/);
+  assertUsageError(['train', 'c.json', '--set', '=4'], /empty key/);
+});
+
+test('args - missing or extra positionals', () => {
+  assertUsageError(['train'], /train needs a config file/);
+  assertUsageError(['train', '--steps', '3'], /train needs a config file/);
+  assertUsageError(['train', 'a.json', 'b.json'], /unexpected argument "b\.json"; train takes one config file/);
+  assertUsageError(['train', 'a.json', '--set', 'a=1', 'b=2'], /each override needs its own --set: --set b=2/);
+});
+
+test('args - unknown commands and top-level flags', () => {
+  assertUsageError([], /no command given/, '');
+  assertUsageError(['trian', 'c.json'], /unknown command "trian"; did you mean "train"\?/, '');
+  assertUsageError(['explode'], /unknown command "explode"; commands: train/, '');
+  assertUsageError(['--steps', '3'], /unknown option --steps; options go after the command/, '');
+  assertUsageError(['help', 'nothing'], /unknown command "nothing"/, '');
+});
+
+test('args - help and version', () => {
+  for (const argv of [['--help'], ['-h'], ['help']]) {
+    const result = parseCommandLine(argv);
+    assert.deepEqual(result, { command: 'help', text: generalHelp() });
+  }
+  for (const argv of [['train', '--help'], ['train', '-h'], ['train', 'c.json', '--steps', '0', '--help'], ['--help', 'train'], ['help', 'train']]) {
+    const result = parseCommandLine(argv);
+    assert.deepEqual(result, { command: 'help', text: commandHelp('train') }, argv.join(' '));
+  }
+  assert.deepEqual(parseCommandLine(['--version']), { command: 'version' });
+  assert.deepEqual(parseCommandLine(['-V']), { command: 'version' });
+});
+
+test('args - the help text documents commands, every option, every config key and the --out default', () => {
+  const general = generalHelp();
+  assert.match(general, /Commands:\n {2}train +train the model/);
+  assert.match(general, /gpt-hybrid --version/);
+  const help = commandHelp('train');
+  for (const option of ['--out DIR', '--steps N', '--set KEY=VALUE', '--backend NAME', '--quiet', '--help']) {
+    assert.ok(help.includes(option), option);
+  }
+  assert.match(help, /runs\/<config name>-<timestamp>/);
+  assert.match(help, /tensorflow \| wasm \| cpu/);
+  assert.match(help, /Examples:\n {2}gpt-hybrid train /);
+  for (const { path } of listKeys()) assert.match(help, new RegExp(`\\n {2}${path.replace(/\./g, '\\.')} `), path);
+  assert.match(help, /model\.preset +tiny \| gpt2-small \| gpt2-exlarge \| gpt3/);
+  assert.match(help, /optimizer\.lr .*\[0\.00015\]/);
+  for (const line of help.split('\n')) assert.ok(line.length <= 110, `help line too long: ${line}`);
+});
+
+test('args - trainOverrides puts --backend and --steps after the --set items', () => {
+  const parsed = train(['train', 'c.json', '--set', 'seed=1', '--steps', '7', '--backend', 'cpu', '--set', 'backend=wasm']);
+  assert.deepEqual(trainOverrides(parsed), ['seed=1', 'backend=wasm', 'backend=cpu', 'epochs=null', 'steps=7']);
+  assert.deepEqual(trainOverrides(train(['train', 'c.json'])), []);
+});
+
+test('args - --steps and --backend win over the config file through loadConfig', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gpt-hybrid-args-'));
+  try {
+    writeFileSync(join(dir, 'train.jsonl'), '{"text": "a"}\n');
+    writeFileSync(join(dir, 'run.json'), JSON.stringify({ data: { path: 'train.jsonl' }, epochs: 3, backend: 'wasm' }));
+    const parsed = train(['train', join(dir, 'run.json'), '--steps', '5', '--backend', 'cpu']);
+    const config = loadConfig(parsed.configPath, trainOverrides(parsed));
+    assert.equal(config.steps, 5);
+    assert.equal(config.epochs, undefined);
+    assert.equal(config.backend, 'cpu');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
