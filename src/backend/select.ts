@@ -1,0 +1,139 @@
+/**
+ * Implements: choosing the tfjs compute backend at start: `tensorflow` (tfjs-node-gpu, then
+ * tfjs-node: optional packages whose install downloads libtensorflow), else `wasm` (XNNPACK,
+ * SIMD; with this project's training kernels installed), else `cpu` (pure JS, ~40x slower on
+ * matmul). The first backend that loads wins; the reasons the better ones failed are logged.
+ */
+import { createRequire } from 'node:module';
+import { dirname, sep } from 'node:path';
+import * as tf from '../tf.ts';
+import { registerWasmTrainingKernels } from './wasm-kernels.ts';
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+
+export const BACKEND_PREFERENCE: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+
+const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
+
+const WHAT_TO_DO: Record<BackendName, string> = {
+  tensorflow: 'Install @tensorflow/tfjs-node (or @tensorflow/tfjs-node-gpu on a CUDA machine) where its install ' +
+    'script can download libtensorflow, or ask for \'wasm\' or \'cpu\' (or no preference, to take the best available).',
+  wasm: 'Check that @tensorflow/tfjs-backend-wasm is installed with its dist/*.wasm files, or ask for \'cpu\'.',
+  cpu: 'Install @tensorflow/tfjs-backend-cpu (npm install).',
+};
+
+function firstLine(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.split('\n')[0]!;
+}
+
+async function activateTensorflow(): Promise<string | undefined> {
+  const reasons: string[] = [];
+  for (const packageName of TENSORFLOW_PACKAGES) {
+    try {
+      // A variable specifier: these packages are optional and usually absent.
+      await import(packageName);
+    } catch (error) {
+      reasons.push(`${packageName}: ${firstLine(error)}`);
+      continue;
+    }
+    if (tf.findBackendFactory('tensorflow') == null) {
+      reasons.push(`${packageName} loaded but registered no 'tensorflow' backend with this copy of ` +
+        `@tensorflow/tfjs-core (versions differ? keep them equal so npm installs one copy)`);
+      continue;
+    }
+    if (await tf.setBackend('tensorflow')) return undefined;
+    reasons.push(`${packageName}: tf.setBackend('tensorflow') failed (see the warning above)`);
+  }
+  return reasons.join('; ');
+}
+
+async function activateWasm(): Promise<string | undefined> {
+  let wasmPackage: { setWasmPaths(prefix: string): void };
+  try {
+    wasmPackage = await import('@tensorflow/tfjs-backend-wasm');
+  } catch (error) {
+    return `@tensorflow/tfjs-backend-wasm: ${firstLine(error)}`;
+  }
+  // Point the loader at the package's own .wasm files so it works from any working directory.
+  const alreadyStarted = tf.engine().registry['wasm'] !== undefined;
+  if (!alreadyStarted) {
+    try {
+      const entry = createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm');
+      wasmPackage.setWasmPaths(dirname(entry) + sep);
+    } catch (error) {
+      return `@tensorflow/tfjs-backend-wasm: cannot set the .wasm location: ${firstLine(error)}`;
+    }
+  }
+  // Installed before the backend starts or after: the engine looks kernels up per op.
+  registerWasmTrainingKernels();
+  if (!(await tf.setBackend('wasm'))) {
+    return 'tf.setBackend(\'wasm\') failed (see the warning above: usually the .wasm binary was not found)';
+  }
+  return undefined;
+}
+
+async function activateCpu(): Promise<string | undefined> {
+  try {
+    await import('@tensorflow/tfjs-backend-cpu');
+  } catch (error) {
+    return `@tensorflow/tfjs-backend-cpu: ${firstLine(error)}`;
+  }
+  return (await tf.setBackend('cpu')) ? undefined : 'tf.setBackend(\'cpu\') failed (see the warning above)';
+}
+
+const ACTIVATE: Record<BackendName, () => Promise<string | undefined>> = {
+  tensorflow: activateTensorflow,
+  wasm: activateWasm,
+  cpu: activateCpu,
+};
+
+/** Makes `name` the current backend, or throws saying why it is unavailable and what to do. */
+export async function activateBackend(name: BackendName): Promise<void> {
+  if (!(name in ACTIVATE)) {
+    throw new Error(`Unknown backend '${String(name)}': expected one of ${BACKEND_PREFERENCE.join(', ')}.`);
+  }
+  const reason = await ACTIVATE[name]();
+  if (reason !== undefined) {
+    throw new Error(`Backend '${name}' was requested but is unavailable: ${reason}. ${WHAT_TO_DO[name]}`);
+  }
+}
+
+// Serializes concurrent calls: two interleaved setBackend calls would race.
+let pending: Promise<unknown> = Promise.resolve();
+
+/**
+ * Picks and activates the compute backend, logs one line naming it (and why better ones were
+ * skipped), and returns its name. With `preferred`, that backend or an error. Safe to call again.
+ */
+export function initBackend(
+  preferred?: BackendName,
+  log: (line: string) => void = console.error,
+): Promise<BackendName> {
+  const result = pending.then(() => chooseBackend(preferred, log));
+  pending = result.catch(() => undefined);
+  return result;
+}
+
+async function chooseBackend(preferred: BackendName | undefined, log: (line: string) => void): Promise<BackendName> {
+  if (preferred !== undefined) {
+    await activateBackend(preferred);
+    log(`backend: ${preferred} (as requested)${preferred === 'wasm' ? wasmNote() : ''}`);
+    return preferred;
+  }
+  const skipped: string[] = [];
+  for (const name of BACKEND_PREFERENCE) {
+    const reason = await ACTIVATE[name]();
+    if (reason === undefined) {
+      const why = skipped.length > 0 ? `; skipped ${skipped.join('; ')}` : '';
+      log(`backend: ${name}${name === 'wasm' ? wasmNote() : ''}${why}`);
+      return name;
+    }
+    skipped.push(`${name} (${reason})`);
+  }
+  throw new Error(`No tfjs backend could be started: ${skipped.join('; ')}. ${WHAT_TO_DO.cpu}`);
+}
+
+function wasmNote(): string {
+  return ' with the project\'s UnsortedSegmentSum, BatchMatMul and Transpose kernels';
+}

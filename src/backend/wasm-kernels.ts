@@ -1,0 +1,48 @@
+/**
+ * Implements: installing (and, for benchmarks and tests, removing) this project's wasm kernels:
+ * `UnsortedSegmentSum`, which wasm lacks, and faster `BatchMatMul` and `Transpose` in place of
+ * the stock ones. Both calls are idempotent; the engine looks kernels up on every op, so a
+ * swap takes effect at once, even on a running backend.
+ */
+import * as tf from '../tf.ts';
+import type { KernelConfig } from '../tf.ts';
+import { wasmBatchMatMulConfig } from './wasm-batch-matmul.ts';
+import { wasmTransposeConfig } from './wasm-transpose.ts';
+import { wasmUnsortedSegmentSumConfig } from './wasm-unsorted-segment-sum.ts';
+import { rememberStockKernel, stockKernel } from './wasm-stock-kernels.ts';
+
+/** Kernels we add or replace on 'wasm', in registration order. */
+export const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
+  wasmTransposeConfig,
+  wasmBatchMatMulConfig,
+  wasmUnsortedSegmentSumConfig,
+];
+
+/** Requires '@tensorflow/tfjs-backend-wasm' to have been imported (it registers the stock kernels). */
+export function registerWasmTrainingKernels(): void {
+  for (const ours of WASM_TRAINING_KERNELS) {
+    const current = tf.getKernel(ours.kernelName, 'wasm');
+    if (current === ours) continue;
+    rememberStockKernel(ours.kernelName, ours);
+    if (current !== undefined) tf.unregisterKernel(ours.kernelName, 'wasm');
+    tf.registerKernel(ours);
+  }
+}
+
+/** Puts the stock kernels back (and removes the ones wasm never had). For comparisons. */
+export function restoreStockWasmKernels(): void {
+  for (const ours of WASM_TRAINING_KERNELS) {
+    if (tf.getKernel(ours.kernelName, 'wasm') !== ours) continue;
+    tf.unregisterKernel(ours.kernelName, 'wasm');
+    const stock = stockKernel(ours.kernelName);
+    if (stock === undefined) continue;
+    tf.registerKernel(stock);
+    // Its setupFunc ran at backend start only if it was registered then.
+    const backend = tf.findBackend('wasm');
+    if (backend !== null && stock.setupFunc !== undefined) stock.setupFunc(backend);
+  }
+}
+
+export function wasmTrainingKernelsRegistered(): boolean {
+  return WASM_TRAINING_KERNELS.every((ours) => tf.getKernel(ours.kernelName, 'wasm') === ours);
+}
