@@ -105,7 +105,7 @@ function unknownKeyMessage(key: string, section: SectionSpec, prefix: string): s
 
 /**
  * Walks `value` against `section`: unknown keys, then known keys in table order.
- * Returns the paths whose values are wrong, so derived checks can skip them instead of piling on.
+ * Adds each wrong value's path to `invalid`, so derived checks can skip it instead of piling on.
  */
 function checkSection(value: JsonObject, section: SectionSpec, prefix: string, problems: ConfigProblem[], invalid: Set<string>): void {
   for (const key of Object.keys(value)) {
