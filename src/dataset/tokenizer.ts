@@ -29,6 +29,34 @@ export function encode(text: string): number[] {
   return getEncoder().encode(text, [], []);
 }
 
+/**
+ * The first maxTokens ids of encode(text), without encoding the rest of a long text. GPT-2's pre-tokenizer
+ * always starts a new piece at a space that sits between two letters (the letter run before it cannot take
+ * the space, and " ?\p{L}+" claims it), and pieces are byte-pair encoded independently, so encoding the text
+ * up to such a space yields exactly the leading ids of the whole encoding.
+ */
+export function encodePrefix(text: string, maxTokens: number): number[] {
+  // English averages about 4 characters a token; 8 leaves room for numbers and punctuation.
+  for (let charBudget = Math.max(64, maxTokens * 8); charBudget < text.length; charBudget *= 2) {
+    const cut = pieceBoundaryAtOrAfter(text, charBudget);
+    if (cut < 0) break;
+    const ids = encode(text.slice(0, cut));
+    if (ids.length >= maxTokens) return ids.slice(0, maxTokens);
+  }
+  return encode(text).slice(0, maxTokens);
+}
+
+function pieceBoundaryAtOrAfter(text: string, from: number): number {
+  for (let i = Math.max(1, from); i < text.length - 1; i++) {
+    if (text.charCodeAt(i) === 0x20 && isAsciiLetter(text.charCodeAt(i - 1)) && isAsciiLetter(text.charCodeAt(i + 1))) return i;
+  }
+  return -1;
+}
+
+function isAsciiLetter(code: number): boolean {
+  return (code >= 0x41 && code <= 0x5a) || (code >= 0x61 && code <= 0x7a);
+}
+
 export function decode(ids: ArrayLike<number>): string {
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];

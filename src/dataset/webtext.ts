@@ -11,7 +11,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { parseLooseJson } from './loose-json.ts';
-import { EOS_TOKEN_ID, GPT2_VOCAB_SIZE, encode } from './tokenizer.ts';
+import { EOS_TOKEN_ID, GPT2_VOCAB_SIZE, encodePrefix } from './tokenizer.ts';
 import { TokenCacheError, readTokenCache, sha256Hex, writeTokenCacheAtomic } from './token-cache.ts';
 
 /** A tokenized dataset held as flat row-major arrays, ready to gather batches from. */
@@ -127,8 +127,8 @@ export async function tokenizeAndPad(
   const lengths = new Uint32Array(texts.length);
   const reportEvery = Math.max(1, Math.ceil(texts.length / 100));
   for (let i = 0; i < texts.length; i++) {
-    const ids = encode(texts[i]);
-    const length = Math.min(ids.length, seqLen);
+    const ids = encodePrefix(texts[i], seqLen);
+    const length = ids.length;
     for (let t = 0; t < length; t++) inputIds[i * seqLen + t] = ids[t];
     lengths[i] = length;
     if ((i + 1) % reportEvery === 0 || i + 1 === texts.length) {
