@@ -135,5 +135,5 @@ async function chooseBackend(preferred: BackendName | undefined, log: (line: str
 }
 
 function wasmNote(): string {
-  return ' with the project\'s UnsortedSegmentSum, BatchMatMul and Transpose kernels';
+  return ' with the project\'s UnsortedSegmentSum, BatchMatMul, Transpose, Slice and SplitV kernels';
 }

@@ -18,7 +18,7 @@ import {
   asWasmBackend, cachedCwrap, heapView, sizeOf, tensorData, withHeapRanges,
   type WasmBackendLike, type WasmModuleLike,
 } from './wasm-heap.ts';
-import { runStockKernel } from './wasm-stock-kernels.ts';
+import { runStockKernel, setUpStockKernel } from './wasm-stock-kernels.ts';
 import { transposeOnHeap } from './wasm-transpose.ts';
 
 type StockMatMulEntry = (
@@ -189,4 +189,6 @@ export const wasmBatchMatMulConfig: KernelConfig = {
   kernelName: BatchMatMul,
   backendName: 'wasm',
   kernelFunc: batchMatMulKernel,
+  // The engine runs this at every setBackend('wasm'); it keeps the stock kernel usable.
+  setupFunc: (backend) => setUpStockKernel(BatchMatMul, backend),
 };

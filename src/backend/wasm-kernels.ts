@@ -1,7 +1,7 @@
 /**
  * Implements: installing (and, for benchmarks and tests, removing) this project's wasm kernels:
- * `UnsortedSegmentSum`, which wasm lacks, and faster `BatchMatMul` and `Transpose` in place of
- * the stock ones. Both calls are idempotent; the engine looks kernels up on every op, so a
+ * `UnsortedSegmentSum`, which wasm lacks, and faster `BatchMatMul`, `Transpose`, `Slice` and
+ * `SplitV` in place of the stock ones. Both calls are idempotent; the engine looks kernels up on every op, so a
  * swap takes effect at once, even on a running backend.
  */
 import * as tf from '../tf.ts';
@@ -9,13 +9,16 @@ import type { KernelConfig } from '../tf.ts';
 import { wasmBatchMatMulConfig } from './wasm-batch-matmul.ts';
 import { wasmTransposeConfig } from './wasm-transpose.ts';
 import { wasmUnsortedSegmentSumConfig } from './wasm-unsorted-segment-sum.ts';
-import { rememberStockKernel, stockKernel } from './wasm-stock-kernels.ts';
+import { wasmSliceConfig, wasmSplitVConfig } from './wasm-slice.ts';
+import { rememberStockKernel, setUpStockKernel, stockKernel } from './wasm-stock-kernels.ts';
 
 /** Kernels we add or replace on 'wasm', in registration order. */
 export const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   wasmTransposeConfig,
   wasmBatchMatMulConfig,
   wasmUnsortedSegmentSumConfig,
+  wasmSliceConfig,
+  wasmSplitVConfig,
 ];
 
 /** Requires '@tensorflow/tfjs-backend-wasm' to have been imported (it registers the stock kernels). */
@@ -27,6 +30,9 @@ export function registerWasmTrainingKernels(): void {
     if (current !== undefined) tf.unregisterKernel(ours.kernelName, 'wasm');
     tf.registerKernel(ours);
   }
+  // A backend that started before this call never ran our setupFuncs.
+  const running = tf.engine().registry['wasm'];
+  if (running !== undefined) for (const ours of WASM_TRAINING_KERNELS) setUpStockKernel(ours.kernelName, running);
 }
 
 /** Puts the stock kernels back (and removes the ones wasm never had). For comparisons. */

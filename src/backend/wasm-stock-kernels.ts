@@ -30,13 +30,21 @@ export function runStockKernel(
     throw new Error(`runStockKernel: no stock wasm '${kernelName}' kernel was recorded; ` +
       `import '@tensorflow/tfjs-backend-wasm' before registering the replacement kernels.`);
   }
-  if (stock.setupFunc !== undefined) {
-    let done = setUpFor.get(kernelName);
-    if (done === undefined) setUpFor.set(kernelName, done = new WeakSet());
-    if (!done.has(args.backend)) {
-      stock.setupFunc(args.backend as Parameters<NonNullable<KernelConfig['setupFunc']>>[0]);
-      done.add(args.backend);
-    }
-  }
+  setUpStockKernel(kernelName, args.backend);
   return stock.kernelFunc(args as Parameters<KernelConfig['kernelFunc']>[0]) as TensorInfo;
+}
+
+/**
+ * Runs the stock kernel's setupFunc for `backend` once. Needed even while ours is registered:
+ * other stock kernels call the stock Transpose directly (reductions over inner axes do), and
+ * its setup only runs for kernels registered when the backend starts.
+ */
+export function setUpStockKernel(kernelName: string, backend: object): void {
+  const stock = stockKernels.get(kernelName);
+  if (stock?.setupFunc === undefined) return;
+  let done = setUpFor.get(kernelName);
+  if (done === undefined) setUpFor.set(kernelName, done = new WeakSet());
+  if (done.has(backend)) return;
+  stock.setupFunc(backend as Parameters<NonNullable<KernelConfig['setupFunc']>>[0]);
+  done.add(backend);
 }

@@ -12,7 +12,7 @@ import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
 import {
   asWasmBackend, bytesPerElement, heapView, sizeOf, tensorData, type HeapArray, type WasmBackendLike,
 } from './wasm-heap.ts';
-import { runStockKernel } from './wasm-stock-kernels.ts';
+import { runStockKernel, setUpStockKernel } from './wasm-stock-kernels.ts';
 
 const TILE = 32;
 
@@ -138,4 +138,6 @@ export const wasmTransposeConfig: KernelConfig = {
   kernelName: Transpose,
   backendName: 'wasm',
   kernelFunc: transposeKernel,
+  // The engine runs this at every setBackend('wasm'); it keeps the stock kernel usable.
+  setupFunc: (backend) => setUpStockKernel(Transpose, backend),
 };

@@ -49,6 +49,15 @@ describe('wasm Transpose', () => {
     assert.deepEqual(reducePermutation([3, 4], [0, 1]), { shape: [12], perm: [0] });
   });
 
+  test('transpose - reductions over outer axes (which call the stock transpose internally) match cpu', async () => {
+    // Regression: registering our Transpose before the backend started left the stock one
+    // without its setup, and every such reduction threw "wasmTranspose is not a function".
+    const values = randomValues(3 * 5 * 7, 23);
+    const compute = (): Result => tidyRead(() => take(tf.sum(tf.tensor(values, [3, 5, 7]), [0, 2])));
+    const [wasm, cpu] = await onWasmAndCpu(compute);
+    assertClose(wasm, cpu, 'sum over axes [0, 2]');
+  });
+
   test('gradients - tf.grads through the attention-head transpose matches cpu', async () => {
     const values = randomValues(2 * 7 * 3 * 5, 21);
     const weights = randomValues(2 * 7 * 3 * 5, 22);
