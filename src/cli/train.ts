@@ -1,0 +1,115 @@
+/**
+ * Implements: `gpt-hybrid train`: config, backend, data, model, trainer with the seed's hooks, and the
+ * run folder (the resolved config, metrics.jsonl). Single process for now; parallel layouts are refused
+ * here until the launcher exists.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { basename, extname, join, resolve } from 'node:path';
+import { initBackend } from '../backend/select.ts';
+import { loadConfig } from '../config/load.ts';
+import { loadWebtextDataset } from '../dataset/webtext.ts';
+import { GPT } from '../model/gpt.ts';
+import { countParameters, fullModelSlice } from '../model/params.ts';
+import * as tf from '../tf.ts';
+import { LogMetricByEpochHook } from '../train/hooks/log-by-epoch.ts';
+import { LogMetricByStepHook } from '../train/hooks/log-by-step.ts';
+import { LossHook } from '../train/hooks/loss.ts';
+import { ThroughputHook } from '../train/hooks/throughput.ts';
+import { Trainer } from '../train/trainer.ts';
+import { trainOverrides, type TrainCommand } from './args.ts';
+
+export async function runTrain(command: TrainCommand): Promise<number> {
+  const log = (line: string) => {
+    if (!command.quiet) process.stdout.write(`${line}\n`);
+  };
+  const config = loadConfig(command.configPath, trainOverrides(command));
+  const { pipeline, tensor, data } = config.parallel;
+  if (pipeline * tensor.size * data !== 1) {
+    throw new Error(
+      `parallel layout data=${data} pipeline=${pipeline} tensor=${tensor.size} needs the multi-process launcher, which is not built yet; ` +
+        'set parallel.data, parallel.pipeline and parallel.tensor.size to 1 (e.g. --set parallel.pipeline=1)',
+    );
+  }
+  const outDir = resolve(command.out ?? join('runs', `${basename(command.configPath, extname(command.configPath))}-${timestamp()}`));
+  mkdirSync(outDir, { recursive: true });
+  const metricsPath = join(outDir, 'metrics.jsonl');
+  writeFileSync(metricsPath, '');
+  writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  log(`run folder: ${outDir}`);
+
+  // Prod mode skips tfjs' debug-time checks and its banner suggesting tfjs-node.
+  tf.enableProdMode();
+  await initBackend(config.backend, log);
+
+  const dataset = await loadWebtextDataset(config.data.path, {
+    seqLen: config.seqLen,
+    skipBadLines: config.data.skipBadLines,
+    log,
+    onProgress: progressPrinter('tokenizing', command.quiet),
+  });
+  log(`data: ${dataset.numSamples} samples of ${config.seqLen} tokens from ${config.data.path}${dataset.fromCache ? ' (cached)' : ''}`);
+
+  const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+  const m = config.model;
+  log(
+    `model: ${m.numLayers} layers, hidden ${m.hiddenSize}, ${m.numAttentionHeads} heads, vocab ${m.vocabSize}: ` +
+      `${(countParameters(m) / 1e6).toFixed(2)}M parameters`,
+  );
+  const abort = new AbortController();
+  const onSigint = () => {
+    if (abort.signal.aborted) process.exit(130);
+    log('\ninterrupt: stopping after this step (Ctrl-C again to quit now)');
+    abort.abort();
+  };
+  process.on('SIGINT', onSigint);
+  const trainer = new Trainer({
+    config,
+    model,
+    dataset,
+    log,
+    signal: abort.signal,
+    hooks: [
+      new LossHook(),
+      new ThroughputHook(),
+      new LogMetricByStepHook({ metricsPath, progressBar: command.quiet ? false : undefined, stream: command.quiet ? devNull() : undefined }),
+      new LogMetricByEpochHook(),
+    ],
+  });
+  log(
+    `training ${trainer.state.totalSteps} steps (${trainer.state.stepsPerEpoch} per epoch), ` +
+      `global batch ${trainer.sampler.globalBatchSize} x ${config.seqLen} tokens`,
+  );
+  try {
+    const result = await trainer.fit();
+    const last = result.losses.at(-1);
+    log(`${result.stopped ? 'stopped' : 'done'} after ${result.stepsDone} steps${last === undefined ? '' : `, last loss ${last.toFixed(4)}`}; metrics in ${metricsPath}`);
+    return result.stopped ? 130 : 0;
+  } finally {
+    process.off('SIGINT', onSigint);
+    trainer.dispose();
+    model.dispose();
+  }
+}
+
+function timestamp(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
+}
+
+function progressPrinter(label: string, quiet: boolean): ((done: number, total: number) => void) | undefined {
+  if (quiet) return undefined;
+  const tty = process.stdout.isTTY === true;
+  let lastPercent = -1;
+  return (done, total) => {
+    const percent = total === 0 ? 100 : Math.floor((100 * done) / total);
+    if (tty) {
+      process.stdout.write(`\r${label} ${done}/${total} lines (${percent}%)\x1b[K${done === total ? '\n' : ''}`);
+    } else if (percent >= lastPercent + 25 || done === total) {
+      process.stdout.write(`${label} ${done}/${total} lines (${percent}%)\n`);
+      lastPercent = percent;
+    }
+  };
+}
+
+function devNull(): NodeJS.WriteStream {
+  return { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+}

@@ -1,0 +1,72 @@
+/**
+ * Implements: LogMetricByStepHook: one JSON object per optimizer step appended to `metrics.jsonl`, and
+ * the live view: a progress bar redrawn in place on a terminal, plain lines every `logInterval` steps
+ * otherwise (logs, CI, pipes).
+ */
+import { appendFileSync } from 'node:fs';
+import type { Hook, StepResult, TrainerState } from './hook.ts';
+
+export interface LogByStepOptions {
+  /** File to append one JSON line per step to; omitted: no file. */
+  metricsPath?: string;
+  /** Where the live view goes. */
+  stream?: NodeJS.WriteStream;
+  /** Force the progress bar on or off; default: on when the stream is a terminal. */
+  progressBar?: boolean;
+}
+
+export class LogMetricByStepHook implements Hook {
+  readonly name = 'log-by-step';
+  private readonly stream: NodeJS.WriteStream;
+  private readonly progressBar: boolean;
+  private barDrawn = false;
+
+  constructor(private readonly options: LogByStepOptions = {}) {
+    this.stream = options.stream ?? process.stdout;
+    this.progressBar = options.progressBar ?? this.stream.isTTY === true;
+  }
+
+  afterStep(state: TrainerState, result: StepResult): void {
+    const m = state.metrics;
+    if (this.options.metricsPath !== undefined) {
+      const record = {
+        step: result.step,
+        epoch: result.epoch,
+        loss: result.loss,
+        tokens: result.tokens,
+        samples: result.samples,
+        step_ms: round(result.stepMs, 3),
+        elapsed_ms: round(result.elapsedMs, 3),
+        tokens_per_s: round(m.tokens_per_s ?? result.tokens / (result.stepMs / 1000), 3),
+        model_gflops: m.model_gflops === undefined ? undefined : round(m.model_gflops, 4),
+        lr: result.learningRate,
+        grad_norm: result.gradNorm,
+      };
+      appendFileSync(this.options.metricsPath, JSON.stringify(record) + '\n');
+    }
+    const summary =
+      `step ${result.step}/${state.totalSteps}  loss ${result.loss.toFixed(4)}  ` +
+      `${Math.round(m.tokens_per_s ?? 0)} tok/s  ${(m.model_gflops ?? 0).toFixed(2)} GFLOP/s  ` +
+      `${(result.stepMs / 1000).toFixed(2)} s/step`;
+    if (this.progressBar) {
+      const done = result.step - state.startStep;
+      const total = state.totalSteps - state.startStep;
+      const width = 24;
+      const filled = Math.round((width * done) / Math.max(total, 1));
+      const eta = ((total - done) * result.elapsedMs) / Math.max(done, 1) / 1000;
+      this.stream.write(`\r[${'='.repeat(filled)}${' '.repeat(width - filled)}] ${summary}  eta ${eta.toFixed(0)} s\x1b[K`);
+      this.barDrawn = true;
+    } else if (result.step % state.config.logInterval === 0 || result.step === state.totalSteps) {
+      this.stream.write(summary + '\n');
+    }
+  }
+
+  afterTrain(): void {
+    if (this.barDrawn) this.stream.write('\n');
+  }
+}
+
+function round(value: number, digits: number): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}

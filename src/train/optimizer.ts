@@ -1,0 +1,97 @@
+/**
+ * Implements: Adam as the seed uses it (torch.optim.Adam with weight_decay: L2 added to the gradient)
+ * and AdamW (decoupled decay) as an option, with optional clipping by global gradient norm.
+ *
+ * Written here rather than taken from tf.train.adam because that one has no weight decay, and because
+ * the state must be addressable by parameter name: a pipeline stage or tensor shard updates only its
+ * own parameters, and checkpoints store moments per global name.
+ */
+import * as tf from '../tf.ts';
+import type { OptimizerConfig } from '../config/types.ts';
+
+export interface OptimizerStepResult {
+  /** Global L2 norm of the gradients before clipping. */
+  gradNorm: number;
+}
+
+export class AdamOptimizer {
+  private readonly firstMoments = new Map<string, tf.Variable>();
+  private readonly secondMoments = new Map<string, tf.Variable>();
+  /** Number of updates applied so far (torch's `state['step']`). */
+  stepCount = 0;
+
+  constructor(readonly config: OptimizerConfig) {}
+
+  /**
+   * Applies one update. `grads` maps parameter names to gradients (ownership stays with the caller).
+   * Parameters are visited in `params` order so the arithmetic is the same on every run.
+   */
+  apply(params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, learningRate = this.config.lr): OptimizerStepResult {
+    const { beta1, beta2, eps, weightDecay, gradClip, kind } = this.config;
+    const gradNorm = globalNorm([...params.keys()].map((name) => requireGrad(grads, name)));
+    const clipScale = gradClip > 0 && gradNorm > gradClip ? gradClip / (gradNorm + 1e-6) : 1;
+    this.stepCount += 1;
+    const biasCorrection1 = 1 - beta1 ** this.stepCount;
+    const biasCorrection2 = 1 - beta2 ** this.stepCount;
+    const stepSize = learningRate / biasCorrection1;
+    for (const [name, param] of params) {
+      tf.tidy(() => {
+        let grad = requireGrad(grads, name);
+        if (clipScale !== 1) grad = tf.mul(grad, clipScale);
+        let value: tf.Tensor = param;
+        if (weightDecay !== 0) {
+          if (kind === 'adam') grad = tf.add(grad, tf.mul(param, weightDecay));
+          else value = tf.mul(param, 1 - learningRate * weightDecay);
+        }
+        const m = this.moment(this.firstMoments, name, param);
+        const v = this.moment(this.secondMoments, name, param);
+        const nextM = tf.add(tf.mul(m, beta1), tf.mul(grad, 1 - beta1));
+        const nextV = tf.add(tf.mul(v, beta2), tf.mul(tf.square(grad), 1 - beta2));
+        m.assign(nextM);
+        v.assign(nextV);
+        // torch's form: denom = sqrt(v) / sqrt(bias_correction2) + eps; p -= lr / bias_correction1 * m / denom.
+        const denom = tf.add(tf.div(tf.sqrt(nextV), Math.sqrt(biasCorrection2)), eps);
+        param.assign(tf.sub(value, tf.mul(tf.div(nextM, denom), stepSize)));
+      });
+    }
+    return { gradNorm };
+  }
+
+  /** Optimizer state by parameter name, for checkpoints. */
+  state(): { step: number; moments: Map<string, { m: tf.Variable; v: tf.Variable }> } {
+    const moments = new Map<string, { m: tf.Variable; v: tf.Variable }>();
+    for (const [name, m] of this.firstMoments) moments.set(name, { m, v: this.secondMoments.get(name)! });
+    return { step: this.stepCount, moments };
+  }
+
+  dispose(): void {
+    for (const moment of [...this.firstMoments.values(), ...this.secondMoments.values()]) moment.dispose();
+    this.firstMoments.clear();
+    this.secondMoments.clear();
+  }
+
+  private moment(store: Map<string, tf.Variable>, name: string, like: tf.Tensor): tf.Variable {
+    let moment = store.get(name);
+    if (moment === undefined) {
+      moment = tf.keep(tf.variable(tf.zerosLike(like), false));
+      store.set(name, moment);
+    }
+    return moment;
+  }
+}
+
+function requireGrad(grads: Map<string, tf.Tensor>, name: string): tf.Tensor {
+  const grad = grads.get(name);
+  if (grad === undefined) throw new Error(`no gradient for parameter ${name}: the backward pass did not reach it`);
+  return grad;
+}
+
+/** L2 norm over all gradients, summed in the given order. */
+export function globalNorm(tensors: tf.Tensor[]): number {
+  const squares = tf.tidy(() => tf.stack(tensors.map((t) => tf.sum(tf.square(t)))));
+  const values = squares.dataSync();
+  squares.dispose();
+  let total = 0;
+  for (const value of values) total += value;
+  return Math.sqrt(total);
+}

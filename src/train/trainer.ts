@@ -1,0 +1,172 @@
+/**
+ * Implements: the single-process training loop, the reference every parallel layout must reproduce.
+ *
+ * One optimizer step: the global batch of the step (the global batch rule, dataset/sampler.ts) is cut
+ * into gradientAccumulation rounds and numMicroBatches micro-batches; each micro-batch's loss is the
+ * seed's GPTLMLoss (a mean over its tokens), its gradient is summed, and the step's gradient and loss
+ * are the means over all micro-batches: equal to one big batch's, since micro-batches are equal-sized.
+ * Hooks observe; the loop itself only computes.
+ */
+import * as tf from '../tf.ts';
+import type { TrainConfig } from '../config/types.ts';
+import { BatchSampler, gatherBatch, microBatches, rankSlice } from '../dataset/sampler.ts';
+import type { TokenizedDataset } from '../dataset/webtext.ts';
+import type { GPT, TokenBatch } from '../model/gpt.ts';
+import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
+import { AdamOptimizer } from './optimizer.ts';
+
+export interface TrainerOptions {
+  config: TrainConfig;
+  model: GPT;
+  dataset: TokenizedDataset;
+  hooks?: Hook[];
+  /** Stop after this 1-based step; default from config.steps or config.epochs. */
+  totalSteps?: number;
+  log?: (line: string) => void;
+  /** Checked between steps: an aborted signal ends the run cleanly after the step in flight. */
+  signal?: AbortSignal;
+}
+
+export interface FitResult {
+  stepsDone: number;
+  losses: number[];
+  stopped: boolean;
+}
+
+export class Trainer {
+  readonly sampler: BatchSampler;
+  readonly optimizer: AdamOptimizer;
+  readonly state: TrainerState;
+  private readonly hooks: Hook[];
+  private readonly variableList: tf.Variable[];
+
+  constructor(private readonly options: TrainerOptions) {
+    const { config, dataset } = options;
+    const dp = config.parallel.data;
+    this.sampler = new BatchSampler({
+      numSamples: dataset.numSamples,
+      globalBatchSize: config.batchSize * dp * config.gradientAccumulation,
+      seed: config.seed,
+      shuffle: config.data.shuffle,
+      dropLast: config.data.dropLast,
+    });
+    if (dataset.seqLen !== config.seqLen) {
+      throw new Error(`dataset was tokenized with seqLen ${dataset.seqLen} but the config says ${config.seqLen}`);
+    }
+    const totalSteps = options.totalSteps ?? config.steps ?? (config.epochs ?? 1) * this.sampler.stepsPerEpoch;
+    this.optimizer = new AdamOptimizer(config.optimizer);
+    this.hooks = options.hooks ?? [];
+    this.variableList = options.model.variables();
+    const log = options.log ?? ((line: string) => process.stdout.write(line + '\n'));
+    this.state = { config, totalSteps, startStep: 0, stepsPerEpoch: this.sampler.stepsPerEpoch, metrics: {}, log };
+  }
+
+  async fit(): Promise<FitResult> {
+    const { state } = this;
+    const losses: number[] = [];
+    const started = performance.now();
+    this.callHooks('beforeTrain');
+    let epoch = -1;
+    let step = state.startStep;
+    let stopped = false;
+    for (; step < state.totalSteps; step++) {
+      if (this.options.signal?.aborted) {
+        stopped = true;
+        break;
+      }
+      const stepEpoch = this.sampler.epochOf(step);
+      if (stepEpoch !== epoch) {
+        if (epoch >= 0) this.callHooks('afterEpoch', epoch);
+        epoch = stepEpoch;
+        this.callHooks('beforeEpoch', epoch);
+      }
+      state.metrics = {};
+      this.callHooks('beforeStep', step + 1);
+      const stepStart = performance.now();
+      const { loss, gradNorm, samples } = this.trainStep(step);
+      const now = performance.now();
+      const result: StepResult = {
+        step: step + 1,
+        epoch,
+        loss,
+        tokens: samples * state.config.seqLen,
+        samples,
+        stepMs: now - stepStart,
+        elapsedMs: now - started,
+        learningRate: state.config.optimizer.lr,
+        gradNorm,
+      };
+      losses.push(loss);
+      this.callHooks('afterStep', result);
+      // Yield so signals, timers and output get their turn between steps.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (epoch >= 0 && (step === state.totalSteps || stopped)) this.callHooks('afterEpoch', epoch);
+    this.callHooks('afterTrain');
+    return { stepsDone: step - state.startStep, losses, stopped };
+  }
+
+  /** One optimizer step (0-based `step`); synchronous: forward, backward and update of every micro-batch. */
+  trainStep(step: number): { loss: number; gradNorm: number; samples: number } {
+    const { config, model } = this.options;
+    const globalBatch = this.sampler.globalBatch(step);
+    const micro: Int32Array[] = [];
+    for (let accumIndex = 0; accumIndex < config.gradientAccumulation; accumIndex++) {
+      // A single process plays every data-parallel rank, in rank order.
+      for (let dpRank = 0; dpRank < config.parallel.data; dpRank++) {
+        const indices = rankSlice(globalBatch, {
+          dp: config.parallel.data,
+          dpRank,
+          gradientAccumulation: config.gradientAccumulation,
+          accumIndex,
+        });
+        micro.push(...microBatches(indices, config.numMicroBatches));
+      }
+    }
+    const gradSums = new Map<string, tf.Tensor>();
+    const lossValues: tf.Scalar[] = [];
+    for (const sampleIds of micro) {
+      const batch: TokenBatch = { ...gatherBatch(this.options.dataset, sampleIds), sampleIds };
+      const dropout = { seed: config.seed, step, sampleIds };
+      const { value, grads } = tf.variableGrads(() => model.loss(batch, { dropout }), this.variableList);
+      lossValues.push(value);
+      for (const [index, spec] of model.specs.entries()) {
+        const name = spec.name;
+        const grad = grads[this.variableList[index].name];
+        const previous = gradSums.get(name);
+        if (previous === undefined) {
+          gradSums.set(name, grad);
+        } else {
+          gradSums.set(name, tf.add(previous, grad));
+          previous.dispose();
+          grad.dispose();
+        }
+      }
+    }
+    const scale = 1 / micro.length;
+    const meanGrads = new Map<string, tf.Tensor>();
+    for (const [name, sum] of gradSums) {
+      meanGrads.set(name, tf.mul(sum, scale));
+      sum.dispose();
+    }
+    const { gradNorm } = this.optimizer.apply(model.params, meanGrads);
+    for (const grad of meanGrads.values()) grad.dispose();
+    let lossSum = 0;
+    for (const value of lossValues) {
+      lossSum += value.dataSync()[0];
+      value.dispose();
+    }
+    return { loss: lossSum * scale, gradNorm, samples: globalBatch.length };
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+  }
+
+  private callHooks<K extends keyof Hook>(event: K, ...args: unknown[]): void {
+    for (const hook of this.hooks) {
+      const handler = hook[event] as ((state: TrainerState, ...rest: unknown[]) => void) | undefined;
+      handler?.call(hook, this.state, ...args);
+    }
+  }
+}
