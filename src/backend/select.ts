@@ -135,5 +135,5 @@ async function chooseBackend(preferred: BackendName | undefined, log: (line: str
 }
 
 function wasmNote(): string {
-  return ' with the project\'s UnsortedSegmentSum, BatchMatMul, Transpose, Slice and SplitV kernels';
+  return ' with the project\'s wasm kernels (UnsortedSegmentSum; faster BatchMatMul, Transpose, Slice, SplitV, Sum)';
 }

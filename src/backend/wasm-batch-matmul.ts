@@ -85,6 +85,11 @@ function transposedLastTwo(backend: WasmBackendLike, x: TensorInfo): TensorInfo 
   return out;
 }
 
+/** Elements the non-transposed form must move for one 2-D product (rows x inner) . (inner x cols). */
+function transposeCost(rows: number, inner: number, cols: number, transposeA: boolean, transposeB: boolean): number {
+  return (transposeA ? rows * inner : 0) + (transposeB ? inner * cols : 0);
+}
+
 export function batchMatMulOnHeap(
   backend: WasmBackendLike, a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean,
 ): TensorInfo {
@@ -105,6 +110,20 @@ export function batchMatMulOnHeap(
   const batches = sizeOf(outBatch);
   const aBatches = sizeOf(aBatch);
   const bBatches = sizeOf(bBatch);
+
+  if (batches === 1 && inner > 0 && rows * cols > 0 &&
+      transposeCost(rows, inner, cols, !transposeB, !transposeA) + rows * cols <
+      transposeCost(rows, inner, cols, transposeA, transposeB)) {
+    // C = (op(B)^T . op(A)^T)^T moves fewer elements, e.g. the LM head's weight gradient
+    // dLogits^T . x, where dLogits is [rows, vocab]: transpose x and C instead of dLogits.
+    const swapped = batchMatMulOnHeap(backend, b, a, !transposeB, !transposeA);
+    try {
+      const result = transposedLastTwo(backend, swapped);
+      return { ...result, shape: outShape };
+    } finally {
+      backend.disposeData(swapped.dataId);
+    }
+  }
 
   const out = backend.makeOutput(outShape, 'float32');
   if (sizeOf(outShape) === 0) return out;

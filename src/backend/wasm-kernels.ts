@@ -1,8 +1,8 @@
 /**
  * Implements: installing (and, for benchmarks and tests, removing) this project's wasm kernels:
- * `UnsortedSegmentSum`, which wasm lacks, and faster `BatchMatMul`, `Transpose`, `Slice` and
- * `SplitV` in place of the stock ones. Both calls are idempotent; the engine looks kernels up on every op, so a
- * swap takes effect at once, even on a running backend.
+ * `UnsortedSegmentSum`, which wasm lacks, and faster `BatchMatMul`, `Transpose`, `Slice`,
+ * `SplitV` and `Sum` in place of the stock ones. Both calls are idempotent; the engine looks
+ * kernels up on every op, so a swap takes effect at once, even on a running backend.
  */
 import * as tf from '../tf.ts';
 import type { KernelConfig } from '../tf.ts';
@@ -10,6 +10,7 @@ import { wasmBatchMatMulConfig } from './wasm-batch-matmul.ts';
 import { wasmTransposeConfig } from './wasm-transpose.ts';
 import { wasmUnsortedSegmentSumConfig } from './wasm-unsorted-segment-sum.ts';
 import { wasmSliceConfig, wasmSplitVConfig } from './wasm-slice.ts';
+import { wasmSumConfig } from './wasm-sum.ts';
 import { rememberStockKernel, setUpStockKernel, stockKernel } from './wasm-stock-kernels.ts';
 
 /** Kernels we add or replace on 'wasm', in registration order. */
@@ -19,6 +20,7 @@ export const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   wasmUnsortedSegmentSumConfig,
   wasmSliceConfig,
   wasmSplitVConfig,
+  wasmSumConfig,
 ];
 
 /** Requires '@tensorflow/tfjs-backend-wasm' to have been imported (it registers the stock kernels). */

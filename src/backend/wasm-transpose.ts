@@ -10,7 +10,7 @@
 import { Transpose } from '../tf.ts';
 import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
 import {
-  asWasmBackend, bytesPerElement, heapView, sizeOf, tensorData, type HeapArray, type WasmBackendLike,
+  asWasmBackend, bytesPerElement, heapView, sizeOf, tensorData, type WasmBackendLike,
 } from './wasm-heap.ts';
 import { runStockKernel, setUpStockKernel } from './wasm-stock-kernels.ts';
 
@@ -54,38 +54,42 @@ function asSwapOfMiddleDims(reduced: ReducedPermutation): [number, number, numbe
   return undefined;
 }
 
-function swapMiddleDims(
-  input: HeapArray, output: HeapArray, batch: number, rows: number, cols: number, inner: number,
+/**
+ * out[b, c, r] = x[b, r, c] over one element type. Callers pass 4-byte dtypes (float32 and int32
+ * alike) as Int32Array: copying bit patterns is exact, and one element type keeps this loop
+ * monomorphic, which V8 compiles to plain loads and stores.
+ */
+function transposeMatrices<T extends Int32Array | Uint8Array>(
+  input: T, output: T, batch: number, rows: number, cols: number,
 ): void {
-  const matrix = rows * cols * inner;
-  if (inner === 1) {
-    // Tiles keep both the rows read and the rows written in cache.
-    for (let b = 0; b < batch; b++) {
-      const base = b * matrix;
-      for (let r0 = 0; r0 < rows; r0 += TILE) {
-        const r1 = Math.min(r0 + TILE, rows);
-        for (let c0 = 0; c0 < cols; c0 += TILE) {
-          const c1 = Math.min(c0 + TILE, cols);
-          for (let r = r0; r < r1; r++) {
-            const inRow = base + r * cols;
-            for (let c = c0; c < c1; c++) output[base + c * rows + r] = input[inRow + c]!;
-          }
+  const matrix = rows * cols;
+  // Tiles keep both the rows read and the rows written in cache.
+  for (let b = 0; b < batch; b++) {
+    const base = b * matrix;
+    for (let r0 = 0; r0 < rows; r0 += TILE) {
+      const r1 = Math.min(r0 + TILE, rows);
+      for (let c0 = 0; c0 < cols; c0 += TILE) {
+        const c1 = Math.min(c0 + TILE, cols);
+        for (let r = r0; r < r1; r++) {
+          const inRow = base + r * cols;
+          for (let c = c0; c < c1; c++) output[base + c * rows + r] = input[inRow + c]!;
         }
       }
     }
-    return;
   }
+}
+
+/** out[b, c, r, :] = x[b, r, c, :] for runs of `runBytes` contiguous bytes: one memmove per run. */
+function transposeRuns(
+  heap: Uint8Array, from: number, to: number, batch: number, rows: number, cols: number, runBytes: number,
+): void {
+  const matrixBytes = rows * cols * runBytes;
   for (let b = 0; b < batch; b++) {
-    const base = b * matrix;
+    const base = b * matrixBytes;
     for (let r = 0; r < rows; r++) {
       for (let c = 0; c < cols; c++) {
-        const from = base + (r * cols + c) * inner;
-        const to = base + (c * rows + r) * inner;
-        if (inner >= 256) {
-          output.set(input.subarray(from, from + inner), to);
-        } else {
-          for (let i = 0; i < inner; i++) output[to + i] = input[from + i]!;
-        }
+        const source = from + base + (r * cols + c) * runBytes;
+        heap.copyWithin(to + base + (c * rows + r) * runBytes, source, source + runBytes);
       }
     }
   }
@@ -115,11 +119,21 @@ export function transposeOnHeap(
   }
   const swap = asSwapOfMiddleDims(reduced);
   if (swap === undefined) return undefined;
+  const [batch, rows, cols, inner] = swap;
   const out = backend.makeOutput(outShape, x.dtype);
-  // Views only now: makeOutput may have grown (and detached) the heap.
-  const input = heapView(backend, x.dtype, tensorData(backend, x, Transpose).memoryOffset, size);
-  const output = heapView(backend, x.dtype, tensorData(backend, out, Transpose).memoryOffset, size);
-  swapMiddleDims(input, output, ...swap);
+  // Offsets and views only now: makeOutput may have grown (and detached) the heap.
+  const from = tensorData(backend, x, Transpose).memoryOffset;
+  const to = tensorData(backend, out, Transpose).memoryOffset;
+  const elementBytes = bytesPerElement(x.dtype, Transpose);
+  if (inner > 1) {
+    transposeRuns(backend.wasm.HEAPU8, from, to, batch, rows, cols, inner * elementBytes);
+  } else if (elementBytes === 4) {
+    const buffer = backend.wasm.HEAPU8.buffer;
+    transposeMatrices(new Int32Array(buffer, from, size), new Int32Array(buffer, to, size), batch, rows, cols);
+  } else {
+    transposeMatrices(heapView(backend, 'bool', from, size) as Uint8Array, heapView(backend, 'bool', to, size) as Uint8Array,
+      batch, rows, cols);
+  }
   return out;
 }
 
