@@ -55,21 +55,28 @@ export function attentionBias(attentionMask: Float32Array | Uint8Array, batch: n
 /**
  * Mean next-token cross-entropy over rows, logits [N, V] and int32 labels [N], with a fused gradient:
  * (softmax - onehot) / N. Measured 10% faster and 0.8 GB lighter than autodiff at vocab 50257.
+ * The forward keeps exp(logits - max) and its row sums, so the backward needs no second Exp: on wasm
+ * Exp over [N, V] is the costliest elementwise kernel of the step (~10 ns an element).
  */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
   const [rows, vocab] = logits.shape;
   const fused = tf.customGrad(((logitsIn: tf.Tensor, save: tf.GradSaveFunc) => {
-    const logProbs = tf.logSoftmax(logitsIn);
+    const shifted = tf.sub(logitsIn, tf.max(logitsIn, 1, true));
+    const exps = tf.exp(shifted);
+    const sums = tf.sum(exps, 1, true);
     const flatIndex = tf.add(labels, tf.range(0, rows * vocab, vocab, 'int32'));
-    const picked = tf.gather(tf.reshape(logProbs, [rows * vocab]), flatIndex);
+    const picked = tf.gather(tf.reshape(shifted, [rows * vocab]), flatIndex);
     // Saved, not captured: the engine disposes the forward's intermediates before gradients run.
-    save([logProbs, labels]);
+    save([exps, sums, labels]);
     return {
-      value: tf.neg(tf.mean(picked)) as tf.Scalar,
+      // -log softmax[label] = log(sum exp(shifted)) - shifted[label]
+      value: tf.mean(tf.sub(tf.reshape(tf.log(sums), [rows]), picked)) as tf.Scalar,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [savedExps, savedSums, savedLabels] = saved;
+        const scale = tf.div(dy, rows);
         // oneHot in float32 on wasm returns int32 bit patterns (MEASURED.md): cast an int32 one-hot.
-        const oneHot = tf.cast(tf.oneHot(saved[1] as tf.Tensor1D, vocab), 'float32');
-        return [tf.mul(tf.sub(tf.exp(saved[0]), oneHot), tf.div(dy, rows))];
+        const oneHot = tf.cast(tf.oneHot(savedLabels as tf.Tensor1D, vocab), 'float32');
+        return [tf.mul(tf.sub(tf.div(savedExps, savedSums), oneHot), scale)];
       },
     };
   }) as unknown as Parameters<typeof tf.customGrad>[0]);
