@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, test } from 'node:test';
+import { initBackend } from '../../src/backend/select.ts';
+import { resolveConfig } from '../../src/config/resolve.ts';
+import type { TrainConfig } from '../../src/config/types.ts';
+import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
+import { GPT } from '../../src/model/gpt.ts';
+import { fullModelSlice } from '../../src/model/params.ts';
+import * as tf from '../../src/tf.ts';
+import { LogMetricByStepHook } from '../../src/train/hooks/log-by-step.ts';
+import { LossHook } from '../../src/train/hooks/loss.ts';
+import { ThroughputHook } from '../../src/train/hooks/throughput.ts';
+import { Trainer } from '../../src/train/trainer.ts';
+
+before(async () => {
+  await initBackend('cpu', () => {});
+});
+
+const SEQ_LEN = 8;
+
+/** Samples that repeat a short pattern, so a tiny model can learn them within a few steps. */
+function patternDataset(numSamples: number, vocab: number): TokenizedDataset {
+  const inputIds = new Int32Array(numSamples * SEQ_LEN);
+  for (let s = 0; s < numSamples; s++) {
+    for (let t = 0; t < SEQ_LEN; t++) inputIds[s * SEQ_LEN + t] = (s + t * 3) % vocab;
+  }
+  return { inputIds, attentionMask: new Uint8Array(inputIds.length).fill(1), numSamples, seqLen: SEQ_LEN };
+}
+
+function tinyTrainConfig(overrides: Record<string, unknown> = {}): TrainConfig {
+  const config = resolveConfig(
+    {
+      model: { numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, vocabSize: 50304, maxPositionEmbeddings: 16 },
+      batchSize: 4,
+      seqLen: SEQ_LEN,
+      steps: 6,
+      optimizer: { lr: 1e-2 },
+      data: { path: 'unused.jsonl' },
+      seed: 3,
+      ...overrides,
+    },
+    { checkDataFile: false },
+  );
+  // Keep the model tiny: the config layer insists on the GPT-2 vocabulary, these tests need no tokenizer.
+  return { ...config, model: { ...config.model, vocabSize: 23 } };
+}
+
+async function train(config: TrainConfig, hooks = [new LossHook()]) {
+  const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+  const trainer = new Trainer({ config, model, dataset: patternDataset(32, 23), hooks, log: () => {} });
+  const result = await trainer.fit();
+  const weights = Array.from(model.variables()[2].dataSync());
+  trainer.dispose();
+  model.dispose();
+  return { ...result, weights };
+}
+
+test('trainer - the same run twice gives identical losses and weights', async () => {
+  const first = await train(tinyTrainConfig());
+  const second = await train(tinyTrainConfig());
+  assert.equal(first.stepsDone, 6);
+  assert.deepEqual(first.losses, second.losses);
+  assert.deepEqual(first.weights, second.weights);
+  assert.ok(first.losses.at(-1)! < first.losses[0] - 0.15, `losses ${first.losses}`);
+});
+
+test('trainer - micro-batches and gradient accumulation reproduce the big-batch step', async () => {
+  const whole = await train(tinyTrainConfig());
+  const micro = await train(tinyTrainConfig({ numMicroBatches: 2 }));
+  const accumulated = await train(tinyTrainConfig({ batchSize: 2, gradientAccumulation: 2 }));
+  for (const other of [micro, accumulated]) {
+    other.losses.forEach((loss, i) => assert.ok(Math.abs(loss - whole.losses[i]) < 1e-5, `step ${i}: ${loss} vs ${whole.losses[i]}`));
+  }
+});
+
+test('trainer - dropout is deterministic and changes the run', async () => {
+  const withDropout = tinyTrainConfig();
+  withDropout.model = { ...withDropout.model, dropRate: 0.1, attnDropRate: 0.1, embedDropRate: 0.1 };
+  const a = await train(withDropout);
+  const b = await train(withDropout);
+  const plain = await train(tinyTrainConfig());
+  assert.deepEqual(a.losses, b.losses);
+  assert.notDeepEqual(a.losses, plain.losses);
+});
+
+test('trainer - tensor count is stable across steps', async () => {
+  const config = tinyTrainConfig({ steps: 5 });
+  const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+  const counts: number[] = [];
+  const trainer = new Trainer({
+    config,
+    model,
+    dataset: patternDataset(32, 23),
+    log: () => {},
+    hooks: [{ name: 'count', afterStep: () => void counts.push(tf.memory().numTensors) }],
+  });
+  await trainer.fit();
+  // The first step creates the optimizer moments; every later step must end where it started.
+  assert.equal(new Set(counts.slice(1)).size, 1, `tensor counts per step: ${counts}`);
+  trainer.dispose();
+  model.dispose();
+});
+
+test('trainer - metrics.jsonl gets one record per step with the documented fields', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gpt-hybrid-metrics-'));
+  const metricsPath = join(dir, 'metrics.jsonl');
+  const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+  const result = await train(tinyTrainConfig({ steps: 3 }), [
+    new LossHook(),
+    new ThroughputHook(),
+    new LogMetricByStepHook({ metricsPath, stream: sink }),
+  ]);
+  const records = readFileSync(metricsPath, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+  assert.deepEqual(records.map((r) => r.step), [1, 2, 3]);
+  assert.deepEqual(records.map((r) => r.loss), result.losses);
+  for (const record of records) {
+    assert.equal(record.tokens, 4 * SEQ_LEN);
+    assert.ok(record.elapsed_ms > 0 && record.tokens_per_s > 0 && record.model_gflops > 0);
+  }
+  assert.ok(records[2].elapsed_ms >= records[1].elapsed_ms);
+});
+
+test('trainer - an aborted signal stops cleanly between steps', async () => {
+  const config = tinyTrainConfig({ steps: 50 });
+  const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+  const abort = new AbortController();
+  const trainer = new Trainer({
+    config,
+    model,
+    dataset: patternDataset(32, 23),
+    log: () => {},
+    signal: abort.signal,
+    hooks: [{ name: 'stop', afterStep: (_state, r) => void (r.step === 2 && abort.abort()) }],
+  });
+  const result = await trainer.fit();
+  assert.equal(result.stopped, true);
+  assert.equal(result.stepsDone, 2);
+  trainer.dispose();
+  model.dispose();
+});
