@@ -112,7 +112,7 @@ export function batchMatMulOnHeap(
   const bBatches = sizeOf(bBatch);
 
   if (batches === 1 && inner > 0 && rows * cols > 0 &&
-      transposeCost(rows, inner, cols, !transposeB, !transposeA) + rows * cols <
+      transposeCost(cols, inner, rows, !transposeB, !transposeA) + rows * cols <
       transposeCost(rows, inner, cols, transposeA, transposeB)) {
     // C = (op(B)^T . op(A)^T)^T moves fewer elements, e.g. the LM head's weight gradient
     // dLogits^T . x, where dLogits is [rows, vocab]: transpose x and C instead of dLogits.
