@@ -1,0 +1,70 @@
+/**
+ * Implements: the achieved model FLOP/s of a single-process training step (forward, backward, Adam)
+ * on the current backend, for a GPT built from random tokens (the data path is not what is measured).
+ */
+import * as tf from '../src/tf.ts';
+import { resolveModelConfig, type ModelConfigInput } from '../src/model/config.ts';
+import { GPT, type TokenBatch } from '../src/model/gpt.ts';
+import { fullModelSlice } from '../src/model/params.ts';
+import { modelFlopsPerStep } from '../src/train/flops.ts';
+import { AdamOptimizer } from '../src/train/optimizer.ts';
+
+export interface StepBenchOptions {
+  model: ModelConfigInput;
+  batchSize: number;
+  seqLen: number;
+  warmup?: number;
+  runs?: number;
+  onProgress?: (line: string) => void;
+}
+
+export interface StepBenchResult {
+  stepMs: number;
+  stepGflops: number;
+  flopsPerStep: number;
+  /** Change of tf.memory().numTensors between the first and the last timed step. */
+  tensorGrowth: number;
+}
+
+export function measureTrainingStep(options: StepBenchOptions): StepBenchResult {
+  const config = resolveModelConfig(options.model);
+  const { batchSize, seqLen } = options;
+  const model = new GPT(config, fullModelSlice(config), 1);
+  const optimizer = new AdamOptimizer({ kind: 'adam', lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 });
+  const inputIds = new Int32Array(batchSize * seqLen);
+  for (let i = 0; i < inputIds.length; i++) inputIds[i] = (i * 2654435761) % 50257;
+  const batch: TokenBatch = {
+    inputIds,
+    attentionMask: new Uint8Array(inputIds.length).fill(1),
+    batch: batchSize,
+    seqLen,
+    sampleIds: Int32Array.from({ length: batchSize }, (_, i) => i),
+  };
+  const variables = model.variables();
+  const step = () => {
+    const { value, grads } = tf.variableGrads(() => model.loss(batch), variables);
+    const named = new Map(model.specs.map((spec, i) => [spec.name, grads[variables[i].name]]));
+    optimizer.apply(model.params, named);
+    value.dataSync();
+    value.dispose();
+    for (const grad of Object.values(grads)) grad.dispose();
+  };
+  const warmup = options.warmup ?? 1;
+  const runs = options.runs ?? 3;
+  for (let i = 0; i < warmup; i++) step();
+  const tensorsBefore = tf.memory().numTensors;
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    step();
+    times.push(performance.now() - start);
+    options.onProgress?.(`  step ${i + 1}/${runs}: ${times[i].toFixed(0)} ms`);
+  }
+  const tensorGrowth = tf.memory().numTensors - tensorsBefore;
+  optimizer.dispose();
+  model.dispose();
+  times.sort((a, b) => a - b);
+  const stepMs = times[Math.floor(times.length / 2)];
+  const flopsPerStep = modelFlopsPerStep(config, seqLen, batchSize * seqLen);
+  return { stepMs, stepGflops: flopsPerStep / stepMs / 1e6, flopsPerStep, tensorGrowth };
+}
