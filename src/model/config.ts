@@ -35,7 +35,7 @@ export const MODEL_DEFAULTS: GPTConfig = {
 
 export const MODEL_PRESETS: Record<string, Partial<GPTConfig>> = {
   /** Small enough to train in seconds on two cores; used by tests and the demo. */
-  tiny: { numLayers: 4, hiddenSize: 128, numAttentionHeads: 4, maxPositionEmbeddings: 256 },
+  tiny: { numLayers: 4, hiddenSize: 64, numAttentionHeads: 4, maxPositionEmbeddings: 256 },
   'gpt2-small': { numLayers: 12, hiddenSize: 768, numAttentionHeads: 12 },
   /** The seed tutorial's GPT2_exlarge_pipeline_hybrid. */
   'gpt2-exlarge': { numLayers: 48, hiddenSize: 1600, numAttentionHeads: 32 },

@@ -48,12 +48,8 @@ export class GPT {
       throw new Error(`hiddenSize ${hiddenSize} is not divisible by numAttentionHeads ${numAttentionHeads}`);
     }
     this.specs = paramsForSlice(config, slice);
-    this.params = new Map(
-      this.specs.map((spec) => [
-        spec.name,
-        tf.variable(tf.tensor(initialValues(spec, seed), spec.shape, 'float32'), true, spec.name),
-      ]),
-    );
+    // Unnamed variables: tfjs variable names are process-global, and tests hold several slices at once.
+    this.params = new Map(this.specs.map((spec) => [spec.name, tf.tidy(() => tf.variable(tf.tensor(initialValues(spec, seed), spec.shape, 'float32'), true))]));
   }
 
   /** Trainable variables in the parameter table's order (the order gradients and optimizer state use). */

@@ -10,6 +10,7 @@ import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { GPT } from '../../src/model/gpt.ts';
 import { fullModelSlice } from '../../src/model/params.ts';
 import * as tf from '../../src/tf.ts';
+import type { Hook } from '../../src/train/hooks/hook.ts';
 import { LogMetricByStepHook } from '../../src/train/hooks/log-by-step.ts';
 import { LossHook } from '../../src/train/hooks/loss.ts';
 import { ThroughputHook } from '../../src/train/hooks/throughput.ts';
@@ -48,7 +49,7 @@ function tinyTrainConfig(overrides: Record<string, unknown> = {}): TrainConfig {
   return { ...config, model: { ...config.model, vocabSize: 23 } };
 }
 
-async function train(config: TrainConfig, hooks = [new LossHook()]) {
+async function train(config: TrainConfig, hooks: Hook[] = [new LossHook()]) {
   const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
   const trainer = new Trainer({ config, model, dataset: patternDataset(32, 23), hooks, log: () => {} });
   const result = await trainer.fit();
