@@ -36,7 +36,7 @@ test('load - a relative data.path in the file is relative to the file, not the c
   const file = writeConfig('run.json', { model: { preset: 'tiny' }, data: { path: '../data/train.jsonl' } });
   const config = loadConfig(file, [], { cwd });
   assert.equal(config.data.path, join(root, 'data', 'train.jsonl'));
-  assert.equal(config.model.hiddenSize, 128);
+  assert.equal(config.model.hiddenSize, 64);
 });
 
 test('load - a data.path given with --set is relative to the current directory', () => {

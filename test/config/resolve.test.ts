@@ -70,7 +70,7 @@ test('resolve - a preset plus explicit keys plus overrides', () => {
   assert.deepEqual(config.model, {
     ...MODEL_DEFAULTS,
     numLayers: 6,
-    hiddenSize: 128,
+    hiddenSize: 64,
     numAttentionHeads: 4,
     maxPositionEmbeddings: 256,
     dropRate: 0.1,
@@ -87,7 +87,7 @@ test('resolve - a preset plus explicit keys plus overrides', () => {
 
 test('resolve - every preset resolves with its own shape', () => {
   const expectations: Record<string, [number, number, number]> = {
-    tiny: [4, 128, 4],
+    tiny: [4, 64, 4],
     'gpt2-small': [12, 768, 12],
     'gpt2-exlarge': [48, 1600, 32],
     gpt3: [96, 12288, 96],
