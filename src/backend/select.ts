@@ -34,7 +34,8 @@ async function activateTensorflow(): Promise<string | undefined> {
       // A variable specifier: these packages are optional and usually absent.
       await import(packageName);
     } catch (error) {
-      reasons.push(`${packageName}: ${firstLine(error)}`);
+      const notInstalled = (error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND';
+      reasons.push(`${packageName}: ${notInstalled ? 'not installed' : firstLine(error)}`);
       continue;
     }
     if (tf.findBackendFactory('tensorflow') == null) {

@@ -47,7 +47,6 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     log,
     onProgress: progressPrinter('tokenizing', command.quiet),
   });
-  log(`data: ${dataset.numSamples} samples of ${config.seqLen} tokens from ${config.data.path}${dataset.fromCache ? ' (cached)' : ''}`);
 
   const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
   const m = config.model;

@@ -61,8 +61,18 @@ export class LogMetricByStepHook implements Hook {
     }
   }
 
+  /** Ends the bar's line so what others print next starts on a line of its own. */
+  afterEpoch(): void {
+    this.endBarLine();
+  }
+
   afterTrain(): void {
+    this.endBarLine();
+  }
+
+  private endBarLine(): void {
     if (this.barDrawn) this.stream.write('\n');
+    this.barDrawn = false;
   }
 }
 
