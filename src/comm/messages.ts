@@ -1,0 +1,163 @@
+/**
+ * Implements: every message that crosses the bus, as one discriminated union on `kind`, with the
+ * protocol version. Everything decoded is checked by `validateMessage` (validate.ts) before use; a
+ * message of another version, an unknown kind or a malformed field is counted and dropped, never used.
+ *
+ * Tensors travel as `WireTensor`: dtype, shape and raw little-endian bytes.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+export type WireDType = 'float32' | 'int32';
+
+export interface WireTensor {
+  dtype: WireDType;
+  shape: number[];
+  /** Little-endian element bytes; length = product(shape) x 4. */
+  data: Uint8Array;
+}
+
+/** Where an actor lives: its rank (or 'launcher' for job-level actors of node `node`) and its role. */
+export interface ActorAddress {
+  rank: number | 'launcher';
+  role: string;
+}
+
+export type WorkerState = 'starting' | 'ready' | 'training' | 'paused' | 'stopping' | 'done' | 'failed';
+
+export type ControlCommand = 'status' | 'pause' | 'resume' | 'checkpoint' | 'stop';
+
+export type JobState = 'starting' | 'running' | 'paused' | 'stopping' | 'done' | 'failed';
+
+/** A worker announces itself once its process and transport are up. */
+export interface RegisterMessage {
+  kind: 'register';
+  rank: number;
+  node: number;
+  pid: number;
+  host: string;
+}
+
+/** Periodic liveness and progress of one rank. */
+export interface HeartbeatMessage {
+  kind: 'heartbeat';
+  rank: number;
+  /** Last completed optimizer step (0 before the first). */
+  step: number;
+  state: WorkerState;
+  rssMb: number;
+}
+
+/** A rank asks, before each step, whether to run it (the step gate that makes pause/stop land on step boundaries). */
+export interface StepReadyMessage {
+  kind: 'step-ready';
+  rank: number;
+  /** The 0-based step about to run. */
+  step: number;
+}
+
+export interface StepGoMessage {
+  kind: 'step-go';
+  step: number;
+  action: 'run' | 'stop';
+}
+
+/** What a rank reports after an optimizer step; rank 0's loss is the global mean. */
+export interface StepDoneMessage {
+  kind: 'step-done';
+  rank: number;
+  /** 1-based. */
+  step: number;
+  loss: number;
+  tokens: number;
+  stepMs: number;
+  gradNorm: number;
+}
+
+export interface ControlMessage {
+  kind: 'control';
+  command: ControlCommand;
+}
+
+export interface RankStatus {
+  rank: number;
+  state: WorkerState;
+  step: number;
+  /** Milliseconds since the last heartbeat. */
+  lastSeenMs: number;
+}
+
+export interface ControlReplyMessage {
+  kind: 'control-reply';
+  ok: boolean;
+  command: ControlCommand;
+  message: string;
+  status?: {
+    jobId: string;
+    state: JobState;
+    step: number;
+    totalSteps: number;
+    lastLoss: number | null;
+    tokensPerS: number | null;
+    ranks: RankStatus[];
+  };
+}
+
+/**
+ * One piece of a collective or point-to-point transfer. `seq` numbers the collective calls of a group
+ * so a late or repeated piece can never be mixed into the wrong call.
+ */
+export interface CollectiveMessage {
+  kind: 'collective';
+  /** Group name, e.g. 'dp.0' or 'world'. */
+  group: string;
+  op: 'send' | 'broadcast' | 'all-reduce' | 'all-gather' | 'reduce-scatter';
+  seq: number;
+  /** User tag for send/recv; '' for collectives. */
+  tag: string;
+  from: number;
+  /** Which part of the operation (ring step, chunk index…); meaning is op-specific. */
+  part: number;
+  tensor: WireTensor;
+}
+
+/** A fatal problem in one rank: the job stops and names it. */
+export interface FatalMessage {
+  kind: 'fatal';
+  rank: number;
+  reason: string;
+}
+
+/** The coordinator tells every rank to end now (after a failure or at the end of the job). */
+export interface ShutdownMessage {
+  kind: 'shutdown';
+  reason: string;
+  exitCode: number;
+}
+
+/** Delivery to an actor in another process (remote actor reference). */
+export interface ActorMessage {
+  kind: 'actor';
+  to: ActorAddress;
+  from?: ActorAddress;
+  /** The actor's own message; validated by the receiving actor. */
+  payload: unknown;
+}
+
+export type Message =
+  | RegisterMessage
+  | HeartbeatMessage
+  | StepReadyMessage
+  | StepGoMessage
+  | StepDoneMessage
+  | ControlMessage
+  | ControlReplyMessage
+  | CollectiveMessage
+  | FatalMessage
+  | ShutdownMessage
+  | ActorMessage;
+
+export type MessageKind = Message['kind'];
+
+/** On the wire every message carries the protocol version and the job id. */
+export type Envelope = Message & { v: number; job: string };
