@@ -1,0 +1,105 @@
+/**
+ * Implements: starting a private `nats-server` process on a free loopback port (for the launcher when no
+ * server answers, and for tests that must stop or restart a server), and probing whether one answers.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as connectTcp, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface NatsServerHandle {
+  url: string;
+  port: number;
+  process: ChildProcess;
+  /** Stops the server (SIGTERM, then SIGKILL) and removes its folder. */
+  stop(): Promise<void>;
+}
+
+export interface StartNatsServerOptions {
+  /** Default: a free loopback port. */
+  port?: number;
+  /** Bytes; the server's default is 1 MiB. */
+  maxPayload?: number;
+  /** How long to wait for the port to answer. */
+  timeoutMs?: number;
+  /** Extra lines for the server's config file (e.g. `cluster { ... }`). */
+  extraConfig?: string;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether something accepts TCP connections at host:port within `timeoutMs`. */
+export function portAnswers(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connectTcp({ host, port });
+    const done = (answer: boolean) => {
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+export async function startNatsServer(options: StartNatsServerOptions = {}): Promise<NatsServerHandle> {
+  const port = options.port ?? (await freePort());
+  const folder = mkdtempSync(join(tmpdir(), 'gpt-hybrid-nats-'));
+  const configPath = join(folder, 'nats.conf');
+  // nats-server 2.9 has no command-line flag for max_payload: it goes in a config file.
+  const lines = [`listen: 127.0.0.1:${port}`];
+  if (options.maxPayload !== undefined) lines.push(`max_payload: ${options.maxPayload}`);
+  if (options.extraConfig !== undefined) lines.push(options.extraConfig);
+  writeFileSync(configPath, lines.join('\n') + '\n');
+  const child = spawn('nats-server', ['-c', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr = (stderr + chunk.toString()).slice(-4000);
+  });
+  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  const deadline = Date.now() + (options.timeoutMs ?? 5000);
+  while (Date.now() < deadline) {
+    const failed = await Promise.race([spawnError, new Promise<undefined>((r) => setTimeout(() => r(undefined), 50))]);
+    if (failed !== undefined) {
+      rmSync(folder, { recursive: true, force: true });
+      const missing = (failed as NodeJS.ErrnoException).code === 'ENOENT';
+      throw new Error(
+        missing
+          ? 'nats-server is not installed: install it (Debian: apt-get install nats-server) or pass --nats URL of a running server'
+          : `could not start nats-server: ${failed.message}`,
+      );
+    }
+    if (child.exitCode !== null) break;
+    if (await portAnswers('127.0.0.1', port, 200)) {
+      return {
+        url: `nats://127.0.0.1:${port}`,
+        port,
+        process: child,
+        stop: () => stopProcess(child).then(() => rmSync(folder, { recursive: true, force: true })),
+      };
+    }
+  }
+  child.kill('SIGKILL');
+  rmSync(folder, { recursive: true, force: true });
+  throw new Error(`nats-server did not start on 127.0.0.1:${port}: ${stderr.trim() || 'no output'}`);
+}
+
+async function stopProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
+  await exited;
+  clearTimeout(timer);
+}
