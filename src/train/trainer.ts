@@ -15,6 +15,16 @@ import type { GPT, TokenBatch } from '../model/gpt.ts';
 import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
 import { AdamOptimizer } from './optimizer.ts';
 
+/**
+ * This process is one data-parallel rank of `size`: it trains on its own slice of each global batch and
+ * `allReduce` (a deterministic sum across the dp group) combines the gradients and losses.
+ */
+export interface DataParallelRole {
+  rank: number;
+  size: number;
+  allReduce(values: Float32Array): Promise<Float32Array>;
+}
+
 export interface TrainerOptions {
   config: TrainConfig;
   model: GPT;
@@ -25,6 +35,10 @@ export interface TrainerOptions {
   log?: (line: string) => void;
   /** Checked between steps: an aborted signal ends the run cleanly after the step in flight. */
   signal?: AbortSignal;
+  /** Omitted: this process plays every data-parallel rank itself, in rank order. */
+  dataParallel?: DataParallelRole;
+  /** Asked before each 0-based step (and once after the last): 'stop' ends the run there. */
+  gate?: (step: number) => Promise<'run' | 'stop'>;
 }
 
 export interface FitResult {
@@ -50,6 +64,9 @@ export class Trainer {
       shuffle: config.data.shuffle,
       dropLast: config.data.dropLast,
     });
+    if (options.dataParallel !== undefined && options.dataParallel.size !== config.parallel.data) {
+      throw new Error(`data-parallel role of size ${options.dataParallel.size} but the config says parallel.data=${config.parallel.data}`);
+    }
     if (dataset.seqLen !== config.seqLen) {
       throw new Error(`dataset was tokenized with seqLen ${dataset.seqLen} but the config says ${config.seqLen}`);
     }
@@ -70,7 +87,7 @@ export class Trainer {
     let step = state.startStep;
     let stopped = false;
     for (; step < state.totalSteps; step++) {
-      if (this.options.signal?.aborted) {
+      if (this.options.signal?.aborted || (this.options.gate !== undefined && (await this.options.gate(step)) === 'stop')) {
         stopped = true;
         break;
       }
@@ -83,7 +100,7 @@ export class Trainer {
       state.metrics = {};
       this.callHooks('beforeStep', step + 1);
       const stepStart = performance.now();
-      const { loss, gradNorm, samples } = this.trainStep(step);
+      const { loss, gradNorm, samples } = await this.trainStep(step);
       const now = performance.now();
       const result: StepResult = {
         step: step + 1,
@@ -101,49 +118,53 @@ export class Trainer {
       // Yield so signals, timers and output get their turn between steps.
       await new Promise((resolve) => setImmediate(resolve));
     }
+    // The last gate call tells whoever runs the gate that this rank has finished.
+    if (!stopped && this.options.gate !== undefined) await this.options.gate(step);
     if (epoch >= 0 && (step === state.totalSteps || stopped)) this.callHooks('afterEpoch', epoch);
     this.callHooks('afterTrain');
     return { stepsDone: step - state.startStep, losses, stopped };
   }
 
-  /** One optimizer step (0-based `step`); synchronous: forward, backward and update of every micro-batch. */
-  trainStep(step: number): { loss: number; gradNorm: number; samples: number } {
-    const { config, model } = this.options;
+  /**
+   * One optimizer step (0-based `step`): forward and backward of this process's micro-batches, the
+   * data-parallel reduction when there is one, then the update. Loss and gradient are means over every
+   * micro-batch of the global batch.
+   */
+  async trainStep(step: number): Promise<{ loss: number; gradNorm: number; samples: number }> {
+    const { config, model, dataParallel } = this.options;
     const globalBatch = this.sampler.globalBatch(step);
+    const dp = config.parallel.data;
+    const myDpRanks = dataParallel === undefined ? Array.from({ length: dp }, (_, r) => r) : [dataParallel.rank];
     const micro: Int32Array[] = [];
     for (let accumIndex = 0; accumIndex < config.gradientAccumulation; accumIndex++) {
-      // A single process plays every data-parallel rank, in rank order.
-      for (let dpRank = 0; dpRank < config.parallel.data; dpRank++) {
-        const indices = rankSlice(globalBatch, {
-          dp: config.parallel.data,
-          dpRank,
-          gradientAccumulation: config.gradientAccumulation,
-          accumIndex,
-        });
+      for (const dpRank of myDpRanks) {
+        const indices = rankSlice(globalBatch, { dp, dpRank, gradientAccumulation: config.gradientAccumulation, accumIndex });
         micro.push(...microBatches(indices, config.numMicroBatches));
       }
     }
     const gradSums = new Map<string, tf.Tensor>();
-    const lossValues: tf.Scalar[] = [];
+    let lossSum = 0;
     for (const sampleIds of micro) {
       const batch: TokenBatch = { ...gatherBatch(this.options.dataset, sampleIds), sampleIds };
       const dropout = { seed: config.seed, step, sampleIds };
       const { value, grads } = tf.variableGrads(() => model.loss(batch, { dropout }), this.variableList);
-      lossValues.push(value);
+      lossSum += value.dataSync()[0];
+      value.dispose();
       for (const [index, spec] of model.specs.entries()) {
-        const name = spec.name;
         const grad = grads[this.variableList[index].name];
-        const previous = gradSums.get(name);
+        const previous = gradSums.get(spec.name);
         if (previous === undefined) {
-          gradSums.set(name, grad);
+          gradSums.set(spec.name, grad);
         } else {
-          gradSums.set(name, tf.add(previous, grad));
+          gradSums.set(spec.name, tf.add(previous, grad));
           previous.dispose();
           grad.dispose();
         }
       }
     }
-    const scale = 1 / micro.length;
+    if (dataParallel !== undefined) lossSum = await this.allReduceGradients(dataParallel, gradSums, lossSum);
+    const totalMicroBatches = config.numMicroBatches * config.gradientAccumulation * dp;
+    const scale = 1 / totalMicroBatches;
     const meanGrads = new Map<string, tf.Tensor>();
     for (const [name, sum] of gradSums) {
       meanGrads.set(name, tf.mul(sum, scale));
@@ -151,12 +172,31 @@ export class Trainer {
     }
     const { gradNorm } = this.optimizer.apply(model.params, meanGrads);
     for (const grad of meanGrads.values()) grad.dispose();
-    let lossSum = 0;
-    for (const value of lossValues) {
-      lossSum += value.dataSync()[0];
-      value.dispose();
-    }
     return { loss: lossSum * scale, gradNorm, samples: globalBatch.length };
+  }
+
+  /**
+   * Sums gradients and the loss over the data-parallel group in one flat buffer (one collective per
+   * step; the loss rides in the last element). Replaces `gradSums` entries in place; returns the loss sum.
+   */
+  private async allReduceGradients(role: DataParallelRole, gradSums: Map<string, tf.Tensor>, lossSum: number): Promise<number> {
+    const specs = this.options.model.specs;
+    const sizes = specs.map((spec) => spec.shape.reduce((a, b) => a * b, 1));
+    const flat = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1);
+    let offset = 0;
+    specs.forEach((spec, i) => {
+      flat.set(gradSums.get(spec.name)!.dataSync() as Float32Array, offset);
+      offset += sizes[i];
+    });
+    flat[offset] = lossSum;
+    const reduced = await role.allReduce(flat);
+    offset = 0;
+    specs.forEach((spec, i) => {
+      gradSums.get(spec.name)!.dispose();
+      gradSums.set(spec.name, tf.tensor(reduced.subarray(offset, offset + sizes[i]), spec.shape, 'float32'));
+      offset += sizes[i];
+    });
+    return reduced[offset];
   }
 
   dispose(): void {

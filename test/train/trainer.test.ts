@@ -142,3 +142,43 @@ test('trainer - an aborted signal stops cleanly between steps', async () => {
   trainer.dispose();
   model.dispose();
 });
+
+/** A sum all-reduce between trainers in this process: resolves once every rank has contributed. */
+function inProcessAllReduce(size: number) {
+  let pending: { values: Float32Array; resolve: (sum: Float32Array) => void }[] = [];
+  return (rank: number) => (values: Float32Array) =>
+    new Promise<Float32Array>((resolve) => {
+      pending[rank] = { values, resolve };
+      if (Object.keys(pending).length < size) return;
+      const sum = new Float32Array(values.length);
+      for (const { values: v } of pending) for (let i = 0; i < v.length; i++) sum[i] += v[i];
+      const waiting = pending;
+      pending = [];
+      for (const entry of waiting) entry.resolve(sum.slice());
+    });
+}
+
+test('trainer - data-parallel ranks with an all-reduce reproduce the single-process losses', async () => {
+  const reference = await train(tinyTrainConfig({ batchSize: 4 }));
+  const config = tinyTrainConfig({ batchSize: 2, parallel: { data: 2 } });
+  const allReduce = inProcessAllReduce(2);
+  const runs = [0, 1].map(async (rank) => {
+    const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+    const trainer = new Trainer({
+      config,
+      model,
+      dataset: patternDataset(32, 23),
+      log: () => {},
+      dataParallel: { rank, size: 2, allReduce: allReduce(rank) },
+    });
+    const result = await trainer.fit();
+    const weights = Array.from(model.variables()[2].dataSync());
+    trainer.dispose();
+    model.dispose();
+    return { ...result, weights };
+  });
+  const [rank0, rank1] = await Promise.all(runs);
+  assert.deepEqual(rank0.losses, rank1.losses);
+  assert.deepEqual(rank0.weights, rank1.weights);
+  rank0.losses.forEach((loss, i) => assert.ok(Math.abs(loss - reference.losses[i]) <= 1e-5 * Math.abs(loss), `step ${i}: ${loss} vs ${reference.losses[i]}`));
+});
