@@ -1,0 +1,305 @@
+/**
+ * Implements: the job coordinator's behaviour as a pure state machine (events in, effects out; the
+ * clock is an argument), so it is tested without processes, NATS or nact. The nact actor in
+ * coordinator.ts only feeds it events and carries out its effects.
+ *
+ * [Note: the step gate] Before each step every rank asks `step-ready`; the coordinator answers all of
+ * them at once when the last one has asked: `run`, or `stop` when a stop was requested or the last step
+ * is done. Holding the answers is how `pause` lands on a step boundary, and asking once more after the
+ * last step is how ranks say they finished.
+ */
+/** Where to send the answer to a request (the bus's ReplyContext). */
+type ReplyContext = { subject: string; reply?: string };
+import type {
+  ControlCommand,
+  ControlReplyMessage,
+  JobState,
+  Message,
+  RankStatus,
+  StepDoneMessage,
+  WorkerState,
+} from '../comm/messages.ts';
+
+export interface CoordinatorSettings {
+  jobId: string;
+  world: number;
+  totalSteps: number;
+  /** First step of this run (0 unless resuming). */
+  startStep: number;
+  /** Ranks that have not registered by then fail the job. */
+  registerTimeoutMs: number;
+  /** A registered rank silent for this long fails the job. */
+  heartbeatTimeoutMs: number;
+}
+
+export type CoordinatorEvent =
+  | { type: 'register'; rank: number; node: number; pid: number; host: string }
+  | { type: 'heartbeat'; rank: number; step: number; state: WorkerState }
+  | { type: 'step-ready'; rank: number; step: number; reply: ReplyContext }
+  | { type: 'step-done'; report: StepDoneMessage }
+  | { type: 'control'; command: ControlCommand; reply: ReplyContext }
+  | { type: 'rank-exit'; rank: number; code: number | null; signal: string | null }
+  | { type: 'fatal'; rank: number; reason: string }
+  | { type: 'interrupt'; reason: string }
+  | { type: 'tick' };
+
+export type CoordinatorEffect =
+  | { type: 'respond'; to: ReplyContext; message: Message }
+  | { type: 'shutdown'; reason: string; exitCode: number }
+  | { type: 'log'; line: string }
+  | { type: 'step-done'; report: StepDoneMessage }
+  | { type: 'finished'; exitCode: number; reason: string };
+
+interface RankRecord {
+  node: number;
+  pid: number;
+  host: string;
+  state: WorkerState;
+  step: number;
+  lastSeen: number;
+  exited: boolean;
+}
+
+export class CoordinatorLogic {
+  private readonly ranks = new Map<number, RankRecord>();
+  private readonly waiting = new Map<number, ReplyContext>();
+  private gateStep = -1;
+  private state: JobState = 'starting';
+  private paused = false;
+  private stopRequested = false;
+  private failure: { reason: string } | undefined;
+  private lastLoss: number | null = null;
+  private tokensPerS: number | null = null;
+  private stepsDone: number;
+  private finished = false;
+  private readonly startedAt: number;
+
+  constructor(
+    readonly settings: CoordinatorSettings,
+    now: number,
+  ) {
+    this.startedAt = now;
+    this.stepsDone = settings.startStep;
+  }
+
+  get jobState(): JobState {
+    return this.state;
+  }
+
+  handle(event: CoordinatorEvent, now: number): CoordinatorEffect[] {
+    if (this.finished) return event.type === 'control' ? [this.controlReply(event.command, event.reply, false, 'the job has ended', now)] : [];
+    switch (event.type) {
+      case 'register':
+        return this.onRegister(event, now);
+      case 'heartbeat':
+        return this.onHeartbeat(event, now);
+      case 'step-ready':
+        return this.onStepReady(event, now);
+      case 'step-done':
+        return this.onStepDone(event.report);
+      case 'control':
+        return this.onControl(event.command, event.reply, now);
+      case 'rank-exit':
+        return this.onRankExit(event);
+      case 'fatal':
+        return this.fail(`rank ${event.rank} failed: ${event.reason}`);
+      case 'interrupt':
+        return this.fail(event.reason, 130);
+      case 'tick':
+        return this.onTick(now);
+    }
+  }
+
+  private onRegister(event: Extract<CoordinatorEvent, { type: 'register' }>, now: number): CoordinatorEffect[] {
+    if (!this.validRank(event.rank)) return [{ type: 'log', line: `ignored registration of rank ${event.rank}: the world has ${this.settings.world} ranks` }];
+    const known = this.ranks.get(event.rank);
+    if (known !== undefined && known.pid !== event.pid) {
+      return this.fail(`rank ${event.rank} registered twice (pids ${known.pid} and ${event.pid}): two workers claim one rank`);
+    }
+    if (known !== undefined) return [];
+    this.ranks.set(event.rank, { node: event.node, pid: event.pid, host: event.host, state: 'ready', step: 0, lastSeen: now, exited: false });
+    const effects: CoordinatorEffect[] = [{ type: 'log', line: `rank ${event.rank} registered (node ${event.node}, pid ${event.pid}, ${event.host})` }];
+    if (this.ranks.size === this.settings.world) {
+      this.state = 'running';
+      effects.push({ type: 'log', line: `all ${this.settings.world} ranks registered in ${((now - this.startedAt) / 1000).toFixed(1)} s` });
+    }
+    return effects;
+  }
+
+  private onHeartbeat(event: Extract<CoordinatorEvent, { type: 'heartbeat' }>, now: number): CoordinatorEffect[] {
+    const record = this.ranks.get(event.rank);
+    if (record === undefined) return [];
+    record.lastSeen = now;
+    record.state = event.state;
+    record.step = event.step;
+    return [];
+  }
+
+  private onStepReady(event: Extract<CoordinatorEvent, { type: 'step-ready' }>, now: number): CoordinatorEffect[] {
+    const record = this.ranks.get(event.rank);
+    if (record === undefined) return [{ type: 'log', line: `step-ready from unregistered rank ${event.rank} ignored` }];
+    record.lastSeen = now;
+    if (this.gateStep !== event.step) {
+      if (this.waiting.size > 0) {
+        return this.fail(`ranks disagree on the step: rank ${event.rank} is at step ${event.step}, others at ${this.gateStep}`);
+      }
+      this.gateStep = event.step;
+    }
+    // A rank re-asking (its request timed out while the job was paused) replaces its old reply address.
+    this.waiting.set(event.rank, event.reply);
+    return this.openGateIfReady();
+  }
+
+  private openGateIfReady(): CoordinatorEffect[] {
+    if (this.waiting.size < this.settings.world || this.ranks.size < this.settings.world) return [];
+    const finishedAll = this.gateStep >= this.settings.totalSteps;
+    if (this.paused && !this.stopRequested && !finishedAll) {
+      this.state = 'paused';
+      return [];
+    }
+    const action = this.stopRequested || finishedAll ? 'stop' : 'run';
+    const effects: CoordinatorEffect[] = [...this.waiting.values()].map((to) => ({
+      type: 'respond' as const,
+      to,
+      message: { kind: 'step-go' as const, step: this.gateStep, action },
+    }));
+    this.waiting.clear();
+    if (action === 'stop') {
+      this.state = 'stopping';
+      effects.push({
+        type: 'log',
+        line: finishedAll ? `all ranks finished step ${this.gateStep}` : `stopping at step ${this.gateStep} as requested`,
+      });
+    } else {
+      this.state = 'running';
+    }
+    return effects;
+  }
+
+  private onStepDone(report: StepDoneMessage): CoordinatorEffect[] {
+    this.stepsDone = Math.max(this.stepsDone, report.step);
+    this.lastLoss = report.loss;
+    this.tokensPerS = report.tokens / (report.stepMs / 1000);
+    return [{ type: 'step-done', report }];
+  }
+
+  private onControl(command: ControlCommand, reply: ReplyContext, now: number): CoordinatorEffect[] {
+    switch (command) {
+      case 'status':
+        return [this.controlReply(command, reply, true, `job ${this.settings.jobId} is ${this.state}`, now)];
+      case 'pause': {
+        if (this.stopRequested) return [this.controlReply(command, reply, false, 'a stop is already under way', now)];
+        this.paused = true;
+        const effects = this.openGateIfReady();
+        const held = this.state === 'paused';
+        return [
+          { type: 'log', line: 'pause requested' },
+          ...effects,
+          this.controlReply(command, reply, true, held ? `paused before step ${this.gateStep + 1}` : `pausing after step ${this.stepsDone + 1}`, now),
+        ];
+      }
+      case 'resume': {
+        const wasPaused = this.paused;
+        this.paused = false;
+        const effects = this.openGateIfReady();
+        return [
+          { type: 'log', line: 'resume requested' },
+          ...effects,
+          this.controlReply(command, reply, true, wasPaused ? 'resumed' : 'the job was not paused', now),
+        ];
+      }
+      case 'stop': {
+        this.stopRequested = true;
+        const effects = this.openGateIfReady();
+        return [
+          { type: 'log', line: 'stop requested' },
+          ...effects,
+          this.controlReply(command, reply, true, `stopping at the next step boundary (after step ${this.stepsDone + (this.state === 'stopping' ? 0 : 1)})`, now),
+        ];
+      }
+      case 'checkpoint':
+        return [
+          { type: 'log', line: 'checkpoint requested (acknowledged; saving arrives with checkpoint support)' },
+          this.controlReply(command, reply, true, 'checkpoint request acknowledged; checkpoint saving is not built yet', now),
+        ];
+    }
+  }
+
+  private onRankExit(event: Extract<CoordinatorEvent, { type: 'rank-exit' }>): CoordinatorEffect[] {
+    const record = this.ranks.get(event.rank);
+    if (record !== undefined) record.exited = true;
+    const how = event.signal !== null ? `killed by ${event.signal}` : `exit code ${event.code}`;
+    const expected = this.state === 'stopping' && event.code === 0;
+    if (!expected) {
+      const pid = record === undefined ? '' : ` (pid ${record.pid}, node ${record.node})`;
+      return this.fail(`rank ${event.rank}${pid} died: ${how}`);
+    }
+    const allExited = [...this.ranks.values()].every((r) => r.exited) && this.ranks.size === this.settings.world;
+    if (!allExited) return [];
+    this.finished = true;
+    this.state = this.failure === undefined ? 'done' : 'failed';
+    return [{ type: 'finished', exitCode: 0, reason: this.stopRequested ? `stopped after step ${this.stepsDone}` : `done after step ${this.stepsDone}` }];
+  }
+
+  private onTick(now: number): CoordinatorEffect[] {
+    if (this.ranks.size < this.settings.world && now - this.startedAt > this.settings.registerTimeoutMs) {
+      const missing = [];
+      for (let rank = 0; rank < this.settings.world; rank++) if (!this.ranks.has(rank)) missing.push(rank);
+      return this.fail(
+        `rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} did not register within ${this.settings.registerTimeoutMs / 1000} s: ` +
+          'are their launchers running with the same --job-id and NATS server?',
+      );
+    }
+    for (const [rank, record] of this.ranks) {
+      const silent = now - record.lastSeen;
+      if (!record.exited && silent > this.settings.heartbeatTimeoutMs) {
+        return this.fail(`rank ${rank} (pid ${record.pid}, node ${record.node}) stopped answering: no heartbeat for ${(silent / 1000).toFixed(1)} s`);
+      }
+    }
+    return [];
+  }
+
+  private fail(reason: string, exitCode = 1): CoordinatorEffect[] {
+    if (this.failure !== undefined) return [];
+    this.failure = { reason };
+    this.finished = true;
+    this.state = 'failed';
+    return [
+      { type: 'log', line: `job failed: ${reason}` },
+      { type: 'shutdown', reason, exitCode },
+      { type: 'finished', exitCode, reason },
+    ];
+  }
+
+  private validRank(rank: number): boolean {
+    return Number.isInteger(rank) && rank >= 0 && rank < this.settings.world;
+  }
+
+  private controlReply(command: ControlCommand, to: ReplyContext, ok: boolean, message: string, now: number): CoordinatorEffect {
+    const ranks: RankStatus[] = [];
+    for (let rank = 0; rank < this.settings.world; rank++) {
+      const record = this.ranks.get(rank);
+      ranks.push(
+        record === undefined
+          ? { rank, state: 'starting', step: 0, lastSeenMs: -1 }
+          : { rank, state: record.state, step: record.step, lastSeenMs: Math.round(now - record.lastSeen) },
+      );
+    }
+    const reply: ControlReplyMessage = {
+      kind: 'control-reply',
+      ok,
+      command,
+      message,
+      status: {
+        jobId: this.settings.jobId,
+        state: this.state,
+        step: this.stepsDone,
+        totalSteps: this.settings.totalSteps,
+        lastLoss: this.lastLoss,
+        tokensPerS: this.tokensPerS,
+        ranks,
+      },
+    };
+    return { type: 'respond', to, message: reply };
+  }
+}

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ControlReplyMessage, StepGoMessage } from '../../src/comm/messages.ts';
+import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorSettings } from '../../src/launcher/coordinator-logic.ts';
+
+const SETTINGS: CoordinatorSettings = {
+  jobId: 'job1',
+  world: 2,
+  totalSteps: 3,
+  startStep: 0,
+  registerTimeoutMs: 10_000,
+  heartbeatTimeoutMs: 5_000,
+};
+
+function started(settings = SETTINGS) {
+  const logic = new CoordinatorLogic(settings, 0);
+  for (let rank = 0; rank < settings.world; rank++) logic.handle({ type: 'register', rank, node: 0, pid: 100 + rank, host: 'h' }, 1);
+  return logic;
+}
+
+const reply = (rank: number) => ({ subject: 'gate', reply: `inbox.${rank}` });
+const answers = (effects: CoordinatorEffect[]) =>
+  effects.filter((e) => e.type === 'respond' && e.message.kind === 'step-go').map((e) => (e as { message: StepGoMessage }).message.action);
+const control = (logic: CoordinatorLogic, command: 'status' | 'pause' | 'resume' | 'stop' | 'checkpoint', now = 10) => {
+  const effects = logic.handle({ type: 'control', command, reply: { subject: 'ctl', reply: 'x' } }, now);
+  const response = effects.find((e) => e.type === 'respond' && e.message.kind === 'control-reply');
+  return { effects, reply: (response as { message: ControlReplyMessage }).message };
+};
+
+test('coordinator - the gate opens only when every rank has asked, then runs to the last step and stops', () => {
+  const logic = started();
+  for (let step = 0; step <= 3; step++) {
+    assert.deepEqual(answers(logic.handle({ type: 'step-ready', rank: 0, step, reply: reply(0) }, 5)), []);
+    const opened = answers(logic.handle({ type: 'step-ready', rank: 1, step, reply: reply(1) }, 5));
+    assert.deepEqual(opened, step < 3 ? ['run', 'run'] : ['stop', 'stop']);
+  }
+  assert.equal(logic.jobState, 'stopping');
+  assert.deepEqual(logic.handle({ type: 'rank-exit', rank: 0, code: 0, signal: null }, 6), []);
+  const finished = logic.handle({ type: 'rank-exit', rank: 1, code: 0, signal: null }, 6);
+  assert.deepEqual(finished.filter((e) => e.type === 'finished').map((e) => (e as { exitCode: number }).exitCode), [0]);
+});
+
+test('coordinator - pause holds the gate, status still answers, resume releases it', () => {
+  const logic = started();
+  assert.equal(control(logic, 'pause').reply.ok, true);
+  logic.handle({ type: 'step-ready', rank: 0, step: 0, reply: reply(0) }, 5);
+  assert.deepEqual(answers(logic.handle({ type: 'step-ready', rank: 1, step: 0, reply: reply(1) }, 5)), []);
+  const status = control(logic, 'status').reply;
+  assert.equal(status.status?.state, 'paused');
+  assert.equal(status.status?.ranks.length, 2);
+  // A rank whose gate request timed out asks again: still held, and answered once, at the new address.
+  assert.deepEqual(answers(logic.handle({ type: 'step-ready', rank: 1, step: 0, reply: { subject: 'gate', reply: 'again' } }, 6)), []);
+  const resumed = control(logic, 'resume');
+  assert.deepEqual(answers(resumed.effects), ['run', 'run']);
+  assert.ok(resumed.effects.some((e) => e.type === 'respond' && e.to.reply === 'again'));
+});
+
+test('coordinator - stop answers the next gate with stop and finishes with exit 0', () => {
+  const logic = started();
+  assert.match(control(logic, 'stop').reply.message, /next step boundary/);
+  logic.handle({ type: 'step-ready', rank: 0, step: 0, reply: reply(0) }, 5);
+  assert.deepEqual(answers(logic.handle({ type: 'step-ready', rank: 1, step: 0, reply: reply(1) }, 5)), ['stop', 'stop']);
+  logic.handle({ type: 'rank-exit', rank: 0, code: 0, signal: null }, 6);
+  const end = logic.handle({ type: 'rank-exit', rank: 1, code: 0, signal: null }, 6);
+  assert.ok(end.some((e) => e.type === 'finished' && e.exitCode === 0 && /stopped/.test(e.reason)));
+});
+
+test('coordinator - a dead rank fails the job naming it, and the others are told to shut down', () => {
+  const logic = started();
+  const effects = logic.handle({ type: 'rank-exit', rank: 1, code: null, signal: 'SIGKILL' }, 7);
+  const shutdown = effects.find((e) => e.type === 'shutdown');
+  assert.ok(shutdown && shutdown.type === 'shutdown' && shutdown.exitCode === 1);
+  assert.match(shutdown.reason, /rank 1 \(pid 101, node 0\) died: killed by SIGKILL/);
+  assert.equal(logic.jobState, 'failed');
+  assert.deepEqual(logic.handle({ type: 'rank-exit', rank: 0, code: 0, signal: null }, 8), []);
+});
+
+test('coordinator - a silent rank and a missing rank are named', () => {
+  const silent = started();
+  silent.handle({ type: 'heartbeat', rank: 0, step: 1, state: 'training' }, 5_000);
+  const effects = silent.handle({ type: 'tick' }, 5_500);
+  assert.ok(effects.some((e) => e.type === 'shutdown' && /rank 1 .* stopped answering/.test(e.reason)));
+
+  const missing = new CoordinatorLogic({ ...SETTINGS, world: 3, heartbeatTimeoutMs: 60_000 }, 0);
+  missing.handle({ type: 'register', rank: 1, node: 0, pid: 5, host: 'h' }, 1);
+  assert.deepEqual(missing.handle({ type: 'tick' }, 9_000), []);
+  const late = missing.handle({ type: 'tick' }, 10_001);
+  assert.ok(late.some((e) => e.type === 'shutdown' && /ranks 0, 2 did not register within 10 s/.test(e.reason)));
+});
+
+test('coordinator - status reports step, loss and throughput; checkpoint is acknowledged', () => {
+  const logic = started();
+  logic.handle({ type: 'step-done', report: { kind: 'step-done', rank: 0, step: 1, loss: 9.5, tokens: 512, stepMs: 1000, gradNorm: 1 } }, 9);
+  const status = control(logic, 'status').reply.status!;
+  assert.equal(status.step, 1);
+  assert.equal(status.lastLoss, 9.5);
+  assert.equal(status.tokensPerS, 512);
+  assert.equal(control(logic, 'checkpoint').reply.ok, true);
+});
+
+test('coordinator - duplicate rank claims and step disagreement fail loudly', () => {
+  const logic = started();
+  const twice = logic.handle({ type: 'register', rank: 0, node: 1, pid: 999, host: 'other' }, 2);
+  assert.ok(twice.some((e) => e.type === 'shutdown' && /registered twice/.test(e.reason)));
+  const skew = started();
+  skew.handle({ type: 'step-ready', rank: 0, step: 0, reply: reply(0) }, 5);
+  const effects = skew.handle({ type: 'step-ready', rank: 1, step: 2, reply: reply(1) }, 5);
+  assert.ok(effects.some((e) => e.type === 'shutdown' && /disagree/.test(e.reason)));
+});
