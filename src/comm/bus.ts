@@ -1,0 +1,266 @@
+/**
+ * Implements: the message bus of one job over any Transport: typed messages in, typed messages out.
+ * Publishing adds the protocol version and job id, encodes with msgpackr and chunks above max_payload.
+ * Receiving reassembles, decodes and validates; only valid messages of this job reach a handler. Bad
+ * messages are counted in `stats.rejected` and logged (rate-limited); a throwing handler is counted and
+ * logged, never allowed to crash the process.
+ */
+import { Chunker, Reassembler, parseFrame, DEFAULT_CHUNK_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES } from './chunking.ts';
+import { decodeEnvelope, encodeEnvelope } from './codec.ts';
+import { PROTOCOL_VERSION, type Envelope, type Message } from './messages.ts';
+import { checkJobId, jobSubject } from './subjects.ts';
+import type { IncomingMessage, Subscription, Transport } from './transport.ts';
+import { validateMessage, type ValidationResult } from './validate.ts';
+
+export interface BusOptions {
+  jobId: string;
+  transport: Transport;
+  log?: (line: string) => void;
+  /** Largest message (after encoding) accepted or sent in chunks; default 512 MiB. */
+  maxMessageBytes?: number;
+  /** How long an incomplete chunked message may wait for its next chunk; default 30 s. */
+  chunkTimeoutMs?: number;
+}
+
+export interface ReplyContext {
+  subject: string;
+  reply?: string;
+}
+
+export type BusRejectReason = 'version' | 'job' | 'malformed' | 'unknown-kind' | 'oversized' | 'chunk';
+
+export interface BusStats {
+  sent: number;
+  received: number;
+  chunksSent: number;
+  rejected: Record<BusRejectReason, number>;
+  /** Handlers that threw (or whose promise rejected). */
+  handlerErrors: number;
+}
+
+/** Per reason: log the first few, then at most one line per window with the number suppressed. */
+const LOG_BURST = 5;
+const LOG_WINDOW_MS = 10_000;
+
+/** Decodes and validates one unframed payload; never throws. */
+export function decodeAndValidate(bytes: Uint8Array, expectedJob?: string): ValidationResult {
+  let raw: unknown;
+  try {
+    raw = decodeEnvelope(bytes);
+  } catch (error) {
+    return { ok: false, reason: 'malformed', detail: `undecodable msgpack (${bytes.byteLength} bytes): ${(error as Error)?.message ?? String(error)}` };
+  }
+  return validateMessage(raw, expectedJob);
+}
+
+export class Bus {
+  readonly jobId: string;
+  readonly stats: BusStats = {
+    sent: 0,
+    received: 0,
+    chunksSent: 0,
+    rejected: { version: 0, job: 0, malformed: 0, 'unknown-kind': 0, oversized: 0, chunk: 0 },
+    handlerErrors: 0,
+  };
+  private readonly transport: Transport;
+  private readonly log: (line: string) => void;
+  private readonly maxMessageBytes: number;
+  private readonly chunkTimeoutMs: number;
+  private readonly chunker: Chunker;
+  private readonly subscriptions = new Set<{ subscription: Subscription; reassembler: Reassembler }>();
+  private readonly logWindows = new Map<string, { start: number; logged: number; suppressed: number }>();
+  private closed = false;
+
+  constructor(options: BusOptions) {
+    this.jobId = checkJobId(options.jobId);
+    this.transport = options.transport;
+    this.log = options.log ?? ((line) => process.stderr.write(line + '\n'));
+    this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.chunkTimeoutMs = options.chunkTimeoutMs ?? DEFAULT_CHUNK_TIMEOUT_MS;
+    this.chunker = new Chunker(this.transport.maxPayload);
+  }
+
+  /** Full subject for a job-relative one: `gh.<jobId>.<relative>`. */
+  subject(relative: string): string {
+    return jobSubject(this.jobId, relative, true);
+  }
+
+  /** Encodes (v, job added), chunks when above maxPayload, publishes. */
+  publish(relative: string, message: Message): void {
+    this.checkOpen();
+    const subject = jobSubject(this.jobId, relative);
+    const bytes = this.encode(message, subject);
+    if (bytes.byteLength > this.maxMessageBytes) {
+      throw new Error(
+        `${message.kind} message of ${bytes.byteLength} bytes on ${subject} is above maxMessageBytes ${this.maxMessageBytes}: ` +
+          'split it or raise maxMessageBytes on every bus of the job',
+      );
+    }
+    const frames = this.chunker.frames(bytes);
+    for (const frame of frames) this.transport.publish(subject, frame);
+    this.stats.sent++;
+    if (frames.length > 1) this.stats.chunksSent += frames.length;
+  }
+
+  /** Handler gets only validated messages of this job; bad ones are logged (rate-limited) and counted. */
+  subscribe(relative: string, handler: (message: Message, context: ReplyContext) => void): Subscription {
+    this.checkOpen();
+    const subject = jobSubject(this.jobId, relative, true);
+    const reassembler = new Reassembler({
+      maxMessageBytes: this.maxMessageBytes,
+      timeoutMs: this.chunkTimeoutMs,
+      onDrop: (reason, detail) => this.reject(reason, `on ${subject}: ${detail}`),
+    });
+    const subscription = this.transport.subscribe(subject, (incoming) => this.receive(incoming, reassembler, handler));
+    const entry = { subscription, reassembler };
+    this.subscriptions.add(entry);
+    return {
+      unsubscribe: () => {
+        if (!this.subscriptions.delete(entry)) return;
+        subscription.unsubscribe();
+        reassembler.dispose();
+      },
+    };
+  }
+
+  /** Request/reply; both must fit one payload (control traffic). Rejects with TransportTimeoutError. */
+  async request(relative: string, message: Message, timeoutMs: number): Promise<Message> {
+    this.checkOpen();
+    const subject = jobSubject(this.jobId, relative);
+    const frame = this.singleFrame(message, subject);
+    this.stats.sent++;
+    const answer = await this.transport.request(subject, frame, timeoutMs);
+    const parsed = parseFrame(answer);
+    if (parsed.type !== 'whole') {
+      const detail = parsed.type === 'bad' ? parsed.detail : 'a reply must fit one payload, got a chunk';
+      this.reject('malformed', `reply on ${subject}: ${detail}`);
+      throw new Error(`malformed reply to ${message.kind} on ${subject}: ${detail}`);
+    }
+    const result = decodeAndValidate(parsed.bytes, this.jobId);
+    if (!result.ok) {
+      this.reject(result.reason, `reply on ${subject}: ${result.detail}`);
+      throw new Error(`rejected reply to ${message.kind} on ${subject} (${result.reason}): ${result.detail}`);
+    }
+    this.stats.received++;
+    return stripEnvelope(result.envelope);
+  }
+
+  respond(context: ReplyContext, message: Message): void {
+    this.checkOpen();
+    if (context.reply === undefined) {
+      throw new Error(`cannot answer the message on ${context.subject}: its sender used publish, not request`);
+    }
+    this.transport.publish(context.reply, this.singleFrame(message, context.reply));
+    this.stats.sent++;
+  }
+
+  flush(): Promise<void> {
+    return this.transport.flush();
+  }
+
+  /** Unsubscribes everything and closes the transport (the bus owns it). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const { subscription, reassembler } of this.subscriptions) {
+      subscription.unsubscribe();
+      reassembler.dispose();
+    }
+    this.subscriptions.clear();
+    await this.transport.close();
+  }
+
+  private encode(message: Message, subject: string): Uint8Array {
+    const envelope = { ...message, v: PROTOCOL_VERSION, job: this.jobId } as Envelope;
+    try {
+      return encodeEnvelope(envelope);
+    } catch (error) {
+      throw new Error(`cannot encode the ${message.kind} message for ${subject}: ${(error as Error).message}`);
+    }
+  }
+
+  private singleFrame(message: Message, subject: string): Uint8Array {
+    const bytes = this.encode(message, subject);
+    if (!this.chunker.fitsWhole(bytes.byteLength)) {
+      throw new Error(
+        `${message.kind} message of ${bytes.byteLength} bytes for ${subject} does not fit one payload ` +
+          `(max_payload ${this.transport.maxPayload}): requests and replies are for small control messages, publish large ones`,
+      );
+    }
+    return this.chunker.wholeFrame(bytes);
+  }
+
+  private receive(
+    incoming: IncomingMessage,
+    reassembler: Reassembler,
+    handler: (message: Message, context: ReplyContext) => void,
+  ): void {
+    if (this.closed) return;
+    const frame = parseFrame(incoming.data);
+    let bytes: Uint8Array;
+    if (frame.type === 'bad') {
+      this.reject('malformed', `on ${incoming.subject}: ${frame.detail}`);
+      return;
+    } else if (frame.type === 'chunk') {
+      // Drops are counted through the reassembler's onDrop.
+      const result = reassembler.accept(frame.header, frame.bytes);
+      if (result.status !== 'complete') return;
+      bytes = result.bytes;
+    } else {
+      bytes = frame.bytes;
+    }
+    const result = decodeAndValidate(bytes, this.jobId);
+    if (!result.ok) {
+      this.reject(result.reason, `on ${incoming.subject}: ${result.detail}`);
+      return;
+    }
+    this.stats.received++;
+    const context: ReplyContext = incoming.reply === undefined ? { subject: incoming.subject } : { subject: incoming.subject, reply: incoming.reply };
+    const message = stripEnvelope(result.envelope);
+    try {
+      const returned: unknown = handler(message, context);
+      if (returned instanceof Promise) returned.catch((error: unknown) => this.handlerFailed(error, message, incoming.subject));
+    } catch (error) {
+      this.handlerFailed(error, message, incoming.subject);
+    }
+  }
+
+  private handlerFailed(error: unknown, message: Message, subject: string): void {
+    this.stats.handlerErrors++;
+    const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
+    this.rateLimitedLog('handler', `bus ${this.jobId}: handler for ${message.kind} on ${subject} threw: ${text}`);
+  }
+
+  private reject(reason: BusRejectReason, detail: string): void {
+    this.stats.rejected[reason]++;
+    this.rateLimitedLog(reason, `bus ${this.jobId}: dropped a message (${reason}) ${detail}`);
+  }
+
+  private rateLimitedLog(key: string, line: string): void {
+    const now = Date.now();
+    let window = this.logWindows.get(key);
+    if (window === undefined || now - window.start >= LOG_WINDOW_MS) {
+      if (window !== undefined && window.suppressed > 0) {
+        this.log(`bus ${this.jobId}: ${window.suppressed} more '${key}' problems were not logged in the last ${LOG_WINDOW_MS / 1000} s`);
+      }
+      window = { start: now, logged: 0, suppressed: 0 };
+      this.logWindows.set(key, window);
+    }
+    if (window.logged < LOG_BURST) {
+      window.logged++;
+      this.log(line);
+    } else {
+      window.suppressed++;
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new Error(`bus of job ${this.jobId} is closed`);
+  }
+}
+
+/** Handlers see the message itself; version and job id are the envelope's business. */
+function stripEnvelope(envelope: Envelope): Message {
+  const { v: _version, job: _job, ...message } = envelope;
+  return message as Message;
+}

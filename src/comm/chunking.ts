@@ -1,0 +1,262 @@
+/**
+ * Implements: splitting payloads larger than the transport's max_payload into chunks, and reassembling
+ * them on the receiving side. Every payload travels in a frame whose first byte says whole (0) or chunk
+ * (1); a chunk frame carries a fixed little-endian header:
+ *
+ *   offset 0  u8   frame type (1)
+ *   offset 1  u32  sender id, high half    } random per sender: message ids of two
+ *   offset 5  u32  sender id, low half     } processes never collide
+ *   offset 9  u32  message counter (per sender)
+ *   offset 13 u32  chunk index (0-based)
+ *   offset 17 u32  chunk count
+ *   offset 21 u32  total message bytes
+ *   offset 25      chunk bytes
+ *
+ * NATS delivers one publisher's messages on one subject in order, so the reassembler insists on the
+ * exact index sequence: a lost, repeated or reordered chunk drops the whole message (counted), never
+ * yields wrong bytes. Incomplete messages are dropped after a timeout, and totals above a bound are
+ * refused before any memory is spent on them.
+ */
+import { randomBytes } from 'node:crypto';
+
+export const FRAME_WHOLE = 0;
+export const FRAME_CHUNK = 1;
+export const WHOLE_HEADER_BYTES = 1;
+export const CHUNK_HEADER_BYTES = 25;
+export const DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024;
+export const DEFAULT_CHUNK_TIMEOUT_MS = 30_000;
+const MAX_U32 = 0xffff_ffff;
+
+export interface ChunkHeader {
+  senderHigh: number;
+  senderLow: number;
+  counter: number;
+  index: number;
+  count: number;
+  totalBytes: number;
+}
+
+export type Frame =
+  | { type: 'whole'; bytes: Uint8Array }
+  | { type: 'chunk'; header: ChunkHeader; bytes: Uint8Array }
+  | { type: 'bad'; detail: string };
+
+/** Cuts messages into frames that each fit `maxPayload`. One per sending bus. */
+export class Chunker {
+  private readonly senderHigh: number;
+  private readonly senderLow: number;
+  private counter = 0;
+
+  constructor(readonly maxPayload: number) {
+    if (!Number.isSafeInteger(maxPayload) || maxPayload <= CHUNK_HEADER_BYTES) {
+      throw new Error(`max_payload ${maxPayload} is too small: chunk frames need more than ${CHUNK_HEADER_BYTES} bytes`);
+    }
+    const id = randomBytes(8);
+    this.senderHigh = id.readUInt32LE(0);
+    this.senderLow = id.readUInt32LE(4);
+  }
+
+  /** Whether `bytes` travels as one whole frame. */
+  fitsWhole(byteLength: number): boolean {
+    return byteLength + WHOLE_HEADER_BYTES <= this.maxPayload;
+  }
+
+  wholeFrame(bytes: Uint8Array): Uint8Array {
+    const frame = new Uint8Array(WHOLE_HEADER_BYTES + bytes.byteLength);
+    frame[0] = FRAME_WHOLE;
+    frame.set(bytes, WHOLE_HEADER_BYTES);
+    return frame;
+  }
+
+  /** One whole frame when it fits, else chunk frames in index order. */
+  frames(bytes: Uint8Array): Uint8Array[] {
+    if (this.fitsWhole(bytes.byteLength)) return [this.wholeFrame(bytes)];
+    if (bytes.byteLength > MAX_U32) throw new Error(`message of ${bytes.byteLength} bytes is above the 4 GiB frame limit`);
+    const chunkBytes = this.maxPayload - CHUNK_HEADER_BYTES;
+    const count = Math.ceil(bytes.byteLength / chunkBytes);
+    const counter = this.counter;
+    this.counter = (this.counter + 1) >>> 0;
+    const frames: Uint8Array[] = [];
+    for (let index = 0; index < count; index++) {
+      const part = bytes.subarray(index * chunkBytes, Math.min(bytes.byteLength, (index + 1) * chunkBytes));
+      const frame = new Uint8Array(CHUNK_HEADER_BYTES + part.byteLength);
+      const view = new DataView(frame.buffer);
+      view.setUint8(0, FRAME_CHUNK);
+      view.setUint32(1, this.senderHigh, true);
+      view.setUint32(5, this.senderLow, true);
+      view.setUint32(9, counter, true);
+      view.setUint32(13, index, true);
+      view.setUint32(17, count, true);
+      view.setUint32(21, bytes.byteLength, true);
+      frame.set(part, CHUNK_HEADER_BYTES);
+      frames.push(frame);
+    }
+    return frames;
+  }
+}
+
+export function parseFrame(data: Uint8Array): Frame {
+  if (data.byteLength < 1) return { type: 'bad', detail: 'empty payload' };
+  if (data[0] === FRAME_WHOLE) return { type: 'whole', bytes: data.subarray(WHOLE_HEADER_BYTES) };
+  if (data[0] !== FRAME_CHUNK) return { type: 'bad', detail: `unknown frame type ${data[0]}` };
+  if (data.byteLength < CHUNK_HEADER_BYTES) {
+    return { type: 'bad', detail: `chunk frame of ${data.byteLength} bytes is shorter than its ${CHUNK_HEADER_BYTES}-byte header` };
+  }
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  return {
+    type: 'chunk',
+    header: {
+      senderHigh: view.getUint32(1, true),
+      senderLow: view.getUint32(5, true),
+      counter: view.getUint32(9, true),
+      index: view.getUint32(13, true),
+      count: view.getUint32(17, true),
+      totalBytes: view.getUint32(21, true),
+    },
+    bytes: data.subarray(CHUNK_HEADER_BYTES),
+  };
+}
+
+export interface ReassemblerOptions {
+  maxMessageBytes?: number;
+  timeoutMs?: number;
+  /** Told about every dropped message, once per message. */
+  onDrop?: (reason: 'chunk' | 'oversized', detail: string) => void;
+  now?: () => number;
+}
+
+export type AcceptResult =
+  | { status: 'complete'; bytes: Uint8Array }
+  | { status: 'pending' }
+  | { status: 'dropped'; reason: 'chunk' | 'oversized'; detail: string };
+
+interface PartialMessage {
+  count: number;
+  totalBytes: number;
+  nextIndex: number;
+  receivedBytes: number;
+  parts: Uint8Array[];
+  lastArrival: number;
+}
+
+/** Reassembles the chunked messages of one subscription. */
+export class Reassembler {
+  readonly maxMessageBytes: number;
+  readonly timeoutMs: number;
+  private readonly partials = new Map<string, PartialMessage>();
+  /** Messages already dropped: their later chunks are discarded without counting the message again. */
+  private readonly dropped = new Map<string, number>();
+  private readonly onDrop: ReassemblerOptions['onDrop'];
+  private readonly now: () => number;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  completed = 0;
+  droppedMessages = 0;
+
+  constructor(options: ReassemblerOptions = {}) {
+    this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_CHUNK_TIMEOUT_MS;
+    this.onDrop = options.onDrop;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Bytes held by incomplete messages. */
+  get pendingBytes(): number {
+    let sum = 0;
+    for (const partial of this.partials.values()) sum += partial.receivedBytes;
+    return sum;
+  }
+
+  get pendingMessages(): number {
+    return this.partials.size;
+  }
+
+  accept(header: ChunkHeader, bytes: Uint8Array): AcceptResult {
+    const key = `${header.senderHigh}:${header.senderLow}:${header.counter}`;
+    const now = this.now();
+    if (this.dropped.has(key)) return { status: 'pending' };
+    if (header.count === 0 || header.index >= header.count) {
+      return this.drop(key, 'chunk', `chunk ${header.index} of ${header.count} of message ${key} is out of range`);
+    }
+    if (header.totalBytes > this.maxMessageBytes) {
+      return this.drop(key, 'oversized', `message ${key} of ${header.totalBytes} bytes is above maxMessageBytes ${this.maxMessageBytes}`);
+    }
+    let partial = this.partials.get(key);
+    if (partial === undefined) {
+      if (header.index !== 0) {
+        return this.drop(key, 'chunk', `chunk ${header.index}/${header.count} of message ${key} arrived without its earlier chunks`);
+      }
+      partial = { count: header.count, totalBytes: header.totalBytes, nextIndex: 0, receivedBytes: 0, parts: [], lastArrival: now };
+      this.partials.set(key, partial);
+      this.scheduleSweep();
+    }
+    if (header.index !== partial.nextIndex || header.count !== partial.count || header.totalBytes !== partial.totalBytes) {
+      return this.drop(
+        key,
+        'chunk',
+        `message ${key}: expected chunk ${partial.nextIndex}/${partial.count} of ${partial.totalBytes} bytes, ` +
+          `got chunk ${header.index}/${header.count} of ${header.totalBytes} bytes`,
+      );
+    }
+    partial.receivedBytes += bytes.byteLength;
+    if (partial.receivedBytes > partial.totalBytes) {
+      return this.drop(key, 'chunk', `message ${key}: chunks carry more than the announced ${partial.totalBytes} bytes`);
+    }
+    // The frame may be a view into a buffer the transport reuses: keep a copy.
+    partial.parts.push(bytes.slice());
+    partial.nextIndex++;
+    partial.lastArrival = now;
+    if (partial.nextIndex < partial.count) return { status: 'pending' };
+    this.partials.delete(key);
+    if (partial.receivedBytes !== partial.totalBytes) {
+      return this.drop(key, 'chunk', `message ${key}: chunks carry ${partial.receivedBytes} bytes, announced ${partial.totalBytes}`);
+    }
+    const whole = new Uint8Array(partial.totalBytes);
+    let offset = 0;
+    for (const part of partial.parts) {
+      whole.set(part, offset);
+      offset += part.byteLength;
+    }
+    this.completed++;
+    return { status: 'complete', bytes: whole };
+  }
+
+  /** Drops messages whose last chunk arrived more than `timeoutMs` ago; returns how many. */
+  sweep(now = this.now()): number {
+    let expired = 0;
+    for (const [key, partial] of this.partials) {
+      if (now - partial.lastArrival >= this.timeoutMs) {
+        expired++;
+        this.drop(key, 'chunk', `message ${key} incomplete after ${this.timeoutMs} ms: got ${partial.nextIndex} of ${partial.count} chunks`);
+      }
+    }
+    for (const [key, at] of this.dropped) if (now - at >= this.timeoutMs) this.dropped.delete(key);
+    if (this.partials.size === 0 && this.dropped.size === 0) this.stopSweep();
+    return expired;
+  }
+
+  dispose(): void {
+    this.partials.clear();
+    this.dropped.clear();
+    this.stopSweep();
+  }
+
+  private drop(key: string, reason: 'chunk' | 'oversized', detail: string): AcceptResult {
+    this.partials.delete(key);
+    this.dropped.set(key, this.now());
+    this.droppedMessages++;
+    this.scheduleSweep();
+    this.onDrop?.(reason, detail);
+    return { status: 'dropped', reason, detail };
+  }
+
+  private scheduleSweep(): void {
+    if (this.sweepTimer !== undefined) return;
+    this.sweepTimer = setInterval(() => this.sweep(), Math.max(10, Math.min(1000, this.timeoutMs / 4)));
+    this.sweepTimer.unref();
+  }
+
+  private stopSweep(): void {
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * Implements: typed arrays to and from `WireTensor` (dtype, shape, little-endian bytes). Encoding is a view
+ * (no copy); decoding is a zero-copy view when the bytes sit at a 4-aligned offset, else one copy.
+ */
+import type { WireDType, WireTensor } from './messages.ts';
+
+// Every host this runs on is little-endian; the wire format relies on it, so refuse to run otherwise.
+const hostIsLittleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+if (!hostIsLittleEndian) {
+  throw new Error('tensor-wire: this host is big-endian; the wire format assumes little-endian hosts');
+}
+
+export const WIRE_ELEMENT_BYTES = 4;
+
+/** Product of a shape's dimensions, or an error naming the bad dimension. */
+export function shapeSize(shape: readonly number[]): number {
+  let size = 1;
+  for (let i = 0; i < shape.length; i++) {
+    const dim = shape[i];
+    if (!Number.isSafeInteger(dim) || dim < 0) {
+      throw new Error(`tensor shape [${shape.join(', ')}] has a bad dimension ${dim} at axis ${i}: use non-negative integers`);
+    }
+    size *= dim;
+  }
+  if (!Number.isSafeInteger(size)) throw new Error(`tensor shape [${shape.join(', ')}] has too many elements`);
+  return size;
+}
+
+export function toWireTensor(values: Float32Array | Int32Array, shape: readonly number[]): WireTensor {
+  const size = shapeSize(shape);
+  if (size !== values.length) {
+    throw new Error(`tensor of ${values.length} elements does not fit shape [${shape.join(', ')}] (${size} elements)`);
+  }
+  const dtype: WireDType = values instanceof Float32Array ? 'float32' : 'int32';
+  return { dtype, shape: [...shape], data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
+}
+
+export function fromWireTensor(wire: WireTensor): Float32Array | Int32Array {
+  const size = shapeSize(wire.shape);
+  if (wire.data.byteLength !== size * WIRE_ELEMENT_BYTES) {
+    throw new Error(
+      `wire tensor of shape [${wire.shape.join(', ')}] needs ${size * WIRE_ELEMENT_BYTES} bytes, got ${wire.data.byteLength}`,
+    );
+  }
+  const View = wire.dtype === 'float32' ? Float32Array : wire.dtype === 'int32' ? Int32Array : undefined;
+  if (View === undefined) throw new Error(`wire tensor dtype ${JSON.stringify(wire.dtype)} is not float32 or int32`);
+  if (wire.data.byteOffset % WIRE_ELEMENT_BYTES === 0) return new View(wire.data.buffer as ArrayBuffer, wire.data.byteOffset, size);
+  return new View(wire.data.slice().buffer, 0, size);
+}
