@@ -1,0 +1,331 @@
+/**
+ * Implements: a process group over the bus (torch.distributed semantics, Megatron usage): tagged
+ * point-to-point send/recv, broadcast, all-reduce (sum, mean, max, min), all-gather and barrier.
+ *
+ * Ranks are global ranks; a group's order is its ranks sorted ascending. Every rank of a group must call
+ * its collectives in the same order: each call takes the group's next sequence number, and pieces are
+ * matched by (seq, sender, part), so a late or repeated piece can never be mixed into another call, and
+ * pieces of a call this rank has not reached yet wait in a buffer. Every wait has a deadline.
+ *
+ * Determinism: contributions are combined in a fixed order that depends only on the group and the tensor
+ * length, never on arrival order, and every rank ends with the same bits.
+ * - direct (small tensors, and any tensor in a group of two): every rank sends its whole tensor to every
+ *   other rank, and each rank adds all contributions in rank order: ((x0 + x1) + x2) + ...
+ * - ring (large tensors, three or more ranks): reduce-scatter then all-gather around the ring of group
+ *   order, one chunk per rank (NCCL's ring, moving 2(n-1)/n of the tensor per rank instead of n-1 times
+ *   it). Chunk k is summed along the ring starting at rank k: x_k + x_{k+1} + ... (wrapping), so its bits
+ *   can differ from the direct order, yet every run and every rank agree. For two ranks both algorithms
+ *   give the same bits (one addition is commutative).
+ * Through one NATS server both move the same bytes per rank when n = 2, and direct needs one round
+ * instead of two, hence the rule in `chooseAllReduceAlgorithm`.
+ *
+ * A group of one rank returns at once without a message (as Megatron skips collectives there) and hands
+ * back the input itself; otherwise results are new arrays (possibly views into received bytes).
+ */
+import type { Bus } from './bus.ts';
+import { CollectiveMailbox, type CallIdentity, type OpenCall } from './collective-mailbox.ts';
+import type { CollectiveMessage, WireTensor } from './messages.ts';
+import { checkReduceOp, chunkBounds, combineInto, divideInPlace, type ReduceOp, type ReduceValues } from './reduce-ops.ts';
+import { fromWireTensor, toWireTensor } from './tensor-wire.ts';
+
+export { CollectiveMismatchError, CollectiveTimeoutError } from './collective-mailbox.ts';
+export type { ReduceOp } from './reduce-ops.ts';
+
+export type AllReduceAlgorithm = 'direct' | 'ring';
+
+/** Default: two minutes, longer than any pipeline bubble at our sizes, shorter than a human's patience. */
+export const DEFAULT_COLLECTIVE_TIMEOUT_MS = 120_000;
+
+/** Below this many elements, ring's extra rounds cost more than the bytes it saves. */
+export const DEFAULT_RING_MIN_ELEMENTS = 256 * 1024;
+
+/** Part numbers that tell apart a barrier's empty pieces from an all-gather's (both travel as all-gather). */
+const ALL_GATHER_PART = 0;
+const BARRIER_PART = 1;
+
+/**
+ * Direct for a group of two (same bytes, one round) and for small tensors; ring otherwise. A pure
+ * function of (length, group size), so every rank picks the same algorithm for the same call.
+ */
+export function chooseAllReduceAlgorithm(length: number, groupSize: number, ringMinElements = DEFAULT_RING_MIN_ELEMENTS): AllReduceAlgorithm {
+  return groupSize >= 3 && length >= ringMinElements ? 'ring' : 'direct';
+}
+
+export interface ProcessGroupOptions {
+  bus: Bus;
+  /** Dot-separated name, unique in the job, e.g. 'world', 'dp.0', 'tp.1'. */
+  name: string;
+  /** Global ranks of the members; the group's order is these sorted ascending. */
+  ranks: number[];
+  /** This process' global rank (a member). */
+  rank: number;
+  /** Deadline of every wait; default DEFAULT_COLLECTIVE_TIMEOUT_MS. */
+  timeoutMs?: number;
+  /** Forces an all-reduce algorithm for every call (tests, benchmarks); default: by size. */
+  allReduceAlgorithm?: AllReduceAlgorithm;
+  /** Threshold of `chooseAllReduceAlgorithm`; must be the same on every rank. */
+  ringMinElements?: number;
+  log?: (line: string) => void;
+}
+
+export interface AllReduceOptions {
+  /** Overrides the group's choice for this call; every rank must pass the same. */
+  algorithm?: AllReduceAlgorithm;
+}
+
+export interface Received {
+  values: Float32Array;
+  shape: number[];
+}
+
+export class ProcessGroup {
+  readonly name: string;
+  /** Members, ascending: the order of contributions and of all-gather results. */
+  readonly ranks: readonly number[];
+  readonly rank: number;
+  /** This rank's index in `ranks`. */
+  readonly groupRank: number;
+  readonly size: number;
+  readonly timeoutMs: number;
+  private readonly bus: Bus;
+  private readonly forcedAlgorithm: AllReduceAlgorithm | undefined;
+  private readonly ringMinElements: number;
+  private readonly mailbox: CollectiveMailbox;
+  private readonly subscription: { unsubscribe(): void } | undefined;
+  /** Next sequence number of this group's collectives (shared by all ops). */
+  private nextSeq = 0;
+  /** Per (peer, tag): next seq to send to / expect from it. */
+  private readonly sendSeq = new Map<string, number>();
+  private readonly recvSeq = new Map<string, number>();
+  private closed = false;
+
+  constructor(options: ProcessGroupOptions) {
+    const { bus, name, ranks, rank } = options;
+    if (!Array.isArray(ranks) || ranks.length === 0) throw new Error(`process group '${name}': ranks must be a non-empty array of global ranks`);
+    for (const member of ranks) {
+      if (!Number.isSafeInteger(member) || member < 0) throw new Error(`process group '${name}': rank ${member} in ranks [${ranks.join(', ')}] is not a non-negative integer`);
+    }
+    const sorted = [...ranks].sort((a, b) => a - b);
+    for (let i = 1; i < sorted.length; i++) {
+      if (sorted[i] === sorted[i - 1]) throw new Error(`process group '${name}': rank ${sorted[i]} appears twice in ranks [${ranks.join(', ')}]`);
+    }
+    const groupRank = sorted.indexOf(rank);
+    if (groupRank < 0) throw new Error(`process group '${name}': this process' rank ${rank} is not a member of [${sorted.join(', ')}]`);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_COLLECTIVE_TIMEOUT_MS;
+    if (!(timeoutMs > 0)) throw new Error(`process group '${name}': timeoutMs must be positive, got ${timeoutMs}`);
+    this.bus = bus;
+    this.name = name;
+    this.ranks = Object.freeze(sorted);
+    this.rank = rank;
+    this.groupRank = groupRank;
+    this.size = sorted.length;
+    this.timeoutMs = timeoutMs;
+    this.forcedAlgorithm = options.allReduceAlgorithm;
+    this.ringMinElements = options.ringMinElements ?? DEFAULT_RING_MIN_ELEMENTS;
+    const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
+    this.mailbox = new CollectiveMailbox({ group: name, rank, log, isSpent: (piece) => this.isSpent(piece) });
+    // A group of one never messages, except send/recv to itself; subscribe anyway so that works.
+    this.subscription = bus.subscribe(this.inboxSubject(rank), (message) => {
+      if (message.kind !== 'collective') {
+        log(`process group '${name}' rank ${rank}: dropped a '${message.kind}' message on its collective subject`);
+        this.mailbox.dropped += 1;
+      } else if (message.group !== name || !this.ranks.includes(message.from)) {
+        log(`process group '${name}' rank ${rank}: dropped a piece for group '${message.group}' from rank ${message.from}: not this group or not a member`);
+        this.mailbox.dropped += 1;
+      } else {
+        this.mailbox.deliver(message);
+      }
+    });
+  }
+
+  /** Pieces dropped as late, repeated, foreign or mismatched since the group was made. */
+  get droppedPieces(): number {
+    return this.mailbox.dropped;
+  }
+
+  /** The bus subject (relative to the job) where `rank` receives this group's pieces. */
+  inboxSubject(rank: number): string {
+    return `coll.${this.name}.${rank}`;
+  }
+
+  send(to: number, tag: string, values: Float32Array, shape: number[] = [values.length]): void {
+    this.checkOpen();
+    this.checkMember(to, 'send to');
+    const stream = JSON.stringify([to, tag]);
+    const seq = this.sendSeq.get(stream) ?? 0;
+    this.sendSeq.set(stream, seq + 1);
+    this.publish(to, { op: 'send', seq, tag, part: 0 }, toWireTensor(values, shape));
+  }
+
+  async recv(from: number, tag: string): Promise<Received> {
+    this.checkOpen();
+    this.checkMember(from, 'recv from');
+    const stream = JSON.stringify([from, tag]);
+    const seq = this.recvSeq.get(stream) ?? 0;
+    this.recvSeq.set(stream, seq + 1);
+    const call = this.mailbox.openCall({ op: 'send', seq, tag, stream: from }, this.timeoutMs, `recv from rank ${from} tag ${JSON.stringify(tag)}`);
+    try {
+      const piece = await call.take(from, 0);
+      return { values: this.float32Of(piece, `recv from rank ${from} tag ${JSON.stringify(tag)}`), shape: piece.tensor.shape };
+    } finally {
+      call.close();
+    }
+  }
+
+  /** Root passes the values; the others may pass undefined (or a buffer of the same length, checked). */
+  async broadcast(values: Float32Array | undefined, root: number): Promise<Float32Array> {
+    this.checkOpen();
+    this.checkMember(root, 'broadcast from');
+    if (this.rank === root && values === undefined) throw new Error(`process group '${this.name}': broadcast root ${root} must pass the values to send`);
+    if (this.size === 1) return values as Float32Array;
+    return this.run('broadcast', async (call, seq) => {
+      if (this.rank === root) {
+        const wire = toWireTensor(values as Float32Array, [(values as Float32Array).length]);
+        for (const member of this.ranks) if (member !== root) this.publish(member, { op: 'broadcast', seq, tag: '', part: 0 }, wire);
+        return values as Float32Array;
+      }
+      const received = this.float32Of(await call.take(root, 0), `broadcast #${seq} from rank ${root}`);
+      if (values !== undefined && values.length !== received.length) {
+        throw new Error(`process group '${this.name}': broadcast #${seq} from rank ${root} sent ${received.length} values, rank ${this.rank} expected ${values.length}`);
+      }
+      return received;
+    });
+  }
+
+  /** Every member's values in group order (lengths may differ); this rank's entry is its input. */
+  async allGather(values: Float32Array): Promise<Float32Array[]> {
+    this.checkOpen();
+    if (this.size === 1) return [values];
+    return this.run('all-gather', async (call, seq) => {
+      const wire = toWireTensor(values, [values.length]);
+      for (const member of this.ranks) if (member !== this.rank) this.publish(member, { op: 'all-gather', seq, tag: '', part: ALL_GATHER_PART }, wire);
+      return Promise.all(
+        this.ranks.map(async (member) =>
+          member === this.rank ? values : this.float32Of(await call.take(member, ALL_GATHER_PART), `all-gather #${seq} from rank ${member}`),
+        ),
+      );
+    });
+  }
+
+  async barrier(): Promise<void> {
+    this.checkOpen();
+    if (this.size === 1) return;
+    await this.run('barrier', async (call, seq) => {
+      const empty = toWireTensor(new Float32Array(0), [0]);
+      for (const member of this.ranks) if (member !== this.rank) this.publish(member, { op: 'all-gather', seq, tag: '', part: BARRIER_PART }, empty);
+      await Promise.all(this.ranks.filter((member) => member !== this.rank).map((member) => call.take(member, BARRIER_PART)));
+    });
+  }
+
+  allReduce(values: Float32Array, op: ReduceOp, options?: AllReduceOptions): Promise<Float32Array>;
+  allReduce(values: Int32Array, op: Exclude<ReduceOp, 'mean'>, options?: AllReduceOptions): Promise<Int32Array>;
+  async allReduce(values: ReduceValues, op: ReduceOp, options: AllReduceOptions = {}): Promise<ReduceValues> {
+    this.checkOpen();
+    checkReduceOp(op, values);
+    if (this.size === 1) return values;
+    const algorithm = options.algorithm ?? this.forcedAlgorithm ?? chooseAllReduceAlgorithm(values.length, this.size, this.ringMinElements);
+    if (algorithm !== 'direct' && algorithm !== 'ring') throw new Error(`unknown all-reduce algorithm ${JSON.stringify(algorithm)}: use 'direct' or 'ring'`);
+    return this.run('all-reduce', (call, seq) =>
+      algorithm === 'direct' ? this.allReduceDirect(values, op, call, seq) : this.allReduceRing(values, op, call, seq),
+    );
+  }
+
+  /** Unsubscribes and fails every wait in progress; later calls throw. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.subscription?.unsubscribe();
+    this.mailbox.failAll(new Error(`process group '${this.name}' was closed on rank ${this.rank} while a call was waiting`));
+  }
+
+  private async allReduceDirect(values: ReduceValues, op: ReduceOp, call: OpenCall, seq: number): Promise<ReduceValues> {
+    const wire = toWireTensor(values, [values.length]);
+    for (const member of this.ranks) if (member !== this.rank) this.publish(member, { op: 'all-reduce', seq, tag: '', part: 0 }, wire);
+    const contributions = await Promise.all(
+      this.ranks.map(async (member) =>
+        member === this.rank ? values : this.valuesOf(await call.take(member, 0), values, `all-reduce #${seq} from rank ${member}`),
+      ),
+    );
+    const result = contributions[0].slice();
+    // Rank order, whatever the arrival order: result = ((x0 + x1) + x2) + ...
+    for (let i = 1; i < contributions.length; i++) combineInto(result, 0, contributions[i], op === 'mean' ? 'sum' : op);
+    if (op === 'mean') divideInPlace(result, 0, result.length, this.size);
+    return result;
+  }
+
+  private async allReduceRing(values: ReduceValues, op: ReduceOp, call: OpenCall, seq: number): Promise<ReduceValues> {
+    const n = this.size;
+    const me = this.groupRank;
+    const right = this.ranks[(me + 1) % n];
+    const left = this.ranks[(me + n - 1) % n];
+    const work = values.slice();
+    const bounds = (chunk: number) => chunkBounds(work.length, n, ((chunk % n) + n) % n);
+    const combineOp = op === 'mean' ? 'sum' : op;
+    // Reduce-scatter: at step s, pass chunk (me - s) on and add own values into chunk (me - s - 1).
+    for (let step = 0; step < n - 1; step++) {
+      const [sendStart, sendEnd] = bounds(me - step);
+      this.publish(right, { op: 'all-reduce', seq, tag: '', part: 1 + step }, toWireTensor(work.subarray(sendStart, sendEnd), [sendEnd - sendStart]));
+      const [start, end] = bounds(me - step - 1);
+      const incoming = this.valuesOf(await call.take(left, 1 + step), work.subarray(start, end), `all-reduce #${seq} ring step ${step} from rank ${left}`);
+      combineInto(work, start, incoming, combineOp);
+    }
+    const [ownStart, ownEnd] = bounds(me + 1);
+    if (op === 'mean') divideInPlace(work, ownStart, ownEnd, n);
+    // All-gather: pass on the finished chunk received last, starting with the one this rank finished.
+    for (let step = 0; step < n - 1; step++) {
+      const [sendStart, sendEnd] = bounds(me + 1 - step);
+      this.publish(right, { op: 'all-reduce', seq, tag: '', part: n + step }, toWireTensor(work.subarray(sendStart, sendEnd), [sendEnd - sendStart]));
+      const [start, end] = bounds(me - step);
+      work.set(this.valuesOf(await call.take(left, n + step), work.subarray(start, end), `all-reduce #${seq} ring gather ${step} from rank ${left}`), start);
+    }
+    return work;
+  }
+
+  /** Opens the next collective of the group, runs it, and always closes it. */
+  private async run<T>(op: 'broadcast' | 'all-gather' | 'all-reduce' | 'barrier', body: (call: OpenCall, seq: number) => Promise<T>): Promise<T> {
+    const seq = this.nextSeq++;
+    const identity: CallIdentity = { op: op === 'barrier' ? 'all-gather' : op, seq, tag: '' };
+    const call = this.mailbox.openCall(identity, this.timeoutMs, op);
+    try {
+      return await body(call, seq);
+    } finally {
+      call.close();
+    }
+  }
+
+  private isSpent(piece: CollectiveMessage): boolean {
+    if (piece.op === 'send') return piece.seq < (this.recvSeq.get(JSON.stringify([piece.from, piece.tag])) ?? 0);
+    return piece.seq < this.nextSeq;
+  }
+
+  private publish(to: number, fields: Pick<CollectiveMessage, 'op' | 'seq' | 'tag' | 'part'>, tensor: WireTensor): void {
+    this.bus.publish(this.inboxSubject(to), { kind: 'collective', group: this.name, from: this.rank, ...fields, tensor });
+  }
+
+  private float32Of(piece: CollectiveMessage, what: string): Float32Array {
+    const values = fromWireTensor(piece.tensor);
+    if (!(values instanceof Float32Array)) throw new Error(`process group '${this.name}': ${what} carried ${piece.tensor.dtype} values, expected float32`);
+    return values;
+  }
+
+  /** The piece's values, checked against the dtype and length this rank expects in that place. */
+  private valuesOf(piece: CollectiveMessage, like: ReduceValues, what: string): ReduceValues {
+    const values = fromWireTensor(piece.tensor);
+    if (values.constructor !== like.constructor || values.length !== like.length) {
+      const want = `${like.length} ${like instanceof Float32Array ? 'float32' : 'int32'}`;
+      throw new Error(
+        `process group '${this.name}': ${what} carried ${values.length} ${piece.tensor.dtype} values where rank ${this.rank} has ${want}: ` +
+          'every rank must all-reduce tensors of the same length and dtype',
+      );
+    }
+    return values;
+  }
+
+  private checkMember(rank: number, what: string): void {
+    if (!this.ranks.includes(rank)) throw new Error(`process group '${this.name}': cannot ${what} rank ${rank}, not a member of [${this.ranks.join(', ')}]`);
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new Error(`process group '${this.name}' on rank ${this.rank} is closed: make a new one`);
+  }
+}

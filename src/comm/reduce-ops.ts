@@ -1,0 +1,56 @@
+/**
+ * Implements: the element-wise arithmetic of the collectives: combining a contribution into a running
+ * result (sum, max, min), the mean's final division, and how a flat buffer splits into one chunk per rank.
+ *
+ * Every combine writes through a typed array, so each float32 addition is rounded to float32 exactly as a
+ * single-process float32 sum would be, and int32 sums wrap like int32 arithmetic (which keeps them
+ * associative). The order of combination is the caller's business: the collectives fix it by rank.
+ */
+
+export type ReduceOp = 'sum' | 'mean' | 'max' | 'min';
+
+export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'mean', 'max', 'min'];
+
+export type ReduceValues = Float32Array | Int32Array;
+
+/** Checks an op name coming from a caller (or a config file), naming the choices when it is wrong. */
+export function checkReduceOp(op: string, values: ReduceValues): ReduceOp {
+  if (!(REDUCE_OPS as readonly string[]).includes(op)) {
+    throw new Error(`unknown reduce op ${JSON.stringify(op)}: use one of ${REDUCE_OPS.join(', ')}`);
+  }
+  if (op === 'mean' && values instanceof Int32Array) {
+    throw new Error("reduce op 'mean' needs float32 values: an int32 mean would round; sum the int32 values and divide yourself");
+  }
+  return op as ReduceOp;
+}
+
+/**
+ * `target[offset + i] = incoming[i] ∘ target[offset + i]` for every i. The incoming value is the left
+ * operand, so in a chain the partial result always comes first (the order is then fixed by the chain).
+ */
+export function combineInto(target: ReduceValues, offset: number, incoming: ReduceValues, op: ReduceOp): void {
+  const length = incoming.length;
+  if (offset < 0 || offset + length > target.length) {
+    throw new Error(`combineInto: ${length} values at offset ${offset} do not fit a buffer of ${target.length}`);
+  }
+  if (op === 'sum' || op === 'mean') {
+    for (let i = 0; i < length; i++) target[offset + i] = incoming[i] + target[offset + i];
+  } else if (op === 'max') {
+    for (let i = 0; i < length; i++) target[offset + i] = Math.max(incoming[i], target[offset + i]);
+  } else {
+    for (let i = 0; i < length; i++) target[offset + i] = Math.min(incoming[i], target[offset + i]);
+  }
+}
+
+/** The mean's last step, on a finished sum (only float32 gets here: checkReduceOp refuses int32 means). */
+export function divideInPlace(values: ReduceValues, start: number, end: number, divisor: number): void {
+  for (let i = start; i < end; i++) values[i] = values[i] / divisor;
+}
+
+/**
+ * `[start, end)` of chunk `index` when `length` elements split into `count` near-equal chunks. Chunks
+ * may be empty when the buffer is shorter than the group; every rank computes the same bounds.
+ */
+export function chunkBounds(length: number, count: number, index: number): [number, number] {
+  return [Math.floor((index * length) / count), Math.floor(((index + 1) * length) / count)];
+}
