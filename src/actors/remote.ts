@@ -1,0 +1,95 @@
+/**
+ * Implements: remote actor references. An actor in one process addresses an actor in another by
+ * `ActorAddress {rank, role}`; the message travels over the bus as an ActorMessage on the subject that
+ * `actorSubject` gives, and the receiving process dispatches its payload to the local nact actor it
+ * exposed at that address. `ref(address)` wraps a remote address in a local nact actor, so code that
+ * dispatches to a Ref does not care where the actor lives. Replies ride in the payload (a reply address),
+ * as in nact's own idiom: there is no hidden sender.
+ */
+import { dispatch, spawnStateless, stop, type ActorSystemRef, type Ref } from 'nact';
+import type { Bus } from '../comm/bus.ts';
+import type { ActorAddress, Message } from '../comm/messages.ts';
+import { checkRelativeSubject } from '../comm/subjects.ts';
+import type { Subscription } from '../comm/transport.ts';
+
+/** The one mapping from actor addresses to job-relative subjects: `actor.<rank>.<role>`. */
+export function actorSubject(address: ActorAddress): string {
+  const rank = address.rank === 'launcher' ? 'launcher' : address.rank;
+  if (rank !== 'launcher' && !(Number.isSafeInteger(rank) && rank >= 0)) {
+    throw new Error(`actor address rank ${String(address.rank)} must be a non-negative integer or 'launcher'`);
+  }
+  try {
+    return checkRelativeSubject(`actor.${rank}.${address.role}`, false);
+  } catch {
+    throw new Error(
+      `actor role ${JSON.stringify(address.role)} cannot be part of a subject: use letters, digits, '_', '-' and no dots`,
+    );
+  }
+}
+
+export function formatAddress(address: ActorAddress): string {
+  return `${address.rank}/${address.role}`;
+}
+
+export class RemoteActors {
+  private readonly exposed = new Map<string, Subscription>();
+  private readonly proxies = new Map<string, Ref<unknown>>();
+  /** Messages on an exposed subject that were not an ActorMessage for that address. */
+  misrouted = 0;
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly system: ActorSystemRef,
+    readonly self: { rank: number | 'launcher' },
+  ) {}
+
+  /** Makes a local actor reachable from every process of the job at `address` (whose rank must be ours). */
+  expose<T>(address: ActorAddress, actor: Ref<T>): Subscription {
+    if (address.rank !== this.self.rank) {
+      throw new Error(`cannot expose ${formatAddress(address)} from rank ${this.self.rank}: an actor is exposed by the rank it lives in`);
+    }
+    const subject = actorSubject(address);
+    if (this.exposed.has(subject)) throw new Error(`an actor is already exposed at ${formatAddress(address)}`);
+    const subscription = this.bus.subscribe(subject, (message: Message) => {
+      if (message.kind !== 'actor' || message.to.rank !== address.rank || message.to.role !== address.role) {
+        this.misrouted++;
+        return;
+      }
+      dispatch(actor, message.payload as T);
+    });
+    const handle: Subscription = {
+      unsubscribe: () => {
+        if (this.exposed.get(subject) !== handle) return;
+        this.exposed.delete(subject);
+        subscription.unsubscribe();
+      },
+    };
+    this.exposed.set(subject, handle);
+    return handle;
+  }
+
+  /** Sends `payload` to the actor at `address`, wherever it lives (at most once, like every bus message). */
+  tell(address: ActorAddress, payload: unknown, from?: ActorAddress): void {
+    const message: Message = from === undefined ? { kind: 'actor', to: address, payload } : { kind: 'actor', to: address, from, payload };
+    this.bus.publish(actorSubject(address), message);
+  }
+
+  /** A local nact actor that forwards every message it gets to `address` (one per address). */
+  ref<T>(address: ActorAddress): Ref<T> {
+    const subject = actorSubject(address);
+    let proxy = this.proxies.get(subject);
+    if (proxy === undefined) {
+      const target = { rank: address.rank, role: address.role };
+      proxy = spawnStateless(this.system, (payload: unknown) => this.tell(target, payload), `remote-${subject.replaceAll('.', '-')}`);
+      this.proxies.set(subject, proxy);
+    }
+    return proxy as Ref<T>;
+  }
+
+  /** Stops exposing and forwarding; the bus and the actor system stay open. */
+  close(): void {
+    for (const handle of [...this.exposed.values()]) handle.unsubscribe();
+    for (const proxy of this.proxies.values()) stop(proxy);
+    this.proxies.clear();
+  }
+}
