@@ -23,9 +23,29 @@ export interface TrainCommand {
   sets: string[];
   backend?: BackendName;
   quiet: boolean;
+  /** NATS server URL given on the command line (else NATS_URL, else the default; see launcher). */
+  nats?: string;
+  nnodes: number;
+  nodeRank: number;
+  /** Absent: world size / nnodes. */
+  nprocPerNode?: number;
+  /** Absent: generated; required on every node when nnodes > 1. */
+  jobId?: string;
 }
 
-export type CliCommand = TrainCommand | { command: 'help'; text: string } | { command: 'version' };
+export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'checkpoint', 'stop'] as const;
+export type ControlCommandName = (typeof CONTROL_COMMANDS)[number];
+
+export interface CtlCommand {
+  command: 'ctl';
+  /** A job id, or a run folder holding job.json. */
+  target: string;
+  action: ControlCommandName;
+  nats?: string;
+  timeoutMs: number;
+}
+
+export type CliCommand = TrainCommand | CtlCommand | { command: 'help'; text: string } | { command: 'version' };
 
 /** A command line that cannot be run: the message says what is wrong, then shows the usage. */
 export class UsageError extends Error {
@@ -91,6 +111,15 @@ const COMMANDS: Record<string, CommandSpec> = {
         doc: `compute backend: ${BACKENDS.join(' | ')}\n(default: the config's backend, else the fastest installed)`,
       },
       quiet: { type: 'boolean', short: 'q', doc: 'no per-step progress; errors and the final summary still print' },
+      nats: {
+        type: 'string',
+        placeholder: 'URL',
+        doc: 'NATS server of the job (default: $NATS_URL, else nats://127.0.0.1:4222;\nwhen that does not answer, a private nats-server is started)',
+      },
+      nnodes: { type: 'string', placeholder: 'N', doc: 'nodes taking part; one launcher per node [1]' },
+      'node-rank': { type: 'string', placeholder: 'K', doc: 'this node, 0..nnodes-1; node 0 coordinates the job [0]' },
+      'nproc-per-node': { type: 'string', placeholder: 'N', doc: 'worker processes on this node [world size / nnodes]' },
+      'job-id': { type: 'string', placeholder: 'ID', doc: 'job id ([A-Za-z0-9_-]); the same on every node (required with --nnodes > 1)' },
     },
     moreHelp: () => `${OVERRIDES_HELP}\n\n${configKeysHelp()}`,
     examples: [
@@ -102,7 +131,46 @@ const COMMANDS: Record<string, CommandSpec> = {
     ],
     build: buildTrain,
   },
+  ctl: {
+    summary: 'send a control message to a running job',
+    usage: `<job-id|run-folder> ${CONTROL_COMMANDS.join('|')} [--nats URL] [--timeout MS]`,
+    description:
+      'Sends status, pause, resume, checkpoint or stop to a running job and prints its answer as JSON.\n' +
+      'The job id is printed when training starts and kept in <run-folder>/job.json, which also\n' +
+      'records the NATS server, so a run folder is enough. Pause and stop take effect at the next step\n' +
+      'boundary; stop ends the job with exit code 0.',
+    options: {
+      nats: { type: 'string', placeholder: 'URL', doc: "NATS server (default: the run folder's, else $NATS_URL, else nats://127.0.0.1:4222)" },
+      timeout: { type: 'string', placeholder: 'MS', doc: 'how long to wait for the answer [5000]' },
+    },
+    examples: [`${PROGRAM} ctl runs/tiny status`, `${PROGRAM} ctl tiny-3f9a2c pause --nats nats://10.0.0.5:4222`],
+    build: buildCtl,
+  },
 };
+
+function positiveInteger(value: string | undefined, flag: string, usage: string, minimum = 1): number | undefined {
+  if (value === undefined) return undefined;
+  const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < minimum) {
+    throw new UsageError(`${flag} must be ${minimum === 0 ? 'a non-negative' : 'a positive'} integer, got "${value}"`, usage);
+  }
+  return n;
+}
+
+const JOB_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+function buildCtl(values: ParsedValues, positionals: string[], usage: string): CtlCommand {
+  const [target, action, ...extra] = positionals;
+  if (target === undefined || action === undefined) throw new UsageError('ctl needs a job (id or run folder) and a command', usage);
+  if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`, usage);
+  if (!(CONTROL_COMMANDS as readonly string[]).includes(action)) {
+    const guess = closestMatch(action, CONTROL_COMMANDS);
+    throw new UsageError(`unknown control command "${action}"; ${guess === undefined ? `use one of ${CONTROL_COMMANDS.join(', ')}` : `did you mean "${guess}"?`}`, usage);
+  }
+  const command: CtlCommand = { command: 'ctl', target, action: action as ControlCommandName, timeoutMs: positiveInteger(values.timeout as string | undefined, '--timeout', usage) ?? 5000 };
+  if (values.nats !== undefined) command.nats = values.nats as string;
+  return command;
+}
 
 const OVERRIDES_HELP = `Overrides (--set KEY=VALUE):
   KEY is a dotted path into the config (model.numLayers, parallel.tensor.size). VALUE is read as
@@ -271,7 +339,28 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
         : `each override needs its own --set: --set ${looksLikeOverride}`;
     throw new UsageError(`unexpected argument${extra.length > 1 ? 's' : ''} ${extra.map((a) => JSON.stringify(a)).join(' ')}; ${hint}`, usage);
   }
-  const command: TrainCommand = { command: 'train', configPath, sets: (values.set as string[] | undefined) ?? [], quiet: values.quiet === true };
+  const command: TrainCommand = {
+    command: 'train',
+    configPath,
+    sets: (values.set as string[] | undefined) ?? [],
+    quiet: values.quiet === true,
+    nnodes: positiveInteger(values.nnodes as string | undefined, '--nnodes', usage) ?? 1,
+    nodeRank: positiveInteger(values['node-rank'] as string | undefined, '--node-rank', usage, 0) ?? 0,
+  };
+  if (command.nodeRank >= command.nnodes) {
+    throw new UsageError(`--node-rank ${command.nodeRank} must be below --nnodes ${command.nnodes}`, usage);
+  }
+  const nproc = positiveInteger(values['nproc-per-node'] as string | undefined, '--nproc-per-node', usage);
+  if (nproc !== undefined) command.nprocPerNode = nproc;
+  if (values.nats !== undefined) command.nats = values.nats as string;
+  const jobId = values['job-id'] as string | undefined;
+  if (jobId !== undefined) {
+    if (!JOB_ID_PATTERN.test(jobId)) throw new UsageError(`--job-id must be 1-64 characters of A-Z a-z 0-9 _ -, got "${jobId}"`, usage);
+    command.jobId = jobId;
+  }
+  if (command.nnodes > 1 && command.jobId === undefined) {
+    throw new UsageError('--nnodes > 1 needs --job-id ID, the same on every node, so the launchers find each other', usage);
+  }
 
   const out = values.out as string | undefined;
   if (out !== undefined) {

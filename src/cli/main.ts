@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/errors.ts';
 import { UsageError, parseCommandLine } from './args.ts';
+import { runCtl } from './ctl.ts';
 import { runTrain } from './train.ts';
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -19,6 +20,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       case 'train':
         return await runTrain(command);
+      case 'ctl':
+        return await runCtl(command);
     }
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {

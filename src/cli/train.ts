@@ -16,6 +16,7 @@ import { LogMetricByStepHook } from '../train/hooks/log-by-step.ts';
 import { LossHook } from '../train/hooks/loss.ts';
 import { ThroughputHook } from '../train/hooks/throughput.ts';
 import { Trainer } from '../train/trainer.ts';
+import { launch } from '../launcher/launch.ts';
 import { trainOverrides, type TrainCommand } from './args.ts';
 
 export async function runTrain(command: TrainCommand): Promise<number> {
@@ -23,19 +24,40 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     if (!command.quiet) process.stdout.write(`${line}\n`);
   };
   const config = loadConfig(command.configPath, trainOverrides(command));
-  const { pipeline, tensor, data } = config.parallel;
-  if (pipeline * tensor.size * data !== 1) {
+  const { pipeline, tensor } = config.parallel;
+  if (pipeline * tensor.size !== 1) {
     throw new Error(
-      `parallel layout data=${data} pipeline=${pipeline} tensor=${tensor.size} needs the multi-process launcher, which is not built yet; ` +
-        'set parallel.data, parallel.pipeline and parallel.tensor.size to 1 (e.g. --set parallel.pipeline=1)',
+      `parallel layout pipeline=${pipeline} tensor=${tensor.size} is not built yet (data parallelism is); ` +
+        'set parallel.pipeline and parallel.tensor.size to 1 (e.g. --set parallel.pipeline=1)',
     );
   }
-  const outDir = resolve(command.out ?? join('runs', `${basename(command.configPath, extname(command.configPath))}-${timestamp()}`));
+  const outDir = resolve(command.out ?? join('runs', `${basename(command.configPath, extname(command.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${timestamp()}`));
   mkdirSync(outDir, { recursive: true });
   const metricsPath = join(outDir, 'metrics.jsonl');
-  writeFileSync(metricsPath, '');
-  writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  if (command.nodeRank === 0) writeFileSync(metricsPath, '');
   log(`run folder: ${outDir}`);
+  const hooks = [
+    new LossHook(),
+    new ThroughputHook(),
+    new LogMetricByStepHook({ metricsPath, progressBar: command.quiet ? false : undefined, stream: command.quiet ? devNull() : undefined }),
+    new LogMetricByEpochHook(),
+  ];
+  if (config.parallel.data > 1 || command.nnodes > 1) {
+    return launch({
+      config,
+      configPath: command.configPath,
+      outDir,
+      steps: command.steps,
+      nats: command.nats,
+      nnodes: command.nnodes,
+      nodeRank: command.nodeRank,
+      nprocPerNode: command.nprocPerNode,
+      jobId: command.jobId,
+      hooks: command.nodeRank === 0 ? hooks : [],
+      log,
+    });
+  }
+  writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
 
   // Prod mode skips tfjs' debug-time checks and its banner suggesting tfjs-node.
   tf.enableProdMode();
@@ -61,19 +83,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     abort.abort();
   };
   process.on('SIGINT', onSigint);
-  const trainer = new Trainer({
-    config,
-    model,
-    dataset,
-    log,
-    signal: abort.signal,
-    hooks: [
-      new LossHook(),
-      new ThroughputHook(),
-      new LogMetricByStepHook({ metricsPath, progressBar: command.quiet ? false : undefined, stream: command.quiet ? devNull() : undefined }),
-      new LogMetricByEpochHook(),
-    ],
-  });
+  const trainer = new Trainer({ config, model, dataset, log, signal: abort.signal, hooks });
   log(
     `training ${trainer.state.totalSteps} steps (${trainer.state.stepsPerEpoch} per epoch), ` +
       `global batch ${trainer.sampler.globalBatchSize} x ${config.seqLen} tokens`,

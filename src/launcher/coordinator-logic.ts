@@ -8,8 +8,7 @@
  * is done. Holding the answers is how `pause` lands on a step boundary, and asking once more after the
  * last step is how ranks say they finished.
  */
-/** Where to send the answer to a request (the bus's ReplyContext). */
-type ReplyContext = { subject: string; reply?: string };
+import type { ReplyContext } from '../comm/bus.ts';
 import type {
   ControlCommand,
   ControlReplyMessage,
@@ -132,6 +131,8 @@ export class CoordinatorLogic {
     record.lastSeen = now;
     record.state = event.state;
     record.step = event.step;
+    // A worker's last word before a clean exit; remote ranks' process exits are not seen here.
+    if (event.state === 'done' && !record.exited) return this.onRankExit({ type: 'rank-exit', rank: event.rank, code: 0, signal: null });
     return [];
   }
 
@@ -227,6 +228,8 @@ export class CoordinatorLogic {
 
   private onRankExit(event: Extract<CoordinatorEvent, { type: 'rank-exit' }>): CoordinatorEffect[] {
     const record = this.ranks.get(event.rank);
+    // Its 'done' heartbeat already counted this clean exit.
+    if (record?.exited === true && event.code === 0) return [];
     if (record !== undefined) record.exited = true;
     const how = event.signal !== null ? `killed by ${event.signal}` : `exit code ${event.code}`;
     const expected = this.state === 'stopping' && event.code === 0;

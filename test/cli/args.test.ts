@@ -32,7 +32,7 @@ function assertUsageError(argv: string[], pattern: RegExp, usageOf = 'train'): v
 }
 
 test('args - train with only a config file', () => {
-  assert.deepEqual(parseCommandLine(['train', 'tiny.json']), { command: 'train', configPath: 'tiny.json', sets: [], quiet: false });
+  assert.deepEqual(parseCommandLine(['train', 'tiny.json']), { command: 'train', configPath: 'tiny.json', sets: [], quiet: false, nnodes: 1, nodeRank: 0 });
 });
 
 test('args - train with every flag, long and short, and repeated --set in order', () => {
@@ -54,6 +54,8 @@ test('args - train with every flag, long and short, and repeated --set in order'
     sets: ['model.numLayers=8', 'optimizer.lr=1e-3', 'data.path=x.jsonl'],
     backend: 'wasm',
     quiet: true,
+    nnodes: 1,
+    nodeRank: 0,
   });
   const short = train(['train', '-o', 'runs/b', '-q', 'tiny.json', '--steps=3']);
   assert.equal(short.out, 'runs/b');
@@ -153,4 +155,36 @@ test('args - --steps and --backend win over the config file through loadConfig',
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('args - distributed train flags and their errors', () => {
+  const command = parseCommandLine(['train', 'c.json', '--nnodes', '2', '--node-rank', '1', '--nproc-per-node', '1', '--job-id', 'j1', '--nats', 'nats://h:4222']);
+  assert.deepEqual(command, {
+    command: 'train',
+    configPath: 'c.json',
+    sets: [],
+    quiet: false,
+    nnodes: 2,
+    nodeRank: 1,
+    nprocPerNode: 1,
+    jobId: 'j1',
+    nats: 'nats://h:4222',
+  });
+  assert.throws(() => parseCommandLine(['train', 'c.json', '--nnodes', '2']), /needs --job-id/);
+  assert.throws(() => parseCommandLine(['train', 'c.json', '--nnodes', '2', '--node-rank', '2', '--job-id', 'j']), /must be below --nnodes 2/);
+  assert.throws(() => parseCommandLine(['train', 'c.json', '--job-id', 'a.b']), /--job-id must be/);
+  assert.throws(() => parseCommandLine(['train', 'c.json', '--nproc-per-node', '0']), /positive integer/);
+});
+
+test('args - ctl takes a job and a control command', () => {
+  assert.deepEqual(parseCommandLine(['ctl', 'runs/tiny', 'status']), { command: 'ctl', target: 'runs/tiny', action: 'status', timeoutMs: 5000 });
+  assert.deepEqual(parseCommandLine(['ctl', 'j1', 'stop', '--nats', 'nats://x:1', '--timeout', '900']), {
+    command: 'ctl',
+    target: 'j1',
+    action: 'stop',
+    nats: 'nats://x:1',
+    timeoutMs: 900,
+  });
+  assert.throws(() => parseCommandLine(['ctl', 'j1', 'puase']), /did you mean "pause"/);
+  assert.throws(() => parseCommandLine(['ctl', 'j1']), /needs a job/);
 });

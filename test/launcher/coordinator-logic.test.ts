@@ -107,3 +107,12 @@ test('coordinator - duplicate rank claims and step disagreement fail loudly', ()
   const effects = skew.handle({ type: 'step-ready', rank: 1, step: 2, reply: reply(1) }, 5);
   assert.ok(effects.some((e) => e.type === 'shutdown' && /disagree/.test(e.reason)));
 });
+
+test('coordinator - a done heartbeat counts as a clean exit (ranks on other nodes), the later exit is no news', () => {
+  const logic = started();
+  for (const rank of [0, 1]) logic.handle({ type: 'step-ready', rank, step: 3, reply: reply(rank) }, 5);
+  assert.deepEqual(logic.handle({ type: 'heartbeat', rank: 0, step: 3, state: 'done' }, 6), []);
+  assert.deepEqual(logic.handle({ type: 'rank-exit', rank: 0, code: 0, signal: null }, 6), []);
+  const end = logic.handle({ type: 'heartbeat', rank: 1, step: 3, state: 'done' }, 7);
+  assert.ok(end.some((e) => e.type === 'finished' && e.exitCode === 0));
+});

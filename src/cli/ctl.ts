@@ -1,0 +1,38 @@
+/**
+ * Implements: `gpt-hybrid ctl`: one control message to a running job, its answer printed as JSON.
+ * The target is a job id or a run folder whose job.json names the job and its NATS server.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Bus } from '../comm/bus.ts';
+import { connectNats } from '../comm/nats-transport.ts';
+import { TransportTimeoutError } from '../comm/transport.ts';
+import { SUBJECTS } from '../launcher/subjects.ts';
+import type { CtlCommand } from './args.ts';
+
+export async function runCtl(command: CtlCommand): Promise<number> {
+  let jobId = command.target;
+  let natsUrl = command.nats ?? process.env.NATS_URL;
+  const jobFile = join(command.target, 'job.json');
+  if (existsSync(command.target) && statSync(command.target).isDirectory()) {
+    if (!existsSync(jobFile)) throw new Error(`${command.target} is a folder without job.json: give a run folder of a multi-process job, or the job id`);
+    const job = JSON.parse(readFileSync(jobFile, 'utf8')) as { jobId: string; nats: string };
+    jobId = job.jobId;
+    natsUrl = command.nats ?? job.nats;
+  }
+  const transport = await connectNats({ url: natsUrl, name: `gpt-hybrid ctl ${jobId}` });
+  const bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`) });
+  try {
+    const answer = await bus.request(SUBJECTS.control, { kind: 'control', command: command.action }, command.timeoutMs);
+    if (answer.kind !== 'control-reply') throw new Error(`job ${jobId} answered with an unexpected ${answer.kind} message`);
+    process.stdout.write(JSON.stringify(command.action === 'status' ? answer.status : { ok: answer.ok, message: answer.message, state: answer.status?.state, step: answer.status?.step }, null, 2) + '\n');
+    return answer.ok ? 0 : 1;
+  } catch (error) {
+    if (error instanceof TransportTimeoutError) {
+      throw new Error(`job ${jobId} did not answer within ${command.timeoutMs} ms at ${natsUrl ?? 'the default NATS server'}: is it running, and on that server?`);
+    }
+    throw error;
+  } finally {
+    await bus.close().catch(() => undefined);
+  }
+}

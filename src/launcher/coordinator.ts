@@ -1,0 +1,86 @@
+/**
+ * Implements: the job coordinator actor (node 0's launcher hosts it): bus subscriptions become events
+ * for CoordinatorLogic, delivered one at a time through a nact actor's mailbox, and the logic's effects
+ * are carried out here (answers, shutdown broadcast, logs, step reports).
+ */
+import { dispatch, spawn, type Ref } from 'nact';
+import type { Bus } from '../comm/bus.ts';
+import type { StepDoneMessage } from '../comm/messages.ts';
+import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorSettings } from './coordinator-logic.ts';
+import { SUBJECTS } from './subjects.ts';
+
+export interface CoordinatorCallbacks {
+  log(line: string): void;
+  onStep(report: StepDoneMessage): void;
+  /** Everything is over (success, stop or failure): the launcher cleans up and exits with this code. */
+  onFinished(exitCode: number, reason: string): void;
+  /** The job must end: the launcher stops its own workers after a grace period. */
+  onShutdown(reason: string, exitCode: number): void;
+}
+
+const TICK_MS = 500;
+
+export class Coordinator {
+  private readonly logic: CoordinatorLogic;
+  private readonly actor: Ref<CoordinatorEvent>;
+  private readonly timer: NodeJS.Timeout;
+  private readonly unsubscribe: (() => void)[] = [];
+
+  constructor(parent: Parameters<typeof spawn>[0], private readonly bus: Bus, settings: CoordinatorSettings, private readonly callbacks: CoordinatorCallbacks) {
+    this.logic = new CoordinatorLogic(settings, Date.now());
+    this.actor = spawn(
+      parent,
+      (state: null, event: CoordinatorEvent) => {
+        for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
+        return state;
+      },
+      'coordinator',
+      { initialState: null },
+    );
+    const on = (subject: string, toEvent: (message: Parameters<Parameters<Bus['subscribe']>[1]>[0], reply: Parameters<Parameters<Bus['subscribe']>[1]>[1]) => CoordinatorEvent | undefined) => {
+      const subscription = bus.subscribe(subject, (message, reply) => {
+        const event = toEvent(message, reply);
+        if (event !== undefined) dispatch(this.actor, event);
+      });
+      this.unsubscribe.push(() => subscription.unsubscribe());
+    };
+    on(SUBJECTS.register, (m) => (m.kind === 'register' ? { type: 'register', rank: m.rank, node: m.node, pid: m.pid, host: m.host } : undefined));
+    on(SUBJECTS.heartbeat, (m) => (m.kind === 'heartbeat' ? { type: 'heartbeat', rank: m.rank, step: m.step, state: m.state } : undefined));
+    on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
+    on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
+    on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason } : undefined));
+    on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply } : undefined));
+    this.timer = setInterval(() => dispatch(this.actor, { type: 'tick' }), TICK_MS);
+  }
+
+  /** Events from outside the bus: local worker exits, Ctrl-C. */
+  tell(event: CoordinatorEvent): void {
+    dispatch(this.actor, event);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    for (const unsubscribe of this.unsubscribe) unsubscribe();
+  }
+
+  private apply(effect: CoordinatorEffect): void {
+    switch (effect.type) {
+      case 'respond':
+        this.bus.respond(effect.to, effect.message);
+        return;
+      case 'shutdown':
+        this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: effect.reason, exitCode: effect.exitCode });
+        this.callbacks.onShutdown(effect.reason, effect.exitCode);
+        return;
+      case 'log':
+        this.callbacks.log(effect.line);
+        return;
+      case 'step-done':
+        this.callbacks.onStep(effect.report);
+        return;
+      case 'finished':
+        this.callbacks.onFinished(effect.exitCode, effect.reason);
+        return;
+    }
+  }
+}

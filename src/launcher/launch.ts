@@ -1,0 +1,239 @@
+/**
+ * Implements: the launcher of a multi-process job (torchrun's role): one per node. It resolves the NATS
+ * server, tokenizes the data once (so workers find the cache), spawns one worker process per local rank,
+ * and on node 0 hosts the coordinator actor and writes the run's metrics. It shuts every worker down on
+ * success, failure or Ctrl-C, and leaves no process behind.
+ */
+import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { basename, extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { start, stop as stopSystem } from 'nact';
+import { Bus } from '../comm/bus.ts';
+import type { StepDoneMessage } from '../comm/messages.ts';
+import { connectNats } from '../comm/nats-transport.ts';
+import type { TrainConfig } from '../config/types.ts';
+import { BatchSampler } from '../dataset/sampler.ts';
+import { loadWebtextDataset } from '../dataset/webtext.ts';
+import { ParallelGrid } from '../parallel/grid.ts';
+import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
+import { Coordinator } from './coordinator.ts';
+import { resolveNats } from './nats-url.ts';
+import { SUBJECTS } from './subjects.ts';
+import { workerEnvironmentVariables } from './worker-env.ts';
+
+export interface LaunchOptions {
+  config: TrainConfig;
+  configPath: string;
+  outDir: string;
+  /** 1-based step to stop after; default from the config. */
+  steps?: number;
+  nats?: string;
+  nnodes: number;
+  nodeRank: number;
+  nprocPerNode?: number;
+  jobId?: string;
+  hooks: Hook[];
+  log: (line: string) => void;
+  registerTimeoutMs?: number;
+  heartbeatTimeoutMs?: number;
+}
+
+/** Seconds the workers get to exit by themselves before they are killed. */
+const GRACE_MS = 3000;
+const WORKER_ENTRY = fileURLToPath(new URL('./worker-main.ts', import.meta.url));
+
+export async function launch(options: LaunchOptions): Promise<number> {
+  const { config, log, nnodes, nodeRank } = options;
+  const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
+  const nprocPerNode = options.nprocPerNode ?? grid.world / nnodes;
+  if (!Number.isInteger(nprocPerNode) || nprocPerNode * nnodes !== grid.world) {
+    throw new Error(
+      `${grid.describe()} does not split into ${nnodes} node(s) x ${options.nprocPerNode ?? 'N'} processes; ` +
+        'set --nproc-per-node so that nnodes x nproc-per-node equals the world size',
+    );
+  }
+  const jobId = options.jobId ?? `${basename(options.configPath, extname(options.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${randomBytes(3).toString('hex')}`;
+  const nats = await resolveNats(options.nats, nodeRank === 0, log);
+
+  // Tokenize here once: the workers then read the cache instead of racing to build it.
+  const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
+  const sampler = new BatchSampler({
+    numSamples: dataset.numSamples,
+    globalBatchSize: config.batchSize * grid.data * config.gradientAccumulation,
+    seed: config.seed,
+    shuffle: config.data.shuffle,
+    dropLast: config.data.dropLast,
+  });
+  const totalSteps = options.steps ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
+
+  const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
+  writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
+  const transport = await connectNats({ url: nats.url, name: `gpt-hybrid ${jobId} launcher ${nodeRank}` });
+  const bus = new Bus({ jobId, transport, log });
+  const system = start();
+
+  const children = new Map<number, ChildProcess>();
+  let finish: (code: number) => void = () => {};
+  const finished = new Promise<number>((resolve) => (finish = resolve));
+  let ending = false;
+  const killTimers: NodeJS.Timeout[] = [];
+  const stopWorkers = (graceMs: number) => {
+    killTimers.push(
+      setTimeout(() => {
+        for (const child of children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      }, graceMs),
+    );
+  };
+
+  let coordinator: Coordinator | undefined;
+  if (nodeRank === 0) {
+    writeFileSync(
+      join(options.outDir, 'job.json'),
+      JSON.stringify({ jobId, nats: nats.url, world: grid.world, nnodes, layout: grid.describe(), launcherPid: process.pid, startedAt: new Date().toISOString() }, null, 2) + '\n',
+    );
+    log(`job ${jobId}: ${grid.describe()} on ${nnodes} node(s), NATS ${nats.url}`);
+    log(`control it with: gpt-hybrid ctl ${jobId} status|pause|resume|checkpoint|stop${options.nats || process.env.NATS_URL || nats.privateServer ? ` --nats ${nats.url}` : ''}`);
+    const reporter = new StepReporter(config, totalSteps, sampler, options.hooks, log);
+    coordinator = new Coordinator(
+      system,
+      bus,
+      {
+        jobId,
+        world: grid.world,
+        totalSteps,
+        startStep: 0,
+        registerTimeoutMs: options.registerTimeoutMs ?? 120_000,
+        heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 60_000,
+      },
+      {
+        log,
+        onStep: (report) => reporter.report(report),
+        onShutdown: () => stopWorkers(GRACE_MS),
+        onFinished: (code, reason) => {
+          ending = true;
+          reporter.end();
+          log(`${code === 0 ? '' : 'FAILED: '}${reason}`);
+          finish(code);
+        },
+      },
+    );
+  } else {
+    log(`node ${nodeRank}: joining job ${jobId} at ${nats.url}`);
+    bus.subscribe(SUBJECTS.shutdown, (message) => {
+      if (message.kind !== 'shutdown' || ending) return;
+      ending = true;
+      log(`job ended by the coordinator: ${message.reason}`);
+      stopWorkers(GRACE_MS);
+      finish(message.exitCode);
+    });
+  }
+
+  const firstRank = nodeRank * nprocPerNode;
+  for (let rank = firstRank; rank < firstRank + nprocPerNode; rank++) {
+    const child = spawnProcess(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: {
+        ...process.env,
+        ...workerEnvironmentVariables({ jobId, natsUrl: nats.url, rank, world: grid.world, node: nodeRank, configPath: configFile, totalSteps }),
+      },
+    });
+    children.set(rank, child);
+    child.on('exit', (code, signal) => {
+      if (coordinator !== undefined) {
+        coordinator.tell({ type: 'rank-exit', rank, code, signal });
+      } else if (!ending && (code !== 0 || signal !== null)) {
+        const reason = `died: ${signal !== null ? `killed by ${signal}` : `exit code ${code}`} (pid ${child.pid}, node ${nodeRank})`;
+        bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank, reason });
+      }
+      const allExited = [...children.values()].every((c) => c.exitCode !== null || c.signalCode !== null);
+      if (allExited && coordinator === undefined && !ending) {
+        ending = true;
+        const clean = [...children.values()].every((c) => c.exitCode === 0);
+        finish(clean ? 0 : 1);
+      }
+    });
+  }
+
+  const onSignal = (signal: NodeJS.Signals) => {
+    log(`${signal}: stopping the job`);
+    if (coordinator !== undefined) {
+      coordinator.tell({ type: 'interrupt', reason: `interrupted by ${signal} on node ${nodeRank}` });
+    } else {
+      bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank: firstRank, reason: `node ${nodeRank} launcher interrupted by ${signal}` });
+      ending = true;
+      stopWorkers(GRACE_MS);
+      finish(130);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const exitCode = await finished;
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  await waitForExit([...children.values()], GRACE_MS);
+  for (const timer of killTimers) clearTimeout(timer);
+  coordinator?.close();
+  await bus.flush().catch(() => undefined);
+  await bus.close().catch(() => undefined);
+  stopSystem(system);
+  await nats.privateServer?.stop();
+  return exitCode;
+}
+
+/** Waits for every child to exit; after `graceMs` kills the rest and waits for them too. */
+async function waitForExit(children: ChildProcess[], graceMs: number): Promise<void> {
+  const alive = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
+  const exits = () => Promise.all(alive().map((c) => new Promise((resolve) => c.once('exit', resolve))));
+  const timeout = new Promise((resolve) => setTimeout(resolve, graceMs).unref());
+  await Promise.race([exits(), timeout]);
+  for (const child of alive()) child.kill('SIGKILL');
+  await exits();
+}
+
+/** Turns rank 0's step reports into the trainer hooks' StepResults (metrics.jsonl, progress, epochs). */
+class StepReporter {
+  private readonly state: TrainerState;
+  private readonly started = performance.now();
+  private epoch = -1;
+
+  constructor(
+    config: TrainConfig,
+    totalSteps: number,
+    private readonly sampler: BatchSampler,
+    private readonly hooks: Hook[],
+    log: (line: string) => void,
+  ) {
+    this.state = { config, totalSteps, startStep: 0, stepsPerEpoch: sampler.stepsPerEpoch, metrics: {}, log };
+    for (const hook of hooks) hook.beforeTrain?.(this.state);
+  }
+
+  report(report: StepDoneMessage): void {
+    const epoch = this.sampler.epochOf(report.step - 1);
+    if (epoch !== this.epoch) {
+      if (this.epoch >= 0) for (const hook of this.hooks) hook.afterEpoch?.(this.state, this.epoch);
+      this.epoch = epoch;
+      for (const hook of this.hooks) hook.beforeEpoch?.(this.state, epoch);
+    }
+    this.state.metrics = {};
+    const result: StepResult = {
+      step: report.step,
+      epoch,
+      loss: report.loss,
+      tokens: report.tokens,
+      samples: this.sampler.globalBatchSize,
+      stepMs: report.stepMs,
+      elapsedMs: performance.now() - this.started,
+      learningRate: this.state.config.optimizer.lr,
+      gradNorm: report.gradNorm,
+    };
+    for (const hook of this.hooks) hook.afterStep?.(this.state, result);
+  }
+
+  end(): void {
+    if (this.epoch >= 0) for (const hook of this.hooks) hook.afterEpoch?.(this.state, this.epoch);
+    for (const hook of this.hooks) hook.afterTrain?.(this.state);
+  }
+}

@@ -1,0 +1,10 @@
+/** Implements: the job-relative subjects of the runtime, in one table (the bus prefixes `gh.<jobId>.`). */
+export const SUBJECTS = {
+  register: 'coord.register',
+  heartbeat: 'coord.heartbeat',
+  gate: 'coord.gate',
+  stepDone: 'coord.step',
+  fatal: 'coord.fatal',
+  control: 'coord.control',
+  shutdown: 'job.shutdown',
+} as const;

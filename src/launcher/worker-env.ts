@@ -1,0 +1,57 @@
+/**
+ * Implements: how a launcher tells a worker process who it is, like torchrun's RANK / WORLD_SIZE
+ * variables: one environment variable per fact, read and checked in one place.
+ */
+
+export interface WorkerEnvironment {
+  jobId: string;
+  natsUrl: string;
+  rank: number;
+  world: number;
+  node: number;
+  /** The resolved config (JSON file written by the launcher). */
+  configPath: string;
+  totalSteps: number;
+}
+
+const NAMES = {
+  jobId: 'GPT_HYBRID_JOB_ID',
+  natsUrl: 'GPT_HYBRID_NATS_URL',
+  rank: 'GPT_HYBRID_RANK',
+  world: 'GPT_HYBRID_WORLD_SIZE',
+  node: 'GPT_HYBRID_NODE_RANK',
+  configPath: 'GPT_HYBRID_CONFIG',
+  totalSteps: 'GPT_HYBRID_TOTAL_STEPS',
+} as const;
+
+export function workerEnvironmentVariables(env: WorkerEnvironment): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, name] of Object.entries(NAMES)) out[name] = String(env[key as keyof WorkerEnvironment]);
+  return out;
+}
+
+export function readWorkerEnvironment(source: NodeJS.ProcessEnv = process.env): WorkerEnvironment {
+  const text = (key: keyof typeof NAMES): string => {
+    const value = source[NAMES[key]];
+    if (value === undefined || value === '') {
+      throw new Error(`${NAMES[key]} is not set: worker processes are started by \`gpt-hybrid train\`, not by hand`);
+    }
+    return value;
+  };
+  const integer = (key: keyof typeof NAMES): number => {
+    const value = Number(text(key));
+    if (!Number.isInteger(value) || value < 0) throw new Error(`${NAMES[key]}=${source[NAMES[key]]} is not a non-negative integer`);
+    return value;
+  };
+  const env = {
+    jobId: text('jobId'),
+    natsUrl: text('natsUrl'),
+    rank: integer('rank'),
+    world: integer('world'),
+    node: integer('node'),
+    configPath: text('configPath'),
+    totalSteps: integer('totalSteps'),
+  };
+  if (env.rank >= env.world) throw new Error(`${NAMES.rank}=${env.rank} is not below ${NAMES.world}=${env.world}`);
+  return env;
+}

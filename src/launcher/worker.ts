@@ -1,0 +1,154 @@
+/**
+ * Implements: one rank's process. It joins the job over NATS, registers, heartbeats from its own nact
+ * actor (the compute actor's mailbox is held while a step runs), trains its part of the model through
+ * the step gate, reports steps, and exits when the job ends or the coordinator says shut down.
+ */
+import { hostname } from 'node:os';
+import { readFileSync } from 'node:fs';
+import { dispatch, spawn, spawnStateless, start, stop as stopSystem } from 'nact';
+import { initBackend } from '../backend/select.ts';
+import { Bus } from '../comm/bus.ts';
+import { ProcessGroup } from '../comm/collectives.ts';
+import type { Message, WorkerState } from '../comm/messages.ts';
+import { connectNats } from '../comm/nats-transport.ts';
+import { TransportTimeoutError } from '../comm/transport.ts';
+import type { TrainConfig } from '../config/types.ts';
+import { loadWebtextDataset } from '../dataset/webtext.ts';
+import { GPT } from '../model/gpt.ts';
+import { fullModelSlice } from '../model/params.ts';
+import { ParallelGrid } from '../parallel/grid.ts';
+import * as tf from '../tf.ts';
+import { Trainer } from '../train/trainer.ts';
+import { SUBJECTS } from './subjects.ts';
+import type { WorkerEnvironment } from './worker-env.ts';
+
+const HEARTBEAT_INTERVAL_MS = 1000;
+/** A gate request unanswered this long is asked again (the job may be paused). */
+const GATE_RETRY_MS = 5000;
+
+export async function runWorker(env: WorkerEnvironment): Promise<number> {
+  const log = (line: string) => process.stderr.write(`[rank ${env.rank}] ${line}\n`);
+  const config = JSON.parse(readFileSync(env.configPath, 'utf8')) as TrainConfig;
+  const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
+  if (grid.world !== env.world) throw new Error(`the config's layout has ${grid.world} ranks but this job has ${env.world}`);
+  if (grid.pipeline * grid.tensor !== 1) throw new Error('pipeline and tensor parallelism are not built yet: only parallel.data may exceed 1');
+
+  const transport = await connectNats({ url: env.natsUrl, name: `gpt-hybrid ${env.jobId} rank ${env.rank}` });
+  const bus = new Bus({ jobId: env.jobId, transport, log });
+  const system = start();
+  let state: WorkerState = 'starting';
+  let stepsDone = 0;
+  let exitRequested: ((code: number) => void) | undefined;
+  const exitCode = new Promise<number>((resolve) => (exitRequested = resolve));
+
+  const heartbeat = spawnStateless(system, () => {
+    bus.publish(SUBJECTS.heartbeat, {
+      kind: 'heartbeat',
+      rank: env.rank,
+      step: stepsDone,
+      state,
+      rssMb: Math.round(process.memoryUsage().rss / 2 ** 20),
+    });
+  });
+  const beat = () => dispatch(heartbeat, 'beat');
+  const timer = setInterval(beat, HEARTBEAT_INTERVAL_MS);
+
+  bus.subscribe(SUBJECTS.shutdown, (message) => {
+    if (message.kind !== 'shutdown') return;
+    log(`shutting down: ${message.reason}`);
+    exitRequested?.(message.exitCode === 0 ? 0 : 1);
+  });
+  // The launcher holds the other end of the IPC channel: if it dies, so do we (no orphans).
+  process.on('disconnect', () => exitRequested?.(1));
+
+  bus.publish(SUBJECTS.register, { kind: 'register', rank: env.rank, node: env.node, pid: process.pid, host: hostname() });
+  beat();
+
+  const train = async (): Promise<number> => {
+    tf.enableProdMode();
+    await initBackend(config.backend, log);
+    const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} });
+    const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+    const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank });
+    const gate = async (step: number): Promise<'run' | 'stop'> => {
+      state = step === 0 ? 'ready' : state;
+      for (;;) {
+        try {
+          const answer: Message = await bus.request(SUBJECTS.gate, { kind: 'step-ready', rank: env.rank, step }, GATE_RETRY_MS);
+          if (answer.kind !== 'step-go' || answer.step !== step) throw new Error(`unexpected answer to step-ready ${step}: ${answer.kind}`);
+          state = answer.action === 'run' ? 'training' : 'stopping';
+          return answer.action;
+        } catch (error) {
+          if (!(error instanceof TransportTimeoutError)) throw error;
+          state = 'paused';
+          beat();
+        }
+      }
+    };
+    const trainer = new Trainer({
+      config,
+      model,
+      dataset,
+      totalSteps: env.totalSteps,
+      log,
+      gate,
+      dataParallel: { rank: grid.coordinates(env.rank).dp, size: grid.data, allReduce: (values) => dpGroup.allReduce(values, 'sum') },
+      hooks: [
+        {
+          name: 'report',
+          afterStep: (_state, result) => {
+            stepsDone = result.step;
+            if (env.rank === 0) {
+              bus.publish(SUBJECTS.stepDone, {
+                kind: 'step-done',
+                rank: env.rank,
+                step: result.step,
+                loss: result.loss,
+                tokens: result.tokens,
+                stepMs: result.stepMs,
+                gradNorm: result.gradNorm,
+              });
+            }
+            beat();
+          },
+        },
+      ],
+    });
+    await trainer.fit();
+    trainer.dispose();
+    model.dispose();
+    state = 'done';
+    beat();
+    await bus.flush();
+    return 0;
+  };
+
+  // The compute actor: its handler holds its mailbox for the whole run, which is why heartbeats and
+  // shutdown live elsewhere. A crash is escalated to the job as a fatal message naming this rank.
+  const trainerActor = spawn(
+    system,
+    async (actorState: unknown) => {
+      exitRequested?.(await train());
+      return actorState;
+    },
+    'trainer',
+    {
+      onCrash: (_message, error, ctx) => {
+        const text = error instanceof Error ? error.message : String(error);
+        log(`failed: ${text}`);
+        state = 'failed';
+        bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank: env.rank, reason: text });
+        exitRequested?.(1);
+        return ctx.stop;
+      },
+    },
+  );
+  dispatch(trainerActor, 'run');
+
+  const code = await exitCode;
+  clearInterval(timer);
+  await bus.flush().catch(() => undefined);
+  await bus.close().catch(() => undefined);
+  stopSystem(system);
+  return code;
+}
