@@ -43,6 +43,11 @@ export const DEFAULT_RING_MIN_ELEMENTS = 256 * 1024;
 const ALL_GATHER_PART = 0;
 const BARRIER_PART = 1;
 
+const READY_TAG = 'ready';
+/** ready(): how long one hello waits for its answer, and the pause before the next. */
+const READY_RETRY_MS = 250;
+const READY_PAUSE_MS = 50;
+
 /**
  * Direct for a group of two (same bytes, one round) and for small tensors; ring otherwise. A pure
  * function of (length, group size), so every rank picks the same algorithm for the same call.
@@ -91,7 +96,8 @@ export class ProcessGroup {
   private readonly forcedAlgorithm: AllReduceAlgorithm | undefined;
   private readonly ringMinElements: number;
   private readonly mailbox: CollectiveMailbox;
-  private readonly subscription: { unsubscribe(): void } | undefined;
+  private readonly subscription: { unsubscribe(): void };
+  private readonly readySubscription: { unsubscribe(): void };
   /** Next sequence number of this group's collectives (shared by all ops). */
   private nextSeq = 0;
   /** Per (peer, tag): next seq to send to / expect from it. */
@@ -136,11 +142,55 @@ export class ProcessGroup {
         this.mailbox.deliver(message);
       }
     });
+    // Subscribed after the pieces' subject: an answered hello then proves both subscriptions exist.
+    this.readySubscription = bus.subscribe(this.readySubject(rank), (message, context) => {
+      if (message.kind === 'collective' && message.tag === READY_TAG && context.reply !== undefined) {
+        bus.respond(context, { ...message, from: rank });
+      }
+    });
+  }
+
+  /**
+   * Resolves once every member has subscribed to this group's subjects. A publish that reaches a NATS
+   * subject nobody listens on yet is lost, so every rank calls this once after making the group and
+   * before its first send or collective. Rejects after `timeoutMs` naming the members that never answered.
+   */
+  async ready(timeoutMs = this.timeoutMs): Promise<void> {
+    this.checkOpen();
+    const deadline = Date.now() + timeoutMs;
+    const silent = new Set(this.ranks.filter((member) => member !== this.rank));
+    const hello: CollectiveMessage = { kind: 'collective', group: this.name, op: 'broadcast', seq: 0, tag: READY_TAG, from: this.rank, part: 0, tensor: toWireTensor(new Float32Array(0), [0]) };
+    await Promise.all(
+      [...silent].map(async (member) => {
+        while (Date.now() < deadline) {
+          try {
+            await this.bus.request(this.readySubject(member), hello, Math.max(1, Math.min(READY_RETRY_MS, deadline - Date.now())));
+            silent.delete(member);
+            return;
+          } catch {
+            // Not subscribed yet (no responders, or no answer): try again until the deadline.
+            await new Promise((resolve) => setTimeout(resolve, Math.min(READY_PAUSE_MS, Math.max(0, deadline - Date.now()))));
+          }
+        }
+      }),
+    );
+    if (silent.size > 0) {
+      const missing = [...silent].sort((a, b) => a - b);
+      throw new Error(
+        `process group '${this.name}' (rank ${this.rank}): rank${missing.length === 1 ? '' : 's'} ${missing.join(', ')} did not join within ${timeoutMs} ms: ` +
+          'check that every member process is running and creates this group',
+      );
+    }
   }
 
   /** Pieces dropped as late, repeated, foreign or mismatched since the group was made. */
   get droppedPieces(): number {
     return this.mailbox.dropped;
+  }
+
+  /** Where `rank` answers `ready()` requests (its own prefix: a group name may contain dots). */
+  private readySubject(rank: number): string {
+    return `coll-ready.${this.name}.${rank}`;
   }
 
   /** The bus subject (relative to the job) where `rank` receives this group's pieces. */
@@ -234,7 +284,8 @@ export class ProcessGroup {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.subscription?.unsubscribe();
+    this.subscription.unsubscribe();
+    this.readySubscription.unsubscribe();
     this.mailbox.failAll(new Error(`process group '${this.name}' was closed on rank ${this.rank} while a call was waiting`));
   }
 

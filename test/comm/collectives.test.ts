@@ -387,6 +387,26 @@ describe('groups, sequence numbers and failures', () => {
     }
   });
 
+  test('ready() waits for members that subscribe late and names the ones that never do', async () => {
+    const network = new LocalNetwork(1024);
+    const buses = [0, 1, 2].map(() => new Bus({ jobId: 'ready-test', transport: network.connect() }));
+    const make = (rank: number) => new ProcessGroup({ bus: buses[rank], name: 'tp.0', ranks: [0, 1, 2], rank, timeoutMs: 2000 });
+    const groups = [make(0)];
+    try {
+      let joined = false;
+      const waiting = groups[0].ready().then(() => assert.ok(joined, 'ready() resolved before rank 1 and 2 made their groups'));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      groups.push(make(1), make(2));
+      joined = true;
+      await Promise.all([waiting, groups[1].ready(), groups[2].ready()]);
+      groups[2].close();
+      await assert.rejects(groups[0].ready(300), /process group 'tp.0' \(rank 0\): rank 2 did not join within 300 ms/);
+    } finally {
+      for (const group of groups) group.close();
+      await Promise.all(buses.map((bus) => bus.close()));
+    }
+  });
+
   test('bad group definitions are refused with the offending value', () => {
     const bus = new Bus({ jobId: 'bad-groups', transport: new LocalNetwork().connect() });
     assert.throws(() => new ProcessGroup({ bus, name: 'g', ranks: [0, 1], rank: 2 }), /rank 2 is not a member of \[0, 1\]/);
