@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import {
+  AuthorizationError,
   connect,
   credsAuthenticator,
   RequestError,
@@ -68,11 +69,11 @@ export async function connectNats(options: NatsTransportOptions = {}): Promise<N
     connection = await connect(connectOptions);
   } catch (error) {
     const cause = error instanceof Error ? error.message : String(error);
-    throw new Error(
-      `could not connect to NATS at ${where}: ${cause}. Is a NATS server running? ` +
-        'Start one with `nats-server` or pass --nats URL',
-      { cause: error },
-    );
+    const advice =
+      error instanceof AuthorizationError || /authoriz|authenticat/i.test(cause)
+        ? 'The server refused our credentials: check the token, user/password or credentials file'
+        : 'Is a NATS server running? Start one with `nats-server` or pass --nats URL';
+    throw new Error(`could not connect to NATS at ${where}: ${cause}. ${advice}`, { cause: error });
   }
   return new NatsTransport(connection, options.log ?? ((line) => process.stderr.write(line + '\n')));
 }
