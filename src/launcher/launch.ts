@@ -104,8 +104,8 @@ export async function launch(options: LaunchOptions): Promise<number> {
         world: grid.world,
         totalSteps,
         startStep: 0,
-        registerTimeoutMs: options.registerTimeoutMs ?? 120_000,
-        heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 60_000,
+        registerTimeoutMs: options.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
+        heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 60_000),
       },
       {
         log,
@@ -181,6 +181,15 @@ export async function launch(options: LaunchOptions): Promise<number> {
   stopSystem(system);
   await nats.privateServer?.stop();
   return exitCode;
+}
+
+/** A timeout from the environment (for slow machines and tests), else the default. */
+function envMilliseconds(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}=${text} is not a positive number of milliseconds`);
+  return value;
 }
 
 /** Waits for every child to exit; after `graceMs` kills the rest and waits for them too. */

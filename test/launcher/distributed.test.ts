@@ -1,0 +1,137 @@
+/**
+ * End to end over real worker processes and a private NATS server: data-parallel parity with the
+ * single-process reference (one node and two simulated nodes), control messages, and worker death.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
+import { losses, pidAlive, runCli, startCli, writeTestConfig } from '../support/cli.ts';
+
+let server: NatsServerHandle;
+let reference: number[];
+const config = writeTestConfig();
+const read = (path: string) => readFileSync(path, 'utf8');
+const outDir = (name: string) => join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-run-')), name);
+const registeredPids = (output: string) => [...output.matchAll(/registered \(node \d+, pid (\d+)/g)].map((m) => Number(m[1]));
+
+before(async () => {
+  server = await startNatsServer();
+  const out = outDir('reference');
+  const { code, output } = await runCli(['train', config, '--out', out, '--set', 'batchSize=4', '--quiet']);
+  assert.equal(code, 0, output);
+  reference = losses(join(out, 'metrics.jsonl'), read);
+  assert.equal(reference.length, 4);
+});
+
+after(async () => {
+  await server.stop();
+});
+
+function assertSameLosses(actual: number[], expected: number[]) {
+  assert.equal(actual.length, expected.length);
+  actual.forEach((loss, i) => assert.ok(Math.abs(loss - expected[i]) <= 1e-4 * Math.abs(expected[i]), `step ${i + 1}: ${loss} vs ${expected[i]}`));
+}
+
+test('launch - data parallel 2 over NATS equals the single-process run, and leaves no process', async () => {
+  const out = outDir('dp2');
+  const { code, output } = await runCli(['train', config, '--out', out, '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nats', server.url]);
+  assert.equal(code, 0, output);
+  assertSameLosses(losses(join(out, 'metrics.jsonl'), read), reference);
+  const pids = registeredPids(output);
+  assert.equal(pids.length, 2);
+  assert.ok(pids.every((pid) => !pidAlive(pid)), 'a worker outlived the job');
+  const job = JSON.parse(read(join(out, 'job.json')));
+  assert.match(job.jobId, /^config-[0-9a-f]{6}$/);
+  assert.equal(job.nats, server.url);
+});
+
+test('launch - two nodes (two launchers, one worker each) train data parallel 2 with the same losses', async () => {
+  const jobId = `twonode-${process.pid}`;
+  const common = ['train', config, '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nnodes', '2', '--nats', server.url, '--job-id', jobId];
+  const out0 = outDir('node0');
+  const node0 = startCli([...common, '--node-rank', '0', '--out', out0]);
+  const node1 = startCli([...common, '--node-rank', '1', '--out', outDir('node1')]);
+  const [exit0, exit1] = await Promise.all([node0.exited, node1.exited]);
+  assert.equal(exit0.code, 0, node0.output());
+  assert.equal(exit1.code, 0, node1.output());
+  assertSameLosses(losses(join(out0, 'metrics.jsonl'), read), reference);
+  assert.match(node0.output(), /rank 1 registered \(node 1/);
+});
+
+test('ctl - status answers within 2 s, pause holds the step counter, resume continues, stop ends with exit 0', async () => {
+  const out = outDir('ctl');
+  const job = startCli(['train', config, '--out', out, '--set', 'steps=500', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nats', server.url]);
+  try {
+    await job.waitFor(/step 1\/500/, 60_000);
+    const ctl = async (command: string) => {
+      const started = performance.now();
+      const { code, output } = await runCli(['ctl', out, command]);
+      return { code, output, ms: performance.now() - started, json: JSON.parse(output) };
+    };
+    const status = await ctl('status');
+    assert.equal(status.code, 0, status.output);
+    assert.ok(status.ms < 2000 + 1500, `status took ${status.ms} ms (including the CLI's start)`);
+    assert.equal(status.json.state, 'running');
+    assert.equal(status.json.ranks.length, 2);
+    assert.equal(typeof status.json.lastLoss, 'number');
+
+    assert.equal((await ctl('pause')).code, 0);
+    await job.waitFor(/pause requested/, 5000);
+    // The step in flight finishes; then the counter holds.
+    let held = (await ctl('status')).json;
+    for (let i = 0; i < 20 && held.state !== 'paused'; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      held = (await ctl('status')).json;
+    }
+    assert.equal(held.state, 'paused');
+    await new Promise((r) => setTimeout(r, 2500));
+    const still = (await ctl('status')).json;
+    assert.equal(still.step, held.step, 'the step counter moved while paused');
+
+    assert.equal((await ctl('resume')).code, 0);
+    await job.waitFor(new RegExp(`step ${held.step + 1}/500`), 30_000);
+    assert.equal((await ctl('checkpoint')).json.ok, true);
+
+    assert.equal((await ctl('stop')).code, 0);
+    const exit = await job.exited;
+    assert.equal(exit.code, 0, job.output());
+    assert.match(job.output(), /stopped after step \d+/);
+    assert.ok(registeredPids(job.output()).every((pid) => !pidAlive(pid)), 'a worker outlived the job');
+  } finally {
+    job.child.kill('SIGKILL');
+  }
+});
+
+test('launch - SIGKILL of a worker ends the job non-zero within 10 s, naming the rank, with no process left', async () => {
+  const out = outDir('kill');
+  const job = startCli(['train', config, '--out', out, '--set', 'steps=500', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nats', server.url]);
+  try {
+    await job.waitFor(/step 2\/500/, 60_000);
+    const [rank0, rank1] = registeredPids(job.output());
+    const killedAt = performance.now();
+    process.kill(rank1, 'SIGKILL');
+    const exit = await job.exited;
+    const seconds = (performance.now() - killedAt) / 1000;
+    assert.notEqual(exit.code, 0);
+    assert.ok(seconds < 10, `the job took ${seconds.toFixed(1)} s to end`);
+    assert.match(job.output(), new RegExp(`rank 1 \\(pid ${rank1}, node 0\\) died: killed by SIGKILL`));
+    assert.ok(!pidAlive(rank0) && !pidAlive(rank1), 'a worker outlived the job');
+  } finally {
+    job.child.kill('SIGKILL');
+  }
+});
+
+test('launch - a rank that never registers is named after the registration timeout', async () => {
+  // Node 1 of a two-node job is never started: node 0 must say which rank is missing.
+  const out = outDir('missing');
+  const { code, output } = await runCli(
+    ['train', config, '--out', out, '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nnodes', '2', '--node-rank', '0', '--job-id', `missing-${process.pid}`, '--nats', server.url],
+    { GPT_HYBRID_REGISTER_TIMEOUT_MS: '10000' },
+  );
+  assert.equal(code, 1, output);
+  assert.match(output, /rank 1 did not register within 10 s/);
+  assert.doesNotMatch(output, /rank 0 did not register/);
+});

@@ -1,0 +1,103 @@
+/** Test helpers: run the real `gpt-hybrid` CLI as a child process and watch its output. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+const BIN = join(REPO, 'bin', 'gpt-hybrid.js');
+
+export interface RunningCli {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves when the output matches, rejects after timeoutMs naming the pattern. */
+  waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): RunningCli {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let text = '';
+  const listeners = new Set<() => void>();
+  const append = (chunk: Buffer) => {
+    text += chunk.toString();
+    for (const listener of listeners) listener();
+  };
+  child.stdout!.on('data', append);
+  child.stderr!.on('data', append);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolveExit) =>
+    child.once('exit', (code, signal) => resolveExit({ code, signal })),
+  );
+  return {
+    child,
+    output: () => text,
+    exited,
+    waitFor: (pattern, timeoutMs) =>
+      new Promise((resolveMatch, reject) => {
+        const check = () => {
+          const match = text.match(pattern);
+          if (match === null) return false;
+          done();
+          resolveMatch(match);
+          return true;
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`no ${pattern} in the output within ${timeoutMs} ms; output so far:\n${text}`));
+        }, timeoutMs);
+        const done = () => {
+          clearTimeout(timer);
+          listeners.delete(listener);
+        };
+        const listener = () => void check();
+        listeners.add(listener);
+        void exited.then(() => setTimeout(() => listener(), 50));
+        check();
+      }),
+  };
+}
+
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<{ code: number | null; output: string }> {
+  const cli = startCli(args, env);
+  const timer = setTimeout(() => cli.child.kill('SIGKILL'), timeoutMs);
+  const { code } = await cli.exited;
+  clearTimeout(timer);
+  return { code, output: cli.output() };
+}
+
+/** A small config for end-to-end runs: the tiny GPT on the Brown sample, short sequences. */
+export function writeTestConfig(overrides: Record<string, unknown> = {}): string {
+  const folder = mkdtempSync(join(tmpdir(), 'gpt-hybrid-e2e-'));
+  const file = join(folder, 'config.json');
+  writeFileSync(
+    file,
+    JSON.stringify({
+      model: { preset: 'tiny' },
+      batchSize: 4,
+      seqLen: 32,
+      steps: 4,
+      optimizer: { lr: 3e-3 },
+      data: { path: join(REPO, 'data', 'brown-sample.jsonl') },
+      seed: 42,
+      ...overrides,
+    }),
+  );
+  return file;
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function losses(metricsFile: string, read: (path: string) => string): number[] {
+  return read(metricsFile)
+    .trim()
+    .split('\n')
+    .map((line) => (JSON.parse(line) as { loss: number }).loss);
+}
