@@ -62,7 +62,7 @@ export class Chunker {
   }
 
   wholeFrame(bytes: Uint8Array): Uint8Array {
-    const frame = new Uint8Array(WHOLE_HEADER_BYTES + bytes.byteLength);
+    const frame = uninitializedBytes(WHOLE_HEADER_BYTES + bytes.byteLength);
     frame[0] = FRAME_WHOLE;
     frame.set(bytes, WHOLE_HEADER_BYTES);
     return frame;
@@ -79,20 +79,29 @@ export class Chunker {
     const frames: Uint8Array[] = [];
     for (let index = 0; index < count; index++) {
       const part = bytes.subarray(index * chunkBytes, Math.min(bytes.byteLength, (index + 1) * chunkBytes));
-      const frame = new Uint8Array(CHUNK_HEADER_BYTES + part.byteLength);
-      const view = new DataView(frame.buffer);
-      view.setUint8(0, FRAME_CHUNK);
-      view.setUint32(1, this.senderHigh, true);
-      view.setUint32(5, this.senderLow, true);
-      view.setUint32(9, counter, true);
-      view.setUint32(13, index, true);
-      view.setUint32(17, count, true);
-      view.setUint32(21, bytes.byteLength, true);
+      const frame = uninitializedBytes(CHUNK_HEADER_BYTES + part.byteLength);
+      const header = new DataView(frame.buffer, frame.byteOffset, CHUNK_HEADER_BYTES);
+      header.setUint8(0, FRAME_CHUNK);
+      header.setUint32(1, this.senderHigh, true);
+      header.setUint32(5, this.senderLow, true);
+      header.setUint32(9, counter, true);
+      header.setUint32(13, index, true);
+      header.setUint32(17, count, true);
+      header.setUint32(21, bytes.byteLength, true);
       frame.set(part, CHUNK_HEADER_BYTES);
       frames.push(frame);
     }
     return frames;
   }
+}
+
+/**
+ * A plain Uint8Array over memory that is not zero-filled (Buffer.allocUnsafe): callers write every byte
+ * before anyone reads it. Zero-filling megabyte frames cost as much as copying them.
+ */
+function uninitializedBytes(length: number): Uint8Array {
+  const buffer = Buffer.allocUnsafe(length);
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, length);
 }
 
 export function parseFrame(data: Uint8Array): Frame {
@@ -135,7 +144,8 @@ interface PartialMessage {
   totalBytes: number;
   nextIndex: number;
   receivedBytes: number;
-  parts: Uint8Array[];
+  /** Uninitialized until written; delivered only once every byte of it has been written in order. */
+  whole: Uint8Array;
   lastArrival: number;
 }
 
@@ -185,7 +195,14 @@ export class Reassembler {
       if (header.index !== 0) {
         return this.drop(key, 'chunk', `chunk ${header.index}/${header.count} of message ${key} arrived without its earlier chunks`);
       }
-      partial = { count: header.count, totalBytes: header.totalBytes, nextIndex: 0, receivedBytes: 0, parts: [], lastArrival: now };
+      partial = {
+        count: header.count,
+        totalBytes: header.totalBytes,
+        nextIndex: 0,
+        receivedBytes: 0,
+        whole: uninitializedBytes(header.totalBytes),
+        lastArrival: now,
+      };
       this.partials.set(key, partial);
       this.scheduleSweep();
     }
@@ -197,12 +214,12 @@ export class Reassembler {
           `got chunk ${header.index}/${header.count} of ${header.totalBytes} bytes`,
       );
     }
-    partial.receivedBytes += bytes.byteLength;
-    if (partial.receivedBytes > partial.totalBytes) {
+    if (partial.receivedBytes + bytes.byteLength > partial.totalBytes) {
       return this.drop(key, 'chunk', `message ${key}: chunks carry more than the announced ${partial.totalBytes} bytes`);
     }
-    // The frame may be a view into a buffer the transport reuses: keep a copy.
-    partial.parts.push(bytes.slice());
+    // Copied out now: the frame may be a view into a buffer the transport reuses.
+    partial.whole.set(bytes, partial.receivedBytes);
+    partial.receivedBytes += bytes.byteLength;
     partial.nextIndex++;
     partial.lastArrival = now;
     if (partial.nextIndex < partial.count) return { status: 'pending' };
@@ -210,14 +227,8 @@ export class Reassembler {
     if (partial.receivedBytes !== partial.totalBytes) {
       return this.drop(key, 'chunk', `message ${key}: chunks carry ${partial.receivedBytes} bytes, announced ${partial.totalBytes}`);
     }
-    const whole = new Uint8Array(partial.totalBytes);
-    let offset = 0;
-    for (const part of partial.parts) {
-      whole.set(part, offset);
-      offset += part.byteLength;
-    }
     this.completed++;
-    return { status: 'complete', bytes: whole };
+    return { status: 'complete', bytes: partial.whole };
   }
 
   /** Drops messages whose last chunk arrived more than `timeoutMs` ago; returns how many. */
