@@ -25,6 +25,7 @@ interface WorldOptions {
   algorithm?: AllReduceAlgorithm;
   /** Small by default so that any tensor above 256 floats crosses in chunks. */
   maxPayload?: number;
+  segmentElements?: number;
 }
 
 function makeWorld(size: number, options: WorldOptions = {}): World {
@@ -41,6 +42,7 @@ function makeWorld(size: number, options: WorldOptions = {}): World {
         rank,
         timeoutMs: options.timeoutMs ?? 5000,
         allReduceAlgorithm: options.algorithm,
+        segmentElements: options.segmentElements,
         log: (line) => logs.push(line),
       }),
   );
@@ -121,8 +123,9 @@ describe('all-reduce', () => {
     });
   }
 
-  test('the size rule: direct for two ranks and small tensors, ring for large tensors on three or more', () => {
-    assert.equal(chooseAllReduceAlgorithm(10_000_000, 2), 'direct');
+  test('the size rule: direct for small tensors, ring for large ones', () => {
+    assert.equal(chooseAllReduceAlgorithm(10_000_000, 2), 'ring');
+    assert.equal(chooseAllReduceAlgorithm(1000, 2), 'direct');
     assert.equal(chooseAllReduceAlgorithm(100, 8), 'direct');
     assert.equal(chooseAllReduceAlgorithm(10_000_000, 3), 'ring');
     assert.equal(chooseAllReduceAlgorithm(1000, 3, 1000), 'ring');
@@ -162,6 +165,30 @@ describe('all-reduce', () => {
     }
     assert.notDeepEqual(bitsOf(direct), bitsOf(ring), 'the two orders should differ somewhere on random floats (else this test proves little)');
   });
+
+  for (const algorithm of ALGORITHMS) {
+    test(`${algorithm}: a tensor above the segment size is reduced in segments, exactly, direct bits unchanged`, async () => {
+      const size = 3;
+      const inputs = [0, 1, 2].map((rank) => integerValues(rank, 1001));
+      const floats = [0, 1, 2].map((rank) => seededFloats(rank + 40, 1001));
+      const segmented = makeWorld(size, { algorithm, segmentElements: 100 });
+      const whole = makeWorld(size, { algorithm });
+      try {
+        const sums = await Promise.all(segmented.groups.map((group, rank) => group.allReduce(inputs[rank], 'sum')));
+        const expected = Float32Array.from({ length: 1001 }, (_, i) => inputs[0][i] + inputs[1][i] + inputs[2][i]);
+        for (const sum of sums) assert.deepEqual(sum, expected);
+        const inSegments = await Promise.all(segmented.groups.map((group, rank) => group.allReduce(floats[rank], 'mean')));
+        const inOne = await Promise.all(whole.groups.map((group, rank) => group.allReduce(floats[rank], 'mean')));
+        for (let rank = 1; rank < size; rank++) assert.deepEqual(bitsOf(inSegments[rank]), bitsOf(inSegments[0]));
+        if (algorithm === 'direct') assert.deepEqual(bitsOf(inSegments[0]), bitsOf(inOne[0]));
+        // 11 segments of at most 100 floats: every message fits a 1 KB payload whole.
+        assert.equal(segmented.buses[0].stats.chunksSent, 0);
+      } finally {
+        await segmented.close();
+        await whole.close();
+      }
+    });
+  }
 
   test('two ranks: both algorithms give the same bits on random floats', async () => {
     const inputs = [seededFloats(1, 777), seededFloats(2, 777)];
