@@ -23,7 +23,8 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   const log = (line: string) => {
     if (!command.quiet) process.stdout.write(`${line}\n`);
   };
-  const config = loadConfig(command.configPath, trainOverrides(command));
+  const worldSize = command.nprocPerNode === undefined ? undefined : command.nprocPerNode * command.nnodes;
+  const config = loadConfig(command.configPath, trainOverrides(command), worldSize === undefined ? {} : { worldSize });
   const { pipeline, tensor } = config.parallel;
   if (pipeline * tensor.size !== 1) {
     throw new Error(

@@ -17,6 +17,29 @@ export interface LoadOptions {
   cwd?: string;
   /** Report a data.path that is not an existing file (default true). */
   checkDataFile?: boolean;
+  /** The launch's world size (nnodes x nproc-per-node), when known: what `parallel.data: "auto"` divides. */
+  worldSize?: number;
+}
+
+/**
+ * `parallel.data: "auto"` (torchrun users' habit: the number of workers decides the data-parallel size)
+ * becomes world / (pipeline x tensor.size) before validation.
+ */
+function resolveAutoDataParallel(input: object, worldSize: number | undefined): object {
+  const parallel = (input as { parallel?: Record<string, unknown> }).parallel;
+  if (parallel === undefined || parallel === null || typeof parallel !== 'object' || parallel.data !== 'auto') return input;
+  const pipeline = typeof parallel.pipeline === 'number' ? parallel.pipeline : 1;
+  const tensorSize = (parallel.tensor as { size?: unknown } | undefined)?.size;
+  const tensor = typeof tensorSize === 'number' ? tensorSize : 1;
+  if (worldSize === undefined) {
+    throw new ConfigError([{ path: 'parallel.data', message: '"auto" needs the world size: pass --nproc-per-node N (and --nnodes N on several nodes)' }]);
+  }
+  if (worldSize % (pipeline * tensor) !== 0) {
+    throw new ConfigError([
+      { path: 'parallel.data', message: `"auto": the world of ${worldSize} ranks does not divide by pipeline x tensor.size = ${pipeline} x ${tensor}` },
+    ]);
+  }
+  return { ...input, parallel: { ...parallel, data: worldSize / (pipeline * tensor) } };
 }
 
 /** Reads and parses a JSON config file; a syntax error names the file, line and column, and shows the line. */
@@ -84,7 +107,7 @@ export function loadConfig(file: string, sets: readonly string[] = [], options: 
     throw new ConfigError([{ path: '', message: `expected a JSON object at the top level, got ${got}` }], { source });
   }
   try {
-    const merged = applyOverrides(parsed, overrides);
+    const merged = resolveAutoDataParallel(applyOverrides(parsed, overrides), options.worldSize);
     const resolveOptions = { configDir: dirname(source), ...(options.checkDataFile === undefined ? {} : { checkDataFile: options.checkDataFile }) };
     return resolveConfig(merged, resolveOptions);
   } catch (error) {

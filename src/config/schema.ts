@@ -72,7 +72,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
             size: positiveInt('ranks sharing each layer'),
           },
         },
-        data: positiveInt('data-parallel replicas'),
+        data: positiveInt('data-parallel replicas, or "auto": world / (pipeline x tensor.size), the world being --nnodes x --nproc-per-node'),
       },
     },
     numMicroBatches: positiveInt('micro-batches per step; divides batchSize'),

@@ -113,3 +113,11 @@ test('load - a malformed --set is reported before the file is read', () => {
   const error = loadError(() => loadConfig(join(root, 'configs', 'absent.json'), ['oops']));
   assert.match(error.message, /"oops" has no "="/);
 });
+
+test('load - parallel.data "auto" is the world over pipeline x tensor, and needs the world size', () => {
+  const file = writeConfig('auto.json', { model: { preset: 'tiny' }, parallel: { data: 'auto' }, data: { path: '../data/train.jsonl' } });
+  assert.equal(loadConfig(file, [], { cwd, worldSize: 3 }).parallel.data, 3);
+  assert.throws(() => loadConfig(file, [], { cwd }), /parallel\.data: "auto" needs the world size/);
+  assert.throws(() => loadConfig(file, ['parallel.pipeline=2', 'numMicroBatches=2', 'batchSize=8'], { cwd, worldSize: 3 }), /does not divide/);
+  assert.equal(loadConfig(file, ['parallel.pipeline=2', 'numMicroBatches=2', 'batchSize=8'], { cwd, worldSize: 4 }).parallel.data, 2);
+});
