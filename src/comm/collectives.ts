@@ -39,7 +39,11 @@ export type AllReduceAlgorithm = 'direct' | 'ring';
 /** Default: two minutes, longer than any pipeline bubble at our sizes, shorter than a human's patience. */
 export const DEFAULT_COLLECTIVE_TIMEOUT_MS = 120_000;
 
-/** Below this many elements (1 MB of float32) direct's single round should win; an estimate, not yet measured. */
+/**
+ * Direct below this many elements (1 MB of float32). Measured over NATS on 2 cores (2 and 3 processes,
+ * 4K-1M elements): medians of the two within noise of each other, so small tensors keep direct's single
+ * round of latency, which matters most on a real network.
+ */
 export const DEFAULT_RING_MIN_ELEMENTS = 256 * 1024;
 
 /** Part numbers that tell apart a barrier's empty pieces from an all-gather's (both travel as all-gather). */
