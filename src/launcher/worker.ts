@@ -69,7 +69,9 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     await initBackend(config.backend, log);
     const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} });
     const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
-    const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank });
+    const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank, log });
+    // A NATS publish before the peer has subscribed is lost: meet every member once before any collective.
+    await dpGroup.ready();
     const gate = async (step: number): Promise<'run' | 'stop'> => {
       state = step === 0 ? 'ready' : state;
       for (;;) {
