@@ -105,7 +105,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
         totalSteps,
         startStep: 0,
         registerTimeoutMs: options.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
-        heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 60_000),
+        heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 6_000),
       },
       {
         log,

@@ -1,11 +1,11 @@
 /**
- * Implements: one rank's process. It joins the job over NATS, registers, heartbeats from its own nact
- * actor (the compute actor's mailbox is held while a step runs), trains its part of the model through
- * the step gate, reports steps, and exits when the job ends or the coordinator says shut down.
+ * Implements: one rank's process. It joins the job over NATS, registers, heartbeats from its own thread
+ * (a step holds the main thread for seconds), trains its part of the model in a nact actor through the
+ * step gate, reports steps, and exits when the job ends or the coordinator says shut down.
  */
 import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
-import { dispatch, spawn, spawnStateless, start, stop as stopSystem } from 'nact';
+import { dispatch, spawn, start, stop as stopSystem } from 'nact';
 import { initBackend } from '../backend/select.ts';
 import { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
@@ -19,6 +19,7 @@ import { fullModelSlice } from '../model/params.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import * as tf from '../tf.ts';
 import { Trainer } from '../train/trainer.ts';
+import { HeartbeatThread } from './heartbeat.ts';
 import { SUBJECTS } from './subjects.ts';
 import type { WorkerEnvironment } from './worker-env.ts';
 
@@ -41,17 +42,15 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   let exitRequested: ((code: number) => void) | undefined;
   const exitCode = new Promise<number>((resolve) => (exitRequested = resolve));
 
-  const heartbeat = spawnStateless(system, () => {
-    bus.publish(SUBJECTS.heartbeat, {
-      kind: 'heartbeat',
-      rank: env.rank,
-      step: stepsDone,
-      state,
-      rssMb: Math.round(process.memoryUsage().rss / 2 ** 20),
-    });
-  });
-  const beat = () => dispatch(heartbeat, 'beat');
-  const timer = setInterval(beat, HEARTBEAT_INTERVAL_MS);
+  const heartbeats = new HeartbeatThread(
+    { natsUrl: env.natsUrl, jobId: env.jobId, rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
+    (error) => log(`heartbeat thread failed: ${error.message}`),
+  );
+  /** Shares the state with the heartbeat thread and, for changes worth telling at once, sends one now. */
+  const beat = () => {
+    heartbeats.update(state, stepsDone);
+    bus.publish(SUBJECTS.heartbeat, { kind: 'heartbeat', rank: env.rank, step: stepsDone, state, rssMb: Math.round(process.memoryUsage().rss / 2 ** 20) });
+  };
 
   bus.subscribe(SUBJECTS.shutdown, (message) => {
     if (message.kind !== 'shutdown') return;
@@ -79,6 +78,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
           const answer: Message = await bus.request(SUBJECTS.gate, { kind: 'step-ready', rank: env.rank, step }, GATE_RETRY_MS);
           if (answer.kind !== 'step-go' || answer.step !== step) throw new Error(`unexpected answer to step-ready ${step}: ${answer.kind}`);
           state = answer.action === 'run' ? 'training' : 'stopping';
+          beat();
           return answer.action;
         } catch (error) {
           if (!(error instanceof TransportTimeoutError)) throw error;
@@ -148,7 +148,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   dispatch(trainerActor, 'run');
 
   const code = await exitCode;
-  clearInterval(timer);
+  await heartbeats.stop();
   await bus.flush().catch(() => undefined);
   await bus.close().catch(() => undefined);
   stopSystem(system);

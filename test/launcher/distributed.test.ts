@@ -15,7 +15,12 @@ let reference: number[];
 const config = writeTestConfig();
 const read = (path: string) => readFileSync(path, 'utf8');
 const outDir = (name: string) => join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-run-')), name);
-const registeredPids = (output: string) => [...output.matchAll(/registered \(node \d+, pid (\d+)/g)].map((m) => Number(m[1]));
+/** Worker pids by rank, from the coordinator's registration lines. */
+const registeredPids = (output: string) => {
+  const pids: number[] = [];
+  for (const match of output.matchAll(/rank (\d+) registered \(node \d+, pid (\d+)/g)) pids[Number(match[1])] = Number(match[2]);
+  return pids;
+};
 
 before(async () => {
   server = await startNatsServer();
@@ -134,4 +139,26 @@ test('launch - a rank that never registers is named after the registration timeo
   assert.equal(code, 1, output);
   assert.match(output, /rank 1 did not register within 10 s/);
   assert.doesNotMatch(output, /rank 0 did not register/);
+});
+
+test('launch - a worker that stops answering (SIGSTOP) is named within 10 s and the job ends non-zero', async () => {
+  const out = outDir('stopped');
+  const job = startCli(['train', config, '--out', out, '--set', 'steps=500', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nats', server.url]);
+  let frozen: number | undefined;
+  try {
+    await job.waitFor(/step 2\/500/, 60_000);
+    const [, rank1] = registeredPids(job.output());
+    frozen = rank1;
+    const stoppedAt = performance.now();
+    process.kill(rank1, 'SIGSTOP');
+    const exit = await job.exited;
+    const seconds = (performance.now() - stoppedAt) / 1000;
+    assert.notEqual(exit.code, 0);
+    assert.ok(seconds < 10, `the job took ${seconds.toFixed(1)} s to end`);
+    assert.match(job.output(), new RegExp(`rank 1 \\(pid ${rank1}, node 0\\) stopped answering`));
+    assert.ok(registeredPids(job.output()).every((pid) => !pidAlive(pid)), 'a worker outlived the job');
+  } finally {
+    if (frozen !== undefined && pidAlive(frozen)) process.kill(frozen, 'SIGKILL');
+    job.child.kill('SIGKILL');
+  }
 });
