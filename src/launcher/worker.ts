@@ -6,6 +6,7 @@
 import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { dispatch, spawn, start, stop as stopSystem } from 'nact';
+import { escalateToJob } from '../actors/supervision.ts';
 import { initBackend } from '../backend/select.ts';
 import { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
@@ -135,14 +136,16 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     },
     'trainer',
     {
-      onCrash: (_message, error, ctx) => {
-        const text = error instanceof Error ? error.message : String(error);
-        log(`failed: ${text}`);
-        state = 'failed';
-        bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank: env.rank, reason: text });
-        exitRequested?.(1);
-        return ctx.stop;
-      },
+      onCrash: escalateToJob({
+        bus,
+        rank: env.rank,
+        subject: SUBJECTS.fatal,
+        log,
+        onFatal: () => {
+          state = 'failed';
+          exitRequested?.(1);
+        },
+      }),
     },
   );
   dispatch(trainerActor, 'run');
