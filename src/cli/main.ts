@@ -5,8 +5,6 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/errors.ts';
 import { UsageError, parseCommandLine } from './args.ts';
-import { runCtl } from './ctl.ts';
-import { runTrain } from './train.ts';
 
 export async function main(argv: readonly string[]): Promise<number> {
   try {
@@ -18,10 +16,11 @@ export async function main(argv: readonly string[]): Promise<number> {
       case 'version':
         process.stdout.write(`${packageVersion()}\n`);
         return 0;
+      // Loaded on demand: `ctl` must answer fast and never needs tfjs.
       case 'train':
-        return await runTrain(command);
+        return await (await import('./train.ts')).runTrain(command);
       case 'ctl':
-        return await runCtl(command);
+        return await (await import('./ctl.ts')).runCtl(command);
     }
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {
