@@ -1,0 +1,82 @@
+/**
+ * Implements: one optimizer step of a pipeline stage: the scheduler's ops for every accumulation round,
+ * then the SharedWeight reduction of the tied embedding, the data-parallel reduction, and the update.
+ * The arithmetic mirrors the single-process Trainer: gradients and losses are sums over micro-batches,
+ * scaled once by 1 / (micro-batches x accumulation rounds x dp).
+ */
+import type { TrainConfig } from '../config/types.ts';
+import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
+import type { TokenizedDataset } from '../dataset/webtext.ts';
+import type { TokenBatch } from '../model/gpt.ts';
+import type { SharedWeights } from '../shared-weights/shared-weights.ts';
+import * as tf from '../tf.ts';
+import type { AdamOptimizer } from '../train/optimizer.ts';
+import type { DataParallelRole } from '../train/trainer.ts';
+import type { StageOp } from './ops.ts';
+import type { PipelineStage } from './stage.ts';
+
+export interface PipelineStepContext {
+  config: TrainConfig;
+  dataset: TokenizedDataset;
+  sampler: BatchSampler;
+  stage: PipelineStage;
+  /** All parameters of the stage by name (its chunks merged). */
+  params: Map<string, tf.Variable>;
+  optimizer: AdamOptimizer;
+  sharedWeights: SharedWeights;
+  /** This replica's data-parallel rank and the reduction over its dp group (same stage, other replicas). */
+  dataParallel: DataParallelRole;
+}
+
+export interface PipelineStepResult {
+  /** Mean loss over the global batch (meaningful on the last stage; 0 elsewhere). */
+  loss: number;
+  gradNorm: number;
+  samples: number;
+}
+
+export async function runPipelineStep(context: PipelineStepContext, step: number, ops: StageOp[]): Promise<PipelineStepResult> {
+  const { config, dataset, sampler, stage, params, optimizer, sharedWeights, dataParallel } = context;
+  const globalBatch = sampler.globalBatch(step);
+  stage.beginStep(step);
+  const m = config.numMicroBatches;
+  for (let accumIndex = 0; accumIndex < config.gradientAccumulation; accumIndex++) {
+    const indices = rankSlice(globalBatch, { dp: dataParallel.size, dpRank: dataParallel.rank, gradientAccumulation: config.gradientAccumulation, accumIndex });
+    const micro = microBatches(indices, m);
+    const batches = new Map<number, TokenBatch>();
+    const batchOf = (microBatch: number): TokenBatch => {
+      let batch = batches.get(microBatch);
+      if (batch === undefined) {
+        const sampleIds = micro[microBatch];
+        batch = { ...gatherBatch(dataset, sampleIds), sampleIds };
+        batches.set(microBatch, batch);
+      }
+      return batch;
+    };
+    // Accumulation rounds reuse the schedule with micro-batch numbers shifted, so message tags stay unique.
+    for (const op of ops) await stage.run({ ...op, microBatch: op.microBatch + accumIndex * m }, (id) => batchOf(id - accumIndex * m));
+  }
+  const grads = stage.stepGradients;
+  await sharedWeights.reduceGradients(grads);
+  const names = [...params.keys()];
+  const sizes = names.map((name) => grads.get(name)!.size);
+  const flat = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1);
+  let offset = 0;
+  names.forEach((name, i) => {
+    flat.set(grads.get(name)!.dataSync() as Float32Array, offset);
+    offset += sizes[i];
+  });
+  flat[offset] = stage.stepLossSum;
+  const reduced = dataParallel.size === 1 ? flat : await dataParallel.allReduce(flat);
+  const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
+  const meanGrads = new Map<string, tf.Tensor>();
+  offset = 0;
+  names.forEach((name, i) => {
+    const shape = grads.get(name)!.shape;
+    meanGrads.set(name, tf.tidy(() => tf.mul(tf.tensor(reduced.subarray(offset, offset + sizes[i]), shape, 'float32'), scale)));
+    offset += sizes[i];
+  });
+  const { gradNorm } = optimizer.apply(params, meanGrads);
+  for (const grad of meanGrads.values()) grad.dispose();
+  return { loss: reduced[offset] * scale, gradNorm, samples: globalBatch.length };
+}

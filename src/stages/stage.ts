@@ -1,0 +1,167 @@
+/**
+ * Implements: one pipeline stage's compute: the model chunks it holds and the forward/backward of a
+ * micro-batch through one chunk, with activations and their gradients exchanged with the neighbouring
+ * virtual stages as tagged point-to-point messages.
+ *
+ * [Note: backward by recompute] tfjs gradients are synchronous and no tape survives an await, so a
+ * backward re-runs the chunk's forward under the tape from the saved input and takes the vector-Jacobian
+ * product with the received output gradient: the gradient of sum(output * dy) (activation
+ * checkpointing, which the seed trains with). The input is a fresh variable so its gradient comes out too.
+ *
+ * [Note: virtual stages] Chunk c of pipeline rank r is virtual stage v = c * P + r (interleaved 1F1B);
+ * activations flow v -> v + 1, i.e. to rank (r + 1) mod P, wrapping to the next chunk after the last
+ * rank. Virtual stage 0 holds the embedding and reads tokens; the last one holds the head and the loss.
+ */
+import type { ProcessGroup } from '../comm/collectives.ts';
+import type { TrainConfig } from '../config/types.ts';
+import { GPT, type TokenBatch } from '../model/gpt.ts';
+import { sliceForLayers } from '../model/params.ts';
+import * as tf from '../tf.ts';
+import { formatOp, type StageOp } from './ops.ts';
+
+export interface StageOptions {
+  config: TrainConfig;
+  /** This stage's pipeline rank (0..P-1) and P. */
+  pipelineRank: number;
+  pipelineSize: number;
+  /** Layer range of each chunk this stage holds ([start, end)), chunk order. */
+  chunkLayers: [number, number][];
+  /** Point-to-point with the other stages of this model replica (global ranks by pipeline rank). */
+  pipelineGroup: ProcessGroup;
+  /** Global rank of each pipeline rank of this replica. */
+  stageRanks: number[];
+  /** Timeline hook: every op's start and end (for traces and bubble measurement). */
+  onOpDone?: (op: StageOp, startMs: number, endMs: number) => void;
+}
+
+interface SavedInput {
+  /** Hidden states received from the previous virtual stage (undefined at virtual stage 0). */
+  hidden?: tf.Tensor3D;
+}
+
+export class PipelineStage {
+  /** One GPT slice per chunk. */
+  readonly chunks: GPT[];
+  private readonly virtualStages: number;
+  private readonly saved = new Map<string, SavedInput>();
+  private gradSums = new Map<string, tf.Tensor>();
+  private lossSum = 0;
+  private step = 0;
+
+  constructor(private readonly options: StageOptions) {
+    const { config, chunkLayers, pipelineSize } = options;
+    this.virtualStages = pipelineSize * chunkLayers.length;
+    this.chunks = chunkLayers.map(([start, end]) => new GPT(config.model, sliceForLayers(config.model, start, end), config.seed));
+  }
+
+  /** Every parameter this stage holds, by global name; the tied embedding appears once per chunk that holds it. */
+  parameterSets(): Map<string, tf.Variable>[] {
+    return this.chunks.map((chunk) => chunk.params);
+  }
+
+  beginStep(step: number): void {
+    this.step = step;
+    this.lossSum = 0;
+    for (const grad of this.gradSums.values()) grad.dispose();
+    this.gradSums = new Map();
+  }
+
+  /** Runs one op; `batchOf(microBatch)` gives the tokens (every stage reads them: masks and labels). */
+  async run(op: StageOp, batchOf: (microBatch: number) => TokenBatch): Promise<void> {
+    const started = performance.now();
+    if (op.kind === 'F') await this.forward(op, batchOf(op.microBatch));
+    else await this.backward(op, batchOf(op.microBatch));
+    this.options.onOpDone?.(op, started, performance.now());
+  }
+
+  /** Sum of this stage's micro-batch losses in this step (non-zero only on the last virtual stage). */
+  get stepLossSum(): number {
+    return this.lossSum;
+  }
+
+  /** Summed gradients of this step by parameter name (the tied embedding's chunk copies added together). */
+  get stepGradients(): Map<string, tf.Tensor> {
+    return this.gradSums;
+  }
+
+  dispose(): void {
+    for (const chunk of this.chunks) chunk.dispose();
+    for (const grad of this.gradSums.values()) grad.dispose();
+    for (const input of this.saved.values()) input.hidden?.dispose();
+  }
+
+  private virtualStage(chunk: number): number {
+    return chunk * this.options.pipelineSize + this.options.pipelineRank;
+  }
+
+  private rankOfVirtual(virtual: number): number {
+    return this.options.stageRanks[virtual % this.options.pipelineSize];
+  }
+
+  private tag(kind: 'act' | 'grad', microBatch: number, virtual: number): string {
+    return `${kind}.${this.step}.${microBatch}.${virtual}`;
+  }
+
+  private async receive(kind: 'act' | 'grad', op: StageOp, from: number, virtual: number): Promise<tf.Tensor> {
+    const what = kind === 'act' ? 'activation' : 'output gradient';
+    try {
+      const { values, shape } = await this.options.pipelineGroup.recv(from, this.tag(kind, op.microBatch, virtual));
+      return tf.tensor(values, shape, 'float32');
+    } catch (error) {
+      throw new Error(
+        `stage ${this.options.pipelineRank} (op ${formatOp(op)}, step ${this.step + 1}) got no ${what} of micro-batch ${op.microBatch} ` +
+          `from rank ${from}: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+  }
+
+  private async forward(op: StageOp, batch: TokenBatch): Promise<void> {
+    const virtual = this.virtualStage(op.chunk);
+    const model = this.chunks[op.chunk];
+    const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual)) as tf.Tensor3D);
+    this.saved.set(`${op.microBatch}.${op.chunk}`, { hidden });
+    const output = tf.tidy(() => model.forward(batch, hidden, {}));
+    if (virtual === this.virtualStages - 1) {
+      this.lossSum += output.dataSync()[0];
+    } else {
+      this.options.pipelineGroup.send(this.rankOfVirtual(virtual + 1), this.tag('act', op.microBatch, virtual + 1), output.dataSync() as Float32Array, output.shape);
+    }
+    output.dispose();
+  }
+
+  private async backward(op: StageOp, batch: TokenBatch): Promise<void> {
+    const virtual = this.virtualStage(op.chunk);
+    const model = this.chunks[op.chunk];
+    const key = `${op.microBatch}.${op.chunk}`;
+    const saved = this.saved.get(key);
+    if (saved === undefined) throw new Error(`stage ${this.options.pipelineRank}: backward ${formatOp(op)} before its forward`);
+    this.saved.delete(key);
+    const last = virtual === this.virtualStages - 1;
+    const outputGrad = last ? undefined : await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual);
+    const input = saved.hidden === undefined ? undefined : tf.variable(saved.hidden, true);
+    const variables = model.variables();
+    const { value, grads } = tf.variableGrads(() => {
+      const output = model.forward(batch, input as tf.Tensor3D | undefined, {});
+      // The loss itself on the last virtual stage; elsewhere the VJP with the received gradient.
+      return (last ? output : tf.sum(tf.mul(output, outputGrad!))) as tf.Scalar;
+    }, input === undefined ? variables : [...variables, input]);
+    value.dispose();
+    outputGrad?.dispose();
+    model.specs.forEach((spec, index) => {
+      const grad = grads[variables[index].name];
+      const previous = this.gradSums.get(spec.name);
+      this.gradSums.set(spec.name, previous === undefined ? grad : tf.add(previous, grad));
+      if (previous !== undefined) {
+        previous.dispose();
+        grad.dispose();
+      }
+    });
+    if (input !== undefined) {
+      const inputGrad = grads[input.name];
+      this.options.pipelineGroup.send(this.rankOfVirtual(virtual - 1), this.tag('grad', op.microBatch, virtual - 1), inputGrad.dataSync() as Float32Array, inputGrad.shape);
+      inputGrad.dispose();
+      input.dispose();
+    }
+    saved.hidden?.dispose();
+  }
+}

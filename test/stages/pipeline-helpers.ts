@@ -1,0 +1,78 @@
+/** Test helpers: P pipeline stages (x dp replicas) in one process over the in-process transport. */
+import { Bus } from '../../src/comm/bus.ts';
+import { ProcessGroup } from '../../src/comm/collectives.ts';
+import { LocalNetwork } from '../../src/comm/local-transport.ts';
+import type { TrainConfig } from '../../src/config/types.ts';
+import { BatchSampler } from '../../src/dataset/sampler.ts';
+import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
+import { WORD_EMBEDDING } from '../../src/model/params.ts';
+import { ParallelGrid } from '../../src/parallel/grid.ts';
+import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
+import type { StageOp } from '../../src/stages/ops.ts';
+import { runPipelineStep } from '../../src/stages/pipeline-step.ts';
+import { PipelineStage } from '../../src/stages/stage.ts';
+import type * as tf from '../../src/tf.ts';
+import { AdamOptimizer } from '../../src/train/optimizer.ts';
+
+export interface PipelineRun {
+  losses: number[];
+  /** Final word-embedding values of each rank that holds one, by rank. */
+  embeddings: Map<number, Float32Array>;
+}
+
+/** Layer ranges per (rank, chunk): virtual stage v = c * P + r gets an even share, remainder first. */
+export function evenPartition(numLayers: number, stages: number, chunks: number): [number, number][][] {
+  const virtual = stages * chunks;
+  const bounds: number[] = [0];
+  for (let v = 0; v < virtual; v++) bounds.push(bounds[v] + Math.floor(numLayers / virtual) + (v < numLayers % virtual ? 1 : 0));
+  return Array.from({ length: stages }, (_, r) => Array.from({ length: chunks }, (_, c) => [bounds[c * stages + r], bounds[c * stages + r + 1]] as [number, number]));
+}
+
+export async function runPipeline(
+  config: TrainConfig,
+  dataset: TokenizedDataset,
+  steps: number,
+  opsFor: (pipelineRank: number) => StageOp[],
+): Promise<PipelineRun> {
+  const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: 1 });
+  const network = new LocalNetwork(64 * 1024);
+  const partition = evenPartition(config.model.numLayers, grid.pipeline, config.numChunks);
+  const sampler = new BatchSampler({
+    numSamples: dataset.numSamples,
+    globalBatchSize: config.batchSize * grid.data * config.gradientAccumulation,
+    seed: config.seed,
+    shuffle: config.data.shuffle,
+    dropLast: config.data.dropLast,
+  });
+  const ranks = Array.from({ length: grid.world }, (_, rank) => {
+    const bus = new Bus({ jobId: 'pipe', transport: network.connect(), log: () => {} });
+    const { pp, dp } = grid.coordinates(rank);
+    const pipelineGroup = new ProcessGroup({ bus, name: grid.groupName('pp', rank), ranks: grid.pipelineGroup(rank), rank, timeoutMs: 20_000 });
+    const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', rank), ranks: grid.dataGroup(rank), rank, timeoutMs: 20_000 });
+    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank) });
+    const params = new Map<string, tf.Variable>();
+    for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
+    const sharedWeights = new SharedWeights();
+    if (grid.inEmbeddingGroup(rank) && grid.pipeline > 1) {
+      sharedWeights.register(new ProcessGroup({ bus, name: grid.embeddingGroupName(rank), ranks: grid.embeddingGroup(rank), rank, timeoutMs: 20_000 }), [WORD_EMBEDDING]);
+    }
+    const dataParallel = { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') };
+    return { rank, bus, stage, params, sharedWeights, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp };
+  });
+  const losses: number[] = [];
+  for (let step = 0; step < steps; step++) {
+    const results = await Promise.all(
+      ranks.map((r) => runPipelineStep({ config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel }, step, opsFor(r.pp))),
+    );
+    losses.push(results[grid.rankOf({ dp: 0, pp: grid.pipeline - 1, tp: 0 })].loss);
+  }
+  const embeddings = new Map<number, Float32Array>();
+  for (const r of ranks) {
+    const embedding = r.params.get(WORD_EMBEDDING);
+    if (embedding !== undefined) embeddings.set(r.rank, embedding.dataSync() as Float32Array);
+    r.stage.dispose();
+    r.optimizer.dispose();
+    await r.bus.close();
+  }
+  return { losses, embeddings };
+}

@@ -1,0 +1,87 @@
+import assert from 'node:assert/strict';
+import { before, test } from 'node:test';
+import { initBackend } from '../../src/backend/select.ts';
+import { resolveConfig } from '../../src/config/resolve.ts';
+import type { TrainConfig } from '../../src/config/types.ts';
+import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
+import { GPT } from '../../src/model/gpt.ts';
+import { fullModelSlice } from '../../src/model/params.ts';
+import type { StageOp } from '../../src/stages/ops.ts';
+import { Trainer } from '../../src/train/trainer.ts';
+import { evenPartition, runPipeline } from './pipeline-helpers.ts';
+
+before(async () => {
+  await initBackend('cpu', () => {});
+});
+
+const SEQ_LEN = 8;
+const dataset: TokenizedDataset = (() => {
+  const numSamples = 32;
+  const inputIds = new Int32Array(numSamples * SEQ_LEN);
+  for (let i = 0; i < inputIds.length; i++) inputIds[i] = (i * 7 + Math.floor(i / SEQ_LEN)) % 23;
+  return { inputIds, attentionMask: new Uint8Array(inputIds.length).fill(1), numSamples, seqLen: SEQ_LEN };
+})();
+
+function config(overrides: Record<string, unknown>): TrainConfig {
+  const resolved = resolveConfig(
+    {
+      model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 },
+      batchSize: 4,
+      seqLen: SEQ_LEN,
+      steps: 3,
+      optimizer: { lr: 1e-2 },
+      data: { path: 'unused.jsonl' },
+      seed: 11,
+      ...overrides,
+    },
+    { checkDataFile: false },
+  );
+  return { ...resolved, model: { ...resolved.model, vocabSize: 23 } };
+}
+
+async function reference(batchSize: number): Promise<number[]> {
+  const c = config({ batchSize });
+  const model = new GPT(c.model, fullModelSlice(c.model), c.seed);
+  const trainer = new Trainer({ config: c, model, dataset, log: () => {} });
+  const { losses } = await trainer.fit();
+  trainer.dispose();
+  model.dispose();
+  return losses;
+}
+
+/** GPipe order over virtual stages: every forward (chunk-major), then every backward in reverse. */
+function gpipeOps(micro: number, chunks: number): StageOp[] {
+  const ops: StageOp[] = [];
+  for (let chunk = 0; chunk < chunks; chunk++) for (let mb = 0; mb < micro; mb++) ops.push({ kind: 'F', microBatch: mb, chunk });
+  for (let chunk = chunks - 1; chunk >= 0; chunk--) for (let mb = micro - 1; mb >= 0; mb--) ops.push({ kind: 'B', microBatch: mb, chunk });
+  return ops;
+}
+
+function assertClose(actual: number[], expected: number[]) {
+  assert.equal(actual.length, expected.length);
+  actual.forEach((loss, i) => assert.ok(Math.abs(loss - expected[i]) <= 1e-4 * Math.abs(expected[i]), `step ${i + 1}: ${loss} vs ${expected[i]}`));
+}
+
+test('partition - even split over virtual stages', () => {
+  assert.deepEqual(evenPartition(8, 2, 2), [[[0, 2], [4, 6]], [[2, 4], [6, 8]]]);
+});
+
+test('pipeline - 2 stages, 4 micro-batches: same losses as one process; tied embeddings bit-identical', async () => {
+  const expected = await reference(4);
+  const run = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4 }), dataset, 3, () => gpipeOps(4, 1));
+  assertClose(run.losses, expected);
+  assert.deepEqual([...run.embeddings.keys()], [0, 1]);
+  assert.deepEqual(run.embeddings.get(0), run.embeddings.get(1));
+});
+
+test('pipeline - 2 stages x 2 chunks (interleaved layout) and 4 stages', async () => {
+  const expected = await reference(4);
+  assertClose((await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, numChunks: 2 }), dataset, 3, () => gpipeOps(4, 2))).losses, expected);
+  assertClose((await runPipeline(config({ parallel: { pipeline: 4 }, numMicroBatches: 4 }), dataset, 3, () => gpipeOps(4, 1))).losses, expected);
+});
+
+test('pipeline - data 2 x pipeline 2 equals one process', async () => {
+  const expected = await reference(4);
+  const run = await runPipeline(config({ parallel: { pipeline: 2, data: 2 }, batchSize: 2, numMicroBatches: 2 }), dataset, 3, () => gpipeOps(2, 1));
+  assertClose(run.losses, expected);
+});
