@@ -162,6 +162,8 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     },
     numMicroBatches: pick('numMicroBatches'),
     numChunks: pick('numChunks'),
+    // Megatron's habit: model chunks per stage imply the interleaved schedule unless one is named.
+    schedule: (given('schedule') as TrainConfig['schedule'] | undefined) ?? ((pick('numChunks') as number) > 1 ? 'interleaved' : '1f1b'),
     batchSize: pick('batchSize'),
     gradientAccumulation: pick('gradientAccumulation'),
     seqLen: pick('seqLen'),
@@ -291,6 +293,9 @@ function checkDerived(config: TrainConfig, input: JsonObject, invalid: Set<strin
 
   // Pipeline: ColossalAI's partition_uniform splits the layers into numChunks equal parts, then each
   // part over the stages; a stage without a layer would only pass activations along.
+  if (valid('numChunks', 'schedule') && config.numChunks > 1 && config.schedule !== 'interleaved') {
+    add('numChunks', `${show('numChunks')} needs schedule "interleaved" (${show('schedule')}); gpipe and 1f1b run one chunk per stage`);
+  }
   if (valid('numChunks', 'parallel.pipeline') && config.numChunks > 1 && pp === 1) {
     add('numChunks', `${show('numChunks')} needs parallel.pipeline > 1 (interleaved 1F1B splits the layers over pipeline stages; ${show('parallel.pipeline')})`);
   }

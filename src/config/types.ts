@@ -39,6 +39,8 @@ export interface TrainConfig {
   parallel: ParallelConfig;
   numMicroBatches: number;
   numChunks: number;
+  /** Pipeline schedule; interleaved 1F1B runs numChunks model chunks per stage. */
+  schedule: 'gpipe' | '1f1b' | 'interleaved';
   /** Samples per data-parallel rank per step (the seed's BATCH_SIZE). Global batch = batchSize x dp x gradientAccumulation. */
   batchSize: number;
   gradientAccumulation: number;
@@ -61,6 +63,7 @@ export interface TrainConfigInput {
   parallel?: Partial<Omit<ParallelConfig, 'tensor'>> & { tensor?: Partial<ParallelConfig['tensor']> };
   numMicroBatches?: number;
   numChunks?: number;
+  schedule?: 'gpipe' | '1f1b' | 'interleaved';
   batchSize?: number;
   gradientAccumulation?: number;
   seqLen?: number;
