@@ -25,11 +25,10 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   };
   const worldSize = command.nprocPerNode === undefined ? undefined : command.nprocPerNode * command.nnodes;
   const config = loadConfig(command.configPath, trainOverrides(command), worldSize === undefined ? {} : { worldSize });
-  const { pipeline, tensor } = config.parallel;
-  if (pipeline * tensor.size !== 1) {
+  if (config.parallel.tensor.size !== 1) {
     throw new Error(
-      `parallel layout pipeline=${pipeline} tensor=${tensor.size} is not built yet (data parallelism is); ` +
-        'set parallel.pipeline and parallel.tensor.size to 1 (e.g. --set parallel.pipeline=1)',
+      `tensor parallelism (parallel.tensor.size=${config.parallel.tensor.size}) is not built yet; data and pipeline parallelism are: ` +
+        'set parallel.tensor.size to 1 (--set parallel.tensor.size=1)',
     );
   }
   const outDir = resolve(command.out ?? join('runs', `${basename(command.configPath, extname(command.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${timestamp()}`));
@@ -43,7 +42,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     new LogMetricByStepHook({ metricsPath, progressBar: command.quiet ? false : undefined, stream: command.quiet ? devNull() : undefined }),
     new LogMetricByEpochHook(),
   ];
-  if (config.parallel.data > 1 || command.nnodes > 1) {
+  if (config.parallel.data * config.parallel.pipeline > 1 || command.nnodes > 1) {
     return launch({
       config,
       configPath: command.configPath,

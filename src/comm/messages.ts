@@ -60,7 +60,11 @@ export interface StepGoMessage {
   kind: 'step-go';
   step: number;
   action: 'run' | 'stop';
+  /** The scheduler's operations for this rank's pipeline stage in this step, in order: [F|B, microBatch, chunk]. */
+  ops?: WireStageOp[];
 }
+
+export type WireStageOp = ['F' | 'B', number, number];
 
 /** What a rank reports after an optimizer step; rank 0's loss is the global mean. */
 export interface StepDoneMessage {

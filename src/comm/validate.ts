@@ -13,6 +13,8 @@ import {
   type Message,
   type MessageKind,
   type RankStatus,
+  type StepGoMessage,
+  type WireStageOp,
   type WireTensor,
   type WorkerState,
 } from './messages.ts';
@@ -109,6 +111,19 @@ function nullable<T>(value: unknown, path: string, check: (value: unknown, path:
   return value === null ? null : check(value, path);
 }
 
+const STAGE_OP_KINDS = ['F', 'B'] as const;
+/** More ops than this in one step is no schedule of ours (P x M x V x 2 stays far below). */
+const MAX_STAGE_OPS = 1 << 20;
+
+function stageOps(value: unknown, path: string): WireStageOp[] {
+  if (!Array.isArray(value)) fail(path, 'an array of [kind, microBatch, chunk]', value);
+  if (value.length > MAX_STAGE_OPS) fail(path, `at most ${MAX_STAGE_OPS} ops`, value.length);
+  return value.map((op: unknown, i: number): WireStageOp => {
+    if (!Array.isArray(op) || op.length !== 3) fail(`${path}[${i}]`, 'a [kind, microBatch, chunk] triple', op);
+    return [oneOf(op[0], STAGE_OP_KINDS, `${path}[${i}][0]`), count(op[1], `${path}[${i}][1]`), count(op[2], `${path}[${i}][2]`)];
+  });
+}
+
 function actorAddress(value: unknown, path: string): ActorAddress {
   const fields = record(value, path);
   const rank = field(fields, 'rank');
@@ -184,11 +199,16 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     rank: count(field(f, 'rank'), 'rank'),
     step: count(field(f, 'step'), 'step'),
   }),
-  'step-go': (f) => ({
-    kind: 'step-go',
-    step: count(field(f, 'step'), 'step'),
-    action: oneOf(field(f, 'action'), STEP_ACTIONS, 'action'),
-  }),
+  'step-go': (f) => {
+    const message: StepGoMessage = {
+      kind: 'step-go',
+      step: count(field(f, 'step'), 'step'),
+      action: oneOf(field(f, 'action'), STEP_ACTIONS, 'action'),
+    };
+    const ops = field(f, 'ops');
+    if (ops !== undefined) message.ops = stageOps(ops, 'ops');
+    return message;
+  },
   'step-done': (f) => ({
     kind: 'step-done',
     rank: count(field(f, 'rank'), 'rank'),

@@ -16,6 +16,8 @@ import type {
   Message,
   RankStatus,
   StepDoneMessage,
+  StepGoMessage,
+  WireStageOp,
   WorkerState,
 } from '../comm/messages.ts';
 
@@ -29,6 +31,11 @@ export interface CoordinatorSettings {
   registerTimeoutMs: number;
   /** A registered rank silent for this long fails the job. */
   heartbeatTimeoutMs: number;
+  /**
+   * The scheduler: each rank's pipeline ops for a step, sent with the gate's `run` answer (the same
+   * every step; omitted without pipeline parallelism).
+   */
+  opsForRank?: (rank: number) => WireStageOp[];
 }
 
 export type CoordinatorEvent =
@@ -159,11 +166,11 @@ export class CoordinatorLogic {
       return [];
     }
     const action = this.stopRequested || finishedAll ? 'stop' : 'run';
-    const effects: CoordinatorEffect[] = [...this.waiting.values()].map((to) => ({
-      type: 'respond' as const,
-      to,
-      message: { kind: 'step-go' as const, step: this.gateStep, action },
-    }));
+    const effects: CoordinatorEffect[] = [...this.waiting].map(([rank, to]) => {
+      const message: StepGoMessage = { kind: 'step-go', step: this.gateStep, action };
+      if (action === 'run' && this.settings.opsForRank !== undefined) message.ops = this.settings.opsForRank(rank);
+      return { type: 'respond' as const, to, message };
+    });
     this.waiting.clear();
     if (action === 'stop') {
       this.state = 'stopping';

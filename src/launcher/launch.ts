@@ -11,12 +11,14 @@ import { basename, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { start, stop as stopSystem } from 'nact';
 import { Bus } from '../comm/bus.ts';
-import type { StepDoneMessage } from '../comm/messages.ts';
+import type { StepDoneMessage, WireStageOp } from '../comm/messages.ts';
 import { connectNats } from '../comm/nats-transport.ts';
 import type { TrainConfig } from '../config/types.ts';
 import { BatchSampler } from '../dataset/sampler.ts';
 import { loadWebtextDataset } from '../dataset/webtext.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
+import { buildSchedule } from '../scheduler/schedules.ts';
+import { validateSchedule } from '../scheduler/validate.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
 import { Coordinator } from './coordinator.ts';
 import { resolveNats } from './nats-url.ts';
@@ -104,6 +106,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
         world: grid.world,
         totalSteps,
         startStep: 0,
+        opsForRank: pipelineOps(config, grid),
         registerTimeoutMs: options.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
         heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 6_000),
       },
@@ -181,6 +184,17 @@ export async function launch(options: LaunchOptions): Promise<number> {
   stopSystem(system);
   await nats.privateServer?.stop();
   return exitCode;
+}
+
+/**
+ * The scheduler's table: each rank's pipeline ops per step, from the pure schedule of the config's kind
+ * (validated once here, so a bad table never reaches a stage). Undefined without pipeline parallelism.
+ */
+function pipelineOps(config: TrainConfig, grid: ParallelGrid): ((rank: number) => WireStageOp[]) | undefined {
+  if (grid.pipeline === 1) return undefined;
+  const schedule = validateSchedule(buildSchedule(config.schedule, grid.pipeline, config.numMicroBatches, config.numChunks));
+  const wire = schedule.ops.map((ops) => ops.map((op): WireStageOp => [op.kind, op.microBatch, op.chunk]));
+  return (rank) => wire[grid.coordinates(rank).pp];
 }
 
 /** A timeout from the environment (for slow machines and tests), else the default. */

@@ -10,17 +10,18 @@ import { escalateToJob } from '../actors/supervision.ts';
 import { initBackend } from '../backend/select.ts';
 import { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
-import type { Message, WorkerState } from '../comm/messages.ts';
+import type { Message, StepGoMessage, WorkerState } from '../comm/messages.ts';
 import { connectNats } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
 import type { TrainConfig } from '../config/types.ts';
-import { loadWebtextDataset } from '../dataset/webtext.ts';
+import { loadWebtextDataset, type TokenizedDataset } from '../dataset/webtext.ts';
 import { GPT } from '../model/gpt.ts';
 import { fullModelSlice } from '../model/params.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import * as tf from '../tf.ts';
 import { Trainer } from '../train/trainer.ts';
 import { HeartbeatThread } from './heartbeat.ts';
+import { trainPipelineRank } from './pipeline-worker.ts';
 import { SUBJECTS } from './subjects.ts';
 import type { WorkerEnvironment } from './worker-env.ts';
 
@@ -33,7 +34,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   const config = JSON.parse(readFileSync(env.configPath, 'utf8')) as TrainConfig;
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   if (grid.world !== env.world) throw new Error(`the config's layout has ${grid.world} ranks but this job has ${env.world}`);
-  if (grid.pipeline * grid.tensor !== 1) throw new Error('pipeline and tensor parallelism are not built yet: only parallel.data may exceed 1');
+  if (grid.tensor !== 1) throw new Error('tensor parallelism is not built yet: parallel.tensor.size must be 1');
 
   const transport = await connectNats({ url: env.natsUrl, name: `gpt-hybrid ${env.jobId} rank ${env.rank}` });
   const bus = new Bus({ jobId: env.jobId, transport, log });
@@ -64,66 +65,76 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   bus.publish(SUBJECTS.register, { kind: 'register', rank: env.rank, node: env.node, pid: process.pid, host: hostname() });
   beat();
 
+  const reporter = grid.rankOf({ dp: 0, pp: grid.pipeline - 1, tp: 0 });
+  const report = (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number }) => {
+    stepsDone = result.step;
+    if (env.rank === reporter) {
+      bus.publish(SUBJECTS.stepDone, {
+        kind: 'step-done',
+        rank: env.rank,
+        step: result.step,
+        loss: result.loss,
+        tokens: result.samples * config.seqLen,
+        stepMs: result.stepMs,
+        gradNorm: result.gradNorm,
+      });
+    }
+    beat();
+  };
+  const gate = async (step: number): Promise<StepGoMessage> => {
+    for (;;) {
+      try {
+        const answer: Message = await bus.request(SUBJECTS.gate, { kind: 'step-ready', rank: env.rank, step }, GATE_RETRY_MS);
+        if (answer.kind !== 'step-go' || answer.step !== step) throw new Error(`unexpected answer to step-ready ${step}: ${answer.kind}`);
+        state = answer.action === 'run' ? 'training' : 'stopping';
+        beat();
+        return answer;
+      } catch (error) {
+        if (!(error instanceof TransportTimeoutError)) throw error;
+        state = 'paused';
+        beat();
+      }
+    }
+  };
+
   const train = async (): Promise<number> => {
     tf.enableProdMode();
     await initBackend(config.backend, log);
     const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} });
+    state = 'ready';
+    if (grid.pipeline > 1) {
+      await trainPipelineRank({ config, grid, rank: env.rank, bus, dataset, totalSteps: env.totalSteps, log, gate, onStep: report });
+    } else {
+      await trainDataParallelRank(dataset, report, gate);
+    }
+    state = 'done';
+    beat();
+    await bus.flush();
+    return 0;
+  };
+
+  const trainDataParallelRank = async (dataset: TokenizedDataset, onStep: typeof report, askGate: typeof gate): Promise<void> => {
     const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
     const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank, log });
     // A NATS publish before the peer has subscribed is lost: meet every member once before any collective.
     await dpGroup.ready();
-    const gate = async (step: number): Promise<'run' | 'stop'> => {
-      state = step === 0 ? 'ready' : state;
-      for (;;) {
-        try {
-          const answer: Message = await bus.request(SUBJECTS.gate, { kind: 'step-ready', rank: env.rank, step }, GATE_RETRY_MS);
-          if (answer.kind !== 'step-go' || answer.step !== step) throw new Error(`unexpected answer to step-ready ${step}: ${answer.kind}`);
-          state = answer.action === 'run' ? 'training' : 'stopping';
-          beat();
-          return answer.action;
-        } catch (error) {
-          if (!(error instanceof TransportTimeoutError)) throw error;
-          state = 'paused';
-          beat();
-        }
-      }
-    };
     const trainer = new Trainer({
       config,
       model,
       dataset,
       totalSteps: env.totalSteps,
       log,
-      gate,
+      gate: async (step) => (await askGate(step)).action,
       dataParallel: { rank: grid.coordinates(env.rank).dp, size: grid.data, allReduce: (values) => dpGroup.allReduce(values, 'sum') },
-      hooks: [
-        {
-          name: 'report',
-          afterStep: (_state, result) => {
-            stepsDone = result.step;
-            if (env.rank === 0) {
-              bus.publish(SUBJECTS.stepDone, {
-                kind: 'step-done',
-                rank: env.rank,
-                step: result.step,
-                loss: result.loss,
-                tokens: result.tokens,
-                stepMs: result.stepMs,
-                gradNorm: result.gradNorm,
-              });
-            }
-            beat();
-          },
-        },
-      ],
+      hooks: [{ name: 'report', afterStep: (_state, result) => onStep(result) }],
     });
-    await trainer.fit();
-    trainer.dispose();
-    model.dispose();
-    state = 'done';
-    beat();
-    await bus.flush();
-    return 0;
+    try {
+      await trainer.fit();
+    } finally {
+      trainer.dispose();
+      model.dispose();
+      dpGroup.close();
+    }
   };
 
   // The compute actor: its handler holds its mailbox for the whole run, which is why heartbeats and

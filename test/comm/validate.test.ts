@@ -282,3 +282,13 @@ test('fuzz: the validator never throws on arbitrary in-memory values, including 
   assert.ok(!result.ok && result.reason === 'malformed');
   assertNoPollution();
 });
+
+test('validate - step-go carries an optional, checked list of pipeline ops', () => {
+  const base = { v: PROTOCOL_VERSION, job: 'j', kind: 'step-go', step: 3, action: 'run' };
+  const ok = validateMessage({ ...base, ops: [['F', 0, 0], ['B', 0, 1]] });
+  assert.ok(ok.ok && ok.envelope.kind === 'step-go' && ok.envelope.ops?.length === 2);
+  for (const ops of [[['X', 0, 0]], [['F', -1, 0]], [['F', 0]], 'F0', [['F', 0, 1.5]]]) {
+    const bad = validateMessage({ ...base, ops });
+    assert.ok(!bad.ok && bad.reason === 'malformed', JSON.stringify(ops));
+  }
+});

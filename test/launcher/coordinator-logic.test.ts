@@ -116,3 +116,15 @@ test('coordinator - a done heartbeat counts as a clean exit (ranks on other node
   const end = logic.handle({ type: 'heartbeat', rank: 1, step: 3, state: 'done' }, 7);
   assert.ok(end.some((e) => e.type === 'finished' && e.exitCode === 0));
 });
+
+test('coordinator - as the scheduler, the run answer carries each rank its pipeline ops', () => {
+  const logic = new CoordinatorLogic({ ...SETTINGS, opsForRank: (rank) => [['F', rank, 0], ['B', rank, 0]] }, 0);
+  for (const rank of [0, 1]) logic.handle({ type: 'register', rank, node: 0, pid: 10 + rank, host: 'h' }, 1);
+  logic.handle({ type: 'step-ready', rank: 0, step: 0, reply: reply(0) }, 2);
+  const effects = logic.handle({ type: 'step-ready', rank: 1, step: 0, reply: reply(1) }, 2);
+  const sent = effects.filter((e) => e.type === 'respond').map((e) => [(e as { to: { reply: string } }).to.reply, (e as { message: StepGoMessage }).message.ops]);
+  assert.deepEqual(sent, [
+    ['inbox.0', [['F', 0, 0], ['B', 0, 0]]],
+    ['inbox.1', [['F', 1, 0], ['B', 1, 0]]],
+  ]);
+});

@@ -1,0 +1,97 @@
+/**
+ * Implements: the training loop of a rank in a pipeline-parallel job: its stage (chunks of layers),
+ * its process groups (the pipeline for activations, data parallel for gradients, the embedding group
+ * for the tied weights), and per step the ops the scheduler sent with the gate's answer.
+ */
+import { createHash } from 'node:crypto';
+import type { Bus } from '../comm/bus.ts';
+import { ProcessGroup } from '../comm/collectives.ts';
+import type { StepGoMessage } from '../comm/messages.ts';
+import type { TrainConfig } from '../config/types.ts';
+import { BatchSampler } from '../dataset/sampler.ts';
+import type { TokenizedDataset } from '../dataset/webtext.ts';
+import { WORD_EMBEDDING } from '../model/params.ts';
+import type { ParallelGrid } from '../parallel/grid.ts';
+import { partitionUniform } from '../scheduler/partition.ts';
+import { SharedWeights } from '../shared-weights/shared-weights.ts';
+import { runPipelineStep } from '../stages/pipeline-step.ts';
+import { PipelineStage } from '../stages/stage.ts';
+import type * as tf from '../tf.ts';
+import { AdamOptimizer } from '../train/optimizer.ts';
+
+export interface PipelineWorkerOptions {
+  config: TrainConfig;
+  grid: ParallelGrid;
+  rank: number;
+  bus: Bus;
+  dataset: TokenizedDataset;
+  totalSteps: number;
+  log: (line: string) => void;
+  /** Asks the coordinator whether to run `step`; the answer carries this stage's ops. */
+  gate: (step: number) => Promise<StepGoMessage>;
+  /** After each step: 1-based step, this rank's view of the loss (the global mean on the last stage). */
+  onStep: (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number }) => void;
+}
+
+export async function trainPipelineRank(options: PipelineWorkerOptions): Promise<void> {
+  const { config, grid, rank, bus, log } = options;
+  const { pp, dp } = grid.coordinates(rank);
+  const group = (name: string, ranks: number[]) => new ProcessGroup({ bus, name, ranks, rank, log });
+  const pipelineGroup = group(grid.groupName('pp', rank), grid.pipelineGroup(rank));
+  const dpGroup = group(grid.groupName('dp', rank), grid.dataGroup(rank));
+  const sharedWeights = new SharedWeights();
+  const groups = [pipelineGroup, dpGroup];
+  if (grid.inEmbeddingGroup(rank) && grid.pipeline > 1) {
+    const embeddingGroup = group(grid.embeddingGroupName(rank), grid.embeddingGroup(rank));
+    sharedWeights.register(embeddingGroup, [WORD_EMBEDDING]);
+    groups.push(embeddingGroup);
+  }
+  // A NATS publish before the peer has subscribed is lost: meet every member once before any message.
+  for (const g of groups) await g.ready();
+
+  const layers = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks)[pp];
+  log(`stage ${pp}: layers ${layers.map(([start, end]) => `[${start}, ${end})`).join(' ')}`);
+  const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: layers, pipelineGroup, stageRanks: grid.pipelineGroup(rank) });
+  const params = new Map<string, tf.Variable>();
+  for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
+  await sharedWeights.synchronizeValues(params);
+  const optimizer = new AdamOptimizer(config.optimizer);
+  const sampler = new BatchSampler({
+    numSamples: options.dataset.numSamples,
+    globalBatchSize: config.batchSize * grid.data * config.gradientAccumulation,
+    seed: config.seed,
+    shuffle: config.data.shuffle,
+    dropLast: config.data.dropLast,
+  });
+  const context = {
+    config,
+    dataset: options.dataset,
+    sampler,
+    stage,
+    params,
+    optimizer,
+    sharedWeights,
+    dataParallel: { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') },
+  };
+  try {
+    for (let step = 0; ; step++) {
+      const go = await options.gate(step);
+      if (go.action === 'stop' || step >= options.totalSteps) break;
+      if (go.ops === undefined) throw new Error(`the scheduler sent no pipeline ops for step ${step + 1}`);
+      const started = performance.now();
+      const ops = go.ops.map(([kind, microBatch, chunk]) => ({ kind, microBatch, chunk }));
+      const result = await runPipelineStep(context, step, ops);
+      options.onStep({ step: step + 1, loss: result.loss, gradNorm: result.gradNorm, stepMs: performance.now() - started, samples: result.samples });
+    }
+    const tied = params.get(WORD_EMBEDDING);
+    if (tied !== undefined && grid.pipeline > 1) {
+      // Lets a person (and the tests) see that the SharedWeight copies ended bit-identical.
+      const bytes = new Uint8Array((tied.dataSync() as Float32Array).buffer.slice(0));
+      log(`tied word embedding sha256 ${createHash('sha256').update(bytes).digest('hex')}`);
+    }
+  } finally {
+    stage.dispose();
+    optimizer.dispose();
+    for (const g of groups) g.close();
+  }
+}
