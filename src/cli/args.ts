@@ -9,6 +9,8 @@ import { parseOverrides } from '../config/overrides.ts';
 import { describeDefault, listKeys, TRAIN_SCHEMA } from '../config/schema.ts';
 import { closestMatch } from '../config/suggest.ts';
 import type { BackendName } from '../config/types.ts';
+import { buildSchedule, ScheduleError, SCHEDULE_KINDS, type ScheduleKind } from '../scheduler/schedules.ts';
+import { MODEL_PRESETS } from '../model/config.ts';
 
 const PROGRAM = 'gpt-hybrid';
 const BACKENDS: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
@@ -45,7 +47,31 @@ export interface CtlCommand {
   timeoutMs: number;
 }
 
-export type CliCommand = TrainCommand | CtlCommand | { command: 'help'; text: string } | { command: 'version' };
+export interface PlanCommand {
+  command: 'plan';
+  /** Absent: plan `model` with default settings. */
+  configPath?: string;
+  /** A model preset: replaces the config's model.preset, or alone, is what gets planned. */
+  model?: string;
+  sets: string[];
+  json: boolean;
+  /** For `parallel.data: "auto"`: the world is nnodes x nprocPerNode. */
+  nnodes: number;
+  nprocPerNode?: number;
+}
+
+export interface ScheduleCommand {
+  command: 'schedule';
+  kind: ScheduleKind;
+  stages: number;
+  microBatches: number;
+  chunks: number;
+  json: boolean;
+  /** Where to write the SVG timeline. */
+  svg?: string;
+}
+
+export type CliCommand = TrainCommand | CtlCommand | PlanCommand | ScheduleCommand | { command: 'help'; text: string } | { command: 'version' };
 
 /** A command line that cannot be run: the message says what is wrong, then shows the usage. */
 export class UsageError extends Error {
@@ -146,7 +172,116 @@ const COMMANDS: Record<string, CommandSpec> = {
     examples: [`${PROGRAM} ctl runs/tiny status`, `${PROGRAM} ctl tiny-3f9a2c pause --nats nats://10.0.0.5:4222`],
     build: buildCtl,
   },
+  plan: {
+    summary: 'show each rank\'s layers, parameters and memory, without building the model',
+    usage: '[config.json] [--model PRESET] [--set KEY=VALUE ...] [--json]',
+    description:
+      'Plans a training job: for every rank of the data x pipeline x tensor grid, its coordinates, layer\n' +
+      'ranges, parameter share and bytes (weights, gradients, Adam state, activations), plus the whole\n' +
+      "model's parameter count by Megatron's formula. Nothing is allocated, so GPT-3 plans in a blink.\n" +
+      'With --model alone, plans that preset with default settings (choosing numMicroBatches and\n' +
+      'batchSize a pipeline needs when not set, and saying so). The data file is not read.',
+    options: {
+      model: { type: 'string', placeholder: 'PRESET', doc: `model preset: ${Object.keys(MODEL_PRESETS).join(' | ')}` },
+      set: { type: 'string', multiple: true, placeholder: 'KEY=VALUE', doc: 'override a config key; repeat it for several, applied in order' },
+      json: { type: 'boolean', doc: 'print the plan as JSON' },
+      nnodes: { type: 'string', placeholder: 'N', doc: 'nodes, for parallel.data "auto" [1]' },
+      'nproc-per-node': { type: 'string', placeholder: 'N', doc: 'processes per node, for parallel.data "auto"' },
+    },
+    moreHelp: () => OVERRIDES_HELP,
+    examples: [
+      `${PROGRAM} plan --model gpt3 --set parallel.pipeline=8 --set parallel.tensor.size=8`,
+      `${PROGRAM} plan tiny.json --set parallel.pipeline=2 --set numMicroBatches=4 --json`,
+    ],
+    build: buildPlan,
+  },
+  schedule: {
+    summary: 'print a pipeline schedule (gpipe, 1f1b, interleaved) as a chart, JSON or SVG timeline',
+    usage: `--kind ${SCHEDULE_KINDS.join('|')} --stages P --microbatches M [--chunks V] [--json] [--svg FILE]`,
+    description:
+      'Prints the order in which each pipeline stage runs the forward (F) and backward (B) passes of\n' +
+      'the micro-batches in one step: a chart with stages as rows and time slots as columns (every op\n' +
+      'one slot, . = idle), then each stage\'s bubble next to the theoretical (p - 1) / (m + p - 1)\n' +
+      '(divided by the chunks for interleaved). Ops read F3 (forward of micro-batch 3) or B0.1\n' +
+      '(backward of micro-batch 0 through model chunk 1). The interleaved schedule needs the\n' +
+      'micro-batches to be a multiple of the stages.',
+    options: {
+      kind: { type: 'string', placeholder: 'KIND', doc: `${SCHEDULE_KINDS.join(' | ')}` },
+      stages: { type: 'string', placeholder: 'P', doc: 'pipeline stages' },
+      microbatches: { type: 'string', placeholder: 'M', doc: 'micro-batches per step' },
+      chunks: { type: 'string', placeholder: 'V', doc: 'model chunks per stage (interleaved only) [1]' },
+      json: { type: 'boolean', doc: 'print {"kind","stages","microbatches","chunks","ops"}; ops[s] lists\nstage s\'s ops as ["F"|"B", microbatch, chunk]' },
+      svg: { type: 'string', placeholder: 'FILE', doc: 'also write the timeline as SVG (backward twice as long as forward)' },
+    },
+    examples: [
+      `${PROGRAM} schedule --kind 1f1b --stages 4 --microbatches 8`,
+      `${PROGRAM} schedule --kind interleaved --stages 4 --microbatches 8 --chunks 2 --svg interleaved.svg`,
+      `${PROGRAM} schedule --kind gpipe --stages 2 --microbatches 4 --json`,
+    ],
+    build: buildScheduleCommand,
+  },
 };
+
+function buildScheduleCommand(values: ParsedValues, positionals: string[], usage: string): ScheduleCommand {
+  if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}; schedule takes only options`, usage);
+  const kind = values.kind as string | undefined;
+  if (kind === undefined) throw new UsageError(`schedule needs --kind ${SCHEDULE_KINDS.join('|')}`, usage);
+  if (!(SCHEDULE_KINDS as readonly string[]).includes(kind)) {
+    const guess = closestMatch(kind, SCHEDULE_KINDS);
+    throw new UsageError(`unknown schedule kind "${kind}"; ${guess === undefined ? `use one of ${SCHEDULE_KINDS.join(', ')}` : `did you mean "${guess}"?`}`, usage);
+  }
+  const stages = positiveInteger(values.stages as string | undefined, '--stages', usage);
+  const microBatches = positiveInteger(values.microbatches as string | undefined, '--microbatches', usage);
+  if (stages === undefined || microBatches === undefined) throw new UsageError(`schedule needs ${stages === undefined ? '--stages P' : '--microbatches M'}`, usage);
+  const command: ScheduleCommand = {
+    command: 'schedule',
+    kind: kind as ScheduleKind,
+    stages,
+    microBatches,
+    chunks: positiveInteger(values.chunks as string | undefined, '--chunks', usage) ?? 1,
+    json: values.json === true,
+  };
+  const svg = values.svg as string | undefined;
+  if (svg !== undefined) {
+    if (svg === '') throw new UsageError('--svg needs a file name, got an empty string', usage);
+    command.svg = svg;
+  }
+  try {
+    buildSchedule(command.kind, stages, microBatches, command.chunks);
+  } catch (error) {
+    if (!(error instanceof ScheduleError)) throw error;
+    throw new UsageError(error.message, usage);
+  }
+  return command;
+}
+
+function buildPlan(values: ParsedValues, positionals: string[], usage: string): PlanCommand {
+  const [configPath, ...extra] = positionals;
+  if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}; plan takes at most one config file`, usage);
+  const model = values.model as string | undefined;
+  if (configPath === undefined && model === undefined) throw new UsageError('plan needs a config file or --model PRESET', usage);
+  if (model !== undefined && !Object.hasOwn(MODEL_PRESETS, model)) {
+    const guess = closestMatch(model, Object.keys(MODEL_PRESETS));
+    throw new UsageError(`unknown model preset "${model}"; ${guess === undefined ? `choose one of ${Object.keys(MODEL_PRESETS).join(', ')}` : `did you mean "${guess}"?`}`, usage);
+  }
+  const command: PlanCommand = {
+    command: 'plan',
+    sets: (values.set as string[] | undefined) ?? [],
+    json: values.json === true,
+    nnodes: positiveInteger(values.nnodes as string | undefined, '--nnodes', usage) ?? 1,
+  };
+  if (configPath !== undefined) command.configPath = configPath;
+  if (model !== undefined) command.model = model;
+  const nproc = positiveInteger(values['nproc-per-node'] as string | undefined, '--nproc-per-node', usage);
+  if (nproc !== undefined) command.nprocPerNode = nproc;
+  try {
+    parseOverrides(command.sets);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new UsageError(error.problems.map((p) => `${p.path}: ${p.message}`).join('\n'), usage);
+  }
+  return command;
+}
 
 function positiveInteger(value: string | undefined, flag: string, usage: string, minimum = 1): number | undefined {
   if (value === undefined) return undefined;

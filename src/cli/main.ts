@@ -21,6 +21,10 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await (await import('./train.ts')).runTrain(command);
       case 'ctl':
         return await (await import('./ctl.ts')).runCtl(command);
+      case 'plan':
+        return await (await import('./plan.ts')).runPlan(command);
+      case 'schedule':
+        return (await import('./schedule.ts')).runSchedule(command);
     }
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {

@@ -86,7 +86,8 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
     const tied = params.get(WORD_EMBEDDING);
     if (tied !== undefined && grid.pipeline > 1) {
       // Lets a person (and the tests) see that the SharedWeight copies ended bit-identical.
-      const bytes = new Uint8Array((tied.dataSync() as Float32Array).buffer.slice(0));
+      const values = tied.dataSync() as Float32Array;
+      const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
       log(`tied word embedding sha256 ${createHash('sha256').update(bytes).digest('hex')}`);
     }
   } finally {
