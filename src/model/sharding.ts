@@ -141,7 +141,7 @@ export interface ShardedParam {
 }
 
 export interface RankLayout {
-  /** The rank's [start, end) layer ranges, one per model chunk (see partitionUniform). */
+  /** The rank's [start, end) layer ranges, one per model chunk (see partitionUniform in src/scheduler/partition.ts). */
   layerRanges: ReadonlyArray<readonly [number, number]>;
   tp: number;
   tpRank: number;
