@@ -20,6 +20,7 @@ import { ParallelGrid } from '../parallel/grid.ts';
 import { buildSchedule } from '../scheduler/schedules.ts';
 import { validateSchedule } from '../scheduler/validate.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
+import { mergeTraceParts } from '../stages/trace.ts';
 import { Coordinator } from './coordinator.ts';
 import { resolveNats } from './nats-url.ts';
 import { SUBJECTS } from './subjects.ts';
@@ -139,7 +140,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: {
         ...process.env,
-        ...workerEnvironmentVariables({ jobId, natsUrl: nats.url, rank, world: grid.world, node: nodeRank, configPath: configFile, totalSteps }),
+        ...workerEnvironmentVariables({ jobId, natsUrl: nats.url, rank, world: grid.world, node: nodeRank, configPath: configFile, totalSteps, outDir: options.outDir }),
       },
     });
     children.set(rank, child);
@@ -177,6 +178,8 @@ export async function launch(options: LaunchOptions): Promise<number> {
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   await waitForExit([...children.values()], GRACE_MS);
+  const trace = mergeTraceParts(options.outDir);
+  if (trace !== undefined) log(`timeline of every rank: ${trace} (open it in Perfetto or chrome://tracing)`);
   for (const timer of killTimers) clearTimeout(timer);
   coordinator?.close();
   await bus.flush().catch(() => undefined);

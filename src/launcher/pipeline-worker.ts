@@ -16,6 +16,8 @@ import { partitionUniform } from '../scheduler/partition.ts';
 import { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { runPipelineStep } from '../stages/pipeline-step.ts';
 import { PipelineStage } from '../stages/stage.ts';
+import { TraceRecorder } from '../stages/trace.ts';
+import { theoreticalBubble } from '../scheduler/measure.ts';
 import type * as tf from '../tf.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 
@@ -29,6 +31,8 @@ export interface PipelineWorkerOptions {
   log: (line: string) => void;
   /** Asks the coordinator whether to run `step`; the answer carries this stage's ops. */
   gate: (step: number) => Promise<StepGoMessage>;
+  /** Where this rank's part of trace.json goes. */
+  outDir: string;
   /** After each step: 1-based step, this rank's view of the loss (the global mean on the last stage). */
   onStep: (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number }) => void;
 }
@@ -51,7 +55,8 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
 
   const layers = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks)[pp];
   log(`stage ${pp}: layers ${layers.map(([start, end]) => `[${start}, ${end})`).join(' ')}`);
-  const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: layers, pipelineGroup, stageRanks: grid.pipelineGroup(rank) });
+  const trace = new TraceRecorder(rank, `rank ${rank}: stage ${pp}${grid.data > 1 ? `, replica ${dp}` : ''}`);
+  const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: layers, pipelineGroup, stageRanks: grid.pipelineGroup(rank), trace });
   const params = new Map<string, tf.Variable>();
   for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
   await sharedWeights.synchronizeValues(params);
@@ -72,7 +77,10 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
     optimizer,
     sharedWeights,
     dataParallel: { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') },
+    trace,
   };
+  // Bubble = the part of the pipeline phase (first op to last op of a step) this stage spends not computing.
+  const bubbles: number[] = [];
   try {
     for (let step = 0; ; step++) {
       const go = await options.gate(step);
@@ -81,8 +89,22 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
       const started = performance.now();
       const ops = go.ops.map(([kind, microBatch, chunk]) => ({ kind, microBatch, chunk }));
       const result = await runPipelineStep(context, step, ops);
+      const phase = trace.events.filter((e) => e.ph === 'X' && e.cat === 'compute' && e.name !== 'optimizer step' && e.args?.step === step + 1);
+      if (phase.length > 0) {
+        const first = Math.min(...phase.map((e) => e.ts));
+        const last = Math.max(...phase.map((e) => e.ts + (e.dur ?? 0)));
+        bubbles.push(1 - (stage.stepComputeMs * 1000) / Math.max(last - first, 1));
+      }
       options.onStep({ step: step + 1, loss: result.loss, gradNorm: result.gradNorm, stepMs: performance.now() - started, samples: result.samples });
     }
+    // The first step pays one-time costs (kernel warm-up, heap growth): measure from the second on.
+    const measured = bubbles.length > 1 ? bubbles.slice(1) : bubbles;
+    if (measured.length > 0) {
+      const mean = measured.reduce((a, b) => a + b, 0) / measured.length;
+      const theory = theoreticalBubble(grid.pipeline, config.numMicroBatches, config.numChunks);
+      log(`stage ${pp}: measured bubble ${mean.toFixed(3)}, theoretical ${theory.toFixed(3)} (${config.schedule}, p=${grid.pipeline}, m=${config.numMicroBatches}, chunks=${config.numChunks})`);
+    }
+    trace.writePart(options.outDir);
     const tied = params.get(WORD_EMBEDDING);
     if (tied !== undefined && grid.pipeline > 1) {
       // Lets a person (and the tests) see that the SharedWeight copies ended bit-identical.

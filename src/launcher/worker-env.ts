@@ -12,6 +12,8 @@ export interface WorkerEnvironment {
   /** The resolved config (JSON file written by the launcher). */
   configPath: string;
   totalSteps: number;
+  /** The run folder on this node (traces go there). */
+  outDir: string;
 }
 
 const NAMES = {
@@ -22,6 +24,7 @@ const NAMES = {
   node: 'GPT_HYBRID_NODE_RANK',
   configPath: 'GPT_HYBRID_CONFIG',
   totalSteps: 'GPT_HYBRID_TOTAL_STEPS',
+  outDir: 'GPT_HYBRID_OUT_DIR',
 } as const;
 
 export function workerEnvironmentVariables(env: WorkerEnvironment): Record<string, string> {
@@ -51,6 +54,7 @@ export function readWorkerEnvironment(source: NodeJS.ProcessEnv = process.env): 
     node: integer('node'),
     configPath: text('configPath'),
     totalSteps: integer('totalSteps'),
+    outDir: text('outDir'),
   };
   if (env.rank >= env.world) throw new Error(`${NAMES.rank}=${env.rank} is not below ${NAMES.world}=${env.world}`);
   return env;

@@ -103,7 +103,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} });
     state = 'ready';
     if (grid.pipeline > 1) {
-      await trainPipelineRank({ config, grid, rank: env.rank, bus, dataset, totalSteps: env.totalSteps, log, gate, onStep: report });
+      await trainPipelineRank({ config, grid, rank: env.rank, bus, dataset, totalSteps: env.totalSteps, log, gate, onStep: report, outDir: env.outDir });
     } else {
       await trainDataParallelRank(dataset, report, gate);
     }

@@ -14,6 +14,7 @@ import type { AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
 import type { StageOp } from './ops.ts';
 import type { PipelineStage } from './stage.ts';
+import { wallClockMs, type TraceRecorder } from './trace.ts';
 
 export interface PipelineStepContext {
   config: TrainConfig;
@@ -26,6 +27,7 @@ export interface PipelineStepContext {
   sharedWeights: SharedWeights;
   /** This replica's data-parallel rank and the reduction over its dp group (same stage, other replicas). */
   dataParallel: DataParallelRole;
+  trace?: TraceRecorder;
 }
 
 export interface PipelineStepResult {
@@ -57,7 +59,8 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
     for (const op of ops) await stage.run({ ...op, microBatch: op.microBatch + accumIndex * m }, (id) => batchOf(id - accumIndex * m));
   }
   const grads = stage.stepGradients;
-  await sharedWeights.reduceGradients(grads);
+  const span = <T>(name: string, work: () => Promise<T>): Promise<T> => (context.trace === undefined ? work() : context.trace.span(name, 'comm', { step: step + 1 }, work));
+  await span('all-reduce tied weights', () => sharedWeights.reduceGradients(grads));
   const names = [...params.keys()];
   const sizes = names.map((name) => grads.get(name)!.size);
   const flat = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1);
@@ -67,7 +70,7 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
     offset += sizes[i];
   });
   flat[offset] = stage.stepLossSum;
-  const reduced = dataParallel.size === 1 ? flat : await dataParallel.allReduce(flat);
+  const reduced = dataParallel.size === 1 ? flat : await span('all-reduce data parallel', () => dataParallel.allReduce(flat));
   const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
   const meanGrads = new Map<string, tf.Tensor>();
   offset = 0;
@@ -76,7 +79,9 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
     meanGrads.set(name, tf.tidy(() => tf.mul(tf.tensor(reduced.subarray(offset, offset + sizes[i]), shape, 'float32'), scale)));
     offset += sizes[i];
   });
+  const optimizerStart = wallClockMs();
   const { gradNorm } = optimizer.apply(params, meanGrads);
+  context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
   for (const grad of meanGrads.values()) grad.dispose();
   return { loss: reduced[offset] * scale, gradNorm, samples: globalBatch.length };
 }

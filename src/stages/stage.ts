@@ -18,6 +18,7 @@ import { GPT, type TokenBatch } from '../model/gpt.ts';
 import { sliceForLayers } from '../model/params.ts';
 import * as tf from '../tf.ts';
 import { formatOp, type StageOp } from './ops.ts';
+import { wallClockMs, type TraceRecorder } from './trace.ts';
 
 export interface StageOptions {
   config: TrainConfig;
@@ -30,8 +31,8 @@ export interface StageOptions {
   pipelineGroup: ProcessGroup;
   /** Global rank of each pipeline rank of this replica. */
   stageRanks: number[];
-  /** Timeline hook: every op's start and end (for traces and bubble measurement). */
-  onOpDone?: (op: StageOp, startMs: number, endMs: number) => void;
+  /** Where forward, backward, send and receive events go. */
+  trace?: TraceRecorder;
 }
 
 interface SavedInput {
@@ -46,6 +47,7 @@ export class PipelineStage {
   private readonly saved = new Map<string, SavedInput>();
   private gradSums = new Map<string, tf.Tensor>();
   private lossSum = 0;
+  private computeMs = 0;
   private step = 0;
 
   constructor(private readonly options: StageOptions) {
@@ -62,16 +64,39 @@ export class PipelineStage {
   beginStep(step: number): void {
     this.step = step;
     this.lossSum = 0;
+    this.computeMs = 0;
     for (const grad of this.gradSums.values()) grad.dispose();
     this.gradSums = new Map();
   }
 
   /** Runs one op; `batchOf(microBatch)` gives the tokens (every stage reads them: masks and labels). */
   async run(op: StageOp, batchOf: (microBatch: number) => TokenBatch): Promise<void> {
-    const started = performance.now();
     if (op.kind === 'F') await this.forward(op, batchOf(op.microBatch));
     else await this.backward(op, batchOf(op.microBatch));
-    this.options.onOpDone?.(op, started, performance.now());
+  }
+
+  /** Time spent computing forwards and backwards since the step began (the complement of the bubble). */
+  get stepComputeMs(): number {
+    return this.computeMs;
+  }
+
+  private compute<T>(op: StageOp, work: () => T): T {
+    const start = wallClockMs();
+    const result = work();
+    const end = wallClockMs();
+    this.computeMs += end - start;
+    this.options.trace?.record(op.kind === 'F' ? 'forward' : 'backward', 'compute', start, end, this.args(op));
+    return result;
+  }
+
+  private args(op: StageOp): Record<string, number> {
+    return { step: this.step + 1, microBatch: op.microBatch, chunk: op.chunk };
+  }
+
+  private send(op: StageOp, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): void {
+    const start = wallClockMs();
+    this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), tensor.dataSync() as Float32Array, tensor.shape);
+    this.options.trace?.record(kind === 'act' ? 'send activation' : 'send gradient', 'comm', start, wallClockMs(), { ...this.args(op), to });
   }
 
   /** Sum of this stage's micro-batch losses in this step (non-zero only on the last virtual stage). */
@@ -104,8 +129,10 @@ export class PipelineStage {
 
   private async receive(kind: 'act' | 'grad', op: StageOp, from: number, virtual: number): Promise<tf.Tensor> {
     const what = kind === 'act' ? 'activation' : 'output gradient';
+    const start = wallClockMs();
     try {
       const { values, shape } = await this.options.pipelineGroup.recv(from, this.tag(kind, op.microBatch, virtual));
+      this.options.trace?.record(kind === 'act' ? 'receive activation' : 'receive gradient', 'comm', start, wallClockMs(), { ...this.args(op), from });
       return tf.tensor(values, shape, 'float32');
     } catch (error) {
       throw new Error(
@@ -120,11 +147,15 @@ export class PipelineStage {
     const model = this.chunks[op.chunk];
     const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual)) as tf.Tensor3D);
     this.saved.set(`${op.microBatch}.${op.chunk}`, { hidden });
-    const output = tf.tidy(() => model.forward(batch, hidden, {}));
+    const output = this.compute(op, () => {
+      const out = tf.tidy(() => model.forward(batch, hidden, {}));
+      out.dataSync();
+      return out;
+    });
     if (virtual === this.virtualStages - 1) {
       this.lossSum += output.dataSync()[0];
     } else {
-      this.options.pipelineGroup.send(this.rankOfVirtual(virtual + 1), this.tag('act', op.microBatch, virtual + 1), output.dataSync() as Float32Array, output.shape);
+      this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, output);
     }
     output.dispose();
   }
@@ -140,11 +171,15 @@ export class PipelineStage {
     const outputGrad = last ? undefined : await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual);
     const input = saved.hidden === undefined ? undefined : tf.variable(saved.hidden, true);
     const variables = model.variables();
-    const { value, grads } = tf.variableGrads(() => {
-      const output = model.forward(batch, input as tf.Tensor3D | undefined, {});
-      // The loss itself on the last virtual stage; elsewhere the VJP with the received gradient.
-      return (last ? output : tf.sum(tf.mul(output, outputGrad!))) as tf.Scalar;
-    }, input === undefined ? variables : [...variables, input]);
+    const { value, grads } = this.compute(op, () => {
+      const result = tf.variableGrads(() => {
+        const output = model.forward(batch, input as tf.Tensor3D | undefined, {});
+        // The loss itself on the last virtual stage; elsewhere the VJP with the received gradient.
+        return (last ? output : tf.sum(tf.mul(output, outputGrad!))) as tf.Scalar;
+      }, input === undefined ? variables : [...variables, input]);
+      result.value.dataSync();
+      return result;
+    });
     value.dispose();
     outputGrad?.dispose();
     model.specs.forEach((spec, index) => {
@@ -158,7 +193,7 @@ export class PipelineStage {
     });
     if (input !== undefined) {
       const inputGrad = grads[input.name];
-      this.options.pipelineGroup.send(this.rankOfVirtual(virtual - 1), this.tag('grad', op.microBatch, virtual - 1), inputGrad.dataSync() as Float32Array, inputGrad.shape);
+      this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
       inputGrad.dispose();
       input.dispose();
     }

@@ -162,3 +162,16 @@ test('launch - a worker that stops answering (SIGSTOP) is named within 10 s and 
     job.child.kill('SIGKILL');
   }
 });
+
+test('pipeline - 2 stages under 1f1b and interleaved equal the single-process run; tied embeddings bit-identical', async () => {
+  for (const schedule of [['--set', 'schedule=1f1b'], ['--set', 'schedule=interleaved', '--set', 'numChunks=2']]) {
+    const out = outDir(`pp2-${schedule[1]}`);
+    const { code, output } = await runCli(['train', config, '--out', out, '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=4', ...schedule, '--nats', server.url]);
+    assert.equal(code, 0, output);
+    assertSameLosses(losses(join(out, 'metrics.jsonl'), read), reference);
+    const checksums = [...output.matchAll(/\[rank (\d)\] tied word embedding sha256 ([0-9a-f]{64})/g)].map((m) => [Number(m[1]), m[2]]);
+    assert.equal(checksums.length, 2, output);
+    assert.notEqual(checksums[0][0], checksums[1][0]);
+    assert.equal(checksums[0][1], checksums[1][1], 'the first and last stage hold different word embeddings');
+  }
+});
