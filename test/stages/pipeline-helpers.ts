@@ -7,6 +7,7 @@ import { BatchSampler } from '../../src/dataset/sampler.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../../src/model/params.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
+import { partitionUniform } from '../../src/scheduler/partition.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import type { StageOp } from '../../src/stages/ops.ts';
 import { runPipelineStep } from '../../src/stages/pipeline-step.ts';
@@ -20,14 +21,6 @@ export interface PipelineRun {
   embeddings: Map<number, Float32Array>;
 }
 
-/** Layer ranges per (rank, chunk): virtual stage v = c * P + r gets an even share, remainder first. */
-export function evenPartition(numLayers: number, stages: number, chunks: number): [number, number][][] {
-  const virtual = stages * chunks;
-  const bounds: number[] = [0];
-  for (let v = 0; v < virtual; v++) bounds.push(bounds[v] + Math.floor(numLayers / virtual) + (v < numLayers % virtual ? 1 : 0));
-  return Array.from({ length: stages }, (_, r) => Array.from({ length: chunks }, (_, c) => [bounds[c * stages + r], bounds[c * stages + r + 1]] as [number, number]));
-}
-
 export async function runPipeline(
   config: TrainConfig,
   dataset: TokenizedDataset,
@@ -36,7 +29,7 @@ export async function runPipeline(
 ): Promise<PipelineRun> {
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: 1 });
   const network = new LocalNetwork(64 * 1024);
-  const partition = evenPartition(config.model.numLayers, grid.pipeline, config.numChunks);
+  const partition = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks);
   const sampler = new BatchSampler({
     numSamples: dataset.numSamples,
     globalBatchSize: config.batchSize * grid.data * config.gradientAccumulation,

@@ -8,7 +8,8 @@ import { GPT } from '../../src/model/gpt.ts';
 import { fullModelSlice } from '../../src/model/params.ts';
 import type { StageOp } from '../../src/stages/ops.ts';
 import { Trainer } from '../../src/train/trainer.ts';
-import { evenPartition, runPipeline } from './pipeline-helpers.ts';
+import { buildSchedule } from '../../src/scheduler/schedules.ts';
+import { runPipeline } from './pipeline-helpers.ts';
 
 before(async () => {
   await initBackend('cpu', () => {});
@@ -49,39 +50,35 @@ async function reference(batchSize: number): Promise<number[]> {
   return losses;
 }
 
-/** GPipe order over virtual stages: every forward (chunk-major), then every backward in reverse. */
-function gpipeOps(micro: number, chunks: number): StageOp[] {
-  const ops: StageOp[] = [];
-  for (let chunk = 0; chunk < chunks; chunk++) for (let mb = 0; mb < micro; mb++) ops.push({ kind: 'F', microBatch: mb, chunk });
-  for (let chunk = chunks - 1; chunk >= 0; chunk--) for (let mb = micro - 1; mb >= 0; mb--) ops.push({ kind: 'B', microBatch: mb, chunk });
-  return ops;
-}
+/** The scheduler's ops for one pipeline rank. */
+const opsOf = (kind: 'gpipe' | '1f1b' | 'interleaved', stages: number, micro: number, chunks = 1) => {
+  const schedule = buildSchedule(kind, stages, micro, chunks);
+  return (rank: number): StageOp[] => schedule.ops[rank].map((op) => ({ ...op }));
+};
 
 function assertClose(actual: number[], expected: number[]) {
   assert.equal(actual.length, expected.length);
   actual.forEach((loss, i) => assert.ok(Math.abs(loss - expected[i]) <= 1e-4 * Math.abs(expected[i]), `step ${i + 1}: ${loss} vs ${expected[i]}`));
 }
 
-test('partition - even split over virtual stages', () => {
-  assert.deepEqual(evenPartition(8, 2, 2), [[[0, 2], [4, 6]], [[2, 4], [6, 8]]]);
-});
-
-test('pipeline - 2 stages, 4 micro-batches: same losses as one process; tied embeddings bit-identical', async () => {
+test('pipeline - 2 stages, 4 micro-batches, gpipe and 1f1b: same losses as one process; tied embeddings bit-identical', async () => {
   const expected = await reference(4);
-  const run = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4 }), dataset, 3, () => gpipeOps(4, 1));
-  assertClose(run.losses, expected);
-  assert.deepEqual([...run.embeddings.keys()], [0, 1]);
-  assert.deepEqual(run.embeddings.get(0), run.embeddings.get(1));
+  for (const kind of ['gpipe', '1f1b'] as const) {
+    const run = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, schedule: kind }), dataset, 3, opsOf(kind, 2, 4));
+    assertClose(run.losses, expected);
+    assert.deepEqual([...run.embeddings.keys()], [0, 1]);
+    assert.deepEqual(run.embeddings.get(0), run.embeddings.get(1));
+  }
 });
 
 test('pipeline - 2 stages x 2 chunks (interleaved layout) and 4 stages', async () => {
   const expected = await reference(4);
-  assertClose((await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, numChunks: 2 }), dataset, 3, () => gpipeOps(4, 2))).losses, expected);
-  assertClose((await runPipeline(config({ parallel: { pipeline: 4 }, numMicroBatches: 4 }), dataset, 3, () => gpipeOps(4, 1))).losses, expected);
+  assertClose((await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, numChunks: 2 }), dataset, 3, opsOf('interleaved', 2, 4, 2))).losses, expected);
+  assertClose((await runPipeline(config({ parallel: { pipeline: 4 }, numMicroBatches: 4 }), dataset, 3, opsOf('1f1b', 4, 4))).losses, expected);
 });
 
 test('pipeline - data 2 x pipeline 2 equals one process', async () => {
   const expected = await reference(4);
-  const run = await runPipeline(config({ parallel: { pipeline: 2, data: 2 }, batchSize: 2, numMicroBatches: 2 }), dataset, 3, () => gpipeOps(2, 1));
+  const run = await runPipeline(config({ parallel: { pipeline: 2, data: 2 }, batchSize: 2, numMicroBatches: 2 }), dataset, 3, opsOf('1f1b', 2, 2));
   assertClose(run.losses, expected);
 });
