@@ -14,11 +14,12 @@ import { Bus } from '../comm/bus.ts';
 import type { StepDoneMessage, WireStageOp } from '../comm/messages.ts';
 import { connectNats } from '../comm/nats-transport.ts';
 import type { TrainConfig } from '../config/types.ts';
-import { BatchSampler } from '../dataset/sampler.ts';
+import type { BatchSampler } from '../dataset/sampler.ts';
 import { loadWebtextDataset } from '../dataset/webtext.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import { buildSchedule } from '../scheduler/schedules.ts';
 import { validateSchedule } from '../scheduler/validate.ts';
+import { globalBatchSampler } from '../train/global-batch.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
 import { mergeTraceParts } from '../stages/trace.ts';
 import { Coordinator } from './coordinator.ts';
@@ -62,13 +63,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
 
   // Tokenize here once: the workers then read the cache instead of racing to build it.
   const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
-  const sampler = new BatchSampler({
-    numSamples: dataset.numSamples,
-    globalBatchSize: config.batchSize * grid.data * config.gradientAccumulation,
-    seed: config.seed,
-    shuffle: config.data.shuffle,
-    dropLast: config.data.dropLast,
-  });
+  const sampler = globalBatchSampler(config, dataset.numSamples);
   const totalSteps = options.steps ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
 
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');

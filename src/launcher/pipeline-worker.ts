@@ -8,7 +8,6 @@ import type { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
 import type { StepGoMessage } from '../comm/messages.ts';
 import type { TrainConfig } from '../config/types.ts';
-import { BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../model/params.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
@@ -19,6 +18,7 @@ import { PipelineStage } from '../stages/stage.ts';
 import { TraceRecorder } from '../stages/trace.ts';
 import { theoreticalBubble } from '../scheduler/measure.ts';
 import type * as tf from '../tf.ts';
+import { globalBatchSampler } from '../train/global-batch.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 
 export interface PipelineWorkerOptions {
@@ -61,13 +61,7 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
   for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
   await sharedWeights.synchronizeValues(params);
   const optimizer = new AdamOptimizer(config.optimizer);
-  const sampler = new BatchSampler({
-    numSamples: options.dataset.numSamples,
-    globalBatchSize: config.batchSize * grid.data * config.gradientAccumulation,
-    seed: config.seed,
-    shuffle: config.data.shuffle,
-    dropLast: config.data.dropLast,
-  });
+  const sampler = globalBatchSampler(config, options.dataset.numSamples);
   const context = {
     config,
     dataset: options.dataset,

@@ -5,14 +5,15 @@
  * scaled once by 1 / (micro-batches x accumulation rounds x dp).
  */
 import type { TrainConfig } from '../config/types.ts';
+import type * as tf from '../tf.ts';
 import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { TokenBatch } from '../model/gpt.ts';
 import type { SharedWeights } from '../shared-weights/shared-weights.ts';
-import * as tf from '../tf.ts';
+import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
 import type { AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
-import type { StageOp } from './ops.ts';
+import type { PipelineOp } from '../scheduler/ops.ts';
 import type { PipelineStage } from './stage.ts';
 import { wallClockMs, type TraceRecorder } from './trace.ts';
 
@@ -37,7 +38,7 @@ export interface PipelineStepResult {
   samples: number;
 }
 
-export async function runPipelineStep(context: PipelineStepContext, step: number, ops: StageOp[]): Promise<PipelineStepResult> {
+export async function runPipelineStep(context: PipelineStepContext, step: number, ops: PipelineOp[]): Promise<PipelineStepResult> {
   const { config, dataset, sampler, stage, params, optimizer, sharedWeights, dataParallel } = context;
   const globalBatch = sampler.globalBatch(step);
   stage.beginStep(step);
@@ -61,27 +62,12 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
   const grads = stage.stepGradients;
   const span = <T>(name: string, work: () => Promise<T>): Promise<T> => (context.trace === undefined ? work() : context.trace.span(name, 'comm', { step: step + 1 }, work));
   await span('all-reduce tied weights', () => sharedWeights.reduceGradients(grads));
-  const names = [...params.keys()];
-  const sizes = names.map((name) => grads.get(name)!.size);
-  const flat = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1);
-  let offset = 0;
-  names.forEach((name, i) => {
-    flat.set(grads.get(name)!.dataSync() as Float32Array, offset);
-    offset += sizes[i];
-  });
-  flat[offset] = stage.stepLossSum;
-  const reduced = dataParallel.size === 1 ? flat : await span('all-reduce data parallel', () => dataParallel.allReduce(flat));
   const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
-  const meanGrads = new Map<string, tf.Tensor>();
-  offset = 0;
-  names.forEach((name, i) => {
-    const shape = grads.get(name)!.shape;
-    meanGrads.set(name, tf.tidy(() => tf.mul(tf.tensor(reduced.subarray(offset, offset + sizes[i]), shape, 'float32'), scale)));
-    offset += sizes[i];
-  });
+  const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
+  const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
   const optimizerStart = wallClockMs();
-  const { gradNorm } = optimizer.apply(params, meanGrads);
+  const { gradNorm } = optimizer.apply(params, means.grads);
   context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
-  for (const grad of meanGrads.values()) grad.dispose();
-  return { loss: reduced[offset] * scale, gradNorm, samples: globalBatch.length };
+  for (const grad of means.grads.values()) grad.dispose();
+  return { loss: means.loss, gradNorm, samples: globalBatch.length };
 }

@@ -17,7 +17,7 @@ import type { TrainConfig } from '../config/types.ts';
 import { GPT, type TokenBatch } from '../model/gpt.ts';
 import { sliceForLayers } from '../model/params.ts';
 import * as tf from '../tf.ts';
-import { formatOp, type StageOp } from './ops.ts';
+import { formatOp, type PipelineOp } from '../scheduler/ops.ts';
 import { wallClockMs, type TraceRecorder } from './trace.ts';
 
 export interface StageOptions {
@@ -70,7 +70,7 @@ export class PipelineStage {
   }
 
   /** Runs one op; `batchOf(microBatch)` gives the tokens (every stage reads them: masks and labels). */
-  async run(op: StageOp, batchOf: (microBatch: number) => TokenBatch): Promise<void> {
+  async run(op: PipelineOp, batchOf: (microBatch: number) => TokenBatch): Promise<void> {
     if (op.kind === 'F') await this.forward(op, batchOf(op.microBatch));
     else await this.backward(op, batchOf(op.microBatch));
   }
@@ -80,7 +80,7 @@ export class PipelineStage {
     return this.computeMs;
   }
 
-  private compute<T>(op: StageOp, work: () => T): T {
+  private compute<T>(op: PipelineOp, work: () => T): T {
     const start = wallClockMs();
     const result = work();
     const end = wallClockMs();
@@ -89,11 +89,11 @@ export class PipelineStage {
     return result;
   }
 
-  private args(op: StageOp): Record<string, number> {
+  private args(op: PipelineOp): Record<string, number> {
     return { step: this.step + 1, microBatch: op.microBatch, chunk: op.chunk };
   }
 
-  private send(op: StageOp, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): void {
+  private send(op: PipelineOp, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): void {
     const start = wallClockMs();
     this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), tensor.dataSync() as Float32Array, tensor.shape);
     this.options.trace?.record(kind === 'act' ? 'send activation' : 'send gradient', 'comm', start, wallClockMs(), { ...this.args(op), to });
@@ -127,7 +127,7 @@ export class PipelineStage {
     return `${kind}.${this.step}.${microBatch}.${virtual}`;
   }
 
-  private async receive(kind: 'act' | 'grad', op: StageOp, from: number, virtual: number): Promise<tf.Tensor> {
+  private async receive(kind: 'act' | 'grad', op: PipelineOp, from: number, virtual: number): Promise<tf.Tensor> {
     const what = kind === 'act' ? 'activation' : 'output gradient';
     const start = wallClockMs();
     try {
@@ -142,7 +142,7 @@ export class PipelineStage {
     }
   }
 
-  private async forward(op: StageOp, batch: TokenBatch): Promise<void> {
+  private async forward(op: PipelineOp, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
     const model = this.chunks[op.chunk];
     const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual)) as tf.Tensor3D);
@@ -160,7 +160,7 @@ export class PipelineStage {
     output.dispose();
   }
 
-  private async backward(op: StageOp, batch: TokenBatch): Promise<void> {
+  private async backward(op: PipelineOp, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
     const model = this.chunks[op.chunk];
     const key = `${op.microBatch}.${op.chunk}`;

@@ -9,10 +9,12 @@
  */
 import * as tf from '../tf.ts';
 import type { TrainConfig } from '../config/types.ts';
-import { BatchSampler, gatherBatch, microBatches, rankSlice } from '../dataset/sampler.ts';
+import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { GPT, TokenBatch } from '../model/gpt.ts';
 import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
+import { globalBatchSampler } from './global-batch.ts';
+import { averageOverGlobalBatch } from './gradient-reduction.ts';
 import { AdamOptimizer } from './optimizer.ts';
 
 /**
@@ -56,14 +58,7 @@ export class Trainer {
 
   constructor(private readonly options: TrainerOptions) {
     const { config, dataset } = options;
-    const dp = config.parallel.data;
-    this.sampler = new BatchSampler({
-      numSamples: dataset.numSamples,
-      globalBatchSize: config.batchSize * dp * config.gradientAccumulation,
-      seed: config.seed,
-      shuffle: config.data.shuffle,
-      dropLast: config.data.dropLast,
-    });
+    this.sampler = globalBatchSampler(config, dataset.numSamples);
     if (options.dataParallel !== undefined && options.dataParallel.size !== config.parallel.data) {
       throw new Error(`data-parallel role of size ${options.dataParallel.size} but the config says parallel.data=${config.parallel.data}`);
     }
@@ -162,41 +157,12 @@ export class Trainer {
         }
       }
     }
-    if (dataParallel !== undefined) lossSum = await this.allReduceGradients(dataParallel, gradSums, lossSum);
     const totalMicroBatches = config.numMicroBatches * config.gradientAccumulation * dp;
-    const scale = 1 / totalMicroBatches;
-    const meanGrads = new Map<string, tf.Tensor>();
-    for (const [name, sum] of gradSums) {
-      meanGrads.set(name, tf.mul(sum, scale));
-      sum.dispose();
-    }
-    const { gradNorm } = this.optimizer.apply(model.params, meanGrads);
-    for (const grad of meanGrads.values()) grad.dispose();
-    return { loss: lossSum * scale, gradNorm, samples: globalBatch.length };
-  }
-
-  /**
-   * Sums gradients and the loss over the data-parallel group in one flat buffer (one collective per
-   * step; the loss rides in the last element). Replaces `gradSums` entries in place; returns the loss sum.
-   */
-  private async allReduceGradients(role: DataParallelRole, gradSums: Map<string, tf.Tensor>, lossSum: number): Promise<number> {
-    const specs = this.options.model.specs;
-    const sizes = specs.map((spec) => spec.shape.reduce((a, b) => a * b, 1));
-    const flat = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1);
-    let offset = 0;
-    specs.forEach((spec, i) => {
-      flat.set(gradSums.get(spec.name)!.dataSync() as Float32Array, offset);
-      offset += sizes[i];
-    });
-    flat[offset] = lossSum;
-    const reduced = await role.allReduce(flat);
-    offset = 0;
-    specs.forEach((spec, i) => {
-      gradSums.get(spec.name)!.dispose();
-      gradSums.set(spec.name, tf.tensor(reduced.subarray(offset, offset + sizes[i]), spec.shape, 'float32'));
-      offset += sizes[i];
-    });
-    return reduced[offset];
+    const names = model.specs.map((spec) => spec.name);
+    const means = await averageOverGlobalBatch(names, gradSums, lossSum, 1 / totalMicroBatches, dataParallel?.allReduce);
+    const { gradNorm } = this.optimizer.apply(model.params, means.grads);
+    for (const grad of means.grads.values()) grad.dispose();
+    return { loss: means.loss, gradNorm, samples: globalBatch.length };
   }
 
   dispose(): void {

@@ -3,13 +3,13 @@ import { Bus } from '../../src/comm/bus.ts';
 import { ProcessGroup } from '../../src/comm/collectives.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
-import { BatchSampler } from '../../src/dataset/sampler.ts';
+import { globalBatchSampler } from '../../src/train/global-batch.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../../src/model/params.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
 import { partitionUniform } from '../../src/scheduler/partition.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
-import type { StageOp } from '../../src/stages/ops.ts';
+import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { runPipelineStep } from '../../src/stages/pipeline-step.ts';
 import { PipelineStage } from '../../src/stages/stage.ts';
 import type * as tf from '../../src/tf.ts';
@@ -25,18 +25,12 @@ export async function runPipeline(
   config: TrainConfig,
   dataset: TokenizedDataset,
   steps: number,
-  opsFor: (pipelineRank: number) => StageOp[],
+  opsFor: (pipelineRank: number) => PipelineOp[],
 ): Promise<PipelineRun> {
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: 1 });
   const network = new LocalNetwork(64 * 1024);
   const partition = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks);
-  const sampler = new BatchSampler({
-    numSamples: dataset.numSamples,
-    globalBatchSize: config.batchSize * grid.data * config.gradientAccumulation,
-    seed: config.seed,
-    shuffle: config.data.shuffle,
-    dropLast: config.data.dropLast,
-  });
+  const sampler = globalBatchSampler(config, dataset.numSamples);
   const ranks = Array.from({ length: grid.world }, (_, rank) => {
     const bus = new Bus({ jobId: 'pipe', transport: network.connect(), log: () => {} });
     const { pp, dp } = grid.coordinates(rank);

@@ -6,7 +6,7 @@ import type { TrainConfig } from '../../src/config/types.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { GPT } from '../../src/model/gpt.ts';
 import { fullModelSlice } from '../../src/model/params.ts';
-import type { StageOp } from '../../src/stages/ops.ts';
+import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { buildSchedule } from '../../src/scheduler/schedules.ts';
 import { runPipeline } from './pipeline-helpers.ts';
@@ -53,7 +53,7 @@ async function reference(batchSize: number): Promise<number[]> {
 /** The scheduler's ops for one pipeline rank. */
 const opsOf = (kind: 'gpipe' | '1f1b' | 'interleaved', stages: number, micro: number, chunks = 1) => {
   const schedule = buildSchedule(kind, stages, micro, chunks);
-  return (rank: number): StageOp[] => schedule.ops[rank].map((op) => ({ ...op }));
+  return (rank: number): PipelineOp[] => schedule.ops[rank].map((op) => ({ ...op }));
 };
 
 function assertClose(actual: number[], expected: number[]) {

@@ -1,0 +1,17 @@
+/**
+ * Implements: the batch sampler of a training config: the global batch is batchSize x dp x
+ * gradientAccumulation samples, drawn in the config's seeded order. Every layout builds it here, which
+ * is what makes step k use the same samples in all of them.
+ */
+import type { TrainConfig } from '../config/types.ts';
+import { BatchSampler } from '../dataset/sampler.ts';
+
+export function globalBatchSampler(config: TrainConfig, numSamples: number): BatchSampler {
+  return new BatchSampler({
+    numSamples,
+    globalBatchSize: config.batchSize * config.parallel.data * config.gradientAccumulation,
+    seed: config.seed,
+    shuffle: config.data.shuffle,
+    dropLast: config.data.dropLast,
+  });
+}

@@ -1,0 +1,53 @@
+/**
+ * Implements: the end of every training step's backward, in one place for the single-process trainer
+ * and the pipeline stages: per-parameter gradient sums (over this process's micro-batches) and the loss
+ * sum become means over the whole global batch. With data parallelism they travel in ONE flat buffer
+ * (the loss in its last element): one collective per step instead of one per parameter.
+ */
+import * as tf from '../tf.ts';
+
+export interface StepMeans {
+  grads: Map<string, tf.Tensor>;
+  loss: number;
+}
+
+/**
+ * `sums` (disposed here) in `names` order; `allReduce` sums over the data-parallel group (omitted: this
+ * process holds every contribution); `scale` is 1 / (micro-batches in the global batch).
+ */
+export async function averageOverGlobalBatch(
+  names: readonly string[],
+  sums: Map<string, tf.Tensor>,
+  lossSum: number,
+  scale: number,
+  allReduce?: (values: Float32Array) => Promise<Float32Array>,
+): Promise<StepMeans> {
+  const grads = new Map<string, tf.Tensor>();
+  const sumOf = (name: string) => {
+    const sum = sums.get(name);
+    if (sum === undefined) throw new Error(`no gradient for parameter ${name}: the backward pass did not reach it`);
+    return sum;
+  };
+  if (allReduce === undefined) {
+    for (const name of names) grads.set(name, tf.mul(sumOf(name), scale));
+    for (const sum of sums.values()) sum.dispose();
+    return { grads, loss: lossSum * scale };
+  }
+  const sizes = names.map((name) => sumOf(name).size);
+  const flat = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1);
+  let offset = 0;
+  names.forEach((name, i) => {
+    flat.set(sumOf(name).dataSync() as Float32Array, offset);
+    offset += sizes[i];
+  });
+  flat[offset] = lossSum;
+  const reduced = await allReduce(flat);
+  offset = 0;
+  names.forEach((name, i) => {
+    const shape = sumOf(name).shape;
+    grads.set(name, tf.tidy(() => tf.mul(tf.tensor(reduced.subarray(offset, offset + sizes[i]), shape, 'float32'), scale)));
+    offset += sizes[i];
+  });
+  for (const sum of sums.values()) sum.dispose();
+  return { grads, loss: reduced[offset] * scale };
+}
