@@ -274,12 +274,7 @@ function buildPlan(values: ParsedValues, positionals: string[], usage: string): 
   if (model !== undefined) command.model = model;
   const nproc = positiveInteger(values['nproc-per-node'] as string | undefined, '--nproc-per-node', usage);
   if (nproc !== undefined) command.nprocPerNode = nproc;
-  try {
-    parseOverrides(command.sets);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    throw new UsageError(error.problems.map((p) => `${p.path}: ${p.message}`).join('\n'), usage);
-  }
+  checkOverrides(command.sets, usage);
   return command;
 }
 
@@ -290,6 +285,16 @@ function positiveInteger(value: string | undefined, flag: string, usage: string,
     throw new UsageError(`${flag} must be ${minimum === 0 ? 'a non-negative' : 'a positive'} integer, got "${value}"`, usage);
   }
   return n;
+}
+
+/** Malformed --set items are usage errors, reported before any work. */
+function checkOverrides(sets: string[], usage: string): void {
+  try {
+    parseOverrides(sets);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new UsageError(error.problems.map((p) => `${p.path}: ${p.message}`).join('\n'), usage);
+  }
 }
 
 const JOB_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -519,12 +524,7 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
     }
     command.backend = backend as BackendName;
   }
-  try {
-    parseOverrides(command.sets);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    throw new UsageError(error.problems.map((p) => `${p.path}: ${p.message}`).join('\n'), usage);
-  }
+  checkOverrides(command.sets, usage);
   return command;
 }
 
