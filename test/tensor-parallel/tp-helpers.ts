@@ -1,0 +1,62 @@
+/** Test helpers: the ranks of one tensor-parallel group in one process, over the in-process transport. */
+import { Bus } from '../../src/comm/bus.ts';
+import { ProcessGroup } from '../../src/comm/collectives.ts';
+import { LocalNetwork } from '../../src/comm/local-transport.ts';
+import { resolveConfig } from '../../src/config/resolve.ts';
+import type { TrainConfig } from '../../src/config/types.ts';
+import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
+import { fullModelSlice, type ModelSlice } from '../../src/model/params.ts';
+import { TensorParallelGPT } from '../../src/tensor-parallel/tensor-parallel-gpt.ts';
+
+export const SEQ_LEN = 8;
+export const VOCAB = 24;
+
+/** 32 samples of ids below VOCAB, every token real. */
+export const dataset: TokenizedDataset = (() => {
+  const numSamples = 32;
+  const inputIds = new Int32Array(numSamples * SEQ_LEN);
+  for (let i = 0; i < inputIds.length; i++) inputIds[i] = (i * 7 + Math.floor(i / SEQ_LEN) * 5) % VOCAB;
+  return { inputIds, attentionMask: new Uint8Array(inputIds.length).fill(1), numSamples, seqLen: SEQ_LEN };
+})();
+
+/** The brief's tiny model: 2 layers, hidden 16, 4 heads, MLP ratio 4, vocabulary 24, no dropout. */
+export function tinyConfig(overrides: Record<string, unknown> = {}): TrainConfig {
+  const resolved = resolveConfig(
+    {
+      model: { numLayers: 2, hiddenSize: 16, numAttentionHeads: 4, maxPositionEmbeddings: 16, mlpRatio: 4 },
+      batchSize: 4,
+      seqLen: SEQ_LEN,
+      steps: 3,
+      optimizer: { lr: 1e-2 },
+      data: { path: 'unused.jsonl' },
+      seed: 5,
+      ...overrides,
+    },
+    { checkDataFile: false },
+  );
+  return { ...resolved, model: { ...resolved.model, vocabSize: VOCAB } };
+}
+
+export interface TensorParallelRanks {
+  models: TensorParallelGPT[];
+  groups: ProcessGroup[];
+  close(): Promise<void>;
+}
+
+/** tp ranks 0..tp-1, each with its own bus and group on one network, each holding its shard of `slice`. */
+export function makeTensorParallelRanks(config: TrainConfig, tp: number, slice: ModelSlice = fullModelSlice(config.model)): TensorParallelRanks {
+  const network = new LocalNetwork(64 * 1024);
+  const ranks = Array.from({ length: tp }, (_, rank) => rank);
+  const buses = ranks.map(() => new Bus({ jobId: 'tp', transport: network.connect(), log: () => {} }));
+  const groups = ranks.map((rank) => new ProcessGroup({ bus: buses[rank], name: 'tp.0', ranks, rank, timeoutMs: 20_000 }));
+  const models = groups.map((group) => new TensorParallelGPT({ config: config.model, slice, seed: config.seed, group }));
+  return {
+    models,
+    groups,
+    async close() {
+      for (const model of models) model.dispose();
+      for (const group of groups) group.close();
+      for (const bus of buses) await bus.close();
+    },
+  };
+}
