@@ -127,25 +127,36 @@ export class PipelineStage {
     return `${kind}.${this.step}.${microBatch}.${virtual}`;
   }
 
-  private async receive(kind: 'act' | 'grad', op: PipelineOp, from: number, virtual: number): Promise<tf.Tensor> {
+  /**
+   * Activations and their gradients between stages always have the seed's TENSOR_SHAPE,
+   * (micro-batch size, seqLen, hidden): anything else is refused before it is used.
+   */
+  private async receive(kind: 'act' | 'grad', op: PipelineOp, from: number, virtual: number, expectedShape: number[]): Promise<tf.Tensor> {
     const what = kind === 'act' ? 'activation' : 'output gradient';
+    const where = `stage ${this.options.pipelineRank} (op ${formatOp(op)}, step ${this.step + 1})`;
     const start = wallClockMs();
+    let received: { values: Float32Array; shape: number[] };
     try {
-      const { values, shape } = await this.options.pipelineGroup.recv(from, this.tag(kind, op.microBatch, virtual));
-      this.options.trace?.record(kind === 'act' ? 'receive activation' : 'receive gradient', 'comm', start, wallClockMs(), { ...this.args(op), from });
-      return tf.tensor(values, shape, 'float32');
+      received = await this.options.pipelineGroup.recv(from, this.tag(kind, op.microBatch, virtual));
     } catch (error) {
-      throw new Error(
-        `stage ${this.options.pipelineRank} (op ${formatOp(op)}, step ${this.step + 1}) got no ${what} of micro-batch ${op.microBatch} ` +
-          `from rank ${from}: ${error instanceof Error ? error.message : String(error)}`,
-      );
+      throw new Error(`${where} got no ${what} of micro-batch ${op.microBatch} from rank ${from}: ${error instanceof Error ? error.message : String(error)}`);
     }
+    this.options.trace?.record(kind === 'act' ? 'receive activation' : 'receive gradient', 'comm', start, wallClockMs(), { ...this.args(op), from });
+    const { values, shape } = received;
+    if (shape.length !== expectedShape.length || shape.some((dim, i) => dim !== expectedShape[i]) || values.length !== shape.reduce((a, b) => a * b, 1)) {
+      throw new Error(`${where} received an ${what} of shape [${shape}] (${values.length} values) from rank ${from}; expected [${expectedShape}]`);
+    }
+    return tf.tensor(values, shape, 'float32');
+  }
+
+  private hiddenShape(batch: TokenBatch): number[] {
+    return [batch.batch, batch.seqLen, this.options.config.model.hiddenSize];
   }
 
   private async forward(op: PipelineOp, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
     const model = this.chunks[op.chunk];
-    const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual)) as tf.Tensor3D);
+    const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
     this.saved.set(`${op.microBatch}.${op.chunk}`, { hidden });
     const output = this.compute(op, () => {
       const out = tf.tidy(() => model.forward(batch, hidden, {}));
@@ -168,7 +179,7 @@ export class PipelineStage {
     if (saved === undefined) throw new Error(`stage ${this.options.pipelineRank}: backward ${formatOp(op)} before its forward`);
     this.saved.delete(key);
     const last = virtual === this.virtualStages - 1;
-    const outputGrad = last ? undefined : await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual);
+    const outputGrad = last ? undefined : await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch));
     const input = saved.hidden === undefined ? undefined : tf.variable(saved.hidden, true);
     const variables = model.variables();
     const { value, grads } = this.compute(op, () => {

@@ -54,3 +54,20 @@ test('stage - a missing activation is reported naming the stage, op, micro-batch
   pipelineGroup.close();
   await bus.close();
 });
+
+test('stage - an activation of the wrong shape is refused, naming both shapes', async () => {
+  const network = new LocalNetwork();
+  const buses = [0, 1].map(() => new Bus({ jobId: 'shape', transport: network.connect(), log: () => {} }));
+  const config = resolveConfig({ model: { numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 }, seqLen: 8, batchSize: 2, parallel: { pipeline: 2 }, numMicroBatches: 2, data: { path: 'x' } }, { checkDataFile: false });
+  config.model.vocabSize = 23;
+  const groups = [0, 1].map((rank) => new ProcessGroup({ bus: buses[rank], name: 'pp.0', ranks: [0, 1], rank, timeoutMs: 2000 }));
+  await Promise.all(groups.map((g) => g.ready()));
+  const stage = new PipelineStage({ config, pipelineRank: 1, pipelineSize: 2, chunkLayers: [[1, 2]], pipelineGroup: groups[1], stageRanks: [0, 1] });
+  stage.beginStep(0);
+  groups[0].send(1, 'act.0.0.1', new Float32Array(2 * 8 * 15), [2, 8, 15]);
+  const batch = { inputIds: new Int32Array(16), attentionMask: new Uint8Array(16).fill(1), batch: 2, seqLen: 8, sampleIds: Int32Array.from([0, 1]) };
+  await assert.rejects(stage.run({ kind: 'F', microBatch: 0, chunk: 0 }, () => batch), /received an activation of shape \[2,8,15\] .* expected \[2,8,16\]/);
+  stage.dispose();
+  for (const g of groups) g.close();
+  for (const bus of buses) await bus.close();
+});

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
+import type { TrainConfig } from '../../src/config/types.ts';
 import { BatchSampler, gatherBatch } from '../../src/dataset/sampler.ts';
 import { GPT, type TokenBatch } from '../../src/model/gpt.ts';
-import { fullModelSlice, paramsForSlice } from '../../src/model/params.ts';
+import { WORD_EMBEDDING, fullModelSlice, paramsForSlice, sliceForLayers } from '../../src/model/params.ts';
 import { shardKind, shardRegion } from '../../src/model/sharding.ts';
 import { tensorParallelTrainStep } from '../../src/tensor-parallel/train-step.ts';
 import * as tf from '../../src/tf.ts';
@@ -120,13 +121,21 @@ test('tensor parallel - the padding mask is honoured', async () => {
 });
 
 test('tensor parallel - 3 Adam steps at tp 2 and 4 give the single-process Trainer\'s losses; tensors do not leak', async () => {
-  const config = tinyConfig({ numMicroBatches: 2, steps: 3 });
+  await checkTraining(tinyConfig({ numMicroBatches: 2, steps: 3 }));
+});
+
+test('tensor parallel - clipping by the global gradient norm: the norm spans every rank\'s shards', async () => {
+  // A clip well below this model's gradient norm (~1): a norm over one rank's shards alone would clip differently.
+  await checkTraining(tinyConfig({ numMicroBatches: 2, steps: 3, optimizer: { lr: 1e-2, gradClip: 0.2 } }), [2]);
+});
+
+async function checkTraining(config: TrainConfig, sizes = [2, 4]): Promise<void> {
   const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
   const trainer = new Trainer({ config, model, dataset, log: () => {} });
   const expected = (await trainer.fit()).losses;
   trainer.dispose();
   model.dispose();
-  for (const tp of [2, 4]) {
+  for (const tp of sizes) {
     const ranks = makeTensorParallelRanks(config, tp);
     const sampler = new BatchSampler({ numSamples: dataset.numSamples, globalBatchSize: config.batchSize * config.gradientAccumulation, seed: config.seed, shuffle: config.data.shuffle, dropLast: config.data.dropLast });
     const optimizers = ranks.models.map(() => new AdamOptimizer(config.optimizer));
@@ -137,6 +146,7 @@ test('tensor parallel - 3 Adam steps at tp 2 and 4 give the single-process Train
         ranks.models.map((m, rank) => tensorParallelTrainStep({ config, dataset, sampler, model: m, optimizer: optimizers[rank], group: ranks.groups[rank] }, step)),
       );
       for (const r of results) assert.equal(r.loss, results[0].loss, `tp=${tp} step ${step + 1}: ranks disagree on the loss`);
+      if (process.env.TP_REPORT) console.log(`tp=${tp} step ${step + 1} gradNorm ${results[0].gradNorm} loss ${results[0].loss} vs ${expected[step]}`);
       losses.push(results[0].loss);
       tensorsAfter.push(tf.memory().numTensors);
     }
@@ -145,4 +155,44 @@ test('tensor parallel - 3 Adam steps at tp 2 and 4 give the single-process Train
     optimizers.forEach((o) => o.dispose());
     await ranks.close();
   }
+}
+
+test('tensor parallel - two pipeline-shaped slices (hidden states in, input gradient out) equal the whole model', async () => {
+  const config = tinyConfig();
+  const tp = 2;
+  const batch = batchOf([3, 4, 20, 31]);
+  const expected = reference(batch);
+  const first = makeTensorParallelRanks(config, tp, sliceForLayers(config.model, 0, 1));
+  const last = makeTensorParallelRanks(config, tp, sliceForLayers(config.model, 1, 2));
+  const before = tf.memory().numTensors;
+  const grads = await Promise.all(
+    Array.from({ length: tp }, async (_, rank) => {
+      const forward0 = await first.models[rank].forward(batch);
+      const hidden = forward0.hidden!;
+      const forward1 = await last.models[rank].forward(batch, hidden);
+      assert.ok(Math.abs(forward1.loss! - expected.loss) <= 1e-5 * expected.loss, `rank ${rank}: loss ${forward1.loss} vs ${expected.loss}`);
+      const back1 = await last.models[rank].backward(forward1);
+      const back0 = await first.models[rank].backward(forward0, back1.inputGrad);
+      assert.equal(back0.inputGrad, undefined);
+      const inputGrad = back1.inputGrad!.dataSync();
+      back1.inputGrad!.dispose();
+      return { merged: new Map([...back0.grads, ...back1.grads]), tied: [back0.grads.get(WORD_EMBEDDING)!, back1.grads.get(WORD_EMBEDDING)!], inputGrad };
+    }),
+  );
+  // The stage boundary's gradient is replicated: the same bits on every tp rank, as the pipeline sends it.
+  assert.deepEqual(grads[1].inputGrad, grads[0].inputGrad);
+  // The tied embedding's two copies (first and last stage) each get part of the gradient; their sum is the whole.
+  const perRank = grads.map(({ merged, tied }) => {
+    const sum = tf.add(tied[0], tied[1]);
+    merged.set(WORD_EMBEDDING, sum);
+    tied.forEach((t) => t.dispose());
+    return merged;
+  });
+  const { report, failures } = compareGradients(expected.grads, perRank, tp);
+  assert.deepEqual(failures, [], `two slices at tp=${tp}: gradient shards differ:\n${report.join('\n')}`);
+  for (const merged of perRank) for (const g of merged.values()) g.dispose();
+  assert.equal(tf.memory().numTensors, before, 'two slices leaked tensors');
+  for (const g of expected.grads.values()) g.dispose();
+  await first.close();
+  await last.close();
 });

@@ -43,20 +43,31 @@ export interface TensorParallelRanks {
   close(): Promise<void>;
 }
 
-/** tp ranks 0..tp-1, each with its own bus and group on one network, each holding its shard of `slice`. */
-export function makeTensorParallelRanks(config: TrainConfig, tp: number, slice: ModelSlice = fullModelSlice(config.model)): TensorParallelRanks {
+/** A tp group of ranks 0..tp-1, each with its own bus on one in-process network. */
+export function makeGroups(tp: number): { groups: ProcessGroup[]; close(): Promise<void> } {
   const network = new LocalNetwork(64 * 1024);
   const ranks = Array.from({ length: tp }, (_, rank) => rank);
   const buses = ranks.map(() => new Bus({ jobId: 'tp', transport: network.connect(), log: () => {} }));
   const groups = ranks.map((rank) => new ProcessGroup({ bus: buses[rank], name: 'tp.0', ranks, rank, timeoutMs: 20_000 }));
+  return {
+    groups,
+    async close() {
+      for (const group of groups) group.close();
+      for (const bus of buses) await bus.close();
+    },
+  };
+}
+
+/** A tp group whose every rank holds its shard of `slice`. */
+export function makeTensorParallelRanks(config: TrainConfig, tp: number, slice: ModelSlice = fullModelSlice(config.model)): TensorParallelRanks {
+  const { groups, close } = makeGroups(tp);
   const models = groups.map((group) => new TensorParallelGPT({ config: config.model, slice, seed: config.seed, group }));
   return {
     models,
     groups,
     async close() {
       for (const model of models) model.dispose();
-      for (const group of groups) group.close();
-      for (const bus of buses) await bus.close();
+      await close();
     },
   };
 }
