@@ -72,6 +72,8 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
     sharedWeights,
     dataParallel: { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') },
     trace,
+    pipelineGroup,
+    ownsWordEmbedding: pp === 0,
   };
   // Bubble = the part of the pipeline phase (first op to last op of a step) this stage spends not computing.
   const bubbles: number[] = [];

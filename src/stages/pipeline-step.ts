@@ -4,14 +4,16 @@
  * The arithmetic mirrors the single-process Trainer: gradients and losses are sums over micro-batches,
  * scaled once by 1 / (micro-batches x accumulation rounds x dp).
  */
+import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
+import { WORD_EMBEDDING } from '../model/params.ts';
 import type * as tf from '../tf.ts';
 import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { TokenBatch } from '../model/gpt.ts';
 import type { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
-import type { AdamOptimizer } from '../train/optimizer.ts';
+import { sumOfSquares, type AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
 import type { PipelineOp } from '../scheduler/ops.ts';
 import type { PipelineStage } from './stage.ts';
@@ -29,6 +31,10 @@ export interface PipelineStepContext {
   /** This replica's data-parallel rank and the reduction over its dp group (same stage, other replicas). */
   dataParallel: DataParallelRole;
   trace?: TraceRecorder;
+  /** The stages of this replica: the gradient norm is summed over them (clipping sees the whole model). */
+  pipelineGroup: ProcessGroup;
+  /** Whether this stage holds virtual stage 0 (the word embedding's owner; other copies are not counted in the norm). */
+  ownsWordEmbedding: boolean;
 }
 
 export interface PipelineStepResult {
@@ -65,8 +71,12 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
   const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
   const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
   const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
+  // The tied embedding's copies hold one gradient: count it once, on its owner.
+  const normed = [...means.grads].filter(([name]) => name !== WORD_EMBEDDING || context.ownsWordEmbedding).map(([, grad]) => grad);
+  const localSquares = sumOfSquares(normed);
+  const squares = context.pipelineGroup.size === 1 ? localSquares : (await span('all-reduce grad norm', () => context.pipelineGroup.allReduce(Float32Array.of(localSquares), 'sum')))[0];
   const optimizerStart = wallClockMs();
-  const { gradNorm } = optimizer.apply(params, means.grads);
+  const { gradNorm } = optimizer.apply(params, means.grads, { gradNorm: Math.sqrt(squares) });
   context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
   for (const grad of means.grads.values()) grad.dispose();
   return { loss: means.loss, gradNorm, samples: globalBatch.length };

@@ -26,9 +26,14 @@ export class AdamOptimizer {
    * Applies one update. `grads` maps parameter names to gradients (ownership stays with the caller).
    * Parameters are visited in `params` order so the arithmetic is the same on every run.
    */
-  apply(params: Map<string, tf.Variable>, grads: Map<string, tf.Tensor>, learningRate = this.config.lr): OptimizerStepResult {
+  apply(
+    params: Map<string, tf.Variable>,
+    grads: Map<string, tf.Tensor>,
+    options: { learningRate?: number; /** The model-wide norm when these params are only part of the model (a pipeline stage). */ gradNorm?: number } = {},
+  ): OptimizerStepResult {
     const { beta1, beta2, eps, weightDecay, gradClip, kind } = this.config;
-    const gradNorm = globalNorm([...params.keys()].map((name) => requireGrad(grads, name)));
+    const learningRate = options.learningRate ?? this.config.lr;
+    const gradNorm = options.gradNorm ?? globalNorm([...params.keys()].map((name) => requireGrad(grads, name)));
     const clipScale = gradClip > 0 && gradNorm > gradClip ? gradClip / (gradNorm + 1e-6) : 1;
     this.stepCount += 1;
     const biasCorrection1 = 1 - beta1 ** this.stepCount;
@@ -88,10 +93,16 @@ function requireGrad(grads: Map<string, tf.Tensor>, name: string): tf.Tensor {
 
 /** L2 norm over all gradients, summed in the given order. */
 export function globalNorm(tensors: tf.Tensor[]): number {
+  return Math.sqrt(sumOfSquares(tensors));
+}
+
+/** Sum of squares of every element, per tensor in float32 and over tensors in the given order. */
+export function sumOfSquares(tensors: tf.Tensor[]): number {
+  if (tensors.length === 0) return 0;
   const squares = tf.tidy(() => tf.stack(tensors.map((t) => tf.sum(tf.square(t)))));
   const values = squares.dataSync();
   squares.dispose();
   let total = 0;
   for (const value of values) total += value;
-  return Math.sqrt(total);
+  return total;
 }

@@ -44,12 +44,18 @@ export async function runPipeline(
       sharedWeights.register(new ProcessGroup({ bus, name: grid.embeddingGroupName(rank), ranks: grid.embeddingGroup(rank), rank, timeoutMs: 20_000 }), [WORD_EMBEDDING]);
     }
     const dataParallel = { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') };
-    return { rank, bus, stage, params, sharedWeights, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp };
+    return { rank, bus, stage, params, sharedWeights, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp, pipelineGroup };
   });
   const losses: number[] = [];
   for (let step = 0; step < steps; step++) {
     const results = await Promise.all(
-      ranks.map((r) => runPipelineStep({ config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel }, step, opsFor(r.pp))),
+      ranks.map((r) =>
+        runPipelineStep(
+          { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, pipelineGroup: r.pipelineGroup, ownsWordEmbedding: r.pp === 0 },
+          step,
+          opsFor(r.pp),
+        ),
+      ),
     );
     losses.push(results[grid.rankOf({ dp: 0, pp: grid.pipeline - 1, tp: 0 })].loss);
   }

@@ -82,3 +82,16 @@ test('pipeline - data 2 x pipeline 2 equals one process', async () => {
   const run = await runPipeline(config({ parallel: { pipeline: 2, data: 2 }, batchSize: 2, numMicroBatches: 2 }), dataset, 3, opsOf('1f1b', 2, 2));
   assertClose(run.losses, expected);
 });
+
+test('pipeline - gradient clipping sees the whole model: same losses as one process with clipping', async () => {
+  const clip = { optimizer: { lr: 1e-2, gradClip: 0.05 } };
+  const c = config({ batchSize: 4, ...clip });
+  const model = new GPT(c.model, fullModelSlice(c.model), c.seed);
+  const trainer = new Trainer({ config: c, model, dataset, log: () => {} });
+  const expected = (await trainer.fit()).losses;
+  trainer.dispose();
+  model.dispose();
+  const run = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, ...clip }), dataset, 3, opsOf('1f1b', 2, 4));
+  assertClose(run.losses, expected);
+  assert.notDeepEqual(expected, await reference(4), 'the clip must bite for this test to mean anything');
+});
