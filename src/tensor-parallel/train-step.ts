@@ -11,6 +11,7 @@ import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../data
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { TokenBatch } from '../model/gpt.ts';
 import * as tf from '../tf.ts';
+import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
 import type { AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
 import type { TensorParallelGroup } from './segment-chain.ts';
@@ -60,15 +61,9 @@ export async function tensorParallelTrainStep(context: TensorParallelStepContext
     }
   }
   const names = model.specs.map((spec) => spec.name);
-  if (dp.size > 1) lossSum = await allReduceOverDataParallel(dp, names, gradSums, lossSum);
   const scale = 1 / (config.numMicroBatches * config.gradientAccumulation * dp.size);
-  const meanGrads = new Map<string, tf.Tensor>();
-  for (const name of names) {
-    const sum = gradSums.get(name);
-    if (sum === undefined) throw new Error(`tensor-parallel step: no gradient for parameter ${name}: the backward did not reach it`);
-    meanGrads.set(name, tf.mul(sum, scale));
-    sum.dispose();
-  }
+  const means = await averageOverGlobalBatch(names, gradSums, lossSum, scale, dp.size > 1 ? (values) => dp.allReduce(values) : undefined);
+  const meanGrads = means.grads;
   const gradNorm = await tensorParallelGradNorm(group, model, meanGrads);
   const { gradClip } = config.optimizer;
   if (gradClip > 0 && gradNorm > gradClip) {
@@ -80,7 +75,7 @@ export async function tensorParallelTrainStep(context: TensorParallelStepContext
   }
   optimizer.apply(model.params, meanGrads);
   for (const grad of meanGrads.values()) grad.dispose();
-  return { loss: lossSum * scale, gradNorm, samples: globalBatch.length };
+  return { loss: means.loss, gradNorm, samples: globalBatch.length };
 }
 
 /**
@@ -101,25 +96,4 @@ export async function tensorParallelGradNorm(group: TensorParallelGroup, model: 
   }
   const total = group.size === 1 ? sharded : (await group.allReduce(new Float32Array([sharded]), 'sum'))[0];
   return Math.sqrt(total + replicated);
-}
-
-/** Sums gradients and the loss over the dp group in one flat buffer, as the Trainer does; returns the loss sum. */
-async function allReduceOverDataParallel(dp: DataParallelRole, names: string[], gradSums: Map<string, tf.Tensor>, lossSum: number): Promise<number> {
-  const sizes = names.map((name) => gradSums.get(name)!.size);
-  const flat = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1);
-  let offset = 0;
-  names.forEach((name, i) => {
-    flat.set(gradSums.get(name)!.dataSync() as Float32Array, offset);
-    offset += sizes[i];
-  });
-  flat[offset] = lossSum;
-  const reduced = await dp.allReduce(flat);
-  offset = 0;
-  names.forEach((name, i) => {
-    const previous = gradSums.get(name)!;
-    gradSums.set(name, tf.tensor(reduced.subarray(offset, offset + sizes[i]), previous.shape, 'float32'));
-    previous.dispose();
-    offset += sizes[i];
-  });
-  return reduced[offset];
 }

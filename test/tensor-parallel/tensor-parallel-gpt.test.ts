@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
+import { Bus } from '../../src/comm/bus.ts';
+import { ProcessGroup } from '../../src/comm/collectives.ts';
+import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
 import { BatchSampler, gatherBatch } from '../../src/dataset/sampler.ts';
 import { GPT, type TokenBatch } from '../../src/model/gpt.ts';
 import { WORD_EMBEDDING, fullModelSlice, paramsForSlice, sliceForLayers } from '../../src/model/params.ts';
 import { shardKind, shardRegion } from '../../src/model/sharding.ts';
+import { TensorParallelGPT } from '../../src/tensor-parallel/tensor-parallel-gpt.ts';
 import { tensorParallelTrainStep } from '../../src/tensor-parallel/train-step.ts';
 import * as tf from '../../src/tf.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';
@@ -195,4 +199,43 @@ test('tensor parallel - two pipeline-shaped slices (hidden states in, input grad
   for (const g of expected.grads.values()) g.dispose();
   await first.close();
   await last.close();
+});
+
+test('tensor parallel - data 2 x tensor 2 (4 ranks) gives the single-process Trainer\'s losses', async () => {
+  const config = tinyConfig({ parallel: { data: 2 }, batchSize: 2, steps: 2 });
+  const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+  const trainer = new Trainer({ config, model, dataset, log: () => {} });
+  const expected = (await trainer.fit()).losses;
+  trainer.dispose();
+  model.dispose();
+  const tp = 2;
+  const dp = 2;
+  const network = new LocalNetwork(64 * 1024);
+  const sampler = new BatchSampler({ numSamples: dataset.numSamples, globalBatchSize: config.batchSize * dp, seed: config.seed, shuffle: config.data.shuffle, dropLast: config.data.dropLast });
+  // tp fastest: global rank = dpRank * tp + tpRank.
+  const ranks = Array.from({ length: dp * tp }, (_, rank) => {
+    const dpRank = Math.floor(rank / tp);
+    const tpRank = rank % tp;
+    const bus = new Bus({ jobId: 'tpdp', transport: network.connect(), log: () => {} });
+    const tpRanks = [dpRank * tp, dpRank * tp + 1];
+    const dpRanks = [tpRank, tp + tpRank];
+    const group = new ProcessGroup({ bus, name: `tp.${dpRank}`, ranks: tpRanks, rank, timeoutMs: 20_000 });
+    const dpGroup = new ProcessGroup({ bus, name: `dp.${tpRank}`, ranks: dpRanks, rank, timeoutMs: 20_000 });
+    const shard = new TensorParallelGPT({ config: config.model, slice: fullModelSlice(config.model), seed: config.seed, group });
+    const dataParallel = { rank: dpRank, size: dp, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') };
+    return { bus, group, dpGroup, shard, dataParallel, optimizer: new AdamOptimizer(config.optimizer) };
+  });
+  for (let step = 0; step < 2; step++) {
+    const results = await Promise.all(ranks.map((r) => tensorParallelTrainStep({ config, dataset, sampler, model: r.shard, optimizer: r.optimizer, group: r.group, dataParallel: r.dataParallel }, step)));
+    for (const r of results) {
+      assert.ok(Math.abs(r.loss - expected[step]) <= 1e-5 * expected[step], `dp2 x tp2 step ${step + 1}: ${r.loss} vs single-process ${expected[step]}`);
+    }
+  }
+  for (const r of ranks) {
+    r.shard.dispose();
+    r.optimizer.dispose();
+    r.group.close();
+    r.dpGroup.close();
+    await r.bus.close();
+  }
 });
