@@ -74,22 +74,33 @@ export async function runChainForward(group: TensorParallelGroup, segments: Segm
   const adopt = (tensors: tf.Tensor[]) => tensors.forEach((t) => !callers.has(t) && owned.add(t));
   const inputs: tf.Tensor[][] = [];
   let live = initial;
-  for (const segment of segments) {
-    inputs.push(live);
-    if (segment.kind === 'replicated') {
-      live = tf.tidy(() => segment.run(live));
-    } else {
-      let out = tf.tidy(() => segment.run(live[0]));
-      if (segment.reduceOutput) {
-        const partial = out;
-        out = await allReduceTensor(group, partial, 'sum');
-        partial.dispose();
+  const record: ChainRecord = { segments, inputs, output: live, owned };
+  try {
+    for (const segment of segments) {
+      inputs.push(live);
+      if (segment.kind === 'replicated') {
+        live = tf.tidy(() => segment.run(live));
+      } else {
+        let out = tf.tidy(() => segment.run(live[0]));
+        if (segment.reduceOutput) {
+          const partial = out;
+          try {
+            out = await allReduceTensor(group, partial, 'sum');
+          } finally {
+            partial.dispose();
+          }
+        }
+        live = [out, ...live.slice(1)];
       }
-      live = [out, ...live.slice(1)];
+      adopt(live);
     }
-    adopt(live);
+  } catch (error) {
+    // A failed collective (a peer gone, a timeout) must not leave this micro-batch's tensors behind.
+    releaseRecord(record);
+    throw inSegment(error, 'forward', segments[inputs.length - 1], group);
   }
-  return { segments, inputs, output: live, owned };
+  record.output = live;
+  return record;
 }
 
 /** Gradients of one backward: of the chain's initial tensors (in order) and of the parameters by name. */
@@ -128,8 +139,10 @@ export async function runChainBackward(
     }
   };
   let grads = outputGrads;
+  let failedAt = record.segments.length - 1;
   try {
     for (let i = record.segments.length - 1; i >= 0; i--) {
+      failedAt = i;
       const segment = record.segments[i];
       const inputs = record.inputs[i];
       const variables = segment.params.map(params);
@@ -173,7 +186,7 @@ export async function runChainBackward(
   } catch (error) {
     for (const grad of paramGrads.values()) grad.dispose();
     for (const t of mine) t.dispose();
-    throw error;
+    throw inSegment(error, 'backward', record.segments[failedAt], group);
   } finally {
     releaseRecord(record);
   }
@@ -197,4 +210,11 @@ function vectorJacobianSeed(outs: tf.Tensor[], grads: (tf.Tensor | undefined)[])
   });
   if (total === undefined) throw new Error('no gradient reached any output of a replicated segment');
   return total as tf.Scalar;
+}
+
+/** An error with the segment, direction and tp rank where it happened, so a hang or a bad shape is findable. */
+function inSegment(error: unknown, direction: 'forward' | 'backward', segment: Segment | undefined, group: TensorParallelGroup): Error {
+  const message = error instanceof Error ? error.message : String(error);
+  const where = segment === undefined ? 'before the first segment' : `in segment '${segment.name}'`;
+  return new Error(`tensor-parallel ${direction} ${where} (tp rank ${group.groupRank} of ${group.size}): ${message}`, { cause: error });
 }

@@ -125,8 +125,13 @@ export class TensorParallelGPT {
       throw new Error(`tensor-parallel slice holding layers ${slice.startLayer}-${slice.endLayer} needs hidden states from the previous stage`);
     }
     const attnBias = attentionBias(batch.attentionMask, batch.batch, batch.seqLen);
-    const segments = this.segments(batch, attnBias);
-    const record = await runChainForward(this.options.group, segments, slice.hasEmbedding ? [] : [hiddenIn!]);
+    let record: ChainRecord;
+    try {
+      record = await runChainForward(this.options.group, this.segments(batch, attnBias), slice.hasEmbedding ? [] : [hiddenIn!]);
+    } catch (error) {
+      attnBias.dispose();
+      throw error;
+    }
     const forward: TensorParallelForward = { record, constants: [attnBias] };
     if (!slice.hasHead) {
       forward.hidden = record.output[0] as tf.Tensor3D;

@@ -14,7 +14,7 @@ import { tensorParallelTrainStep } from '../../src/tensor-parallel/train-step.ts
 import * as tf from '../../src/tf.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';
 import { Trainer } from '../../src/train/trainer.ts';
-import { VOCAB, dataset, makeTensorParallelRanks, tinyConfig } from './tp-helpers.ts';
+import { VOCAB, dataset, makeGroups, makeTensorParallelRanks, tinyConfig } from './tp-helpers.ts';
 
 before(async () => {
   await initBackend('cpu', () => {});
@@ -238,4 +238,15 @@ test('tensor parallel - data 2 x tensor 2 (4 ranks) gives the single-process Tra
     r.dpGroup.close();
     await r.bus.close();
   }
+});
+
+test('tensor parallel - a forward whose peer never arrives fails with the collective\'s error and frees its tensors', async () => {
+  const config = tinyConfig();
+  const { groups, close } = makeGroups(2, 300);
+  const lonely = new TensorParallelGPT({ config: config.model, slice: fullModelSlice(config.model), seed: config.seed, group: groups[0] });
+  const before = tf.memory().numTensors;
+  await assert.rejects(lonely.forward(batchOf([0, 1])), /tensor-parallel forward in segment 'embedding \(vocab-parallel lookup\)' \(tp rank 0 of 2\)/);
+  assert.equal(tf.memory().numTensors, before);
+  lonely.dispose();
+  await close();
 });

@@ -44,11 +44,11 @@ export interface TensorParallelRanks {
 }
 
 /** A tp group of ranks 0..tp-1, each with its own bus on one in-process network. */
-export function makeGroups(tp: number): { groups: ProcessGroup[]; close(): Promise<void> } {
+export function makeGroups(tp: number, timeoutMs = 20_000): { groups: ProcessGroup[]; close(): Promise<void> } {
   const network = new LocalNetwork(64 * 1024);
   const ranks = Array.from({ length: tp }, (_, rank) => rank);
   const buses = ranks.map(() => new Bus({ jobId: 'tp', transport: network.connect(), log: () => {} }));
-  const groups = ranks.map((rank) => new ProcessGroup({ bus: buses[rank], name: 'tp.0', ranks, rank, timeoutMs: 20_000 }));
+  const groups = ranks.map((rank) => new ProcessGroup({ bus: buses[rank], name: 'tp.0', ranks, rank, timeoutMs }));
   return {
     groups,
     async close() {
