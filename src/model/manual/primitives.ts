@@ -1,0 +1,86 @@
+/**
+ * Implements: the forward-with-saved and analytic backward of the GPT's elementwise and row-wise pieces
+ * (llm.c's layernorm/matmul/gelu forward-backward pairs), on 2-D row tensors [rows, features].
+ * Each forward returns what its backward needs; no tape is involved, so the pair can straddle an await.
+ */
+import * as tf from '../../tf.ts';
+
+export interface LayerNormSaved {
+  /** (x - mean) * rstd, [rows, H]. */
+  xhat: tf.Tensor2D;
+  /** 1 / sqrt(var + eps), [rows, 1]. */
+  rstd: tf.Tensor2D;
+}
+
+/** LayerNorm over the last axis of rows x [rows, H], the same moments + rsqrt form as layers.ts. */
+export function layerNormForward(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): { y: tf.Tensor2D; saved: LayerNormSaved } {
+  const { mean, variance } = tf.moments(x, -1, true);
+  const rstd = tf.rsqrt(tf.add(variance, epsilon)) as tf.Tensor2D;
+  const xhat = tf.mul(tf.sub(x, mean), rstd) as tf.Tensor2D;
+  const y = tf.add(tf.mul(xhat, gamma), beta) as tf.Tensor2D;
+  return { y, saved: { xhat, rstd } };
+}
+
+/**
+ * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma; dgamma = sum(dy * xhat),
+ * dbeta = sum(dy) over rows.
+ */
+export function layerNormBackward(dy: tf.Tensor2D, saved: LayerNormSaved, gamma: tf.Tensor): { dx: tf.Tensor2D; dgamma: tf.Tensor1D; dbeta: tf.Tensor1D } {
+  const { xhat, rstd } = saved;
+  const dgamma = tf.sum(tf.mul(dy, xhat), 0) as tf.Tensor1D;
+  const dbeta = tf.sum(dy, 0) as tf.Tensor1D;
+  const g = tf.mul(dy, gamma);
+  const meanG = tf.mean(g, -1, true);
+  const meanGXhat = tf.mean(tf.mul(g, xhat), -1, true);
+  const dx = tf.mul(tf.sub(tf.sub(g, meanG), tf.mul(xhat, meanGXhat)), rstd) as tf.Tensor2D;
+  return { dx, dgamma, dbeta };
+}
+
+/** y = x W + b on rows; W is [in, out] (params.ts layout). */
+export function linearForward(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor2D {
+  return tf.add(tf.matMul(x, weight as tf.Tensor2D), bias) as tf.Tensor2D;
+}
+
+/** dx = dy W^T, dW = x^T dy, db = sum(dy) over rows. */
+export function linearBackward(dy: tf.Tensor2D, x: tf.Tensor2D, weight: tf.Tensor): { dx: tf.Tensor2D; dweight: tf.Tensor2D; dbias: tf.Tensor1D } {
+  return {
+    dx: tf.matMul(dy, weight as tf.Tensor2D, false, true),
+    dweight: tf.matMul(x, dy, true, false),
+    dbias: tf.sum(dy, 0) as tf.Tensor1D,
+  };
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+const GELU_A = 0.044715;
+
+export interface GeluSaved {
+  /** The pre-activation. */
+  x: tf.Tensor;
+  /** tanh(C (x + A x^3)), kept so the backward needs no second Tanh. */
+  tanh: tf.Tensor;
+}
+
+/** GELU, tanh approximation, computed exactly as layers.ts's gelu. */
+export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
+  const cube = tf.mul(tf.mul(x, x), x);
+  const inner = tf.mul(tf.add(x, tf.mul(cube, GELU_A)), GELU_C);
+  const tanh = tf.tanh(inner);
+  const y = tf.mul(tf.mul(x, 0.5), tf.add(tanh, 1));
+  return { y, saved: { x, tanh } };
+}
+
+/** d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) C (1 + 3 A x^2). */
+export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
+  const { x, tanh } = saved;
+  const halfX = tf.mul(x, 0.5);
+  const sech2 = tf.sub(1, tf.mul(tanh, tanh));
+  const innerSlope = tf.add(tf.mul(tf.mul(x, x), 3 * GELU_A * GELU_C), GELU_C);
+  const local = tf.add(tf.add(tf.mul(tanh, 0.5), 0.5), tf.mul(tf.mul(halfX, sech2), innerSlope));
+  return tf.mul(dy, local);
+}
+
+/** Softmax over the last axis backward: dS = P * (dP - sum(dP * P)). */
+export function softmaxBackward(dprobs: tf.Tensor, probs: tf.Tensor): tf.Tensor {
+  const dot = tf.sum(tf.mul(dprobs, probs), -1, true);
+  return tf.mul(probs, tf.sub(dprobs, dot));
+}

@@ -1,0 +1,155 @@
+/**
+ * Implements: forward-with-saved-activations and the hand-written backward over a GPT slice (a whole
+ * model or one pipeline stage's layers), so a backward needs no forward recompute and no tape: the
+ * saved activations are plain tensors that survive awaits. Same math as GPT.forward / GPT.loss.
+ */
+import * as tf from '../../tf.ts';
+import { tidyKeep } from './tidy.ts';
+import type { DropoutContext } from '../dropout.ts';
+import type { GPT, TokenBatch } from '../gpt.ts';
+import { attentionBias } from '../layers.ts';
+import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName } from '../params.ts';
+import { BLOCK_PARAM_NAMES, blockBackward, blockForward, type BlockParams, type BlockSaved } from './block.ts';
+import { embeddingBackward, embeddingForward, type EmbeddingSaved } from './embedding.ts';
+import { headBackward, headForward, type HeadSaved } from './head.ts';
+
+/** What sliceBackward needs from sliceForward; sliceBackward disposes it. */
+export interface SliceSaved {
+  embedding?: EmbeddingSaved;
+  /** One per layer of the slice, in layer order. */
+  blocks: BlockSaved[];
+  head?: HeadSaved;
+  /** Shape of the hidden states between stages, [B, T, H]. */
+  hiddenShape: [number, number, number];
+}
+
+export interface SliceForwardOptions {
+  dropout?: DropoutContext;
+}
+
+/** A block's parameter tensors by local name. */
+export function blockParamsOf(model: GPT, layer: number): BlockParams {
+  return new Map(BLOCK_PARAM_NAMES.map((local) => [local, model.param(blockParamName(layer, local)) as tf.Tensor]));
+}
+
+/**
+ * This slice's forward (GPT.forward's contract): token ids in when it holds the embedding, else
+ * `hiddenIn` [B, T, H]; out the loss (scalar) when it holds the head, else hidden states. The caller
+ * keeps ownership of `hiddenIn`; the saved activations do not reference it.
+ */
+export function sliceForward(model: GPT, batch: TokenBatch, hiddenIn: tf.Tensor3D | undefined, options: SliceForwardOptions = {}): { output: tf.Tensor; saved: SliceSaved } {
+  const { config, slice } = model;
+  const hiddenShape: [number, number, number] = [batch.batch, batch.seqLen, config.hiddenSize];
+  return tidyKeep(() => {
+    const ids = tf.tensor2d(batch.inputIds, [batch.batch, batch.seqLen], 'int32');
+    const bias = attentionBias(batch.attentionMask, batch.batch, batch.seqLen);
+    let x: tf.Tensor3D;
+    let embedding: EmbeddingSaved | undefined;
+    if (slice.hasEmbedding) {
+      const embedded = embeddingForward(model.param(WORD_EMBEDDING), model.param(POSITION_EMBEDDING), ids, config, options.dropout);
+      x = embedded.y;
+      embedding = embedded.saved;
+    } else if (hiddenIn !== undefined) {
+      x = hiddenIn;
+    } else {
+      throw new Error(`sliceForward: the slice of layers ${slice.startLayer}-${slice.endLayer} has no embedding and needs hidden states from the previous stage`);
+    }
+    const blocks: BlockSaved[] = [];
+    for (let layer = slice.startLayer; layer < slice.endLayer; layer++) {
+      const out = blockForward(blockParamsOf(model, layer), x, bias, config, { dropout: options.dropout, layer });
+      blocks.push(out.saved);
+      x = out.y;
+    }
+    let output: tf.Tensor = x;
+    let head: HeadSaved | undefined;
+    if (slice.hasHead) {
+      const result = headForward(model.param(WORD_EMBEDDING), model.param('norm.gamma'), model.param('norm.beta'), x, ids, config);
+      output = result.loss;
+      head = result.saved;
+    }
+    return { output, saved: { embedding, blocks, head, hiddenShape } };
+  });
+}
+
+/**
+ * The backward of sliceForward. `outputGrad` [B, T, H] is the gradient of the hidden states this slice
+ * sent on (required without the head); with the head the objective is the loss (times `lossGrad`).
+ * Returns every parameter's gradient by global name in `model.specs` order, and the gradient of
+ * `hiddenIn` when the slice has no embedding. Disposes `saved` as it goes (peak memory falls layer by
+ * layer); the caller keeps ownership of `outputGrad`.
+ */
+export function sliceBackward(
+  model: GPT, saved: SliceSaved, outputGrad?: tf.Tensor3D, lossGrad = 1,
+): { inputGrad?: tf.Tensor3D; grads: Map<string, tf.Tensor> } {
+  const { config, slice } = model;
+  const grads = new Map<string, tf.Tensor>();
+  const addGrad = (name: string, grad: tf.Tensor) => {
+    const previous = grads.get(name);
+    if (previous === undefined) {
+      grads.set(name, grad);
+    } else {
+      grads.set(name, tf.add(previous, grad));
+      previous.dispose();
+      grad.dispose();
+    }
+  };
+  let dy: tf.Tensor3D;
+  if (saved.head !== undefined) {
+    const head = headBackward(model.param(WORD_EMBEDDING), model.param('norm.gamma'), saved.head, config, lossGrad);
+    tf.dispose(saved.head as unknown as tf.TensorContainer);
+    addGrad(WORD_EMBEDDING, head.dWordEmbedding);
+    addGrad('norm.gamma', head.dGamma);
+    addGrad('norm.beta', head.dBeta);
+    dy = head.dx;
+  } else if (outputGrad !== undefined) {
+    const [b, t, h] = saved.hiddenShape;
+    if (outputGrad.shape.length !== 3 || outputGrad.shape[0] !== b || outputGrad.shape[1] !== t || outputGrad.shape[2] !== h) {
+      throw new Error(`sliceBackward: outputGrad has shape [${outputGrad.shape}]; the slice's output was [${saved.hiddenShape}]`);
+    }
+    dy = tf.clone(outputGrad);
+  } else {
+    throw new Error(`sliceBackward: the slice of layers ${slice.startLayer}-${slice.endLayer} has no head and needs the gradient of its output`);
+  }
+  if (saved.blocks.length !== slice.endLayer - slice.startLayer) {
+    throw new Error(`sliceBackward: ${saved.blocks.length} saved blocks for layers ${slice.startLayer}-${slice.endLayer}; pass the saved activations of this slice's forward`);
+  }
+  for (let layer = slice.endLayer - 1; layer >= slice.startLayer; layer--) {
+    const blockSaved = saved.blocks[layer - slice.startLayer]!;
+    const params = blockParamsOf(model, layer);
+    const { dx, grads: blockGrads } = blockBackward(params, blockSaved, dy, config);
+    tf.dispose(blockSaved as unknown as tf.TensorContainer);
+    dy.dispose();
+    dy = dx;
+    for (const [local, grad] of blockGrads) addGrad(blockParamName(layer, local), grad);
+  }
+  let inputGrad: tf.Tensor3D | undefined;
+  if (saved.embedding !== undefined) {
+    const embedding = embeddingBackward(saved.embedding, dy, config);
+    tf.dispose(saved.embedding as unknown as tf.TensorContainer);
+    dy.dispose();
+    addGrad(WORD_EMBEDDING, embedding.dWordEmbedding);
+    addGrad(POSITION_EMBEDDING, embedding.dPositionEmbedding);
+  } else {
+    inputGrad = dy;
+  }
+  const ordered = new Map<string, tf.Tensor>();
+  for (const spec of model.specs) {
+    const grad = grads.get(spec.name);
+    if (grad === undefined) throw new Error(`sliceBackward: no gradient computed for ${spec.name}`);
+    ordered.set(spec.name, grad);
+  }
+  return { inputGrad, grads: ordered };
+}
+
+/** Forward with saved activations and the manual backward of a whole model: the trainer's variableGrads. */
+export function modelLossAndGrads(model: GPT, batch: TokenBatch, options: SliceForwardOptions = {}): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+  if (!model.slice.hasEmbedding || !model.slice.hasHead) throw new Error('modelLossAndGrads needs the full model; use sliceForward/sliceBackward on a stage');
+  const { output, saved } = sliceForward(model, batch, undefined, options);
+  const { grads } = sliceBackward(model, saved);
+  return { loss: output as tf.Scalar, grads };
+}
+
+/** Frees saved activations that will not be used (e.g. a forward-only evaluation). */
+export function disposeSliceSaved(saved: SliceSaved): void {
+  tf.dispose([saved.embedding, saved.head, ...saved.blocks] as unknown as tf.TensorContainer);
+}
