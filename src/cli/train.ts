@@ -25,11 +25,9 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   };
   const worldSize = command.nprocPerNode === undefined ? undefined : command.nprocPerNode * command.nnodes;
   const config = loadConfig(command.configPath, trainOverrides(command), worldSize === undefined ? {} : { worldSize });
-  if (config.parallel.tensor.size !== 1) {
-    throw new Error(
-      `tensor parallelism (parallel.tensor.size=${config.parallel.tensor.size}) is not built yet; data and pipeline parallelism are: ` +
-        'set parallel.tensor.size to 1 (--set parallel.tensor.size=1)',
-    );
+  const { embedDropRate, attnDropRate, dropRate } = config.model;
+  if (config.parallel.tensor.size > 1 && embedDropRate + attnDropRate + dropRate > 0) {
+    throw new Error('dropout with tensor parallelism is not supported yet: set the model\'s drop rates to 0 or parallel.tensor.size to 1');
   }
   const outDir = resolve(command.out ?? join('runs', `${basename(command.configPath, extname(command.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${timestamp()}`));
   mkdirSync(outDir, { recursive: true });
@@ -42,7 +40,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     new LogMetricByStepHook({ metricsPath, progressBar: command.quiet ? false : undefined, stream: command.quiet ? devNull() : undefined }),
     new LogMetricByEpochHook(),
   ];
-  if (config.parallel.data * config.parallel.pipeline > 1 || command.nnodes > 1) {
+  if (config.parallel.data * config.parallel.pipeline * config.parallel.tensor.size > 1 || command.nnodes > 1) {
     return launch({
       config,
       configPath: command.configPath,

@@ -189,7 +189,8 @@ export async function launch(options: LaunchOptions): Promise<number> {
  * (validated once here, so a bad table never reaches a stage). Undefined without pipeline parallelism.
  */
 function pipelineOps(config: TrainConfig, grid: ParallelGrid): ((rank: number) => WireStageOp[]) | undefined {
-  if (grid.pipeline === 1) return undefined;
+  // Tensor-parallel ranks run through the stage machinery too (a pipeline of one stage).
+  if (grid.pipeline === 1 && grid.tensor === 1) return undefined;
   const schedule = validateSchedule(buildSchedule(config.schedule, grid.pipeline, config.numMicroBatches, config.numChunks));
   const wire = schedule.ops.map((ops) => ops.map((op): WireStageOp => [op.kind, op.microBatch, op.chunk]));
   return (rank) => wire[grid.coordinates(rank).pp];

@@ -39,12 +39,14 @@ export interface PipelineWorkerOptions {
 
 export async function trainPipelineRank(options: PipelineWorkerOptions): Promise<void> {
   const { config, grid, rank, bus, log } = options;
-  const { pp, dp } = grid.coordinates(rank);
+  const { pp, dp, tp } = grid.coordinates(rank);
   const group = (name: string, ranks: number[]) => new ProcessGroup({ bus, name, ranks, rank, log });
   const pipelineGroup = group(grid.groupName('pp', rank), grid.pipelineGroup(rank));
   const dpGroup = group(grid.groupName('dp', rank), grid.dataGroup(rank));
+  const tensorGroup = group(grid.groupName('tp', rank), grid.tensorGroup(rank));
+  const modelParallelGroup = group(grid.groupName('tp-pp', rank), grid.group('tp-pp', rank));
   const sharedWeights = new SharedWeights();
-  const groups = [pipelineGroup, dpGroup];
+  const groups = [pipelineGroup, dpGroup, tensorGroup, modelParallelGroup];
   if (grid.inEmbeddingGroup(rank) && grid.pipeline > 1) {
     const embeddingGroup = group(grid.embeddingGroupName(rank), grid.embeddingGroup(rank));
     sharedWeights.register(embeddingGroup, [WORD_EMBEDDING]);
@@ -55,8 +57,8 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
 
   const layers = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks)[pp];
   log(`stage ${pp}: layers ${layers.map(([start, end]) => `[${start}, ${end})`).join(' ')}`);
-  const trace = new TraceRecorder(rank, `rank ${rank}: stage ${pp}${grid.data > 1 ? `, replica ${dp}` : ''}`);
-  const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: layers, pipelineGroup, stageRanks: grid.pipelineGroup(rank), trace });
+  const trace = new TraceRecorder(rank, `rank ${rank}: stage ${pp}${grid.tensor > 1 ? `, shard ${tp}` : ''}${grid.data > 1 ? `, replica ${dp}` : ''}`);
+  const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: layers, pipelineGroup, stageRanks: grid.pipelineGroup(rank), trace, tensorGroup });
   const params = new Map<string, tf.Variable>();
   for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
   await sharedWeights.synchronizeValues(params);
@@ -72,8 +74,8 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
     sharedWeights,
     dataParallel: { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') },
     trace,
-    pipelineGroup,
-    ownsWordEmbedding: pp === 0,
+    modelParallelGroup,
+    countsInNorm: (name: string) => stage.countsInNorm(name),
   };
   // Bubble = the part of the pipeline phase (first op to last op of a step) this stage spends not computing.
   const bubbles: number[] = [];

@@ -34,7 +34,6 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   const config = JSON.parse(readFileSync(env.configPath, 'utf8')) as TrainConfig;
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   if (grid.world !== env.world) throw new Error(`the config's layout has ${grid.world} ranks but this job has ${env.world}`);
-  if (grid.tensor !== 1) throw new Error('tensor parallelism is not built yet: parallel.tensor.size must be 1');
 
   const transport = await connectNats({ url: env.natsUrl, name: `gpt-hybrid ${env.jobId} rank ${env.rank}` });
   const bus = new Bus({ jobId: env.jobId, transport, log });
@@ -102,7 +101,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     await initBackend(config.backend, log);
     const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} });
     state = 'ready';
-    if (grid.pipeline > 1) {
+    if (grid.pipeline > 1 || grid.tensor > 1) {
       await trainPipelineRank({ config, grid, rank: env.rank, bus, dataset, totalSteps: env.totalSteps, log, gate, onStep: report, outDir: env.outDir });
     } else {
       await trainDataParallelRank(dataset, report, gate);

@@ -6,7 +6,6 @@
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
-import { WORD_EMBEDDING } from '../model/params.ts';
 import type * as tf from '../tf.ts';
 import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
@@ -31,10 +30,13 @@ export interface PipelineStepContext {
   /** This replica's data-parallel rank and the reduction over its dp group (same stage, other replicas). */
   dataParallel: DataParallelRole;
   trace?: TraceRecorder;
-  /** The stages of this replica: the gradient norm is summed over them (clipping sees the whole model). */
-  pipelineGroup: ProcessGroup;
-  /** Whether this stage holds virtual stage 0 (the word embedding's owner; other copies are not counted in the norm). */
-  ownsWordEmbedding: boolean;
+  /** Every rank of this model replica (its stages and tp shards): the gradient norm is summed over them, so clipping sees the whole model. */
+  modelParallelGroup: ProcessGroup;
+  /**
+   * Whether this rank's copy of a parameter counts in the norm: a copy held elsewhere too (the tied word
+   * embedding on the last stage, a replicated parameter on tp ranks other than 0) counts once.
+   */
+  countsInNorm: (name: string) => boolean;
 }
 
 export interface PipelineStepResult {
@@ -71,10 +73,9 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
   const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
   const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
   const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
-  // The tied embedding's copies hold one gradient: count it once, on its owner.
-  const normed = [...means.grads].filter(([name]) => name !== WORD_EMBEDDING || context.ownsWordEmbedding).map(([, grad]) => grad);
-  const localSquares = sumOfSquares(normed);
-  const squares = context.pipelineGroup.size === 1 ? localSquares : (await span('all-reduce grad norm', () => context.pipelineGroup.allReduce(Float32Array.of(localSquares), 'sum')))[0];
+  const localSquares = sumOfSquares([...means.grads].filter(([name]) => context.countsInNorm(name)).map(([, grad]) => grad));
+  const group = context.modelParallelGroup;
+  const squares = group.size === 1 ? localSquares : (await span('all-reduce grad norm', () => group.allReduce(Float32Array.of(localSquares), 'sum')))[0];
   const optimizerStart = wallClockMs();
   const { gradNorm } = optimizer.apply(params, means.grads, { gradNorm: Math.sqrt(squares) });
   context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });

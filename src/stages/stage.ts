@@ -15,7 +15,8 @@
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
 import { GPT, type TokenBatch } from '../model/gpt.ts';
-import { sliceForLayers } from '../model/params.ts';
+import { TensorParallelGPT, type TensorParallelForward } from '../tensor-parallel/tensor-parallel-gpt.ts';
+import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
 import * as tf from '../tf.ts';
 import { formatOp, type PipelineOp } from '../scheduler/ops.ts';
 import { wallClockMs, type TraceRecorder } from './trace.ts';
@@ -33,16 +34,23 @@ export interface StageOptions {
   stageRanks: number[];
   /** Where forward, backward, send and receive events go. */
   trace?: TraceRecorder;
+  /**
+   * The stage's tensor-parallel group (the same stage of the other tp ranks). Size > 1: every chunk is
+   * a TensorParallelGPT shard, whose forward and backward are chains of segments with all-reduces.
+   */
+  tensorGroup?: ProcessGroup;
 }
 
 interface SavedInput {
   /** Hidden states received from the previous virtual stage (undefined at virtual stage 0). */
   hidden?: tf.Tensor3D;
+  /** A tensor-parallel chunk's forward record (it owns its input and output until backward). */
+  shardForward?: TensorParallelForward;
 }
 
 export class PipelineStage {
-  /** One GPT slice per chunk. */
-  readonly chunks: GPT[];
+  /** One model slice per chunk: whole layers, or this rank's tensor-parallel shard of them. */
+  readonly chunks: (GPT | TensorParallelGPT)[];
   private readonly virtualStages: number;
   private readonly saved = new Map<string, SavedInput>();
   private gradSums = new Map<string, tf.Tensor>();
@@ -53,7 +61,23 @@ export class PipelineStage {
   constructor(private readonly options: StageOptions) {
     const { config, chunkLayers, pipelineSize } = options;
     this.virtualStages = pipelineSize * chunkLayers.length;
-    this.chunks = chunkLayers.map(([start, end]) => new GPT(config.model, sliceForLayers(config.model, start, end), config.seed));
+    const group = options.tensorGroup;
+    this.chunks = chunkLayers.map(([start, end]) => {
+      const slice = sliceForLayers(config.model, start, end);
+      return group !== undefined && group.size > 1
+        ? new TensorParallelGPT({ config: config.model, slice, seed: config.seed, group })
+        : new GPT(config.model, slice, config.seed);
+    });
+  }
+
+  /**
+   * Whether this rank's copy of `name` is the one counted in model-wide sums (the gradient norm): the
+   * tied word embedding counts on virtual stage 0 only, a replicated parameter on tp rank 0 only.
+   */
+  countsInNorm(name: string): boolean {
+    if (name === WORD_EMBEDDING && this.options.pipelineRank !== 0) return false;
+    const shard = this.chunks.find((chunk) => chunk.params.has(name));
+    return !(shard instanceof TensorParallelGPT) || shard.shardKind(name) !== 'replicated' || shard.tpRank === 0;
   }
 
   /** Every parameter this stage holds, by global name; the tied embedding appears once per chunk that holds it. */
@@ -83,10 +107,25 @@ export class PipelineStage {
   private compute<T>(op: PipelineOp, work: () => T): T {
     const start = wallClockMs();
     const result = work();
+    this.finishCompute(op, start);
+    return result;
+  }
+
+  /** Ends a forward or backward begun at `start` (for tensor-parallel chunks it includes their all-reduces). */
+  private finishCompute(op: PipelineOp, start: number): void {
     const end = wallClockMs();
     this.computeMs += end - start;
     this.options.trace?.record(op.kind === 'F' ? 'forward' : 'backward', 'compute', start, end, this.args(op));
-    return result;
+  }
+
+  /** Adds a micro-batch's gradient (taken over) to the step's sum for that parameter. */
+  private accumulate(name: string, grad: tf.Tensor): void {
+    const previous = this.gradSums.get(name);
+    this.gradSums.set(name, previous === undefined ? grad : tf.add(previous, grad));
+    if (previous !== undefined) {
+      previous.dispose();
+      grad.dispose();
+    }
   }
 
   private args(op: PipelineOp): Record<string, number> {
@@ -112,7 +151,10 @@ export class PipelineStage {
   dispose(): void {
     for (const chunk of this.chunks) chunk.dispose();
     for (const grad of this.gradSums.values()) grad.dispose();
-    for (const input of this.saved.values()) input.hidden?.dispose();
+    for (const input of this.saved.values()) {
+      input.hidden?.dispose();
+      if (input.shardForward !== undefined) (this.chunks.find((c) => c instanceof TensorParallelGPT) as TensorParallelGPT).release(input.shardForward);
+    }
   }
 
   private virtualStage(chunk: number): number {
@@ -157,6 +199,15 @@ export class PipelineStage {
     const virtual = this.virtualStage(op.chunk);
     const model = this.chunks[op.chunk];
     const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
+    if (model instanceof TensorParallelGPT) {
+      const start = wallClockMs();
+      const shardForward = await model.forward(batch, hidden);
+      this.finishCompute(op, start);
+      this.saved.set(`${op.microBatch}.${op.chunk}`, { shardForward });
+      if (shardForward.loss !== undefined) this.lossSum += shardForward.loss;
+      else this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, shardForward.hidden!);
+      return;
+    }
     this.saved.set(`${op.microBatch}.${op.chunk}`, { hidden });
     const output = this.compute(op, () => {
       const out = tf.tidy(() => model.forward(batch, hidden, {}));
@@ -180,6 +231,19 @@ export class PipelineStage {
     this.saved.delete(key);
     const last = virtual === this.virtualStages - 1;
     const outputGrad = last ? undefined : await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch));
+    if (model instanceof TensorParallelGPT) {
+      const start = wallClockMs();
+      const { inputGrad, grads } = await model.backward(saved.shardForward!, outputGrad as tf.Tensor3D | undefined);
+      this.finishCompute(op, start);
+      model.release(saved.shardForward!);
+      outputGrad?.dispose();
+      for (const [name, grad] of grads) this.accumulate(name, grad);
+      if (inputGrad !== undefined) {
+        this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
+        inputGrad.dispose();
+      }
+      return;
+    }
     const input = saved.hidden === undefined ? undefined : tf.variable(saved.hidden, true);
     const variables = model.variables();
     const { value, grads } = this.compute(op, () => {
@@ -193,15 +257,7 @@ export class PipelineStage {
     });
     value.dispose();
     outputGrad?.dispose();
-    model.specs.forEach((spec, index) => {
-      const grad = grads[variables[index].name];
-      const previous = this.gradSums.get(spec.name);
-      this.gradSums.set(spec.name, previous === undefined ? grad : tf.add(previous, grad));
-      if (previous !== undefined) {
-        previous.dispose();
-        grad.dispose();
-      }
-    });
+    model.specs.forEach((spec, index) => this.accumulate(spec.name, grads[variables[index].name]));
     if (input !== undefined) {
       const inputGrad = grads[input.name];
       this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);

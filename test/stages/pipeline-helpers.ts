@@ -27,7 +27,7 @@ export async function runPipeline(
   steps: number,
   opsFor: (pipelineRank: number) => PipelineOp[],
 ): Promise<PipelineRun> {
-  const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: 1 });
+  const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   const network = new LocalNetwork(64 * 1024);
   const partition = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks);
   const sampler = globalBatchSampler(config, dataset.numSamples);
@@ -36,7 +36,9 @@ export async function runPipeline(
     const { pp, dp } = grid.coordinates(rank);
     const pipelineGroup = new ProcessGroup({ bus, name: grid.groupName('pp', rank), ranks: grid.pipelineGroup(rank), rank, timeoutMs: 20_000 });
     const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', rank), ranks: grid.dataGroup(rank), rank, timeoutMs: 20_000 });
-    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank) });
+    const tensorGroup = new ProcessGroup({ bus, name: grid.groupName('tp', rank), ranks: grid.tensorGroup(rank), rank, timeoutMs: 20_000 });
+    const modelParallelGroup = new ProcessGroup({ bus, name: grid.groupName('tp-pp', rank), ranks: grid.group('tp-pp', rank), rank, timeoutMs: 20_000 });
+    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup });
     const params = new Map<string, tf.Variable>();
     for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
     const sharedWeights = new SharedWeights();
@@ -44,14 +46,14 @@ export async function runPipeline(
       sharedWeights.register(new ProcessGroup({ bus, name: grid.embeddingGroupName(rank), ranks: grid.embeddingGroup(rank), rank, timeoutMs: 20_000 }), [WORD_EMBEDDING]);
     }
     const dataParallel = { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') };
-    return { rank, bus, stage, params, sharedWeights, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp, pipelineGroup };
+    return { rank, bus, stage, params, sharedWeights, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp, modelParallelGroup };
   });
   const losses: number[] = [];
   for (let step = 0; step < steps; step++) {
     const results = await Promise.all(
       ranks.map((r) =>
         runPipelineStep(
-          { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, pipelineGroup: r.pipelineGroup, ownsWordEmbedding: r.pp === 0 },
+          { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name) },
           step,
           opsFor(r.pp),
         ),

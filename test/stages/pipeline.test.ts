@@ -37,7 +37,7 @@ function config(overrides: Record<string, unknown>): TrainConfig {
     },
     { checkDataFile: false },
   );
-  return { ...resolved, model: { ...resolved.model, vocabSize: 23 } };
+  return { ...resolved, model: { ...resolved.model, vocabSize: 24 } };
 }
 
 async function reference(batchSize: number): Promise<number[]> {
@@ -94,4 +94,24 @@ test('pipeline - gradient clipping sees the whole model: same losses as one proc
   const run = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, ...clip }), dataset, 3, opsOf('1f1b', 2, 4));
   assertClose(run.losses, expected);
   assert.notDeepEqual(expected, await reference(4), 'the clip must bite for this test to mean anything');
+});
+
+test('tensor parallel - tp 2, pp 2 x tp 2 and dp 2 x tp 2 equal one process; tied shards bit-identical per tp rank', async () => {
+  const expected = await reference(4);
+  for (const [parallel, extra] of [
+    [{ tensor: { size: 2 } }, {}],
+    [{ pipeline: 2, tensor: { size: 2 } }, { numMicroBatches: 4 }],
+    [{ data: 2, tensor: { size: 2 } }, { batchSize: 2 }],
+  ] as const) {
+    const c = config({ parallel, ...extra });
+    const run = await runPipeline(c, dataset, 3, opsOf('1f1b', c.parallel.pipeline, c.numMicroBatches));
+    // Tensor parallelism reorders float32 sums (row-parallel partial sums): the issue allows 1e-4.
+    assertClose(run.losses, expected);
+    if (c.parallel.pipeline > 1) {
+      // World order tp-dp-pp: stage 0 holds ranks 0, 1 (tp 0, 1); stage 1 holds ranks 2, 3.
+      assert.deepEqual(run.embeddings.get(0), run.embeddings.get(2));
+      assert.deepEqual(run.embeddings.get(1), run.embeddings.get(3));
+      assert.notDeepEqual(run.embeddings.get(0), run.embeddings.get(1));
+    }
+  }
 });
