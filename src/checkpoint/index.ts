@@ -58,3 +58,4 @@ export {
   type RegionRead,
   type RegionTarget,
 } from './reshard.ts';
+export { dataLoaderPosition, loadRankState, rankTensorsToSave, type RankState } from './rank-state.ts';
