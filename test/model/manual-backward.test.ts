@@ -78,6 +78,18 @@ test('manual backward - with every dropout site active, gradients match autodiff
   checkFullModel(config, batch, 'dropout', { seed: 7, step: 3, sampleIds: batch.sampleIds });
 });
 
+test('manual backward - on wasm with the project kernels, gradients match wasm autodiff, with padding', async () => {
+  // initBackend installs the project's wasm kernels (UnsortedSegmentSum, BatchMatMul, ...).
+  await initBackend('wasm', () => {});
+  try {
+    assert.equal(tf.getBackend(), 'wasm');
+    const config = tinyConfig({ numLayers: 2, hiddenSize: 32, numAttentionHeads: 4, vocabSize: 53, maxPositionEmbeddings: 12 });
+    checkFullModel(config, tinyBatch(config, 3, 9, 7), 'wasm padding');
+  } finally {
+    await initBackend('cpu', () => {});
+  }
+});
+
 test('manual backward - pipeline slices chained by hand equal the whole model, input gradients included', () => {
   const config = tinyConfig({ numLayers: 3 });
   const batch = tinyBatch(config, 2, 8, 5);
