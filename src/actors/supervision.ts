@@ -20,7 +20,12 @@ export function escalateToJob(options: EscalationOptions): SupervisionActorFunc<
   return (_message, error, ctx) => {
     const reason = error instanceof Error ? error.message : String(error);
     options.log(`actor crashed: ${reason}`);
-    options.bus.publish(options.subject, { kind: 'fatal', rank: options.rank, reason });
+    try {
+      options.bus.publish(options.subject, { kind: 'fatal', rank: options.rank, reason });
+    } catch (error) {
+      // The bus is already gone when the job is shutting down; the crash is logged above.
+      options.log(`could not report the crash: ${error instanceof Error ? error.message : String(error)}`);
+    }
     options.onFatal(reason);
     return ctx.stop;
   };

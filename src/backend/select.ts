@@ -68,7 +68,13 @@ async function activateWasm(): Promise<string | undefined> {
   }
   // Installed before the backend starts or after: the engine looks kernels up per op.
   registerWasmTrainingKernels();
-  if (!(await tf.setBackend('wasm'))) {
+  const before = { exception: process.listeners('uncaughtException'), rejection: process.listeners('unhandledRejection') };
+  const started = await tf.setBackend('wasm');
+  // Emscripten's runtime adds process handlers that rethrow, which makes Node print the whole minified
+  // wasm glue (one line of ~100 kB) above any uncaught error: remove them, the error alone is clearer.
+  for (const listener of process.listeners('uncaughtException')) if (!before.exception.includes(listener)) process.off('uncaughtException', listener);
+  for (const listener of process.listeners('unhandledRejection')) if (!before.rejection.includes(listener)) process.off('unhandledRejection', listener);
+  if (!started) {
     return 'tf.setBackend(\'wasm\') failed (see the warning above: usually the .wasm binary was not found)';
   }
   return undefined;

@@ -229,13 +229,14 @@ export class ProcessGroup {
     return `coll.${this.name}.${rank}`;
   }
 
-  send(to: number, tag: string, values: Float32Array, shape: number[] = [values.length]): void {
+  /** `half`: travel as float16 (half the bytes, float16 precision); recv returns float32 either way. */
+  send(to: number, tag: string, values: Float32Array, shape: number[] = [values.length], options: { half?: boolean } = {}): void {
     this.checkOpen();
     this.checkMember(to, 'send to');
     const stream = JSON.stringify([to, tag]);
     const seq = this.sendSeq.get(stream) ?? 0;
     this.sendSeq.set(stream, seq + 1);
-    this.publish(to, { op: 'send', seq, tag, part: 0 }, toWireTensor(values, shape));
+    this.publish(to, { op: 'send', seq, tag, part: 0 }, toWireTensor(values, shape, options));
   }
 
   async recv(from: number, tag: string): Promise<Received> {

@@ -8,12 +8,13 @@
 
 export const PROTOCOL_VERSION = 1;
 
-export type WireDType = 'float32' | 'int32';
+/** float16: float32 values sent as IEEE halves (the fp16 mode's activations and gradients); decoded to float32. */
+export type WireDType = 'float32' | 'int32' | 'float16';
 
 export interface WireTensor {
   dtype: WireDType;
   shape: number[];
-  /** Little-endian element bytes; length = product(shape) x 4. */
+  /** Little-endian element bytes; length = product(shape) x 4 (x 2 for float16). */
   data: Uint8Array;
 }
 

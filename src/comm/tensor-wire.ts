@@ -2,6 +2,7 @@
  * Implements: typed arrays to and from `WireTensor` (dtype, shape, little-endian bytes). Encoding is a view
  * (no copy); decoding is a zero-copy view when the bytes sit at a 4-aligned offset, else one copy.
  */
+import { decodeFloat16, encodeFloat16 } from './float16.ts';
 import type { WireDType, WireTensor } from './messages.ts';
 
 // Every host this runs on is little-endian; the wire format relies on it, so refuse to run otherwise.
@@ -26,10 +27,21 @@ export function shapeSize(shape: readonly number[]): number {
   return size;
 }
 
-export function toWireTensor(values: Float32Array | Int32Array, shape: readonly number[]): WireTensor {
+/** Bytes per element of a wire dtype. */
+export function wireElementBytes(dtype: WireDType): number {
+  return dtype === 'float16' ? 2 : WIRE_ELEMENT_BYTES;
+}
+
+/** `half`: float32 values travel as IEEE halves (half the bytes; the receiver gets float32 back). */
+export function toWireTensor(values: Float32Array | Int32Array, shape: readonly number[], options: { half?: boolean } = {}): WireTensor {
   const size = shapeSize(shape);
   if (size !== values.length) {
     throw new Error(`tensor of ${values.length} elements does not fit shape [${shape.join(', ')}] (${size} elements)`);
+  }
+  if (options.half === true) {
+    if (!(values instanceof Float32Array)) throw new Error('only float32 tensors can travel as float16');
+    const bits = encodeFloat16(values);
+    return { dtype: 'float16', shape: [...shape], data: new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength) };
   }
   const dtype: WireDType = values instanceof Float32Array ? 'float32' : 'int32';
   return { dtype, shape: [...shape], data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
@@ -37,10 +49,13 @@ export function toWireTensor(values: Float32Array | Int32Array, shape: readonly 
 
 export function fromWireTensor(wire: WireTensor): Float32Array | Int32Array {
   const size = shapeSize(wire.shape);
-  if (wire.data.byteLength !== size * WIRE_ELEMENT_BYTES) {
-    throw new Error(
-      `wire tensor of shape [${wire.shape.join(', ')}] needs ${size * WIRE_ELEMENT_BYTES} bytes, got ${wire.data.byteLength}`,
-    );
+  const bytes = size * wireElementBytes(wire.dtype);
+  if (wire.data.byteLength !== bytes) {
+    throw new Error(`wire tensor of shape [${wire.shape.join(', ')}] needs ${bytes} bytes, got ${wire.data.byteLength}`);
+  }
+  if (wire.dtype === 'float16') {
+    const aligned = wire.data.byteOffset % 2 === 0 ? wire.data : wire.data.slice();
+    return decodeFloat16(new Uint16Array(aligned.buffer as ArrayBuffer, aligned.byteOffset, size));
   }
   const View = wire.dtype === 'float32' ? Float32Array : wire.dtype === 'int32' ? Int32Array : undefined;
   if (View === undefined) throw new Error(`wire tensor dtype ${JSON.stringify(wire.dtype)} is not float32 or int32`);

@@ -135,7 +135,7 @@ function actorAddress(value: unknown, path: string): ActorAddress {
 
 export function wireTensor(value: unknown, path: string): WireTensor {
   const fields = record(value, path);
-  const dtype = oneOf(field(fields, 'dtype'), ['float32', 'int32'] as const, `${path}.dtype`);
+  const dtype = oneOf(field(fields, 'dtype'), ['float32', 'int32', 'float16'] as const, `${path}.dtype`);
   const rawShape = field(fields, 'shape');
   if (!Array.isArray(rawShape) || rawShape.length > MAX_TENSOR_RANK) fail(`${path}.shape`, `an array of at most ${MAX_TENSOR_RANK} sizes`, rawShape);
   const shape: number[] = [];
@@ -147,8 +147,9 @@ export function wireTensor(value: unknown, path: string): WireTensor {
   }
   const data = field(fields, 'data');
   if (!(data instanceof Uint8Array)) fail(`${path}.data`, 'bytes', data);
-  if (data.byteLength !== size * 4) {
-    fail(`${path}.data`, `${size * 4} bytes for shape [${shape.join(', ')}] of ${dtype}`, data);
+  const bytes = size * (dtype === 'float16' ? 2 : 4);
+  if (data.byteLength !== bytes) {
+    fail(`${path}.data`, `${bytes} bytes for shape [${shape.join(', ')}] of ${dtype}`, data);
   }
   return { dtype, shape, data };
 }

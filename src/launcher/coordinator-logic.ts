@@ -29,7 +29,10 @@ export interface CoordinatorSettings {
   startStep: number;
   /** Ranks that have not registered by then fail the job. */
   registerTimeoutMs: number;
-  /** A registered rank silent for this long fails the job. */
+  /**
+   * A registered rank silent for this long fails the job; until its first step-ready (while it loads
+   * its backend, data and model, with every rank of the node doing the same) it gets three times that.
+   */
   heartbeatTimeoutMs: number;
   /**
    * The scheduler: each rank's pipeline ops for a step, sent with the gate's `run` answer (the same
@@ -64,6 +67,8 @@ interface RankRecord {
   step: number;
   lastSeen: number;
   exited: boolean;
+  /** Has asked for its first step (past its start-up). */
+  started: boolean;
 }
 
 export class CoordinatorLogic {
@@ -123,7 +128,7 @@ export class CoordinatorLogic {
       return this.fail(`rank ${event.rank} registered twice (pids ${known.pid} and ${event.pid}): two workers claim one rank`);
     }
     if (known !== undefined) return [];
-    this.ranks.set(event.rank, { node: event.node, pid: event.pid, host: event.host, state: 'ready', step: 0, lastSeen: now, exited: false });
+    this.ranks.set(event.rank, { node: event.node, pid: event.pid, host: event.host, state: 'ready', step: 0, lastSeen: now, exited: false, started: false });
     const effects: CoordinatorEffect[] = [{ type: 'log', line: `rank ${event.rank} registered (node ${event.node}, pid ${event.pid}, ${event.host})` }];
     if (this.ranks.size === this.settings.world) {
       this.state = 'running';
@@ -147,6 +152,7 @@ export class CoordinatorLogic {
     const record = this.ranks.get(event.rank);
     if (record === undefined) return [{ type: 'log', line: `step-ready from unregistered rank ${event.rank} ignored` }];
     record.lastSeen = now;
+    record.started = true;
     if (this.gateStep !== event.step) {
       if (this.waiting.size > 0) {
         return this.fail(`ranks disagree on the step: rank ${event.rank} is at step ${event.step}, others at ${this.gateStep}`);
@@ -262,7 +268,8 @@ export class CoordinatorLogic {
     }
     for (const [rank, record] of this.ranks) {
       const silent = now - record.lastSeen;
-      if (!record.exited && silent > this.settings.heartbeatTimeoutMs) {
+      const allowed = record.started ? this.settings.heartbeatTimeoutMs : 3 * this.settings.heartbeatTimeoutMs;
+      if (!record.exited && silent > allowed) {
         return this.fail(`rank ${rank} (pid ${record.pid}, node ${record.node}) stopped answering: no heartbeat for ${(silent / 1000).toFixed(1)} s`);
       }
     }

@@ -63,6 +63,8 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
 
   bus.publish(SUBJECTS.register, { kind: 'register', rank: env.rank, node: env.node, pid: process.pid, host: hostname() });
   beat();
+  // Until the heartbeat thread is up (it compiles its sources first), and whenever this loop is free.
+  const mainThreadBeats = setInterval(beat, HEARTBEAT_INTERVAL_MS);
 
   const reporter = grid.rankOf({ dp: 0, pp: grid.pipeline - 1, tp: 0 });
   const report = (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number }) => {
@@ -161,6 +163,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   dispatch(trainerActor, 'run');
 
   const code = await exitCode;
+  clearInterval(mainThreadBeats);
   await heartbeats.stop();
   await bus.flush().catch(() => undefined);
   await bus.close().catch(() => undefined);

@@ -82,3 +82,18 @@ test('bytes that are not one msgpack value throw', () => {
   assert.throws(() => decodeEnvelope(new Uint8Array([0x93, 0x01])));
   assert.throws(() => decodeEnvelope(new Uint8Array([1, 2, 3])));
 });
+
+test('tensor-wire - float16 halves the bytes and comes back as float32 within half precision', async () => {
+  const { toWireTensor, fromWireTensor } = await import('../../src/comm/tensor-wire.ts');
+  const values = Float32Array.from([0, 1, -2.5, 1 / 3, 65504, 70000, 1e-8]);
+  const wire = toWireTensor(values, [7], { half: true });
+  assert.equal(wire.dtype, 'float16');
+  assert.equal(wire.data.byteLength, 14);
+  const back = fromWireTensor(wire) as Float32Array;
+  assert.ok(back instanceof Float32Array);
+  assert.deepEqual(Array.from(back.subarray(0, 3)), [0, 1, -2.5]);
+  assert.ok(Math.abs(back[3] - 1 / 3) < 1e-3);
+  assert.equal(back[4], 65504);
+  assert.equal(back[5], Infinity, 'beyond the half range overflows, which the loss scaler detects');
+  assert.equal(back[6], 0, 'underflow to zero, which loss scaling prevents');
+});

@@ -100,7 +100,7 @@ const badFields: Array<[MessageKind, Record<string, unknown>, RegExp]> = [
   ['collective', { op: 'all-to-all' }, /op must be one of/],
   ['collective', { group: '' }, /group must be a non-empty string/],
   ['collective', { tensor: { dtype: 'float32', shape: [2, 2], data: new Uint8Array(15) } }, /tensor\.data must be 16 bytes for shape \[2, 2\]/],
-  ['collective', { tensor: { dtype: 'float16', shape: [1], data: new Uint8Array(2) } }, /tensor\.dtype must be one of/],
+  ['collective', { tensor: { dtype: 'bfloat16', shape: [1], data: new Uint8Array(2) } }, /tensor\.dtype must be one of/],
   ['collective', { tensor: { dtype: 'int32', shape: [-1], data: new Uint8Array(0) } }, /tensor\.shape\[0\] must be an integer >= 0/],
   ['collective', { tensor: { dtype: 'int32', shape: 4, data: new Uint8Array(16) } }, /tensor\.shape must be an array/],
   ['collective', { tensor: { dtype: 'int32', shape: [4], data: [0, 0, 0, 0] } }, /tensor\.data must be bytes/],
@@ -291,4 +291,11 @@ test('validate - step-go carries an optional, checked list of pipeline ops', () 
     const bad = validateMessage({ ...base, ops });
     assert.ok(!bad.ok && bad.reason === 'malformed', JSON.stringify(ops));
   }
+});
+
+test('validate - float16 wire tensors carry 2 bytes per element', () => {
+  const base = { v: PROTOCOL_VERSION, job: 'j', kind: 'collective', group: 'g', op: 'send', seq: 0, tag: 't', from: 0, part: 0 };
+  assert.ok(validateMessage({ ...base, tensor: { dtype: 'float16', shape: [3], data: new Uint8Array(6) } }).ok);
+  const bad = validateMessage({ ...base, tensor: { dtype: 'float16', shape: [3], data: new Uint8Array(12) } });
+  assert.ok(!bad.ok && /6 bytes/.test(bad.detail));
 });

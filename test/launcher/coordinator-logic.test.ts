@@ -77,9 +77,14 @@ test('coordinator - a dead rank fails the job naming it, and the others are told
 
 test('coordinator - a silent rank and a missing rank are named', () => {
   const silent = started();
-  silent.handle({ type: 'heartbeat', rank: 0, step: 1, state: 'training' }, 5_000);
-  const effects = silent.handle({ type: 'tick' }, 5_500);
-  assert.ok(effects.some((e) => e.type === 'shutdown' && /rank 1 .* stopped answering/.test(e.reason)));
+  // Before its first step a rank loading its model gets three times the heartbeat timeout.
+  assert.deepEqual(silent.handle({ type: 'tick' }, 5_500).filter((e) => e.type === 'shutdown'), []);
+  for (const rank of [0, 1]) silent.handle({ type: 'step-ready', rank, step: 0, reply: reply(rank) }, 6_000);
+  silent.handle({ type: 'heartbeat', rank: 0, step: 1, state: 'training' }, 11_000);
+  const effects = silent.handle({ type: 'tick' }, 11_500);
+  assert.ok(effects.some((e) => e.type === 'shutdown' && /rank 1 .* stopped answering: no heartbeat for 5\.5 s/.test(e.reason)));
+  const loading = started();
+  assert.ok(loading.handle({ type: 'tick' }, 16_000).some((e) => e.type === 'shutdown' && /stopped answering/.test(e.reason)));
 
   const missing = new CoordinatorLogic({ ...SETTINGS, world: 3, heartbeatTimeoutMs: 60_000 }, 0);
   missing.handle({ type: 'register', rank: 1, node: 0, pid: 5, host: 'h' }, 1);

@@ -175,3 +175,17 @@ test('pipeline - 2 stages under 1f1b and interleaved equal the single-process ru
     assert.equal(checksums[0][1], checksums[1][1], 'the first and last stage hold different word embeddings');
   }
 });
+
+test('tensor parallel - pipeline 2 x tensor 2 over 4 workers equals the single-process run; tied shards identical per tp rank', async () => {
+  const out = outDir('pp2-tp2');
+  const { code, output } = await runCli(['train', config, '--out', out, '--set', 'parallel.pipeline=2', '--set', 'parallel.tensor.size=2', '--set', 'numMicroBatches=4', '--nats', server.url], {}, 240_000);
+  assert.equal(code, 0, output);
+  // Tensor parallelism reorders float32 sums; the issue allows 1e-4 relative.
+  assertSameLosses(losses(join(out, 'metrics.jsonl'), read), reference);
+  const checksum = (rank: number) => output.match(new RegExp(`\\[rank ${rank}\\] tied word embedding sha256 ([0-9a-f]{64})`))?.[1];
+  // World order tp-dp-pp: stage 0 is ranks 0 (tp 0) and 1 (tp 1), stage 1 is ranks 2 and 3.
+  assert.ok(checksum(0) !== undefined && checksum(1) !== undefined, output);
+  assert.equal(checksum(0), checksum(2));
+  assert.equal(checksum(1), checksum(3));
+  assert.notEqual(checksum(0), checksum(1));
+});
