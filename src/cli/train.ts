@@ -29,6 +29,12 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   if (config.parallel.tensor.size > 1 && embedDropRate + attnDropRate + dropRate > 0) {
     throw new Error('dropout with tensor parallelism is not supported yet: set the model\'s drop rates to 0 or parallel.tensor.size to 1');
   }
+  if (config.fp16 !== undefined && config.parallel.pipeline * config.parallel.tensor.size === 1) {
+    throw new Error(
+      'fp16 mode sends activations and their gradients between pipeline stages as float16 under a dynamic loss scale; ' +
+        'this layout has no pipeline or tensor parallelism: remove fp16, or set parallel.pipeline > 1',
+    );
+  }
   const outDir = resolve(command.out ?? join('runs', `${basename(command.configPath, extname(command.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${timestamp()}`));
   mkdirSync(outDir, { recursive: true });
   const metricsPath = join(outDir, 'metrics.jsonl');

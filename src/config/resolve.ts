@@ -197,6 +197,16 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
   else config.epochs = epochs ?? DEFAULT_EPOCHS;
   const backend = given('backend') as TrainConfig['backend'];
   if (backend !== undefined) config.backend = backend;
+  if (given('fp16') !== undefined) {
+    config.fp16 = {
+      mode: (given('fp16.mode') as 'naive' | undefined) ?? 'naive',
+      // Megatron and ColossalAI start at 2^32 with float16 compute; here only the wire is float16, whose
+      // largest value is 65504, so a start near 2^16 overflows less while still lifting small gradients.
+      initialScale: (given('fp16.initialScale') as number | undefined) ?? 65536,
+      growthInterval: (given('fp16.growthInterval') as number | undefined) ?? 1000,
+      hysteresis: (given('fp16.hysteresis') as number | undefined) ?? 2,
+    };
+  }
 
   checkDerived(config, input, invalid, problems);
   if (problems.length > 0) throw new ConfigError(problems);

@@ -118,6 +118,16 @@ export const TRAIN_SCHEMA: SectionSpec = {
       doc: 'compute backend; omitted: the fastest installed',
     },
     logInterval: positiveInt('print metrics every this many steps'),
+    fp16: {
+      kind: 'section',
+      doc: 'mixed precision as in the seed (fp16 naive): float16 activations and gradients between pipeline stages, dynamic loss scale',
+      fields: {
+        mode: { kind: 'enum', values: ['naive'], doc: 'the seed\'s AMP_TYPE.NAIVE' },
+        initialScale: { kind: 'number', range: { min: 1 }, doc: 'starting loss scale (65536 when fp16 is given)' },
+        growthInterval: positiveInt('clean steps before the scale doubles (1000)'),
+        hysteresis: positiveInt('overflowing steps before the scale halves (2)'),
+      },
+    },
   },
 };
 

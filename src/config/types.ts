@@ -25,6 +25,18 @@ export interface OptimizerConfig {
   gradClip: number;
 }
 
+/**
+ * The seed's `fp16=dict(mode=AMP_TYPE.NAIVE)`. tfjs has no half-precision compute: weights, compute and
+ * optimizer stay float32; activations and their gradients cross the wire between pipeline stages as
+ * float16, protected by a dynamic loss scale.
+ */
+export interface Fp16Config {
+  mode: 'naive';
+  initialScale: number;
+  growthInterval: number;
+  hysteresis: number;
+}
+
 export interface DataConfig {
   /** Loose JSON: one {"text": ...} object per line. */
   path: string;
@@ -55,6 +67,8 @@ export interface TrainConfig {
   backend?: BackendName;
   /** Print a metrics line every this many steps (non-TTY output). */
   logInterval: number;
+  /** Mixed precision on the wire; omitted: everything float32. */
+  fp16?: Fp16Config;
 }
 
 /** What a config file may contain: everything optional except what has no sensible default. */
@@ -74,4 +88,5 @@ export interface TrainConfigInput {
   seed?: number;
   backend?: BackendName;
   logInterval?: number;
+  fp16?: Partial<Fp16Config>;
 }

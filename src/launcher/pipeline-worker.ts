@@ -19,6 +19,7 @@ import { TraceRecorder } from '../stages/trace.ts';
 import { theoreticalBubble } from '../scheduler/measure.ts';
 import type * as tf from '../tf.ts';
 import { globalBatchSampler } from '../train/global-batch.ts';
+import { DynamicLossScaler } from '../train/loss-scaler.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 
 export interface PipelineWorkerOptions {
@@ -58,7 +59,24 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
   const layers = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks)[pp];
   log(`stage ${pp}: layers ${layers.map(([start, end]) => `[${start}, ${end})`).join(' ')}`);
   const trace = new TraceRecorder(rank, `rank ${rank}: stage ${pp}${grid.tensor > 1 ? `, shard ${tp}` : ''}${grid.data > 1 ? `, replica ${dp}` : ''}`);
-  const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: layers, pipelineGroup, stageRanks: grid.pipelineGroup(rank), trace, tensorGroup });
+  const stage = new PipelineStage({
+    config,
+    pipelineRank: pp,
+    pipelineSize: grid.pipeline,
+    chunkLayers: layers,
+    pipelineGroup,
+    stageRanks: grid.pipelineGroup(rank),
+    trace,
+    tensorGroup,
+    halfPrecisionWire: config.fp16 !== undefined,
+  });
+  let mixedPrecision: { scaler: DynamicLossScaler; worldGroup: ProcessGroup } | undefined;
+  if (config.fp16 !== undefined) {
+    const worldGroup = group('world', Array.from({ length: grid.world }, (_, r) => r));
+    await worldGroup.ready();
+    groups.push(worldGroup);
+    mixedPrecision = { scaler: new DynamicLossScaler(config.fp16), worldGroup };
+  }
   const params = new Map<string, tf.Variable>();
   for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
   await sharedWeights.synchronizeValues(params);
@@ -76,6 +94,7 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
     trace,
     modelParallelGroup,
     countsInNorm: (name: string) => stage.countsInNorm(name),
+    mixedPrecision,
   };
   // Bubble = the part of the pipeline phase (first op to last op of a step) this stage spends not computing.
   const bubbles: number[] = [];
@@ -87,6 +106,9 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
       const started = performance.now();
       const ops = go.ops.map(([kind, microBatch, chunk]) => ({ kind, microBatch, chunk }));
       const result = await runPipelineStep(context, step, ops);
+      if (result.skipped && rank === 0) {
+        log(`step ${step + 1}: gradients overflowed at loss scale ${result.lossScale}: update skipped, scale now ${mixedPrecision!.scaler.scale}`);
+      }
       const phase = trace.events.filter((e) => e.ph === 'X' && e.cat === 'compute' && e.name !== 'optimizer step' && e.args?.step === step + 1);
       if (phase.length > 0) {
         const first = Math.min(...phase.map((e) => e.ts));

@@ -6,12 +6,13 @@
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
-import type * as tf from '../tf.ts';
+import * as tf from '../tf.ts';
 import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { TokenBatch } from '../model/gpt.ts';
 import type { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
+import type { DynamicLossScaler } from '../train/loss-scaler.ts';
 import { sumOfSquares, type AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
 import type { PipelineOp } from '../scheduler/ops.ts';
@@ -37,9 +38,15 @@ export interface PipelineStepContext {
    * embedding on the last stage, a replicated parameter on tp ranks other than 0) counts once.
    */
   countsInNorm: (name: string) => boolean;
+  /** fp16 mode: the dynamic loss scale, and every rank of the job to agree on overflows with. */
+  mixedPrecision?: { scaler: DynamicLossScaler; worldGroup: ProcessGroup };
 }
 
 export interface PipelineStepResult {
+  /** fp16 mode: the step overflowed somewhere in the job and its update was skipped. */
+  skipped?: boolean;
+  /** fp16 mode: the loss scale this step used. */
+  lossScale?: number;
   /** Mean loss over the global batch (meaningful on the last stage; 0 elsewhere). */
   loss: number;
   gradNorm: number;
@@ -49,7 +56,8 @@ export interface PipelineStepResult {
 export async function runPipelineStep(context: PipelineStepContext, step: number, ops: PipelineOp[]): Promise<PipelineStepResult> {
   const { config, dataset, sampler, stage, params, optimizer, sharedWeights, dataParallel } = context;
   const globalBatch = sampler.globalBatch(step);
-  stage.beginStep(step);
+  const lossScale = context.mixedPrecision?.scaler.scale ?? 1;
+  stage.beginStep(step, lossScale);
   const m = config.numMicroBatches;
   for (let accumIndex = 0; accumIndex < config.gradientAccumulation; accumIndex++) {
     const indices = rankSlice(globalBatch, { dp: dataParallel.size, dpRank: dataParallel.rank, gradientAccumulation: config.gradientAccumulation, accumIndex });
@@ -73,6 +81,20 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
   const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
   const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
   const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
+  if (context.mixedPrecision !== undefined) {
+    const { scaler, worldGroup } = context.mixedPrecision;
+    // Any Inf or NaN anywhere makes the sum non-finite; the flag is MAX-reduced so every rank skips together.
+    const localOverflow = Number.isFinite(sumOfSquares([...means.grads.values()])) ? 0 : 1;
+    const overflow = (await span('all-reduce overflow', () => worldGroup.allReduce(Float32Array.of(localOverflow), 'max')))[0] > 0;
+    if (scaler.update(overflow).skip) {
+      for (const grad of means.grads.values()) grad.dispose();
+      return { loss: means.loss, gradNorm: Number.NaN, samples: globalBatch.length, skipped: true, lossScale };
+    }
+    for (const [name, grad] of means.grads) {
+      means.grads.set(name, tf.mul(grad, 1 / lossScale));
+      grad.dispose();
+    }
+  }
   const localSquares = sumOfSquares([...means.grads].filter(([name]) => context.countsInNorm(name)).map(([, grad]) => grad));
   const group = context.modelParallelGroup;
   const squares = group.size === 1 ? localSquares : (await span('all-reduce grad norm', () => group.allReduce(Float32Array.of(localSquares), 'sum')))[0];
@@ -80,5 +102,5 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
   const { gradNorm } = optimizer.apply(params, means.grads, { gradNorm: Math.sqrt(squares) });
   context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
   for (const grad of means.grads.values()) grad.dispose();
-  return { loss: means.loss, gradNorm, samples: globalBatch.length };
+  return { loss: means.loss, gradNorm, samples: globalBatch.length, lossScale };
 }

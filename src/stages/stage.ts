@@ -39,6 +39,8 @@ export interface StageOptions {
    * a TensorParallelGPT shard, whose forward and backward are chains of segments with all-reduces.
    */
   tensorGroup?: ProcessGroup;
+  /** fp16 mode: activations and their gradients travel as float16. */
+  halfPrecisionWire?: boolean;
 }
 
 interface SavedInput {
@@ -57,6 +59,7 @@ export class PipelineStage {
   private lossSum = 0;
   private computeMs = 0;
   private step = 0;
+  private lossScale = 1;
 
   constructor(private readonly options: StageOptions) {
     const { config, chunkLayers, pipelineSize } = options;
@@ -85,8 +88,10 @@ export class PipelineStage {
     return this.chunks.map((chunk) => chunk.params);
   }
 
-  beginStep(step: number): void {
+  /** `lossScale`: the backward starts from loss x lossScale (fp16 mode's dynamic loss scale). */
+  beginStep(step: number, lossScale = 1): void {
     this.step = step;
+    this.lossScale = lossScale;
     this.lossSum = 0;
     this.computeMs = 0;
     for (const grad of this.gradSums.values()) grad.dispose();
@@ -134,7 +139,9 @@ export class PipelineStage {
 
   private send(op: PipelineOp, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): void {
     const start = wallClockMs();
-    this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), tensor.dataSync() as Float32Array, tensor.shape);
+    this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), tensor.dataSync() as Float32Array, tensor.shape, {
+      half: this.options.halfPrecisionWire === true,
+    });
     this.options.trace?.record(kind === 'act' ? 'send activation' : 'send gradient', 'comm', start, wallClockMs(), { ...this.args(op), to });
   }
 
@@ -233,7 +240,7 @@ export class PipelineStage {
     const outputGrad = last ? undefined : await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch));
     if (model instanceof TensorParallelGPT) {
       const start = wallClockMs();
-      const { inputGrad, grads } = await model.backward(saved.shardForward!, outputGrad as tf.Tensor3D | undefined);
+      const { inputGrad, grads } = await model.backward(saved.shardForward!, outputGrad as tf.Tensor3D | undefined, this.lossScale);
       this.finishCompute(op, start);
       model.release(saved.shardForward!);
       outputGrad?.dispose();
@@ -250,7 +257,7 @@ export class PipelineStage {
       const result = tf.variableGrads(() => {
         const output = model.forward(batch, input as tf.Tensor3D | undefined, {});
         // The loss itself on the last virtual stage; elsewhere the VJP with the received gradient.
-        return (last ? output : tf.sum(tf.mul(output, outputGrad!))) as tf.Scalar;
+        return (last ? tf.mul(output, this.lossScale) : tf.sum(tf.mul(output, outputGrad!))) as tf.Scalar;
       }, input === undefined ? variables : [...variables, input]);
       result.value.dataSync();
       return result;

@@ -13,12 +13,15 @@ import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { runPipelineStep } from '../../src/stages/pipeline-step.ts';
 import { PipelineStage } from '../../src/stages/stage.ts';
 import type * as tf from '../../src/tf.ts';
+import { DynamicLossScaler } from '../../src/train/loss-scaler.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';
 
 export interface PipelineRun {
   losses: number[];
   /** Final word-embedding values of each rank that holds one, by rank. */
   embeddings: Map<number, Float32Array>;
+  /** Per step, per rank: whether fp16 mode skipped the update. */
+  skipped: boolean[][];
 }
 
 export async function runPipeline(
@@ -38,7 +41,11 @@ export async function runPipeline(
     const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', rank), ranks: grid.dataGroup(rank), rank, timeoutMs: 20_000 });
     const tensorGroup = new ProcessGroup({ bus, name: grid.groupName('tp', rank), ranks: grid.tensorGroup(rank), rank, timeoutMs: 20_000 });
     const modelParallelGroup = new ProcessGroup({ bus, name: grid.groupName('tp-pp', rank), ranks: grid.group('tp-pp', rank), rank, timeoutMs: 20_000 });
-    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup });
+    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, halfPrecisionWire: config.fp16 !== undefined });
+    const mixedPrecision =
+      config.fp16 === undefined
+        ? undefined
+        : { scaler: new DynamicLossScaler(config.fp16), worldGroup: new ProcessGroup({ bus, name: 'world', ranks: Array.from({ length: grid.world }, (_, r) => r), rank, timeoutMs: 20_000 }) };
     const params = new Map<string, tf.Variable>();
     for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
     const sharedWeights = new SharedWeights();
@@ -46,20 +53,22 @@ export async function runPipeline(
       sharedWeights.register(new ProcessGroup({ bus, name: grid.embeddingGroupName(rank), ranks: grid.embeddingGroup(rank), rank, timeoutMs: 20_000 }), [WORD_EMBEDDING]);
     }
     const dataParallel = { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') };
-    return { rank, bus, stage, params, sharedWeights, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp, modelParallelGroup };
+    return { rank, bus, stage, params, sharedWeights, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp, modelParallelGroup, mixedPrecision };
   });
   const losses: number[] = [];
+  const skipped: boolean[][] = [];
   for (let step = 0; step < steps; step++) {
     const results = await Promise.all(
       ranks.map((r) =>
         runPipelineStep(
-          { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name) },
+          { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name), mixedPrecision: r.mixedPrecision },
           step,
           opsFor(r.pp),
         ),
       ),
     );
     losses.push(results[grid.rankOf({ dp: 0, pp: grid.pipeline - 1, tp: 0 })].loss);
+    skipped.push(results.map((result) => result.skipped === true));
   }
   const embeddings = new Map<number, Float32Array>();
   for (const r of ranks) {
@@ -69,5 +78,5 @@ export async function runPipeline(
     r.optimizer.dispose();
     await r.bus.close();
   }
-  return { losses, embeddings };
+  return { losses, embeddings, skipped };
 }

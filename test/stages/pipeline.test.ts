@@ -5,7 +5,7 @@ import { resolveConfig } from '../../src/config/resolve.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { GPT } from '../../src/model/gpt.ts';
-import { fullModelSlice } from '../../src/model/params.ts';
+import { WORD_EMBEDDING, fullModelSlice, initialValues, paramsForSlice } from '../../src/model/params.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { buildSchedule } from '../../src/scheduler/schedules.ts';
@@ -114,4 +114,20 @@ test('tensor parallel - tp 2, pp 2 x tp 2 and dp 2 x tp 2 equal one process; tie
       assert.notDeepEqual(run.embeddings.get(0), run.embeddings.get(1));
     }
   }
+});
+
+test('fp16 - float16 on the wire tracks the float32 run; an overflowing scale skips the same steps on every rank', async () => {
+  const expected = await reference(4);
+  const halves = await runPipeline(config({ parallel: { pipeline: 2, tensor: { size: 2 } }, numMicroBatches: 4, fp16: { mode: 'naive' } }), dataset, 3, opsOf('1f1b', 2, 4));
+  halves.losses.forEach((loss, i) => assert.ok(Math.abs(loss - expected[i]) <= 1e-2 * expected[i], `step ${i + 1}: ${loss} vs ${expected[i]}`));
+  assert.ok(halves.skipped.every((ranks) => ranks.every((s) => !s)));
+  // 2^40 overflows float16 (max 65504) in the gradients sent between stages: with hysteresis 1 every
+  // overflowing step is skipped and halves the scale, on every rank at once, until it fits.
+  const huge = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, fp16: { mode: 'naive', initialScale: 2 ** 40, hysteresis: 1 } }), dataset, 4, opsOf('1f1b', 2, 4));
+  for (const ranks of huge.skipped) assert.equal(new Set(ranks).size, 1, 'ranks disagree on skipping');
+  assert.deepEqual(huge.skipped.map((ranks) => ranks[0]), [true, true, true, true]);
+  // Skipped steps leave the weights as initialized.
+  const c = config({});
+  const spec = paramsForSlice(c.model, fullModelSlice(c.model)).find((p) => p.name === WORD_EMBEDDING)!;
+  assert.deepEqual(huge.embeddings.get(0), initialValues(spec, c.seed));
 });
