@@ -3,9 +3,9 @@
  * of the hand-written backward (src/model/manual) against tfjs autodiff on the wasm backend, for the step
  * bench's model (GPT 4 layers, hidden 256, 4 heads, vocab 50304, batch 8 x 128), in two settings:
  *   - whole model: tf.variableGrads over GPT.loss vs modelLossAndGrads;
- *   - pipeline-stage-like: a forward, then the recompute backward a stage does today (forward again
- *     under the tape + VJP with the output gradient), vs sliceForward with saved + sliceBackward.
- * The stage setting uses the first half of the layers with the embedding (no head): a stage's shape.
+ *   - pipeline-stage-like, for the first and the last stage of pipeline 2: a forward, then the
+ *     recompute backward a stage does today (forward again under the tape + VJP with the output
+ *     gradient, or the loss on the last stage), vs sliceForward with saved + sliceBackward.
  */
 import * as tf from '../src/tf.ts';
 import { initBackend } from '../src/backend/select.ts';
@@ -96,25 +96,41 @@ const whole = timePair('autodiff (variableGrads)', () => {
 model.dispose();
 
 const stageLayers = config.numLayers / 2;
-say(`pipeline-stage-like: first stage (embedding + layers 0-${stageLayers}), output gradient given`);
-const stage = new GPT(config, sliceForLayers(config, 0, stageLayers), 1);
-const stageVariables = stage.variables();
-const outputGrad = tf.randomNormal([batchSize, seqLen, config.hiddenSize], 0, 1e-3, 'float32', 5) as tf.Tensor3D;
-const staged = timePair('autodiff forward + recompute bwd', () => {
-  const output = tf.tidy(() => stage.forward(batch, undefined, {}));
-  output.dataSync();
-  output.dispose();
-  const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(stage.forward(batch, undefined, {}), outputGrad)) as tf.Scalar, stageVariables);
-  settle([value, ...Object.values(grads)]);
-}, 'manual forward (saved) + backward', () => {
-  const { output, saved } = sliceForward(stage, batch, undefined);
-  output.dataSync();
-  output.dispose();
-  const { grads } = sliceBackward(stage, saved, outputGrad);
-  settle([...grads.values()]);
-});
-outputGrad.dispose();
-stage.dispose();
+
+/** A pipeline stage's forward then its backward, by recompute (as src/stages/stage.ts does today) and by hand. */
+function stagePair(stage: GPT, hiddenIn: tf.Tensor3D | undefined, outputGrad: tf.Tensor3D | undefined) {
+  const stageVariables = stage.variables();
+  return timePair('autodiff forward + recompute bwd', () => {
+    const output = tf.tidy(() => stage.forward(batch, hiddenIn, {}));
+    output.dataSync();
+    output.dispose();
+    const input = hiddenIn === undefined ? undefined : tf.variable(hiddenIn, true);
+    const { value, grads } = tf.variableGrads(() => {
+      const out = stage.forward(batch, input, {});
+      return (outputGrad === undefined ? out : tf.sum(tf.mul(out, outputGrad))) as tf.Scalar;
+    }, input === undefined ? stageVariables : [...stageVariables, input]);
+    settle([value, ...Object.values(grads)]);
+    input?.dispose();
+  }, 'manual forward (saved) + backward', () => {
+    const { output, saved } = sliceForward(stage, batch, hiddenIn);
+    output.dataSync();
+    output.dispose();
+    const { inputGrad, grads } = sliceBackward(stage, saved, outputGrad);
+    settle(inputGrad === undefined ? [...grads.values()] : [inputGrad, ...grads.values()]);
+  });
+}
+
+const hiddenGrad = tf.randomNormal([batchSize, seqLen, config.hiddenSize], 0, 1e-3, 'float32', 5) as tf.Tensor3D;
+const hiddenIn = tf.randomNormal([batchSize, seqLen, config.hiddenSize], 0, 1, 'float32', 6) as tf.Tensor3D;
+say(`pipeline-stage-like, first stage (embedding + layers 0-${stageLayers - 1}, output gradient given)`);
+const firstStage = new GPT(config, sliceForLayers(config, 0, stageLayers), 1);
+const first = stagePair(firstStage, undefined, hiddenGrad);
+firstStage.dispose();
+say(`pipeline-stage-like, last stage (layers ${stageLayers}-${config.numLayers - 1} + head, hidden states given)`);
+const lastStage = new GPT(config, sliceForLayers(config, stageLayers, config.numLayers), 1);
+const last = stagePair(lastStage, hiddenIn, undefined);
+lastStage.dispose();
+tf.dispose([hiddenGrad, hiddenIn]);
 
 const figures = {
   backend: tf.getBackend(),
@@ -122,12 +138,16 @@ const figures = {
   autodiff_ms: Math.round(whole.aMs),
   manual_ms: Math.round(whole.bMs),
   manual_speedup: Math.round(whole.ratio * 100) / 100,
-  stage_recompute_ms: Math.round(staged.aMs),
-  stage_manual_ms: Math.round(staged.bMs),
-  stage_speedup: Math.round(staged.ratio * 100) / 100,
+  first_stage_recompute_ms: Math.round(first.aMs),
+  first_stage_manual_ms: Math.round(first.bMs),
+  first_stage_speedup: Math.round(first.ratio * 100) / 100,
+  last_stage_recompute_ms: Math.round(last.aMs),
+  last_stage_manual_ms: Math.round(last.bMs),
+  last_stage_speedup: Math.round(last.ratio * 100) / 100,
 };
 say('');
 say('setting                 autodiff   manual   autodiff/manual (median of per-round ratios)');
 say(`whole model fwd+bwd     ${String(figures.autodiff_ms).padStart(6)} ms ${String(figures.manual_ms).padStart(6)} ms   ${figures.manual_speedup}x`);
-say(`stage fwd + bwd         ${String(figures.stage_recompute_ms).padStart(6)} ms ${String(figures.stage_manual_ms).padStart(6)} ms   ${figures.stage_speedup}x  (autodiff recomputes the forward)`);
+say(`first stage fwd + bwd   ${String(figures.first_stage_recompute_ms).padStart(6)} ms ${String(figures.first_stage_manual_ms).padStart(6)} ms   ${figures.first_stage_speedup}x  (autodiff recomputes the forward)`);
+say(`last stage fwd + bwd    ${String(figures.last_stage_recompute_ms).padStart(6)} ms ${String(figures.last_stage_manual_ms).padStart(6)} ms   ${figures.last_stage_speedup}x  (autodiff recomputes the forward)`);
 if (json) process.stdout.write(JSON.stringify(figures) + '\n');

@@ -118,6 +118,19 @@ test('manual backward - pipeline slices chained by hand equal the whole model, i
   for (const m of [whole, first, middle, last]) m.dispose();
 });
 
+test('manual backward - lossGrad scales every gradient of a slice with the head (a loss averaged over micro-batches)', () => {
+  const config = tinyConfig();
+  const batch = tinyBatch(config, 2, 8, 6);
+  const model = new GPT(config, fullModelSlice(config), 3);
+  const reference = autodiff(model, batch);
+  const { output, saved } = sliceForward(model, batch, undefined, { lossGrad: 0.25 });
+  const { grads } = sliceBackward(model, saved);
+  const quarter = new Map([...reference.grads].map(([name, values]) => [name, values.map((v) => v * 0.25)]));
+  assertGradsMatch(quarter, grads, 'lossGrad 0.25');
+  tf.dispose([output, ...grads.values()]);
+  model.dispose();
+});
+
 test('manual backward - a stage refuses an output gradient of the wrong shape, naming both shapes', () => {
   const config = tinyConfig();
   const batch = tinyBatch(config, 2, 8);

@@ -39,10 +39,13 @@ export function headForward(
     const norm = layerNormForward(rowsIn, gamma, beta, config.layerNormEpsilon);
     const logits = tf.matMul(norm.y, wordEmbedding as tf.Tensor2D, false, true);
     const labels = tf.reshape(tf.slice(ids, [0, 1], [batch, seqLen - 1]), [predicting]) as tf.Tensor1D;
+    // [rows, V] buffers are 200 MB at GPT-2's vocabulary and batch 8 x 128: freed as soon as dead.
     const shifted = tf.sub(logits, tf.max(logits, 1, true));
+    logits.dispose();
     const exps = tf.exp(shifted) as tf.Tensor2D;
     const sums = tf.sum(exps, 1, true) as tf.Tensor2D;
     const picked = tf.gather(tf.reshape(shifted, [predicting * vocab]), tf.add(labels, tf.range(0, predicting * vocab, vocab, 'int32')));
+    shifted.dispose();
     const loss = tf.mean(tf.sub(tf.reshape(tf.log(sums), [predicting]), picked)) as tf.Scalar;
     return { loss, saved: { batch, seqLen, norm: norm.saved, normed: norm.y, exps, sums, labels } };
   });
@@ -71,4 +74,29 @@ export function headBackward(
     const dx = tf.pad(dPredicting, [[0, 0], [0, 1], [0, 0]]) as tf.Tensor3D;
     return { dx, dWordEmbedding, dGamma: norm.dgamma, dBeta: norm.dbeta };
   });
+}
+
+export interface HeadGrads {
+  /** Gradient of the head's input [B, T, H]. */
+  dx: tf.Tensor3D;
+  /** The tied LM head's share of the word embedding's gradient. */
+  dWordEmbedding: tf.Tensor2D;
+  dGamma: tf.Tensor1D;
+  dBeta: tf.Tensor1D;
+}
+
+/**
+ * The head's forward and its backward at once: the loss is the objective, so its gradient is known in
+ * the forward, and the [rows, V] softmax need not be kept until the backward (llm.c's fused classifier).
+ * A pipeline's last stage then holds [V, H] of gradient per in-flight micro-batch instead of [rows, V].
+ */
+export function headForwardBackward(
+  wordEmbedding: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, x: tf.Tensor3D, ids: tf.Tensor2D, config: GPTConfig, lossGrad = 1,
+): { loss: tf.Scalar; grads: HeadGrads } {
+  const { loss, saved } = headForward(wordEmbedding, gamma, beta, x, ids, config);
+  try {
+    return { loss, grads: headBackward(wordEmbedding, gamma, saved, config, lossGrad) };
+  } finally {
+    tf.dispose(saved as unknown as tf.TensorContainer);
+  }
 }

@@ -11,20 +11,23 @@ import { attentionBias } from '../layers.ts';
 import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName } from '../params.ts';
 import { BLOCK_PARAM_NAMES, blockBackward, blockForward, type BlockParams, type BlockSaved } from './block.ts';
 import { embeddingBackward, embeddingForward, type EmbeddingSaved } from './embedding.ts';
-import { headBackward, headForward, type HeadSaved } from './head.ts';
+import { headForwardBackward, type HeadGrads } from './head.ts';
 
 /** What sliceBackward needs from sliceForward; sliceBackward disposes it. */
 export interface SliceSaved {
   embedding?: EmbeddingSaved;
   /** One per layer of the slice, in layer order. */
   blocks: BlockSaved[];
-  head?: HeadSaved;
+  /** The head's gradients, computed in the forward (see headForwardBackward). */
+  head?: HeadGrads;
   /** Shape of the hidden states between stages, [B, T, H]. */
   hiddenShape: [number, number, number];
 }
 
 export interface SliceForwardOptions {
   dropout?: DropoutContext;
+  /** With the head: the gradient of the objective with respect to the loss (default 1). */
+  lossGrad?: number;
 }
 
 /** A block's parameter tensors by local name. */
@@ -61,11 +64,11 @@ export function sliceForward(model: GPT, batch: TokenBatch, hiddenIn: tf.Tensor3
       x = out.y;
     }
     let output: tf.Tensor = x;
-    let head: HeadSaved | undefined;
+    let head: HeadGrads | undefined;
     if (slice.hasHead) {
-      const result = headForward(model.param(WORD_EMBEDDING), model.param('norm.gamma'), model.param('norm.beta'), x, ids, config);
+      const result = headForwardBackward(model.param(WORD_EMBEDDING), model.param('norm.gamma'), model.param('norm.beta'), x, ids, config, options.lossGrad ?? 1);
       output = result.loss;
-      head = result.saved;
+      head = result.grads;
     }
     return { output, saved: { embedding, blocks, head, hiddenShape } };
   });
@@ -73,13 +76,14 @@ export function sliceForward(model: GPT, batch: TokenBatch, hiddenIn: tf.Tensor3
 
 /**
  * The backward of sliceForward. `outputGrad` [B, T, H] is the gradient of the hidden states this slice
- * sent on (required without the head); with the head the objective is the loss (times `lossGrad`).
+ * sent on (required without the head); with the head the objective is the loss (times the forward's
+ * `lossGrad`), whose gradients the forward already computed.
  * Returns every parameter's gradient by global name in `model.specs` order, and the gradient of
  * `hiddenIn` when the slice has no embedding. Disposes `saved` as it goes (peak memory falls layer by
  * layer); the caller keeps ownership of `outputGrad`.
  */
 export function sliceBackward(
-  model: GPT, saved: SliceSaved, outputGrad?: tf.Tensor3D, lossGrad = 1,
+  model: GPT, saved: SliceSaved, outputGrad?: tf.Tensor3D,
 ): { inputGrad?: tf.Tensor3D; grads: Map<string, tf.Tensor> } {
   const { config, slice } = model;
   const grads = new Map<string, tf.Tensor>();
@@ -95,12 +99,10 @@ export function sliceBackward(
   };
   let dy: tf.Tensor3D;
   if (saved.head !== undefined) {
-    const head = headBackward(model.param(WORD_EMBEDDING), model.param('norm.gamma'), saved.head, config, lossGrad);
-    tf.dispose(saved.head as unknown as tf.TensorContainer);
-    addGrad(WORD_EMBEDDING, head.dWordEmbedding);
-    addGrad('norm.gamma', head.dGamma);
-    addGrad('norm.beta', head.dBeta);
-    dy = head.dx;
+    addGrad(WORD_EMBEDDING, saved.head.dWordEmbedding);
+    addGrad('norm.gamma', saved.head.dGamma);
+    addGrad('norm.beta', saved.head.dBeta);
+    dy = saved.head.dx;
   } else if (outputGrad !== undefined) {
     const [b, t, h] = saved.hiddenShape;
     if (outputGrad.shape.length !== 3 || outputGrad.shape[0] !== b || outputGrad.shape[1] !== t || outputGrad.shape[2] !== h) {
