@@ -33,6 +33,8 @@ export interface TrainCommand {
   nprocPerNode?: number;
   /** Absent: generated; required on every node when nnodes > 1. */
   jobId?: string;
+  /** A checkpoint folder, or a run folder meaning its latest checkpoint. */
+  resume?: string;
 }
 
 export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'checkpoint', 'stop'] as const;
@@ -146,6 +148,11 @@ const COMMANDS: Record<string, CommandSpec> = {
       'node-rank': { type: 'string', placeholder: 'K', doc: 'this node, 0..nnodes-1; node 0 coordinates the job [0]' },
       'nproc-per-node': { type: 'string', placeholder: 'N', doc: 'worker processes on this node [world size / nnodes]' },
       'job-id': { type: 'string', placeholder: 'ID', doc: 'job id ([A-Za-z0-9_-]); the same on every node (required with --nnodes > 1)' },
+      resume: {
+        type: 'string',
+        placeholder: 'DIR',
+        doc: 'continue from a checkpoint folder, or a run folder (its latest checkpoint);\n--steps N is then the step to stop at (single-process runs for now)',
+      },
     },
     moreHelp: () => `${OVERRIDES_HELP}\n\n${configKeysHelp()}`,
     examples: [
@@ -154,6 +161,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       `${PROGRAM} train tiny.json --set model.numLayers=8 --set optimizer.lr=1e-3`,
       `${PROGRAM} train gpt2.json --set parallel.pipeline=2 --set numMicroBatches=4 --set parallel.tensor.size=2`,
       `${PROGRAM} train tiny.json --set data.path=other.jsonl --set epochs=null --set steps=100`,
+      `${PROGRAM} train tiny.json --out runs/a --steps 40 --set checkpoint.every=10 && ${PROGRAM} train tiny.json --out runs/a --resume runs/a --steps 60`,
     ],
     build: buildTrain,
   },
@@ -497,6 +505,11 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
   if (jobId !== undefined) {
     if (!JOB_ID_PATTERN.test(jobId)) throw new UsageError(`--job-id must be 1-64 characters of A-Z a-z 0-9 _ -, got "${jobId}"`, usage);
     command.jobId = jobId;
+  }
+  const resume = values.resume as string | undefined;
+  if (resume !== undefined) {
+    if (resume === '') throw new UsageError('--resume needs a checkpoint or run folder', usage);
+    command.resume = resume;
   }
   if (command.nnodes > 1 && command.jobId === undefined) {
     throw new UsageError('--nnodes > 1 needs --job-id ID, the same on every node, so the launchers find each other', usage);

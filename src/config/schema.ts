@@ -118,6 +118,14 @@ export const TRAIN_SCHEMA: SectionSpec = {
       doc: 'compute backend; omitted: the fastest installed',
     },
     logInterval: positiveInt('print metrics every this many steps'),
+    checkpoint: {
+      kind: 'section',
+      doc: 'checkpoints in <run folder>/checkpoints (a folder per step, a latest pointer)',
+      fields: {
+        every: { kind: 'integer', range: NON_NEGATIVE, doc: 'save every this many steps; 0: only at the end of the run' },
+        keep: positiveInt('checkpoints kept (the oldest are pruned)'),
+      },
+    },
     fp16: {
       kind: 'section',
       doc: 'mixed precision as in the seed (fp16 naive): float16 activations and gradients between pipeline stages, dynamic loss scale',
@@ -147,6 +155,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   data: { skipBadLines: false, shuffle: true, dropLast: true },
   seed: 42,
   logInterval: 1,
+  checkpoint: { every: 0, keep: 3 },
 };
 
 /** When neither epochs nor steps is given. */

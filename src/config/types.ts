@@ -69,6 +69,14 @@ export interface TrainConfig {
   logInterval: number;
   /** Mixed precision on the wire; omitted: everything float32. */
   fp16?: Fp16Config;
+  checkpoint: CheckpointConfig;
+}
+
+export interface CheckpointConfig {
+  /** Save every this many steps; 0: only at the end of the run. */
+  every: number;
+  /** Keep this many checkpoints (the newest, and whichever `latest` names). */
+  keep: number;
 }
 
 /** What a config file may contain: everything optional except what has no sensible default. */
@@ -89,4 +97,5 @@ export interface TrainConfigInput {
   backend?: BackendName;
   logInterval?: number;
   fp16?: Partial<Fp16Config>;
+  checkpoint?: Partial<CheckpointConfig>;
 }

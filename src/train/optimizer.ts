@@ -69,6 +69,18 @@ export class AdamOptimizer {
     return { step: this.stepCount, moments };
   }
 
+  /** Restores moments and the step counter saved by a checkpoint (replacing any there are). */
+  loadState(step: number, moments: Map<string, { m: Float32Array; v: Float32Array }>, shapes: Map<string, tf.Tensor>): void {
+    this.dispose();
+    this.stepCount = step;
+    for (const [name, { m, v }] of moments) {
+      const like = shapes.get(name);
+      if (like === undefined) throw new Error(`checkpoint holds Adam moments for ${name}, which this model does not have`);
+      this.firstMoments.set(name, tf.tidy(() => tf.variable(tf.tensor(m, like.shape, 'float32'), false)));
+      this.secondMoments.set(name, tf.tidy(() => tf.variable(tf.tensor(v, like.shape, 'float32'), false)));
+    }
+  }
+
   dispose(): void {
     for (const moment of [...this.firstMoments.values(), ...this.secondMoments.values()]) moment.dispose();
     this.firstMoments.clear();

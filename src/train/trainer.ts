@@ -15,6 +15,7 @@ import type { GPT, TokenBatch } from '../model/gpt.ts';
 import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
 import { globalBatchSampler } from './global-batch.ts';
 import { averageOverGlobalBatch } from './gradient-reduction.ts';
+import { saveCheckpoint, type CheckpointTarget } from './checkpointing.ts';
 import { AdamOptimizer } from './optimizer.ts';
 
 /**
@@ -41,6 +42,12 @@ export interface TrainerOptions {
   dataParallel?: DataParallelRole;
   /** Asked before each 0-based step (and once after the last): 'stop' ends the run there. */
   gate?: (step: number) => Promise<'run' | 'stop'>;
+  /** The first 0-based step to run (a resumed run: the checkpoint's step). */
+  startStep?: number;
+  /** Save every `every` steps (0: never) and at the end of the run, into `target`. */
+  checkpoint?: { target: CheckpointTarget; every: number };
+  /** An optimizer with restored state (a resumed run); default: a fresh one. */
+  optimizer?: AdamOptimizer;
 }
 
 export interface FitResult {
@@ -66,11 +73,11 @@ export class Trainer {
       throw new Error(`dataset was tokenized with seqLen ${dataset.seqLen} but the config says ${config.seqLen}`);
     }
     const totalSteps = options.totalSteps ?? config.steps ?? (config.epochs ?? 1) * this.sampler.stepsPerEpoch;
-    this.optimizer = new AdamOptimizer(config.optimizer);
+    this.optimizer = options.optimizer ?? new AdamOptimizer(config.optimizer);
     this.hooks = options.hooks ?? [];
     this.variableList = options.model.variables();
     const log = options.log ?? ((line: string) => process.stdout.write(line + '\n'));
-    this.state = { config, totalSteps, startStep: 0, stepsPerEpoch: this.sampler.stepsPerEpoch, metrics: {}, log };
+    this.state = { config, totalSteps, startStep: options.startStep ?? 0, stepsPerEpoch: this.sampler.stepsPerEpoch, metrics: {}, log };
   }
 
   async fit(): Promise<FitResult> {
@@ -110,11 +117,15 @@ export class Trainer {
       };
       losses.push(loss);
       this.callHooks('afterStep', result);
+      const every = this.options.checkpoint?.every ?? 0;
+      if (every > 0 && (step + 1) % every === 0) await this.saveCheckpoint(step + 1);
       // Yield so signals, timers and output get their turn between steps.
       await new Promise((resolve) => setImmediate(resolve));
     }
     // The last gate call tells whoever runs the gate that this rank has finished.
     if (!stopped && this.options.gate !== undefined) await this.options.gate(step);
+    const every = this.options.checkpoint?.every ?? 0;
+    if (this.options.checkpoint !== undefined && step > state.startStep && (every === 0 || step % every !== 0)) await this.saveCheckpoint(step);
     if (epoch >= 0 && (step === state.totalSteps || stopped)) this.callHooks('afterEpoch', epoch);
     this.callHooks('afterTrain');
     return { stepsDone: step - state.startStep, losses, stopped };
@@ -167,6 +178,12 @@ export class Trainer {
 
   dispose(): void {
     this.optimizer.dispose();
+  }
+
+  private async saveCheckpoint(completedSteps: number): Promise<void> {
+    const { config, model } = this.options;
+    const dir = await saveCheckpoint(this.options.checkpoint!.target, completedSteps, this.sampler.stepsPerEpoch, config, model, this.optimizer);
+    this.state.log(`checkpoint of step ${completedSteps}: ${dir}`);
   }
 
   private callHooks<K extends keyof Hook>(event: K, ...args: unknown[]): void {

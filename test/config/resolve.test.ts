@@ -53,6 +53,7 @@ test('resolve - a minimal config gets every documented default', () => {
     data: { path: DATA.path, skipBadLines: false, shuffle: true, dropLast: true },
     seed: 42,
     logInterval: 1,
+    checkpoint: { every: 0, keep: 3 },
   };
   assert.deepEqual(config, expected);
   assert.equal('steps' in config, false);

@@ -14,6 +14,8 @@ import type { Hook } from '../../src/train/hooks/hook.ts';
 import { LogMetricByStepHook } from '../../src/train/hooks/log-by-step.ts';
 import { LossHook } from '../../src/train/hooks/loss.ts';
 import { ThroughputHook } from '../../src/train/hooks/throughput.ts';
+import { restoreCheckpoint } from '../../src/train/checkpointing.ts';
+import { AdamOptimizer } from '../../src/train/optimizer.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 
 before(async () => {
@@ -181,4 +183,28 @@ test('trainer - data-parallel ranks with an all-reduce reproduce the single-proc
   assert.deepEqual(rank0.losses, rank1.losses);
   assert.deepEqual(rank0.weights, rank1.weights);
   rank0.losses.forEach((loss, i) => assert.ok(Math.abs(loss - reference.losses[i]) <= 1e-5 * Math.abs(loss), `step ${i}: ${loss} vs ${reference.losses[i]}`));
+});
+
+test('trainer - resuming from a checkpoint gives the losses and weights of the run that never stopped', async () => {
+  const root = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-ckpt-')), 'checkpoints');
+  const uninterrupted = await train(tinyTrainConfig({ steps: 6 }));
+  // First half: 3 steps, saved at the end.
+  const first = tinyTrainConfig({ steps: 3 });
+  const model = new GPT(first.model, fullModelSlice(first.model), first.seed);
+  const trainerA = new Trainer({ config: first, model, dataset: patternDataset(32, 23), log: () => {}, checkpoint: { target: { root, keep: 2 }, every: 0 } });
+  const before = (await trainerA.fit()).losses;
+  trainerA.dispose();
+  model.dispose();
+  // Second half: a fresh process's worth of state, restored.
+  const second = tinyTrainConfig({ steps: 6 });
+  const resumedModel = new GPT(second.model, fullModelSlice(second.model), 999);
+  const optimizer = new AdamOptimizer(second.optimizer);
+  const { nextStep } = await restoreCheckpoint(root.replace(/checkpoints$/, ''), second, resumedModel, optimizer);
+  assert.equal(nextStep, 3);
+  const trainerB = new Trainer({ config: second, model: resumedModel, dataset: patternDataset(32, 23), log: () => {}, startStep: nextStep, optimizer });
+  const after = (await trainerB.fit()).losses;
+  assert.deepEqual([...before, ...after], uninterrupted.losses);
+  assert.deepEqual(Array.from(resumedModel.variables()[2].dataSync()), uninterrupted.weights);
+  trainerB.dispose();
+  resumedModel.dispose();
 });
