@@ -151,7 +151,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       resume: {
         type: 'string',
         placeholder: 'DIR',
-        doc: 'continue from a checkpoint folder, or a run folder (its latest checkpoint);\n--steps N is then the step to stop at (single-process runs for now)',
+        doc: 'continue from a checkpoint folder, or a run folder (its latest checkpoint);\n--steps N is then the step to stop at',
       },
     },
     moreHelp: () => `${OVERRIDES_HELP}\n\n${configKeysHelp()}`,

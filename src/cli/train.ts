@@ -50,12 +50,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     new LogMetricByEpochHook(),
   ];
   if (config.parallel.data * config.parallel.pipeline * config.parallel.tensor.size > 1 || command.nnodes > 1) {
-    if (command.resume !== undefined || config.checkpoint.every > 0) {
-      throw new Error(
-        'checkpoints of multi-process jobs are not wired in yet (single-process runs save and resume): ' +
-          'drop --resume and checkpoint.every, or train on one process',
-      );
-    }
+
     return launch({
       config,
       configPath: command.configPath,
@@ -68,6 +63,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
       jobId: command.jobId,
       hooks: command.nodeRank === 0 ? hooks : [],
       log,
+      resume: command.resume,
     });
   }
   writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');

@@ -63,6 +63,17 @@ export interface StepGoMessage {
   action: 'run' | 'stop';
   /** The scheduler's operations for this rank's pipeline stage in this step, in order: [F|B, microBatch, chunk]. */
   ops?: WireStageOp[];
+  /** Save this rank's shard into this (temporary checkpoint) folder before going on. */
+  save?: string;
+}
+
+/** A rank wrote its shard of a checkpoint; `record` is its RankFileRecord (src/checkpoint/manifest.ts), checked when the checkpoint loads. */
+export interface CheckpointSavedMessage {
+  kind: 'checkpoint-saved';
+  rank: number;
+  /** Optimizer steps the checkpoint holds. */
+  step: number;
+  record: { [key: string]: unknown };
 }
 
 export type WireStageOp = ['F' | 'B', number, number];
@@ -160,7 +171,8 @@ export type Message =
   | CollectiveMessage
   | FatalMessage
   | ShutdownMessage
-  | ActorMessage;
+  | ActorMessage
+  | CheckpointSavedMessage;
 
 export type MessageKind = Message['kind'];
 

@@ -208,8 +208,16 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     };
     const ops = field(f, 'ops');
     if (ops !== undefined) message.ops = stageOps(ops, 'ops');
+    const save = field(f, 'save');
+    if (save !== undefined) message.save = string(save, 'save', true);
     return message;
   },
+  'checkpoint-saved': (f) => ({
+    kind: 'checkpoint-saved',
+    rank: count(field(f, 'rank'), 'rank'),
+    step: count(field(f, 'step'), 'step'),
+    record: { ...record(field(f, 'record'), 'record') },
+  }),
   'step-done': (f) => ({
     kind: 'step-done',
     rank: count(field(f, 'rank'), 'rank'),

@@ -122,7 +122,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
       kind: 'section',
       doc: 'checkpoints in <run folder>/checkpoints (a folder per step, a latest pointer)',
       fields: {
-        every: { kind: 'integer', range: NON_NEGATIVE, doc: 'save every this many steps; 0: only at the end of the run' },
+        every: { kind: 'integer', range: NON_NEGATIVE, doc: 'save every this many steps and at the end of the run; 0: only when asked (ctl checkpoint)' },
         keep: positiveInt('checkpoints kept (the oldest are pruned)'),
       },
     },

@@ -73,7 +73,7 @@ export interface TrainConfig {
 }
 
 export interface CheckpointConfig {
-  /** Save every this many steps; 0: only at the end of the run. */
+  /** Save every this many steps and at the end of the run; 0: only when asked (`ctl checkpoint`). */
   every: number;
   /** Keep this many checkpoints (the newest, and whichever `latest` names). */
   keep: number;

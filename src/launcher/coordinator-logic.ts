@@ -39,6 +39,11 @@ export interface CoordinatorSettings {
    * every step; omitted without pipeline parallelism).
    */
   opsForRank?: (rank: number) => WireStageOp[];
+  /**
+   * Checkpoints: every `every` steps (0: only when asked) and after the last step when `every` > 0;
+   * `folderFor(step)` is the temporary folder the ranks write their shards into.
+   */
+  checkpoint?: { every: number; folderFor: (step: number) => string };
 }
 
 export type CoordinatorEvent =
@@ -49,6 +54,7 @@ export type CoordinatorEvent =
   | { type: 'control'; command: ControlCommand; reply: ReplyContext }
   | { type: 'rank-exit'; rank: number; code: number | null; signal: string | null }
   | { type: 'fatal'; rank: number; reason: string }
+  | { type: 'checkpoint-saved'; rank: number; step: number; record: { [key: string]: unknown } }
   | { type: 'interrupt'; reason: string }
   | { type: 'tick' };
 
@@ -57,7 +63,9 @@ export type CoordinatorEffect =
   | { type: 'shutdown'; reason: string; exitCode: number }
   | { type: 'log'; line: string }
   | { type: 'step-done'; report: StepDoneMessage }
-  | { type: 'finished'; exitCode: number; reason: string };
+  | { type: 'finished'; exitCode: number; reason: string }
+  /** Every rank wrote its shard of the checkpoint of `step` into `folder`: commit it. */
+  | { type: 'commit-checkpoint'; step: number; folder: string; records: { [key: string]: unknown }[] };
 
 interface RankRecord {
   node: number;
@@ -84,6 +92,8 @@ export class CoordinatorLogic {
   private stepsDone: number;
   private finished = false;
   private readonly startedAt: number;
+  private checkpointRequested = false;
+  private saving: { step: number; folder: string; records: Map<number, { [key: string]: unknown }> } | undefined;
 
   constructor(
     readonly settings: CoordinatorSettings,
@@ -114,6 +124,8 @@ export class CoordinatorLogic {
         return this.onRankExit(event);
       case 'fatal':
         return this.fail(`rank ${event.rank} failed: ${event.reason}`);
+      case 'checkpoint-saved':
+        return this.onCheckpointSaved(event);
       case 'interrupt':
         return this.fail(event.reason, 130);
       case 'tick':
@@ -172,11 +184,14 @@ export class CoordinatorLogic {
       return [];
     }
     const action = this.stopRequested || finishedAll ? 'stop' : 'run';
+    const save = this.checkpointDue(finishedAll);
     const effects: CoordinatorEffect[] = [...this.waiting].map(([rank, to]) => {
       const message: StepGoMessage = { kind: 'step-go', step: this.gateStep, action };
       if (action === 'run' && this.settings.opsForRank !== undefined) message.ops = this.settings.opsForRank(rank);
+      if (save !== undefined) message.save = save;
       return { type: 'respond' as const, to, message };
     });
+    if (save !== undefined) effects.push({ type: 'log', line: `saving a checkpoint of step ${this.gateStep}` });
     this.waiting.clear();
     if (action === 'stop') {
       this.state = 'stopping';
@@ -188,6 +203,30 @@ export class CoordinatorLogic {
       this.state = 'running';
     }
     return effects;
+  }
+
+  /** The folder the ranks save into at this gate, when a checkpoint is due (a step boundary past the start). */
+  private checkpointDue(finishedAll: boolean): string | undefined {
+    const settings = this.settings.checkpoint;
+    if (settings === undefined || this.gateStep <= this.settings.startStep || this.saving !== undefined) return undefined;
+    const periodic = settings.every > 0 && (this.gateStep % settings.every === 0 || finishedAll);
+    if (!periodic && !this.checkpointRequested) return undefined;
+    this.checkpointRequested = false;
+    const folder = settings.folderFor(this.gateStep);
+    this.saving = { step: this.gateStep, folder, records: new Map() };
+    return folder;
+  }
+
+  private onCheckpointSaved(event: Extract<CoordinatorEvent, { type: 'checkpoint-saved' }>): CoordinatorEffect[] {
+    const saving = this.saving;
+    if (saving === undefined || saving.step !== event.step) {
+      return [{ type: 'log', line: `ignored a checkpoint shard of step ${event.step} from rank ${event.rank}: no checkpoint of that step is being saved` }];
+    }
+    saving.records.set(event.rank, event.record);
+    if (saving.records.size < this.settings.world) return [];
+    this.saving = undefined;
+    const records = [...saving.records.entries()].sort(([a], [b]) => a - b).map(([, record]) => record);
+    return [{ type: 'commit-checkpoint', step: saving.step, folder: saving.folder, records }];
   }
 
   private onStepDone(report: StepDoneMessage): CoordinatorEffect[] {
@@ -232,9 +271,13 @@ export class CoordinatorLogic {
         ];
       }
       case 'checkpoint':
+        if (this.settings.checkpoint === undefined) {
+          return [this.controlReply(command, reply, false, 'this job cannot save checkpoints', now)];
+        }
+        this.checkpointRequested = true;
         return [
-          { type: 'log', line: 'checkpoint requested (acknowledged; saving arrives with checkpoint support)' },
-          this.controlReply(command, reply, true, 'checkpoint request acknowledged; checkpoint saving is not built yet', now),
+          { type: 'log', line: 'checkpoint requested' },
+          this.controlReply(command, reply, true, `a checkpoint will be saved at the next step boundary (after step ${this.stepsDone + 1})`, now),
         ];
     }
   }

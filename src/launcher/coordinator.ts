@@ -16,6 +16,8 @@ export interface CoordinatorCallbacks {
   onFinished(exitCode: number, reason: string): void;
   /** The job must end: the launcher stops its own workers after a grace period. */
   onShutdown(reason: string, exitCode: number): void;
+  /** Every rank saved its shard of the checkpoint of `step` into `folder`. */
+  onCommitCheckpoint(step: number, folder: string, records: { [key: string]: unknown }[]): void;
 }
 
 const TICK_MS = 500;
@@ -50,6 +52,7 @@ export class Coordinator {
     on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
     on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason } : undefined));
     on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply } : undefined));
+    on(SUBJECTS.checkpointSaved, (m) => (m.kind === 'checkpoint-saved' ? { type: 'checkpoint-saved', rank: m.rank, step: m.step, record: m.record } : undefined));
     this.timer = setInterval(() => dispatch(this.actor, { type: 'tick' }), TICK_MS);
   }
 
@@ -80,6 +83,9 @@ export class Coordinator {
         return;
       case 'finished':
         this.callbacks.onFinished(effect.exitCode, effect.reason);
+        return;
+      case 'commit-checkpoint':
+        this.callbacks.onCommitCheckpoint(effect.step, effect.folder, effect.records);
         return;
     }
   }

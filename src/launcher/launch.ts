@@ -23,6 +23,8 @@ import { globalBatchSampler } from '../train/global-batch.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
 import { mergeTraceParts } from '../stages/trace.ts';
 import { Coordinator } from './coordinator.ts';
+import { commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
+import { manifestParts } from '../train/checkpointing.ts';
 import { resolveNats } from './nats-url.ts';
 import { SUBJECTS } from './subjects.ts';
 import { workerEnvironmentVariables } from './worker-env.ts';
@@ -42,6 +44,8 @@ export interface LaunchOptions {
   log: (line: string) => void;
   registerTimeoutMs?: number;
   heartbeatTimeoutMs?: number;
+  /** A checkpoint folder, or a run folder meaning its latest checkpoint. */
+  resume?: string;
 }
 
 /** Seconds the workers get to exit by themselves before they are killed. */
@@ -65,6 +69,19 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
   const sampler = globalBatchSampler(config, dataset.numSamples);
   const totalSteps = options.steps ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
+  // Resuming: verify the whole checkpoint once here; the workers then read only their regions of it.
+  let resumeDir = '';
+  let startStep = 0;
+  if (options.resume !== undefined) {
+    resumeDir = await resolveCheckpoint(options.resume);
+    const checkpoint = await loadCheckpoint(resumeDir, { verify: true });
+    startStep = checkpoint.manifest.dataLoader.nextStep;
+    checkpoint.close();
+    log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
+    if (startStep >= totalSteps) throw new Error(`the checkpoint is at step ${startStep}, not before the last step ${totalSteps}: pass --steps N with N > ${startStep}`);
+  }
+  const checkpointRoot = join(options.outDir, 'checkpoints');
+  let commits: Promise<void> = Promise.resolve();
 
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
@@ -93,7 +110,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     );
     log(`job ${jobId}: ${grid.describe()} on ${nnodes} node(s), NATS ${nats.url}`);
     log(`control it with: gpt-hybrid ctl ${jobId} status|pause|resume|checkpoint|stop${options.nats || process.env.NATS_URL || nats.privateServer ? ` --nats ${nats.url}` : ''}`);
-    const reporter = new StepReporter(config, totalSteps, sampler, options.hooks, log);
+    const reporter = new StepReporter(config, totalSteps, startStep, sampler, options.hooks, log);
     coordinator = new Coordinator(
       system,
       bus,
@@ -101,8 +118,9 @@ export async function launch(options: LaunchOptions): Promise<number> {
         jobId,
         world: grid.world,
         totalSteps,
-        startStep: 0,
         opsForRank: pipelineOps(config, grid),
+        startStep,
+        checkpoint: { every: config.checkpoint.every, folderFor: (step) => join(checkpointRoot, `.${stepDirName(step)}.tmp-${jobId}`) },
         registerTimeoutMs: options.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
         heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 6_000),
       },
@@ -110,6 +128,15 @@ export async function launch(options: LaunchOptions): Promise<number> {
         log,
         onStep: (report) => reporter.report(report),
         onShutdown: () => stopWorkers(GRACE_MS),
+        onCommitCheckpoint: (step, folder, records) => {
+          const parts = manifestParts(config, grid.world, step, sampler.stepsPerEpoch, records as unknown as RankFileRecord[]);
+          commits = commits.then(() =>
+            commitCheckpoint(checkpointRoot, step, folder, parts, { keep: config.checkpoint.keep }).then(
+              ({ dir }) => log(`checkpoint of step ${step}: ${dir}`),
+              (error: unknown) => log(`checkpoint of step ${step} FAILED (training goes on): ${error instanceof Error ? error.message : String(error)}`),
+            ),
+          );
+        },
         onFinished: (code, reason) => {
           ending = true;
           reporter.end();
@@ -135,7 +162,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: {
         ...process.env,
-        ...workerEnvironmentVariables({ jobId, natsUrl: nats.url, rank, world: grid.world, node: nodeRank, configPath: configFile, totalSteps, outDir: options.outDir }),
+        ...workerEnvironmentVariables({ jobId, natsUrl: nats.url, rank, world: grid.world, node: nodeRank, configPath: configFile, totalSteps, outDir: options.outDir, resume: resumeDir }),
       },
     });
     children.set(rank, child);
@@ -173,6 +200,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
   await waitForExit([...children.values()], GRACE_MS);
+  await commits;
   const trace = mergeTraceParts(options.outDir);
   if (trace !== undefined) log(`timeline of every rank: ${trace} (open it in Perfetto or chrome://tracing)`);
   for (const timer of killTimers) clearTimeout(timer);
@@ -224,11 +252,12 @@ class StepReporter {
   constructor(
     config: TrainConfig,
     totalSteps: number,
+    startStep: number,
     private readonly sampler: BatchSampler,
     private readonly hooks: Hook[],
     log: (line: string) => void,
   ) {
-    this.state = { config, totalSteps, startStep: 0, stepsPerEpoch: sampler.stepsPerEpoch, metrics: {}, log };
+    this.state = { config, totalSteps, startStep, stepsPerEpoch: sampler.stepsPerEpoch, metrics: {}, log };
     for (const hook of hooks) hook.beforeTrain?.(this.state);
   }
 

@@ -21,6 +21,9 @@ import type * as tf from '../tf.ts';
 import { globalBatchSampler } from '../train/global-batch.ts';
 import { DynamicLossScaler } from '../train/loss-scaler.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
+import { restoreShard, writeShard } from '../train/checkpointing.ts';
+import { paramsForRank } from '../model/sharding.ts';
+import type { RankFileRecord } from '../checkpoint/index.ts';
 
 export interface PipelineWorkerOptions {
   config: TrainConfig;
@@ -34,6 +37,10 @@ export interface PipelineWorkerOptions {
   gate: (step: number) => Promise<StepGoMessage>;
   /** Where this rank's part of trace.json goes. */
   outDir: string;
+  /** A verified checkpoint folder to start from ('' for a fresh start). */
+  resume: string;
+  /** Hands the worker the function that writes this rank's checkpoint shard. */
+  setShardWriter: (writer: (folder: string, completedSteps: number) => Promise<RankFileRecord>) => void;
   /** After each step: 1-based step, this rank's view of the loss (the global mean on the last stage). */
   onStep: (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number }) => void;
 }
@@ -79,8 +86,11 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
   }
   const params = new Map<string, tf.Variable>();
   for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
-  await sharedWeights.synchronizeValues(params);
   const optimizer = new AdamOptimizer(config.optimizer);
+  const held = paramsForRank(config.model, { layerRanges: layers, tp: grid.tensor, tpRank: tp });
+  const startStep = options.resume === '' ? 0 : await restoreShard(options.resume, held, params, optimizer, false);
+  await sharedWeights.synchronizeValues(params);
+  options.setShardWriter((folder, completedSteps) => writeShard(folder, rank, completedSteps, held, params, optimizer));
   const sampler = globalBatchSampler(config, options.dataset.numSamples);
   const context = {
     config,
@@ -99,7 +109,7 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
   // Bubble = the part of the pipeline phase (first op to last op of a step) this stage spends not computing.
   const bubbles: number[] = [];
   try {
-    for (let step = 0; ; step++) {
+    for (let step = startStep; ; step++) {
       const go = await options.gate(step);
       if (go.action === 'stop' || step >= options.totalSteps) break;
       if (go.ops === undefined) throw new Error(`the scheduler sent no pipeline ops for step ${step + 1}`);

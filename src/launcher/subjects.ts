@@ -6,5 +6,6 @@ export const SUBJECTS = {
   stepDone: 'coord.step',
   fatal: 'coord.fatal',
   control: 'coord.control',
+  checkpointSaved: 'coord.checkpoint',
   shutdown: 'job.shutdown',
 } as const;

@@ -14,6 +14,8 @@ export interface WorkerEnvironment {
   totalSteps: number;
   /** The run folder on this node (traces go there). */
   outDir: string;
+  /** A verified checkpoint folder to start from; empty: a fresh start. */
+  resume: string;
 }
 
 const NAMES = {
@@ -25,6 +27,7 @@ const NAMES = {
   configPath: 'GPT_HYBRID_CONFIG',
   totalSteps: 'GPT_HYBRID_TOTAL_STEPS',
   outDir: 'GPT_HYBRID_OUT_DIR',
+  resume: 'GPT_HYBRID_RESUME',
 } as const;
 
 export function workerEnvironmentVariables(env: WorkerEnvironment): Record<string, string> {
@@ -55,6 +58,7 @@ export function readWorkerEnvironment(source: NodeJS.ProcessEnv = process.env): 
     configPath: text('configPath'),
     totalSteps: integer('totalSteps'),
     outDir: text('outDir'),
+    resume: source[NAMES.resume] ?? '',
   };
   if (env.rank >= env.world) throw new Error(`${NAMES.rank}=${env.rank} is not below ${NAMES.world}=${env.world}`);
   return env;

@@ -19,7 +19,11 @@ import { GPT } from '../model/gpt.ts';
 import { fullModelSlice } from '../model/params.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import * as tf from '../tf.ts';
+import { restoreShard, writeShard } from '../train/checkpointing.ts';
+import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
+import { paramsForRank } from '../model/sharding.ts';
+import type { RankFileRecord } from '../checkpoint/index.ts';
 import { HeartbeatThread } from './heartbeat.ts';
 import { trainPipelineRank } from './pipeline-worker.ts';
 import { SUBJECTS } from './subjects.ts';
@@ -82,11 +86,18 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     }
     beat();
   };
+  /** Set by the training path once its model exists: writes this rank's checkpoint shard. */
+  let shardWriter: ((folder: string, completedSteps: number) => Promise<RankFileRecord>) | undefined;
   const gate = async (step: number): Promise<StepGoMessage> => {
     for (;;) {
       try {
         const answer: Message = await bus.request(SUBJECTS.gate, { kind: 'step-ready', rank: env.rank, step }, GATE_RETRY_MS);
         if (answer.kind !== 'step-go' || answer.step !== step) throw new Error(`unexpected answer to step-ready ${step}: ${answer.kind}`);
+        if (answer.save !== undefined) {
+          if (shardWriter === undefined) throw new Error('asked to save a checkpoint before the model exists');
+          const record = await shardWriter(answer.save, step);
+          bus.publish(SUBJECTS.checkpointSaved, { kind: 'checkpoint-saved', rank: env.rank, step, record: record as unknown as { [key: string]: unknown } });
+        }
         state = answer.action === 'run' ? 'training' : 'stopping';
         beat();
         return answer;
@@ -104,7 +115,20 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} });
     state = 'ready';
     if (grid.pipeline > 1 || grid.tensor > 1) {
-      await trainPipelineRank({ config, grid, rank: env.rank, bus, dataset, totalSteps: env.totalSteps, log, gate, onStep: report, outDir: env.outDir });
+      await trainPipelineRank({
+        config,
+        grid,
+        rank: env.rank,
+        bus,
+        dataset,
+        totalSteps: env.totalSteps,
+        log,
+        gate,
+        onStep: report,
+        outDir: env.outDir,
+        resume: env.resume,
+        setShardWriter: (writer) => (shardWriter = writer),
+      });
     } else {
       await trainDataParallelRank(dataset, report, gate);
     }
@@ -119,7 +143,13 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank, log });
     // A NATS publish before the peer has subscribed is lost: meet every member once before any collective.
     await dpGroup.ready();
+    const held = paramsForRank(config.model, { layerRanges: [[0, config.model.numLayers]], tp: 1, tpRank: 0 });
+    const optimizer = new AdamOptimizer(config.optimizer);
+    const startStep = env.resume === '' ? 0 : await restoreShard(env.resume, held, model.params, optimizer, false);
+    shardWriter = (folder, completedSteps) => writeShard(folder, env.rank, completedSteps, held, model.params, optimizer);
     const trainer = new Trainer({
+      optimizer,
+      startStep,
       config,
       model,
       dataset,

@@ -10,13 +10,15 @@ import {
   loadCheckpoint,
   resolveCheckpoint,
   writeRankShard,
-  type CheckpointManifest,
   type JsonValue,
+  type ManifestParts,
+  type RankFileRecord,
 } from '../checkpoint/index.ts';
+import { mkdir } from 'node:fs/promises';
 import { dataLoaderPosition, loadRankState, rankTensorsToSave } from '../checkpoint/rank-state.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { GPT } from '../model/gpt.ts';
-import { paramsForRank } from '../model/sharding.ts';
+import { paramsForRank, type ShardedParam } from '../model/sharding.ts';
 import * as tf from '../tf.ts';
 import type { AdamOptimizer } from './optimizer.ts';
 
@@ -30,6 +32,58 @@ function heldBy(config: TrainConfig, model: GPT) {
   return paramsForRank(config.model, { layerRanges: [[model.slice.startLayer, model.slice.endLayer]], tp: 1, tpRank: 0 });
 }
 
+/**
+ * Writes one rank's shard (parameters it holds and their Adam moments) into a checkpoint's temporary
+ * folder; returns the record the manifest lists it by.
+ */
+export async function writeShard(
+  folder: string,
+  rank: number,
+  completedSteps: number,
+  held: ShardedParam[],
+  params: Map<string, tf.Variable>,
+  optimizer: AdamOptimizer,
+): Promise<RankFileRecord> {
+  const values = new Map<string, Float32Array>();
+  for (const [name, variable] of params) values.set(name, (variable.dataSync() as Float32Array).slice());
+  const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
+  for (const [name, { m, v }] of optimizer.state().moments) {
+    moments.set(name, { m: (m.dataSync() as Float32Array).slice(), v: (v.dataSync() as Float32Array).slice() });
+  }
+  const tensors = rankTensorsToSave(held, { params: values, moments, optimizerStep: optimizer.stepCount });
+  await mkdir(folder, { recursive: true });
+  return writeRankShard(folder, rank, tensors, { step: completedSteps, optimizerStep: optimizer.stepCount });
+}
+
+/** Loads the regions `held` of an (already resolved) checkpoint into `params` and the optimizer; returns the next step. */
+export async function restoreShard(dir: string, held: ShardedParam[], params: Map<string, tf.Variable>, optimizer: AdamOptimizer, verify: boolean): Promise<number> {
+  const checkpoint = await loadCheckpoint(dir, { verify });
+  try {
+    const state = await loadRankState(checkpoint, held);
+    for (const [name, values] of state.params) {
+      const variable = params.get(name);
+      if (variable === undefined) throw new Error(`checkpoint ${dir} restores ${name}, which this rank does not hold`);
+      tf.tidy(() => variable.assign(tf.tensor(values, variable.shape, 'float32')));
+    }
+    optimizer.loadState(state.optimizerStep, state.moments, params);
+    return checkpoint.manifest.dataLoader.nextStep;
+  } finally {
+    checkpoint.close();
+  }
+}
+
+/** The manifest's description of a run: everything but the rank files. */
+export function manifestParts(config: TrainConfig, world: number, completedSteps: number, stepsPerEpoch: number, ranks: RankFileRecord[]): ManifestParts {
+  return {
+    layout: { data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size, order: 'tp-dp-pp', world },
+    seed: config.seed,
+    dataLoader: dataLoaderPosition(completedSteps, stepsPerEpoch),
+    rng: { kind: 'counter', seed: config.seed },
+    config: JSON.parse(JSON.stringify(config)) as JsonValue,
+    ranks,
+  };
+}
+
 /** Saves the state after `completedSteps` optimizer steps; returns the checkpoint directory. */
 export async function saveCheckpoint(
   target: CheckpointTarget,
@@ -39,53 +93,23 @@ export async function saveCheckpoint(
   model: GPT,
   optimizer: AdamOptimizer,
 ): Promise<string> {
-  const params = new Map<string, Float32Array>();
-  for (const [name, variable] of model.params) params.set(name, (variable.dataSync() as Float32Array).slice());
-  const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
-  for (const [name, { m, v }] of optimizer.state().moments) {
-    moments.set(name, { m: (m.dataSync() as Float32Array).slice(), v: (v.dataSync() as Float32Array).slice() });
-  }
-  const tensors = rankTensorsToSave(heldBy(config, model), { params, moments, optimizerStep: optimizer.stepCount });
   const temporary = await beginCheckpoint(target.root, completedSteps);
-  const record = await writeRankShard(temporary, 0, tensors, { step: completedSteps, optimizerStep: optimizer.stepCount });
-  const { dir } = await commitCheckpoint(
-    target.root,
-    completedSteps,
-    temporary,
-    {
-      layout: { data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size, order: 'tp-dp-pp', world: 1 },
-      seed: config.seed,
-      dataLoader: dataLoaderPosition(completedSteps, stepsPerEpoch),
-      rng: { kind: 'counter', seed: config.seed },
-      config: JSON.parse(JSON.stringify(config)) as JsonValue,
-      ranks: [record],
-    },
-    { keep: target.keep },
-  );
+  const record = await writeShard(temporary, 0, completedSteps, heldBy(config, model), model.params, optimizer);
+  const { dir } = await commitCheckpoint(target.root, completedSteps, temporary, manifestParts(config, 1, completedSteps, stepsPerEpoch, [record]), { keep: target.keep });
   return dir;
 }
 
 /**
  * Loads `pathOrRunDir` (a checkpoint, or a run folder meaning its latest) into the model and optimizer;
- * returns the step to continue from and the manifest.
+ * returns the step to continue from and the checkpoint folder.
  */
 export async function restoreCheckpoint(
   pathOrRunDir: string,
   config: TrainConfig,
   model: GPT,
   optimizer: AdamOptimizer,
-): Promise<{ nextStep: number; dir: string; manifest: CheckpointManifest }> {
+): Promise<{ nextStep: number; dir: string }> {
   const dir = await resolveCheckpoint(pathOrRunDir);
-  const checkpoint = await loadCheckpoint(dir, { verify: true });
-  try {
-    const state = await loadRankState(checkpoint, heldBy(config, model));
-    for (const [name, values] of state.params) {
-      const variable = model.param(name);
-      tf.tidy(() => variable.assign(tf.tensor(values, variable.shape, 'float32')));
-    }
-    optimizer.loadState(state.optimizerStep, state.moments, model.params);
-    return { nextStep: checkpoint.manifest.dataLoader.nextStep, dir, manifest: checkpoint.manifest };
-  } finally {
-    checkpoint.close();
-  }
+  const nextStep = await restoreShard(dir, heldBy(config, model), model.params, optimizer, true);
+  return { nextStep, dir };
 }

@@ -44,7 +44,7 @@ export interface TrainerOptions {
   gate?: (step: number) => Promise<'run' | 'stop'>;
   /** The first 0-based step to run (a resumed run: the checkpoint's step). */
   startStep?: number;
-  /** Save every `every` steps (0: never) and at the end of the run, into `target`. */
+  /** Save every `every` steps and at the end of the run (every = 0: never), into `target`. */
   checkpoint?: { target: CheckpointTarget; every: number };
   /** An optimizer with restored state (a resumed run); default: a fresh one. */
   optimizer?: AdamOptimizer;
@@ -125,7 +125,8 @@ export class Trainer {
     // The last gate call tells whoever runs the gate that this rank has finished.
     if (!stopped && this.options.gate !== undefined) await this.options.gate(step);
     const every = this.options.checkpoint?.every ?? 0;
-    if (this.options.checkpoint !== undefined && step > state.startStep && (every === 0 || step % every !== 0)) await this.saveCheckpoint(step);
+    // The end of the run is saved too (a checkpoint of any step), as the workers' coordinator does.
+    if (this.options.checkpoint !== undefined && every > 0 && step > state.startStep && step % every !== 0) await this.saveCheckpoint(step);
     if (epoch >= 0 && (step === state.totalSteps || stopped)) this.callHooks('afterEpoch', epoch);
     this.callHooks('afterTrain');
     return { stepsDone: step - state.startStep, losses, stopped };

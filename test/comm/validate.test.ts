@@ -25,6 +25,7 @@ const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
   fatal: { kind: 'fatal', rank: 3, reason: 'out of memory' },
   shutdown: { kind: 'shutdown', reason: 'done', exitCode: 0 },
   actor: { kind: 'actor', to: { rank: 'launcher', role: 'scheduler' }, from: { rank: 2, role: 'stage' }, payload: { type: 'go', n: [1, 2] } },
+  'checkpoint-saved': { kind: 'checkpoint-saved', rank: 1, step: 10, record: { rank: 1, file: 'rank-00001.safetensors', bytes: 100 } },
 };
 
 function envelope(message: Message, job = 'job-a'): Envelope {
@@ -110,6 +111,8 @@ const badFields: Array<[MessageKind, Record<string, unknown>, RegExp]> = [
   ['actor', { to: { rank: 'everyone', role: 'x' } }, /to\.rank must be an integer >= 0/],
   ['actor', { to: { rank: 1, role: '' } }, /to\.role must be a non-empty string/],
   ['actor', { from: 'me' }, /from must be a map/],
+  ['checkpoint-saved', { record: 'file' }, /record must be a map/],
+  ['step-go', { save: '' }, /save must be a non-empty string/],
 ];
 
 test('a bad field of each kind is refused as malformed, naming the field', () => {

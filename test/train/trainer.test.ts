@@ -191,7 +191,7 @@ test('trainer - resuming from a checkpoint gives the losses and weights of the r
   // First half: 3 steps, saved at the end.
   const first = tinyTrainConfig({ steps: 3 });
   const model = new GPT(first.model, fullModelSlice(first.model), first.seed);
-  const trainerA = new Trainer({ config: first, model, dataset: patternDataset(32, 23), log: () => {}, checkpoint: { target: { root, keep: 2 }, every: 0 } });
+  const trainerA = new Trainer({ config: first, model, dataset: patternDataset(32, 23), log: () => {}, checkpoint: { target: { root, keep: 2 }, every: 2 } });
   const before = (await trainerA.fit()).losses;
   trainerA.dispose();
   model.dispose();
