@@ -11,7 +11,9 @@ import * as tf from '../tf.ts';
 import type { TrainConfig } from '../config/types.ts';
 import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
+import type { DropoutContext } from '../model/dropout.ts';
 import type { GPT, TokenBatch } from '../model/gpt.ts';
+import { modelLossAndGrads } from '../model/manual/slice.ts';
 import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
 import { globalBatchSampler } from './global-batch.ts';
 import { averageOverGlobalBatch } from './gradient-reduction.ts';
@@ -154,11 +156,10 @@ export class Trainer {
     for (const sampleIds of micro) {
       const batch: TokenBatch = { ...gatherBatch(this.options.dataset, sampleIds), sampleIds };
       const dropout = { seed: config.seed, step, sampleIds };
-      const { value, grads } = tf.variableGrads(() => model.loss(batch, { dropout }), this.variableList);
-      lossSum += value.dataSync()[0];
-      value.dispose();
-      for (const [index, spec] of model.specs.entries()) {
-        const grad = grads[this.variableList[index].name];
+      const { loss, grads } = this.lossAndGradients(batch, dropout);
+      lossSum += loss;
+      for (const spec of model.specs) {
+        const grad = grads.get(spec.name)!;
         const previous = gradSums.get(spec.name);
         if (previous === undefined) {
           gradSums.set(spec.name, grad);
@@ -179,6 +180,25 @@ export class Trainer {
 
   dispose(): void {
     this.optimizer.dispose();
+  }
+
+  /**
+   * One micro-batch's loss and gradients by parameter name: the hand-written backward (saved
+   * activations, measured 1.1x faster than autodiff on a whole step), or with model.checkpoint set,
+   * autodiff over the forward, which keeps no activations between the two.
+   */
+  private lossAndGradients(batch: TokenBatch, dropout: DropoutContext): { loss: number; grads: Map<string, tf.Tensor> } {
+    const { model, config } = this.options;
+    if (!config.model.checkpoint) {
+      const { loss, grads } = modelLossAndGrads(model, batch, { dropout });
+      const value = loss.dataSync()[0];
+      loss.dispose();
+      return { loss: value, grads };
+    }
+    const { value, grads } = tf.variableGrads(() => model.loss(batch, { dropout }), this.variableList);
+    const loss = value.dataSync()[0];
+    value.dispose();
+    return { loss, grads: new Map(model.specs.map((spec, index) => [spec.name, grads[this.variableList[index].name]])) };
   }
 
   private async saveCheckpoint(completedSteps: number): Promise<void> {

@@ -131,3 +131,9 @@ test('fp16 - float16 on the wire tracks the float32 run; an overflowing scale sk
   const spec = paramsForSlice(c.model, fullModelSlice(c.model)).find((p) => p.name === WORD_EMBEDDING)!;
   assert.deepEqual(huge.embeddings.get(0), initialValues(spec, c.seed));
 });
+
+test('pipeline - activation checkpointing (recompute in backward) gives the same losses as saved activations', async () => {
+  const expected = await reference(4);
+  const recompute = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16, checkpoint: true } }), dataset, 3, opsOf('1f1b', 2, 4));
+  assertClose(recompute.losses, expected);
+});
