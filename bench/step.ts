@@ -5,6 +5,7 @@
 import * as tf from '../src/tf.ts';
 import { resolveModelConfig, type ModelConfigInput } from '../src/model/config.ts';
 import { GPT, type TokenBatch } from '../src/model/gpt.ts';
+import { modelLossAndGrads } from '../src/model/manual/slice.ts';
 import { fullModelSlice } from '../src/model/params.ts';
 import { modelFlopsPerStep } from '../src/train/flops.ts';
 import { AdamOptimizer } from '../src/train/optimizer.ts';
@@ -40,14 +41,13 @@ export function measureTrainingStep(options: StepBenchOptions): StepBenchResult 
     seqLen,
     sampleIds: Int32Array.from({ length: batchSize }, (_, i) => i),
   };
-  const variables = model.variables();
+  // The trainer's path: the hand-written backward with saved activations.
   const step = () => {
-    const { value, grads } = tf.variableGrads(() => model.loss(batch), variables);
-    const named = new Map(model.specs.map((spec, i) => [spec.name, grads[variables[i].name]]));
-    optimizer.apply(model.params, named);
-    value.dataSync();
-    value.dispose();
-    for (const grad of Object.values(grads)) grad.dispose();
+    const { loss, grads } = modelLossAndGrads(model, batch);
+    optimizer.apply(model.params, grads);
+    loss.dataSync();
+    loss.dispose();
+    for (const grad of grads.values()) grad.dispose();
   };
   const warmup = options.warmup ?? 1;
   const runs = options.runs ?? 3;
