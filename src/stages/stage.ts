@@ -126,6 +126,15 @@ export class PipelineStage {
     this.options.trace?.record(op.kind === 'F' ? 'forward' : 'backward', 'compute', start, end, this.args(op));
   }
 
+  /** Takes over a backward's parameter gradients and sends its input gradient to the previous virtual stage. */
+  private finishBackward(op: PipelineOp, virtual: number, grads: Map<string, tf.Tensor>, inputGrad: tf.Tensor | undefined): void {
+    for (const [name, grad] of grads) this.accumulate(name, grad);
+    if (inputGrad !== undefined) {
+      this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
+      inputGrad.dispose();
+    }
+  }
+
   /** Adds a micro-batch's gradient (taken over) to the step's sum for that parameter. */
   private accumulate(name: string, grad: tf.Tensor): void {
     const previous = this.gradSums.get(name);
@@ -258,21 +267,13 @@ export class PipelineStage {
       this.finishCompute(op, start);
       model.release(saved.shardForward!);
       outputGrad?.dispose();
-      for (const [name, grad] of grads) this.accumulate(name, grad);
-      if (inputGrad !== undefined) {
-        this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
-        inputGrad.dispose();
-      }
+      this.finishBackward(op, virtual, grads, inputGrad);
       return;
     }
     if (saved.activations !== undefined) {
       const { inputGrad, grads } = this.compute(op, () => sliceBackward(model, saved.activations!, outputGrad as tf.Tensor3D | undefined));
       outputGrad?.dispose();
-      for (const [name, grad] of grads) this.accumulate(name, grad);
-      if (inputGrad !== undefined) {
-        this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
-        inputGrad.dispose();
-      }
+      this.finishBackward(op, virtual, grads, inputGrad);
       return;
     }
     const input = saved.hidden === undefined ? undefined : tf.variable(saved.hidden, true);
