@@ -100,7 +100,28 @@ test('coordinator - status reports step, loss and throughput; checkpoint is ackn
   assert.equal(status.step, 1);
   assert.equal(status.lastLoss, 9.5);
   assert.equal(status.tokensPerS, 512);
+  assert.equal(control(logic, 'checkpoint').reply.ok, false, 'a job without checkpoint settings cannot save');
+});
+
+test('coordinator - checkpoints: periodic and requested saves ride on the gate, and commit once every rank saved', () => {
+  const logic = new CoordinatorLogic({ ...SETTINGS, totalSteps: 5, checkpoint: { every: 2, folderFor: (step) => `tmp-${step}` } }, 0);
+  for (const rank of [0, 1]) logic.handle({ type: 'register', rank, node: 0, pid: 10 + rank, host: 'h' }, 1);
+  const gate = (step: number) => {
+    logic.handle({ type: 'step-ready', rank: 0, step, reply: reply(0) }, 2);
+    return logic.handle({ type: 'step-ready', rank: 1, step, reply: reply(1) }, 2).filter((e) => e.type === 'respond').map((e) => (e as { message: StepGoMessage }).message.save);
+  };
+  assert.deepEqual(gate(0), [undefined, undefined], 'nothing to save before the first step');
+  assert.deepEqual(gate(1), [undefined, undefined]);
+  assert.deepEqual(gate(2), ['tmp-2', 'tmp-2']);
+  assert.deepEqual(logic.handle({ type: 'checkpoint-saved', rank: 1, step: 2, record: { rank: 1 } }, 3), []);
+  const commit = logic.handle({ type: 'checkpoint-saved', rank: 0, step: 2, record: { rank: 0 } }, 3);
+  assert.deepEqual(commit, [{ type: 'commit-checkpoint', step: 2, folder: 'tmp-2', records: [{ rank: 0 }, { rank: 1 }] }]);
   assert.equal(control(logic, 'checkpoint').reply.ok, true);
+  assert.deepEqual(gate(3), ['tmp-3', 'tmp-3'], 'a requested save at the next boundary');
+  for (const rank of [0, 1]) logic.handle({ type: 'checkpoint-saved', rank, step: 3, record: { rank } }, 4);
+  assert.deepEqual(gate(4), ['tmp-4', 'tmp-4']);
+  for (const rank of [0, 1]) logic.handle({ type: 'checkpoint-saved', rank, step: 4, record: { rank } }, 4);
+  assert.deepEqual(gate(5), ['tmp-5', 'tmp-5'], 'the end of the run is saved too');
 });
 
 test('coordinator - duplicate rank claims and step disagreement fail loudly', () => {
