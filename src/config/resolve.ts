@@ -185,6 +185,7 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     seed: pick('seed'),
     logInterval: pick('logInterval'),
     checkpoint: { every: pick('checkpoint.every'), keep: pick('checkpoint.keep') },
+    restart: { max: pick('restart.max') },
   };
   const epochs = given('epochs') as number | undefined;
   const steps = given('steps') as number | undefined;

@@ -126,6 +126,13 @@ export const TRAIN_SCHEMA: SectionSpec = {
         keep: positiveInt('checkpoints kept (the oldest are pruned)'),
       },
     },
+    restart: {
+      kind: 'section',
+      doc: 'recovery of multi-process jobs on one node',
+      fields: {
+        max: { kind: 'integer', range: NON_NEGATIVE, doc: 'restarts from the last checkpoint after a rank dies or stops answering; 0: fail at once' },
+      },
+    },
     fp16: {
       kind: 'section',
       doc: 'mixed precision as in the seed (fp16 naive): float16 activations and gradients between pipeline stages, dynamic loss scale',
@@ -156,6 +163,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   seed: 42,
   logInterval: 1,
   checkpoint: { every: 0, keep: 3 },
+  restart: { max: 3 },
 };
 
 /** When neither epochs nor steps is given. */

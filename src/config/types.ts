@@ -70,6 +70,7 @@ export interface TrainConfig {
   /** Mixed precision on the wire; omitted: everything float32. */
   fp16?: Fp16Config;
   checkpoint: CheckpointConfig;
+  restart: { /** Restarts from the last checkpoint after a rank dies or stops answering (single-node jobs). */ max: number };
 }
 
 export interface CheckpointConfig {
@@ -98,4 +99,5 @@ export interface TrainConfigInput {
   logInterval?: number;
   fp16?: Partial<Fp16Config>;
   checkpoint?: Partial<CheckpointConfig>;
+  restart?: { max?: number };
 }

@@ -63,7 +63,8 @@ export type CoordinatorEffect =
   | { type: 'shutdown'; reason: string; exitCode: number }
   | { type: 'log'; line: string }
   | { type: 'step-done'; report: StepDoneMessage }
-  | { type: 'finished'; exitCode: number; reason: string }
+  /** `restartable`: a rank died or stopped answering (a restart from the last checkpoint may mend it). */
+  | { type: 'finished'; exitCode: number; reason: string; restartable?: boolean }
   /** Every rank wrote its shard of the checkpoint of `step` into `folder`: commit it. */
   | { type: 'commit-checkpoint'; step: number; folder: string; records: { [key: string]: unknown }[] };
 
@@ -123,7 +124,7 @@ export class CoordinatorLogic {
       case 'rank-exit':
         return this.onRankExit(event);
       case 'fatal':
-        return this.fail(`rank ${event.rank} failed: ${event.reason}`);
+        return this.fail(`rank ${event.rank} failed: ${event.reason}`, 1, true);
       case 'checkpoint-saved':
         return this.onCheckpointSaved(event);
       case 'interrupt':
@@ -291,7 +292,7 @@ export class CoordinatorLogic {
     const expected = this.state === 'stopping' && event.code === 0;
     if (!expected) {
       const pid = record === undefined ? '' : ` (pid ${record.pid}, node ${record.node})`;
-      return this.fail(`rank ${event.rank}${pid} died: ${how}`);
+      return this.fail(`rank ${event.rank}${pid} died: ${how}`, 1, true);
     }
     const allExited = [...this.ranks.values()].every((r) => r.exited) && this.ranks.size === this.settings.world;
     if (!allExited) return [];
@@ -313,13 +314,13 @@ export class CoordinatorLogic {
       const silent = now - record.lastSeen;
       const allowed = record.started ? this.settings.heartbeatTimeoutMs : 3 * this.settings.heartbeatTimeoutMs;
       if (!record.exited && silent > allowed) {
-        return this.fail(`rank ${rank} (pid ${record.pid}, node ${record.node}) stopped answering: no heartbeat for ${(silent / 1000).toFixed(1)} s`);
+        return this.fail(`rank ${rank} (pid ${record.pid}, node ${record.node}) stopped answering: no heartbeat for ${(silent / 1000).toFixed(1)} s`, 1, true);
       }
     }
     return [];
   }
 
-  private fail(reason: string, exitCode = 1): CoordinatorEffect[] {
+  private fail(reason: string, exitCode = 1, restartable = false): CoordinatorEffect[] {
     if (this.failure !== undefined) return [];
     this.failure = { reason };
     this.finished = true;
@@ -327,7 +328,7 @@ export class CoordinatorLogic {
     return [
       { type: 'log', line: `job failed: ${reason}` },
       { type: 'shutdown', reason, exitCode },
-      { type: 'finished', exitCode, reason },
+      { type: 'finished', exitCode, reason, restartable },
     ];
   }
 

@@ -3,7 +3,7 @@
  * for CoordinatorLogic, delivered one at a time through a nact actor's mailbox, and the logic's effects
  * are carried out here (answers, shutdown broadcast, logs, step reports).
  */
-import { dispatch, spawn, type Ref } from 'nact';
+import { dispatch, spawn, stop, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
 import type { StepDoneMessage } from '../comm/messages.ts';
 import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorSettings } from './coordinator-logic.ts';
@@ -13,7 +13,7 @@ export interface CoordinatorCallbacks {
   log(line: string): void;
   onStep(report: StepDoneMessage): void;
   /** Everything is over (success, stop or failure): the launcher cleans up and exits with this code. */
-  onFinished(exitCode: number, reason: string): void;
+  onFinished(exitCode: number, reason: string, restartable: boolean): void;
   /** The job must end: the launcher stops its own workers after a grace period. */
   onShutdown(reason: string, exitCode: number): void;
   /** Every rank saved its shard of the checkpoint of `step` into `folder`. */
@@ -21,6 +21,7 @@ export interface CoordinatorCallbacks {
 }
 
 const TICK_MS = 500;
+let coordinatorCount = 0;
 
 export class Coordinator {
   private readonly logic: CoordinatorLogic;
@@ -36,7 +37,8 @@ export class Coordinator {
         for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
         return state;
       },
-      'coordinator',
+      // One per attempt of the job (a restart builds a new one); nact names must be unique among siblings.
+      `coordinator-${++coordinatorCount}`,
       { initialState: null },
     );
     const on = (subject: string, toEvent: (message: Parameters<Parameters<Bus['subscribe']>[1]>[0], reply: Parameters<Parameters<Bus['subscribe']>[1]>[1]) => CoordinatorEvent | undefined) => {
@@ -64,6 +66,7 @@ export class Coordinator {
   close(): void {
     clearInterval(this.timer);
     for (const unsubscribe of this.unsubscribe) unsubscribe();
+    stop(this.actor);
   }
 
   private apply(effect: CoordinatorEffect): void {
@@ -82,7 +85,7 @@ export class Coordinator {
         this.callbacks.onStep(effect.report);
         return;
       case 'finished':
-        this.callbacks.onFinished(effect.exitCode, effect.reason);
+        this.callbacks.onFinished(effect.exitCode, effect.reason, effect.restartable === true);
         return;
       case 'commit-checkpoint':
         this.callbacks.onCommitCheckpoint(effect.step, effect.folder, effect.records);

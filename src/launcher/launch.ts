@@ -6,7 +6,7 @@
  */
 import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { start, stop as stopSystem } from 'nact';
@@ -23,7 +23,7 @@ import { globalBatchSampler } from '../train/global-batch.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
 import { mergeTraceParts } from '../stages/trace.ts';
 import { Coordinator } from './coordinator.ts';
-import { commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
+import { LATEST_FILE, commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
 import { manifestParts } from '../train/checkpointing.ts';
 import { resolveNats } from './nats-url.ts';
 import { SUBJECTS } from './subjects.ts';
@@ -89,20 +89,6 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const bus = new Bus({ jobId, transport, log });
   const system = start();
 
-  const children = new Map<number, ChildProcess>();
-  let finish: (code: number) => void = () => {};
-  const finished = new Promise<number>((resolve) => (finish = resolve));
-  let ending = false;
-  const killTimers: NodeJS.Timeout[] = [];
-  const stopWorkers = (graceMs: number) => {
-    killTimers.push(
-      setTimeout(() => {
-        for (const child of children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      }, graceMs),
-    );
-  };
-
-  let coordinator: Coordinator | undefined;
   if (nodeRank === 0) {
     writeFileSync(
       join(options.outDir, 'job.json'),
@@ -110,101 +96,147 @@ export async function launch(options: LaunchOptions): Promise<number> {
     );
     log(`job ${jobId}: ${grid.describe()} on ${nnodes} node(s), NATS ${nats.url}`);
     log(`control it with: gpt-hybrid ctl ${jobId} status|pause|resume|checkpoint|stop${options.nats || process.env.NATS_URL || nats.privateServer ? ` --nats ${nats.url}` : ''}`);
-    const reporter = new StepReporter(config, totalSteps, startStep, sampler, options.hooks, log);
-    coordinator = new Coordinator(
-      system,
-      bus,
-      {
-        jobId,
-        world: grid.world,
-        totalSteps,
-        opsForRank: pipelineOps(config, grid),
-        startStep,
-        checkpoint: { every: config.checkpoint.every, folderFor: (step) => join(checkpointRoot, `.${stepDirName(step)}.tmp-${jobId}`) },
-        registerTimeoutMs: options.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
-        heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 6_000),
-      },
-      {
-        log,
-        onStep: (report) => reporter.report(report),
-        onShutdown: () => stopWorkers(GRACE_MS),
-        onCommitCheckpoint: (step, folder, records) => {
-          const parts = manifestParts(config, grid.world, step, sampler.stepsPerEpoch, records as unknown as RankFileRecord[]);
-          commits = commits.then(() =>
-            commitCheckpoint(checkpointRoot, step, folder, parts, { keep: config.checkpoint.keep }).then(
-              ({ dir }) => log(`checkpoint of step ${step}: ${dir}`),
-              (error: unknown) => log(`checkpoint of step ${step} FAILED (training goes on): ${error instanceof Error ? error.message : String(error)}`),
-            ),
-          );
-        },
-        onFinished: (code, reason) => {
-          ending = true;
-          reporter.end();
-          log(`${code === 0 ? '' : 'FAILED: '}${reason}`);
-          finish(code);
-        },
-      },
-    );
   } else {
     log(`node ${nodeRank}: joining job ${jobId} at ${nats.url}`);
-    bus.subscribe(SUBJECTS.shutdown, (message) => {
-      if (message.kind !== 'shutdown' || ending) return;
-      ending = true;
-      log(`job ended by the coordinator: ${message.reason}`);
-      stopWorkers(GRACE_MS);
-      finish(message.exitCode);
-    });
   }
 
-  const firstRank = nodeRank * nprocPerNode;
-  for (let rank = firstRank; rank < firstRank + nprocPerNode; rank++) {
-    const child = spawnProcess(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: {
-        ...process.env,
-        ...workerEnvironmentVariables({ jobId, natsUrl: nats.url, rank, world: grid.world, node: nodeRank, configPath: configFile, totalSteps, outDir: options.outDir, resume: resumeDir }),
-      },
-    });
-    children.set(rank, child);
-    child.on('exit', (code, signal) => {
-      if (coordinator !== undefined) {
-        coordinator.tell({ type: 'rank-exit', rank, code, signal });
-      } else if (!ending && (code !== 0 || signal !== null)) {
-        const reason = `died: ${signal !== null ? `killed by ${signal}` : `exit code ${code}`} (pid ${child.pid}, node ${nodeRank})`;
-        bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank, reason });
-      }
-      const allExited = [...children.values()].every((c) => c.exitCode !== null || c.signalCode !== null);
-      if (allExited && coordinator === undefined && !ending) {
-        ending = true;
-        const clean = [...children.values()].every((c) => c.exitCode === 0);
-        finish(clean ? 0 : 1);
-      }
-    });
-  }
+  /** One run of every local worker, from `resumeDir` (or the start) until the job ends or fails. */
+  const runAttempt = async (resumeDir: string, startStep: number): Promise<{ exitCode: number; reason: string; restartable: boolean }> => {
+    const children = new Map<number, ChildProcess>();
+    let finish: (result: { exitCode: number; reason: string; restartable: boolean }) => void = () => {};
+    const finished = new Promise<{ exitCode: number; reason: string; restartable: boolean }>((resolve) => (finish = resolve));
+    let ending = false;
+    const killTimers: NodeJS.Timeout[] = [];
+    const stopWorkers = (graceMs: number) => {
+      killTimers.push(
+        setTimeout(() => {
+          for (const child of children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        }, graceMs),
+      );
+    };
 
-  const onSignal = (signal: NodeJS.Signals) => {
-    log(`${signal}: stopping the job`);
-    if (coordinator !== undefined) {
-      coordinator.tell({ type: 'interrupt', reason: `interrupted by ${signal} on node ${nodeRank}` });
+    let coordinator: Coordinator | undefined;
+    let shutdownSubscription: { unsubscribe(): void } | undefined;
+    if (nodeRank === 0) {
+      const reporter = new StepReporter(config, totalSteps, startStep, sampler, options.hooks, log);
+      coordinator = new Coordinator(
+        system,
+        bus,
+        {
+          jobId,
+          world: grid.world,
+          totalSteps,
+          opsForRank: pipelineOps(config, grid),
+          startStep,
+          checkpoint: { every: config.checkpoint.every, folderFor: (step) => join(checkpointRoot, `.${stepDirName(step)}.tmp-${jobId}`) },
+          registerTimeoutMs: options.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
+          heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 6_000),
+        },
+        {
+          log,
+          onStep: (report) => reporter.report(report),
+          onShutdown: () => stopWorkers(GRACE_MS),
+          onCommitCheckpoint: (step, folder, records) => {
+            const parts = manifestParts(config, grid.world, step, sampler.stepsPerEpoch, records as unknown as RankFileRecord[]);
+            commits = commits.then(() =>
+              commitCheckpoint(checkpointRoot, step, folder, parts, { keep: config.checkpoint.keep }).then(
+                ({ dir }) => log(`checkpoint of step ${step}: ${dir}`),
+                (error: unknown) => log(`checkpoint of step ${step} FAILED (training goes on): ${error instanceof Error ? error.message : String(error)}`),
+              ),
+            );
+          },
+          onFinished: (exitCode, reason, restartable) => {
+            ending = true;
+            reporter.end();
+            log(`${exitCode === 0 ? '' : 'FAILED: '}${reason}`);
+            finish({ exitCode, reason, restartable });
+          },
+        },
+      );
     } else {
-      bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank: firstRank, reason: `node ${nodeRank} launcher interrupted by ${signal}` });
-      ending = true;
-      stopWorkers(GRACE_MS);
-      finish(130);
+      shutdownSubscription = bus.subscribe(SUBJECTS.shutdown, (message) => {
+        if (message.kind !== 'shutdown' || ending) return;
+        ending = true;
+        log(`job ended by the coordinator: ${message.reason}`);
+        stopWorkers(GRACE_MS);
+        finish({ exitCode: message.exitCode, reason: message.reason, restartable: false });
+      });
     }
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
-  const exitCode = await finished;
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
-  await waitForExit([...children.values()], GRACE_MS);
-  await commits;
+    const firstRank = nodeRank * nprocPerNode;
+    for (let rank = firstRank; rank < firstRank + nprocPerNode; rank++) {
+      const child = spawnProcess(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        env: {
+          ...process.env,
+          ...workerEnvironmentVariables({ jobId, natsUrl: nats.url, rank, world: grid.world, node: nodeRank, configPath: configFile, totalSteps, outDir: options.outDir, resume: resumeDir }),
+        },
+      });
+      children.set(rank, child);
+      child.on('exit', (code, signal) => {
+        if (coordinator !== undefined) {
+          coordinator.tell({ type: 'rank-exit', rank, code, signal });
+        } else if (!ending && (code !== 0 || signal !== null)) {
+          const reason = `died: ${signal !== null ? `killed by ${signal}` : `exit code ${code}`} (pid ${child.pid}, node ${nodeRank})`;
+          bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank, reason });
+        }
+        const allExited = [...children.values()].every((c) => c.exitCode !== null || c.signalCode !== null);
+        if (allExited && coordinator === undefined && !ending) {
+          ending = true;
+          const clean = [...children.values()].every((c) => c.exitCode === 0);
+          finish({ exitCode: clean ? 0 : 1, reason: clean ? 'done' : 'a worker failed', restartable: false });
+        }
+      });
+    }
+
+    const onSignal = (signal: NodeJS.Signals) => {
+      log(`${signal}: stopping the job`);
+      if (coordinator !== undefined) {
+        coordinator.tell({ type: 'interrupt', reason: `interrupted by ${signal} on node ${nodeRank}` });
+      } else {
+        bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank: firstRank, reason: `node ${nodeRank} launcher interrupted by ${signal}` });
+        ending = true;
+        stopWorkers(GRACE_MS);
+        finish({ exitCode: 130, reason: `interrupted by ${signal}`, restartable: false });
+      }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+
+    const result = await finished;
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await waitForExit([...children.values()], GRACE_MS);
+    for (const timer of killTimers) clearTimeout(timer);
+    coordinator?.close();
+    shutdownSubscription?.unsubscribe();
+    await commits;
+    return result;
+  };
+
+  // Recovery (single node): a rank that died or stopped answering restarts every worker from the last
+  // committed checkpoint (or the start), up to restart.max times.
+  let exitCode: number;
+  for (let restarts = 0; ; restarts++) {
+    const result = await runAttempt(resumeDir, startStep);
+    exitCode = result.exitCode;
+    if (exitCode === 0 || !result.restartable || nnodes > 1 || restarts >= config.restart.max) {
+      if (result.restartable && nnodes === 1 && restarts >= config.restart.max && config.restart.max > 0) {
+        log(`giving up after ${restarts} restart${restarts === 1 ? '' : 's'} (restart.max = ${config.restart.max})`);
+      }
+      break;
+    }
+    const latest = await latestCheckpoint(checkpointRoot);
+    resumeDir = latest?.dir ?? '';
+    startStep = latest?.step ?? 0;
+    if (nodeRank === 0) truncateMetrics(join(options.outDir, 'metrics.jsonl'), startStep);
+    log(
+      `restart ${restarts + 1} of ${config.restart.max}: ${result.reason}; rolling every rank back to ` +
+        `${latest === undefined ? 'the start (no checkpoint yet)' : `the checkpoint of step ${startStep}`}`,
+    );
+  }
   const trace = mergeTraceParts(options.outDir);
   if (trace !== undefined) log(`timeline of every rank: ${trace} (open it in Perfetto or chrome://tracing)`);
-  for (const timer of killTimers) clearTimeout(timer);
-  coordinator?.close();
   await bus.flush().catch(() => undefined);
   await bus.close().catch(() => undefined);
   stopSystem(system);
@@ -222,6 +254,25 @@ function pipelineOps(config: TrainConfig, grid: ParallelGrid): ((rank: number) =
   const schedule = validateSchedule(buildSchedule(config.schedule, grid.pipeline, config.numMicroBatches, config.numChunks));
   const wire = schedule.ops.map((ops) => ops.map((op): WireStageOp => [op.kind, op.microBatch, op.chunk]));
   return (rank) => wire[grid.coordinates(rank).pp];
+}
+
+/** The newest committed checkpoint under `root` (its `latest`), or undefined when there is none yet. */
+async function latestCheckpoint(root: string): Promise<{ dir: string; step: number } | undefined> {
+  if (!existsSync(join(root, LATEST_FILE))) return undefined;
+  const dir = await resolveCheckpoint(root);
+  const checkpoint = await loadCheckpoint(dir, { verify: true });
+  const step = checkpoint.manifest.dataLoader.nextStep;
+  checkpoint.close();
+  return { dir, step };
+}
+
+/** Drops the metrics of steps after `lastKept`: a restart runs them again. */
+function truncateMetrics(path: string, lastKept: number): void {
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim() !== '' && (JSON.parse(line) as { step: number }).step <= lastKept);
+  writeFileSync(path, kept.map((line) => line + '\n').join(''));
 }
 
 /** A timeout from the environment (for slow machines and tests), else the default. */

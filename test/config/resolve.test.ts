@@ -54,6 +54,7 @@ test('resolve - a minimal config gets every documented default', () => {
     seed: 42,
     logInterval: 1,
     checkpoint: { every: 0, keep: 3 },
+    restart: { max: 3 },
   };
   assert.deepEqual(config, expected);
   assert.equal('steps' in config, false);

@@ -112,7 +112,7 @@ test('ctl - status answers within 2 s, pause holds the step counter, resume cont
 
 test('launch - SIGKILL of a worker ends the job non-zero within 10 s, naming the rank, with no process left', async () => {
   const out = outDir('kill');
-  const job = startCli(['train', config, '--out', out, '--set', 'steps=500', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nats', server.url]);
+  const job = startCli(['train', config, '--out', out, '--set', 'steps=500', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--set', 'restart.max=0', '--nats', server.url]);
   try {
     await job.waitFor(/step 2\/500/, 60_000);
     const [rank0, rank1] = registeredPids(job.output());
@@ -143,7 +143,7 @@ test('launch - a rank that never registers is named after the registration timeo
 
 test('launch - a worker that stops answering (SIGSTOP) is named within 10 s and the job ends non-zero', async () => {
   const out = outDir('stopped');
-  const job = startCli(['train', config, '--out', out, '--set', 'steps=500', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nats', server.url]);
+  const job = startCli(['train', config, '--out', out, '--set', 'steps=500', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--set', 'restart.max=0', '--nats', server.url]);
   let frozen: number | undefined;
   try {
     await job.waitFor(/step 2\/500/, 60_000);
@@ -218,4 +218,23 @@ test('checkpoint - a corrupt checkpoint is refused with the reason, and nothing 
   const resumed = await runCli(['train', config, '--out', out, '--resume', out, '--steps', '4']);
   assert.notEqual(resumed.code, 0);
   assert.match(resumed.output, /checksum|sha256|SHA-256/i);
+});
+
+test('recovery - a worker killed mid-run is restarted from the last checkpoint and the run ends with the same losses', async () => {
+  const common = ['train', config, '--set', 'steps=10', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--set', 'checkpoint.every=2', '--nats', server.url];
+  const undisturbed = outDir('undisturbed');
+  const clean = await runCli([...common, '--out', undisturbed, '--quiet']);
+  assert.equal(clean.code, 0, clean.output);
+  const out = outDir('recover');
+  const job = startCli([...common, '--out', out]);
+  try {
+    await job.waitFor(/checkpoint of step 2: /, 90_000);
+    process.kill(registeredPids(job.output())[1], 'SIGKILL');
+    const exit = await job.exited;
+    assert.equal(exit.code, 0, job.output());
+    assert.match(job.output(), /restart 1 of 3: rank 1 \(pid \d+, node 0\) died: killed by SIGKILL; rolling every rank back to the checkpoint of step [2-8]/);
+    assert.deepEqual(losses(join(out, 'metrics.jsonl'), read), losses(join(undisturbed, 'metrics.jsonl'), read));
+  } finally {
+    job.child.kill('SIGKILL');
+  }
 });
