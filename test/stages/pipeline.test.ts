@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
-import { resolveConfig } from '../../src/config/resolve.ts';
+import { resolveTinyConfig } from '../support/tiny-train-config.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { GPT } from '../../src/model/gpt.ts';
@@ -24,20 +24,8 @@ const dataset: TokenizedDataset = (() => {
 })();
 
 function config(overrides: Record<string, unknown>): TrainConfig {
-  const resolved = resolveConfig(
-    {
-      model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 },
-      batchSize: 4,
-      seqLen: SEQ_LEN,
-      steps: 3,
-      optimizer: { lr: 1e-2 },
-      data: { path: 'unused.jsonl' },
-      seed: 11,
-      ...overrides,
-    },
-    { checkDataFile: false },
-  );
-  return { ...resolved, model: { ...resolved.model, vocabSize: 24 } };
+  const model = { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 };
+  return resolveTinyConfig({ model, seqLen: SEQ_LEN, steps: 3, seed: 11, vocabSize: 24 }, overrides);
 }
 
 async function reference(batchSize: number): Promise<number[]> {

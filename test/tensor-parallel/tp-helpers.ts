@@ -1,8 +1,8 @@
 /** Test helpers: the ranks of one tensor-parallel group in one process, over the in-process transport. */
+import { resolveTinyConfig } from '../support/tiny-train-config.ts';
 import { Bus } from '../../src/comm/bus.ts';
 import { ProcessGroup } from '../../src/comm/collectives.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
-import { resolveConfig } from '../../src/config/resolve.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { fullModelSlice, type ModelSlice } from '../../src/model/params.ts';
@@ -21,20 +21,7 @@ export const dataset: TokenizedDataset = (() => {
 
 /** The brief's tiny model: 2 layers, hidden 16, 4 heads, MLP ratio 4, vocabulary 24, no dropout. */
 export function tinyConfig(overrides: Record<string, unknown> = {}): TrainConfig {
-  const resolved = resolveConfig(
-    {
-      model: { numLayers: 2, hiddenSize: 16, numAttentionHeads: 4, maxPositionEmbeddings: 16, mlpRatio: 4 },
-      batchSize: 4,
-      seqLen: SEQ_LEN,
-      steps: 3,
-      optimizer: { lr: 1e-2 },
-      data: { path: 'unused.jsonl' },
-      seed: 5,
-      ...overrides,
-    },
-    { checkDataFile: false },
-  );
-  return { ...resolved, model: { ...resolved.model, vocabSize: VOCAB } };
+  return resolveTinyConfig({ model: { numLayers: 2, hiddenSize: 16, numAttentionHeads: 4, maxPositionEmbeddings: 16, mlpRatio: 4 }, seqLen: SEQ_LEN, steps: 3, seed: 5, vocabSize: VOCAB }, overrides);
 }
 
 export interface TensorParallelRanks {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
-import { resolveConfig } from '../../src/config/resolve.ts';
+import { resolveTinyConfig } from '../support/tiny-train-config.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { GPT } from '../../src/model/gpt.ts';
@@ -34,21 +34,8 @@ function patternDataset(numSamples: number, vocab: number): TokenizedDataset {
 }
 
 function tinyTrainConfig(overrides: Record<string, unknown> = {}): TrainConfig {
-  const config = resolveConfig(
-    {
-      model: { numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, vocabSize: 50304, maxPositionEmbeddings: 16 },
-      batchSize: 4,
-      seqLen: SEQ_LEN,
-      steps: 6,
-      optimizer: { lr: 1e-2 },
-      data: { path: 'unused.jsonl' },
-      seed: 3,
-      ...overrides,
-    },
-    { checkDataFile: false },
-  );
-  // Keep the model tiny: the config layer insists on the GPT-2 vocabulary, these tests need no tokenizer.
-  return { ...config, model: { ...config.model, vocabSize: 23 } };
+  const model = { numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, vocabSize: 50304, maxPositionEmbeddings: 16 };
+  return resolveTinyConfig({ model, seqLen: SEQ_LEN, steps: 6, seed: 3, vocabSize: 23 }, overrides);
 }
 
 async function train(config: TrainConfig, hooks: Hook[] = [new LossHook()]) {
