@@ -13,6 +13,7 @@ import { resolveModelConfig } from '../src/model/config.ts';
 import { GPT, type TokenBatch } from '../src/model/gpt.ts';
 import { modelLossAndGrads, sliceBackward, sliceForward } from '../src/model/manual/slice.ts';
 import { fullModelSlice, sliceForLayers } from '../src/model/params.ts';
+import { benchBatch } from './step.ts';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -26,15 +27,7 @@ await initBackend('wasm', say);
 const config = resolveModelConfig({ numLayers: 4, hiddenSize: 256, numAttentionHeads: 4, maxPositionEmbeddings: 128 });
 const batchSize = 8;
 const seqLen = 128;
-const inputIds = new Int32Array(batchSize * seqLen);
-for (let i = 0; i < inputIds.length; i++) inputIds[i] = (i * 2654435761) % 50257;
-const batch: TokenBatch = {
-  inputIds,
-  attentionMask: new Uint8Array(inputIds.length).fill(1),
-  batch: batchSize,
-  seqLen,
-  sampleIds: Int32Array.from({ length: batchSize }, (_, i) => i),
-};
+const batch: TokenBatch = benchBatch(batchSize, seqLen);
 
 /**
  * Times `a` and `b` in alternating rounds (a b, b a, a b, ...) after one warm-up each, so a machine that

@@ -27,20 +27,25 @@ export interface StepBenchResult {
   tensorGrowth: number;
 }
 
-export function measureTrainingStep(options: StepBenchOptions): StepBenchResult {
-  const config = resolveModelConfig(options.model);
-  const { batchSize, seqLen } = options;
-  const model = new GPT(config, fullModelSlice(config), 1);
-  const optimizer = new AdamOptimizer({ kind: 'adam', lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 });
+/** A batch of spread-out GPT-2 token ids with no padding: what is measured is compute, not data. */
+export function benchBatch(batchSize: number, seqLen: number): TokenBatch {
   const inputIds = new Int32Array(batchSize * seqLen);
   for (let i = 0; i < inputIds.length; i++) inputIds[i] = (i * 2654435761) % 50257;
-  const batch: TokenBatch = {
+  return {
     inputIds,
     attentionMask: new Uint8Array(inputIds.length).fill(1),
     batch: batchSize,
     seqLen,
     sampleIds: Int32Array.from({ length: batchSize }, (_, i) => i),
   };
+}
+
+export function measureTrainingStep(options: StepBenchOptions): StepBenchResult {
+  const config = resolveModelConfig(options.model);
+  const { batchSize, seqLen } = options;
+  const model = new GPT(config, fullModelSlice(config), 1);
+  const optimizer = new AdamOptimizer({ kind: 'adam', lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 });
+  const batch = benchBatch(batchSize, seqLen);
   // The trainer's path: the hand-written backward with saved activations.
   const step = () => {
     const { loss, grads } = modelLossAndGrads(model, batch);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CheckpointError } from '../../src/checkpoint/errors.ts';
 import { parseSafetensors, serializeSafetensors, type TensorToWrite } from '../../src/checkpoint/safetensors.ts';
+import { concat } from './bytes.ts';
 
 /** xorshift32: a fixed seed makes every run fuzz the same files. */
 function randomSource(seed: number): (n: number) => number {
@@ -17,15 +18,6 @@ function randomSource(seed: number): (n: number) => number {
   };
 }
 
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
 
 const SEEDS: Uint8Array[] = [
   concat(

@@ -3,16 +3,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { CheckpointError } from '../../src/checkpoint/errors.ts';
 import { MAX_HEADER_BYTES, parseSafetensors, serializeSafetensors, type TensorToWrite } from '../../src/checkpoint/safetensors.ts';
+import { concat } from './bytes.ts';
 
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
-}
 
 function ascii(text: string): number[] {
   return [...text].map((c) => c.charCodeAt(0));
