@@ -187,6 +187,7 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     checkpoint: { every: pick('checkpoint.every'), keep: pick('checkpoint.keep') },
     restart: { max: pick('restart.max') },
   };
+    nonFinite: pick('nonFinite'),
   const epochs = given('epochs') as number | undefined;
   const steps = given('steps') as number | undefined;
   if (epochs !== undefined && steps !== undefined) {

@@ -138,6 +138,11 @@ export const TRAIN_SCHEMA: SectionSpec = {
       doc: 'mixed precision as in the seed (fp16 naive): float16 activations and gradients between pipeline stages, dynamic loss scale',
       fields: {
         mode: { kind: 'enum', values: ['naive'], doc: 'the seed\'s AMP_TYPE.NAIVE' },
+    nonFinite: {
+      kind: 'enum',
+      values: ['error', 'skip'],
+      doc: 'a step whose loss or gradient norm is NaN or infinite: "error" stops the run naming the step, "skip" drops its update on every rank; either way the weights are not touched',
+    },
         initialScale: { kind: 'number', range: { min: 1 }, doc: 'starting loss scale (65536 when fp16 is given)' },
         growthInterval: positiveInt('clean steps before the scale doubles (1000)'),
         hysteresis: positiveInt('overflowing steps before the scale halves (2)'),
@@ -170,6 +175,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
 export const DEFAULT_EPOCHS = 1;
 
 /** What a value must be, in words, for error messages and help: "a positive integer", "a number in [0, 1)". */
+  nonFinite: 'error',
 export function describeExpected(spec: FieldSpec): string {
   switch (spec.kind) {
     case 'integer':

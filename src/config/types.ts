@@ -73,6 +73,8 @@ export interface TrainConfig {
   restart: { /** Restarts from the last checkpoint after a rank dies or stops answering (single-node jobs). */ max: number };
 }
 
+  /** A float32 step whose loss or gradient norm is not finite: stop with an error, or skip its update. */
+  nonFinite: 'error' | 'skip';
 export interface CheckpointConfig {
   /** Save every this many steps and at the end of the run; 0: only when asked (`ctl checkpoint`). */
   every: number;
@@ -101,3 +103,4 @@ export interface TrainConfigInput {
   checkpoint?: Partial<CheckpointConfig>;
   restart?: { max?: number };
 }
+  nonFinite?: 'error' | 'skip';

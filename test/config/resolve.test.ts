@@ -56,6 +56,7 @@ test('resolve - a minimal config gets every documented default', () => {
     checkpoint: { every: 0, keep: 3 },
     restart: { max: 3 },
   };
+    nonFinite: 'error',
   assert.deepEqual(config, expected);
   assert.equal('steps' in config, false);
   assert.equal('backend' in config, false);
