@@ -164,6 +164,7 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     numChunks: pick('numChunks'),
     // Megatron's habit: model chunks per stage imply the interleaved schedule unless one is named.
     schedule: (given('schedule') as TrainConfig['schedule'] | undefined) ?? ((pick('numChunks') as number) > 1 ? 'interleaved' : '1f1b'),
+    partition: pick('partition'),
     batchSize: pick('batchSize'),
     gradientAccumulation: pick('gradientAccumulation'),
     seqLen: pick('seqLen'),
@@ -186,8 +187,8 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     logInterval: pick('logInterval'),
     checkpoint: { every: pick('checkpoint.every'), keep: pick('checkpoint.keep') },
     restart: { max: pick('restart.max') },
-  };
     nonFinite: pick('nonFinite'),
+  };
   const epochs = given('epochs') as number | undefined;
   const steps = given('steps') as number | undefined;
   if (epochs !== undefined && steps !== undefined) {
@@ -312,7 +313,7 @@ function checkDerived(config: TrainConfig, input: JsonObject, invalid: Set<strin
   if (valid('numChunks', 'parallel.pipeline') && config.numChunks > 1 && pp === 1) {
     add('numChunks', `${show('numChunks')} needs parallel.pipeline > 1 (interleaved 1F1B splits the layers over pipeline stages; ${show('parallel.pipeline')})`);
   }
-  if (valid('model.numLayers', 'numChunks') && model.numLayers % config.numChunks !== 0) {
+  if (valid('model.numLayers', 'numChunks', 'partition') && config.partition === 'uniform' && model.numLayers % config.numChunks !== 0) {
     add('model.numLayers', `${show('model.numLayers')} is not divisible by ${show('numChunks')}; each chunk gets an equal share of the layers`);
   } else if (valid('model.numLayers', 'numChunks', 'parallel.pipeline') && model.numLayers < pp * config.numChunks) {
     add('model.numLayers', `${show('model.numLayers')} is fewer than parallel.pipeline x numChunks = ${pp} x ${config.numChunks} = ${pp * config.numChunks}; every stage needs at least one layer per chunk`);

@@ -82,6 +82,11 @@ export const TRAIN_SCHEMA: SectionSpec = {
       values: ['gpipe', '1f1b', 'interleaved'],
       doc: 'pipeline schedule: GPipe, Megatron 1F1B, or interleaved 1F1B with numChunks chunks per stage (the default when numChunks > 1)',
     },
+    partition: {
+      kind: 'enum',
+      values: ['uniform', 'balanced'],
+      doc: 'layers per pipeline stage: uniform counts (ColossalAI) or balanced cost, fewer blocks beside the embedding and the LM head',
+    },
     batchSize: positiveInt('samples per data-parallel rank per step'),
     gradientAccumulation: positiveInt('steps whose gradients add up before one optimizer update'),
     seqLen: positiveInt('tokens per sample'),
@@ -133,16 +138,16 @@ export const TRAIN_SCHEMA: SectionSpec = {
         max: { kind: 'integer', range: NON_NEGATIVE, doc: 'restarts from the last checkpoint after a rank dies or stops answering; 0: fail at once' },
       },
     },
-    fp16: {
-      kind: 'section',
-      doc: 'mixed precision as in the seed (fp16 naive): float16 activations and gradients between pipeline stages, dynamic loss scale',
-      fields: {
-        mode: { kind: 'enum', values: ['naive'], doc: 'the seed\'s AMP_TYPE.NAIVE' },
     nonFinite: {
       kind: 'enum',
       values: ['error', 'skip'],
       doc: 'a step whose loss or gradient norm is NaN or infinite: "error" stops the run naming the step, "skip" drops its update on every rank; either way the weights are not touched',
     },
+    fp16: {
+      kind: 'section',
+      doc: 'mixed precision as in the seed (fp16 naive): float16 activations and gradients between pipeline stages, dynamic loss scale',
+      fields: {
+        mode: { kind: 'enum', values: ['naive'], doc: 'the seed\'s AMP_TYPE.NAIVE' },
         initialScale: { kind: 'number', range: { min: 1 }, doc: 'starting loss scale (65536 when fp16 is given)' },
         growthInterval: positiveInt('clean steps before the scale doubles (1000)'),
         hysteresis: positiveInt('overflowing steps before the scale halves (2)'),
@@ -159,6 +164,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   numMicroBatches: 1,
   numChunks: 1,
   schedule: '1f1b',
+  partition: 'uniform',
   batchSize: 8,
   gradientAccumulation: 1,
   seqLen: 128,
@@ -169,13 +175,13 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   logInterval: 1,
   checkpoint: { every: 0, keep: 3 },
   restart: { max: 3 },
+  nonFinite: 'error',
 };
 
 /** When neither epochs nor steps is given. */
 export const DEFAULT_EPOCHS = 1;
 
 /** What a value must be, in words, for error messages and help: "a positive integer", "a number in [0, 1)". */
-  nonFinite: 'error',
 export function describeExpected(spec: FieldSpec): string {
   switch (spec.kind) {
     case 'integer':

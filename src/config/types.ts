@@ -53,6 +53,8 @@ export interface TrainConfig {
   numChunks: number;
   /** Pipeline schedule; interleaved 1F1B runs numChunks model chunks per stage. */
   schedule: 'gpipe' | '1f1b' | 'interleaved';
+  /** How layers spread over pipeline stages: equal counts, or equal estimated cost (src/scheduler/partition-balanced.ts). */
+  partition: 'uniform' | 'balanced';
   /** Samples per data-parallel rank per step (the seed's BATCH_SIZE). Global batch = batchSize x dp x gradientAccumulation. */
   batchSize: number;
   gradientAccumulation: number;
@@ -71,10 +73,10 @@ export interface TrainConfig {
   fp16?: Fp16Config;
   checkpoint: CheckpointConfig;
   restart: { /** Restarts from the last checkpoint after a rank dies or stops answering (single-node jobs). */ max: number };
-}
-
   /** A float32 step whose loss or gradient norm is not finite: stop with an error, or skip its update. */
   nonFinite: 'error' | 'skip';
+}
+
 export interface CheckpointConfig {
   /** Save every this many steps and at the end of the run; 0: only when asked (`ctl checkpoint`). */
   every: number;
@@ -89,6 +91,7 @@ export interface TrainConfigInput {
   numMicroBatches?: number;
   numChunks?: number;
   schedule?: 'gpipe' | '1f1b' | 'interleaved';
+  partition?: 'uniform' | 'balanced';
   batchSize?: number;
   gradientAccumulation?: number;
   seqLen?: number;
@@ -102,5 +105,5 @@ export interface TrainConfigInput {
   fp16?: Partial<Fp16Config>;
   checkpoint?: Partial<CheckpointConfig>;
   restart?: { max?: number };
-}
   nonFinite?: 'error' | 'skip';
+}

@@ -11,7 +11,7 @@ import type { TrainConfig } from '../config/types.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../model/params.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
-import { partitionUniform } from '../scheduler/partition.ts';
+import { partitionForRun } from '../scheduler/run-partition.ts';
 import { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { runPipelineStep } from '../stages/pipeline-step.ts';
 import { PipelineStage } from '../stages/stage.ts';
@@ -20,6 +20,7 @@ import { theoreticalBubble } from '../scheduler/measure.ts';
 import type * as tf from '../tf.ts';
 import { globalBatchSampler } from '../train/global-batch.ts';
 import { DynamicLossScaler } from '../train/loss-scaler.ts';
+import { NonFiniteGuard } from '../train/non-finite.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 import { restoreShard, writeShard } from '../train/checkpointing.ts';
 import { paramsForRank } from '../model/sharding.ts';
@@ -63,7 +64,7 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
   // A NATS publish before the peer has subscribed is lost: meet every member once before any message.
   for (const g of groups) await g.ready();
 
-  const layers = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks)[pp];
+  const layers = partitionForRun(config)[pp];
   log(`stage ${pp}: layers ${layers.map(([start, end]) => `[${start}, ${end})`).join(' ')}`);
   const trace = new TraceRecorder(rank, `rank ${rank}: stage ${pp}${grid.tensor > 1 ? `, shard ${tp}` : ''}${grid.data > 1 ? `, replica ${dp}` : ''}`);
   const stage = new PipelineStage({
@@ -105,6 +106,8 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
     modelParallelGroup,
     countsInNorm: (name: string) => stage.countsInNorm(name),
     mixedPrecision,
+    // Every rank decides alike from the same reduced values; rank 0 tells.
+    nonFinite: new NonFiniteGuard(config.nonFinite, rank === 0 ? log : undefined),
   };
   // Bubble = the part of the pipeline phase (first op to last op of a step) this stage spends not computing.
   const bubbles: number[] = [];
@@ -116,7 +119,7 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
       const started = performance.now();
       const ops = go.ops.map(([kind, microBatch, chunk]) => ({ kind, microBatch, chunk }));
       const result = await runPipelineStep(context, step, ops);
-      if (result.skipped && rank === 0) {
+      if (result.skipped && result.nonFinite === undefined && rank === 0) {
         log(`step ${step + 1}: gradients overflowed at loss scale ${result.lossScale}: update skipped, scale now ${mixedPrecision!.scaler.scale}`);
       }
       const phase = trace.events.filter((e) => e.ph === 'X' && e.cat === 'compute' && e.name !== 'optimizer step' && e.args?.step === step + 1);
@@ -127,6 +130,8 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
       }
       options.onStep({ step: step + 1, loss: result.loss, gradNorm: result.gradNorm, stepMs: performance.now() - started, samples: result.samples });
     }
+    const skippedLine = context.nonFinite.summary();
+    if (skippedLine !== undefined && rank === 0) log(skippedLine);
     // The first step pays one-time costs (kernel warm-up, heap growth): measure from the second on.
     const measured = bubbles.length > 1 ? bubbles.slice(1) : bubbles;
     if (measured.length > 0) {

@@ -74,7 +74,7 @@ export function headActivationElements(shape: ActivationShape): number {
 }
 
 export interface StageActivationInput extends ActivationShape {
-  /** Layers in this rank's largest model chunk (partitionUniform's chunks differ by at most one layer): an upper bound per chunk. */
+  /** Layers in this rank's largest model chunk: an upper bound per chunk (chunks of a balanced partition differ). */
   layersPerChunk: number;
   /** (micro-batch, chunk) forwards whose backward has not run yet, at the peak. */
   unitsInFlight: number;

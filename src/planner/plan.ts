@@ -9,7 +9,8 @@ import { paramsForRank } from '../model/sharding.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import { BYTES_PER_FLOAT32, OPTIMIZER_BYTES_PER_PARAM, stageActivationBytes } from './memory.ts';
 import { megatronParameterCount } from './param-count.ts';
-import { partitionUniform, type LayerRange } from '../scheduler/partition.ts';
+import type { LayerRange } from '../scheduler/partition.ts';
+import { partitionForRun } from '../scheduler/run-partition.ts';
 
 export const SCHEDULE_KINDS = ['gpipe', '1f1b', 'interleaved'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
@@ -25,6 +26,8 @@ export interface PlanInput {
   seqLen: number;
   /** Default: interleaved when numChunks > 1, else 1f1b (as resolveConfig decides). */
   schedule?: ScheduleKind;
+  /** Default: uniform (as resolveConfig decides). */
+  partition?: 'uniform' | 'balanced';
 }
 
 export interface PlanOptions {
@@ -120,7 +123,7 @@ export function planTraining(input: PlanInput, options: PlanOptions = {}): Train
   });
   const { model, numMicroBatches, numChunks, seqLen } = input;
   const microBatchSize = input.batchSize / numMicroBatches;
-  const stages = partitionUniform(model.numLayers, grid.pipeline, numChunks);
+  const stages = partitionForRun({ ...input, partition: input.partition ?? 'uniform' });
 
   // Every data-parallel replica holds the same: compute each (pp, tp) position once.
   const byPosition = new Map<string, Omit<RankPlan, 'rank' | 'dp' | 'pp' | 'tp'>>();

@@ -45,6 +45,7 @@ test('resolve - a minimal config gets every documented default', () => {
     numMicroBatches: 1,
     numChunks: 1,
     schedule: '1f1b',
+    partition: 'uniform',
     batchSize: 8,
     gradientAccumulation: 1,
     seqLen: 128,
@@ -55,8 +56,8 @@ test('resolve - a minimal config gets every documented default', () => {
     logInterval: 1,
     checkpoint: { every: 0, keep: 3 },
     restart: { max: 3 },
-  };
     nonFinite: 'error',
+  };
   assert.deepEqual(config, expected);
   assert.equal('steps' in config, false);
   assert.equal('backend' in config, false);

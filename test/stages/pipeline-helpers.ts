@@ -7,7 +7,7 @@ import { globalBatchSampler } from '../../src/train/global-batch.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../../src/model/params.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
-import { partitionUniform } from '../../src/scheduler/partition.ts';
+import { partitionForRun } from '../../src/scheduler/run-partition.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { runPipelineStep } from '../../src/stages/pipeline-step.ts';
@@ -32,7 +32,7 @@ export async function runPipeline(
 ): Promise<PipelineRun> {
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   const network = new LocalNetwork(64 * 1024);
-  const partition = partitionUniform(config.model.numLayers, grid.pipeline, config.numChunks);
+  const partition = partitionForRun(config);
   const sampler = globalBatchSampler(config, dataset.numSamples);
   const ranks = Array.from({ length: grid.world }, (_, rank) => {
     const bus = new Bus({ jobId: 'pipe', transport: network.connect(), log: () => {} });

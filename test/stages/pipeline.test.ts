@@ -9,6 +9,7 @@ import { WORD_EMBEDDING, fullModelSlice, initialValues, paramsForSlice } from '.
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { buildSchedule } from '../../src/scheduler/schedules.ts';
+import { partitionForRun } from '../../src/scheduler/run-partition.ts';
 import { runPipeline } from './pipeline-helpers.ts';
 
 before(async () => {
@@ -28,8 +29,8 @@ function config(overrides: Record<string, unknown>): TrainConfig {
   return resolveTinyConfig({ model, seqLen: SEQ_LEN, steps: 3, seed: 11, vocabSize: 24 }, overrides);
 }
 
-async function reference(batchSize: number): Promise<number[]> {
-  const c = config({ batchSize });
+async function reference(batchSize: number, overrides: Record<string, unknown> = {}): Promise<number[]> {
+  const c = config({ batchSize, ...overrides });
   const model = new GPT(c.model, fullModelSlice(c.model), c.seed);
   const trainer = new Trainer({ config: c, model, dataset, log: () => {} });
   const { losses } = await trainer.fit();
@@ -63,6 +64,15 @@ test('pipeline - 2 stages x 2 chunks (interleaved layout) and 4 stages', async (
   const expected = await reference(4);
   assertClose((await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, numChunks: 2 }), dataset, 3, opsOf('interleaved', 2, 4, 2))).losses, expected);
   assertClose((await runPipeline(config({ parallel: { pipeline: 4 }, numMicroBatches: 4 }), dataset, 3, opsOf('1f1b', 4, 4))).losses, expected);
+});
+
+test('pipeline - a balanced partition (the cheap LM head takes fewer blocks) equals one process', async () => {
+  const fiveLayers = { model: { numLayers: 5, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 } };
+  const expected = await reference(4, fiveLayers);
+  const balanced = config({ ...fiveLayers, parallel: { pipeline: 2 }, numMicroBatches: 4, partition: 'balanced' });
+  // Uniform would give the last stage the odd block; this model's head costs a fraction of one.
+  assert.deepEqual(partitionForRun(balanced), [[[0, 3]], [[3, 5]]]);
+  assertClose((await runPipeline(balanced, dataset, 3, opsOf('1f1b', 2, 4))).losses, expected);
 });
 
 test('pipeline - data 2 x pipeline 2 equals one process', async () => {
