@@ -272,6 +272,7 @@ async function readLatest(root: string): Promise<string | undefined> {
  * directory works whether checkpoints live in it or under it.
  */
 export async function resolveCheckpoint(path: string): Promise<string> {
+  if (!(await exists(path))) throw new CheckpointError('not-found', path, 'does not exist; pass a checkpoint (step-NNNNNN) directory or a run\'s --out directory');
   if ((await fileSize(join(path, MANIFEST_FILE))) !== undefined) return path;
   for (const root of [path, join(path, 'checkpoints')]) {
     const latest = await readLatest(root);
@@ -346,8 +347,8 @@ export class Checkpoint {
   }
 }
 
-/** Reads manifest.json of `dir` and checks the checkpoint; throws CheckpointError with the reason. */
-export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Promise<Checkpoint> {
+/** Reads and checks manifest.json of `dir` alone (no rank file is looked at); throws CheckpointError with the reason. */
+export async function readManifest(dir: string): Promise<CheckpointManifest> {
   const manifestPath = join(dir, MANIFEST_FILE);
   let text: string;
   try {
@@ -364,8 +365,13 @@ export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Pr
   } catch (error) {
     throw new CheckpointError('manifest', manifestPath, `is not JSON (${(error as Error).message}); the checkpoint is damaged`);
   }
-  const manifest = checkManifest(json, manifestPath);
-  if (options.expectLayout !== undefined) checkLayout(manifestPath, manifest.layout, options.expectLayout);
+  return checkManifest(json, manifestPath);
+}
+
+/** Reads manifest.json of `dir` and checks the checkpoint; throws CheckpointError with the reason. */
+export async function loadCheckpoint(dir: string, options: LoadOptions = {}): Promise<Checkpoint> {
+  const manifest = await readManifest(dir);
+  if (options.expectLayout !== undefined) checkLayout(join(dir, MANIFEST_FILE), manifest.layout, options.expectLayout);
   for (const record of manifest.ranks) {
     const path = join(dir, record.file);
     const size = await fileSize(path);

@@ -35,6 +35,7 @@ export {
   firstMomentName,
   listCheckpoints,
   loadCheckpoint,
+  readManifest,
   pruneCheckpoints,
   resolveCheckpoint,
   secondMomentName,
@@ -59,3 +60,5 @@ export {
   type RegionTarget,
 } from './reshard.ts';
 export { dataLoaderPosition, loadRankState, rankTensorsToSave, type RankState } from './rank-state.ts';
+export { RUN_CHECKPOINTS_DIR, convertCheckpoint, type ConvertOptions, type ConvertResult, type TargetLayout } from './convert.ts';
+export { inspectCheckpoint, type CheckpointReport, type RankFileReport } from './inspect.ts';

@@ -25,6 +25,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await (await import('./plan.ts')).runPlan(command);
       case 'schedule':
         return (await import('./schedule.ts')).runSchedule(command);
+      case 'checkpoint':
+        return await (await import('./checkpoint.ts')).runCheckpoint(command);
     }
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {

@@ -12,17 +12,7 @@ import {
   resolveCheckpoint,
   writeRankShard,
 } from '../../src/checkpoint/checkpoint.ts';
-import { CheckpointError, type CheckpointProblem } from '../../src/checkpoint/errors.ts';
-import { rankParams, syntheticValues, tinyModel, withTempDir, writeSyntheticCheckpoint } from './helpers.ts';
-
-async function assertRefused(promise: Promise<unknown>, problem: CheckpointProblem, pattern: RegExp): Promise<void> {
-  await assert.rejects(promise, (error: unknown) => {
-    assert.ok(error instanceof CheckpointError, `expected a CheckpointError, got ${String(error)}`);
-    assert.equal(error.problem, problem, error.message);
-    assert.match(error.message, pattern);
-    return true;
-  });
-}
+import { assertRefused, rankParams, syntheticValues, tinyModel, withTempDir, writeSyntheticCheckpoint } from './helpers.ts';
 
 const LAYOUT = { data: 2, pipeline: 2, tensor: 2 };
 
@@ -110,6 +100,7 @@ test('checkpoint - re-committing a step replaces it, and prune keeps the newest 
 test('checkpoint - resolveCheckpoint takes a checkpoint, a run dir, or a run dir with checkpoints/, and names what is wrong otherwise', async () => {
   await withTempDir(async (runDir) => {
     await assertRefused(resolveCheckpoint(runDir), 'not-found', /neither a checkpoint \(no manifest\.json\) nor a run directory with a 'latest' pointer/);
+    await assertRefused(resolveCheckpoint(join(runDir, 'absent')), 'not-found', /absent: does not exist/);
     const root = join(runDir, 'checkpoints');
     const { dir } = await writeSyntheticCheckpoint(root, 7, { data: 1, pipeline: 1, tensor: 1 });
     assert.equal(await resolveCheckpoint(dir), dir);

@@ -1,4 +1,5 @@
 /** Test helpers: temporary directories and synthetic checkpoints of a tiny GPT in any (dp, pp, tp) layout. */
+import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import {
   type RankTensor,
 } from '../../src/checkpoint/checkpoint.ts';
 import type { CheckpointManifest } from '../../src/checkpoint/manifest.ts';
+import { CheckpointError, type CheckpointProblem } from '../../src/checkpoint/errors.ts';
 
 /** 4 heads, MLP 48 wide, vocab 36, 4 layers: splits over tp 1, 2, 4 and pp 1, 2, 4. */
 export const tinyModel: GPTConfig = {
@@ -98,4 +100,14 @@ export async function writeSyntheticCheckpoint(
     },
     options.commit,
   );
+}
+
+/** Asserts that `promise` rejects with a CheckpointError of kind `problem` whose message matches `pattern`. */
+export async function assertRefused(promise: Promise<unknown>, problem: CheckpointProblem, pattern: RegExp): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(error instanceof CheckpointError, `expected a CheckpointError, got ${String(error)}`);
+    assert.equal(error.problem, problem, error.message);
+    assert.match(error.message, pattern);
+    return true;
+  });
 }
