@@ -21,7 +21,9 @@ export function escalateToJob(options: EscalationOptions): SupervisionActorFunc<
     const reason = error instanceof Error ? error.message : String(error);
     options.log(`actor crashed: ${reason}`);
     try {
-      options.bus.publish(options.subject, { kind: 'fatal', rank: options.rank, reason });
+      // An error that says a restart cannot mend it (NonFiniteStepError) keeps the job from retrying.
+      const restartable = (error as { restartable?: unknown } | null)?.restartable === false ? { restartable: false } : {};
+      options.bus.publish(options.subject, { kind: 'fatal', rank: options.rank, reason, ...restartable });
     } catch (error) {
       // The bus is already gone when the job is shutting down; the crash is logged above.
       options.log(`could not report the crash: ${error instanceof Error ? error.message : String(error)}`);

@@ -142,6 +142,8 @@ export interface FatalMessage {
   kind: 'fatal';
   rank: number;
   reason: string;
+  /** false: the failure is deterministic (a non-finite loss), so a restart from a checkpoint would only repeat it. */
+  restartable?: boolean;
 }
 
 /** The coordinator tells every rank to end now (after a failure or at the end of the job). */

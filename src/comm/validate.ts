@@ -251,11 +251,15 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     part: count(field(f, 'part'), 'part'),
     tensor: wireTensor(field(f, 'tensor'), 'tensor'),
   }),
-  fatal: (f) => ({
-    kind: 'fatal',
-    rank: count(field(f, 'rank'), 'rank'),
-    reason: string(field(f, 'reason'), 'reason'),
-  }),
+  fatal: (f) => {
+    const restartable = field(f, 'restartable');
+    return {
+      kind: 'fatal',
+      rank: count(field(f, 'rank'), 'rank'),
+      reason: string(field(f, 'reason'), 'reason'),
+      ...(restartable === undefined ? {} : { restartable: boolean(restartable, 'restartable') }),
+    };
+  },
   shutdown: (f) => ({
     kind: 'shutdown',
     reason: string(field(f, 'reason'), 'reason'),

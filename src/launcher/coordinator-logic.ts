@@ -53,7 +53,8 @@ export type CoordinatorEvent =
   | { type: 'step-done'; report: StepDoneMessage }
   | { type: 'control'; command: ControlCommand; reply: ReplyContext }
   | { type: 'rank-exit'; rank: number; code: number | null; signal: string | null }
-  | { type: 'fatal'; rank: number; reason: string }
+  /** `restartable` false: a deterministic failure (a non-finite loss) that a restart would only repeat. */
+  | { type: 'fatal'; rank: number; reason: string; restartable?: boolean }
   | { type: 'checkpoint-saved'; rank: number; step: number; record: { [key: string]: unknown } }
   | { type: 'interrupt'; reason: string }
   | { type: 'tick' };
@@ -124,7 +125,7 @@ export class CoordinatorLogic {
       case 'rank-exit':
         return this.onRankExit(event);
       case 'fatal':
-        return this.fail(`rank ${event.rank} failed: ${event.reason}`, 1, true);
+        return this.fail(`rank ${event.rank} failed: ${event.reason}`, 1, event.restartable !== false);
       case 'checkpoint-saved':
         return this.onCheckpointSaved(event);
       case 'interrupt':

@@ -52,7 +52,7 @@ export class Coordinator {
     on(SUBJECTS.heartbeat, (m) => (m.kind === 'heartbeat' ? { type: 'heartbeat', rank: m.rank, step: m.step, state: m.state } : undefined));
     on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
     on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
-    on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason } : undefined));
+    on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason, restartable: m.restartable !== false } : undefined));
     on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply } : undefined));
     on(SUBJECTS.checkpointSaved, (m) => (m.kind === 'checkpoint-saved' ? { type: 'checkpoint-saved', rank: m.rank, step: m.step, record: m.record } : undefined));
     this.timer = setInterval(() => dispatch(this.actor, { type: 'tick' }), TICK_MS);

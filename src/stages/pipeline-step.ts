@@ -2,7 +2,9 @@
  * Implements: one optimizer step of a pipeline stage: the scheduler's ops for every accumulation round,
  * then the SharedWeight reduction of the tied embedding, the data-parallel reduction, and the update.
  * The arithmetic mirrors the single-process Trainer: gradients and losses are sums over micro-batches,
- * scaled once by 1 / (micro-batches x accumulation rounds x dp).
+ * scaled once by 1 / (micro-batches x accumulation rounds x dp). A loss or gradient norm that is not
+ * finite is caught before the update (config nonFinite): every rank sees the same reduced values, so the
+ * whole job stops or skips the step together.
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
@@ -13,6 +15,7 @@ import type { TokenBatch } from '../model/gpt.ts';
 import type { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
 import type { DynamicLossScaler } from '../train/loss-scaler.ts';
+import { NonFiniteGuard } from '../train/non-finite.ts';
 import { sumOfSquares, type AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
 import type { PipelineOp } from '../scheduler/ops.ts';
@@ -40,11 +43,15 @@ export interface PipelineStepContext {
   countsInNorm: (name: string) => boolean;
   /** fp16 mode: the dynamic loss scale, and every rank of the job to agree on overflows with. */
   mixedPrecision?: { scaler: DynamicLossScaler; worldGroup: ProcessGroup };
+  /** The run's non-finite policy and skip count; omitted: config.nonFinite, uncounted. */
+  nonFinite?: NonFiniteGuard;
 }
 
 export interface PipelineStepResult {
-  /** fp16 mode: the step overflowed somewhere in the job and its update was skipped. */
+  /** The update was skipped: fp16 mode's overflow, or (with `nonFinite`) a loss or norm that was not finite. */
   skipped?: boolean;
+  /** What was not finite, when that is why the step was skipped. */
+  nonFinite?: string;
   /** fp16 mode: the loss scale this step used. */
   lossScale?: number;
   /** Mean loss over the global batch (meaningful on the last stage; 0 elsewhere). */
@@ -81,26 +88,44 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
   const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
   const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
   const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
-  if (context.mixedPrecision !== undefined) {
-    const { scaler, worldGroup } = context.mixedPrecision;
-    // Any Inf or NaN anywhere makes the sum non-finite; the flag is MAX-reduced so every rank skips together.
-    const localOverflow = Number.isFinite(sumOfSquares([...means.grads.values()])) ? 0 : 1;
-    const overflow = (await span('all-reduce overflow', () => worldGroup.allReduce(Float32Array.of(localOverflow), 'max')))[0] > 0;
-    if (scaler.update(overflow).skip) {
-      for (const grad of means.grads.values()) grad.dispose();
-      return { loss: means.loss, gradNorm: Number.NaN, samples: globalBatch.length, skipped: true, lossScale };
+  const guard = context.nonFinite ?? new NonFiniteGuard(config.nonFinite);
+  const skip = (nonFinite?: string): PipelineStepResult => {
+    for (const grad of means.grads.values()) grad.dispose();
+    return { loss: means.loss, gradNorm: Number.NaN, samples: globalBatch.length, skipped: true, lossScale, ...(nonFinite === undefined ? {} : { nonFinite }) };
+  };
+  try {
+    if (context.mixedPrecision !== undefined) {
+      const { scaler, worldGroup } = context.mixedPrecision;
+      // Any Inf or NaN anywhere makes the sum non-finite; the flags are MAX-reduced so every rank skips together.
+      const localOverflow = Number.isFinite(sumOfSquares([...means.grads.values()])) ? 0 : 1;
+      // The loss rides along: a cross-entropy is >= 0 and stages without the head hold 0, so the max is the
+      // loss itself, and Math.max keeps a NaN.
+      const [overflow, loss] = await span('all-reduce overflow', () => worldGroup.allReduce(Float32Array.of(localOverflow, means.loss), 'max'));
+      // No loss scale mends a loss that is not finite: that is the non-finite policy's case, not an overflow.
+      const what = guard.check(step + 1, { loss });
+      if (what !== undefined) return skip(what);
+      if (scaler.update(overflow > 0).skip) return skip();
+      for (const [name, grad] of means.grads) {
+        means.grads.set(name, tf.mul(grad, 1 / lossScale));
+        grad.dispose();
+      }
     }
-    for (const [name, grad] of means.grads) {
-      means.grads.set(name, tf.mul(grad, 1 / lossScale));
-      grad.dispose();
-    }
+    const localSquares = sumOfSquares([...means.grads].filter(([name]) => context.countsInNorm(name)).map(([, grad]) => grad));
+    const group = context.modelParallelGroup;
+    // The loss rides along (0 on stages without the head): a NaN or Infinity survives the sum, so every
+    // rank of the replica learns whether the loss was finite from the reduction it makes anyway.
+    const reduced =
+      group.size === 1 ? Float32Array.of(localSquares, means.loss) : await span('all-reduce grad norm', () => group.allReduce(Float32Array.of(localSquares, means.loss), 'sum'));
+    const gradNorm = Math.sqrt(reduced[0]);
+    const what = guard.check(step + 1, { loss: reduced[1], gradNorm });
+    if (what !== undefined) return skip(what);
+    const optimizerStart = wallClockMs();
+    optimizer.apply(params, means.grads, { gradNorm });
+    context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
+    for (const grad of means.grads.values()) grad.dispose();
+    return { loss: means.loss, gradNorm, samples: globalBatch.length, lossScale };
+  } catch (error) {
+    for (const grad of means.grads.values()) if (!grad.isDisposed) grad.dispose();
+    throw error;
   }
-  const localSquares = sumOfSquares([...means.grads].filter(([name]) => context.countsInNorm(name)).map(([, grad]) => grad));
-  const group = context.modelParallelGroup;
-  const squares = group.size === 1 ? localSquares : (await span('all-reduce grad norm', () => group.allReduce(Float32Array.of(localSquares), 'sum')))[0];
-  const optimizerStart = wallClockMs();
-  const { gradNorm } = optimizer.apply(params, means.grads, { gradNorm: Math.sqrt(squares) });
-  context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
-  for (const grad of means.grads.values()) grad.dispose();
-  return { loss: means.loss, gradNorm, samples: globalBatch.length, lossScale };
 }

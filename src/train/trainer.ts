@@ -18,7 +18,8 @@ import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
 import { globalBatchSampler } from './global-batch.ts';
 import { averageOverGlobalBatch } from './gradient-reduction.ts';
 import { saveCheckpoint, type CheckpointTarget } from './checkpointing.ts';
-import { AdamOptimizer } from './optimizer.ts';
+import { NonFiniteGuard } from './non-finite.ts';
+import { AdamOptimizer, globalNorm } from './optimizer.ts';
 
 /**
  * This process is one data-parallel rank of `size`: it trains on its own slice of each global batch and
@@ -56,6 +57,8 @@ export interface FitResult {
   stepsDone: number;
   losses: number[];
   stopped: boolean;
+  /** Steps whose update was skipped because their loss or gradient norm was not finite (nonFinite = "skip"). */
+  skipped: number;
 }
 
 export class Trainer {
@@ -64,6 +67,7 @@ export class Trainer {
   readonly state: TrainerState;
   private readonly hooks: Hook[];
   private readonly variableList: tf.Variable[];
+  private readonly nonFinite: NonFiniteGuard;
 
   constructor(private readonly options: TrainerOptions) {
     const { config, dataset } = options;
@@ -80,6 +84,8 @@ export class Trainer {
     this.variableList = options.model.variables();
     const log = options.log ?? ((line: string) => process.stdout.write(line + '\n'));
     this.state = { config, totalSteps, startStep: options.startStep ?? 0, stepsPerEpoch: this.sampler.stepsPerEpoch, metrics: {}, log };
+    // Every data-parallel rank decides alike; one of them tells.
+    this.nonFinite = new NonFiniteGuard(config.nonFinite, (options.dataParallel?.rank ?? 0) === 0 ? log : undefined);
   }
 
   async fit(): Promise<FitResult> {
@@ -131,15 +137,18 @@ export class Trainer {
     if (this.options.checkpoint !== undefined && every > 0 && step > state.startStep && step % every !== 0) await this.saveCheckpoint(step);
     if (epoch >= 0 && (step === state.totalSteps || stopped)) this.callHooks('afterEpoch', epoch);
     this.callHooks('afterTrain');
-    return { stepsDone: step - state.startStep, losses, stopped };
+    const skippedLine = this.nonFinite.summary();
+    if (skippedLine !== undefined && (this.options.dataParallel?.rank ?? 0) === 0) state.log(skippedLine);
+    return { stepsDone: step - state.startStep, losses, stopped, skipped: this.nonFinite.skipped };
   }
 
   /**
    * One optimizer step (0-based `step`): forward and backward of this process's micro-batches, the
    * data-parallel reduction when there is one, then the update. Loss and gradient are means over every
-   * micro-batch of the global batch.
+   * micro-batch of the global batch. A non-finite loss or gradient norm never reaches the weights: the
+   * step throws or is skipped (config nonFinite); the values are the reduced ones, equal on every dp rank.
    */
-  async trainStep(step: number): Promise<{ loss: number; gradNorm: number; samples: number }> {
+  async trainStep(step: number): Promise<{ loss: number; gradNorm: number; samples: number; skipped: boolean }> {
     const { config, model, dataParallel } = this.options;
     const globalBatch = this.sampler.globalBatch(step);
     const dp = config.parallel.data;
@@ -173,9 +182,15 @@ export class Trainer {
     const totalMicroBatches = config.numMicroBatches * config.gradientAccumulation * dp;
     const names = model.specs.map((spec) => spec.name);
     const means = await averageOverGlobalBatch(names, gradSums, lossSum, 1 / totalMicroBatches, dataParallel?.allReduce);
-    const { gradNorm } = this.optimizer.apply(model.params, means.grads);
-    for (const grad of means.grads.values()) grad.dispose();
-    return { loss: means.loss, gradNorm, samples: globalBatch.length };
+    try {
+      // The optimizer's own norm, computed first so the check sees it before any weight moves.
+      const gradNorm = globalNorm([...model.params.keys()].map((name) => means.grads.get(name)!));
+      const skipped = this.nonFinite.check(step + 1, { loss: means.loss, gradNorm }) !== undefined;
+      if (!skipped) this.optimizer.apply(model.params, means.grads, { gradNorm });
+      return { loss: means.loss, gradNorm, samples: globalBatch.length, skipped };
+    } finally {
+      for (const grad of means.grads.values()) grad.dispose();
+    }
   }
 
   dispose(): void {

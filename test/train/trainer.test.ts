@@ -4,9 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
-import { resolveTinyConfig } from '../support/tiny-train-config.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
-import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { GPT } from '../../src/model/gpt.ts';
 import { fullModelSlice } from '../../src/model/params.ts';
 import * as tf from '../../src/tf.ts';
@@ -17,26 +15,11 @@ import { ThroughputHook } from '../../src/train/hooks/throughput.ts';
 import { restoreCheckpoint } from '../../src/train/checkpointing.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';
 import { Trainer } from '../../src/train/trainer.ts';
+import { SEQ_LEN, inProcessAllReduce, patternDataset, tinyTrainConfig } from './trainer-helpers.ts';
 
 before(async () => {
   await initBackend('cpu', () => {});
 });
-
-const SEQ_LEN = 8;
-
-/** Samples that repeat a short pattern, so a tiny model can learn them within a few steps. */
-function patternDataset(numSamples: number, vocab: number): TokenizedDataset {
-  const inputIds = new Int32Array(numSamples * SEQ_LEN);
-  for (let s = 0; s < numSamples; s++) {
-    for (let t = 0; t < SEQ_LEN; t++) inputIds[s * SEQ_LEN + t] = (s + t * 3) % vocab;
-  }
-  return { inputIds, attentionMask: new Uint8Array(inputIds.length).fill(1), numSamples, seqLen: SEQ_LEN };
-}
-
-function tinyTrainConfig(overrides: Record<string, unknown> = {}): TrainConfig {
-  const model = { numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, vocabSize: 50304, maxPositionEmbeddings: 16 };
-  return resolveTinyConfig({ model, seqLen: SEQ_LEN, steps: 6, seed: 3, vocabSize: 23 }, overrides);
-}
 
 async function train(config: TrainConfig, hooks: Hook[] = [new LossHook()]) {
   const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
@@ -131,21 +114,6 @@ test('trainer - an aborted signal stops cleanly between steps', async () => {
   trainer.dispose();
   model.dispose();
 });
-
-/** A sum all-reduce between trainers in this process: resolves once every rank has contributed. */
-function inProcessAllReduce(size: number) {
-  let pending: { values: Float32Array; resolve: (sum: Float32Array) => void }[] = [];
-  return (rank: number) => (values: Float32Array) =>
-    new Promise<Float32Array>((resolve) => {
-      pending[rank] = { values, resolve };
-      if (Object.keys(pending).length < size) return;
-      const sum = new Float32Array(values.length);
-      for (const { values: v } of pending) for (let i = 0; i < v.length; i++) sum[i] += v[i];
-      const waiting = pending;
-      pending = [];
-      for (const entry of waiting) entry.resolve(sum.slice());
-    });
-}
 
 test('trainer - data-parallel ranks with an all-reduce reproduce the single-process losses', async () => {
   const reference = await train(tinyTrainConfig({ batchSize: 4 }));
