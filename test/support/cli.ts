@@ -1,4 +1,5 @@
 /** Test helpers: run the real `gpt-hybrid` CLI as a child process and watch its output. */
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -100,4 +101,10 @@ export function losses(metricsFile: string, read: (path: string) => string): num
     .trim()
     .split('\n')
     .map((line) => (JSON.parse(line) as { loss: number }).loss);
+}
+
+/** Losses equal within `relative` (1e-4: what the issue allows for float32 sums taken in another order). */
+export function assertSameLosses(actual: number[], expected: number[], relative = 1e-4): void {
+  assert.equal(actual.length, expected.length, `${actual.length} losses, expected ${expected.length}`);
+  actual.forEach((loss, i) => assert.ok(Math.abs(loss - expected[i]!) <= relative * Math.abs(expected[i]!), `step ${i + 1}: ${loss} vs ${expected[i]}`));
 }
