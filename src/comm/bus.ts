@@ -2,8 +2,8 @@
  * Implements: the message bus of one job over any Transport: typed messages in, typed messages out.
  * Publishing adds the protocol version and job id, encodes with msgpackr and chunks above max_payload.
  * Receiving reassembles, decodes and validates; only valid messages of this job reach a handler. Bad
- * messages are counted in `stats.rejected` and logged (rate-limited); a throwing handler is counted and
- * logged, never allowed to crash the process.
+ * messages are counted in `stats.rejected` and logged (rate-limited), and closing the bus logs their
+ * totals; a throwing handler is counted and logged, never allowed to crash the process.
  */
 import { Chunker, Reassembler, parseFrame, DEFAULT_CHUNK_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES } from './chunking.ts';
 import { decodeEnvelope, encodeEnvelope } from './codec.ts';
@@ -158,10 +158,27 @@ export class Bus {
     return this.transport.flush();
   }
 
-  /** Unsubscribes everything and closes the transport (the bus owns it). */
+  /**
+   * "ignored N malformed messages, M from other jobs or protocol versions (by reason)", or undefined when
+   * nothing was refused. Malformed covers undecodable, unknown kinds, bad chunks and oversized messages.
+   */
+  rejectionSummary(): string | undefined {
+    const { version, job, ...bad } = this.stats.rejected;
+    const malformed = Object.values(bad).reduce((a, b) => a + b, 0);
+    if (malformed + version + job === 0) return undefined;
+    const reasons = Object.entries(this.stats.rejected)
+      .filter(([, n]) => n > 0)
+      .map(([reason, n]) => `${reason} ${n}`)
+      .join(', ');
+    return `ignored ${malformed} malformed message${malformed === 1 ? '' : 's'}, ${version + job} from other jobs or protocol versions (${reasons})`;
+  }
+
+  /** Unsubscribes everything and closes the transport (the bus owns it); says what it refused, if anything. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const summary = this.rejectionSummary();
+    if (summary !== undefined) this.log(`bus ${this.jobId}: ${summary}`);
     for (const { subscription, reassembler } of this.subscriptions) {
       subscription.unsubscribe();
       reassembler.dispose();

@@ -15,7 +15,9 @@
  * NATS delivers one publisher's messages on one subject in order, so the reassembler insists on the
  * exact index sequence: a lost, repeated or reordered chunk drops the whole message (counted), never
  * yields wrong bytes. Incomplete messages are dropped after a timeout, and totals above a bound are
- * refused before any memory is spent on them.
+ * refused before any memory is spent on them. A first chunk must be able to make its declared total
+ * (count chunks of its own size), and the declared bytes of all incomplete messages of a subscription are
+ * capped: a few forged headers cannot make a receiver reserve gigabytes.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -128,6 +130,8 @@ export function parseFrame(data: Uint8Array): Frame {
 
 export interface ReassemblerOptions {
   maxMessageBytes?: number;
+  /** Cap on the declared bytes of all incomplete messages together; default maxMessageBytes. */
+  maxPendingBytes?: number;
   timeoutMs?: number;
   /** Told about every dropped message, once per message. */
   onDrop?: (reason: 'chunk' | 'oversized', detail: string) => void;
@@ -152,8 +156,11 @@ interface PartialMessage {
 /** Reassembles the chunked messages of one subscription. */
 export class Reassembler {
   readonly maxMessageBytes: number;
+  readonly maxPendingBytes: number;
   readonly timeoutMs: number;
   private readonly partials = new Map<string, PartialMessage>();
+  /** Sum of the incomplete messages' declared totals (what their buffers reserve). */
+  private reservedBytes = 0;
   /** Messages already dropped: their later chunks are discarded without counting the message again. */
   private readonly dropped = new Map<string, number>();
   private readonly onDrop: ReassemblerOptions['onDrop'];
@@ -164,6 +171,7 @@ export class Reassembler {
 
   constructor(options: ReassemblerOptions = {}) {
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.maxPendingBytes = options.maxPendingBytes ?? this.maxMessageBytes;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_CHUNK_TIMEOUT_MS;
     this.onDrop = options.onDrop;
     this.now = options.now ?? Date.now;
@@ -195,6 +203,17 @@ export class Reassembler {
       if (header.index !== 0) {
         return this.drop(key, 'chunk', `chunk ${header.index}/${header.count} of message ${key} arrived without its earlier chunks`);
       }
+      // The sender cuts equal chunks and a shorter last one: the first chunk's size fixes what the count can hold.
+      if (header.count * bytes.byteLength < header.totalBytes || (header.count - 1) * bytes.byteLength >= header.totalBytes) {
+        return this.drop(key, 'chunk', `message ${key}: ${header.count} chunks of ${bytes.byteLength} bytes cannot make the announced ${header.totalBytes} bytes`);
+      }
+      if (this.reservedBytes + header.totalBytes > this.maxPendingBytes) {
+        return this.drop(
+          key,
+          'oversized',
+          `message ${key} of ${header.totalBytes} bytes would bring incomplete messages to ${this.reservedBytes + header.totalBytes} bytes, above maxPendingBytes ${this.maxPendingBytes}`,
+        );
+      }
       partial = {
         count: header.count,
         totalBytes: header.totalBytes,
@@ -204,6 +223,7 @@ export class Reassembler {
         lastArrival: now,
       };
       this.partials.set(key, partial);
+      this.reservedBytes += partial.totalBytes;
       this.scheduleSweep();
     }
     if (header.index !== partial.nextIndex || header.count !== partial.count || header.totalBytes !== partial.totalBytes) {
@@ -223,7 +243,7 @@ export class Reassembler {
     partial.nextIndex++;
     partial.lastArrival = now;
     if (partial.nextIndex < partial.count) return { status: 'pending' };
-    this.partials.delete(key);
+    this.forget(key);
     if (partial.receivedBytes !== partial.totalBytes) {
       return this.drop(key, 'chunk', `message ${key}: chunks carry ${partial.receivedBytes} bytes, announced ${partial.totalBytes}`);
     }
@@ -247,12 +267,20 @@ export class Reassembler {
 
   dispose(): void {
     this.partials.clear();
+    this.reservedBytes = 0;
     this.dropped.clear();
     this.stopSweep();
   }
 
-  private drop(key: string, reason: 'chunk' | 'oversized', detail: string): AcceptResult {
+  private forget(key: string): void {
+    const partial = this.partials.get(key);
+    if (partial === undefined) return;
     this.partials.delete(key);
+    this.reservedBytes -= partial.totalBytes;
+  }
+
+  private drop(key: string, reason: 'chunk' | 'oversized', detail: string): AcceptResult {
+    this.forget(key);
     this.dropped.set(key, this.now());
     this.droppedMessages++;
     this.scheduleSweep();
