@@ -16,7 +16,7 @@
  * checkpoint; a leftover `.tmp` directory is never read and is deleted by the next commit.
  */
 import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { CheckpointError } from './errors.ts';
 import { replaceFileAtomically, sha256Hex, syncDirectory, writeFileDurably } from './durable-fs.ts';
 import {
@@ -38,6 +38,8 @@ import {
 import { parseSafetensors, serializeSafetensors, type SafetensorsFile, type TensorToWrite } from './safetensors.ts';
 
 export const LATEST_FILE = 'latest';
+/** Where a run keeps its checkpoints, under its --out folder. */
+export const RUN_CHECKPOINTS_DIR = 'checkpoints';
 const STEP_DIR_PATTERN = /^step-(\d+)$/;
 const TEMPORARY_DIR_PATTERN = /^\.step-\d+\.(tmp|replaced)-/;
 
@@ -274,7 +276,7 @@ async function readLatest(root: string): Promise<string | undefined> {
 export async function resolveCheckpoint(path: string): Promise<string> {
   if (!(await exists(path))) throw new CheckpointError('not-found', path, 'does not exist; pass a checkpoint (step-NNNNNN) directory or a run\'s --out directory');
   if ((await fileSize(join(path, MANIFEST_FILE))) !== undefined) return path;
-  for (const root of [path, join(path, 'checkpoints')]) {
+  for (const root of [path, join(path, RUN_CHECKPOINTS_DIR)]) {
     const latest = await readLatest(root);
     if (latest === undefined) continue;
     const dir = join(root, latest);
@@ -293,6 +295,12 @@ export async function resolveCheckpoint(path: string): Promise<string> {
     path,
     `neither a checkpoint (no ${MANIFEST_FILE}) nor a run directory with a '${LATEST_FILE}' pointer; pass a step-NNNNNN directory or the run's --out directory`,
   );
+}
+
+/** The run folder of a checkpoint directory (`RUN/checkpoints/step-NNNNNN`), or undefined for one kept elsewhere. */
+export function runFolderOf(checkpointDir: string): string | undefined {
+  const root = dirname(resolve(checkpointDir));
+  return basename(root) === RUN_CHECKPOINTS_DIR ? dirname(root) : undefined;
 }
 
 export interface ExpectedLayout {

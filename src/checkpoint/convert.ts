@@ -15,13 +15,10 @@ import { MODEL_DEFAULTS, type GPTConfig } from '../model/config.ts';
 import { paramsForRank, tensorParallelProblems } from '../model/sharding.ts';
 import { DEFAULT_GRID_ORDER, ParallelGrid } from '../parallel/grid.ts';
 import { partitionUniform } from '../scheduler/partition.ts';
-import { beginCheckpoint, commitCheckpoint, loadCheckpoint, resolveCheckpoint, writeRankShard } from './checkpoint.ts';
+import { RUN_CHECKPOINTS_DIR, beginCheckpoint, commitCheckpoint, loadCheckpoint, resolveCheckpoint, writeRankShard } from './checkpoint.ts';
 import { CheckpointError } from './errors.ts';
 import { MANIFEST_FILE, type CheckpointManifest, type JsonValue, type RankFileRecord } from './manifest.ts';
 import { loadRankState, rankTensorsToSave } from './rank-state.ts';
-
-/** Where a run keeps its checkpoints, under its --out folder (as `train` does). */
-export const RUN_CHECKPOINTS_DIR = 'checkpoints';
 
 /** The layout to convert to; what is left out keeps the source's value (numChunks: 1 when the pipeline changes). */
 export interface TargetLayout {

@@ -30,6 +30,7 @@ export {
 export {
   Checkpoint,
   LATEST_FILE,
+  RUN_CHECKPOINTS_DIR,
   beginCheckpoint,
   commitCheckpoint,
   firstMomentName,
@@ -38,6 +39,7 @@ export {
   readManifest,
   pruneCheckpoints,
   resolveCheckpoint,
+  runFolderOf,
   secondMomentName,
   stepDirName,
   writeRankShard,
@@ -60,5 +62,5 @@ export {
   type RegionTarget,
 } from './reshard.ts';
 export { dataLoaderPosition, loadRankState, rankTensorsToSave, type RankState } from './rank-state.ts';
-export { RUN_CHECKPOINTS_DIR, convertCheckpoint, type ConvertOptions, type ConvertResult, type TargetLayout } from './convert.ts';
+export { convertCheckpoint, type ConvertOptions, type ConvertResult, type TargetLayout } from './convert.ts';
 export { inspectCheckpoint, type CheckpointReport, type RankFileReport } from './inspect.ts';

@@ -16,6 +16,8 @@ import { LogMetricByStepHook } from '../train/hooks/log-by-step.ts';
 import { LossHook } from '../train/hooks/loss.ts';
 import { ThroughputHook } from '../train/hooks/throughput.ts';
 import { restoreCheckpoint } from '../train/checkpointing.ts';
+import { keepMetricsThrough } from '../train/metrics-file.ts';
+import { readManifest, resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
 import { launch } from '../launcher/launch.ts';
@@ -37,11 +39,20 @@ export async function runTrain(command: TrainCommand): Promise<number> {
         'this layout has no pipeline or tensor parallelism: remove fp16, or set parallel.pipeline > 1',
     );
   }
-  const outDir = resolve(command.out ?? join('runs', `${basename(command.configPath, extname(command.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${timestamp()}`));
+  const resumeFrom = command.resume === undefined ? undefined : await resolveCheckpoint(command.resume);
+  // A resumed run goes on in the run folder its checkpoint belongs to, unless told otherwise.
+  const outDir = resolve(
+    command.out ??
+      (resumeFrom === undefined ? undefined : runFolderOf(resumeFrom)) ??
+      join('runs', `${basename(command.configPath, extname(command.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${timestamp()}`),
+  );
   mkdirSync(outDir, { recursive: true });
   const metricsPath = join(outDir, 'metrics.jsonl');
-  // A resumed run appends to the metrics of the run it continues.
-  if (command.nodeRank === 0 && !(command.resume !== undefined && existsSync(metricsPath))) writeFileSync(metricsPath, '');
+  if (command.nodeRank === 0) {
+    // A resumed run appends to the metrics of the run it continues, from the checkpoint's step on.
+    if (resumeFrom !== undefined && existsSync(metricsPath)) keepMetricsThrough(metricsPath, (await readManifest(resumeFrom)).dataLoader.nextStep);
+    else writeFileSync(metricsPath, '');
+  }
   log(`run folder: ${outDir}`);
   const hooks = [
     new LossHook(),

@@ -6,7 +6,7 @@
  * (checkpoint.every), so it serves as both the reference and the source.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -77,14 +77,17 @@ after(async () => {
   rmSync(folder, { recursive: true, force: true });
 });
 
-test('resume - (1,1,1): a run stopped at step 2 and resumed from its folder appends steps 3-4, bit-identical to the uninterrupted run', async () => {
+test('resume - (1,1,1): resumed from step 2 without --out, the run goes on in its folder: steps 3-4 replace the old ones, bit-identical', async () => {
   const full = await uninterruptedRun('1,1,1');
-  const { out } = await train('stopped-1,1,1', '1,1,1', ['--steps', String(MIDDLE), '--set', `checkpoint.every=${MIDDLE}`, '--quiet']);
-  // The run folder stands for its latest checkpoint; metrics go on in the same metrics.jsonl.
-  const resumed = await runCli(['train', config, '--out', out, '--resume', out, '--steps', String(STEPS), '--nats', server.url]);
+  // Mark the lines after the checkpoint: resuming must drop them and append the steps it runs again.
+  const metricsPath = join(full.out, 'metrics.jsonl');
+  const lines = readFileSync(metricsPath, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { step: number; loss: number });
+  writeFileSync(metricsPath, lines.map((line) => JSON.stringify(line.step > MIDDLE ? { ...line, loss: -1 } : line) + '\n').join(''));
+  const resumed = await runCli(['train', config, '--resume', middleCheckpoint(full.out), '--steps', String(STEPS), '--nats', server.url]);
   assert.equal(resumed.code, 0, resumed.output);
+  assert.ok(resumed.output.includes(`run folder: ${full.out}\n`), resumed.output);
   assert.match(resumed.output, new RegExp(`continuing after step ${MIDDLE}`));
-  const { steps, losses } = metrics(out);
+  const { steps, losses } = metrics(full.out);
   assert.deepEqual(steps, [1, 2, 3, 4]);
   assert.deepEqual(losses, full.losses);
 });
