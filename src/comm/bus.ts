@@ -41,6 +41,8 @@ export interface BusStats {
 /** Per reason: log the first few, then at most one line per window with the number suppressed. */
 const LOG_BURST = 5;
 const LOG_WINDOW_MS = 10_000;
+/** Longest detail of a dropped message that is logged. */
+const MAX_DETAIL_CHARS = 300;
 
 /** Decodes and validates one unframed payload; never throws. */
 export function decodeAndValidate(bytes: Uint8Array, expectedJob?: string): ValidationResult {
@@ -250,7 +252,10 @@ export class Bus {
 
   private reject(reason: BusRejectReason, detail: string): void {
     this.stats.rejected[reason]++;
-    this.rateLimitedLog(reason, `bus ${this.jobId}: dropped a message (${reason}) ${detail}`);
+    // The detail may quote the sender's bytes (a decoder's error message): no terminal control codes, no megabytes.
+    const printable = detail.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+    const shown = printable.length > MAX_DETAIL_CHARS ? `${printable.slice(0, MAX_DETAIL_CHARS)}…` : printable;
+    this.rateLimitedLog(reason, `bus ${this.jobId}: dropped a message (${reason}) ${shown}`);
   }
 
   private rateLimitedLog(key: string, line: string): void {

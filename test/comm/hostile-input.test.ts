@@ -94,7 +94,7 @@ test('hostile chunks - incomplete messages may reserve at most maxPendingBytes; 
   reassembler.dispose();
 });
 
-test('bus - closing logs how many messages it ignored, malformed apart from other jobs and protocol versions', async () => {
+test('bus - closing logs how many messages it ignored, malformed apart from other jobs and protocol versions; quoted bytes lose control codes', async () => {
   const network = new LocalNetwork(1024);
   const logs: string[] = [];
   const bus = new Bus({ jobId: JOB, transport: network.connect(), log: (line) => logs.push(line) });
@@ -111,6 +111,17 @@ test('bus - closing logs how many messages it ignored, malformed apart from othe
   assert.equal(bus.rejectionSummary(), 'ignored 3 malformed messages, 3 from other jobs or protocol versions (version 2, job 1, malformed 2, unknown-kind 1)');
   await bus.close();
   assert.equal(logs.at(-1), `bus ${JOB}: ignored 3 malformed messages, 3 from other jobs or protocol versions (version 2, job 1, malformed 2, unknown-kind 1)`);
+  // A sender's bytes quoted in a log line (here a RegExp extension that does not compile) lose their
+  // terminal control codes.
+  const escape = '(\u001b[2J\u001b]0;owned\u0007';
+  const bus2Logs: string[] = [];
+  const bus2 = new Bus({ jobId: JOB, transport: network.connect(), log: (line) => bus2Logs.push(line) });
+  bus2.subscribe('x', () => {});
+  raw.publish(`gh.${JOB}.x`, whole(Uint8Array.of(0xd4, 0x78, 0x00, 0x92, ...fixstr(escape), 0xa0)));
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.match(bus2Logs[0] ?? '', /dropped a message \(malformed\) on gh\.job-h\.x: undecodable msgpack .*Invalid regular expression: \/\(\?\[2J\?\]0;owned\?\//);
+  assert.ok(bus2Logs.every((line) => !/[\u0000-\u001f]/.test(line)), JSON.stringify(bus2Logs));
+  await bus2.close();
   // A bus that refused nothing says nothing.
   const quiet: string[] = [];
   await new Bus({ jobId: JOB, transport: network.connect(), log: (line) => quiet.push(line) }).close();

@@ -1,0 +1,106 @@
+/**
+ * End to end: thousands of hostile payloads published onto the live subjects of a running pipeline-2
+ * job (its coordinator's and every rank's collective inboxes, learned by listening to the job's traffic)
+ * while it trains. The job must finish with exit 0 and the losses of an undisturbed run, bit for bit, no
+ * worker may crash or restart, and every process must say at the end how many messages it ignored; the
+ * coordinator's count must match, payload for payload, what was sent to it.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
+import { connectNats } from '../../src/comm/nats-transport.ts';
+import { SUBJECT_ROOT } from '../../src/comm/subjects.ts';
+import { HostilePayloads, type Verdict } from '../support/hostile-payloads.ts';
+import { losses, runCli, startCli, writeTestConfig } from '../support/cli.ts';
+
+const STEPS = 10;
+/** Stop sending before the job's last steps, so every receiver is still subscribed when the payloads land. */
+const LAST_ATTACK_STEP = STEPS - 2;
+const MAX_PAYLOADS = 8000;
+const ROUND = 100;
+
+let server: NatsServerHandle;
+const config = writeTestConfig({ steps: STEPS, parallel: { pipeline: 2 }, numMicroBatches: 2 });
+const outDir = (name: string) => join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-hostile-')), name);
+const read = (path: string) => readFileSync(path, 'utf8');
+
+before(async () => {
+  server = await startNatsServer();
+});
+
+after(async () => {
+  await server.stop();
+});
+
+/** `[rank r] bus <job>: ignored N malformed messages, M from other jobs …` lines by process ('launcher' or the rank). */
+function ignoredCounts(output: string, jobId: string): Map<string, { malformed: number; other: number }> {
+  const counts = new Map<string, { malformed: number; other: number }>();
+  const pattern = new RegExp(`^(?:\\[rank (\\d+)\\] )?bus ${jobId}: ignored (\\d+) malformed messages?, (\\d+) from other jobs or protocol versions`, 'gm');
+  for (const match of output.matchAll(pattern)) counts.set(match[1] ?? 'launcher', { malformed: Number(match[2]), other: Number(match[3]) });
+  return counts;
+}
+
+test('hostile messages - a live pipeline-2 job under thousands of hostile payloads finishes with the undisturbed losses and reports what it ignored', async () => {
+  const undisturbed = outDir('undisturbed');
+  const clean = await runCli(['train', config, '--out', undisturbed, '--nats', server.url, '--quiet']);
+  assert.equal(clean.code, 0, clean.output);
+  assert.doesNotMatch(clean.output, /ignored \d+ malformed/, 'an undisturbed job refuses nothing');
+
+  const jobId = `hostile-${process.pid}`;
+  const out = outDir('attacked');
+  const job = startCli(['train', config, '--out', out, '--nats', server.url, '--job-id', jobId]);
+  const attacker = await connectNats({ url: server.url, name: 'gpt-hybrid hostile test', log: () => {} });
+  try {
+    // The subjects the job's processes listen on are the ones its traffic goes to.
+    const prefix = `${SUBJECT_ROOT}.${jobId}.`;
+    const subjects = new Set<string>();
+    const listener = attacker.subscribe(`${prefix}>`, (message) => subjects.add(message.subject.slice(prefix.length)));
+    await job.waitFor(/step 2\/10/, 120_000);
+    listener.unsubscribe();
+    const targets = [...subjects].sort();
+    assert.ok(targets.some((s) => s.startsWith('coord.')) && targets.some((s) => s.startsWith('coll.')), `subjects seen: ${targets.join(', ')}`);
+
+    const payloads = new HostilePayloads(jobId, 'hostile messages');
+    const toCoordinator: Record<Verdict, number> = { malformed: 0, 'other-job-or-version': 0 };
+    const kinds = new Map<string, number>();
+    let sent = 0;
+    while (sent < MAX_PAYLOADS && !new RegExp(`step ${LAST_ATTACK_STEP}/${STEPS}`).test(job.output()) && job.child.exitCode === null) {
+      for (let i = 0; i < ROUND; i++, sent++) {
+        const subject = targets[sent % targets.length]!;
+        // The coordinator's subjects get whole frames only, so its count is exact; ranks also get forged chunks.
+        const coordinator = subject.startsWith('coord.');
+        const payload = payloads.next(subject, !coordinator);
+        if (coordinator) toCoordinator[payload.verdict!]++;
+        kinds.set(payload.what, (kinds.get(payload.what) ?? 0) + 1);
+        attacker.publish(prefix + subject, payload.frame);
+      }
+      await attacker.flush();
+      await new Promise((resolve) => setTimeout(resolve, 40));
+    }
+    assert.ok(sent >= 2000, `only ${sent} payloads went out before step ${LAST_ATTACK_STEP}`);
+    assert.doesNotMatch(job.output(), /done after step/, 'the job ended before the payloads were all out');
+
+    const exit = await job.exited;
+    const output = job.output();
+    assert.equal(exit.code, 0, output);
+    assert.deepEqual(losses(join(out, 'metrics.jsonl'), read), losses(join(undisturbed, 'metrics.jsonl'), read));
+    assert.doesNotMatch(output, /actor crashed|restart \d+ of|died|FAILED|uncaught|handler for .* threw/i);
+    assert.equal(output.match(/rank \d+ registered/g)?.length, 2, 'a worker registered twice: it was restarted');
+
+    const counts = ignoredCounts(output, jobId);
+    assert.deepEqual([...counts.keys()].sort(), ['0', '1', 'launcher'], output);
+    const coordinator = counts.get('launcher')!;
+    assert.deepEqual(coordinator, { malformed: toCoordinator.malformed, other: toCoordinator['other-job-or-version'] }, `sent ${sent}: ${JSON.stringify([...kinds])}`);
+    for (const rank of ['0', '1']) {
+      const { malformed, other } = counts.get(rank)!;
+      assert.ok(malformed > 100 && other > 100, `rank ${rank}: ${malformed} malformed, ${other} other`);
+    }
+    assert.equal(({} as { polluted?: unknown }).polluted, undefined);
+  } finally {
+    job.child.kill('SIGKILL');
+    await attacker.close();
+  }
+});
