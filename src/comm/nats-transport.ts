@@ -69,10 +69,14 @@ export async function connectNats(options: NatsTransportOptions = {}): Promise<N
     connection = await connect(connectOptions);
   } catch (error) {
     const cause = error instanceof Error ? error.message : String(error);
+    // A TLS server that verifies clients drops one without a certificate mid-handshake: a timeout here.
+    const tlsProblem = /certificate|self.signed|ssl|tls/i.test(cause) || (options.tls !== undefined && /timeout/i.test(cause));
     const advice =
       error instanceof AuthorizationError || /authoriz|authenticat/i.test(cause)
         ? 'The server refused our credentials: check the token, user/password or credentials file'
-        : 'Is a NATS server running? Start one with `nats-server` or pass --nats URL';
+        : tlsProblem
+          ? 'The TLS handshake failed: check tls.caFile (the CA that signed the server certificate) and, when the server verifies clients, tls.certFile and tls.keyFile'
+          : 'Is a NATS server running? Start one with `nats-server` or pass --nats URL';
     throw new Error(`could not connect to NATS at ${where}: ${cause}. ${advice}`, { cause: error });
   }
   return new NatsTransport(connection, options.log ?? ((line) => process.stderr.write(line + '\n')));
