@@ -302,3 +302,13 @@ test('validate - float16 wire tensors carry 2 bytes per element', () => {
   const bad = validateMessage({ ...base, tensor: { dtype: 'float16', shape: [3], data: new Uint8Array(12) } });
   assert.ok(!bad.ok && /6 bytes/.test(bad.detail));
 });
+
+test('validate - a fatal message may say a restart cannot mend it (restartable: false), as a boolean', () => {
+  const base = { v: PROTOCOL_VERSION, job: 'j', kind: 'fatal', rank: 1, reason: 'step 2: the loss is NaN' };
+  const deterministic = validateMessage({ ...base, restartable: false });
+  assert.ok(deterministic.ok && deterministic.envelope.kind === 'fatal' && deterministic.envelope.restartable === false);
+  const plain = validateMessage(base);
+  assert.ok(plain.ok && !('restartable' in plain.envelope));
+  const bad = validateMessage({ ...base, restartable: 'no' });
+  assert.ok(!bad.ok && bad.reason === 'malformed' && /^restartable must be a boolean/.test(bad.detail));
+});
