@@ -22,7 +22,7 @@ export async function runCheckpoint(command: CheckpointCommand): Promise<number>
   if (note !== undefined) print(note);
   const sets = [`parallel.data=${layout.data}`, `parallel.pipeline=${layout.pipeline}`, `parallel.tensor.size=${layout.tensor}`];
   if (result.numChunks > 1) sets.push(`numChunks=${result.numChunks}`);
-  print(`resume it with: gpt-hybrid train <config.json> --resume ${command.out} --out ${command.out} ${sets.map((s) => `--set ${s}`).join(' ')}`);
+  print(`resume it with: gpt-hybrid train <config.json> --resume ${command.out} ${sets.map((s) => `--set ${s}`).join(' ')}`);
   return 0;
 }
 
