@@ -17,7 +17,7 @@ import { LossHook } from '../train/hooks/loss.ts';
 import { ThroughputHook } from '../train/hooks/throughput.ts';
 import { restoreCheckpoint } from '../train/checkpointing.ts';
 import { keepMetricsThrough } from '../train/metrics-file.ts';
-import { readManifest, resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
+import { loadCheckpoint, resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
 import { launch } from '../launcher/launch.ts';
@@ -49,9 +49,15 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   mkdirSync(outDir, { recursive: true });
   const metricsPath = join(outDir, 'metrics.jsonl');
   if (command.nodeRank === 0) {
-    // A resumed run appends to the metrics of the run it continues, from the checkpoint's step on.
-    if (resumeFrom !== undefined && existsSync(metricsPath)) keepMetricsThrough(metricsPath, (await readManifest(resumeFrom)).dataLoader.nextStep);
-    else writeFileSync(metricsPath, '');
+    if (resumeFrom !== undefined && existsSync(metricsPath)) {
+      // A resumed run appends to the metrics of the run it continues, from the checkpoint's step on; a
+      // damaged checkpoint is refused first, so a resume that cannot start drops nothing.
+      const checkpoint = await loadCheckpoint(resumeFrom, { verify: true });
+      checkpoint.close();
+      keepMetricsThrough(metricsPath, checkpoint.manifest.dataLoader.nextStep);
+    } else {
+      writeFileSync(metricsPath, '');
+    }
   }
   log(`run folder: ${outDir}`);
   const hooks = [
