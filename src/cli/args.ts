@@ -45,6 +45,8 @@ export interface CtlCommand {
   /** A job id, or a run folder holding job.json. */
   target: string;
   action: ControlCommandName;
+  /** stop --checkpoint: save a checkpoint at the step boundary where the job stops. */
+  save?: boolean;
   nats?: string;
   timeoutMs: number;
 }
@@ -166,7 +168,8 @@ const COMMANDS: Record<string, CommandSpec> = {
       nats: {
         type: 'string',
         placeholder: 'URL',
-        doc: 'NATS server of the job (default: $NATS_URL, else nats://127.0.0.1:4222;\nwhen that does not answer, a private nats-server is started)',
+        doc:
+          "NATS server of the job, or a cluster's servers separated by commas (default:\n$NATS_URL, else nats://127.0.0.1:4222; when that does not answer, a private\nnats-server is started)",
       },
       nnodes: { type: 'string', placeholder: 'N', doc: 'nodes taking part; one launcher per node [1]' },
       'node-rank': { type: 'string', placeholder: 'K', doc: 'this node, 0..nnodes-1; node 0 coordinates the job [0]' },
@@ -192,17 +195,18 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   ctl: {
     summary: 'send a control message to a running job',
-    usage: `<job-id|run-folder> ${CONTROL_COMMANDS.join('|')} [--nats URL] [--timeout MS]`,
+    usage: `<job-id|run-folder> ${CONTROL_COMMANDS.join('|')} [--checkpoint] [--nats URL] [--timeout MS]`,
     description:
       'Sends status, pause, resume, checkpoint or stop to a running job and prints its answer as JSON.\n' +
       'The job id is printed when training starts and kept in <run-folder>/job.json, which also\n' +
       'records the NATS server, so a run folder is enough. Pause and stop take effect at the next step\n' +
-      'boundary; stop ends the job with exit code 0.',
+      'boundary; stop ends the job with exit code 0 (stop --checkpoint saves a checkpoint there first).',
     options: {
+      checkpoint: { type: 'boolean', doc: 'with stop: every rank saves a checkpoint at the step where the job stops' },
       nats: { type: 'string', placeholder: 'URL', doc: "NATS server (default: the run folder's, else $NATS_URL, else nats://127.0.0.1:4222)" },
       timeout: { type: 'string', placeholder: 'MS', doc: 'how long to wait for the answer [5000]' },
     },
-    examples: [`${PROGRAM} ctl runs/tiny status`, `${PROGRAM} ctl tiny-3f9a2c pause --nats nats://10.0.0.5:4222`],
+    examples: [`${PROGRAM} ctl runs/tiny status`, `${PROGRAM} ctl runs/tiny stop --checkpoint`, `${PROGRAM} ctl tiny-3f9a2c pause --nats nats://10.0.0.5:4222`],
     build: buildCtl,
   },
   plan: {
@@ -399,6 +403,10 @@ function buildCtl(values: ParsedValues, positionals: string[], usage: string): C
   }
   const command: CtlCommand = { command: 'ctl', target, action: action as ControlCommandName, timeoutMs: positiveInteger(values.timeout as string | undefined, '--timeout', usage) ?? 5000 };
   if (values.nats !== undefined) command.nats = values.nats as string;
+  if (values.checkpoint === true) {
+    if (action !== 'stop') throw new UsageError(`--checkpoint goes with stop (a checkpoint where the job stops); for one now, use: ctl ${target} checkpoint`, usage);
+    command.save = true;
+  }
   return command;
 }
 

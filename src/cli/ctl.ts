@@ -23,7 +23,7 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   const transport = await connectNats({ url: natsUrl, name: `gpt-hybrid ctl ${jobId}` });
   const bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`) });
   try {
-    const answer = await bus.request(SUBJECTS.control, { kind: 'control', command: command.action }, command.timeoutMs);
+    const answer = await bus.request(SUBJECTS.control, { kind: 'control', command: command.action, ...(command.save === true ? { save: true } : {}) }, command.timeoutMs);
     if (answer.kind !== 'control-reply') throw new Error(`job ${jobId} answered with an unexpected ${answer.kind} message`);
     process.stdout.write(JSON.stringify(command.action === 'status' ? answer.status : { ok: answer.ok, message: answer.message, state: answer.status?.state, step: answer.status?.step }, null, 2) + '\n');
     return answer.ok ? 0 : 1;

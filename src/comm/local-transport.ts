@@ -3,7 +3,7 @@
  * messages, like clients of one NATS server. Delivery is asynchronous (a microtask later) and in order,
  * as over a socket, so code that works here does not rely on synchronous delivery.
  */
-import { TransportTimeoutError, subjectMatches, type IncomingMessage, type Subscription, type Transport } from './transport.ts';
+import { TransportTimeoutError, subjectMatches, type ConnectionEvent, type IncomingMessage, type Subscription, type Transport } from './transport.ts';
 
 interface LocalSubscriber {
   pattern: string;
@@ -97,6 +97,10 @@ export class LocalTransport implements Transport {
 
   async flush(): Promise<void> {
     await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  onConnectionChange(_listener: (event: ConnectionEvent) => void): Subscription {
+    return { unsubscribe: () => {} };
   }
 
   async close(): Promise<void> {

@@ -93,6 +93,8 @@ export interface StepDoneMessage {
 export interface ControlMessage {
   kind: 'control';
   command: ControlCommand;
+  /** With `stop`: every rank saves a checkpoint at the step boundary where the job stops. */
+  save?: boolean;
 }
 
 export interface RankStatus {
@@ -146,6 +148,21 @@ export interface FatalMessage {
   restartable?: boolean;
 }
 
+/**
+ * A process's NATS connection dropped and came back: messages sent to or by it meanwhile may be lost (the
+ * bus is at-most-once), so the coordinator rolls the job back to its last checkpoint instead of letting
+ * a receive wait for them.
+ */
+export interface ConnectionInterruptedMessage {
+  kind: 'connection-interrupted';
+  /** The rank whose worker lost its connection; absent: the launcher of `node`. */
+  rank?: number;
+  node: number;
+  pid: number;
+  /** The server it lost. */
+  server: string;
+}
+
 /** The coordinator tells every rank to end now (after a failure or at the end of the job). */
 export interface ShutdownMessage {
   kind: 'shutdown';
@@ -174,7 +191,8 @@ export type Message =
   | FatalMessage
   | ShutdownMessage
   | ActorMessage
-  | CheckpointSavedMessage;
+  | CheckpointSavedMessage
+  | ConnectionInterruptedMessage;
 
 export type MessageKind = Message['kind'];
 

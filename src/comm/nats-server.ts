@@ -1,6 +1,7 @@
 /**
  * Implements: starting a private `nats-server` process on a free loopback port (for the launcher when no
- * server answers, and for tests that must stop or restart a server), and probing whether one answers.
+ * server answers, and for tests that must stop, kill or restart a server), a cluster of them with routes
+ * between every pair, and probing whether one answers.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,6 +15,8 @@ export interface NatsServerHandle {
   process: ChildProcess;
   /** Stops the server (SIGTERM, then SIGKILL) and removes its folder. */
   stop(): Promise<void>;
+  /** Kills the server at once (SIGKILL: no goodbye to its clients, like a crash) and removes its folder. */
+  kill(): Promise<void>;
 }
 
 export interface StartNatsServerOptions {
@@ -87,6 +90,7 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
         port,
         process: child,
         stop: () => stopProcess(child).then(() => rmSync(folder, { recursive: true, force: true })),
+        kill: () => stopProcess(child, 'SIGKILL').then(() => rmSync(folder, { recursive: true, force: true })),
       };
     }
   }
@@ -95,10 +99,45 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
   throw new Error(`nats-server did not start on 127.0.0.1:${port}: ${stderr.trim() || 'no output'}`);
 }
 
-async function stopProcess(child: ChildProcess): Promise<void> {
+/**
+ * `size` servers on free loopback ports, each with routes to all the others (one cluster), resolved once
+ * every server sees a route to every other one, so a message published on any server reaches
+ * subscribers on all of them.
+ */
+export async function startNatsCluster(size: number, options: { timeoutMs?: number } = {}): Promise<NatsServerHandle[]> {
+  const ports = await Promise.all(Array.from({ length: size }, async () => ({ cluster: await freePort(), monitor: await freePort() })));
+  const servers: NatsServerHandle[] = [];
+  try {
+    for (const [i, { cluster, monitor }] of ports.entries()) {
+      const routes = ports.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p.cluster}`);
+      const extraConfig = [
+        `http: 127.0.0.1:${monitor}`,
+        `cluster { name: gpt-hybrid, listen: 127.0.0.1:${cluster}, routes: [${routes.join(', ')}] }`,
+      ].join('\n');
+      servers.push(await startNatsServer({ extraConfig, timeoutMs: options.timeoutMs }));
+    }
+    const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+    for (const { monitor } of ports) {
+      for (;;) {
+        const routes = await fetch(`http://127.0.0.1:${monitor}/routez`)
+          .then((r) => r.json() as Promise<{ num_routes?: number }>)
+          .then((body) => body.num_routes ?? 0, () => 0);
+        if (routes >= size - 1) break;
+        if (Date.now() > deadline) throw new Error(`the NATS cluster did not form: a server has ${routes} of ${size - 1} routes`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    return servers;
+  } catch (error) {
+    await Promise.all(servers.map((server) => server.stop()));
+    throw error;
+  }
+}
+
+async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
+  child.kill(signal);
   const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
   await exited;
   clearTimeout(timer);

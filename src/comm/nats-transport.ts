@@ -1,8 +1,11 @@
 /**
- * Implements: the Transport over a real NATS server with the maintained client (`@nats-io/transport-node`).
- * max_payload comes from the server's INFO; the client reconnects on its own for a bounded time, so a
- * server restart loses in-flight messages (the bus is at-most-once) but not the connection. Handlers run
- * in arrival order from the subscription callback, on the event loop, one message at a time.
+ * Implements: the Transport over a real NATS server or cluster with the maintained client
+ * (`@nats-io/transport-node`). max_payload comes from the server's INFO; the client reconnects on its
+ * own for a bounded time, to the same server or another of the list (tried in the order given), so a
+ * server restart or a dead cluster member loses in-flight messages (the bus is at-most-once) but not the
+ * connection; every disconnect and reconnect is reported to `onConnectionChange` listeners, which is
+ * how the runtime learns that messages may have been lost. Handlers run in arrival order from the
+ * subscription callback, on the event loop, one message at a time.
  */
 import { readFileSync } from 'node:fs';
 import {
@@ -15,7 +18,7 @@ import {
   type NatsConnection,
   type NodeConnectionOptions,
 } from '@nats-io/transport-node';
-import { TransportTimeoutError, type IncomingMessage, type Subscription, type Transport } from './transport.ts';
+import { TransportTimeoutError, type ConnectionEvent, type IncomingMessage, type Subscription, type Transport } from './transport.ts';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
@@ -24,6 +27,7 @@ const RECONNECT_WAIT_MS = 500;
 const MAX_RECONNECT_ATTEMPTS = 60;
 
 export interface NatsTransportOptions {
+  /** One server, or several (a list, or one text with commas): the first is tried first, then the next. */
   url?: string | string[];
   token?: string;
   user?: string;
@@ -39,11 +43,20 @@ export interface NatsTransportOptions {
   log?: (line: string) => void;
 }
 
+/** The servers of `url` (one, a list, or comma-separated), in order; throws on an empty list. */
+export function natsServerList(url: string | string[]): string[] {
+  const servers = (Array.isArray(url) ? url : [url]).flatMap((item) => item.split(',')).map((item) => item.trim()).filter((item) => item !== '');
+  if (servers.length === 0) throw new Error(`no NATS server in ${JSON.stringify(url)}: give a URL such as ${DEFAULT_NATS_URL}, or several separated by commas`);
+  return servers;
+}
+
 export async function connectNats(options: NatsTransportOptions = {}): Promise<NatsTransport> {
-  const servers = options.url ?? DEFAULT_NATS_URL;
-  const where = Array.isArray(servers) ? servers.join(', ') : servers;
+  const servers = natsServerList(options.url ?? DEFAULT_NATS_URL);
+  const where = servers.join(', ');
   const connectOptions: NodeConnectionOptions = {
     servers,
+    // In the order given: the launcher spreads ranks over a cluster by rotating the list per rank.
+    noRandomize: true,
     name: options.name,
     timeout: options.timeoutMs ?? 5000,
     waitOnFirstConnect: false,
@@ -84,6 +97,8 @@ export async function connectNats(options: NatsTransportOptions = {}): Promise<N
 
 export class NatsTransport implements Transport {
   private closing = false;
+  private up = true;
+  private readonly listeners = new Set<(event: ConnectionEvent) => void>();
 
   constructor(
     readonly connection: NatsConnection,
@@ -141,6 +156,26 @@ export class NatsTransport implements Transport {
     return this.connection.flush();
   }
 
+  /** Whether the link to a server is up now (false between a disconnect and its reconnect). */
+  get connected(): boolean {
+    return this.up && !this.connection.isClosed();
+  }
+
+  onConnectionChange(listener: (event: ConnectionEvent) => void): Subscription {
+    this.listeners.add(listener);
+    return { unsubscribe: () => this.listeners.delete(listener) };
+  }
+
+  /** Resolves true once connected (at once when connected now), false after `timeoutMs` or when the client gave up. */
+  async whenConnected(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.connected) {
+      if (this.connection.isClosed() || Date.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return true;
+  }
+
   /** Delivers what is in flight, then closes. */
   async close(): Promise<void> {
     if (this.closing) return;
@@ -159,9 +194,24 @@ export class NatsTransport implements Transport {
   }
 
   private async watchStatus(): Promise<void> {
+    let downSince = 0;
     for await (const status of this.connection.status()) {
-      if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error') {
-        if (!this.closing) this.log(`nats: ${status.type} ${'server' in status ? String(status.server) : ''}`.trim());
+      if (this.closing) continue;
+      if (status.type === 'error') this.log(`nats: ${status.error.message}`);
+      if (status.type !== 'disconnect' && status.type !== 'reconnect') continue;
+      if (status.type === 'disconnect') {
+        downSince = Date.now();
+        this.log(`nats: disconnected from ${status.server}; reconnecting`);
+      } else {
+        this.log(`nats: reconnected to ${status.server} after ${((Date.now() - downSince) / 1000).toFixed(1)} s`);
+      }
+      this.up = status.type === 'reconnect';
+      for (const listener of this.listeners) {
+        try {
+          listener({ type: status.type, server: status.server });
+        } catch (thrown) {
+          this.log(`nats: a connection listener threw: ${thrown instanceof Error ? (thrown.stack ?? thrown.message) : String(thrown)}`);
+        }
       }
     }
   }

@@ -16,6 +16,15 @@ export interface Subscription {
   unsubscribe(): void;
 }
 
+/**
+ * The link to the messaging server went down (`disconnect`: whatever was in flight, either way, may be
+ * lost) or came back (`reconnect`, to `server`, which may be another server of the cluster).
+ */
+export interface ConnectionEvent {
+  type: 'disconnect' | 'reconnect';
+  server: string;
+}
+
 export interface Transport {
   /** Largest payload one publish may carry (the NATS server's max_payload; 1 MiB by default). */
   readonly maxPayload: number;
@@ -26,6 +35,8 @@ export interface Transport {
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
   /** Resolves when everything published so far has reached the server (no-op in process). */
   flush(): Promise<void>;
+  /** Calls `listener` on every disconnect and reconnect (never in process: that link cannot drop). */
+  onConnectionChange(listener: (event: ConnectionEvent) => void): Subscription;
   close(): Promise<void>;
 }
 

@@ -227,10 +227,14 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     stepMs: finite(field(f, 'stepMs'), 'stepMs', 0),
     gradNorm: anyNumber(field(f, 'gradNorm'), 'gradNorm'),
   }),
-  control: (f) => ({
-    kind: 'control',
-    command: oneOf(field(f, 'command'), CONTROL_COMMANDS, 'command'),
-  }),
+  control: (f) => {
+    const save = field(f, 'save');
+    return {
+      kind: 'control',
+      command: oneOf(field(f, 'command'), CONTROL_COMMANDS, 'command'),
+      ...(save === undefined ? {} : { save: boolean(save, 'save') }),
+    };
+  },
   'control-reply': (f) => {
     const status = field(f, 'status');
     return {
@@ -258,6 +262,16 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
       rank: count(field(f, 'rank'), 'rank'),
       reason: string(field(f, 'reason'), 'reason'),
       ...(restartable === undefined ? {} : { restartable: boolean(restartable, 'restartable') }),
+    };
+  },
+  'connection-interrupted': (f) => {
+    const rank = field(f, 'rank');
+    return {
+      kind: 'connection-interrupted',
+      ...(rank === undefined ? {} : { rank: count(rank, 'rank') }),
+      node: count(field(f, 'node'), 'node'),
+      pid: count(field(f, 'pid'), 'pid'),
+      server: string(field(f, 'server'), 'server'),
     };
   },
   shutdown: (f) => ({

@@ -51,12 +51,15 @@ export type CoordinatorEvent =
   | { type: 'heartbeat'; rank: number; step: number; state: WorkerState }
   | { type: 'step-ready'; rank: number; step: number; reply: ReplyContext }
   | { type: 'step-done'; report: StepDoneMessage }
-  | { type: 'control'; command: ControlCommand; reply: ReplyContext }
+  /** `save` with `stop`: save a checkpoint at the step boundary where the job stops. */
+  | { type: 'control'; command: ControlCommand; reply: ReplyContext; save?: boolean }
   | { type: 'rank-exit'; rank: number; code: number | null; signal: string | null }
   /** `restartable` false: a deterministic failure (a non-finite loss) that a restart would only repeat. */
   | { type: 'fatal'; rank: number; reason: string; restartable?: boolean }
   | { type: 'checkpoint-saved'; rank: number; step: number; record: { [key: string]: unknown } }
   | { type: 'interrupt'; reason: string }
+  /** A NATS connection of a worker (`rank`) or of the launcher of `node` dropped: messages may be lost. */
+  | { type: 'connection-interrupted'; rank?: number; node: number; pid: number; server: string }
   | { type: 'tick' };
 
 export type CoordinatorEffect =
@@ -121,7 +124,7 @@ export class CoordinatorLogic {
       case 'step-done':
         return this.onStepDone(event.report);
       case 'control':
-        return this.onControl(event.command, event.reply, now);
+        return this.onControl(event.command, event.reply, now, event.save === true);
       case 'rank-exit':
         return this.onRankExit(event);
       case 'fatal':
@@ -130,6 +133,8 @@ export class CoordinatorLogic {
         return this.onCheckpointSaved(event);
       case 'interrupt':
         return this.fail(event.reason, 130);
+      case 'connection-interrupted':
+        return this.onConnectionInterrupted(event);
       case 'tick':
         return this.onTick(now);
     }
@@ -194,6 +199,10 @@ export class CoordinatorLogic {
       return { type: 'respond' as const, to, message };
     });
     if (save !== undefined) effects.push({ type: 'log', line: `saving a checkpoint of step ${this.gateStep}` });
+    else if (action === 'stop' && this.checkpointRequested) {
+      const why = this.saving !== undefined ? `the checkpoint of step ${this.saving.step} is still being saved` : `no step has run since step ${this.gateStep}`;
+      effects.push({ type: 'log', line: `no checkpoint saved at step ${this.gateStep}: ${why}` });
+    }
     this.waiting.clear();
     if (action === 'stop') {
       this.state = 'stopping';
@@ -238,7 +247,27 @@ export class CoordinatorLogic {
     return [{ type: 'step-done', report }];
   }
 
-  private onControl(command: ControlCommand, reply: ReplyContext, now: number): CoordinatorEffect[] {
+  /**
+   * [Note: NATS interruptions] Core NATS is at-most-once: while a connection is down (a server restart,
+   * a dead cluster member), a tensor or a gate answer sent to or by that process may be gone, and the
+   * receive waiting for it would only fail at its timeout (minutes). Nothing tells which messages were
+   * lost, so the whole job rolls back to its last checkpoint, which replays bit-identically. Once every
+   * rank is stopping nothing that matters can be lost any more.
+   */
+  private onConnectionInterrupted(event: Extract<CoordinatorEvent, { type: 'connection-interrupted' }>): CoordinatorEffect[] {
+    const who = event.rank === undefined ? `the launcher of node ${event.node}` : `rank ${event.rank}`;
+    const record = event.rank === undefined ? undefined : this.ranks.get(event.rank);
+    if (record !== undefined && record.pid !== event.pid) {
+      return [{ type: 'log', line: `ignored a NATS interruption of ${who} from pid ${event.pid}: the rank is now pid ${record.pid}` }];
+    }
+    if (this.state === 'stopping') {
+      const unsaved = this.saving === undefined ? '' : `; the checkpoint of step ${this.saving.step} may not be committed`;
+      return [{ type: 'log', line: `the NATS connection of ${who} was interrupted (${event.server}) while the job was stopping${unsaved}` }];
+    }
+    return this.fail(`the NATS connection of ${who} was interrupted (${event.server}: server restart?); messages may be lost`, 1, true);
+  }
+
+  private onControl(command: ControlCommand, reply: ReplyContext, now: number, save = false): CoordinatorEffect[] {
     switch (command) {
       case 'status':
         return [this.controlReply(command, reply, true, `job ${this.settings.jobId} is ${this.state}`, now)];
@@ -264,12 +293,23 @@ export class CoordinatorLogic {
         ];
       }
       case 'stop': {
+        if (save) {
+          const refused =
+            this.settings.checkpoint === undefined
+              ? 'this job cannot save checkpoints'
+              : this.state === 'stopping'
+                ? `the job is already stopping after step ${this.stepsDone}: too late to save a checkpoint there`
+                : undefined;
+          if (refused !== undefined) return [this.controlReply(command, reply, false, refused, now)];
+          this.checkpointRequested = true;
+        }
         this.stopRequested = true;
         const effects = this.openGateIfReady();
+        const saving = save ? ', saving a checkpoint there' : '';
         return [
-          { type: 'log', line: 'stop requested' },
+          { type: 'log', line: `stop requested${saving}` },
           ...effects,
-          this.controlReply(command, reply, true, `stopping at the next step boundary (after step ${this.stepsDone + (this.state === 'stopping' ? 0 : 1)})`, now),
+          this.controlReply(command, reply, true, `stopping at the next step boundary (after step ${this.stepsDone + (this.state === 'stopping' ? 0 : 1)})${saving}`, now),
         ];
       }
       case 'checkpoint':

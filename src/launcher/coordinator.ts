@@ -53,12 +53,13 @@ export class Coordinator {
     on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
     on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
     on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason, restartable: m.restartable !== false } : undefined));
-    on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply } : undefined));
+    on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply, save: m.save } : undefined));
     on(SUBJECTS.checkpointSaved, (m) => (m.kind === 'checkpoint-saved' ? { type: 'checkpoint-saved', rank: m.rank, step: m.step, record: m.record } : undefined));
+    on(SUBJECTS.connectionInterrupted, (m) => (m.kind === 'connection-interrupted' ? { type: 'connection-interrupted', rank: m.rank, node: m.node, pid: m.pid, server: m.server } : undefined));
     this.timer = setInterval(() => dispatch(this.actor, { type: 'tick' }), TICK_MS);
   }
 
-  /** Events from outside the bus: local worker exits, Ctrl-C. */
+  /** Events from outside the bus: local worker exits, Ctrl-C, this launcher's NATS connection dropping. */
   tell(event: CoordinatorEvent): void {
     dispatch(this.actor, event);
   }

@@ -25,7 +25,7 @@ import { mergeTraceParts } from '../stages/trace.ts';
 import { Coordinator } from './coordinator.ts';
 import { LATEST_FILE, commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
 import { manifestParts } from '../train/checkpointing.ts';
-import { resolveNats } from './nats-url.ts';
+import { resolveNats, serversFor } from './nats-url.ts';
 import { SUBJECTS } from './subjects.ts';
 import { workerEnvironmentVariables } from './worker-env.ts';
 
@@ -50,6 +50,8 @@ export interface LaunchOptions {
 
 /** Seconds the workers get to exit by themselves before they are killed. */
 const GRACE_MS = 3000;
+/** How long a restart waits for a lost NATS server to answer again (the client's own reconnect window). */
+const NATS_RETURN_MS = 30_000;
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-main.ts', import.meta.url));
 
 export async function launch(options: LaunchOptions): Promise<number> {
@@ -85,7 +87,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
 
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
-  const transport = await connectNats({ url: nats.url, name: `gpt-hybrid ${jobId} launcher ${nodeRank}` });
+  const transport = await connectNats({ url: serversFor(nats.url, nodeRank), name: `gpt-hybrid ${jobId} launcher ${nodeRank}`, log });
   const bus = new Bus({ jobId, transport, log });
   const system = start();
 
@@ -163,6 +165,16 @@ export async function launch(options: LaunchOptions): Promise<number> {
       });
     }
 
+    // See [Note: NATS interruptions] in coordinator-logic.ts. The coordinator hears of its own launcher's
+    // drop at once; another node's launcher tells it once its link is back.
+    let lostServer = '';
+    const connectionWatch = transport.onConnectionChange((event) => {
+      if (event.type === 'disconnect') lostServer = event.server;
+      const interruption = { node: nodeRank, pid: process.pid, server: lostServer };
+      if (coordinator !== undefined && event.type === 'disconnect') coordinator.tell({ type: 'connection-interrupted', ...interruption });
+      if (coordinator === undefined && event.type === 'reconnect' && !ending) bus.publish(SUBJECTS.connectionInterrupted, { kind: 'connection-interrupted', ...interruption });
+    });
+
     const firstRank = nodeRank * nprocPerNode;
     for (let rank = firstRank; rank < firstRank + nprocPerNode; rank++) {
       const child = spawnProcess(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
@@ -210,6 +222,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     for (const timer of killTimers) clearTimeout(timer);
     coordinator?.close();
     shutdownSubscription?.unsubscribe();
+    connectionWatch.unsubscribe();
     await commits;
     return result;
   };
@@ -225,6 +238,13 @@ export async function launch(options: LaunchOptions): Promise<number> {
         log(`giving up after ${restarts} restart${restarts === 1 ? '' : 's'} (restart.max = ${config.restart.max})`);
       }
       break;
+    }
+    if (!transport.connected) {
+      log(`waiting for the NATS server to come back (up to ${NATS_RETURN_MS / 1000} s) before restarting the workers`);
+      if (!(await transport.whenConnected(NATS_RETURN_MS))) {
+        log(`giving up: no NATS server of ${nats.url} answered within ${NATS_RETURN_MS / 1000} s; start it (or another of the cluster) and resume with --resume ${options.outDir}`);
+        break;
+      }
     }
     const latest = await latestCheckpoint(checkpointRoot);
     resumeDir = latest?.dir ?? '';

@@ -1,11 +1,13 @@
 /**
- * Implements: where the job's NATS server is: --nats, else $NATS_URL, else the default local one; and,
- * only when neither was given and nothing answers at the default, a private nats-server for this job.
+ * Implements: where the job's NATS servers are: --nats, else $NATS_URL, else the default local one (a
+ * URL, or the URLs of a cluster separated by commas); only when neither was given and nothing answers at
+ * the default, a private nats-server for this job; and which server of a cluster each process tries first.
  */
-import { DEFAULT_NATS_URL } from '../comm/nats-transport.ts';
+import { DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { portAnswers, startNatsServer, type NatsServerHandle } from '../comm/nats-server.ts';
 
 export interface ResolvedNats {
+  /** One URL, or several separated by commas (a cluster), as given. */
   url: string;
   /** Set when this launcher started the server; stop it when the job ends. */
   privateServer?: NatsServerHandle;
@@ -13,7 +15,7 @@ export interface ResolvedNats {
 
 export async function resolveNats(explicit: string | undefined, mayStartServer: boolean, log: (line: string) => void): Promise<ResolvedNats> {
   const given = explicit ?? process.env.NATS_URL;
-  if (given !== undefined && given !== '') return { url: given };
+  if (given !== undefined && given !== '') return { url: natsServerList(given).join(',') };
   const { hostname, port } = new URL(DEFAULT_NATS_URL);
   if (await portAnswers(hostname, Number(port))) return { url: DEFAULT_NATS_URL };
   if (!mayStartServer) {
@@ -23,4 +25,15 @@ export async function resolveNats(explicit: string | undefined, mayStartServer: 
   const server = await startNatsServer();
   log(`private NATS server at ${server.url}`);
   return { url: server.url, privateServer: server };
+}
+
+/**
+ * The servers of `url` in the order process `index` (a rank, or a launcher's node rank) tries them: the
+ * list rotated by `index`, so the processes of a job spread over the servers of a cluster (and not all
+ * on the first), and each fails over to the others, in order, when its server dies.
+ */
+export function serversFor(url: string, index: number): string[] {
+  const servers = natsServerList(url);
+  const shift = index % servers.length;
+  return [...servers.slice(shift), ...servers.slice(0, shift)];
 }

@@ -7,5 +7,6 @@ export const SUBJECTS = {
   fatal: 'coord.fatal',
   control: 'coord.control',
   checkpointSaved: 'coord.checkpoint',
+  connectionInterrupted: 'coord.interrupted',
   shutdown: 'job.shutdown',
 } as const;

@@ -25,6 +25,7 @@ import { Trainer } from '../train/trainer.ts';
 import { paramsForRank } from '../model/sharding.ts';
 import type { RankFileRecord } from '../checkpoint/index.ts';
 import { HeartbeatThread } from './heartbeat.ts';
+import { serversFor } from './nats-url.ts';
 import { trainPipelineRank } from './pipeline-worker.ts';
 import { SUBJECTS } from './subjects.ts';
 import type { WorkerEnvironment } from './worker-env.ts';
@@ -39,8 +40,17 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   if (grid.world !== env.world) throw new Error(`the config's layout has ${grid.world} ranks but this job has ${env.world}`);
 
-  const transport = await connectNats({ url: env.natsUrl, name: `gpt-hybrid ${env.jobId} rank ${env.rank}` });
+  // Each rank tries its own server of a cluster first, so the ranks spread over the servers.
+  const servers = serversFor(env.natsUrl, env.rank);
+  const transport = await connectNats({ url: servers, name: `gpt-hybrid ${env.jobId} rank ${env.rank}`, log });
+  if (servers.length > 1) log(`NATS: connected to ${transport.server} (servers: ${servers.join(', ')})`);
   const bus = new Bus({ jobId: env.jobId, transport, log });
+  // See [Note: NATS interruptions] in coordinator-logic.ts: told once the link is back (nothing gets through before).
+  let lostServer = '';
+  transport.onConnectionChange((event) => {
+    if (event.type === 'disconnect') lostServer = event.server;
+    else bus.publish(SUBJECTS.connectionInterrupted, { kind: 'connection-interrupted', rank: env.rank, node: env.node, pid: process.pid, server: lostServer });
+  });
   const system = start();
   let state: WorkerState = 'starting';
   let stepsDone = 0;
@@ -48,7 +58,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   const exitCode = new Promise<number>((resolve) => (exitRequested = resolve));
 
   const heartbeats = new HeartbeatThread(
-    { natsUrl: env.natsUrl, jobId: env.jobId, rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
+    { natsUrl: servers.join(','), jobId: env.jobId, rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
     (error) => log(`heartbeat thread failed: ${error.message}`),
   );
   /** Shares the state with the heartbeat thread and, for changes worth telling at once, sends one now. */

@@ -185,6 +185,8 @@ test('args - ctl takes a job and a control command', () => {
     nats: 'nats://x:1',
     timeoutMs: 900,
   });
+  assert.deepEqual(parseCommandLine(['ctl', 'j1', 'stop', '--checkpoint']), { command: 'ctl', target: 'j1', action: 'stop', save: true, timeoutMs: 5000 });
+  assert.throws(() => parseCommandLine(['ctl', 'j1', 'pause', '--checkpoint']), /--checkpoint goes with stop/);
   assert.throws(() => parseCommandLine(['ctl', 'j1', 'puase']), /did you mean "pause"/);
   assert.throws(() => parseCommandLine(['ctl', 'j1']), /needs a job/);
 });

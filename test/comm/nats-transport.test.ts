@@ -1,10 +1,11 @@
 // Tests: the NATS transport and the bus over a real, private nats-server: an 8 MB tensor across the
-// default 1 MB max_payload, request/reply, timeouts, job isolation, authentication and clear errors.
+// default 1 MB max_payload, request/reply, timeouts, job isolation, authentication and clear errors,
+// server lists, and the disconnect/reconnect events of a server restart.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Bus } from '../../src/comm/bus.ts';
 import { freePort, startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
-import { connectNats, type NatsTransport } from '../../src/comm/nats-transport.ts';
+import { connectNats, natsServerList, type NatsTransport } from '../../src/comm/nats-transport.ts';
 import type { Message } from '../../src/comm/messages.ts';
 import { TransportTimeoutError } from '../../src/comm/transport.ts';
 import { fromWireTensor, toWireTensor } from '../../src/comm/tensor-wire.ts';
@@ -120,17 +121,29 @@ test('token authentication: the right token connects, a wrong one is refused cle
   }
 });
 
+test('a list of servers (or one text with commas) is tried in order: a dead first server falls through to the next', async () => {
+  const dead = `nats://127.0.0.1:${await freePort()}`;
+  assert.deepEqual(natsServerList(` ${dead}, ${server.url} ,`), [dead, server.url]);
+  assert.throws(() => natsServerList(' , '), /no NATS server in/);
+  const client = await transport(`${dead},${server.url}`);
+  assert.equal(`nats://${client.server}`, server.url);
+});
+
 test('the connection survives a server restart: subscriptions come back and messages flow again', async () => {
   const port = await freePort();
   let restartable = await startNatsServer({ port });
   const lines: string[] = [];
   const [sender, receiver] = await Promise.all([0, 1].map(() => connectNats({ url: restartable.url, log: (line) => lines.push(line) })));
+  const events: string[] = [];
+  receiver.onConnectionChange((event) => events.push(`${event.type} ${event.server}:${String(receiver.connected)}`));
   try {
     const got: number[] = [];
     receiver.subscribe('restart.test', (message) => got.push(message.data[0]));
     await receiver.flush();
-    await restartable.stop();
+    await restartable.kill();
+    assert.equal(await receiver.whenConnected(100), false, 'connected while the server is down');
     restartable = await startNatsServer({ port });
+    assert.equal(await receiver.whenConnected(8000), true);
     // Wait until both clients are back (the receiver's subscription is replayed on reconnect).
     const deadline = Date.now() + 8000;
     while (Date.now() < deadline && got.length === 0) {
@@ -143,7 +156,8 @@ test('the connection survives a server restart: subscriptions come back and mess
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     assert.ok(got.includes(7), `no message after restart; client log: ${lines.join(' | ')}`);
-    assert.ok(lines.some((line) => line.startsWith('nats: reconnect')), lines.join(' | '));
+    assert.ok(lines.some((line) => line.startsWith('nats: reconnected to')), lines.join(' | '));
+    assert.deepEqual(events, [`disconnect 127.0.0.1:${port}:false`, `reconnect 127.0.0.1:${port}:true`]);
   } finally {
     await sender.close();
     await receiver.close();

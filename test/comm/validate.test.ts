@@ -26,6 +26,8 @@ const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
   shutdown: { kind: 'shutdown', reason: 'done', exitCode: 0 },
   actor: { kind: 'actor', to: { rank: 'launcher', role: 'scheduler' }, from: { rank: 2, role: 'stage' }, payload: { type: 'go', n: [1, 2] } },
   'checkpoint-saved': { kind: 'checkpoint-saved', rank: 1, step: 10, record: { rank: 1, file: 'rank-00001.safetensors', bytes: 100 } },
+  // No rank: the launcher of node 1 (every field left is required).
+  'connection-interrupted': { kind: 'connection-interrupted', node: 1, pid: 4243, server: '127.0.0.1:4222' },
 };
 
 function envelope(message: Message, job = 'job-a'): Envelope {
@@ -113,6 +115,8 @@ const badFields: Array<[MessageKind, Record<string, unknown>, RegExp]> = [
   ['actor', { from: 'me' }, /from must be a map/],
   ['checkpoint-saved', { record: 'file' }, /record must be a map/],
   ['step-go', { save: '' }, /save must be a non-empty string/],
+  ['connection-interrupted', { rank: -3 }, /rank must be an integer >= 0/],
+  ['control', { save: 'yes' }, /save must be a boolean/],
 ];
 
 test('a bad field of each kind is refused as malformed, naming the field', () => {

@@ -21,8 +21,8 @@ function started(settings = SETTINGS) {
 const reply = (rank: number) => ({ subject: 'gate', reply: `inbox.${rank}` });
 const answers = (effects: CoordinatorEffect[]) =>
   effects.filter((e) => e.type === 'respond' && e.message.kind === 'step-go').map((e) => (e as { message: StepGoMessage }).message.action);
-const control = (logic: CoordinatorLogic, command: 'status' | 'pause' | 'resume' | 'stop' | 'checkpoint', now = 10) => {
-  const effects = logic.handle({ type: 'control', command, reply: { subject: 'ctl', reply: 'x' } }, now);
+const control = (logic: CoordinatorLogic, command: 'status' | 'pause' | 'resume' | 'stop' | 'checkpoint', now = 10, save?: boolean) => {
+  const effects = logic.handle({ type: 'control', command, reply: { subject: 'ctl', reply: 'x' }, save }, now);
   const response = effects.find((e) => e.type === 'respond' && e.message.kind === 'control-reply');
   return { effects, reply: (response as { message: ControlReplyMessage }).message };
 };
@@ -153,4 +153,57 @@ test('coordinator - as the scheduler, the run answer carries each rank its pipel
     ['inbox.0', [['F', 0, 0], ['B', 0, 0]]],
     ['inbox.1', [['F', 1, 0], ['B', 1, 0]]],
   ]);
+});
+
+test('coordinator - stop with a save: the last gate says stop and carries the folder, then the checkpoint commits', () => {
+  const logic = new CoordinatorLogic({ ...SETTINGS, totalSteps: 50, checkpoint: { every: 0, folderFor: (step) => `tmp-${step}` } }, 0);
+  for (const rank of [0, 1]) logic.handle({ type: 'register', rank, node: 0, pid: 10 + rank, host: 'h' }, 1);
+  const gate = (step: number) => {
+    logic.handle({ type: 'step-ready', rank: 0, step, reply: reply(0) }, 2);
+    return logic.handle({ type: 'step-ready', rank: 1, step, reply: reply(1) }, 2);
+  };
+  gate(0);
+  gate(1);
+  const asked = control(logic, 'stop', 10, true);
+  assert.equal(asked.reply.ok, true);
+  assert.match(asked.reply.message, /stopping at the next step boundary \(after step \d+\), saving a checkpoint there/);
+  const last = gate(2).filter((e) => e.type === 'respond').map((e) => (e as { message: StepGoMessage }).message);
+  assert.deepEqual(last.map((m) => [m.action, m.save]), [['stop', 'tmp-2'], ['stop', 'tmp-2']]);
+  for (const rank of [0, 1]) {
+    const effects = logic.handle({ type: 'checkpoint-saved', rank, step: 2, record: { rank } }, 3);
+    if (rank === 1) assert.deepEqual(effects, [{ type: 'commit-checkpoint', step: 2, folder: 'tmp-2', records: [{ rank: 0 }, { rank: 1 }] }]);
+  }
+  assert.equal(control(logic, 'stop', 11, true).reply.ok, false, 'too late once the job is stopping');
+  const plain = started();
+  assert.match(control(plain, 'stop', 10, true).reply.message, /cannot save checkpoints/);
+  assert.notEqual(plain.jobState, 'stopping', 'a refused stop --checkpoint does not stop the job');
+});
+
+test('coordinator - a NATS interruption while running rolls back (restartable), named; while stopping it is only logged', () => {
+  const running = started();
+  const effects = running.handle({ type: 'connection-interrupted', rank: 1, node: 0, pid: 101, server: '127.0.0.1:4222' }, 5);
+  const finished = effects.find((e) => e.type === 'finished');
+  assert.ok(finished?.type === 'finished' && finished.restartable === true && finished.exitCode === 1);
+  assert.match(finished.reason, /the NATS connection of rank 1 was interrupted \(127\.0\.0\.1:4222: server restart\?\); messages may be lost/);
+  assert.ok(effects.some((e) => e.type === 'shutdown'));
+
+  const launcher = started();
+  const own = launcher.handle({ type: 'connection-interrupted', node: 0, pid: 1, server: 's' }, 5);
+  assert.ok(own.some((e) => e.type === 'finished' && e.restartable === true && /of the launcher of node 0 was interrupted/.test(e.reason)));
+
+  // Before every rank registered, a lost registration would otherwise wait for the registration timeout.
+  const starting = new CoordinatorLogic(SETTINGS, 0);
+  assert.ok(starting.handle({ type: 'connection-interrupted', rank: 0, node: 0, pid: 7, server: 's' }, 1).some((e) => e.type === 'finished' && e.restartable === true));
+
+  const stale = started();
+  assert.deepEqual(
+    stale.handle({ type: 'connection-interrupted', rank: 1, node: 0, pid: 999, server: 's' }, 5).map((e) => e.type),
+    ['log'],
+    'a worker of an earlier attempt no longer speaks for its rank',
+  );
+
+  const stopping = started();
+  for (const rank of [0, 1]) stopping.handle({ type: 'step-ready', rank, step: 3, reply: reply(rank) }, 5);
+  assert.equal(stopping.jobState, 'stopping');
+  assert.deepEqual(stopping.handle({ type: 'connection-interrupted', rank: 0, node: 0, pid: 100, server: 's' }, 6).map((e) => e.type), ['log']);
 });
