@@ -14,7 +14,7 @@ import { join, relative, resolve } from 'node:path';
 import { MODEL_DEFAULTS, type GPTConfig } from '../model/config.ts';
 import { paramsForRank, tensorParallelProblems } from '../model/sharding.ts';
 import { DEFAULT_GRID_ORDER, ParallelGrid } from '../parallel/grid.ts';
-import { partitionUniform } from '../scheduler/partition.ts';
+import { partitionForRun } from '../scheduler/run-partition.ts';
 import { RUN_CHECKPOINTS_DIR, beginCheckpoint, commitCheckpoint, loadCheckpoint, resolveCheckpoint, writeRankShard } from './checkpoint.ts';
 import { CheckpointError } from './errors.ts';
 import { MANIFEST_FILE, type CheckpointManifest, type JsonValue, type RankFileRecord } from './manifest.ts';
@@ -67,7 +67,7 @@ export async function convertCheckpoint(source: string, out: string, target: Tar
     const sourceManifest = checkpoint.manifest;
     const model = options.model ?? modelOf(sourceManifest, sourceDir);
     const layout = targetLayout(sourceManifest, target);
-    const stages = checkLayout(model, layout, out);
+    const stages = checkLayout(model, layout, sourceManifest.config, out);
     const grid = new ParallelGrid({ data: layout.data, pipeline: layout.pipeline, tensor: layout.tensor, order: DEFAULT_GRID_ORDER });
 
     const root = join(out, RUN_CHECKPOINTS_DIR);
@@ -153,7 +153,7 @@ function targetLayout(source: CheckpointManifest, target: TargetLayout): Require
 }
 
 /** Every reason `model` cannot take `layout`, at once; else each stage's layer ranges. */
-function checkLayout(model: GPTConfig, layout: Required<TargetLayout>, out: string): [number, number][][] {
+function checkLayout(model: GPTConfig, layout: Required<TargetLayout>, sourceConfig: JsonValue, out: string): [number, number][][] {
   const problems: string[] = [];
   for (const key of ['data', 'pipeline', 'tensor', 'numChunks'] as const) {
     if (!(Number.isSafeInteger(layout[key]) && layout[key] >= 1)) problems.push(`${key} must be a positive integer, got ${layout[key]}`);
@@ -162,7 +162,7 @@ function checkLayout(model: GPTConfig, layout: Required<TargetLayout>, out: stri
   if (problems.length === 0) {
     problems.push(...tensorParallelProblems(model, layout.tensor));
     try {
-      stages = partitionUniform(model.numLayers, layout.pipeline, layout.numChunks);
+      stages = partitionForRun({ ...partitionSettings(sourceConfig), model, numChunks: layout.numChunks, parallel: { pipeline: layout.pipeline } });
     } catch (error) {
       problems.push((error as Error).message);
     }
@@ -172,6 +172,23 @@ function checkLayout(model: GPTConfig, layout: Required<TargetLayout>, out: stri
     throw new CheckpointError('layout', out, `cannot convert to data ${layout.data} x pipeline ${layout.pipeline} x tensor ${layout.tensor}${chunks}: ${problems.join('; ')}`);
   }
   return stages;
+}
+
+/**
+ * How the source run split layers over stages, so a converted file holds what that run's rank would
+ * (resuming reshards by global name either way; this only spares it the work). Missing or odd values
+ * fall back to the defaults: only the split, not the numbers, depends on them.
+ */
+function partitionSettings(config: JsonValue): { partition: 'uniform' | 'balanced'; seqLen: number; batchSize: number; numMicroBatches: number } {
+  const given = isObject(config) ? config : {};
+  const positive = (value: JsonValue | undefined, fallback: number): number => (typeof value === 'number' && Number.isSafeInteger(value) && value > 0 ? value : fallback);
+  const numMicroBatches = positive(given.numMicroBatches, 1);
+  return {
+    partition: given.partition === 'balanced' ? 'balanced' : 'uniform',
+    seqLen: positive(given.seqLen, 128),
+    batchSize: positive(given.batchSize, numMicroBatches),
+    numMicroBatches,
+  };
 }
 
 /** The source's config with the new layout written in, so the manifest describes what the files hold. */
