@@ -233,6 +233,7 @@ export class Bus {
       this.reject(result.reason, `on ${incoming.subject}: ${result.detail}`);
       return;
     }
+    if (frame.type === 'chunk' && ownsNoView(result.envelope, bytes)) reassembler.recycle(bytes);
     this.stats.received++;
     const context: ReplyContext = incoming.reply === undefined ? { subject: incoming.subject } : { subject: incoming.subject, reply: incoming.reply };
     const message = stripEnvelope(result.envelope);
@@ -279,6 +280,15 @@ export class Bus {
   private checkOpen(): void {
     if (this.closed) throw new Error(`bus of job ${this.jobId} is closed`);
   }
+}
+
+/**
+ * Whether a decoded message holds no view into the bytes it came from, so they may be reused. Known only
+ * for collective pieces, whose one binary field is the tensor (validation keeps declared fields only);
+ * any other kind (an actor payload may hold anything) answers no.
+ */
+function ownsNoView(envelope: Envelope, bytes: Uint8Array): boolean {
+  return envelope.kind === 'collective' && envelope.tensor.data.buffer !== bytes.buffer;
 }
 
 /** Handlers see the message itself; version and job id are the envelope's business. */

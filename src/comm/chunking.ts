@@ -18,6 +18,10 @@
  * refused before any memory is spent on them. A first chunk must be able to make its declared total
  * (count chunks of its own size), and the declared bytes of all incomplete messages of a subscription are
  * capped: a few forged headers cannot make a receiver reserve gigabytes.
+ *
+ * A completed message's buffer may be handed back (`recycle`) once nothing refers to it, and the next
+ * message is assembled into it: a fresh multi-megabyte buffer per message cost more in page faults and
+ * garbage collection than the copy into it (measured: 26% of the bus' CPU per 40 MB message).
  */
 import { randomBytes } from 'node:crypto';
 
@@ -28,6 +32,8 @@ export const CHUNK_HEADER_BYTES = 25;
 export const DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_CHUNK_TIMEOUT_MS = 30_000;
 const MAX_U32 = 0xffff_ffff;
+/** A recycled buffer above this is let go rather than held for the subscription's lifetime. */
+const MAX_RECYCLED_BYTES = 64 * 1024 * 1024;
 
 export interface ChunkHeader {
   senderHigh: number;
@@ -164,6 +170,10 @@ export class Reassembler {
   /** Messages already dropped: their later chunks are discarded without counting the message again. */
   private readonly dropped = new Map<string, number>();
   private readonly onDrop: ReassemblerOptions['onDrop'];
+  /** A completed message's buffer, handed back by `recycle`, for the next message that fits in it. */
+  private spare: Uint8Array | undefined;
+  /** Memory this reassembler allocated itself: the only memory it takes back. */
+  private readonly own = new WeakSet<ArrayBufferLike>();
   private readonly now: () => number;
   private sweepTimer: NodeJS.Timeout | undefined;
   completed = 0;
@@ -219,7 +229,7 @@ export class Reassembler {
         totalBytes: header.totalBytes,
         nextIndex: 0,
         receivedBytes: 0,
-        whole: uninitializedBytes(header.totalBytes),
+        whole: this.takeSpare(header.totalBytes) ?? this.allocate(header.totalBytes),
         lastArrival: now,
       };
       this.partials.set(key, partial);
@@ -251,6 +261,29 @@ export class Reassembler {
     return { status: 'complete', bytes: partial.whole };
   }
 
+  /**
+   * Hands back the bytes of a message this reassembler completed, once the caller holds no view into
+   * them (decoded values that alias them included): the next message is assembled into the same memory.
+   */
+  recycle(bytes: Uint8Array): void {
+    if (!this.own.has(bytes.buffer) || bytes.buffer.byteLength > MAX_RECYCLED_BYTES) return;
+    this.spare = new Uint8Array(bytes.buffer);
+  }
+
+  /** Uninitialized (every byte is written before delivery) and never a slice of a shared pool. */
+  private allocate(length: number): Uint8Array {
+    const buffer = Buffer.allocUnsafeSlow(length);
+    this.own.add(buffer.buffer);
+    return new Uint8Array(buffer.buffer, buffer.byteOffset, length);
+  }
+
+  private takeSpare(length: number): Uint8Array | undefined {
+    const spare = this.spare;
+    if (spare === undefined || spare.byteLength < length) return undefined;
+    this.spare = undefined;
+    return spare.subarray(0, length);
+  }
+
   /** Drops messages whose last chunk arrived more than `timeoutMs` ago; returns how many. */
   sweep(now = this.now()): number {
     let expired = 0;
@@ -266,6 +299,7 @@ export class Reassembler {
   }
 
   dispose(): void {
+    this.spare = undefined;
     this.partials.clear();
     this.reservedBytes = 0;
     this.dropped.clear();
