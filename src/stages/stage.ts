@@ -112,6 +112,22 @@ export class PipelineStage {
     return this.computeMs;
   }
 
+  /**
+   * Bytes of the tensors kept for backwards not yet run (saved activations, received hidden states, the
+   * head's early gradients): the activation memory a schedule trades against its bubble.
+   */
+  get savedBytes(): number {
+    const seen = new Set<number>();
+    let bytes = 0;
+    for (const input of this.saved.values()) bytes += tensorBytes(input, seen);
+    return bytes;
+  }
+
+  /** A counter on the timeline, so a run shows each schedule's activation memory (bench/activation-peak.ts reads it). */
+  private noteSaved(): void {
+    this.options.trace?.counter('saved activations', wallClockMs(), { bytes: this.savedBytes });
+  }
+
   private compute<T>(op: PipelineOp, work: () => T): T {
     const start = wallClockMs();
     const result = work();
@@ -224,6 +240,7 @@ export class PipelineStage {
       const shardForward = await model.forward(batch, hidden);
       this.finishCompute(op, start);
       this.saved.set(`${op.microBatch}.${op.chunk}`, { shardForward });
+      this.noteSaved();
       if (shardForward.loss !== undefined) this.lossSum += shardForward.loss;
       else this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, shardForward.hidden!);
       return;
@@ -233,12 +250,14 @@ export class PipelineStage {
       const { output, saved } = this.compute(op, () => sliceForward(model, batch, hidden, { lossGrad: this.lossScale }));
       hidden?.dispose();
       this.saved.set(`${op.microBatch}.${op.chunk}`, { activations: saved });
+      this.noteSaved();
       if (virtual === this.virtualStages - 1) this.lossSum += output.dataSync()[0];
       else this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, output);
       output.dispose();
       return;
     }
     this.saved.set(`${op.microBatch}.${op.chunk}`, { hidden });
+    this.noteSaved();
     const output = this.compute(op, () => {
       const out = tf.tidy(() => model.forward(batch, hidden, {}));
       out.dataSync();
@@ -259,6 +278,7 @@ export class PipelineStage {
     const saved = this.saved.get(key);
     if (saved === undefined) throw new Error(`stage ${this.options.pipelineRank}: backward ${formatOp(op)} before its forward`);
     this.saved.delete(key);
+    this.noteSaved();
     const last = virtual === this.virtualStages - 1;
     const outputGrad = last ? undefined : await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch));
     if (model instanceof TensorParallelGPT) {
@@ -298,4 +318,24 @@ export class PipelineStage {
     }
     saved.hidden?.dispose();
   }
+}
+
+/**
+ * Bytes of the distinct tensors reachable from `value` through arrays, maps and plain objects; class
+ * instances other than tensors (models, groups) are not entered, so parameters are never counted.
+ */
+function tensorBytes(value: unknown, seen: Set<number>): number {
+  if (value instanceof tf.Tensor) {
+    if (value.isDisposed || seen.has(value.id)) return 0;
+    seen.add(value.id);
+    return value.size * (value.dtype === 'bool' ? 1 : value.dtype === 'complex64' ? 8 : 4);
+  }
+  let children: Iterable<unknown>;
+  if (Array.isArray(value)) children = value;
+  else if (value instanceof Map) children = value.values();
+  else if (typeof value === 'object' && value !== null && [Object.prototype, null].includes(Object.getPrototypeOf(value))) children = Object.values(value);
+  else return 0;
+  let bytes = 0;
+  for (const child of children) bytes += tensorBytes(child, seen);
+  return bytes;
 }

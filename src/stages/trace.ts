@@ -1,8 +1,8 @@
 /**
  * Implements: a rank's timeline in Chrome's Trace Event format (complete "X" events; openable in
  * Perfetto or chrome://tracing): forward, backward, send, receive, all-reduce and optimizer events with
- * step, micro-batch and chunk in `args`. Times are wall-clock microseconds, so the ranks of a job line
- * up on one timeline when their files are merged.
+ * step, micro-batch and chunk in `args`, and counters ("C" events: the bytes of saved activations). Times
+ * are wall-clock microseconds, so the ranks of a job line up on one timeline when their files are merged.
  */
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 export interface TraceEvent {
   name: string;
   cat: string;
-  ph: 'X' | 'M';
+  ph: 'X' | 'M' | 'C';
   /** Microseconds since the epoch. */
   ts: number;
   dur?: number;
@@ -38,6 +38,11 @@ export class TraceRecorder {
   /** Records an event between two wallClockMs() readings. */
   record(name: string, cat: string, startMs: number, endMs: number, args: Record<string, number | string> = {}): void {
     this.events.push({ name, cat, ph: 'X', ts: Math.round(startMs * 1000), dur: Math.max(0, Math.round((endMs - startMs) * 1000)), pid: this.rank, tid: 0, args });
+  }
+
+  /** A counter's values at `atMs` (wallClockMs); Perfetto draws one track per counter name. */
+  counter(name: string, atMs: number, values: Record<string, number>): void {
+    this.events.push({ name, cat: 'counter', ph: 'C', ts: Math.round(atMs * 1000), pid: this.rank, tid: 0, args: values });
   }
 
   /** Times an async piece of work as one event. */

@@ -12,6 +12,7 @@ import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { runPipelineStep } from '../../src/stages/pipeline-step.ts';
 import { PipelineStage } from '../../src/stages/stage.ts';
+import type { TraceRecorder } from '../../src/stages/trace.ts';
 import type * as tf from '../../src/tf.ts';
 import { DynamicLossScaler } from '../../src/train/loss-scaler.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';
@@ -29,6 +30,7 @@ export async function runPipeline(
   dataset: TokenizedDataset,
   steps: number,
   opsFor: (pipelineRank: number) => PipelineOp[],
+  options: { trace?: (rank: number) => TraceRecorder } = {},
 ): Promise<PipelineRun> {
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   const network = new LocalNetwork(64 * 1024);
@@ -41,7 +43,7 @@ export async function runPipeline(
     const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', rank), ranks: grid.dataGroup(rank), rank, timeoutMs: 20_000 });
     const tensorGroup = new ProcessGroup({ bus, name: grid.groupName('tp', rank), ranks: grid.tensorGroup(rank), rank, timeoutMs: 20_000 });
     const modelParallelGroup = new ProcessGroup({ bus, name: grid.groupName('tp-pp', rank), ranks: grid.group('tp-pp', rank), rank, timeoutMs: 20_000 });
-    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, halfPrecisionWire: config.fp16 !== undefined });
+    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, halfPrecisionWire: config.fp16 !== undefined, trace: options.trace?.(rank) });
     const mixedPrecision =
       config.fp16 === undefined
         ? undefined

@@ -1,0 +1,131 @@
+/**
+ * Implements: figures read from a job's merged trace.json (src/stages/trace.ts): exposed communication
+ * over step time, each pipeline stage's bubble against the theory's window, how evenly the stages'
+ * compute is split, and a counter's peak (the saved activations of a stage).
+ *
+ * Exposed communication is the time a rank spends on communication that is not waiting for another
+ * rank's compute: a send's whole span (encoding and publishing block the rank); of a receive, the part
+ * after the matching send began (encode, wire, decode); of an all-reduce, the part after the last member
+ * entered it. Waiting for a slower peer is the bubble's or the imbalance's, not communication's.
+ */
+import { measureBubbles } from '../src/scheduler/measure.ts';
+import type { TraceEvent } from '../src/stages/trace.ts';
+
+type Span = TraceEvent & { dur: number };
+
+const COMPUTE = new Set(['forward', 'backward']);
+
+function spans(events: readonly TraceEvent[]): Span[] {
+  return events.filter((e): e is Span => e.ph === 'X' && e.dur !== undefined && typeof e.args?.step === 'number');
+}
+
+function stepOf(event: TraceEvent): number {
+  return event.args!.step as number;
+}
+
+/** Steps present in the trace from `fromStep` on (1-based), ascending. */
+function measuredSteps(all: readonly Span[], fromStep: number): number[] {
+  return [...new Set(all.map(stepOf))].filter((step) => step >= fromStep).sort((a, b) => a - b);
+}
+
+export interface CommFraction {
+  /** Max over ranks of the mean (over measured steps) of exposed communication / step time. */
+  fraction: number;
+  /** Per rank (pid). */
+  perRank: Record<number, number>;
+  /** Mean step time (max over ranks of each rank's span of the step), milliseconds. */
+  stepMs: number;
+}
+
+/** `fromStep`: the first step counted (the first pays one-time costs). */
+export function exposedCommFraction(events: readonly TraceEvent[], fromStep = 2): CommFraction {
+  const all = spans(events);
+  const steps = measuredSteps(all, fromStep);
+  if (steps.length === 0) throw new Error(`the trace has no events of step ${fromStep} or later: run more steps`);
+  const ranks = [...new Set(all.map((e) => e.pid))].sort((a, b) => a - b);
+  const sums = new Map<number, number>(ranks.map((rank) => [rank, 0]));
+  let stepMsSum = 0;
+  for (const step of steps) {
+    const inStep = all.filter((e) => stepOf(e) === step);
+    const stepUs = Math.max(...ranks.map((rank) => windowOf(inStep.filter((e) => e.pid === rank))));
+    stepMsSum += stepUs / 1000;
+    const sendsFor = sendQueues(inStep);
+    for (const rank of ranks) {
+      let exposed = 0;
+      for (const event of inStep.filter((e) => e.pid === rank && e.cat === 'comm')) exposed += exposedPart(event, inStep, sendsFor);
+      sums.set(rank, sums.get(rank)! + exposed / Math.max(stepUs, 1));
+    }
+  }
+  const perRank: Record<number, number> = {};
+  for (const rank of ranks) perRank[rank] = sums.get(rank)! / steps.length;
+  return { fraction: Math.max(...Object.values(perRank)), perRank, stepMs: stepMsSum / steps.length };
+}
+
+function windowOf(events: readonly Span[]): number {
+  if (events.length === 0) return 0;
+  return Math.max(...events.map((e) => e.ts + e.dur)) - Math.min(...events.map((e) => e.ts));
+}
+
+/** Sends by (kind, micro-batch, from, to), in time order: NATS keeps one publisher's order, so the k-th receive matches the k-th send. */
+function sendQueues(inStep: readonly Span[]): Map<string, Span[]> {
+  const queues = new Map<string, Span[]>();
+  for (const send of inStep.filter((e) => e.name.startsWith('send ')).sort((a, b) => a.ts - b.ts)) {
+    const key = `${send.name.slice('send '.length)}/${send.args!.microBatch}/${send.pid}/${send.args!.to}`;
+    queues.set(key, [...(queues.get(key) ?? []), send]);
+  }
+  return queues;
+}
+
+function exposedPart(event: Span, inStep: readonly Span[], sendsFor: Map<string, Span[]>): number {
+  const end = event.ts + event.dur;
+  if (event.name.startsWith('send ')) return event.dur;
+  if (event.name.startsWith('receive ')) {
+    const key = `${event.name.slice('receive '.length)}/${event.args!.microBatch}/${event.args!.from}/${event.pid}`;
+    const send = sendsFor.get(key)?.shift();
+    // No matching send in the trace (it belongs to another step): count the whole wait.
+    return send === undefined ? event.dur : Math.max(0, end - Math.max(event.ts, send.ts));
+  }
+  // A collective: from the moment the last member entered it.
+  const members = inStep.filter((e) => e.name === event.name && e.cat === 'comm');
+  const lastEntry = Math.max(...members.map((e) => e.ts));
+  return Math.max(0, Math.min(event.dur, end - lastEntry));
+}
+
+export interface PipelineShape {
+  /** Mean over measured steps of each stage's idle fraction within the step's window (first compute to last, over all stages). */
+  bubbles: number[];
+  /** Mean of the stages' bubbles. */
+  bubble: number;
+  /** Compute time per step of each stage, milliseconds. */
+  busyMs: number[];
+  /** Sum of the stages' compute over the largest: the speed-up the split itself allows, before any bubble. */
+  balanceBound: number;
+}
+
+/** Stage of an event = its pid (rank): true for a job of one pipeline without data or tensor parallelism. */
+export function pipelineShape(events: readonly TraceEvent[], stages: number, fromStep = 2): PipelineShape {
+  const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name));
+  const steps = measuredSteps(compute, fromStep);
+  if (steps.length === 0) throw new Error(`the trace has no forward or backward of step ${fromStep} or later`);
+  const bubbles = new Array<number>(stages).fill(0);
+  const busy = new Array<number>(stages).fill(0);
+  for (const step of steps) {
+    const intervals = compute.filter((e) => stepOf(e) === step).map((e) => ({ stage: e.pid, start: e.ts, end: e.ts + e.dur }));
+    for (const stage of measureBubbles(intervals, stages)) {
+      bubbles[stage.stage] += stage.fraction / steps.length;
+      busy[stage.stage] += stage.busy / 1000 / steps.length;
+    }
+  }
+  return {
+    bubbles,
+    bubble: bubbles.reduce((a, b) => a + b, 0) / stages,
+    busyMs: busy,
+    balanceBound: busy.reduce((a, b) => a + b, 0) / Math.max(...busy),
+  };
+}
+
+/** The largest value of a counter's `field` on one rank, or undefined when that counter never appears. */
+export function counterPeak(events: readonly TraceEvent[], name: string, pid: number, field: string): number | undefined {
+  const values = events.filter((e) => e.ph === 'C' && e.name === name && e.pid === pid).map((e) => Number(e.args?.[field]));
+  return values.length === 0 ? undefined : Math.max(...values);
+}
