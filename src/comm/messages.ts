@@ -168,6 +168,27 @@ export interface ShutdownMessage {
   kind: 'shutdown';
   reason: string;
   exitCode: number;
+  /** A failure a restart from the last checkpoint may mend: the other nodes' launchers wait for node 0's `restart`. */
+  restartable?: boolean;
+}
+
+/**
+ * Node 0's launcher to another node's (a request, repeated until answered): stop your workers and start
+ * them again from `resume` (a checkpoint folder, '' for the start) as restart `attempt`.
+ */
+export interface RestartMessage {
+  kind: 'restart';
+  attempt: number;
+  resume: string;
+  /** Optimizer steps the checkpoint holds (0 from the start). */
+  startStep: number;
+}
+
+/** The answer to `restart`: node `node`'s old workers are gone and the new ones are starting. */
+export interface RestartReadyMessage {
+  kind: 'restart-ready';
+  node: number;
+  attempt: number;
 }
 
 /** Delivery to an actor in another process (remote actor reference). */
@@ -192,7 +213,9 @@ export type Message =
   | ShutdownMessage
   | ActorMessage
   | CheckpointSavedMessage
-  | ConnectionInterruptedMessage;
+  | ConnectionInterruptedMessage
+  | RestartMessage
+  | RestartReadyMessage;
 
 export type MessageKind = Message['kind'];
 

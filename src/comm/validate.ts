@@ -274,10 +274,25 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
       server: string(field(f, 'server'), 'server'),
     };
   },
-  shutdown: (f) => ({
-    kind: 'shutdown',
-    reason: string(field(f, 'reason'), 'reason'),
-    exitCode: integer(field(f, 'exitCode'), 'exitCode'),
+  shutdown: (f) => {
+    const restartable = field(f, 'restartable');
+    return {
+      kind: 'shutdown',
+      reason: string(field(f, 'reason'), 'reason'),
+      exitCode: integer(field(f, 'exitCode'), 'exitCode'),
+      ...(restartable === undefined ? {} : { restartable: boolean(restartable, 'restartable') }),
+    };
+  },
+  restart: (f) => ({
+    kind: 'restart',
+    attempt: count(field(f, 'attempt'), 'attempt'),
+    resume: string(field(f, 'resume'), 'resume'),
+    startStep: count(field(f, 'startStep'), 'startStep'),
+  }),
+  'restart-ready': (f) => ({
+    kind: 'restart-ready',
+    node: count(field(f, 'node'), 'node'),
+    attempt: count(field(f, 'attempt'), 'attempt'),
   }),
   actor: (f) => {
     const from = field(f, 'from');

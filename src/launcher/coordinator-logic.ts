@@ -64,7 +64,8 @@ export type CoordinatorEvent =
 
 export type CoordinatorEffect =
   | { type: 'respond'; to: ReplyContext; message: Message }
-  | { type: 'shutdown'; reason: string; exitCode: number }
+  /** `restartable`: the other nodes' launchers wait for node 0's restart order instead of exiting. */
+  | { type: 'shutdown'; reason: string; exitCode: number; restartable: boolean }
   | { type: 'log'; line: string }
   | { type: 'step-done'; report: StepDoneMessage }
   /** `restartable`: a rank died or stopped answering (a restart from the last checkpoint may mend it). */
@@ -368,7 +369,7 @@ export class CoordinatorLogic {
     this.state = 'failed';
     return [
       { type: 'log', line: `job failed: ${reason}` },
-      { type: 'shutdown', reason, exitCode },
+      { type: 'shutdown', reason, exitCode, restartable },
       { type: 'finished', exitCode, reason, restartable },
     ];
   }

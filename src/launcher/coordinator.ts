@@ -76,7 +76,7 @@ export class Coordinator {
         this.bus.respond(effect.to, effect.message);
         return;
       case 'shutdown':
-        this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: effect.reason, exitCode: effect.exitCode });
+        this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: effect.reason, exitCode: effect.exitCode, restartable: effect.restartable });
         this.callbacks.onShutdown(effect.reason, effect.exitCode);
         return;
       case 'log':

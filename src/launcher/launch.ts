@@ -7,7 +7,7 @@
 import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, extname, join } from 'node:path';
+import { basename, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { start, stop as stopSystem } from 'nact';
 import { Bus } from '../comm/bus.ts';
@@ -26,6 +26,7 @@ import { Coordinator } from './coordinator.ts';
 import { LATEST_FILE, commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
 import { manifestParts } from '../train/checkpointing.ts';
 import { resolveNats, serversFor } from './nats-url.ts';
+import { orderRestart, RestartOrders, type RestartOrder } from './node-restart.ts';
 import { SUBJECTS } from './subjects.ts';
 import { workerEnvironmentVariables } from './worker-env.ts';
 
@@ -52,6 +53,15 @@ export interface LaunchOptions {
 const GRACE_MS = 3000;
 /** How long a restart waits for a lost NATS server to answer again (the client's own reconnect window). */
 const NATS_RETURN_MS = 30_000;
+/** Node 0: how long every other node gets to stop its workers and acknowledge a restart. */
+const RESTART_ACK_MS = 60_000;
+/** Another node: how long it waits for node 0's restart order (or its final word) after a restartable failure. */
+const RESTART_ORDER_MS = 120_000;
+/**
+ * Another node whose workers all died: how long it waits for the coordinator's verdict (a restart,
+ * or the end) before ending on its own; the coordinator names a silent rank within its heartbeat timeout.
+ */
+const VERDICT_MS = 30_000;
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-main.ts', import.meta.url));
 
 export async function launch(options: LaunchOptions): Promise<number> {
@@ -102,8 +112,16 @@ export async function launch(options: LaunchOptions): Promise<number> {
     log(`node ${nodeRank}: joining job ${jobId} at ${nats.url}`);
   }
 
-  /** One run of every local worker, from `resumeDir` (or the start) until the job ends or fails. */
-  const runAttempt = async (resumeDir: string, startStep: number): Promise<{ exitCode: number; reason: string; restartable: boolean }> => {
+  // Recovery across nodes: the other nodes' launchers take node 0's restart orders; see node-restart.ts.
+  let endAttemptForRestart: (() => void) | undefined;
+  const restartOrders = nodeRank > 0 ? new RestartOrders(bus, nodeRank, () => endAttemptForRestart?.()) : undefined;
+
+  /**
+   * One run of every local worker, from `resumeDir` (or the start) until the job ends or fails. On node 0,
+   * `restart` (a restart of a multi-node job) is ordered to the other nodes once this attempt's
+   * coordinator listens, before any worker starts.
+   */
+  const runAttempt = async (resumeDir: string, startStep: number, restart?: RestartOrder): Promise<{ exitCode: number; reason: string; restartable: boolean }> => {
     const children = new Map<number, ChildProcess>();
     let finish: (result: { exitCode: number; reason: string; restartable: boolean }) => void = () => {};
     const finished = new Promise<{ exitCode: number; reason: string; restartable: boolean }>((resolve) => (finish = resolve));
@@ -161,8 +179,27 @@ export async function launch(options: LaunchOptions): Promise<number> {
         ending = true;
         log(`job ended by the coordinator: ${message.reason}`);
         stopWorkers(GRACE_MS);
-        finish({ exitCode: message.exitCode, reason: message.reason, restartable: false });
+        finish({ exitCode: message.exitCode, reason: message.reason, restartable: message.restartable === true });
       });
+      endAttemptForRestart = () => {
+        if (ending) return;
+        ending = true;
+        log('node 0 restarts the job');
+        stopWorkers(GRACE_MS);
+        finish({ exitCode: 1, reason: 'node 0 restarts the job', restartable: true });
+      };
+    }
+    if (restart !== undefined && nodeRank === 0) {
+      try {
+        await orderRestart(bus, Array.from({ length: nnodes - 1 }, (_, i) => i + 1), restart, RESTART_ACK_MS);
+      } catch (error) {
+        const reason = `cannot restart the job: ${error instanceof Error ? error.message : String(error)}`;
+        log(`FAILED: ${reason}`);
+        // The nodes that did restart have workers waiting to register: end them too.
+        bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason, exitCode: 1 });
+        ending = true;
+        finish({ exitCode: 1, reason, restartable: false });
+      }
     }
 
     // See [Note: NATS interruptions] in coordinator-logic.ts. The coordinator hears of its own launcher's
@@ -176,7 +213,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     });
 
     const firstRank = nodeRank * nprocPerNode;
-    for (let rank = firstRank; rank < firstRank + nprocPerNode; rank++) {
+    for (let rank = firstRank; rank < firstRank + nprocPerNode && !ending; rank++) {
       const child = spawnProcess(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         env: {
@@ -194,9 +231,15 @@ export async function launch(options: LaunchOptions): Promise<number> {
         }
         const allExited = [...children.values()].every((c) => c.exitCode !== null || c.signalCode !== null);
         if (allExited && coordinator === undefined && !ending) {
-          ending = true;
           const clean = [...children.values()].every((c) => c.exitCode === 0);
-          finish({ exitCode: clean ? 0 : 1, reason: clean ? 'done' : 'a worker failed', restartable: false });
+          const endHere = () => {
+            if (ending) return;
+            ending = true;
+            finish({ exitCode: clean ? 0 : 1, reason: clean ? 'done' : 'a worker failed', restartable: false });
+          };
+          // A death is the coordinator's to judge (it may restart the job): wait for its verdict first.
+          if (clean) endHere();
+          else killTimers.push(setTimeout(endHere, VERDICT_MS));
         }
       });
     }
@@ -223,20 +266,37 @@ export async function launch(options: LaunchOptions): Promise<number> {
     coordinator?.close();
     shutdownSubscription?.unsubscribe();
     connectionWatch.unsubscribe();
+    endAttemptForRestart = undefined;
     await commits;
     return result;
   };
 
-  // Recovery (single node): a rank that died or stopped answering restarts every worker from the last
-  // committed checkpoint (or the start), up to restart.max times.
+  // Recovery: a rank that died or stopped answering, or a dropped NATS connection, restarts every worker
+  // (on every node) from the last committed checkpoint (or the start), up to restart.max times.
   let exitCode: number;
+  let restart: RestartOrder | undefined;
   for (let restarts = 0; ; restarts++) {
-    const result = await runAttempt(resumeDir, startStep);
+    const result = await runAttempt(resumeDir, startStep, restart);
     exitCode = result.exitCode;
-    if (exitCode === 0 || !result.restartable || nnodes > 1 || restarts >= config.restart.max) {
-      if (result.restartable && nnodes === 1 && restarts >= config.restart.max && config.restart.max > 0) {
+    if (restartOrders !== undefined) {
+      if (!result.restartable) break;
+      log('waiting for node 0 to restart the job');
+      const next = await restartOrders.next(RESTART_ORDER_MS);
+      if ('ended' in next) {
+        log(`job ended by the coordinator: ${next.ended}`);
+        break;
+      }
+      ({ resume: resumeDir, startStep } = next.order);
+      restartOrders.ready(next.order);
+      log(`restart ${next.order.attempt}: node 0 rolls every rank back to ${resumeDir === '' ? 'the start' : `the checkpoint of step ${startStep}`}`);
+      continue;
+    }
+    if (exitCode === 0 || !result.restartable || restarts >= config.restart.max) {
+      if (result.restartable && restarts >= config.restart.max && config.restart.max > 0) {
         log(`giving up after ${restarts} restart${restarts === 1 ? '' : 's'} (restart.max = ${config.restart.max})`);
       }
+      // The other nodes wait for a restart order after a restartable failure: tell them there is none.
+      if (result.restartable && nnodes > 1) bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: result.reason, exitCode: result.exitCode });
       break;
     }
     if (!transport.connected) {
@@ -249,12 +309,15 @@ export async function launch(options: LaunchOptions): Promise<number> {
     const latest = await latestCheckpoint(checkpointRoot);
     resumeDir = latest?.dir ?? '';
     startStep = latest?.step ?? 0;
-    if (nodeRank === 0) truncateMetrics(join(options.outDir, 'metrics.jsonl'), startStep);
+    truncateMetrics(join(options.outDir, 'metrics.jsonl'), startStep);
+    // The other nodes read the checkpoint from the shared filesystem, maybe from another working folder.
+    if (nnodes > 1) restart = { attempt: restarts + 1, resume: resumeDir === '' ? '' : resolve(resumeDir), startStep };
     log(
       `restart ${restarts + 1} of ${config.restart.max}: ${result.reason}; rolling every rank back to ` +
         `${latest === undefined ? 'the start (no checkpoint yet)' : `the checkpoint of step ${startStep}`}`,
     );
   }
+  restartOrders?.close();
   const trace = mergeTraceParts(options.outDir);
   if (trace !== undefined) log(`timeline of every rank: ${trace} (open it in Perfetto or chrome://tracing)`);
   await bus.flush().catch(() => undefined);

@@ -9,4 +9,6 @@ export const SUBJECTS = {
   checkpointSaved: 'coord.checkpoint',
   connectionInterrupted: 'coord.interrupted',
   shutdown: 'job.shutdown',
+  /** `.<node>`: node 0's restart orders to the launcher of that node. */
+  restart: 'launcher.restart',
 } as const;

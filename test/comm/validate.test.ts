@@ -28,6 +28,8 @@ const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
   'checkpoint-saved': { kind: 'checkpoint-saved', rank: 1, step: 10, record: { rank: 1, file: 'rank-00001.safetensors', bytes: 100 } },
   // No rank: the launcher of node 1 (every field left is required).
   'connection-interrupted': { kind: 'connection-interrupted', node: 1, pid: 4243, server: '127.0.0.1:4222' },
+  restart: { kind: 'restart', attempt: 2, resume: '/runs/a/checkpoints/step-000004', startStep: 4 },
+  'restart-ready': { kind: 'restart-ready', node: 1, attempt: 2 },
 };
 
 function envelope(message: Message, job = 'job-a'): Envelope {
@@ -116,6 +118,9 @@ const badFields: Array<[MessageKind, Record<string, unknown>, RegExp]> = [
   ['checkpoint-saved', { record: 'file' }, /record must be a map/],
   ['step-go', { save: '' }, /save must be a non-empty string/],
   ['connection-interrupted', { rank: -3 }, /rank must be an integer >= 0/],
+  ['restart', { startStep: -1 }, /startStep must be an integer >= 0/],
+  ['restart-ready', { attempt: 'one' }, /attempt must be an integer >= 0/],
+  ['shutdown', { restartable: 1 }, /restartable must be a boolean/],
   ['control', { save: 'yes' }, /save must be a boolean/],
 ];
 
