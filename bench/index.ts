@@ -1,54 +1,205 @@
 /**
- * Implements: `npm run bench`: figures measured side by side in one run on this machine, each with its
- * target. Now: the backend's dense 2-D matmul GFLOP/s, a training step's achieved model GFLOP/s, and
- * their ratio (step efficiency). `--json` prints, last, one JSON object with every figure.
+ * Implements: `npm run bench [-- --json] [--quick] [--only SECTIONS] [--keep]`: every speed figure of
+ * issue 7 measured side by side in one run on this machine, each with its target. Progress goes to
+ * stderr; the table, then (with --json) one JSON object as the last line, go to stdout.
+ *
+ * Sections (--only takes a comma list): compute (matmul, step efficiency), memory (200 steps),
+ * transport (NATS, TCP, all-reduce), pipeline (concurrency, pipeline 2, bubble, activation peak),
+ * data (data parallel 2). Multi-process runs use a private nats-server, so other jobs on the machine's
+ * default server do not share it. --quick runs every section with fewer steps (to check the bench
+ * itself; its figures are not the targets' conditions). --keep keeps the run folders.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as tf from '../src/tf.ts';
 import { initBackend } from '../src/backend/select.ts';
+import { startNatsServer, type NatsServerHandle } from '../src/comm/nats-server.ts';
+import { measureActivationPeak } from './activation-peak.ts';
+import { concurrencyOf, runAlone, runPair } from './concurrency.ts';
+import { measureDataParallel } from './data-parallel.ts';
 import { measureMatmulGflops } from './matmul.ts';
+import { measureMemory } from './memory.ts';
+import { pipelineFigures, PIPELINE_STAGES, runPipelineJob } from './pipeline.ts';
+import { reportJson, reportTable, round, type Figure, type Target } from './report.ts';
 import { measureTrainingStep } from './step.ts';
+import { measureTransport } from './transport.ts';
+import { benchConfig, type BenchModel } from './train-runs.ts';
 
-const json = process.argv.includes('--json');
+const SECTIONS = ['compute', 'memory', 'transport', 'pipeline', 'data'] as const;
+type Section = (typeof SECTIONS)[number];
+
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const quick = args.includes('--quick');
+const keep = args.includes('--keep');
+const onlyIndex = args.indexOf('--only');
+const only = onlyIndex < 0 ? [...SECTIONS] : (args[onlyIndex + 1] ?? '').split(',');
+for (const section of only) {
+  if (!(SECTIONS as readonly string[]).includes(section)) {
+    process.stderr.write(`bench: unknown section '${section}' after --only; choose from ${SECTIONS.join(', ')}\n`);
+    process.exit(2);
+  }
+}
+const runs = (section: Section) => only.includes(section);
 const say = (line: string) => process.stderr.write(line + '\n');
 
-tf.enableProdMode();
-const backend = await initBackend(undefined, say);
+/** The model of the single-process step figure (the LM head is most of its FLOPs). */
+const STEP_MODEL = { numLayers: 4, hiddenSize: 256, numAttentionHeads: 4, maxPositionEmbeddings: 128 };
+/**
+ * The model of the multi-process figures: 16 blocks, so a balanced partition can give the stage with the
+ * 50304-word LM head one block and the other stage fifteen, near equal cost; same global batch 8.
+ */
+const JOB_MODEL: BenchModel = { model: { numLayers: 16, hiddenSize: 256, numAttentionHeads: 4, maxPositionEmbeddings: 64 }, batchSize: 8, seqLen: 64 };
+const MICRO_BATCHES = 8;
+const JOB_STEPS = quick ? 3 : 5;
+const MEMORY = quick ? { warmup: 2, steps: 20 } : { warmup: 5, steps: 200 };
 
-say('measuring dense 2-D matmul 1024x1024x1024 ...');
-const matmulGflops = await measureMatmulGflops(1024);
-say(`  ${matmulGflops.toFixed(1)} GFLOP/s`);
-
-const STEP_EFFICIENCY_TARGET = 0.4;
-const stepModel = { numLayers: 4, hiddenSize: 256, numAttentionHeads: 4, maxPositionEmbeddings: 128 };
-say('measuring a training step: GPT 4 layers, hidden 256, 4 heads, vocab 50304, batch 8 x 128 tokens ...');
-const step = measureTrainingStep({ model: stepModel, batchSize: 8, seqLen: 128, onProgress: say });
-say(`  ${step.stepMs.toFixed(0)} ms/step, ${step.stepGflops.toFixed(1)} model GFLOP/s`);
-
-// Re-measured after the step so that a machine growing busier during the run shows in both numbers.
-const matmulAfter = await measureMatmulGflops(1024);
-const matmulMean = (matmulGflops + matmulAfter) / 2;
-const figures = {
-  backend,
-  matmul_gflops: round(matmulMean),
-  step_gflops: round(step.stepGflops),
-  step_ms: round(step.stepMs),
-  step_efficiency: round(step.stepGflops / matmulMean, 3),
-  step_efficiency_target: STEP_EFFICIENCY_TARGET,
-  tensor_growth: step.tensorGrowth,
+const TARGETS: Record<string, Target> = {
+  step_efficiency: { op: '>=', value: 0.55 },
+  pipeline_efficiency: { op: '>=', value: 0.9 },
+  comm_fraction: { op: '<=', value: 0.05 },
+  comm_fraction_pp2: { op: '<=', value: 0.05 },
+  comm_fraction_dp2: { op: '<=', value: 0.05 },
+  nats_gbps: { op: '>=', value: 0.8 },
+  allreduce_ratio: { op: '<=', value: 2 },
+  bubble_ratio: { op: '<=', value: 1.15 },
+  tensor_growth: { op: '==', value: 0 },
+  rss_growth_mb: { op: '<=', value: 100 },
+  activation_peak_ratio: { op: '<=', value: PIPELINE_STAGES / MICRO_BATCHES },
 };
 
-say('');
-say('figure            value     target');
-say(`matmul_gflops     ${pad(figures.matmul_gflops)}`);
-say(`step_gflops       ${pad(figures.step_gflops)}`);
-say(`step_efficiency   ${pad(figures.step_efficiency)}  >= ${STEP_EFFICIENCY_TARGET} ${figures.step_efficiency >= STEP_EFFICIENCY_TARGET ? 'met' : 'NOT met'}`);
-say(`tensor_growth     ${pad(figures.tensor_growth)}  0 ${figures.tensor_growth === 0 ? 'met' : 'NOT met'}`);
-if (json) process.stdout.write(JSON.stringify(figures) + '\n');
+const figures: Figure[] = [];
+const details: Record<string, unknown> = { quick, cpus: cpus().length, loadavg_start: loadavg().map((x) => round(x, 2)) };
+const figure = (key: string, value: number | null, note: string, digits = 3) =>
+  figures.push({ key, value: value === null ? null : round(value, digits), target: TARGETS[key], note });
+const failed = (keys: string[], error: unknown) => {
+  const message = error instanceof Error ? error.message : String(error);
+  say(`  FAILED: ${message}`);
+  for (const key of keys) figure(key, null, `failed: ${message.split('\n')[0]}`);
+  process.exitCode = 1;
+};
 
-function round(value: number, digits = 2): number {
-  return Math.round(value * 10 ** digits) / 10 ** digits;
+/** Numbers rounded for the JSON's details; other values as they are. */
+function roundAll<T extends object>(values: T): T {
+  return Object.fromEntries(Object.entries(values).map(([key, value]) => [key, typeof value === 'number' ? round(value) : value])) as T;
 }
 
-function pad(value: number): string {
-  return String(value).padEnd(8);
+const started = performance.now();
+const dir = mkdtempSync(join(tmpdir(), 'gpt-hybrid-bench-'));
+let nats: NatsServerHandle | undefined;
+try {
+  if (runs('compute')) {
+    tf.enableProdMode();
+    details.backend = await initBackend(undefined, say);
+    say('[compute] dense 2-D matmul 1024x1024x1024 ...');
+    const matmulBefore = await measureMatmulGflops(1024);
+    say(`  ${matmulBefore.toFixed(1)} GFLOP/s`);
+    say('[compute] a training step: GPT 4 layers, hidden 256, 4 heads, vocab 50304, batch 8 x 128 tokens ...');
+    const step = measureTrainingStep({ model: STEP_MODEL, batchSize: 8, seqLen: 128, onProgress: say });
+    say(`  ${step.stepMs.toFixed(0)} ms/step, ${step.stepGflops.toFixed(1)} model GFLOP/s`);
+    // Again after the step, so that a machine growing busier during the run shows in both numbers.
+    const matmul = (matmulBefore + (await measureMatmulGflops(1024))) / 2;
+    figure('matmul_gflops', matmul, 'dense 2-D matmul 1024^3, backend GFLOP/s', 2);
+    figure('step_gflops', step.stepGflops, 'model GFLOP/s of a single-process step (4 layers, hidden 256, batch 8 x 128)', 2);
+    figure('step_efficiency', step.stepGflops / matmul, 'step_gflops / matmul_gflops');
+    details.step_ms = round(step.stepMs, 1);
+  }
+
+  if (runs('memory')) {
+    say(`[memory] tensors and resident memory over ${MEMORY.steps} steps`);
+    try {
+      const memory = await measureMemory(MEMORY, say);
+      figure('tensor_growth', memory.tensorGrowth, `tf tensors after ${memory.steps} steps minus before (tiny config, real Trainer)`, 0);
+      figure('rss_growth_mb', memory.rssGrowthMb, `resident MB after ${memory.steps} steps minus before`, 1);
+      details.memory = roundAll({ ...memory, warmup: MEMORY.warmup });
+    } catch (error) {
+      failed(['tensor_growth', 'rss_growth_mb'], error);
+    }
+  }
+
+  if (runs('transport') || runs('pipeline') || runs('data')) {
+    nats = await startNatsServer();
+    say(`private NATS server for the multi-process runs: ${nats.url}; run folders under ${dir}`);
+  }
+
+  if (runs('transport')) {
+    say('[transport] point-to-point and all-reduce between two processes');
+    try {
+      const transport = await measureTransport({ natsUrl: nats!.url, rounds: quick ? 2 : 5 }, say);
+      figure('nats_gbps', transport.natsGbps, '4 MB tensors rank to rank through Bus + ProcessGroup over NATS, GB/s');
+      figure('nats_vs_tcp', transport.natsVsTcp, `nats_gbps over raw TCP loopback (${transport.tcpGbps.toFixed(2)} GB/s)`);
+      figure('allreduce_ratio', transport.allReduceRatio, `all-reduce of 10M float32 over 2 ranks / one send of its bytes (${transport.allReduceMs.toFixed(0)} / ${transport.oneSendMs.toFixed(0)} ms)`);
+      details.transport = roundAll(transport);
+    } catch (error) {
+      failed(['nats_gbps', 'nats_vs_tcp', 'allreduce_ratio'], error);
+    }
+  }
+
+  const jobConfig = benchConfig(JOB_MODEL);
+  details.job_model = { ...JOB_MODEL, microBatches: MICRO_BATCHES, steps: JOB_STEPS, measured: 'steps 2 on' };
+  let commPp2: number | null = null;
+  let commDp2: number | null = null;
+  if (runs('pipeline')) {
+    say(`[pipeline] 16 layers, hidden 256, batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}: one process alone, two at once, pipeline 2, one alone again`);
+    try {
+      const before = await runAlone(jobConfig, dir, 'alone-before', JOB_STEPS, say);
+      const pairMs = await runPair(jobConfig, dir, JOB_STEPS, say);
+      const job = { config: jobConfig, dir, steps: JOB_STEPS, microBatches: MICRO_BATCHES, natsUrl: nats!.url };
+      const pipelineRun = await runPipelineJob(job, say);
+      const aloneMs = (before + (await runAlone(jobConfig, dir, 'alone-after', JOB_STEPS, say))) / 2;
+      const concurrency = concurrencyOf(aloneMs, pairMs);
+      figure('concurrency', concurrency, 'two single-process trainings at once: throughput over 2x one alone');
+      const pipeline = pipelineFigures(pipelineRun, MICRO_BATCHES, aloneMs, concurrency);
+      figure('pp2_speedup', pipeline.pp2Speedup, `single-process step / pipeline 2 step (${aloneMs.toFixed(0)} / ${pipeline.stepMs.toFixed(0)} ms), m=${MICRO_BATCHES}, 1F1B`);
+      figure('pipeline_efficiency', pipeline.pipelineEfficiency, `pp2_speedup / (2 x concurrency x m / (m + p - 1)) = / ${pipeline.ideal.toFixed(3)}`);
+      figure('bubble_ratio', pipeline.bubbleRatio, `measured 1F1B bubble ${pipeline.shape.bubble.toFixed(3)} / theory ${pipeline.theoreticalBubble.toFixed(3)}`);
+      commPp2 = pipeline.commFraction;
+      figure('comm_fraction_pp2', pipeline.commFraction, 'pipeline 2: exposed communication / step time (worst rank)');
+      details.concurrency = { aloneStepMs: [round(before, 1), round(2 * aloneMs - before, 1)], pairStepMs: pairMs.map((ms) => round(ms, 1)) };
+      details.pipeline = {
+        stepMs: round(pipeline.stepMs, 1),
+        ideal: round(pipeline.ideal),
+        stageComputeMs: pipeline.shape.busyMs.map((ms) => round(ms, 1)),
+        balanceBound: round(pipeline.shape.balanceBound),
+        bubbles: pipeline.shape.bubbles.map((b) => round(b)),
+        commFractionPerRank: roundAll(pipeline.commPerRank),
+        commFractionByEvent: roundAll(pipeline.commByName),
+      };
+      try {
+        const peak = await measureActivationPeak({ ...job, oneFOneB: pipelineRun }, say);
+        figure('activation_peak_ratio', peak.ratio, `first stage's saved activations at peak, 1F1B / GPipe (${(peak.oneFOneBBytes / 2 ** 20).toFixed(1)} / ${(peak.gpipeBytes / 2 ** 20).toFixed(1)} MiB)`);
+      } catch (error) {
+        failed(['activation_peak_ratio'], error);
+      }
+    } catch (error) {
+      failed(['concurrency', 'pp2_speedup', 'pipeline_efficiency', 'bubble_ratio', 'comm_fraction_pp2', 'activation_peak_ratio'].filter((key) => !figures.some((f) => f.key === key)), error);
+    }
+  }
+
+  if (runs('data')) {
+    say(`[data] data parallel 2, global batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}`);
+    try {
+      const data = await measureDataParallel({ config: jobConfig, globalBatch: JOB_MODEL.batchSize, natsUrl: nats!.url, out: join(dir, 'dp2'), steps: JOB_STEPS }, say);
+      commDp2 = data.commFraction;
+      figure('comm_fraction_dp2', data.commFraction, `data 2: exposed all-reduce time / step time (worst rank; ${data.stepMs.toFixed(0)} ms/step)`);
+      details.data = { stepMs: round(data.stepMs, 1), commFractionPerRank: roundAll(data.perRank) };
+    } catch (error) {
+      failed(['comm_fraction_dp2'], error);
+    }
+  }
+  if (runs('pipeline') && runs('data')) {
+    const both = commPp2 === null || commDp2 === null ? null : Math.max(commPp2, commDp2);
+    figure('comm_fraction', both, 'the larger of comm_fraction_pp2 and comm_fraction_dp2');
+  }
+} finally {
+  await nats?.stop();
+  if (keep) say(`run folders kept in ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
 }
+
+details.loadavg_end = loadavg().map((x) => round(x, 2));
+details.seconds = round((performance.now() - started) / 1000, 1);
+say(`bench took ${details.seconds} s`);
+process.stdout.write('\n' + reportTable(figures) + '\n');
+if (json) process.stdout.write(JSON.stringify(reportJson(figures, details)) + '\n');

@@ -8,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import * as tf from '../src/tf.ts';
 import { initBackend } from '../src/backend/select.ts';
 import { registerWasmTrainingKernels, restoreStockWasmKernels } from '../src/backend/wasm-kernels.ts';
+import { median } from './report.ts';
 
 export interface MatmulBenchOptions {
   /** Untimed runs first (the first call packs weights, grows the heap). Default 2. */
@@ -46,12 +47,6 @@ function flopsOf(matmul: MatmulCase): number {
     matmul.bShape.slice(0, -2).reduce((x, y) => x * y, 1),
   );
   return 2 * batches * rows * inner * cols;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 /** GFLOP/s of one matmul shape on the current backend: warm-up, then the median of timed runs. */

@@ -7,9 +7,13 @@
  * rank's compute: a send's whole span (encoding and publishing block the rank); of a receive, the part
  * after the matching send began (encode, wire, decode); of an all-reduce, the part after the last member
  * entered it. Waiting for a slower peer is the bubble's or the imbalance's, not communication's.
+ *
+ * Per-step values are summarized by their median over the measured steps: on a shared machine one step
+ * slowed by someone else's work should not move the figure.
  */
 import { measureBubbles } from '../src/scheduler/measure.ts';
 import type { TraceEvent } from '../src/stages/trace.ts';
+import { median } from './report.ts';
 
 type Span = TraceEvent & { dur: number };
 
@@ -29,11 +33,13 @@ function measuredSteps(all: readonly Span[], fromStep: number): number[] {
 }
 
 export interface CommFraction {
-  /** Max over ranks of the mean (over measured steps) of exposed communication / step time. */
+  /** Max over ranks of the median (over measured steps) of exposed communication / step time. */
   fraction: number;
   /** Per rank (pid). */
   perRank: Record<number, number>;
-  /** Mean step time (max over ranks of each rank's span of the step), milliseconds. */
+  /** The worst rank's exposed communication by event name (fractions of step time, medians over steps). */
+  byName: Record<string, number>;
+  /** Median step time (max over ranks of each rank's span of the step), milliseconds. */
   stepMs: number;
 }
 
@@ -43,22 +49,29 @@ export function exposedCommFraction(events: readonly TraceEvent[], fromStep = 2)
   const steps = measuredSteps(all, fromStep);
   if (steps.length === 0) throw new Error(`the trace has no events of step ${fromStep} or later: run more steps`);
   const ranks = [...new Set(all.map((e) => e.pid))].sort((a, b) => a - b);
-  const sums = new Map<number, number>(ranks.map((rank) => [rank, 0]));
-  let stepMsSum = 0;
+  const fractions = new Map<number, number[]>(ranks.map((rank) => [rank, []]));
+  const named = new Map<number, Map<string, number[]>>(ranks.map((rank) => [rank, new Map()]));
+  const stepsMs: number[] = [];
   for (const step of steps) {
     const inStep = all.filter((e) => stepOf(e) === step);
     const stepUs = Math.max(...ranks.map((rank) => windowOf(inStep.filter((e) => e.pid === rank))));
-    stepMsSum += stepUs / 1000;
+    stepsMs.push(stepUs / 1000);
     const sendsFor = sendQueues(inStep);
     for (const rank of ranks) {
-      let exposed = 0;
-      for (const event of inStep.filter((e) => e.pid === rank && e.cat === 'comm')) exposed += exposedPart(event, inStep, sendsFor);
-      sums.set(rank, sums.get(rank)! + exposed / Math.max(stepUs, 1));
+      const byName = new Map<string, number>();
+      for (const event of inStep.filter((e) => e.pid === rank && e.cat === 'comm')) {
+        byName.set(event.name, (byName.get(event.name) ?? 0) + exposedPart(event, inStep, sendsFor) / Math.max(stepUs, 1));
+      }
+      fractions.get(rank)!.push([...byName.values()].reduce((a, b) => a + b, 0));
+      for (const [name, fraction] of byName) named.get(rank)!.set(name, [...(named.get(rank)!.get(name) ?? []), fraction]);
     }
   }
   const perRank: Record<number, number> = {};
-  for (const rank of ranks) perRank[rank] = sums.get(rank)! / steps.length;
-  return { fraction: Math.max(...Object.values(perRank)), perRank, stepMs: stepMsSum / steps.length };
+  for (const rank of ranks) perRank[rank] = median(fractions.get(rank)!);
+  const worst = ranks.reduce((a, b) => (perRank[b] > perRank[a] ? b : a));
+  const byName: Record<string, number> = {};
+  for (const [name, values] of named.get(worst)!) byName[name] = median(values);
+  return { fraction: perRank[worst], perRank, byName, stepMs: median(stepsMs) };
 }
 
 function windowOf(events: readonly Span[]): number {
@@ -92,11 +105,11 @@ function exposedPart(event: Span, inStep: readonly Span[], sendsFor: Map<string,
 }
 
 export interface PipelineShape {
-  /** Mean over measured steps of each stage's idle fraction within the step's window (first compute to last, over all stages). */
+  /** Median over measured steps of each stage's idle fraction within the step's window (first compute to last, over all stages). */
   bubbles: number[];
   /** Mean of the stages' bubbles. */
   bubble: number;
-  /** Compute time per step of each stage, milliseconds. */
+  /** Median compute time per step of each stage, milliseconds. */
   busyMs: number[];
   /** Sum of the stages' compute over the largest: the speed-up the split itself allows, before any bubble. */
   balanceBound: number;
@@ -107,15 +120,9 @@ export function pipelineShape(events: readonly TraceEvent[], stages: number, fro
   const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name));
   const steps = measuredSteps(compute, fromStep);
   if (steps.length === 0) throw new Error(`the trace has no forward or backward of step ${fromStep} or later`);
-  const bubbles = new Array<number>(stages).fill(0);
-  const busy = new Array<number>(stages).fill(0);
-  for (const step of steps) {
-    const intervals = compute.filter((e) => stepOf(e) === step).map((e) => ({ stage: e.pid, start: e.ts, end: e.ts + e.dur }));
-    for (const stage of measureBubbles(intervals, stages)) {
-      bubbles[stage.stage] += stage.fraction / steps.length;
-      busy[stage.stage] += stage.busy / 1000 / steps.length;
-    }
-  }
+  const perStep = steps.map((step) => measureBubbles(compute.filter((e) => stepOf(e) === step).map((e) => ({ stage: e.pid, start: e.ts, end: e.ts + e.dur })), stages));
+  const bubbles = Array.from({ length: stages }, (_, stage) => median(perStep.map((step) => step[stage].fraction)));
+  const busy = Array.from({ length: stages }, (_, stage) => median(perStep.map((step) => step[stage].busy / 1000)));
   return {
     bubbles,
     bubble: bubbles.reduce((a, b) => a + b, 0) / stages,

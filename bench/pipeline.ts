@@ -1,0 +1,64 @@
+/**
+ * Implements: the pipeline figures of one job, pipeline 2 on two worker processes with m micro-batches
+ * and 1F1B, against the single-process run on the same global batch:
+ * - `pp2_speedup`: single-process step time over the pipeline's (both from the runs' metrics);
+ * - `pipeline_efficiency`: that over the speed-up this machine allows, 2 x concurrency x m / (m + p - 1);
+ * - `bubble_ratio`: the measured bubble (mean of the stages', in each step's window) over (p - 1) / (m + p - 1);
+ * - `comm_fraction_pp2`: exposed communication over step time (trace-analysis.ts).
+ * The job writes trace.json; its counters also give the 1F1B side of `activation_peak_ratio`.
+ */
+import { join } from 'node:path';
+import { theoreticalBubble } from '../src/scheduler/measure.ts';
+import { exposedCommFraction, pipelineShape, type PipelineShape } from './trace-analysis.ts';
+import { stepPeriodMs, train, type TrainRun } from './train-runs.ts';
+
+export const PIPELINE_STAGES = 2;
+
+/** The CLI settings of the bench's pipeline jobs. */
+export function pipelineSets(schedule: '1f1b' | 'gpipe', microBatches: number): string[] {
+  return [`parallel.pipeline=${PIPELINE_STAGES}`, `numMicroBatches=${microBatches}`, `schedule=${schedule}`, 'partition=balanced'];
+}
+
+export interface PipelineResult {
+  pp2Speedup: number;
+  pipelineEfficiency: number;
+  ideal: number;
+  bubbleRatio: number;
+  commFraction: number;
+  stepMs: number;
+  shape: PipelineShape;
+  theoreticalBubble: number;
+  commPerRank: Record<number, number>;
+  commByName: Record<string, number>;
+}
+
+/** The pipeline job itself; its figures come from `pipelineFigures` once the single-process reference is known. */
+export async function runPipelineJob(options: { config: string; dir: string; steps: number; microBatches: number; natsUrl: string }, say: (line: string) => void): Promise<TrainRun> {
+  say(`  pipeline ${PIPELINE_STAGES} on two worker processes, ${options.microBatches} micro-batches, 1F1B, balanced partition (${options.steps} steps) ...`);
+  const run = await train(options.config, join(options.dir, 'pp2-1f1b'), options.steps, pipelineSets('1f1b', options.microBatches), ['--nats', options.natsUrl]);
+  say(`    ${stepPeriodMs(run).toFixed(0)} ms/step`);
+  return run;
+}
+
+export function pipelineFigures(run: TrainRun, microBatches: number, aloneMs: number, concurrency: number): PipelineResult {
+  const m = microBatches;
+  const p = PIPELINE_STAGES;
+  const stepMs = stepPeriodMs(run);
+  const shape = pipelineShape(run.trace, p);
+  const comm = exposedCommFraction(run.trace);
+  const theory = theoreticalBubble(p, m);
+  const pp2Speedup = aloneMs / stepMs;
+  const ideal = (2 * concurrency * m) / (m + p - 1);
+  return {
+    pp2Speedup,
+    pipelineEfficiency: pp2Speedup / ideal,
+    ideal,
+    bubbleRatio: shape.bubble / theory,
+    commFraction: comm.fraction,
+    stepMs,
+    shape,
+    theoreticalBubble: theory,
+    commPerRank: comm.perRank,
+    commByName: comm.byName,
+  };
+}
