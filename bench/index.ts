@@ -153,7 +153,7 @@ try {
       const pipeline = pipelineFigures(pipelineRun, MICRO_BATCHES, aloneMs, concurrency);
       figure('pp2_speedup', pipeline.pp2Speedup, `single-process step / pipeline 2 step (${aloneMs.toFixed(0)} / ${pipeline.stepMs.toFixed(0)} ms), m=${MICRO_BATCHES}, 1F1B`);
       figure('pipeline_efficiency', pipeline.pipelineEfficiency, `pp2_speedup / (2 x concurrency x m / (m + p - 1)) = / ${pipeline.ideal.toFixed(3)}`);
-      figure('bubble_ratio', pipeline.bubbleRatio, `measured 1F1B bubble ${pipeline.shape.bubble.toFixed(3)} / theory ${pipeline.theoreticalBubble.toFixed(3)}`);
+      figure('bubble_ratio', pipeline.bubbleRatio, `measured 1F1B bubble ${pipeline.shape.bubble.toFixed(3)} / theory ${pipeline.theoreticalBubble.toFixed(3)} (imbalance alone: ${pipeline.replayedBubble.toFixed(3)})`);
       commPp2 = pipeline.commFraction;
       figure('comm_fraction_pp2', pipeline.commFraction, 'pipeline 2: exposed communication / step time (worst rank)');
       details.concurrency = { aloneStepMs: [round(before, 1), round(2 * aloneMs - before, 1)], pairStepMs: pairMs.map((ms) => round(ms, 1)) };
@@ -163,6 +163,7 @@ try {
         stageComputeMs: pipeline.shape.busyMs.map((ms) => round(ms, 1)),
         balanceBound: round(pipeline.shape.balanceBound),
         bubbles: pipeline.shape.bubbles.map((b) => round(b)),
+        replayedBubble: round(pipeline.replayedBubble),
         commFractionPerRank: roundAll(pipeline.commPerRank),
         commFractionByEvent: roundAll(pipeline.commByName),
       };

@@ -3,13 +3,15 @@
  * and 1F1B, against the single-process run on the same global batch:
  * - `pp2_speedup`: single-process step time over the pipeline's (both from the runs' metrics);
  * - `pipeline_efficiency`: that over the speed-up this machine allows, 2 x concurrency x m / (m + p - 1);
- * - `bubble_ratio`: the measured bubble (mean of the stages', in each step's window) over (p - 1) / (m + p - 1);
+ * - `bubble_ratio`: the measured bubble (mean of the stages', in each step's window) over (p - 1) / (m + p - 1),
+ *   with the bubble the stages' imbalance alone would leave (the ops replayed without communication);
  * - `comm_fraction_pp2`: exposed communication over step time (trace-analysis.ts).
  * The job writes trace.json; its counters also give the 1F1B side of `activation_peak_ratio`.
  */
 import { join } from 'node:path';
 import { theoreticalBubble } from '../src/scheduler/measure.ts';
-import { exposedCommFraction, pipelineShape, type PipelineShape } from './trace-analysis.ts';
+import { buildSchedule } from '../src/scheduler/schedules.ts';
+import { exposedCommFraction, pipelineShape, replayedBubble, type PipelineShape } from './trace-analysis.ts';
 import { stepPeriodMs, train, type TrainRun } from './train-runs.ts';
 
 export const PIPELINE_STAGES = 2;
@@ -28,6 +30,8 @@ export interface PipelineResult {
   stepMs: number;
   shape: PipelineShape;
   theoreticalBubble: number;
+  /** The bubble with the measured op times and free communication. */
+  replayedBubble: number;
   commPerRank: Record<number, number>;
   commByName: Record<string, number>;
 }
@@ -58,6 +62,7 @@ export function pipelineFigures(run: TrainRun, microBatches: number, aloneMs: nu
     stepMs,
     shape,
     theoreticalBubble: theory,
+    replayedBubble: replayedBubble(run.trace, buildSchedule('1f1b', p, m)),
     commPerRank: comm.perRank,
     commByName: comm.byName,
   };

@@ -11,7 +11,8 @@
  * Per-step values are summarized by their median over the measured steps: on a shared machine one step
  * slowed by someone else's work should not move the figure.
  */
-import { measureBubbles } from '../src/scheduler/measure.ts';
+import { meanBubble, measureBubbles } from '../src/scheduler/measure.ts';
+import { dependencyOf, type Schedule } from '../src/scheduler/ops.ts';
 import type { TraceEvent } from '../src/stages/trace.ts';
 import { median } from './report.ts';
 
@@ -129,6 +130,48 @@ export function pipelineShape(events: readonly TraceEvent[], stages: number, fro
     busyMs: busy,
     balanceBound: busy.reduce((a, b) => a + b, 0) / Math.max(...busy),
   };
+}
+
+/**
+ * The mean bubble the schedule would have if every op took the time it took in the trace and
+ * communication cost nothing (per step, then the median): what the stages' imbalance alone leaves.
+ * The measured bubble over this one is what the runtime (messages, waits, scheduling) adds.
+ */
+export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule, fromStep = 2): number {
+  const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name));
+  const steps = measuredSteps(compute, fromStep);
+  if (steps.length === 0) throw new Error(`the trace has no forward or backward of step ${fromStep} or later`);
+  const opKey = (stage: number, kind: string, microBatch: number, chunk: number) => `${stage}:${kind}${microBatch}.${chunk}`;
+  return median(
+    steps.map((step) => {
+      const took = new Map<string, number>();
+      for (const e of compute.filter((c) => stepOf(c) === step)) {
+        took.set(opKey(e.pid, e.name === 'forward' ? 'F' : 'B', e.args!.microBatch as number, e.args!.chunk as number), e.dur);
+      }
+      // Each stage runs its list in order, every op as soon as the stage is free and its input is done.
+      const end = new Map<string, number>();
+      const intervals: { stage: number; start: number; end: number }[] = [];
+      const next = schedule.ops.map(() => 0);
+      for (let progressed = true; progressed; ) {
+        progressed = false;
+        schedule.ops.forEach((ops, stage) => {
+          for (; next[stage] < ops.length; next[stage]++) {
+            const op = ops[next[stage]];
+            const dependency = dependencyOf(op, stage, schedule.stages, schedule.chunks);
+            const ready = dependency === null ? 0 : end.get(opKey(dependency.stage, dependency.op.kind, dependency.op.microBatch, dependency.op.chunk));
+            if (ready === undefined) return;
+            const duration = took.get(opKey(stage, op.kind, op.microBatch, op.chunk));
+            if (duration === undefined) throw new Error(`step ${step} of the trace has no ${op.kind}${op.microBatch} on stage ${stage}`);
+            const start = Math.max(ready, intervals.filter((i) => i.stage === stage).reduce((latest, i) => Math.max(latest, i.end), 0));
+            end.set(opKey(stage, op.kind, op.microBatch, op.chunk), start + duration);
+            intervals.push({ stage, start, end: start + duration });
+            progressed = true;
+          }
+        });
+      }
+      return meanBubble(measureBubbles(intervals, schedule.stages));
+    }),
+  );
 }
 
 /** The largest value of a counter's `field` on one rank, or undefined when that counter never appears. */

@@ -3,7 +3,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { TraceEvent } from '../../src/stages/trace.ts';
-import { counterPeak, exposedCommFraction, pipelineShape } from '../../bench/trace-analysis.ts';
+import { counterPeak, exposedCommFraction, pipelineShape, replayedBubble } from '../../bench/trace-analysis.ts';
+import { meanBubble, measureBubbles } from '../../src/scheduler/measure.ts';
+import { buildSchedule } from '../../src/scheduler/schedules.ts';
+import { simulateTimeline } from '../../src/scheduler/timeline.ts';
 import { reportJson, reportTable } from '../../bench/report.ts';
 
 /** A complete event in milliseconds (the trace stores microseconds). */
@@ -44,6 +47,17 @@ test('bench - pipeline bubbles in the step window, balance of the stages, and a 
   const counters: TraceEvent[] = [10, 30, 20].map((bytes, i) => ({ name: 'saved activations', cat: 'counter', ph: 'C', ts: i, pid: 0, tid: 0, args: { bytes } }));
   assert.equal(counterPeak(counters, 'saved activations', 0, 'bytes'), 30);
   assert.equal(counterPeak(counters, 'saved activations', 1, 'bytes'), undefined);
+});
+
+test('bench - the replayed bubble keeps the ops\' times and drops the waits between them', () => {
+  const schedule = buildSchedule('1f1b', 2, 4);
+  const ideal = simulateTimeline(schedule, { forward: 10, backward: 20 });
+  assert.ok(ideal.ok);
+  // The same ops on a timeline where every message took 3 ms: each op starts later than it could.
+  const delayed = ideal.events.map((e, i) => span(e.stage, e.kind === 'F' ? 'forward' : 'backward', 'compute', e.start + 3 * i, e.end + 3 * i, { microBatch: e.microBatch, chunk: e.chunk }));
+  const replayed = replayedBubble(delayed, schedule);
+  assert.ok(Math.abs(replayed - meanBubble(measureBubbles(ideal.events, 2))) < 1e-12, `${replayed}`);
+  assert.ok(pipelineShape(delayed, 2).bubble > replayed);
 });
 
 test('bench - every figure in the JSON, targets flagged, a failed figure never met', () => {
