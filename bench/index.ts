@@ -73,6 +73,16 @@ const figures: Figure[] = [];
 const details: Record<string, unknown> = { quick, cpus: cpus().length, loadavg_start: loadavg().map((x) => round(x, 2)) };
 const figure = (key: string, value: number | null, note: string, digits = 3) =>
   figures.push({ key, value: value === null ? null : round(value, digits), target: TARGETS[key], note });
+/**
+ * Shows and records the 1-minute load average as each section starts: the figures are only as good as
+ * the machine is quiet (it also carries the bench's own previous runs for a minute or so).
+ */
+const sectionLoad: Record<string, number> = {};
+details.section_loadavg = sectionLoad;
+const startSection = (section: Section, line: string) => {
+  sectionLoad[section] = round(loadavg()[0], 2);
+  say(`[${section}] (load average ${sectionLoad[section]} on ${cpus().length} cores) ${line}`);
+};
 const failed = (keys: string[], error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);
   say(`  FAILED: ${message}`);
@@ -92,10 +102,10 @@ try {
   if (runs('compute')) {
     tf.enableProdMode();
     details.backend = await initBackend(undefined, say);
-    say('[compute] dense 2-D matmul 1024x1024x1024 ...');
+    startSection('compute', 'dense 2-D matmul 1024x1024x1024 ...');
     const matmulBefore = await measureMatmulGflops(1024);
     say(`  ${matmulBefore.toFixed(1)} GFLOP/s`);
-    say('[compute] a training step: GPT 4 layers, hidden 256, 4 heads, vocab 50304, batch 8 x 128 tokens ...');
+    say('  a training step: GPT 4 layers, hidden 256, 4 heads, vocab 50304, batch 8 x 128 tokens ...');
     const step = measureTrainingStep({ model: STEP_MODEL, batchSize: 8, seqLen: 128, onProgress: say });
     say(`  ${step.stepMs.toFixed(0)} ms/step, ${step.stepGflops.toFixed(1)} model GFLOP/s`);
     // Again after the step, so that a machine growing busier during the run shows in both numbers.
@@ -107,7 +117,7 @@ try {
   }
 
   if (runs('memory')) {
-    say(`[memory] tensors and resident memory over ${MEMORY.steps} steps`);
+    startSection('memory', `tensors and resident memory over ${MEMORY.steps} steps`);
     try {
       const memory = await measureMemory(MEMORY, say);
       figure('tensor_growth', memory.tensorGrowth, `tf tensors after ${memory.steps} steps minus before (tiny config, real Trainer)`, 0);
@@ -124,7 +134,7 @@ try {
   }
 
   if (runs('transport')) {
-    say('[transport] point-to-point and all-reduce between two processes');
+    startSection('transport', 'point-to-point and all-reduce between two processes');
     try {
       const transport = await measureTransport({ natsUrl: nats!.url, rounds: quick ? 2 : 5 }, say);
       figure('nats_gbps', transport.natsGbps, '4 MB tensors rank to rank through Bus + ProcessGroup over NATS, GB/s');
@@ -141,7 +151,7 @@ try {
   let commPp2: number | null = null;
   let commDp2: number | null = null;
   if (runs('pipeline')) {
-    say(`[pipeline] 16 layers, hidden 256, batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}: one process alone, two at once, pipeline 2, one alone again`);
+    startSection('pipeline', `16 layers, hidden 256, batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}: one process alone, two at once, pipeline 2, one alone again`);
     try {
       const before = await runAlone(jobConfig, dir, 'alone-before', JOB_STEPS, say);
       const pairMs = await runPair(jobConfig, dir, JOB_STEPS, say);
@@ -179,7 +189,7 @@ try {
   }
 
   if (runs('data')) {
-    say(`[data] data parallel 2, global batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}`);
+    startSection('data', `data parallel 2, global batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}`);
     try {
       const data = await measureDataParallel({ config: jobConfig, globalBatch: JOB_MODEL.batchSize, natsUrl: nats!.url, out: join(dir, 'dp2'), steps: JOB_STEPS }, say);
       commDp2 = data.commFraction;
