@@ -11,7 +11,7 @@
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import * as tf from '../src/tf.ts';
 import { initBackend } from '../src/backend/select.ts';
 import { startNatsServer, type NatsServerHandle } from '../src/comm/nats-server.ts';
@@ -98,6 +98,7 @@ function roundAll<T extends object>(values: T): T {
 const started = performance.now();
 const dir = mkdtempSync(join(tmpdir(), 'gpt-hybrid-bench-'));
 let nats: NatsServerHandle | undefined;
+let configFolder: string | undefined;
 try {
   if (runs('compute')) {
     tf.enableProdMode();
@@ -147,6 +148,7 @@ try {
   }
 
   const jobConfig = benchConfig(JOB_MODEL);
+  configFolder = dirname(jobConfig);
   details.job_model = { ...JOB_MODEL, microBatches: MICRO_BATCHES, steps: JOB_STEPS, measured: 'steps 2 on' };
   let commPp2: number | null = null;
   let commDp2: number | null = null;
@@ -205,6 +207,7 @@ try {
   }
 } finally {
   await nats?.stop();
+  if (configFolder !== undefined) rmSync(configFolder, { recursive: true, force: true });
   if (keep) say(`run folders kept in ${dir}`);
   else rmSync(dir, { recursive: true, force: true });
 }

@@ -6,6 +6,8 @@
  *
  * Run as `node --import tsx bench/memory.ts --child <config> <warm-up steps> <steps>`, it is that process.
  */
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '../src/tf.ts';
 import { Trainer } from '../src/train/trainer.ts';
@@ -26,7 +28,12 @@ export interface MemoryResult {
 export async function measureMemory(options: { warmup: number; steps: number }, say: (line: string) => void): Promise<MemoryResult> {
   say(`  the tiny config in a fresh process: ${options.warmup} warm-up steps, then ${options.steps} measured ...`);
   const config = writeTestConfig({ steps: options.warmup + options.steps, batchSize: 2 });
-  const result = (await runChild(SCRIPT, ['--child', config, String(options.warmup), String(options.steps)], 300_000)) as unknown as MemoryResult;
+  let result: MemoryResult;
+  try {
+    result = (await runChild(SCRIPT, ['--child', config, String(options.warmup), String(options.steps)], 300_000)) as unknown as MemoryResult;
+  } finally {
+    rmSync(dirname(config), { recursive: true, force: true });
+  }
   say(`    ${result.tensorGrowth} tensors, ${result.rssGrowthMb.toFixed(1)} MB resident (from ${result.rssStartMb.toFixed(0)} MB), ${result.msPerStep.toFixed(0)} ms/step`);
   return result;
 }
