@@ -9,6 +9,7 @@ import { parseOverrides } from '../config/overrides.ts';
 import { describeDefault, listKeys, TRAIN_SCHEMA } from '../config/schema.ts';
 import { closestMatch } from '../config/suggest.ts';
 import type { BackendName } from '../config/types.ts';
+import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
 import { buildSchedule, ScheduleError, SCHEDULE_KINDS, type ScheduleKind } from '../scheduler/schedules.ts';
 import { MODEL_PRESETS } from '../model/config.ts';
 
@@ -27,6 +28,8 @@ export interface TrainCommand {
   quiet: boolean;
   /** NATS server URL given on the command line (else NATS_URL, else the default; see launcher). */
   nats?: string;
+  /** Present when a NATS login or TLS option was given. */
+  natsCredentials?: NatsCredentialFlags;
   nnodes: number;
   nodeRank: number;
   /** Absent: world size / nnodes. */
@@ -48,6 +51,8 @@ export interface CtlCommand {
   /** stop --checkpoint: save a checkpoint at the step boundary where the job stops. */
   save?: boolean;
   nats?: string;
+  /** Present when a NATS login or TLS option was given. */
+  natsCredentials?: NatsCredentialFlags;
   timeoutMs: number;
 }
 
@@ -138,6 +143,32 @@ interface CommandSpec {
 
 const HELP_OPTION: OptionSpec = { type: 'boolean', short: 'h', doc: 'show this help' };
 
+/**
+ * The NATS login and TLS options of train and ctl, after the `nats` CLI's variables. Secrets are given
+ * by file (or variable), never as an option's value, which `ps` shows to every user of the machine.
+ */
+const NATS_CREDENTIAL_OPTIONS: Record<string, OptionSpec & { field: keyof NatsCredentialFlags }> = {
+  'nats-token-file': { type: 'string', placeholder: 'FILE', field: 'tokenFile', doc: 'file holding the NATS token (else $NATS_TOKEN, the token itself)' },
+  'nats-user': { type: 'string', placeholder: 'USER', field: 'user', doc: 'NATS user, with --nats-password-file or $NATS_PASSWORD (else $NATS_USER)' },
+  'nats-password-file': { type: 'string', placeholder: 'FILE', field: 'passwordFile', doc: "file holding the NATS user's password" },
+  'nats-creds': { type: 'string', placeholder: 'FILE', field: 'creds', doc: 'NATS credentials file, JWT and nkey seed (else $NATS_CREDS)' },
+  'nats-tls-ca': { type: 'string', placeholder: 'FILE', field: 'tlsCa', doc: "CA that signed the NATS server's certificate (else $NATS_CA)" },
+  'nats-tls-cert': { type: 'string', placeholder: 'FILE', field: 'tlsCert', doc: 'TLS client certificate, for a server that verifies clients (else $NATS_CERT)' },
+  'nats-tls-key': { type: 'string', placeholder: 'FILE', field: 'tlsKey', doc: "the client certificate's key (else $NATS_KEY)" },
+};
+
+/** The NATS credential options given, or undefined when none was. */
+function natsCredentialFlags(values: ParsedValues, usage: string): NatsCredentialFlags | undefined {
+  const flags: NatsCredentialFlags = {};
+  for (const [name, option] of Object.entries(NATS_CREDENTIAL_OPTIONS)) {
+    const value = values[name] as string | undefined;
+    if (value === undefined) continue;
+    if (value === '') throw new UsageError(`--${name} needs a ${option.placeholder === 'USER' ? 'user name' : 'file'}, got an empty string`, usage);
+    flags[option.field] = value;
+  }
+  return Object.keys(flags).length === 0 ? undefined : flags;
+}
+
 const COMMANDS: Record<string, CommandSpec> = {
   train: {
     summary: 'train the model a JSON config describes',
@@ -169,8 +200,9 @@ const COMMANDS: Record<string, CommandSpec> = {
         type: 'string',
         placeholder: 'URL',
         doc:
-          "NATS server of the job, or a cluster's servers separated by commas (default:\n$NATS_URL, else nats://127.0.0.1:4222; when that does not answer, a private\nnats-server is started)",
+          "NATS server of the job, or a cluster's servers separated by commas (default:\n$NATS_URL, else nats://127.0.0.1:4222; when that does not answer, a private\nnats-server is started); nats://TOKEN@host or nats://USER:PASSWORD@host\nlogs in with the URL's credentials",
       },
+      ...NATS_CREDENTIAL_OPTIONS,
       nnodes: { type: 'string', placeholder: 'N', doc: 'nodes taking part; one launcher per node [1]' },
       'node-rank': { type: 'string', placeholder: 'K', doc: 'this node, 0..nnodes-1; node 0 coordinates the job [0]' },
       'nproc-per-node': { type: 'string', placeholder: 'N', doc: 'worker processes on this node [world size / nnodes]' },
@@ -199,11 +231,13 @@ const COMMANDS: Record<string, CommandSpec> = {
     description:
       'Sends status, pause, resume, checkpoint or stop to a running job and prints its answer as JSON.\n' +
       'The job id is printed when training starts and kept in <run-folder>/job.json, which also\n' +
-      'records the NATS server, so a run folder is enough. Pause and stop take effect at the next step\n' +
+      'records the NATS server, so a run folder is enough (not its credentials: give ctl the same NATS\n' +
+      'credential options or variables as the job). Pause and stop take effect at the next step\n' +
       'boundary; stop ends the job with exit code 0 (stop --checkpoint saves a checkpoint there first).',
     options: {
       checkpoint: { type: 'boolean', doc: 'with stop: every rank saves a checkpoint at the step where the job stops' },
       nats: { type: 'string', placeholder: 'URL', doc: "NATS server (default: the run folder's, else $NATS_URL, else nats://127.0.0.1:4222)" },
+      ...NATS_CREDENTIAL_OPTIONS,
       timeout: { type: 'string', placeholder: 'MS', doc: 'how long to wait for the answer [5000]' },
     },
     examples: [`${PROGRAM} ctl runs/tiny status`, `${PROGRAM} ctl runs/tiny stop --checkpoint`, `${PROGRAM} ctl tiny-3f9a2c pause --nats nats://10.0.0.5:4222`],
@@ -403,6 +437,8 @@ function buildCtl(values: ParsedValues, positionals: string[], usage: string): C
   }
   const command: CtlCommand = { command: 'ctl', target, action: action as ControlCommandName, timeoutMs: positiveInteger(values.timeout as string | undefined, '--timeout', usage) ?? 5000 };
   if (values.nats !== undefined) command.nats = values.nats as string;
+  const natsCredentials = natsCredentialFlags(values, usage);
+  if (natsCredentials !== undefined) command.natsCredentials = natsCredentials;
   if (values.checkpoint === true) {
     if (action !== 'stop') throw new UsageError(`--checkpoint goes with stop (a checkpoint where the job stops); for one now, use: ctl ${target} checkpoint`, usage);
     command.save = true;
@@ -547,6 +583,12 @@ function parseCommand(name: string, spec: CommandSpec, args: string[]): CliComma
   return spec.build(parsed.values, parsed.positionals, usage);
 }
 
+/** Options users may expect from other tools that would put a secret on the command line, and what to use. */
+const SECRET_OPTIONS: Record<string, string> = {
+  '--nats-token': '--nats-token-file FILE or $NATS_TOKEN',
+  '--nats-password': '--nats-password-file FILE or $NATS_PASSWORD',
+};
+
 /** Rewords node's parseArgs errors (long, and written for programmers) for users. */
 function explainParseError(error: unknown, command: string, optionNames: string[]): string {
   const code = (error as { code?: string }).code;
@@ -555,6 +597,8 @@ function explainParseError(error: unknown, command: string, optionNames: string[
   const long = /--([A-Za-z0-9-]+)/.exec(message)?.[1];
   const option = long === undefined ? (/'(-[^' ,]+)/.exec(message)?.[1] ?? '') : `--${long}`;
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const fromFile = SECRET_OPTIONS[option];
+    if (fromFile !== undefined) return `unknown option ${option} for ${command}: a secret is not given as an option's value (ps shows it to every user); use ${fromFile}`;
     const guess = closestMatch(option.replace(/^-+/, ''), optionNames);
     const hint = guess === undefined ? '' : `; did you mean --${guess}?`;
     return `unknown option ${option} for ${command}${hint}`;
@@ -591,6 +635,8 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
   const nproc = positiveInteger(values['nproc-per-node'] as string | undefined, '--nproc-per-node', usage);
   if (nproc !== undefined) command.nprocPerNode = nproc;
   if (values.nats !== undefined) command.nats = values.nats as string;
+  const natsCredentials = natsCredentialFlags(values, usage);
+  if (natsCredentials !== undefined) command.natsCredentials = natsCredentials;
   const jobId = values['job-id'] as string | undefined;
   if (jobId !== undefined) {
     if (!JOB_ID_PATTERN.test(jobId)) throw new UsageError(`--job-id must be 1-64 characters of A-Z a-z 0-9 _ -, got "${jobId}"`, usage);

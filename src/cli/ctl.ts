@@ -1,16 +1,19 @@
 /**
  * Implements: `gpt-hybrid ctl`: one control message to a running job, its answer printed as JSON.
- * The target is a job id or a run folder whose job.json names the job and its NATS server.
+ * The target is a job id or a run folder whose job.json names the job and its NATS server; the NATS
+ * credentials come from ctl's own options and variables, as the job's did (job.json holds none).
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Bus } from '../comm/bus.ts';
-import { connectNats } from '../comm/nats-transport.ts';
+import { maskProcessTitle, resolveNatsCredentials, splitUrlCredentials } from '../comm/nats-credentials.ts';
+import { connectNats, DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
 import { SUBJECTS } from '../launcher/subjects.ts';
 import type { CtlCommand } from './args.ts';
 
 export async function runCtl(command: CtlCommand): Promise<number> {
+  maskProcessTitle();
   let jobId = command.target;
   let natsUrl = command.nats ?? process.env.NATS_URL;
   const jobFile = join(command.target, 'job.json');
@@ -20,7 +23,9 @@ export async function runCtl(command: CtlCommand): Promise<number> {
     jobId = job.jobId;
     natsUrl = command.nats ?? job.nats;
   }
-  const transport = await connectNats({ url: natsUrl, name: `gpt-hybrid ctl ${jobId}` });
+  const { servers, credentials: fromUrl } = splitUrlCredentials(natsServerList(natsUrl ?? DEFAULT_NATS_URL));
+  const { credentials } = resolveNatsCredentials(command.natsCredentials ?? {}, fromUrl);
+  const transport = await connectNats({ url: servers, ...credentials, name: `gpt-hybrid ctl ${jobId}` });
   const bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`) });
   try {
     const answer = await bus.request(SUBJECTS.control, { kind: 'control', command: command.action, ...(command.save === true ? { save: true } : {}) }, command.timeoutMs);
@@ -29,7 +34,7 @@ export async function runCtl(command: CtlCommand): Promise<number> {
     return answer.ok ? 0 : 1;
   } catch (error) {
     if (error instanceof TransportTimeoutError) {
-      throw new Error(`job ${jobId} did not answer within ${command.timeoutMs} ms at ${natsUrl ?? 'the default NATS server'}: is it running, and on that server?`);
+      throw new Error(`job ${jobId} did not answer within ${command.timeoutMs} ms at ${servers.join(',')}: is it running, and on that server?`);
     }
     throw error;
   } finally {

@@ -21,9 +21,11 @@ import { loadCheckpoint, resolveCheckpoint, runFolderOf } from '../checkpoint/in
 import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
 import { launch } from '../launcher/launch.ts';
+import { maskProcessTitle } from '../comm/nats-credentials.ts';
 import { trainOverrides, type TrainCommand } from './args.ts';
 
 export async function runTrain(command: TrainCommand): Promise<number> {
+  maskProcessTitle();
   const log = (line: string) => {
     if (!command.quiet) process.stdout.write(`${line}\n`);
   };
@@ -74,6 +76,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
       outDir,
       steps: command.steps,
       nats: command.nats,
+      natsCredentials: command.natsCredentials,
       nnodes: command.nnodes,
       nodeRank: command.nodeRank,
       nprocPerNode: command.nprocPerNode,

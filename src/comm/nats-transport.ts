@@ -18,6 +18,7 @@ import {
   type NatsConnection,
   type NodeConnectionOptions,
 } from '@nats-io/transport-node';
+import { hasLogin, NATS_CREDENTIALS_HELP, splitUrlCredentials } from './nats-credentials.ts';
 import { TransportTimeoutError, type ConnectionEvent, type IncomingMessage, type Subscription, type Transport } from './transport.ts';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
@@ -51,7 +52,10 @@ export function natsServerList(url: string | string[]): string[] {
 }
 
 export async function connectNats(options: NatsTransportOptions = {}): Promise<NatsTransport> {
-  const servers = natsServerList(options.url ?? DEFAULT_NATS_URL);
+  // The client ignores a URL's userinfo (nats://TOKEN@host): it is the login unless one is given, and
+  // the servers go on without it, so it never shows in a message.
+  const { servers, credentials: fromUrl } = splitUrlCredentials(natsServerList(options.url ?? DEFAULT_NATS_URL));
+  const login = hasLogin(options) ? options : fromUrl;
   const where = servers.join(', ');
   const connectOptions: NodeConnectionOptions = {
     servers,
@@ -64,15 +68,15 @@ export async function connectNats(options: NatsTransportOptions = {}): Promise<N
     reconnectTimeWait: RECONNECT_WAIT_MS,
     maxReconnectAttempts: MAX_RECONNECT_ATTEMPTS,
   };
-  if (options.token !== undefined) connectOptions.token = options.token;
-  if (options.user !== undefined) connectOptions.user = options.user;
-  if (options.pass !== undefined) connectOptions.pass = options.pass;
-  if (options.credsFile !== undefined) {
+  if (login.token !== undefined) connectOptions.token = login.token;
+  if (login.user !== undefined) connectOptions.user = login.user;
+  if (login.pass !== undefined) connectOptions.pass = login.pass;
+  if (login.credsFile !== undefined) {
     let creds: Uint8Array;
     try {
-      creds = readFileSync(options.credsFile);
+      creds = readFileSync(login.credsFile);
     } catch (error) {
-      throw new Error(`cannot read the NATS credentials file ${options.credsFile}: ${(error as Error).message}`);
+      throw new Error(`cannot read the NATS credentials file ${login.credsFile}: ${(error as Error).message}`);
     }
     connectOptions.authenticator = credsAuthenticator(creds);
   }
@@ -86,9 +90,11 @@ export async function connectNats(options: NatsTransportOptions = {}): Promise<N
     const tlsProblem = /certificate|self.signed|ssl|tls/i.test(cause) || (options.tls !== undefined && /timeout/i.test(cause));
     const advice =
       error instanceof AuthorizationError || /authoriz|authenticat/i.test(cause)
-        ? 'The server refused our credentials: check the token, user/password or credentials file'
+        ? `The server refused our credentials: check the token, user/password or credentials file${hasLogin(login) ? '' : ' (none was given)'}. ` +
+          `To gpt-hybrid train and ctl, ${NATS_CREDENTIALS_HELP}`
         : tlsProblem
-          ? 'The TLS handshake failed: check tls.caFile (the CA that signed the server certificate) and, when the server verifies clients, tls.certFile and tls.keyFile'
+          ? 'The TLS handshake failed: check tls.caFile (--nats-tls-ca or $NATS_CA: the CA that signed the server certificate) and, when the server ' +
+            'verifies clients, tls.certFile and tls.keyFile (--nats-tls-cert and --nats-tls-key, or $NATS_CERT and $NATS_KEY)'
           : 'Is a NATS server running? Start one with `nats-server` or pass --nats URL';
     throw new Error(`could not connect to NATS at ${where}: ${cause}. ${advice}`, { cause: error });
   }

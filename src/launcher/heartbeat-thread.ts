@@ -15,7 +15,7 @@ const data = workerData as HeartbeatThreadData;
 const shared = new Int32Array(data.shared);
 const log = (line: string) => process.stderr.write(`[rank ${data.rank} heartbeat] ${line}\n`);
 // A lost heartbeat costs nothing (the next one follows in a second): this connection's interruptions are only logged.
-const transport = await connectNats({ url: data.natsUrl, name: `gpt-hybrid ${data.jobId} rank ${data.rank} heartbeat`, log });
+const transport = await connectNats({ url: data.natsUrl, ...data.natsCredentials, name: `gpt-hybrid ${data.jobId} rank ${data.rank} heartbeat`, log });
 const bus = new Bus({ jobId: data.jobId, transport, log });
 const beat = () =>
   bus.publish(SUBJECTS.heartbeat, {

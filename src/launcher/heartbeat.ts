@@ -4,6 +4,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { WorkerState } from '../comm/messages.ts';
+import type { NatsCredentials } from '../comm/nats-credentials.ts';
 
 const STATES: readonly WorkerState[] = ['starting', 'ready', 'training', 'paused', 'stopping', 'done', 'failed'];
 
@@ -11,6 +12,7 @@ export const HEARTBEAT_SLOTS = { state: 0, step: 1 } as const;
 
 export interface HeartbeatThreadData {
   natsUrl: string;
+  natsCredentials: NatsCredentials;
   jobId: string;
   rank: number;
   intervalMs: number;

@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { start, stop as stopSystem } from 'nact';
 import { Bus } from '../comm/bus.ts';
 import type { StepDoneMessage, WireStageOp } from '../comm/messages.ts';
-import { connectNats } from '../comm/nats-transport.ts';
+import { resolveNatsCredentials, type NatsCredentialFlags, type NatsCredentials } from '../comm/nats-credentials.ts';
+import { connectNats, type NatsTransport } from '../comm/nats-transport.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
 import { loadWebtextDataset } from '../dataset/webtext.ts';
@@ -37,6 +38,8 @@ export interface LaunchOptions {
   /** 1-based step to stop after; default from the config. */
   steps?: number;
   nats?: string;
+  /** Login and TLS options (files); the URL's userinfo and NATS_* variables fill in what they leave out. */
+  natsCredentials?: NatsCredentialFlags;
   nnodes: number;
   nodeRank: number;
   nprocPerNode?: number;
@@ -77,27 +80,41 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const jobId = options.jobId ?? `${basename(options.configPath, extname(options.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${randomBytes(3).toString('hex')}`;
   const nats = await resolveNats(options.nats, nodeRank === 0, log);
 
-  // Tokenize here once: the workers then read the cache instead of racing to build it.
-  const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
-  const sampler = globalBatchSampler(config, dataset.numSamples);
-  const totalSteps = options.steps ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
-  // Resuming: verify the whole checkpoint once here; the workers then read only their regions of it.
+  let natsCredentials: NatsCredentials;
+  let natsLogin: string;
+  let transport: NatsTransport | undefined;
+  let sampler: BatchSampler;
+  let totalSteps: number;
   let resumeDir = '';
   let startStep = 0;
-  if (options.resume !== undefined) {
-    resumeDir = await resolveCheckpoint(options.resume);
-    const checkpoint = await loadCheckpoint(resumeDir, { verify: true });
-    startStep = checkpoint.manifest.dataLoader.nextStep;
-    checkpoint.close();
-    log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
-    if (startStep >= totalSteps) throw new Error(`the checkpoint is at step ${startStep}, not before the last step ${totalSteps}: pass --steps N with N > ${startStep}`);
+  try {
+    ({ credentials: natsCredentials, description: natsLogin } = resolveNatsCredentials(options.natsCredentials ?? {}, nats.urlCredentials ?? {}));
+    // Before the data: refused credentials end the job at once, not after a long tokenization.
+    transport = await connectNats({ url: serversFor(nats.url, nodeRank), ...natsCredentials, name: `gpt-hybrid ${jobId} launcher ${nodeRank}`, log });
+    // Tokenize here once: the workers then read the cache instead of racing to build it.
+    const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
+    sampler = globalBatchSampler(config, dataset.numSamples);
+    totalSteps = options.steps ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
+    // Resuming: verify the whole checkpoint once here; the workers then read only their regions of it.
+    if (options.resume !== undefined) {
+      resumeDir = await resolveCheckpoint(options.resume);
+      const checkpoint = await loadCheckpoint(resumeDir, { verify: true });
+      startStep = checkpoint.manifest.dataLoader.nextStep;
+      checkpoint.close();
+      log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
+      if (startStep >= totalSteps) throw new Error(`the checkpoint is at step ${startStep}, not before the last step ${totalSteps}: pass --steps N with N > ${startStep}`);
+    }
+  } catch (error) {
+    // An open connection or a private server would keep this process alive after the error.
+    await transport?.close().catch(() => undefined);
+    await nats.privateServer?.stop();
+    throw error;
   }
   const checkpointRoot = join(options.outDir, 'checkpoints');
   let commits: Promise<void> = Promise.resolve();
 
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
-  const transport = await connectNats({ url: serversFor(nats.url, nodeRank), name: `gpt-hybrid ${jobId} launcher ${nodeRank}`, log });
   const bus = new Bus({ jobId, transport, log });
   const system = start();
 
@@ -106,10 +123,13 @@ export async function launch(options: LaunchOptions): Promise<number> {
       join(options.outDir, 'job.json'),
       JSON.stringify({ jobId, nats: nats.url, world: grid.world, nnodes, layout: grid.describe(), launcherPid: process.pid, startedAt: new Date().toISOString() }, null, 2) + '\n',
     );
-    log(`job ${jobId}: ${grid.describe()} on ${nnodes} node(s), NATS ${nats.url}`);
-    log(`control it with: gpt-hybrid ctl ${jobId} status|pause|resume|checkpoint|stop${options.nats || process.env.NATS_URL || nats.privateServer ? ` --nats ${nats.url}` : ''}`);
+    log(`job ${jobId}: ${grid.describe()} on ${nnodes} node(s), NATS ${nats.url} (${natsLogin})`);
+    log(
+      `control it with: gpt-hybrid ctl ${jobId} status|pause|resume|checkpoint|stop${options.nats || process.env.NATS_URL || nats.privateServer ? ` --nats ${nats.url}` : ''}` +
+        (Object.keys(natsCredentials).length === 0 ? '' : ' and the same NATS credential options or variables'),
+    );
   } else {
-    log(`node ${nodeRank}: joining job ${jobId} at ${nats.url}`);
+    log(`node ${nodeRank}: joining job ${jobId} at ${nats.url} (${natsLogin})`);
   }
 
   // Recovery across nodes: the other nodes' launchers take node 0's restart orders; see node-restart.ts.
@@ -218,7 +238,18 @@ export async function launch(options: LaunchOptions): Promise<number> {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         env: {
           ...process.env,
-          ...workerEnvironmentVariables({ jobId, natsUrl: nats.url, rank, world: grid.world, node: nodeRank, configPath: configFile, totalSteps, outDir: options.outDir, resume: resumeDir }),
+          ...workerEnvironmentVariables({
+            jobId,
+            natsUrl: nats.url,
+            rank,
+            world: grid.world,
+            node: nodeRank,
+            configPath: configFile,
+            totalSteps,
+            outDir: options.outDir,
+            resume: resumeDir,
+            natsCredentials,
+          }),
         },
       });
       children.set(rank, child);

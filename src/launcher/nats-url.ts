@@ -2,20 +2,28 @@
  * Implements: where the job's NATS servers are: --nats, else $NATS_URL, else the default local one (a
  * URL, or the URLs of a cluster separated by commas); only when neither was given and nothing answers at
  * the default, a private nats-server for this job; and which server of a cluster each process tries first.
+ * Credentials in the URL (nats://TOKEN@host) are taken out of it here, so the URL the job prints, writes
+ * to job.json and hands to its workers holds none.
  */
+import { splitUrlCredentials, type NatsCredentials } from '../comm/nats-credentials.ts';
 import { DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { portAnswers, startNatsServer, type NatsServerHandle } from '../comm/nats-server.ts';
 
 export interface ResolvedNats {
-  /** One URL, or several separated by commas (a cluster), as given. */
+  /** One URL, or several separated by commas (a cluster), as given less any userinfo. */
   url: string;
+  /** The login the URL's userinfo gave, when it had one. */
+  urlCredentials?: NatsCredentials;
   /** Set when this launcher started the server; stop it when the job ends. */
   privateServer?: NatsServerHandle;
 }
 
 export async function resolveNats(explicit: string | undefined, mayStartServer: boolean, log: (line: string) => void): Promise<ResolvedNats> {
   const given = explicit ?? process.env.NATS_URL;
-  if (given !== undefined && given !== '') return { url: natsServerList(given).join(',') };
+  if (given !== undefined && given !== '') {
+    const { servers, credentials } = splitUrlCredentials(natsServerList(given));
+    return { url: servers.join(','), ...(Object.keys(credentials).length === 0 ? {} : { urlCredentials: credentials }) };
+  }
   const { hostname, port } = new URL(DEFAULT_NATS_URL);
   if (await portAnswers(hostname, Number(port))) return { url: DEFAULT_NATS_URL };
   if (!mayStartServer) {

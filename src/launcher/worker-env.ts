@@ -1,7 +1,9 @@
 /**
  * Implements: how a launcher tells a worker process who it is, like torchrun's RANK / WORLD_SIZE
- * variables: one environment variable per fact, read and checked in one place.
+ * variables: one environment variable per fact, read and checked in one place. NATS credentials travel
+ * the same way, under the `nats` CLI's names (NATS_TOKEN, NATS_CREDS, ...), never in argv.
  */
+import { natsCredentialVariables, resolveNatsCredentials, type NatsCredentials } from '../comm/nats-credentials.ts';
 
 export interface WorkerEnvironment {
   jobId: string;
@@ -16,6 +18,8 @@ export interface WorkerEnvironment {
   outDir: string;
   /** A verified checkpoint folder to start from; empty: a fresh start. */
   resume: string;
+  /** What the launcher logs in to NATS with. */
+  natsCredentials: NatsCredentials;
 }
 
 const NAMES = {
@@ -30,9 +34,10 @@ const NAMES = {
   resume: 'GPT_HYBRID_RESUME',
 } as const;
 
-export function workerEnvironmentVariables(env: WorkerEnvironment): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [key, name] of Object.entries(NAMES)) out[name] = String(env[key as keyof WorkerEnvironment]);
+/** The worker's variables; credential variables not in use are undefined, so inherited ones are dropped. */
+export function workerEnvironmentVariables(env: WorkerEnvironment): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = natsCredentialVariables(env.natsCredentials);
+  for (const [key, name] of Object.entries(NAMES)) out[name] = String(env[key as keyof typeof NAMES]);
   return out;
 }
 
@@ -59,6 +64,7 @@ export function readWorkerEnvironment(source: NodeJS.ProcessEnv = process.env): 
     totalSteps: integer('totalSteps'),
     outDir: text('outDir'),
     resume: source[NAMES.resume] ?? '',
+    natsCredentials: resolveNatsCredentials({}, {}, source).credentials,
   };
   if (env.rank >= env.world) throw new Error(`${NAMES.rank}=${env.rank} is not below ${NAMES.world}=${env.world}`);
   return env;

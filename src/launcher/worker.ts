@@ -42,7 +42,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
 
   // Each rank tries its own server of a cluster first, so the ranks spread over the servers.
   const servers = serversFor(env.natsUrl, env.rank);
-  const transport = await connectNats({ url: servers, name: `gpt-hybrid ${env.jobId} rank ${env.rank}`, log });
+  const transport = await connectNats({ url: servers, ...env.natsCredentials, name: `gpt-hybrid ${env.jobId} rank ${env.rank}`, log });
   if (servers.length > 1) log(`NATS: connected to ${transport.server} (servers: ${servers.join(', ')})`);
   const bus = new Bus({ jobId: env.jobId, transport, log });
   // See [Note: NATS interruptions] in coordinator-logic.ts: told once the link is back (nothing gets through before).
@@ -58,7 +58,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   const exitCode = new Promise<number>((resolve) => (exitRequested = resolve));
 
   const heartbeats = new HeartbeatThread(
-    { natsUrl: servers.join(','), jobId: env.jobId, rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
+    { natsUrl: servers.join(','), natsCredentials: env.natsCredentials, jobId: env.jobId, rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
     (error) => log(`heartbeat thread failed: ${error.message}`),
   );
   /** Shares the state with the heartbeat thread and, for changes worth telling at once, sends one now. */
