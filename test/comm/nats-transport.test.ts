@@ -141,6 +141,9 @@ test('the connection survives a server restart: subscriptions come back and mess
     receiver.subscribe('restart.test', (message) => got.push(message.data[0]));
     await receiver.flush();
     await restartable.kill();
+    // The kill is seen when the client reads the closed socket: wait for that event, not a fixed time.
+    const noticeBy = Date.now() + 5000;
+    while (Date.now() < noticeBy && events.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
     assert.equal(await receiver.whenConnected(100), false, 'connected while the server is down');
     restartable = await startNatsServer({ port });
     assert.equal(await receiver.whenConnected(8000), true);
