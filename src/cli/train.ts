@@ -121,6 +121,13 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     log(`resumed from ${restored.dir}: continuing after step ${startStep}`);
   }
   const trainer = new Trainer({ config, model, dataset, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer });
+  if (startStep >= trainer.state.totalSteps) {
+    trainer.dispose();
+    model.dispose();
+    process.off('SIGINT', onSigint);
+    // The same words as the launcher's (multi-process) check.
+    throw new Error(`the checkpoint is at step ${startStep}, not before the last step ${trainer.state.totalSteps}: pass --steps N with N > ${startStep}`);
+  }
   log(
     `training ${startStep > 0 ? `steps ${startStep + 1} to ${trainer.state.totalSteps}` : `${trainer.state.totalSteps} steps`} (${trainer.state.stepsPerEpoch} per epoch), ` +
       `global batch ${trainer.sampler.globalBatchSize} x ${config.seqLen} tokens`,

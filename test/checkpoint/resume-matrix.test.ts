@@ -90,6 +90,11 @@ test('resume - (1,1,1): resumed from step 2 without --out, the run goes on in it
   const { steps, losses } = metrics(full.out);
   assert.deepEqual(steps, [1, 2, 3, 4]);
   assert.deepEqual(losses, full.losses);
+  // Resuming the last checkpoint with nothing left to run says how to go on and touches nothing.
+  const done = await runCli(['train', config, '--resume', full.out, '--steps', String(STEPS), '--nats', server.url]);
+  assert.equal(done.code, 1, done.output);
+  assert.match(done.output, new RegExp(`the checkpoint is at step ${STEPS}, not before the last step ${STEPS}: pass --steps N with N > ${STEPS}`));
+  assert.deepEqual(metrics(full.out).losses, full.losses);
 });
 
 for (const layout of ['1,2,2', '2,2,1'] as const) {
