@@ -12,24 +12,15 @@
  * do not set the pace are as even as they can be (equal costs give partitionUniform's counts up to
  * order). Deterministic: every rank computes the same split from the same numbers.
  */
-import { checkCount, ScheduleError } from './ops.ts';
-import type { LayerRange } from './partition.ts';
+import { checkLayerSplit, type LayerRange } from './partition.ts';
 import type { PartCosts } from './stage-cost.ts';
 
 /** Costs are floats: two splits within this relative distance of the optimum count as reaching it. */
 const RELATIVE_TOLERANCE = 1e-9;
 
 export function partitionBalanced(numLayers: number, pipelineSize: number, numChunks: number, costs: PartCosts): LayerRange[][] {
-  checkCount(numLayers, 'numLayers');
-  checkCount(pipelineSize, 'pipelineSize');
-  checkCount(numChunks, 'numChunks');
+  checkLayerSplit(numLayers, pipelineSize, numChunks);
   const stages = pipelineSize * numChunks;
-  if (numLayers < stages) {
-    throw new ScheduleError(
-      `cannot split ${numLayers} layers over ${pipelineSize} pipeline stages x ${numChunks} chunks = ${stages} parts: ` +
-        `every part needs a layer; use at least ${stages} layers, or fewer stages or chunks`,
-    );
-  }
   // Cost of virtual stage `stage` holding layers [start, end).
   const stageCost = (stage: number, start: number, end: number): number =>
     (end - start) * costs.layer + (stage === 0 ? costs.embedding : 0) + (stage === stages - 1 ? costs.head : 0);

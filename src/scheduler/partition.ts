@@ -17,16 +17,7 @@ import { checkCount, ScheduleError } from './ops.ts';
 export type LayerRange = [start: number, end: number];
 
 export function partitionUniform(numLayers: number, pipelineSize: number, numChunks = 1): LayerRange[][] {
-  checkCount(numLayers, 'numLayers');
-  checkCount(pipelineSize, 'pipelineSize');
-  checkCount(numChunks, 'numChunks');
-  const virtualStages = pipelineSize * numChunks;
-  if (numLayers < virtualStages) {
-    throw new ScheduleError(
-      `cannot split ${numLayers} layers over ${pipelineSize} pipeline stages x ${numChunks} chunks = ${virtualStages} parts: ` +
-        `every part needs a layer; use at least ${virtualStages} layers, or fewer stages or chunks`,
-    );
-  }
+  checkLayerSplit(numLayers, pipelineSize, numChunks);
   const parts: LayerRange[][] = Array.from({ length: pipelineSize }, () => []);
   let start = 0;
   for (let chunk = 0; chunk < numChunks; chunk++) {
@@ -38,6 +29,20 @@ export function partitionUniform(numLayers: number, pipelineSize: number, numChu
     }
   }
   return parts;
+}
+
+/** Refuses counts that are not positive integers, and fewer layers than virtual stages (each needs one). */
+export function checkLayerSplit(numLayers: number, pipelineSize: number, numChunks: number): void {
+  checkCount(numLayers, 'numLayers');
+  checkCount(pipelineSize, 'pipelineSize');
+  checkCount(numChunks, 'numChunks');
+  const virtualStages = pipelineSize * numChunks;
+  if (numLayers < virtualStages) {
+    throw new ScheduleError(
+      `cannot split ${numLayers} layers over ${pipelineSize} pipeline stages x ${numChunks} chunks = ${virtualStages} parts: ` +
+        `every part needs a layer; use at least ${virtualStages} layers, or fewer stages or chunks`,
+    );
+  }
 }
 
 /** Part `index` of `total` split into `count` parts differing by at most one, the later ones larger. */
