@@ -9,7 +9,7 @@
  * default server do not share it. --quick runs every section with fewer steps (to check the bench
  * itself; its figures are not the targets' conditions). --keep keeps the run folders.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as tf from '../src/tf.ts';
@@ -47,6 +47,12 @@ const say = (line: string) => process.stderr.write(line + '\n');
 /** The model of the single-process step figure (the LM head is most of its FLOPs). */
 const STEP_MODEL = { numLayers: 4, hiddenSize: 256, numAttentionHeads: 4, maxPositionEmbeddings: 128 };
 /**
+ * The demo's model and batch (examples/tiny.json: the tiny preset, hidden 64): the LM head is ~93% of
+ * its FLOPs, so this figure shows what the element-wise work over [tokens, 50304] logits and Adam over
+ * 3.4M parameters cost next to thin matmuls.
+ */
+const TINY = JSON.parse(readFileSync(new URL('../examples/tiny.json', import.meta.url), 'utf8')) as { model: BenchModel['model']; batchSize: number; seqLen: number };
+/**
  * The model of the multi-process figures: 16 blocks, so a balanced partition can give the stage with the
  * 50304-word LM head one block and the other stage fifteen, near equal cost; same global batch 8.
  */
@@ -57,6 +63,7 @@ const MEMORY = quick ? { warmup: 2, steps: 20 } : { warmup: 5, steps: 200 };
 
 const TARGETS: Record<string, Target> = {
   step_efficiency: { op: '>=', value: 0.55 },
+  step_efficiency_tiny: { op: '>=', value: 0.55 },
   pipeline_efficiency: { op: '>=', value: 0.9 },
   comm_fraction: { op: '<=', value: 0.05 },
   comm_fraction_pp2: { op: '<=', value: 0.05 },
@@ -109,12 +116,18 @@ try {
     say('  a training step: GPT 4 layers, hidden 256, 4 heads, vocab 50304, batch 8 x 128 tokens ...');
     const step = measureTrainingStep({ model: STEP_MODEL, batchSize: 8, seqLen: 128, onProgress: say });
     say(`  ${step.stepMs.toFixed(0)} ms/step, ${step.stepGflops.toFixed(1)} model GFLOP/s`);
-    // Again after the step, so that a machine growing busier during the run shows in both numbers.
+    say(`  a training step of examples/tiny.json: tiny preset (hidden 64), batch ${TINY.batchSize} x ${TINY.seqLen} tokens ...`);
+    const tiny = measureTrainingStep({ model: TINY.model, batchSize: TINY.batchSize, seqLen: TINY.seqLen, runs: 5, onProgress: say });
+    say(`  ${tiny.stepMs.toFixed(0)} ms/step, ${tiny.stepGflops.toFixed(1)} model GFLOP/s`);
+    // Again after the steps, so that a machine growing busier during the run shows in both numbers.
     const matmul = (matmulBefore + (await measureMatmulGflops(1024))) / 2;
     figure('matmul_gflops', matmul, 'dense 2-D matmul 1024^3, backend GFLOP/s', 2);
     figure('step_gflops', step.stepGflops, 'model GFLOP/s of a single-process step (4 layers, hidden 256, batch 8 x 128)', 2);
     figure('step_efficiency', step.stepGflops / matmul, 'step_gflops / matmul_gflops');
+    figure('step_gflops_tiny', tiny.stepGflops, `the same for examples/tiny.json (tiny preset, hidden 64, batch ${TINY.batchSize} x ${TINY.seqLen})`, 2);
+    figure('step_efficiency_tiny', tiny.stepGflops / matmul, 'step_gflops_tiny / matmul_gflops');
     details.step_ms = round(step.stepMs, 1);
+    details.step_ms_tiny = round(tiny.stepMs, 1);
   }
 
   if (runs('memory')) {
