@@ -1,7 +1,8 @@
 /**
  * Implements: installing (and, for benchmarks and tests, removing) this project's wasm kernels:
- * `UnsortedSegmentSum`, which wasm lacks, and faster `BatchMatMul`, `Transpose`, `Slice`,
- * `SplitV` and `Sum` in place of the stock ones. Both calls are idempotent; the engine looks
+ * `UnsortedSegmentSum`, which wasm lacks, faster `BatchMatMul`, `Transpose`, `Slice`, `SplitV`
+ * and `Sum` in place of the stock ones, and two fused kernels of our own (a softmax cross-entropy
+ * with its gradient, and the Adam update), which callers use when registered. Both calls are idempotent; the engine looks
  * kernels up on every op, so a swap takes effect at once, even on a running backend.
  */
 import * as tf from '../tf.ts';
@@ -11,6 +12,8 @@ import { wasmTransposeConfig } from './wasm-transpose.ts';
 import { wasmUnsortedSegmentSumConfig } from './wasm-unsorted-segment-sum.ts';
 import { wasmSliceConfig, wasmSplitVConfig } from './wasm-slice.ts';
 import { wasmSumConfig } from './wasm-sum.ts';
+import { wasmSoftmaxCrossEntropyConfig } from './wasm-softmax-cross-entropy.ts';
+import { wasmAdamUpdateConfig } from './wasm-adam.ts';
 import { rememberStockKernel, setUpStockKernel, stockKernel } from './wasm-stock-kernels.ts';
 
 /** Kernels we add or replace on 'wasm', in registration order. */
@@ -21,6 +24,8 @@ export const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   wasmSliceConfig,
   wasmSplitVConfig,
   wasmSumConfig,
+  wasmSoftmaxCrossEntropyConfig,
+  wasmAdamUpdateConfig,
 ];
 
 /** Requires '@tensorflow/tfjs-backend-wasm' to have been imported (it registers the stock kernels). */

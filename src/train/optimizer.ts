@@ -8,6 +8,7 @@
  */
 import * as tf from '../tf.ts';
 import type { OptimizerConfig } from '../config/types.ts';
+import { ADAM_UPDATE, type AdamUpdateAttrs } from '../backend/wasm-adam.ts';
 
 export interface OptimizerStepResult {
   /** Global L2 norm of the gradients before clipping. */
@@ -39,17 +40,33 @@ export class AdamOptimizer {
     const biasCorrection1 = 1 - beta1 ** this.stepCount;
     const biasCorrection2 = 1 - beta2 ** this.stepCount;
     const stepSize = learningRate / biasCorrection1;
+    const fused = tf.getKernel(ADAM_UPDATE, tf.getBackend()) !== undefined;
+    const attrs: AdamUpdateAttrs = {
+      clip: clipScale,
+      l2: kind === 'adam' ? weightDecay : 0,
+      decay: kind === 'adam' || weightDecay === 0 ? 1 : 1 - learningRate * weightDecay,
+      beta1, oneMinusBeta1: 1 - beta1, beta2, oneMinusBeta2: 1 - beta2,
+      sqrtBiasCorrection2: Math.sqrt(biasCorrection2), eps, stepSize,
+    };
     for (const [name, param] of params) {
       tf.tidy(() => {
         let grad = requireGrad(grads, name);
+        const m = this.moment(this.firstMoments, name, param);
+        const v = this.moment(this.secondMoments, name, param);
+        if (fused) {
+          // One pass instead of ~14 kernels; the same float32 operations (wasm-adam.ts).
+          const [nextParam, nextM, nextV] = tf.engine().runKernel(ADAM_UPDATE, { param, grad, m, v }, { ...attrs }) as tf.Tensor[];
+          m.assign(nextM!);
+          v.assign(nextV!);
+          param.assign(nextParam!);
+          return;
+        }
         if (clipScale !== 1) grad = tf.mul(grad, clipScale);
         let value: tf.Tensor = param;
         if (weightDecay !== 0) {
           if (kind === 'adam') grad = tf.add(grad, tf.mul(param, weightDecay));
           else value = tf.mul(param, 1 - learningRate * weightDecay);
         }
-        const m = this.moment(this.firstMoments, name, param);
-        const v = this.moment(this.secondMoments, name, param);
         const nextM = tf.add(tf.mul(m, beta1), tf.mul(grad, 1 - beta1));
         const nextV = tf.add(tf.mul(v, beta2), tf.mul(tf.square(grad), 1 - beta2));
         m.assign(nextM);

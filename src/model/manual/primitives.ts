@@ -4,6 +4,8 @@
  * Each forward returns what its backward needs; no tape is involved, so the pair can straddle an await.
  */
 import * as tf from '../../tf.ts';
+import { SOFTMAX_CROSS_ENTROPY } from '../../backend/wasm-softmax-cross-entropy.ts';
+import { tidyKeep } from './tidy.ts';
 
 export interface LayerNormSaved {
   /** (x - mean) * rstd, [rows, H]. */
@@ -83,4 +85,30 @@ export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
 export function softmaxBackward(dprobs: tf.Tensor, probs: tf.Tensor): tf.Tensor {
   const dot = tf.sum(tf.mul(dprobs, probs), -1, true);
   return tf.mul(probs, tf.sub(dprobs, dot));
+}
+
+/**
+ * Cross-entropy of each row of logits [rows, V] against int32 labels [rows] (log sum exp(x - max) -
+ * (x[label] - max)) and its gradient (softmax - onehot) * gradScale, without a tape: the loss is the
+ * objective, so the backward is known with the forward. On wasm one fused kernel does both
+ * (wasm-softmax-cross-entropy.ts: ~4x faster over 50304-word rows); elsewhere the same math from ops.
+ */
+export function softmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, gradScale: number): { losses: tf.Tensor1D; dLogits: tf.Tensor2D } {
+  if (tf.getKernel(SOFTMAX_CROSS_ENTROPY, tf.getBackend()) !== undefined) {
+    const [losses, dLogits] = tf.engine().runKernel(SOFTMAX_CROSS_ENTROPY, { logits, labels }, { gradScale }) as tf.Tensor[];
+    return { losses: losses as tf.Tensor1D, dLogits: dLogits as tf.Tensor2D };
+  }
+  return tidyKeep(() => {
+    const [rows, vocab] = logits.shape;
+    const shifted = tf.sub(logits, tf.max(logits, 1, true));
+    const exps = tf.exp(shifted);
+    const sums = tf.sum(exps, 1, true);
+    const picked = tf.gather(tf.reshape(shifted, [rows * vocab]), tf.add(labels, tf.range(0, rows * vocab, vocab, 'int32')));
+    const losses = tf.sub(tf.reshape(tf.log(sums), [rows]), picked) as tf.Tensor1D;
+    // oneHot in float32 on wasm returns int32 bit patterns (MEASURED.md): cast an int32 one-hot.
+    const oneHot = tf.cast(tf.oneHot(labels, vocab), 'float32');
+    // The kernel's order: exp * (scale / sum), then scale off at the label.
+    const dLogits = tf.sub(tf.mul(exps, tf.div(gradScale, sums)), tf.mul(oneHot, gradScale)) as tf.Tensor2D;
+    return { losses, dLogits };
+  });
 }
