@@ -15,7 +15,7 @@ const TYPE_CODE: Record<ValueType, number> = { i32: 0x7f, f32: 0x7d, v128: 0x7b 
 
 /** Opcodes without immediates (SIMD ones carry their 0xfd prefix). */
 export const Op = {
-  drop: [0x1a],
+  drop: [0x1a], select: [0x1b],
   i32Eqz: [0x45], i32LtU: [0x49], i32GeU: [0x4f],
   i32Add: [0x6a], i32Sub: [0x6b], i32Mul: [0x6c], i32And: [0x71], i32Shl: [0x74],
   f32Sqrt: [0x91], f32Add: [0x92], f32Sub: [0x93], f32Mul: [0x94], f32Div: [0x95], f32Min: [0x96], f32Max: [0x97],
@@ -105,6 +105,10 @@ export class WasmFunction {
   v128Load(offset = 0): this { return this.op([0xfd, 0x00, 0x04, ...unsignedLeb(offset)]); }
   v128Store(offset = 0): this { return this.op([0xfd, 0x0b, 0x04, ...unsignedLeb(offset)]); }
   f32x4ExtractLane(lane: number): this { return this.op([0xfd, 0x1f, lane]); }
+  /** i8x16.shuffle by 32-bit lanes: lanes 0-3 from the first operand, 4-7 from the second. */
+  i32x4Shuffle(lanes: readonly [number, number, number, number]): this {
+    return this.op([0xfd, 0x0d, ...lanes.flatMap((lane) => [4 * lane, 4 * lane + 1, 4 * lane + 2, 4 * lane + 3])]);
+  }
 
   /**
    * for (p = start; p < end; p += step) body(): `pointer` must hold the start; the loop advances it

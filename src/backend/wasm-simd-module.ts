@@ -7,6 +7,8 @@
  *                wasm-softmax-cross-entropy.ts);
  *   adam         one pass of the Adam/AdamW update over a parameter, its gradient and both moments,
  *                in the same order of float32 operations as the tf-op formulation (see wasm-adam.ts).
+ *   transpose    out[b, c, r] = x[b, r, c] for 4-byte elements, rows and cols multiples of 4, in 4x4
+ *                blocks of shuffles within 32x32 tiles (see wasm-transpose.ts).
  * Tails shorter than 4 elements go through the same vector code on a splatted scalar, so every
  * element sees the same arithmetic.
  */
@@ -27,6 +29,8 @@ export interface SimdModule {
     param: number, grad: number, m: number, v: number, outParam: number, outM: number, outV: number, n: number,
     clip: number, l2: number, decay: number, b1: number, c1: number, b2: number, c2: number, sqrtBc2: number, eps: number, stepSize: number,
   ): void;
+  /** out[b, c, r] = x[b, r, c] over `batch` matrices of [rows, cols] 4-byte elements; rows, cols multiples of 4. */
+  transpose(src: number, dst: number, batch: number, rows: number, cols: number): void;
 }
 
 /** Below this exp(x) is not a normal float; the kernels' exp gives 0 there (denormals flushed). */
@@ -176,12 +180,63 @@ function adamProgram(): WasmFunction {
   return f;
 }
 
+const TILE = 32;
+
+function transposeProgram(): WasmFunction {
+  const f = new WasmFunction('transpose', ['i32', 'i32', 'i32', 'i32', 'i32'], []);
+  const [src, dst, batch, rows, cols] = [0, 1, 2, 3, 4].map((i) => f.param(i)) as [number, number, number, number, number];
+  const [b, r0, c0, r, c, rEnd, cEnd, p, q, srcRow, dstRow] = Array.from({ length: 11 }, () => f.local('i32'));
+  const [x0, x1, x2, x3, t0, t1, t2, t3] = Array.from({ length: 8 }, () => f.local('v128'));
+  const minOf = (a: () => void, limit: number) => {
+    a(); f.get(limit); a(); f.get(limit).op(Op.i32LtU, Op.select);
+  };
+  // Byte strides of a source row and of a destination row.
+  f.get(cols).i32(2).op(Op.i32Shl).set(srcRow);
+  f.get(rows).i32(2).op(Op.i32Shl).set(dstRow);
+  f.i32(0).set(b);
+  f.loop(b, batch, 1, () => {
+    f.i32(0).set(r0);
+    f.loop(r0, rows, TILE, () => {
+      minOf(() => f.get(r0).i32(TILE).op(Op.i32Add), rows);
+      f.set(rEnd);
+      f.i32(0).set(c0);
+      f.loop(c0, cols, TILE, () => {
+        minOf(() => f.get(c0).i32(TILE).op(Op.i32Add), cols);
+        f.set(cEnd);
+        f.get(r0).set(r);
+        f.loop(r, rEnd, 4, () => {
+          f.get(c0).set(c);
+          f.loop(c, cEnd, 4, () => {
+            // p = src + (r cols + c) 4, q = dst + (c rows + r) 4
+            f.get(src).get(r).get(cols).op(Op.i32Mul).get(c).op(Op.i32Add).i32(2).op(Op.i32Shl, Op.i32Add).set(p);
+            f.get(dst).get(c).get(rows).op(Op.i32Mul).get(r).op(Op.i32Add).i32(2).op(Op.i32Shl, Op.i32Add).set(q);
+            [x0, x1, x2, x3].forEach((x, i) => { f.get(p).get(srcRow).i32(i).op(Op.i32Mul, Op.i32Add).v128Load().set(x!); });
+            f.get(x0!).get(x1!).i32x4Shuffle([0, 4, 1, 5]).set(t0!);
+            f.get(x0!).get(x1!).i32x4Shuffle([2, 6, 3, 7]).set(t1!);
+            f.get(x2!).get(x3!).i32x4Shuffle([0, 4, 1, 5]).set(t2!);
+            f.get(x2!).get(x3!).i32x4Shuffle([2, 6, 3, 7]).set(t3!);
+            const rowsOut: Array<[number, number, [number, number, number, number]]> = [
+              [t0!, t2!, [0, 1, 4, 5]], [t0!, t2!, [2, 3, 6, 7]], [t1!, t3!, [0, 1, 4, 5]], [t1!, t3!, [2, 3, 6, 7]],
+            ];
+            rowsOut.forEach(([first, second, lanes], i) => {
+              f.get(q).get(dstRow).i32(i).op(Op.i32Mul, Op.i32Add).get(first).get(second).i32x4Shuffle(lanes).v128Store();
+            });
+          });
+        });
+      });
+    });
+    f.get(src).get(rows).get(srcRow).op(Op.i32Mul, Op.i32Add).set(src);
+    f.get(dst).get(rows).get(srcRow).op(Op.i32Mul, Op.i32Add).set(dst);
+  });
+  return f;
+}
+
 let bytes: Uint8Array<ArrayBuffer> | undefined;
 const instances = new WeakMap<WasmModuleLike, SimdModule>();
 
 /** The module's bytes, assembled once per process. */
 export function simdModuleBytes(): Uint8Array<ArrayBuffer> {
-  bytes ??= assembleModule([softmaxRowsProgram(), adamProgram()]);
+  bytes ??= assembleModule([softmaxRowsProgram(), adamProgram(), transposeProgram()]);
   return bytes;
 }
 

