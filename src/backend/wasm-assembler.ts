@@ -112,13 +112,13 @@ export class WasmFunction {
 
   /**
    * for (p = start; p < end; p += step) body(): `pointer` must hold the start; the loop advances it
-   * and leaves it at the first value not below `end` (a local as well).
+   * and leaves it at the first value not below `end` (a local as well). Step 0: the body advances it.
    */
   loop(pointer: number, end: number, step: number, body: () => void): this {
     this.op([0x02, 0x40], [0x03, 0x40]);
     this.get(pointer).get(end).op(Op.i32GeU, [0x0d, 0x01]);
     body();
-    this.get(pointer).i32(step).op(Op.i32Add).set(pointer);
+    if (step !== 0) this.get(pointer).i32(step).op(Op.i32Add).set(pointer);
     return this.op([0x0c, 0x00], [0x0b], [0x0b]);
   }
 

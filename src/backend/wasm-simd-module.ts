@@ -2,25 +2,21 @@
  * Implements: this project's own wasm SIMD module, instantiated on the tfjs wasm backend's memory so
  * its functions read and write tensors in place (pointers are byte offsets, as in WasmTensorData),
  * and the programs of its functions:
- *   softmaxRows  per row of [rows, n]: max, exp(x - max) and its sum, and the softmax times a scale,
- *                4 lanes at a time (the fused cross-entropy's forward and backward; see
+ *   softmaxColumns  down each column of [V, cols] (the LM head's transposed logits): max, exp(x - max)
+ *                and its (compensated) sum, and the softmax times a scale in both layouts, 16 columns
+ *                at a time (the fused cross-entropy's forward and backward; see
  *                wasm-softmax-cross-entropy.ts);
  *   adam         one pass of the Adam/AdamW update over a parameter, its gradient and both moments,
  *                in the same order of float32 operations as the tf-op formulation (see wasm-adam.ts).
  *   transpose    out[b, c, r] = x[b, r, c] for 4-byte elements, rows and cols multiples of 4, in 4x4
  *                blocks of shuffles within 32x32 tiles (see wasm-transpose.ts).
- * Tails shorter than 4 elements go through the same vector code on a splatted scalar, so every
- * element sees the same arithmetic.
+ * Adam's tail of fewer than 4 elements goes through the same vector code on a splatted scalar, so
+ * every element sees the same arithmetic.
  */
 import { assembleModule, Op, WasmFunction } from './wasm-assembler.ts';
 import type { WasmBackendLike, WasmModuleLike } from './wasm-heap.ts';
 
 export interface SimdModule {
-  /**
-   * For each of `rows` rows of `n` floats at `src`: dst = exp(x - max) * (scale / sum), and
-   * stats[2r] = max, stats[2r + 1] = sum of exp(x - max).
-   */
-  softmaxRows(src: number, dst: number, rows: number, n: number, scale: number, stats: number): void;
   /**
    * Over n elements: g = grad * clip + param * l2; m' = m b1 + g c1; v' = v b2 + g g c2;
    * param' = param * decay - m' / (sqrt(v') / sqrtBc2 + eps) * stepSize; written to the out pointers.
@@ -29,6 +25,11 @@ export interface SimdModule {
     param: number, grad: number, m: number, v: number, outParam: number, outM: number, outV: number, n: number,
     clip: number, l2: number, decay: number, b1: number, c1: number, b2: number, c2: number, sqrtBc2: number, eps: number, stepSize: number,
   ): void;
+  /**
+   * Softmax down each of `cols` columns (cols a multiple of 4) of src [vocab, cols]: dstT [vocab, cols] =
+   * exp(x - max) * (scale / sum), dst [cols, vocab] the same transposed; maxes and sums [cols].
+   */
+  softmaxColumns(src: number, dst: number, dstT: number, vocab: number, cols: number, scale: number, maxes: number, sums: number): void;
   /** out[b, c, r] = x[b, r, c] over `batch` matrices of [rows, cols] 4-byte elements; rows, cols multiples of 4. */
   transpose(src: number, dst: number, batch: number, rows: number, cols: number): void;
 }
@@ -57,85 +58,6 @@ function emitExp(f: WasmFunction, x: number, k: number, r: number, keep: number)
   // times 2^k: (k + 127) << 23 is the float 2^k's bit pattern.
   f.get(k).op(Op.i32x4TruncSatF32x4S).i32x4(127).op(Op.i32x4Add).i32(23).op(Op.i32x4Shl, Op.f32x4Mul);
   f.get(keep).op(Op.v128And);
-}
-
-/** ((l0 + l1) + (l2 + l3)) or the max of the lanes of the v128 in local `v`, on the stack. */
-function emitHorizontal(f: WasmFunction, v: number, combine: readonly number[]): void {
-  f.get(v).f32x4ExtractLane(0).get(v).f32x4ExtractLane(1).op(combine);
-  f.get(v).f32x4ExtractLane(2).get(v).f32x4ExtractLane(3).op(combine);
-  f.op(combine);
-}
-
-/** Pointer to the end of the whole vectors of n floats at `base` (n & ~3) and to the end of all. */
-function emitEnds(f: WasmFunction, base: number, n: number, vectorEnd: number, end: number): void {
-  f.get(base).get(n).i32(-4).op(Op.i32And).i32(2).op(Op.i32Shl, Op.i32Add).set(vectorEnd);
-  f.get(base).get(n).i32(2).op(Op.i32Shl, Op.i32Add).set(end);
-}
-
-function softmaxRowsProgram(): WasmFunction {
-  const f = new WasmFunction('softmaxRows', ['i32', 'i32', 'i32', 'i32', 'f32', 'i32'], []);
-  const [src, dst, rows, n, scale, stats] = [0, 1, 2, 3, 4, 5].map((i) => f.param(i)) as [number, number, number, number, number, number];
-  const row = f.local('i32');
-  const p = f.local('i32');
-  const q = f.local('i32');
-  const vectorEnd = f.local('i32');
-  const end = f.local('i32');
-  const acc = f.local('v128');
-  const x = f.local('v128');
-  const k = f.local('v128');
-  const r = f.local('v128');
-  const keep = f.local('v128');
-  const max = f.local('f32');
-  const sum = f.local('f32');
-  const e = f.local('f32');
-  const factor = f.local('v128');
-  const statsEnd = f.local('i32');
-  f.get(stats).get(rows).i32(3).op(Op.i32Shl, Op.i32Add).set(statsEnd);
-  f.get(stats).set(row);
-  // One row at a time: a row of 50304 floats (200 KB) stays in cache across the three passes.
-  f.loop(row, statsEnd, 8, () => {
-    emitEnds(f, src, n, vectorEnd, end);
-    // Pass 1: the row's max.
-    f.f32x4(-Infinity).set(acc);
-    f.get(src).set(p);
-    f.loop(p, vectorEnd, 16, () => { f.get(acc).get(p).v128Load().op(Op.f32x4Max).set(acc); });
-    emitHorizontal(f, acc, Op.f32Max);
-    f.set(max);
-    f.loop(p, end, 4, () => { f.get(max).get(p).f32Load().op(Op.f32Max).set(max); });
-    // Pass 2: dst = exp(x - max), summed per lane; the tail adds lane 0 of a splatted scalar.
-    f.f32x4(0).set(acc);
-    f.get(src).set(p);
-    f.get(dst).set(q);
-    f.loop(p, vectorEnd, 16, () => {
-      f.get(p).v128Load().get(max).op(Op.f32x4Splat, Op.f32x4Sub).set(x);
-      emitExp(f, x, k, r, keep);
-      f.set(x);
-      f.get(q).get(x).v128Store();
-      f.get(acc).get(x).op(Op.f32x4Add).set(acc);
-      f.get(q).i32(16).op(Op.i32Add).set(q);
-    });
-    emitHorizontal(f, acc, Op.f32Add);
-    f.set(sum);
-    f.loop(p, end, 4, () => {
-      f.get(p).f32Load().get(max).op(Op.f32Sub, Op.f32x4Splat).set(x);
-      emitExp(f, x, k, r, keep);
-      f.f32x4ExtractLane(0).set(e);
-      f.get(q).get(e).f32Store();
-      f.get(sum).get(e).op(Op.f32Add).set(sum);
-      f.get(q).i32(4).op(Op.i32Add).set(q);
-    });
-    // Pass 3: dst *= scale / sum.
-    f.get(scale).get(sum).op(Op.f32Div, Op.f32x4Splat).set(factor);
-    emitEnds(f, dst, n, vectorEnd, end);
-    f.get(dst).set(q);
-    f.loop(q, vectorEnd, 16, () => { f.get(q).get(q).v128Load().get(factor).op(Op.f32x4Mul).v128Store(); });
-    f.loop(q, end, 4, () => { f.get(q).get(q).f32Load().get(factor).f32x4ExtractLane(0).op(Op.f32Mul).f32Store(); });
-    f.get(row).get(max).f32Store(0);
-    f.get(row).get(sum).f32Store(4);
-    f.get(src).get(n).i32(2).op(Op.i32Shl, Op.i32Add).set(src);
-    f.get(dst).get(n).i32(2).op(Op.i32Shl, Op.i32Add).set(dst);
-  });
-  return f;
 }
 
 function adamProgram(): WasmFunction {
@@ -180,6 +102,114 @@ function adamProgram(): WasmFunction {
   return f;
 }
 
+/**
+ * Transposes the 4x4 block whose rows are the v128 locals `rows` (row k, lanes = columns) and hands
+ * each column l, as the v128 on the stack after `address(l)` pushed its destination, to a store.
+ */
+function emitTransposeStore4(f: WasmFunction, rows: readonly number[], t: readonly number[], address: (l: number) => void): void {
+  const [x0, x1, x2, x3] = rows as [number, number, number, number];
+  const [t0, t1, t2, t3] = t as [number, number, number, number];
+  f.get(x0).get(x1).i32x4Shuffle([0, 4, 1, 5]).set(t0);
+  f.get(x0).get(x1).i32x4Shuffle([2, 6, 3, 7]).set(t1);
+  f.get(x2).get(x3).i32x4Shuffle([0, 4, 1, 5]).set(t2);
+  f.get(x2).get(x3).i32x4Shuffle([2, 6, 3, 7]).set(t3);
+  const columns: Array<[number, number, [number, number, number, number]]> = [
+    [t0, t2, [0, 1, 4, 5]], [t0, t2, [2, 3, 6, 7]], [t1, t3, [0, 1, 4, 5]], [t1, t3, [2, 3, 6, 7]],
+  ];
+  columns.forEach(([first, second, lanes], l) => {
+    address(l);
+    f.get(first).get(second).i32x4Shuffle(lanes).v128Store();
+  });
+}
+
+/** Column strips of this many vectors (16 columns: one 64-byte cache line of each row). */
+const STRIP = 4;
+
+function softmaxColumnsProgram(): WasmFunction {
+  const f = new WasmFunction('softmaxColumns', ['i32', 'i32', 'i32', 'i32', 'i32', 'f32', 'i32', 'i32'], []);
+  const [src, dst, dstT, vocab, cols, scale, maxes, sums] = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => f.param(i)) as number[] as
+    [number, number, number, number, number, number, number, number];
+  const [column, wideEnd, rowBytes, vocabBytes, p, q, end, vocab4End, d] = Array.from({ length: 9 }, () => f.local('i32'));
+  const rowOffsets = [0, 1, 2, 3].map(() => f.local('i32'));
+  const acc = Array.from({ length: STRIP }, () => f.local('v128'));
+  const sum = Array.from({ length: STRIP }, () => f.local('v128'));
+  const factor = Array.from({ length: STRIP }, () => f.local('v128'));
+  const compensation = Array.from({ length: STRIP }, () => f.local('v128'));
+  const y = [0, 1, 2, 3].map(() => f.local('v128'));
+  const t = [0, 1, 2, 3].map(() => f.local('v128'));
+  const [x, k, r, keep] = [0, 1, 2, 3].map(() => f.local('v128'));
+  f.get(cols).i32(2).op(Op.i32Shl).set(rowBytes);
+  f.get(vocab).i32(2).op(Op.i32Shl).set(vocabBytes);
+  [0, 1, 2, 3].forEach((i) => { f.get(rowBytes).i32(i).op(Op.i32Mul).set(rowOffsets[i]!); });
+  f.get(rowBytes).i32(-16 * STRIP).op(Op.i32And).set(wideEnd);
+  /** One strip of `width` vectors (4 columns each) starting at byte `column` of a row. */
+  const strip = (width: number) => {
+    const lanes = Array.from({ length: width }, (_, i) => i);
+    // Pass 1: each column's max.
+    for (const i of lanes) f.f32x4(-Infinity).set(acc[i]!);
+    f.get(src).get(column).op(Op.i32Add).set(p);
+    f.get(p).get(vocab).get(rowBytes).op(Op.i32Mul, Op.i32Add).set(end);
+    f.loop(p, end, 0, () => {
+      for (const i of lanes) f.get(acc[i]!).get(p).v128Load(16 * i).op(Op.f32x4Max).set(acc[i]!);
+      f.get(p).get(rowBytes).op(Op.i32Add).set(p);
+    });
+    // Pass 2: dstT = exp(x - max) and each column's sum.
+    for (const i of lanes) f.f32x4(0).set(sum[i]!).f32x4(0).set(compensation[i]!);
+    f.get(src).get(column).op(Op.i32Add).set(p);
+    f.get(dstT).get(column).op(Op.i32Add).set(q);
+    f.loop(p, end, 0, () => {
+      for (const i of lanes) {
+        f.get(p).v128Load(16 * i).get(acc[i]!).op(Op.f32x4Sub).set(x);
+        emitExp(f, x, k, r, keep);
+        f.set(x);
+        f.get(q).get(x).v128Store(16 * i);
+        // Kahan summation: a column's 50304 terms summed one after another would lose ~1e-4.
+        f.get(x).get(compensation[i]!).op(Op.f32x4Sub).set(k);
+        f.get(sum[i]!).get(k).op(Op.f32x4Add).set(r);
+        f.get(r).get(sum[i]!).op(Op.f32x4Sub).get(k).op(Op.f32x4Sub).set(compensation[i]!);
+        f.get(r).set(sum[i]!);
+      }
+      f.get(p).get(rowBytes).op(Op.i32Add).set(p);
+      f.get(q).get(rowBytes).op(Op.i32Add).set(q);
+    });
+    for (const i of lanes) {
+      f.get(scale).op(Op.f32x4Splat).get(sum[i]!).op(Op.f32x4Div).set(factor[i]!);
+      f.get(maxes).get(column).op(Op.i32Add).get(acc[i]!).v128Store(16 * i);
+      f.get(sums).get(column).op(Op.i32Add).get(sum[i]!).v128Store(16 * i);
+    }
+    // Pass 3: dstT *= scale / sum, and its 4x4 blocks transposed into dst's rows (dst row c starts at c * vocabBytes).
+    f.get(dstT).get(column).op(Op.i32Add).set(q);
+    f.get(q).get(vocab).i32(-4).op(Op.i32And).get(rowBytes).op(Op.i32Mul, Op.i32Add).set(vocab4End);
+    f.get(q).get(vocab).get(rowBytes).op(Op.i32Mul, Op.i32Add).set(end);
+    f.get(dst).get(column).get(vocab).op(Op.i32Mul, Op.i32Add).set(d);
+    const columnRow = (c: number) => { f.get(d).get(vocabBytes).i32(c).op(Op.i32Mul, Op.i32Add); };
+    f.loop(q, vocab4End, 0, () => {
+      for (const i of lanes) {
+        y.forEach((row, j) => {
+          f.get(q).get(rowOffsets[j]!).op(Op.i32Add).set(p);
+          f.get(p).get(p).v128Load(16 * i).get(factor[i]!).op(Op.f32x4Mul).tee(row).v128Store(16 * i);
+        });
+        emitTransposeStore4(f, y, t, (l) => columnRow(4 * i + l));
+      }
+      f.get(q).get(rowOffsets[3]!).op(Op.i32Add).get(rowBytes).op(Op.i32Add).set(q);
+      f.get(d).i32(16).op(Op.i32Add).set(d);
+    });
+    // Rows past the last multiple of 4: one element per column.
+    f.loop(q, end, 0, () => {
+      for (const i of lanes) {
+        f.get(q).get(q).v128Load(16 * i).get(factor[i]!).op(Op.f32x4Mul).tee(x).v128Store(16 * i);
+        for (let l = 0; l < 4; l++) { columnRow(4 * i + l); f.get(x).f32x4ExtractLane(l).f32Store(); }
+      }
+      f.get(q).get(rowBytes).op(Op.i32Add).set(q);
+      f.get(d).i32(4).op(Op.i32Add).set(d);
+    });
+  };
+  f.i32(0).set(column);
+  f.loop(column, wideEnd, 16 * STRIP, () => strip(STRIP));
+  f.loop(column, rowBytes, 16, () => strip(1));
+  return f;
+}
+
 const TILE = 32;
 
 function transposeProgram(): WasmFunction {
@@ -211,16 +241,7 @@ function transposeProgram(): WasmFunction {
             f.get(src).get(r).get(cols).op(Op.i32Mul).get(c).op(Op.i32Add).i32(2).op(Op.i32Shl, Op.i32Add).set(p);
             f.get(dst).get(c).get(rows).op(Op.i32Mul).get(r).op(Op.i32Add).i32(2).op(Op.i32Shl, Op.i32Add).set(q);
             [x0, x1, x2, x3].forEach((x, i) => { f.get(p).get(srcRow).i32(i).op(Op.i32Mul, Op.i32Add).v128Load().set(x!); });
-            f.get(x0!).get(x1!).i32x4Shuffle([0, 4, 1, 5]).set(t0!);
-            f.get(x0!).get(x1!).i32x4Shuffle([2, 6, 3, 7]).set(t1!);
-            f.get(x2!).get(x3!).i32x4Shuffle([0, 4, 1, 5]).set(t2!);
-            f.get(x2!).get(x3!).i32x4Shuffle([2, 6, 3, 7]).set(t3!);
-            const rowsOut: Array<[number, number, [number, number, number, number]]> = [
-              [t0!, t2!, [0, 1, 4, 5]], [t0!, t2!, [2, 3, 6, 7]], [t1!, t3!, [0, 1, 4, 5]], [t1!, t3!, [2, 3, 6, 7]],
-            ];
-            rowsOut.forEach(([first, second, lanes], i) => {
-              f.get(q).get(dstRow).i32(i).op(Op.i32Mul, Op.i32Add).get(first).get(second).i32x4Shuffle(lanes).v128Store();
-            });
+            emitTransposeStore4(f, [x0!, x1!, x2!, x3!], [t0!, t1!, t2!, t3!], (l) => { f.get(q).get(dstRow).i32(l).op(Op.i32Mul, Op.i32Add); });
           });
         });
       });
@@ -236,7 +257,7 @@ const instances = new WeakMap<WasmModuleLike, SimdModule>();
 
 /** The module's bytes, assembled once per process. */
 export function simdModuleBytes(): Uint8Array<ArrayBuffer> {
-  bytes ??= assembleModule([softmaxRowsProgram(), adamProgram(), transposeProgram()]);
+  bytes ??= assembleModule([softmaxColumnsProgram(), adamProgram(), transposeProgram()]);
   return bytes;
 }
 

@@ -1,7 +1,7 @@
 /**
  * Implements: the model's head (GPT.headLoss) forward and its analytic backward in one call: final
  * LayerNorm, the LM head tied to the word embedding, and the mean next-token cross-entropy, whose
- * gradient dLogits = (softmax - onehot) / rows comes with the loss (primitives.ts softmaxCrossEntropy;
+ * gradient dLogits = (softmax - onehot) / rows comes with the loss (primitives.ts lmHeadCrossEntropy;
  * llm.c's fused classifier). Then dRows = dLogits W and dW = dLogits^T X.
  * The [rows, V] logits and their gradient live only inside this call: a pipeline's last stage holds
  * [V, H] of gradient per in-flight micro-batch instead of [rows, V].
@@ -10,7 +10,7 @@
 import * as tf from '../../tf.ts';
 import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
-import { layerNormBackward, layerNormForward, softmaxCrossEntropy } from './primitives.ts';
+import { layerNormBackward, layerNormForward, lmHeadCrossEntropy } from './primitives.ts';
 
 export interface HeadGrads {
   /** Gradient of the head's input [B, T, H]. */
@@ -34,15 +34,11 @@ export function headForwardBackward(
     const predicting = batch * (seqLen - 1);
     const rowsIn = tf.reshape(tf.slice(x, [0, 0, 0], [batch, seqLen - 1, hidden]), [predicting, hidden]) as tf.Tensor2D;
     const norm = layerNormForward(rowsIn, gamma, beta, config.layerNormEpsilon);
-    const logits = tf.matMul(norm.y, wordEmbedding as tf.Tensor2D, false, true) as tf.Tensor2D;
     const labels = tf.reshape(tf.slice(ids, [0, 1], [batch, seqLen - 1]), [predicting]) as tf.Tensor1D;
-    const { losses, dLogits } = softmaxCrossEntropy(logits, labels, lossGrad / predicting);
-    // [rows, V] buffers are 200 MB at GPT-2's vocabulary and batch 8 x 128: freed as soon as dead.
-    logits.dispose();
-    const loss = tf.mean(losses) as tf.Scalar;
-    const dNormed = tf.matMul(dLogits, wordEmbedding as tf.Tensor2D) as tf.Tensor2D;
-    const dWordEmbedding = tf.matMul(dLogits, norm.y, true, false) as tf.Tensor2D;
-    dLogits.dispose();
+    const head = lmHeadCrossEntropy(norm.y, wordEmbedding as tf.Tensor2D, labels, lossGrad / predicting);
+    const loss = tf.mean(head.losses) as tf.Scalar;
+    const dWordEmbedding = head.dWordEmbedding;
+    const dNormed = head.dNormed;
     const normGrads = layerNormBackward(dNormed, norm.saved, gamma);
     const dPredicting = tf.reshape(normGrads.dx, [batch, seqLen - 1, hidden]);
     const dx = tf.pad(dPredicting, [[0, 0], [0, 1], [0, 0]]) as tf.Tensor3D;

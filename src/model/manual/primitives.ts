@@ -88,18 +88,38 @@ export function softmaxBackward(dprobs: tf.Tensor, probs: tf.Tensor): tf.Tensor 
 }
 
 /**
- * Cross-entropy of each row of logits [rows, V] against int32 labels [rows] (log sum exp(x - max) -
- * (x[label] - max)) and its gradient (softmax - onehot) * gradScale, without a tape: the loss is the
- * objective, so the backward is known with the forward. On wasm one fused kernel does both
- * (wasm-softmax-cross-entropy.ts: ~4x faster over 50304-word rows); elsewhere the same math from ops.
+ * The tied LM head and its cross-entropy, forward and backward at once (the loss is the objective, so
+ * its gradient is known with the forward; llm.c's fused classifier): normed [rows, H], W [V, H], int32
+ * labels [rows] -> each row's loss log sum exp(l - max) - (l[label] - max) for logits l = normed W^T,
+ * and with dLogits = (softmax - onehot) * gradScale, dNormed = dLogits W and dW = dLogits^T normed.
+ * On wasm the fused kernel (wasm-softmax-cross-entropy.ts) works on transposed logits so every big
+ * operand of the matmuls stays on the left; rows are padded to a multiple of 4 with zero rows, which
+ * add nothing to dW (their gradient columns meet zero inputs) and whose dNormed rows are dropped.
+ * Elsewhere the same math from tf ops.
  */
-export function softmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, gradScale: number): { losses: tf.Tensor1D; dLogits: tf.Tensor2D } {
+export function lmHeadCrossEntropy(
+  normed: tf.Tensor2D, wordEmbedding: tf.Tensor2D, labels: tf.Tensor1D, gradScale: number,
+): { losses: tf.Tensor1D; dNormed: tf.Tensor2D; dWordEmbedding: tf.Tensor2D } {
+  const [rows, hidden] = normed.shape;
+  const vocab = wordEmbedding.shape[0];
   if (tf.getKernel(SOFTMAX_CROSS_ENTROPY, tf.getBackend()) !== undefined) {
-    const [losses, dLogits] = tf.engine().runKernel(SOFTMAX_CROSS_ENTROPY, { logits, labels }, { gradScale }) as tf.Tensor[];
-    return { losses: losses as tf.Tensor1D, dLogits: dLogits as tf.Tensor2D };
+    return tidyKeep(() => {
+      const padding = (4 - (rows % 4)) % 4;
+      const padded = padding === 0 ? normed : (tf.pad(normed, [[0, padding], [0, 0]]) as tf.Tensor2D);
+      const logitsT = tf.matMul(wordEmbedding, padded, false, true);
+      const [losses, dLogits, dLogitsT] = tf.engine().runKernel(SOFTMAX_CROSS_ENTROPY, { logitsT, labels }, { gradScale }) as tf.Tensor2D[];
+      // [V, rows] buffers are 200 MB at GPT-2's vocabulary and batch 8 x 128: freed as soon as dead.
+      logitsT.dispose();
+      const dPadded = tf.matMul(dLogits!, wordEmbedding);
+      dLogits!.dispose();
+      const dWordEmbedding = tf.matMul(dLogitsT!, padded) as tf.Tensor2D;
+      dLogitsT!.dispose();
+      const dNormed = (padding === 0 ? dPadded : tf.slice(dPadded, [0, 0], [rows, hidden])) as tf.Tensor2D;
+      return { losses: losses as unknown as tf.Tensor1D, dNormed, dWordEmbedding };
+    });
   }
   return tidyKeep(() => {
-    const [rows, vocab] = logits.shape;
+    const logits = tf.matMul(normed, wordEmbedding, false, true);
     const shifted = tf.sub(logits, tf.max(logits, 1, true));
     const exps = tf.exp(shifted);
     const sums = tf.sum(exps, 1, true);
@@ -109,6 +129,6 @@ export function softmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, gr
     const oneHot = tf.cast(tf.oneHot(labels, vocab), 'float32');
     // The kernel's order: exp * (scale / sum), then scale off at the label.
     const dLogits = tf.sub(tf.mul(exps, tf.div(gradScale, sums)), tf.mul(oneHot, gradScale)) as tf.Tensor2D;
-    return { losses, dLogits };
+    return { losses, dNormed: tf.matMul(dLogits, wordEmbedding), dWordEmbedding: tf.matMul(dLogits, normed, true, false) };
   });
 }
