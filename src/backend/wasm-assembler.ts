@@ -9,9 +9,9 @@
  * checks every function's types when the module is built.
  */
 
-export type ValueType = 'i32' | 'f32' | 'v128';
+export type ValueType = 'i32' | 'f32' | 'f64' | 'v128';
 
-const TYPE_CODE: Record<ValueType, number> = { i32: 0x7f, f32: 0x7d, v128: 0x7b };
+const TYPE_CODE: Record<ValueType, number> = { i32: 0x7f, f32: 0x7d, f64: 0x7c, v128: 0x7b };
 
 /** Opcodes without immediates (SIMD ones carry their 0xfd prefix). */
 export const Op = {
@@ -19,6 +19,7 @@ export const Op = {
   i32Eqz: [0x45], i32LtU: [0x49], i32GeU: [0x4f],
   i32Add: [0x6a], i32Sub: [0x6b], i32Mul: [0x6c], i32And: [0x71], i32Shl: [0x74],
   f32Sqrt: [0x91], f32Add: [0x92], f32Sub: [0x93], f32Mul: [0x94], f32Div: [0x95], f32Min: [0x96], f32Max: [0x97],
+  f64Add: [0xa0], f64PromoteF32: [0xbb],
   f32x4Splat: [0xfd, 0x13], i32x4Splat: [0xfd, 0x11],
   f32x4Ge: [0xfd, 0x46], v128And: [0xfd, 0x4e],
   f32x4Nearest: [0xfd, 0x6a],
@@ -26,6 +27,7 @@ export const Op = {
   f32x4Sqrt: [0xfd, 0xe3, 0x01], f32x4Add: [0xfd, 0xe4, 0x01], f32x4Sub: [0xfd, 0xe5, 0x01],
   f32x4Mul: [0xfd, 0xe6, 0x01], f32x4Div: [0xfd, 0xe7, 0x01], f32x4Min: [0xfd, 0xe8, 0x01], f32x4Max: [0xfd, 0xe9, 0x01],
   i32x4TruncSatF32x4S: [0xfd, 0xf8, 0x01],
+  f64x2PromoteLowF32x4: [0xfd, 0x5f], f64x2Add: [0xfd, 0xf0, 0x01],
 } as const;
 
 function unsignedLeb(value: number): number[] {
@@ -92,6 +94,7 @@ export class WasmFunction {
   tee(index: number): this { return this.op([0x22, ...unsignedLeb(index)]); }
   i32(value: number): this { return this.op([0x41, ...signedLeb(value | 0)]); }
   f32(value: number): this { return this.op([0x43, ...f32Bytes(value)]); }
+  f64(value: number): this { return this.op([0x44, ...new Uint8Array(new Float64Array([value]).buffer)]); }
   /** A v128 constant with `value` in all four f32 lanes. */
   f32x4(value: number): this { return this.op([0xfd, 0x0c, ...[0, 1, 2, 3].flatMap(() => f32Bytes(value))]); }
   /** A v128 constant with `value` in all four i32 lanes. */
@@ -105,6 +108,7 @@ export class WasmFunction {
   v128Load(offset = 0): this { return this.op([0xfd, 0x00, 0x04, ...unsignedLeb(offset)]); }
   v128Store(offset = 0): this { return this.op([0xfd, 0x0b, 0x04, ...unsignedLeb(offset)]); }
   f32x4ExtractLane(lane: number): this { return this.op([0xfd, 0x1f, lane]); }
+  f64x2ExtractLane(lane: number): this { return this.op([0xfd, 0x21, lane]); }
   /** i8x16.shuffle by 32-bit lanes: lanes 0-3 from the first operand, 4-7 from the second. */
   i32x4Shuffle(lanes: readonly [number, number, number, number]): this {
     return this.op([0xfd, 0x0d, ...lanes.flatMap((lane) => [4 * lane, 4 * lane + 1, 4 * lane + 2, 4 * lane + 3])]);

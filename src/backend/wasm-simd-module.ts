@@ -8,6 +8,7 @@
  *                wasm-softmax-cross-entropy.ts);
  *   adam         one pass of the Adam/AdamW update over a parameter, its gradient and both moments,
  *                in the same order of float32 operations as the tf-op formulation (see wasm-adam.ts).
+ *   sumOfSquares a tensor's sum of squares (the gradient norm), squares in float32, sums in float64;
  *   transpose    out[b, c, r] = x[b, r, c] for 4-byte elements, rows and cols multiples of 4, in 4x4
  *                blocks of shuffles within 32x32 tiles (see wasm-transpose.ts).
  * Adam's tail of fewer than 4 elements goes through the same vector code on a splatted scalar, so
@@ -30,6 +31,8 @@ export interface SimdModule {
    * exp(x - max) * (scale / sum), dst [cols, vocab] the same transposed; maxes and sums [cols].
    */
   softmaxColumns(src: number, dst: number, dstT: number, vocab: number, cols: number, scale: number, maxes: number, sums: number): void;
+  /** The sum of x * x over n floats at ptr: squares in float32 (so overflow shows), summed in float64. */
+  sumOfSquares(ptr: number, n: number): number;
   /** out[b, c, r] = x[b, r, c] over `batch` matrices of [rows, cols] 4-byte elements; rows, cols multiples of 4. */
   transpose(src: number, dst: number, batch: number, rows: number, cols: number): void;
 }
@@ -252,12 +255,36 @@ function transposeProgram(): WasmFunction {
   return f;
 }
 
+function sumOfSquaresProgram(): WasmFunction {
+  const f = new WasmFunction('sumOfSquares', ['i32', 'i32'], ['f64']);
+  const [ptr, n] = [f.param(0), f.param(1)];
+  const [vectorEnd, end] = [f.local('i32'), f.local('i32')];
+  const [square, low, high] = [f.local('v128'), f.local('v128'), f.local('v128')];
+  const tail = f.local('f64');
+  f.get(ptr).get(n).i32(-4).op(Op.i32And).i32(2).op(Op.i32Shl, Op.i32Add).set(vectorEnd);
+  f.get(ptr).get(n).i32(2).op(Op.i32Shl, Op.i32Add).set(end);
+  f.f32x4(0).set(low).f32x4(0).set(high);
+  f.loop(ptr, vectorEnd, 16, () => {
+    f.get(ptr).v128Load().tee(square).get(square).op(Op.f32x4Mul).set(square);
+    f.get(low).get(square).op(Op.f64x2PromoteLowF32x4, Op.f64x2Add).set(low);
+    f.get(high).get(square).get(square).i32x4Shuffle([2, 3, 0, 1]).op(Op.f64x2PromoteLowF32x4, Op.f64x2Add).set(high);
+  });
+  f.f64(0).set(tail);
+  f.loop(ptr, end, 4, () => {
+    f.get(tail).get(ptr).f32Load().get(ptr).f32Load().op(Op.f32Mul, Op.f64PromoteF32, Op.f64Add).set(tail);
+  });
+  f.get(low).f64x2ExtractLane(0).get(low).f64x2ExtractLane(1).op(Op.f64Add);
+  f.get(high).f64x2ExtractLane(0).get(high).f64x2ExtractLane(1).op(Op.f64Add, Op.f64Add);
+  f.get(tail).op(Op.f64Add);
+  return f;
+}
+
 let bytes: Uint8Array<ArrayBuffer> | undefined;
 const instances = new WeakMap<WasmModuleLike, SimdModule>();
 
 /** The module's bytes, assembled once per process. */
 export function simdModuleBytes(): Uint8Array<ArrayBuffer> {
-  bytes ??= assembleModule([softmaxColumnsProgram(), adamProgram(), transposeProgram()]);
+  bytes ??= assembleModule([softmaxColumnsProgram(), adamProgram(), sumOfSquaresProgram(), transposeProgram()]);
   return bytes;
 }
 

@@ -9,6 +9,7 @@
 import * as tf from '../tf.ts';
 import type { OptimizerConfig } from '../config/types.ts';
 import { ADAM_UPDATE, type AdamUpdateAttrs } from '../backend/wasm-adam.ts';
+import { SUM_OF_SQUARES } from '../backend/wasm-sum-of-squares.ts';
 
 export interface OptimizerStepResult {
   /** Global L2 norm of the gradients before clipping. */
@@ -128,7 +129,10 @@ export function globalNorm(tensors: tf.Tensor[]): number {
 /** Sum of squares of every element, per tensor in float32 and over tensors in the given order. */
 export function sumOfSquares(tensors: tf.Tensor[]): number {
   if (tensors.length === 0) return 0;
-  const squares = tf.tidy(() => tf.stack(tensors.map((t) => tf.sum(tf.square(t)))));
+  const squares = tf.getKernel(SUM_OF_SQUARES, tf.getBackend()) !== undefined
+    // One call instead of two kernels per tensor (wasm-sum-of-squares.ts); its float64 sums are rounded to float32.
+    ? (tf.engine().runKernel(SUM_OF_SQUARES, Object.fromEntries(tensors.map((t, i) => [String(i), t])), {}) as tf.Tensor)
+    : tf.tidy(() => tf.stack(tensors.map((t) => tf.sum(tf.square(t)))));
   const values = squares.dataSync();
   squares.dispose();
   let total = 0;
