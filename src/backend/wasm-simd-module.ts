@@ -40,16 +40,22 @@ export interface SimdModule {
 /** Below this exp(x) is not a normal float; the kernels' exp gives 0 there (denormals flushed). */
 const EXP_LOWEST = -87.33654;
 
+/** 1.5 * 2^23 + 127: added to a float below 2^22 in size, it rounds it to an integer kept, plus the
+ * exponent bias, in the low mantissa bits. */
+const ROUNDING_MAGIC = 12582912 + 127;
+
 /**
- * exp of the v128 in local `x` (four f32), left on the stack; clobbers `x`, `k`, `r`, `keep`. Cephes'
- * expf: x = k ln2 + r with |r| <= ln2 / 2, a degree-7 polynomial for exp(r), and 2^k built in the
- * exponent bits; within 2 ulp of the true value. Inputs are clamped to [EXP_LOWEST, 88] so 2^k stays
- * a normal float, and lanes below EXP_LOWEST are zeroed at the end.
+ * exp of the v128 in local `x` (four f32, each <= 0 or NaN: a softmax's shifted logits), left on the
+ * stack; clobbers `t`, `k`, `r`, `keep`. Cephes' expf: x = k ln2 + r with |r| <= ln2 / 2, a degree-7
+ * polynomial for exp(r), and 2^k built in the exponent bits; within 2 ulp of the true value. Lanes
+ * below EXP_LOWEST (and NaN) give 0. Written for V8's x86 code: no wasm min/max and no float-to-int
+ * conversion (each several instructions there); k is rounded by the magic-number add, whose bits,
+ * shifted, are 2^k (this pass is most of the fused cross-entropy's time).
  */
-function emitExp(f: WasmFunction, x: number, k: number, r: number, keep: number): void {
+function emitExp(f: WasmFunction, x: number, t: number, k: number, r: number, keep: number): void {
   f.get(x).f32x4(EXP_LOWEST).op(Op.f32x4Ge).set(keep);
-  f.get(x).f32x4(EXP_LOWEST).op(Op.f32x4Max).f32x4(88).op(Op.f32x4Min).set(x);
-  f.get(x).f32x4(1.44269504088896341).op(Op.f32x4Mul, Op.f32x4Nearest).set(k);
+  f.get(x).f32x4(1.44269504088896341).op(Op.f32x4Mul).f32x4(ROUNDING_MAGIC).op(Op.f32x4Add).tee(t);
+  f.f32x4(ROUNDING_MAGIC).op(Op.f32x4Sub).set(k);
   // r = x - k * C1 - k * C2 with C1 + C2 = ln 2 split so k * C1 is exact.
   f.get(x).get(k).f32x4(0.693359375).op(Op.f32x4Mul, Op.f32x4Sub).get(k).f32x4(-2.12194440e-4).op(Op.f32x4Mul, Op.f32x4Sub).set(r);
   // y = ((((p0 r + p1) r + p2) r + p3) r + p4) r + p5) r^2 + r + 1
@@ -58,8 +64,8 @@ function emitExp(f: WasmFunction, x: number, k: number, r: number, keep: number)
     f.get(r).op(Op.f32x4Mul).f32x4(coefficient).op(Op.f32x4Add);
   }
   f.get(r).get(r).op(Op.f32x4Mul, Op.f32x4Mul).get(r).op(Op.f32x4Add).f32x4(1).op(Op.f32x4Add);
-  // times 2^k: (k + 127) << 23 is the float 2^k's bit pattern.
-  f.get(k).op(Op.i32x4TruncSatF32x4S).i32x4(127).op(Op.i32x4Add).i32(23).op(Op.i32x4Shl, Op.f32x4Mul);
+  // times 2^k: t's low bits hold k + 127; shifted into the exponent field they are the float 2^k.
+  f.get(t).i32(23).op(Op.i32x4Shl, Op.f32x4Mul);
   f.get(keep).op(Op.v128And);
 }
 
@@ -140,7 +146,7 @@ function softmaxColumnsProgram(): WasmFunction {
   const compensation = Array.from({ length: STRIP }, () => f.local('v128'));
   const y = [0, 1, 2, 3].map(() => f.local('v128'));
   const t = [0, 1, 2, 3].map(() => f.local('v128'));
-  const [x, k, r, keep] = [0, 1, 2, 3].map(() => f.local('v128'));
+  const [x, k, r, keep, rounded] = [0, 1, 2, 3, 4].map(() => f.local('v128'));
   f.get(cols).i32(2).op(Op.i32Shl).set(rowBytes);
   f.get(vocab).i32(2).op(Op.i32Shl).set(vocabBytes);
   [0, 1, 2, 3].forEach((i) => { f.get(rowBytes).i32(i).op(Op.i32Mul).set(rowOffsets[i]!); });
@@ -163,7 +169,7 @@ function softmaxColumnsProgram(): WasmFunction {
     f.loop(p, end, 0, () => {
       for (const i of lanes) {
         f.get(p).v128Load(16 * i).get(acc[i]!).op(Op.f32x4Sub).set(x);
-        emitExp(f, x, k, r, keep);
+        emitExp(f, x, rounded, k, r, keep);
         f.set(x);
         f.get(q).get(x).v128Store(16 * i);
         // Kahan summation: a column's 50304 terms summed one after another would lose ~1e-4.
