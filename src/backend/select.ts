@@ -142,5 +142,5 @@ async function chooseBackend(preferred: BackendName | undefined, log: (line: str
 }
 
 function wasmNote(): string {
-  return ' with the project\'s wasm kernels (UnsortedSegmentSum; faster BatchMatMul, Transpose, Slice, SplitV, Sum; fused softmax cross-entropy, Adam and sum of squares)';
+  return ' with the project\'s wasm kernels (UnsortedSegmentSum; faster BatchMatMul, Transpose, Slice, SplitV, Sum; fused softmax cross-entropy, Adam, sum of squares, LayerNorm and GELU)';
 }

@@ -2,8 +2,8 @@
  * Implements: installing (and, for benchmarks and tests, removing) this project's wasm kernels:
  * `UnsortedSegmentSum`, which wasm lacks, faster `BatchMatMul`, `Transpose`, `Slice`, `SplitV`
  * and `Sum` in place of the stock ones, and fused kernels of our own (the LM head's softmax
- * cross-entropy with its gradient, the Adam update, the gradients' sums of squares), which callers
- * use when registered. Both calls are idempotent; the engine looks
+ * cross-entropy with its gradient, the Adam update, the gradients' sums of squares, LayerNorm and
+ * GELU with their backwards), which callers use when registered. Both calls are idempotent; the engine looks
  * kernels up on every op, so a swap takes effect at once, even on a running backend.
  */
 import * as tf from '../tf.ts';
@@ -16,6 +16,8 @@ import { wasmSumConfig } from './wasm-sum.ts';
 import { wasmSoftmaxCrossEntropyConfig } from './wasm-softmax-cross-entropy.ts';
 import { wasmAdamUpdateConfig } from './wasm-adam.ts';
 import { wasmSumOfSquaresConfig } from './wasm-sum-of-squares.ts';
+import { wasmLayerNormConfig, wasmLayerNormGradConfig } from './wasm-layer-norm.ts';
+import { wasmGeluConfig, wasmGeluGradConfig } from './wasm-gelu.ts';
 import { rememberStockKernel, setUpStockKernel, stockKernel } from './wasm-stock-kernels.ts';
 
 /** Kernels we add or replace on 'wasm', in registration order. */
@@ -29,6 +31,10 @@ export const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   wasmSoftmaxCrossEntropyConfig,
   wasmAdamUpdateConfig,
   wasmSumOfSquaresConfig,
+  wasmLayerNormConfig,
+  wasmLayerNormGradConfig,
+  wasmGeluConfig,
+  wasmGeluGradConfig,
 ];
 
 /** Requires '@tensorflow/tfjs-backend-wasm' to have been imported (it registers the stock kernels). */

@@ -1,6 +1,7 @@
 /**
  * Implements: exp for the SIMD kernels (wasm-simd-programs.ts), as an instruction sequence over four
- * float32 lanes, for the softmax's shifted logits and tanh's exp(-2|u|): inputs <= 0 (or NaN).
+ * float32 lanes, for the softmax's shifted logits and tanh's exp(-2|u|): inputs <= 0 (or NaN); and
+ * tanh from it (GELU).
  */
 import { Op, type WasmFunction } from './wasm-assembler.ts';
 
@@ -34,4 +35,17 @@ export function emitExp(f: WasmFunction, x: number, t: number, k: number, r: num
   // times 2^k: t's low bits hold k + 127; shifted into the exponent field they are the float 2^k.
   f.get(t).i32(23).op(Op.i32x4Shl, Op.f32x4Mul);
   f.get(keep).op(Op.v128And);
+}
+
+/**
+ * tanh of the v128 in local `u`, left on the stack; clobbers `x` and emitExp's locals. With
+ * e = exp(-2|u|) (<= 1, so emitExp's range): tanh|u| = (1 - e) / (1 + e), given u's sign. Absolute
+ * error ~1e-7 (relative error grows near 0, where 1 - e cancels; GELU only adds it to 1).
+ */
+export function emitTanh(f: WasmFunction, u: number, x: number, t: number, k: number, r: number, keep: number): void {
+  f.get(u).op(Op.f32x4Abs).f32x4(-2).op(Op.f32x4Mul).set(x);
+  emitExp(f, x, t, k, r, keep);
+  f.set(x);
+  f.f32x4(1).get(x).op(Op.f32x4Sub).f32x4(1).get(x).op(Op.f32x4Add, Op.f32x4Div);
+  f.get(u).i32x4(-0x80000000).op(Op.v128And, Op.v128Xor);
 }

@@ -6,6 +6,7 @@
  */
 import { assembleModule } from './wasm-assembler.ts';
 import { adamProgram, softmaxColumnsProgram, sumOfSquaresProgram, transposeProgram } from './wasm-simd-programs.ts';
+import { geluGradProgram, geluProgram, layerNormGradProgram, layerNormProgram } from './wasm-simd-block-programs.ts';
 import type { WasmBackendLike, WasmModuleLike } from './wasm-heap.ts';
 
 export interface SimdModule {
@@ -24,6 +25,14 @@ export interface SimdModule {
   softmaxColumns(src: number, dst: number, dstT: number, vocab: number, cols: number, scale: number, maxes: number, sums: number): void;
   /** The sum of x * x over n floats at ptr: squares in float32 (so overflow shows), summed in float64. */
   sumOfSquares(ptr: number, n: number): number;
+  /** LayerNorm of `rows` rows of h floats (h a multiple of 4): y, xhat and rstd [rows]. */
+  layerNorm(x: number, gamma: number, beta: number, y: number, xhat: number, rstd: number, rows: number, h: number, eps: number): void;
+  /** LayerNorm's backward: dx [rows, h], dgamma and dbeta [h] (overwritten). */
+  layerNormGrad(dy: number, xhat: number, rstd: number, gamma: number, dx: number, dgamma: number, dbeta: number, rows: number, h: number): void;
+  /** GELU (tanh form) of n floats, and the tanh. */
+  gelu(x: number, y: number, tanh: number, n: number): void;
+  /** GELU's backward from the saved x and tanh. */
+  geluGrad(dy: number, x: number, tanh: number, dx: number, n: number): void;
   /** out[b, c, r] = x[b, r, c] over `batch` matrices of [rows, cols] 4-byte elements; rows, cols multiples of 4. */
   transpose(src: number, dst: number, batch: number, rows: number, cols: number): void;
 }
@@ -33,7 +42,10 @@ const instances = new WeakMap<WasmModuleLike, SimdModule>();
 
 /** The module's bytes, assembled once per process. */
 export function simdModuleBytes(): Uint8Array<ArrayBuffer> {
-  bytes ??= assembleModule([softmaxColumnsProgram(), adamProgram(), sumOfSquaresProgram(), transposeProgram()]);
+  bytes ??= assembleModule([
+    softmaxColumnsProgram(), adamProgram(), sumOfSquaresProgram(), transposeProgram(),
+    layerNormProgram(), layerNormGradProgram(), geluProgram(), geluGradProgram(),
+  ]);
   return bytes;
 }
 

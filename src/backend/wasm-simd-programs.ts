@@ -14,27 +14,44 @@
 import { Op, WasmFunction } from './wasm-assembler.ts';
 import { emitExp } from './wasm-simd-exp.ts';
 
+/** Loads the 4 elements at byte offset i of `base` (vector) or one, splatted (scalar tail). */
+export type LoadAt = (base: number) => void;
+/** Stores the v128 in local `value` (all 4 lanes, or lane 0 in the tail) at byte offset i of `base`. */
+export type StoreAt = (base: number, value: number) => void;
+
+/**
+ * for i over n float32 elements: `body` 4 at a time, then the tail of fewer than 4 one at a time
+ * through the same code on splatted scalars, so every element sees the same arithmetic.
+ */
+export function emitElementwise(f: WasmFunction, n: number, body: (load: LoadAt, store: StoreAt) => void): void {
+  const i = f.local('i32');
+  const vectorEnd = f.local('i32');
+  const end = f.local('i32');
+  f.get(n).i32(-4).op(Op.i32And).i32(2).op(Op.i32Shl).set(vectorEnd);
+  f.get(n).i32(2).op(Op.i32Shl).set(end);
+  f.i32(0).set(i);
+  for (const vector of [true, false]) {
+    const load: LoadAt = (base) => {
+      f.get(base).get(i).op(Op.i32Add);
+      if (vector) f.v128Load(); else f.f32Load().op(Op.f32x4Splat);
+    };
+    const store: StoreAt = (base, value) => {
+      f.get(base).get(i).op(Op.i32Add).get(value);
+      if (vector) f.v128Store(); else f.f32x4ExtractLane(0).f32Store();
+    };
+    f.loop(i, vector ? vectorEnd : end, vector ? 16 : 4, () => body(load, store));
+  }
+}
+
 export function adamProgram(): WasmFunction {
   const f = new WasmFunction('adam', [...Array<'i32'>(8).fill('i32'), ...Array<'f32'>(10).fill('f32')], []);
   const [param, grad, m, v, outParam, outM, outV, n] = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => f.param(i)) as number[] as [number, number, number, number, number, number, number, number];
   const [clip, l2, decay, b1, c1, b2, c2, sqrtBc2, eps, stepSize] = [8, 9, 10, 11, 12, 13, 14, 15, 16, 17].map((i) => f.param(i)) as number[];
-  const i = f.local('i32');
-  const vectorEnd = f.local('i32');
-  const end = f.local('i32');
   const g = f.local('v128');
   const nextM = f.local('v128');
   const nextV = f.local('v128');
   const splat = (scalar: number) => f.get(scalar).op(Op.f32x4Splat);
-  /** The update of 4 elements at byte offset i (vector) or of one, splatted (scalar). */
-  const body = (vector: boolean) => {
-    const load = (base: number) => {
-      f.get(base).get(i).op(Op.i32Add);
-      if (vector) f.v128Load(); else f.f32Load().op(Op.f32x4Splat);
-    };
-    const store = (base: number, value: number) => {
-      f.get(base).get(i).op(Op.i32Add).get(value);
-      if (vector) f.v128Store(); else f.f32x4ExtractLane(0).f32Store();
-    };
+  emitElementwise(f, n, (load, store) => {
     // The order of the tf ops it replaces: grad * clip + param * wd (Adam's L2), then the moments.
     load(grad); splat(clip!); f.op(Op.f32x4Mul);
     load(param); splat(l2!); f.op(Op.f32x4Mul, Op.f32x4Add).set(g);
@@ -47,12 +64,7 @@ export function adamProgram(): WasmFunction {
     f.get(nextM).get(nextV).op(Op.f32x4Sqrt); splat(sqrtBc2!); f.op(Op.f32x4Div); splat(eps!); f.op(Op.f32x4Add, Op.f32x4Div);
     splat(stepSize!); f.op(Op.f32x4Mul, Op.f32x4Sub).set(g);
     store(outParam, g);
-  };
-  f.get(n).i32(-4).op(Op.i32And).i32(2).op(Op.i32Shl).set(vectorEnd);
-  f.get(n).i32(2).op(Op.i32Shl).set(end);
-  f.i32(0).set(i);
-  f.loop(i, vectorEnd, 16, () => body(true));
-  f.loop(i, end, 4, () => body(false));
+  });
   return f;
 }
 

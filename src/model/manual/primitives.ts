@@ -2,10 +2,19 @@
  * Implements: the forward-with-saved and analytic backward of the GPT's elementwise and row-wise pieces
  * (llm.c's layernorm/matmul/gelu forward-backward pairs), on 2-D row tensors [rows, features].
  * Each forward returns what its backward needs; no tape is involved, so the pair can straddle an await.
+ * LayerNorm, GELU and the LM head's cross-entropy run as fused kernels where the backend has them
+ * (wasm: src/backend/wasm-*.ts), else as the tf ops written here, the same math.
  */
 import * as tf from '../../tf.ts';
+import { GELU, GELU_GRAD } from '../../backend/wasm-gelu.ts';
+import { LAYER_NORM, LAYER_NORM_GRAD } from '../../backend/wasm-layer-norm.ts';
 import { SOFTMAX_CROSS_ENTROPY } from '../../backend/wasm-softmax-cross-entropy.ts';
 import { tidyKeep } from './tidy.ts';
+
+/** Whether the current backend has one of this project's fused kernels (wasm: src/backend/). */
+function hasKernel(name: string): boolean {
+  return tf.getKernel(name, tf.getBackend()) !== undefined;
+}
 
 export interface LayerNormSaved {
   /** (x - mean) * rstd, [rows, H]. */
@@ -16,6 +25,11 @@ export interface LayerNormSaved {
 
 /** LayerNorm over the last axis of rows x [rows, H], the same moments + rsqrt form as layers.ts. */
 export function layerNormForward(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): { y: tf.Tensor2D; saved: LayerNormSaved } {
+  if (x.shape[1] % 4 === 0 && hasKernel(LAYER_NORM)) {
+    // One pass per row instead of ~8 dispatches (wasm-layer-norm.ts).
+    const [y, xhat, rstd] = tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { epsilon }) as tf.Tensor2D[];
+    return { y: y!, saved: { xhat: xhat!, rstd: rstd! } };
+  }
   const { mean, variance } = tf.moments(x, -1, true);
   const rstd = tf.rsqrt(tf.add(variance, epsilon)) as tf.Tensor2D;
   const xhat = tf.mul(tf.sub(x, mean), rstd) as tf.Tensor2D;
@@ -29,6 +43,10 @@ export function layerNormForward(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tens
  */
 export function layerNormBackward(dy: tf.Tensor2D, saved: LayerNormSaved, gamma: tf.Tensor): { dx: tf.Tensor2D; dgamma: tf.Tensor1D; dbeta: tf.Tensor1D } {
   const { xhat, rstd } = saved;
+  if (dy.shape[1] % 4 === 0 && hasKernel(LAYER_NORM_GRAD)) {
+    const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { dy, xhat, rstd, gamma }, {}) as tf.Tensor[];
+    return { dx: dx as tf.Tensor2D, dgamma: dgamma as tf.Tensor1D, dbeta: dbeta as tf.Tensor1D };
+  }
   const dgamma = tf.sum(tf.mul(dy, xhat), 0) as tf.Tensor1D;
   const dbeta = tf.sum(dy, 0) as tf.Tensor1D;
   const g = tf.mul(dy, gamma);
@@ -64,6 +82,11 @@ export interface GeluSaved {
 
 /** GELU, tanh approximation, computed exactly as layers.ts's gelu. */
 export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
+  if (hasKernel(GELU)) {
+    // One pass instead of 9 dispatches (wasm-gelu.ts).
+    const [y, tanh] = tf.engine().runKernel(GELU, { x }, {}) as tf.Tensor[];
+    return { y: y!, saved: { x, tanh: tanh! } };
+  }
   const cube = tf.mul(tf.mul(x, x), x);
   const inner = tf.mul(tf.add(x, tf.mul(cube, GELU_A)), GELU_C);
   const tanh = tf.tanh(inner);
@@ -74,6 +97,7 @@ export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
 /** d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) C (1 + 3 A x^2). */
 export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
   const { x, tanh } = saved;
+  if (hasKernel(GELU_GRAD)) return tf.engine().runKernel(GELU_GRAD, { dy, x, tanh }, {}) as tf.Tensor;
   const halfX = tf.mul(x, 0.5);
   const sech2 = tf.sub(1, tf.mul(tanh, tanh));
   const innerSlope = tf.add(tf.mul(tf.mul(x, x), 3 * GELU_A * GELU_C), GELU_C);
@@ -102,7 +126,7 @@ export function lmHeadCrossEntropy(
 ): { losses: tf.Tensor1D; dNormed: tf.Tensor2D; dWordEmbedding: tf.Tensor2D } {
   const [rows, hidden] = normed.shape;
   const vocab = wordEmbedding.shape[0];
-  if (tf.getKernel(SOFTMAX_CROSS_ENTROPY, tf.getBackend()) !== undefined) {
+  if (hasKernel(SOFTMAX_CROSS_ENTROPY)) {
     return tidyKeep(() => {
       const padding = (4 - (rows % 4)) % 4;
       const padded = padding === 0 ? normed : (tf.pad(normed, [[0, padding], [0, 0]]) as tf.Tensor2D);
