@@ -186,7 +186,7 @@ export class ParallelGrid {
   /**
    * The first and last stage of this rank's replica and tensor shard, which hold the tied word
    * embedding and LM head (Megatron's `default_embedding_ranks`); one rank when pipeline = 1. The
-   * SharedWeight actor all-reduces the tied gradient over it. A middle stage is not a member (see
+   * SharedWeight actor sums the tied gradient over it. A middle stage is not a member (see
    * `inEmbeddingGroup`) but learns here which ranks are.
    */
   embeddingGroup(rank: number): number[] {

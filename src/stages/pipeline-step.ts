@@ -1,6 +1,8 @@
 /**
  * Implements: one optimizer step of a pipeline stage: the scheduler's ops for every accumulation round,
- * then the SharedWeight reduction of the tied embedding, the data-parallel reduction, and the update.
+ * then the SharedWeight reduction of the tied embedding (begun right after the last backward of the
+ * chunk holding it, so the last stage's transfer overlaps the first stage's remaining backward), the
+ * data-parallel reduction, and the update.
  * The arithmetic mirrors the single-process Trainer: gradients and losses are sums over micro-batches,
  * scaled once by 1 / (micro-batches x accumulation rounds x dp). A loss or gradient norm that is not
  * finite is caught before the update (config nonFinite): every rank sees the same reduced values, so the
@@ -12,6 +14,7 @@ import * as tf from '../tf.ts';
 import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { TokenBatch } from '../model/gpt.ts';
+import { WORD_EMBEDDING } from '../model/params.ts';
 import type { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
 import type { DynamicLossScaler } from '../train/loss-scaler.ts';
@@ -66,6 +69,11 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
   const lossScale = context.mixedPrecision?.scaler.scale ?? 1;
   stage.beginStep(step, lossScale);
   const m = config.numMicroBatches;
+  const span = <T>(name: string, work: () => Promise<T>): Promise<T> => (context.trace === undefined ? work() : context.trace.span(name, 'comm', { step: step + 1 }, work));
+  // The first stage's word-embedding gradient is +0 outside the rows its lookups gathered.
+  const tied = { rowsTouched: (name: string) => (name === WORD_EMBEDDING ? stage.embeddingRowsTouched() : undefined), trace: context.trace, step };
+  const sharedNames = sharedWeights.parameterNames;
+  const lastTiedBackward = ops.findLastIndex((op) => op.kind === 'B' && sharedNames.some((name) => stage.chunks[op.chunk].params.has(name)));
   for (let accumIndex = 0; accumIndex < config.gradientAccumulation; accumIndex++) {
     const indices = rankSlice(globalBatch, { dp: dataParallel.size, dpRank: dataParallel.rank, gradientAccumulation: config.gradientAccumulation, accumIndex });
     const micro = microBatches(indices, m);
@@ -80,11 +88,13 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
       return batch;
     };
     // Accumulation rounds reuse the schedule with micro-batch numbers shifted, so message tags stay unique.
-    for (const op of ops) await stage.run({ ...op, microBatch: op.microBatch + accumIndex * m }, (id) => batchOf(id - accumIndex * m));
+    for (const [index, op] of ops.entries()) {
+      await stage.run({ ...op, microBatch: op.microBatch + accumIndex * m }, (id) => batchOf(id - accumIndex * m));
+      if (index === lastTiedBackward && accumIndex === config.gradientAccumulation - 1) sharedWeights.startReduction(stage.stepGradients, tied);
+    }
   }
   const grads = stage.stepGradients;
-  const span = <T>(name: string, work: () => Promise<T>): Promise<T> => (context.trace === undefined ? work() : context.trace.span(name, 'comm', { step: step + 1 }, work));
-  await span('all-reduce tied weights', () => sharedWeights.reduceGradients(grads));
+  await sharedWeights.reduceGradients(grads, tied);
   const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
   const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
   const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);

@@ -17,6 +17,7 @@ import type { TrainConfig } from '../config/types.ts';
 import { GPT, type TokenBatch } from '../model/gpt.ts';
 import { disposeSliceSaved, sliceBackward, sliceForward, type SliceSaved } from '../model/manual/slice.ts';
 import { TensorParallelGPT, type TensorParallelForward } from '../tensor-parallel/tensor-parallel-gpt.ts';
+import { lookupRows } from '../tensor-parallel/vocab-parallel.ts';
 import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
 import * as tf from '../tf.ts';
 import { formatOp, type PipelineOp } from '../scheduler/ops.ts';
@@ -63,6 +64,8 @@ export class PipelineStage {
   private computeMs = 0;
   private step = 0;
   private lossScale = 1;
+  /** Virtual stage 0: which rows of the word embedding (this shard's) the step's lookups gathered. */
+  private readonly lookedUp?: Uint8Array;
 
   constructor(private readonly options: StageOptions) {
     const { config, chunkLayers, pipelineSize } = options;
@@ -74,6 +77,33 @@ export class PipelineStage {
         ? new TensorParallelGPT({ config: config.model, slice, seed: config.seed, group })
         : new GPT(config.model, slice, config.seed);
     });
+    if (options.pipelineRank === 0) {
+      const first = this.chunks[0];
+      this.lookedUp = new Uint8Array(first instanceof TensorParallelGPT ? first.vocabRange.size : config.model.vocabSize);
+    }
+  }
+
+  /**
+   * The rows of this step's word-embedding gradient that can be non-zero, ascending: those the lookups
+   * gathered, since a gather's gradient is a scatter-add at its ids, exactly +0 in every other row (on
+   * every backend, unsortedSegmentSum starts from zeros; the cpu one spreads an Inf or NaN of its input
+   * over all rows, but a step with one is skipped or stops the run, whichever rows carried it).
+   * Undefined where no chunk holds the lookup.
+   */
+  embeddingRowsTouched(): Int32Array | undefined {
+    if (this.lookedUp === undefined) return undefined;
+    const rows: number[] = [];
+    this.lookedUp.forEach((flag, row) => {
+      if (flag !== 0) rows.push(row);
+    });
+    return Int32Array.from(rows);
+  }
+
+  private noteLookups(batch: TokenBatch): void {
+    const first = this.chunks[0];
+    const rows = first instanceof TensorParallelGPT ? lookupRows(batch.inputIds, first.vocabRange).localIds : batch.inputIds;
+    // An id outside the vocabulary gathers nothing (the scatter-add drops it).
+    for (const row of rows) if (row >= 0 && row < this.lookedUp!.length) this.lookedUp![row] = 1;
   }
 
   /**
@@ -97,6 +127,7 @@ export class PipelineStage {
     this.lossScale = lossScale;
     this.lossSum = 0;
     this.computeMs = 0;
+    this.lookedUp?.fill(0);
     for (const grad of this.gradSums.values()) grad.dispose();
     this.gradSums = new Map();
   }
@@ -234,6 +265,7 @@ export class PipelineStage {
   private async forward(op: PipelineOp, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
     const model = this.chunks[op.chunk];
+    if (virtual === 0) this.noteLookups(batch);
     const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
     if (model instanceof TensorParallelGPT) {
       const start = wallClockMs();

@@ -19,6 +19,16 @@ export interface VocabRange {
  * reaches owned rows.
  */
 export function maskedLookup(wordShard: tf.Tensor2D, ids: Int32Array, range: VocabRange): tf.Tensor2D {
+  const { localIds, owned } = lookupRows(ids, range);
+  const rows = tf.gather(wordShard, tf.tensor1d(localIds, 'int32'));
+  return tf.mul(rows, tf.tensor2d(owned, [ids.length, 1])) as tf.Tensor2D;
+}
+
+/**
+ * The shard rows `maskedLookup` gathers for `ids` (an id's local row where `range` owns it, else row 0,
+ * masked out), which are also the only rows its gradient can reach, and the mask.
+ */
+export function lookupRows(ids: Int32Array, range: VocabRange): { localIds: Int32Array; owned: Float32Array } {
   const localIds = new Int32Array(ids.length);
   const owned = new Float32Array(ids.length);
   ids.forEach((id, i) => {
@@ -28,8 +38,7 @@ export function maskedLookup(wordShard: tf.Tensor2D, ids: Int32Array, range: Voc
       owned[i] = 1;
     }
   });
-  const rows = tf.gather(wordShard, tf.tensor1d(localIds, 'int32'));
-  return tf.mul(rows, tf.tensor2d(owned, [ids.length, 1])) as tf.Tensor2D;
+  return { localIds, owned };
 }
 
 /** A vocab-parallel cross-entropy's forward: the loss, and what its backward needs. */

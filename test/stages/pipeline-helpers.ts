@@ -30,7 +30,7 @@ export async function runPipeline(
   dataset: TokenizedDataset,
   steps: number,
   opsFor: (pipelineRank: number) => PipelineOp[],
-  options: { trace?: (rank: number) => TraceRecorder } = {},
+  options: { trace?: (rank: number) => TraceRecorder; sharedWeights?: () => SharedWeights } = {},
 ): Promise<PipelineRun> {
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   const network = new LocalNetwork(64 * 1024);
@@ -43,19 +43,20 @@ export async function runPipeline(
     const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', rank), ranks: grid.dataGroup(rank), rank, timeoutMs: 20_000 });
     const tensorGroup = new ProcessGroup({ bus, name: grid.groupName('tp', rank), ranks: grid.tensorGroup(rank), rank, timeoutMs: 20_000 });
     const modelParallelGroup = new ProcessGroup({ bus, name: grid.groupName('tp-pp', rank), ranks: grid.group('tp-pp', rank), rank, timeoutMs: 20_000 });
-    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, halfPrecisionWire: config.fp16 !== undefined, trace: options.trace?.(rank) });
+    const trace = options.trace?.(rank);
+    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, halfPrecisionWire: config.fp16 !== undefined, trace });
     const mixedPrecision =
       config.fp16 === undefined
         ? undefined
         : { scaler: new DynamicLossScaler(config.fp16), worldGroup: new ProcessGroup({ bus, name: 'world', ranks: Array.from({ length: grid.world }, (_, r) => r), rank, timeoutMs: 20_000 }) };
     const params = new Map<string, tf.Variable>();
     for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
-    const sharedWeights = new SharedWeights();
+    const sharedWeights = options.sharedWeights?.() ?? new SharedWeights();
     if (grid.inEmbeddingGroup(rank) && grid.pipeline > 1) {
       sharedWeights.register(new ProcessGroup({ bus, name: grid.embeddingGroupName(rank), ranks: grid.embeddingGroup(rank), rank, timeoutMs: 20_000 }), [WORD_EMBEDDING]);
     }
     const dataParallel = { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') };
-    return { rank, bus, stage, params, sharedWeights, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp, modelParallelGroup, mixedPrecision };
+    return { rank, bus, stage, params, sharedWeights, trace, optimizer: new AdamOptimizer(config.optimizer), dataParallel, pp, modelParallelGroup, mixedPrecision };
   });
   const losses: number[] = [];
   const skipped: boolean[][] = [];
@@ -63,7 +64,7 @@ export async function runPipeline(
     const results = await Promise.all(
       ranks.map((r) =>
         runPipelineStep(
-          { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name), mixedPrecision: r.mixedPrecision },
+          { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name), mixedPrecision: r.mixedPrecision, trace: r.trace },
           step,
           opsFor(r.pp),
         ),

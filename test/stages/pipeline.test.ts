@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
+import { withBackend } from '../../src/backend/with-backend.ts';
 import { resolveTinyConfig } from '../support/tiny-train-config.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
@@ -10,6 +11,9 @@ import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { buildSchedule } from '../../src/scheduler/schedules.ts';
 import { partitionForRun } from '../../src/scheduler/run-partition.ts';
+import type { ProcessGroup } from '../../src/comm/collectives.ts';
+import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
+import * as tf from '../../src/tf.ts';
 import { runPipeline } from './pipeline-helpers.ts';
 
 before(async () => {
@@ -135,3 +139,53 @@ test('pipeline - activation checkpointing (recompute in backward) gives the same
   const recompute = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16, checkpoint: true } }), dataset, 3, opsOf('1f1b', 2, 4));
   assertClose(recompute.losses, expected);
 });
+
+/** The tied gradient's reduction as it was before the first stage sent only its rows: one all-reduce of the whole gradients. */
+class AllReduceSharedWeights extends SharedWeights {
+  private readonly tied: { group: ProcessGroup; names: string[] }[] = [];
+
+  override register(group: ProcessGroup, names: string[]): void {
+    super.register(group, names);
+    this.tied.push({ group, names });
+  }
+
+  override startReduction(): void {}
+
+  override async reduceGradients(grads: Map<string, tf.Tensor>): Promise<void> {
+    for (const { group, names } of this.tied) {
+      if (group.size === 1) continue;
+      const [name] = names;
+      const summed = await group.allReduce(grads.get(name)!.dataSync().slice() as Float32Array, 'sum');
+      const shape = grads.get(name)!.shape;
+      grads.get(name)!.dispose();
+      grads.set(name, tf.tensor(summed, shape));
+    }
+  }
+}
+
+test('pipeline - the first stage sending only its rows gives the tied embedding the bits of one all-reduce, in every layout', async () => {
+  // The dataset's ids are 0..22: with a vocabulary of 64 the first stage sends 23 of 64 rows (per tp shard: 23 of 32, and row 0 alone).
+  for (const [overrides, ops] of [
+    [{ parallel: { pipeline: 2 }, numMicroBatches: 4, gradientAccumulation: 2 }, opsOf('1f1b', 2, 4)],
+    [{ parallel: { pipeline: 2 }, numMicroBatches: 4, numChunks: 2 }, opsOf('interleaved', 2, 4, 2)],
+    [{ parallel: { pipeline: 2, tensor: { size: 2 } }, numMicroBatches: 2 }, opsOf('1f1b', 2, 2)],
+    [{ parallel: { pipeline: 2, data: 2 }, batchSize: 2, numMicroBatches: 2 }, opsOf('1f1b', 2, 2)],
+    [{ parallel: { pipeline: 2 }, numMicroBatches: 2, model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16, checkpoint: true } }, opsOf('1f1b', 2, 2)],
+  ] as const) {
+    const resolved = config({ batchSize: 4, ...overrides });
+    await assertSameTiedBits({ ...resolved, model: { ...resolved.model, vocabSize: 64 } }, ops, JSON.stringify(overrides));
+  }
+  // On wasm the last stage sends its gradient straight from the heap.
+  const c = config({ batchSize: 4, parallel: { pipeline: 2 }, numMicroBatches: 2 });
+  await withBackend('wasm', () => assertSameTiedBits({ ...c, model: { ...c.model, vocabSize: 64 } }, opsOf('1f1b', 2, 2), 'wasm'));
+});
+
+async function assertSameTiedBits(c: TrainConfig, ops: (rank: number) => PipelineOp[], what: string): Promise<void> {
+  const rows = await runPipeline(c, dataset, 2, ops);
+  const allReduce = await runPipeline(c, dataset, 2, ops, { sharedWeights: () => new AllReduceSharedWeights() });
+  assert.deepEqual(rows.losses, allReduce.losses, what);
+  assert.ok(rows.embeddings.size >= 2);
+  for (const [rank, embedding] of allReduce.embeddings) {
+    assert.ok(Buffer.from(rows.embeddings.get(rank)!.buffer).equals(Buffer.from(embedding.buffer)), `rank ${rank} of ${what}`);
+  }
+}
