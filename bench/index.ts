@@ -150,7 +150,7 @@ try {
   if (runs('transport')) {
     startSection('transport', 'point-to-point and all-reduce between two processes');
     try {
-      const transport = await measureTransport({ natsUrl: nats!.url, rounds: quick ? 2 : 5 }, say);
+      const transport = await measureTransport({ natsUrl: nats!.url, rounds: quick ? 2 : 5, serverPid: nats!.process.pid }, say);
       figure('nats_gbps', transport.natsGbps, '4 MB tensors rank to rank through Bus + ProcessGroup over NATS, GB/s');
       figure('nats_vs_tcp', transport.natsVsTcp, `nats_gbps over raw TCP loopback (${transport.tcpGbps.toFixed(2)} GB/s)`);
       figure('allreduce_ratio', transport.allReduceRatio, `all-reduce of 10M float32 over 2 ranks / one send of its bytes (${transport.allReduceMs.toFixed(0)} / ${transport.oneSendMs.toFixed(0)} ms)`);

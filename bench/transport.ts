@@ -12,8 +12,10 @@
  * Run as `node --import tsx bench/transport.ts --peer <nats url> <job id> <rank> <tcp port> <rounds>` it
  * is one of the two ranks.
  */
+import { readFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { Bus } from '../src/comm/bus.ts';
 import { chooseAllReduceAlgorithm, ProcessGroup } from '../src/comm/collectives.ts';
 import { freePort } from '../src/comm/nats-server.ts';
@@ -29,6 +31,8 @@ const TENSOR_BYTES = TENSOR_ELEMENTS * 4;
 /** Tensors per timed round. */
 const PER_ROUND = 8;
 const ALL_REDUCE_ELEMENTS = 10_000_000;
+/** /proc/<pid>/stat counts CPU time in clock ticks: 100 per second on Linux (USER_HZ). */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 export interface TransportResult {
   natsGbps: number;
@@ -37,24 +41,44 @@ export interface TransportResult {
   /** CPU milliseconds per megabyte through NATS, on each side (not counting the server's). */
   senderCpuMsPerMb: number;
   receiverCpuMsPerMb: number;
+  /** Of which garbage collection (pauses on the main thread), per megabyte, on each side. */
+  senderGcMsPerMb: number;
+  receiverGcMsPerMb: number;
+  /** The NATS server's CPU per megabyte over the whole exchange (undefined when it cannot be read). */
+  serverCpuMsPerMb: number | undefined;
+  /** The server's max_payload: a tensor above it travels in chunks. */
+  maxPayload: number;
   allReduceMs: number;
   oneSendMs: number;
   allReduceRatio: number;
   allReduceAlgorithm: string;
 }
 
-export async function measureTransport(options: { natsUrl: string; rounds: number }, say: (line: string) => void): Promise<TransportResult> {
+/** `serverPid`: the NATS server's process, whose CPU time is read from /proc where there is one. */
+export async function measureTransport(options: { natsUrl: string; rounds: number; serverPid?: number }, say: (line: string) => void): Promise<TransportResult> {
   say(`  ${PER_ROUND} x 4 MB tensors from one process to another, through NATS and through raw TCP (${options.rounds} rounds each) ...`);
   const port = await freePort();
   const job = `bench-p2p-${process.pid}-${Date.now().toString(36)}`;
+  const serverCpuBefore = processCpuMs(options.serverPid);
   const [sender, receiver] = await runPeers(SCRIPT, 2, (rank) => ['--peer', options.natsUrl, job, String(rank), String(port), String(options.rounds)], 120_000);
+  const serverCpuAfter = processCpuMs(options.serverPid);
+  // The untimed round's bytes count too: the server moved them; barriers and connecting are a small part.
+  const serverCpuMsPerMb =
+    serverCpuBefore === undefined || serverCpuAfter === undefined ? undefined : (serverCpuAfter - serverCpuBefore) / (((options.rounds + 1) * PER_ROUND * TENSOR_BYTES) / 1e6);
+  const maxPayload = sender.json!.maxPayload as number;
   const { natsMs, tcpMs } = sender.json as { natsMs: number[]; tcpMs: number[] };
   const gbps = (ms: number) => (PER_ROUND * TENSOR_BYTES) / (ms / 1000) / 1e9;
   const natsGbps = gbps(median(natsMs));
   const tcpGbps = gbps(median(tcpMs));
   const senderCpuMsPerMb = sender.json!.natsCpuMsPerMb as number;
   const receiverCpuMsPerMb = receiver.json!.natsCpuMsPerMb as number;
-  say(`    NATS ${natsGbps.toFixed(2)} GB/s (CPU per MB: sender ${senderCpuMsPerMb.toFixed(2)} ms, receiver ${receiverCpuMsPerMb.toFixed(2)} ms), TCP ${tcpGbps.toFixed(2)} GB/s`);
+  const senderGcMsPerMb = sender.json!.natsGcMsPerMb as number;
+  const receiverGcMsPerMb = receiver.json!.natsGcMsPerMb as number;
+  say(
+    `    NATS ${natsGbps.toFixed(2)} GB/s (max_payload ${(maxPayload / 1048576).toFixed(0)} MiB; CPU per MB: sender ${senderCpuMsPerMb.toFixed(2)} ms, ` +
+      `receiver ${receiverCpuMsPerMb.toFixed(2)} ms, of which GC ${senderGcMsPerMb.toFixed(2)} and ${receiverGcMsPerMb.toFixed(2)} ms; ` +
+      `server ${serverCpuMsPerMb === undefined ? 'not measured' : `${serverCpuMsPerMb.toFixed(2)} ms`}), TCP ${tcpGbps.toFixed(2)} GB/s`,
+  );
 
   const algorithm = chooseAllReduceAlgorithm(ALL_REDUCE_ELEMENTS, 2);
   say(`  all-reduce of 10M float32 over 2 ranks (${algorithm}, the default at that size) against one send of the same bytes ...`);
@@ -73,7 +97,7 @@ export async function measureTransport(options: { natsUrl: string; rounds: numbe
   const allReduceMs = median(timesOf(`big-${algorithm}`));
   const oneSendMs = median(timesOf('one-send'));
   say(`    all-reduce ${allReduceMs.toFixed(0)} ms, one send ${oneSendMs.toFixed(0)} ms`);
-  return { natsGbps, tcpGbps, natsVsTcp: natsGbps / tcpGbps, senderCpuMsPerMb, receiverCpuMsPerMb, allReduceMs, oneSendMs, allReduceRatio: allReduceMs / oneSendMs, allReduceAlgorithm: algorithm };
+  return { natsGbps, tcpGbps, natsVsTcp: natsGbps / tcpGbps, senderCpuMsPerMb, receiverCpuMsPerMb, senderGcMsPerMb, receiverGcMsPerMb, serverCpuMsPerMb, maxPayload, allReduceMs, oneSendMs, allReduceRatio: allReduceMs / oneSendMs, allReduceAlgorithm: algorithm };
 }
 
 async function peer(args: string[]): Promise<void> {
@@ -83,7 +107,8 @@ async function peer(args: string[]): Promise<void> {
   const rounds = Number(roundsText);
   // Rank 1 listens before it joins the group: once the group is ready, rank 0 may connect.
   const listening = rank === 1 ? await tcpReceiver(port) : undefined;
-  const bus = new Bus({ jobId: job, transport: await connectNats({ url: natsUrl, name: `${job} rank ${rank}` }) });
+  const transport = await connectNats({ url: natsUrl, name: `${job} rank ${rank}` });
+  const bus = new Bus({ jobId: job, transport });
   const group = new ProcessGroup({ bus, name: 'p2p', ranks: [0, 1], rank });
   try {
     await group.ready();
@@ -91,9 +116,16 @@ async function peer(args: string[]): Promise<void> {
     // One untimed round first: connections, buffers and code warm up.
     const natsMs: number[] = [];
     let natsCpu = process.cpuUsage();
+    let gcMs = 0;
+    const gc = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) gcMs += entry.duration;
+    });
     for (let round = 0; round <= rounds; round++) {
       await group.barrier();
-      if (round === 1) natsCpu = process.cpuUsage();
+      if (round === 1) {
+        natsCpu = process.cpuUsage();
+        gc.observe({ entryTypes: ['gc'] });
+      }
       const start = performance.now();
       if (rank === 0) {
         for (let i = 0; i < PER_ROUND; i++) group.send(1, 'tensor', payload, [TENSOR_ELEMENTS]);
@@ -108,6 +140,9 @@ async function peer(args: string[]): Promise<void> {
       if (round > 0) natsMs.push(performance.now() - start);
     }
     const natsCpuMs = cpuMs(process.cpuUsage(natsCpu));
+    // Entries are delivered asynchronously: let the last ones in before counting.
+    await new Promise((resolve) => setImmediate(resolve));
+    gc.disconnect();
     const tcpMs: number[] = [];
     const socket = rank === 0 ? await tcpConnect(port) : undefined;
     const bytes = new Uint8Array(payload.buffer);
@@ -129,8 +164,11 @@ async function peer(args: string[]): Promise<void> {
     socket?.destroy();
     listening?.close();
     // CPU per megabyte moved, this rank's side (barriers included, a small part): less at the mercy of a busy machine than wall time.
-    const natsCpuMsPerMb = natsCpuMs / ((rounds * PER_ROUND * TENSOR_BYTES) / 1e6);
-    process.stdout.write(JSON.stringify(rank === 0 ? { natsMs, tcpMs, natsCpuMsPerMb } : { natsCpuMsPerMb }) + '\n');
+    const megabytes = (rounds * PER_ROUND * TENSOR_BYTES) / 1e6;
+    const natsCpuMsPerMb = natsCpuMs / megabytes;
+    const natsGcMsPerMb = gcMs / megabytes;
+    const maxPayload = transport.maxPayload;
+    process.stdout.write(JSON.stringify(rank === 0 ? { natsMs, tcpMs, natsCpuMsPerMb, natsGcMsPerMb, maxPayload } : { natsCpuMsPerMb, natsGcMsPerMb }) + '\n');
   } finally {
     group.close();
     await bus.close();
@@ -139,6 +177,18 @@ async function peer(args: string[]): Promise<void> {
 
 function cpuMs(usage: NodeJS.CpuUsage): number {
   return (usage.user + usage.system) / 1000;
+}
+
+/** User + system CPU milliseconds of another process, from /proc (Linux); undefined elsewhere or when it cannot be read. */
+function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    // Fields after the command name (which may hold spaces, so split after its closing parenthesis): utime and stime are the 12th and 13th.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
 }
 
 function tcpConnect(port: number): Promise<Socket> {

@@ -5,7 +5,7 @@
  * messages are counted in `stats.rejected` and logged (rate-limited), and closing the bus logs their
  * totals; a throwing handler is counted and logged, never allowed to crash the process.
  */
-import { Chunker, Reassembler, parseFrame, DEFAULT_CHUNK_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES } from './chunking.ts';
+import { Chunker, Reassembler, parseFrame, DEFAULT_CHUNK_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, WHOLE_HEADER_BYTES } from './chunking.ts';
 import { decodeEnvelope, encodeEnvelope } from './codec.ts';
 import { PROTOCOL_VERSION, type Envelope, type Message } from './messages.ts';
 import { checkJobId, jobSubject } from './subjects.ts';
@@ -91,14 +91,15 @@ export class Bus {
   publish(relative: string, message: Message): void {
     this.checkOpen();
     const subject = jobSubject(this.jobId, relative);
-    const bytes = this.encode(message, subject);
-    if (bytes.byteLength > this.maxMessageBytes) {
+    const roomAndBytes = this.encode(message, subject, WHOLE_HEADER_BYTES);
+    const byteLength = roomAndBytes.byteLength - WHOLE_HEADER_BYTES;
+    if (byteLength > this.maxMessageBytes) {
       throw new Error(
-        `${message.kind} message of ${bytes.byteLength} bytes on ${subject} is above maxMessageBytes ${this.maxMessageBytes}: ` +
+        `${message.kind} message of ${byteLength} bytes on ${subject} is above maxMessageBytes ${this.maxMessageBytes}: ` +
           'split it or raise maxMessageBytes on every bus of the job',
       );
     }
-    const frames = this.chunker.frames(bytes);
+    const frames = this.chunker.framesInPlace(roomAndBytes);
     for (const frame of frames) this.transport.publish(subject, frame);
     this.stats.sent++;
     if (frames.length > 1) this.stats.chunksSent += frames.length;
@@ -189,10 +190,10 @@ export class Bus {
     await this.transport.close();
   }
 
-  private encode(message: Message, subject: string): Uint8Array {
+  private encode(message: Message, subject: string, room = 0): Uint8Array {
     const envelope = { ...message, v: PROTOCOL_VERSION, job: this.jobId } as Envelope;
     try {
-      return encodeEnvelope(envelope);
+      return encodeEnvelope(envelope, room);
     } catch (error) {
       throw new Error(`cannot encode the ${message.kind} message for ${subject}: ${(error as Error).message}`);
     }
@@ -221,8 +222,9 @@ export class Bus {
       this.reject('malformed', `on ${incoming.subject}: ${frame.detail}`);
       return;
     } else if (frame.type === 'chunk') {
-      // Drops are counted through the reassembler's onDrop.
+      // Drops are counted through the reassembler's onDrop. The chunk is copied out either way.
       const result = reassembler.accept(frame.header, frame.bytes);
+      this.transport.recycle?.(incoming.data);
       if (result.status !== 'complete') return;
       bytes = result.bytes;
     } else {
@@ -233,7 +235,10 @@ export class Bus {
       this.reject(result.reason, `on ${incoming.subject}: ${result.detail}`);
       return;
     }
-    if (frame.type === 'chunk' && ownsNoView(result.envelope, bytes)) reassembler.recycle(bytes);
+    if (ownsNoView(result.envelope, bytes)) {
+      if (frame.type === 'chunk') reassembler.recycle(bytes);
+      else this.transport.recycle?.(incoming.data);
+    }
     this.stats.received++;
     const context: ReplyContext = incoming.reply === undefined ? { subject: incoming.subject } : { subject: incoming.subject, reply: incoming.reply };
     const message = stripEnvelope(result.envelope);

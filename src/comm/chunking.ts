@@ -76,6 +76,17 @@ export class Chunker {
     return frame;
   }
 
+  /**
+   * `frames` of a message encoded after WHOLE_HEADER_BYTES of room: one that travels whole is framed in
+   * that room, without copying it (the copy cost as much as encoding a tensor).
+   */
+  framesInPlace(roomAndBytes: Uint8Array): Uint8Array[] {
+    const bytes = roomAndBytes.subarray(WHOLE_HEADER_BYTES);
+    if (!this.fitsWhole(bytes.byteLength)) return this.frames(bytes);
+    roomAndBytes[0] = FRAME_WHOLE;
+    return [roomAndBytes];
+  }
+
   /** One whole frame when it fits, else chunk frames in index order. */
   frames(bytes: Uint8Array): Uint8Array[] {
     if (this.fitsWhole(bytes.byteLength)) return [this.wholeFrame(bytes)];

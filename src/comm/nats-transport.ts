@@ -19,6 +19,7 @@ import {
   type NodeConnectionOptions,
 } from '@nats-io/transport-node';
 import { hasLogin, NATS_CREDENTIALS_HELP, splitUrlCredentials } from './nats-credentials.ts';
+import { installPayloadBuffer, recyclePayload } from './nats-payload-buffer.ts';
 import { TransportTimeoutError, type ConnectionEvent, type IncomingMessage, type Subscription, type Transport } from './transport.ts';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
@@ -52,6 +53,8 @@ export function natsServerList(url: string | string[]): string[] {
 }
 
 export async function connectNats(options: NatsTransportOptions = {}): Promise<NatsTransport> {
+  // Large messages then arrive in one buffer each, not a doubling one (see nats-payload-buffer.ts).
+  installPayloadBuffer();
   // The client ignores a URL's userinfo (nats://TOKEN@host): it is the login unless one is given, and
   // the servers go on without it, so it never shows in a message.
   const { servers, credentials: fromUrl } = splitUrlCredentials(natsServerList(options.url ?? DEFAULT_NATS_URL));
@@ -146,6 +149,10 @@ export class NatsTransport implements Transport {
       },
     });
     return { unsubscribe: () => subscription.unsubscribe() };
+  }
+
+  recycle(data: Uint8Array): void {
+    recyclePayload(data);
   }
 
   async request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array> {

@@ -35,6 +35,11 @@ export interface Transport {
   request(subject: string, data: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
   /** Resolves when everything published so far has reached the server (no-op in process). */
   flush(): Promise<void>;
+  /**
+   * Hands back the data of a delivered message once nothing refers to it, its decoded values included;
+   * the transport may collect a later message in that memory. Optional: a transport without it lets go.
+   */
+  recycle?(data: Uint8Array): void;
   /** Calls `listener` on every disconnect and reconnect (never in process: that link cannot drop). */
   onConnectionChange(listener: (event: ConnectionEvent) => void): Subscription;
   close(): Promise<void>;

@@ -1,10 +1,11 @@
-// Tests: the NATS transport and the bus over a real, private nats-server: an 8 MB tensor across the
-// default 1 MB max_payload, request/reply, timeouts, job isolation, authentication and clear errors,
-// server lists, and the disconnect/reconnect events of a server restart.
+// Tests: the NATS transport and the bus over a real, private nats-server: an 8 MB tensor across NATS'
+// default 1 MB max_payload, a 4 MB one whole across the private servers' 8 MiB, request/reply, timeouts,
+// job isolation, authentication and clear errors, server lists, and the disconnect/reconnect events of
+// a server restart.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Bus } from '../../src/comm/bus.ts';
-import { freePort, startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
+import { freePort, PRIVATE_SERVER_MAX_PAYLOAD, startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
 import { connectNats, natsServerList, type NatsTransport } from '../../src/comm/nats-transport.ts';
 import type { Message } from '../../src/comm/messages.ts';
 import { TransportTimeoutError } from '../../src/comm/transport.ts';
@@ -14,7 +15,8 @@ let server: NatsServerHandle;
 const opened: Array<{ close(): Promise<void> }> = [];
 
 before(async () => {
-  server = await startNatsServer();
+  // NATS' own default max_payload, so that messages above it travel in chunks.
+  server = await startNatsServer({ maxPayload: 1024 * 1024 });
 });
 
 after(async () => {
@@ -34,11 +36,19 @@ async function bus(jobId = 'job-n'): Promise<Bus> {
   return created;
 }
 
-test('max_payload comes from the server: the default 1 MiB', async () => {
+test("max_payload comes from the server: 1 MiB here, PRIVATE_SERVER_MAX_PAYLOAD on a private server's default", async () => {
   assert.equal((await transport()).maxPayload, 1024 * 1024);
+  const roomy = await startNatsServer();
+  try {
+    const connection = await connectNats({ url: roomy.url, log: () => {} });
+    assert.equal(connection.maxPayload, PRIVATE_SERVER_MAX_PAYLOAD);
+    await connection.close();
+  } finally {
+    await roomy.stop();
+  }
 });
 
-test('an 8 MB tensor (2M floats) crosses a server with the default max_payload intact', async () => {
+test('an 8 MB tensor (2M floats) crosses a server with NATS default max_payload intact', async () => {
   const [sender, receiver] = [await bus(), await bus()];
   const values = new Float32Array(2_000_000);
   for (let i = 0; i < values.length; i++) values[i] = Math.fround(Math.sin(i) * 1000 + i);
@@ -112,7 +122,7 @@ test('token authentication: the right token connects, a wrong one is refused cle
   const secured = await startNatsServer({ extraConfig: 'authorization { token: "s3cret" }' });
   try {
     const good = await connectNats({ url: secured.url, token: 's3cret', log: () => {} });
-    assert.equal(good.maxPayload, 1024 * 1024);
+    assert.equal(good.maxPayload, PRIVATE_SERVER_MAX_PAYLOAD);
     await good.close();
     await assert.rejects(connectNats({ url: secured.url, token: 'wrong', timeoutMs: 1000 }), /could not connect to NATS at .*: Authorization Violation\. The server refused our credentials/);
     await assert.rejects(connectNats({ url: secured.url, credsFile: '/nonexistent/creds' }), /cannot read the NATS credentials file \/nonexistent\/creds/);
