@@ -4,6 +4,7 @@
  * deadline, killed (never left behind) when it passes or when a sibling fails.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { WORKER_NODE_FLAGS } from '../src/launcher/worker-env.ts';
 import { REPO } from '../test/support/cli.ts';
 
 export interface PeerResult {
@@ -15,7 +16,7 @@ export interface PeerResult {
 }
 
 function runNode(script: string, args: string[], children: ChildProcess[]): Promise<PeerResult> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...WORKER_NODE_FLAGS, '--import', 'tsx', script, ...args], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let stdout = '';
   let stderr = '';

@@ -29,7 +29,7 @@ import { manifestParts } from '../train/checkpointing.ts';
 import { resolveNats, serversFor } from './nats-url.ts';
 import { orderRestart, RestartOrders, type RestartOrder } from './node-restart.ts';
 import { SUBJECTS } from './subjects.ts';
-import { workerEnvironmentVariables } from './worker-env.ts';
+import { WORKER_NODE_FLAGS, workerEnvironmentVariables } from './worker-env.ts';
 
 export interface LaunchOptions {
   config: TrainConfig;
@@ -234,7 +234,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
 
     const firstRank = nodeRank * nprocPerNode;
     for (let rank = firstRank; rank < firstRank + nprocPerNode && !ending; rank++) {
-      const child = spawnProcess(process.execPath, ['--import', 'tsx', WORKER_ENTRY], {
+      const child = spawnProcess(process.execPath, [...WORKER_NODE_FLAGS, '--import', 'tsx', WORKER_ENTRY], {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         env: {
           ...process.env,
