@@ -41,7 +41,7 @@ export const LATEST_FILE = 'latest';
 /** Where a run keeps its checkpoints, under its --out folder. */
 export const RUN_CHECKPOINTS_DIR = 'checkpoints';
 const STEP_DIR_PATTERN = /^step-(\d+)$/;
-const TEMPORARY_DIR_PATTERN = /^\.step-\d+\.(tmp|replaced)-/;
+const TEMPORARY_DIR_PATTERN = /^\.step-\d+\.(tmp|replaced|pruned)-/;
 
 /** Names of the Adam moments of parameter `name` in a rank file. */
 export function firstMomentName(name: string): string {
@@ -244,7 +244,11 @@ export async function pruneCheckpoints(root: string, keep: number): Promise<stri
   const removed: string[] = [];
   for (const { dir } of all.slice(0, Math.max(0, all.length - keep))) {
     if (latest !== undefined && dir === join(root, latest)) continue;
-    await rm(dir, { recursive: true, force: true });
+    // Out of sight first: a kill in the middle of a recursive delete would leave a step folder without
+    // its manifest, which every later listing would then have to step around.
+    const doomed = join(root, `.${basename(dir)}.pruned-${process.pid}`);
+    await rename(dir, doomed);
+    await rm(doomed, { recursive: true, force: true });
     removed.push(dir);
   }
   if (removed.length > 0) await syncDirectory(root);
