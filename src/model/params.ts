@@ -104,7 +104,11 @@ export function numElements(shape: readonly number[]): number {
 }
 
 export function countParameters(config: GPTConfig): number {
-  return paramsForSlice(config, fullModelSlice(config)).reduce((n, p) => n + numElements(p.shape), 0);
+  return countSliceParameters(config, fullModelSlice(config));
+}
+
+export function countSliceParameters(config: GPTConfig, slice: ModelSlice): number {
+  return paramsForSlice(config, slice).reduce((n, p) => n + numElements(p.shape), 0);
 }
 
 /** A rectangular region of a parameter, as tf.slice takes it. Omitted: the whole tensor. */

@@ -15,6 +15,8 @@
  * and backward together, rounded; only the ratios between parts matter.
  */
 import type { GPTConfig } from '../model/config.ts';
+import { countSliceParameters } from '../model/params.ts';
+import { blockMultiplyAddsPerToken, headMultiplyAddsPerToken } from '../train/flops.ts';
 
 /** Matmul FLOPs one element-wise op per element costs on the wasm backend (see above). */
 export const ELEMENTWISE_WEIGHT = 32;
@@ -50,21 +52,25 @@ export function partCosts(shape: StageCostShape): PartCosts {
   const vocab = model.vocabSize;
   const update = (parameters: number): number => (OPTIMIZER_OPS_PER_PARAMETER * ELEMENTWISE_WEIGHT * parameters) / numMicroBatches;
 
-  // QKV, the output projection and the two MLP matmuls; scores and context over the whole sequence.
-  const layerMatmul = 2 * (4 * h * h + 2 * h * ffn) + 4 * seqLen * h;
+  // Parameter counts from the model's own table: one block, the final norm with the tied head, the embeddings.
+  const parameters = (endLayer: number, hasEmbedding: boolean, hasHead: boolean): number =>
+    countSliceParameters(model, { startLayer: 0, endLayer, hasEmbedding, hasHead });
+
+  // A multiply-add is two FLOPs.
+  const layerMatmul = 2 * blockMultiplyAddsPerToken(model, seqLen);
   // Two LayerNorms, biases and residuals, GELU over the MLP width, softmax/mask/scale over the scores.
   const layerElementwise = 23 * h + 9 * ffn + 5 * heads * seqLen;
-  const layerParameters = 4 * h * h + 2 * h * ffn + 9 * h + ffn;
+  const layerParameters = parameters(1, false, false);
   const layer = FORWARD_AND_BACKWARD * tokens * (layerMatmul + ELEMENTWISE_WEIGHT * layerElementwise) + update(layerParameters);
 
-  const headMatmul = 2 * h * vocab;
+  const headMatmul = 2 * headMultiplyAddsPerToken(model);
   // Softmax, log and the one-hot difference over the vocabulary, and the final LayerNorm.
   const headElementwise = 5 * vocab + 8 * h;
-  const head = FORWARD_AND_BACKWARD * tokens * (headMatmul + ELEMENTWISE_WEIGHT * headElementwise) + update(vocab * h + 2 * h);
+  const head = FORWARD_AND_BACKWARD * tokens * (headMatmul + ELEMENTWISE_WEIGHT * headElementwise) + update(parameters(0, false, true));
 
   // The gather and its scatter-add backward, which also clears a dense vocab x hidden gradient.
   const embeddingElementwise = FORWARD_AND_BACKWARD * tokens * 2 * h + vocab * h;
-  const embedding = ELEMENTWISE_WEIGHT * embeddingElementwise + update(vocab * h + model.maxPositionEmbeddings * h);
+  const embedding = ELEMENTWISE_WEIGHT * embeddingElementwise + update(parameters(0, true, false));
 
   return { embedding, layer, head };
 }

@@ -11,10 +11,19 @@
 import type { GPTConfig } from '../model/config.ts';
 
 export function modelFlopsPerToken(config: GPTConfig, seqLen: number): number {
-  const h = config.hiddenSize;
-  const perLayer = (4 + 2 * config.mlpRatio) * h * h + 2 * seqLen * h;
-  const multiplyAdds = config.numLayers * perLayer + h * config.vocabSize;
+  const multiplyAdds = config.numLayers * blockMultiplyAddsPerToken(config, seqLen) + headMultiplyAddsPerToken(config);
   return 3 * 2 * multiplyAdds;
+}
+
+/** One block's forward multiply-adds per token: its four weight matrices and the two attention matmuls. */
+export function blockMultiplyAddsPerToken(config: GPTConfig, seqLen: number): number {
+  const h = config.hiddenSize;
+  return (4 + 2 * config.mlpRatio) * h * h + 2 * seqLen * h;
+}
+
+/** The LM head's forward multiply-adds per token. */
+export function headMultiplyAddsPerToken(config: GPTConfig): number {
+  return config.hiddenSize * config.vocabSize;
 }
 
 export function modelFlopsPerStep(config: GPTConfig, seqLen: number, tokensPerStep: number): number {
