@@ -15,7 +15,7 @@ import { LogMetricByEpochHook } from '../train/hooks/log-by-epoch.ts';
 import { LogMetricByStepHook } from '../train/hooks/log-by-step.ts';
 import { LossHook } from '../train/hooks/loss.ts';
 import { ThroughputHook } from '../train/hooks/throughput.ts';
-import { restoreCheckpoint } from '../train/checkpointing.ts';
+import { checkStepsLeft, restoreCheckpoint } from '../train/checkpointing.ts';
 import { keepMetricsThrough } from '../train/metrics-file.ts';
 import { loadCheckpoint, resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
@@ -121,18 +121,12 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     log(`resumed from ${restored.dir}: continuing after step ${startStep}`);
   }
   const trainer = new Trainer({ config, model, dataset, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer });
-  if (startStep >= trainer.state.totalSteps) {
-    trainer.dispose();
-    model.dispose();
-    process.off('SIGINT', onSigint);
-    // The same words as the launcher's (multi-process) check.
-    throw new Error(`the checkpoint is at step ${startStep}, not before the last step ${trainer.state.totalSteps}: pass --steps N with N > ${startStep}`);
-  }
-  log(
-    `training ${startStep > 0 ? `steps ${startStep + 1} to ${trainer.state.totalSteps}` : `${trainer.state.totalSteps} steps`} (${trainer.state.stepsPerEpoch} per epoch), ` +
-      `global batch ${trainer.sampler.globalBatchSize} x ${config.seqLen} tokens`,
-  );
   try {
+    checkStepsLeft(startStep, trainer.state.totalSteps);
+    log(
+      `training ${startStep > 0 ? `steps ${startStep + 1} to ${trainer.state.totalSteps}` : `${trainer.state.totalSteps} steps`} (${trainer.state.stepsPerEpoch} per epoch), ` +
+        `global batch ${trainer.sampler.globalBatchSize} x ${config.seqLen} tokens`,
+    );
     const result = await trainer.fit();
     const last = result.losses.at(-1);
     log(`${result.stopped ? 'stopped' : 'done'} after ${result.stepsDone} steps${last === undefined ? '' : `, last loss ${last.toFixed(4)}`}; metrics in ${metricsPath}`);

@@ -25,7 +25,7 @@ import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
 import { mergeTraceParts } from '../stages/trace.ts';
 import { Coordinator } from './coordinator.ts';
 import { LATEST_FILE, commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
-import { manifestParts } from '../train/checkpointing.ts';
+import { checkStepsLeft, manifestParts } from '../train/checkpointing.ts';
 import { resolveNats, serversFor } from './nats-url.ts';
 import { orderRestart, RestartOrders, type RestartOrder } from './node-restart.ts';
 import { SUBJECTS } from './subjects.ts';
@@ -102,7 +102,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
       startStep = checkpoint.manifest.dataLoader.nextStep;
       checkpoint.close();
       log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
-      if (startStep >= totalSteps) throw new Error(`the checkpoint is at step ${startStep}, not before the last step ${totalSteps}: pass --steps N with N > ${startStep}`);
+      checkStepsLeft(startStep, totalSteps);
     }
   } catch (error) {
     // An open connection or a private server would keep this process alive after the error.

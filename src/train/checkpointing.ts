@@ -113,3 +113,8 @@ export async function restoreCheckpoint(
   const nextStep = await restoreShard(dir, heldBy(config, model), model.params, optimizer, true);
   return { nextStep, dir };
 }
+
+/** Refuses a resume with nothing left to run (one process or many alike), saying how to go on. */
+export function checkStepsLeft(startStep: number, totalSteps: number): void {
+  if (startStep >= totalSteps) throw new Error(`the checkpoint is at step ${startStep}, not before the last step ${totalSteps}: pass --steps N with N > ${startStep}`);
+}
