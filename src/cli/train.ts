@@ -17,7 +17,7 @@ import { LossHook } from '../train/hooks/loss.ts';
 import { ThroughputHook } from '../train/hooks/throughput.ts';
 import { checkStepsLeft, restoreCheckpoint } from '../train/checkpointing.ts';
 import { keepMetricsThrough } from '../train/metrics-file.ts';
-import { loadCheckpoint, resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
+import { resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
 import { launch } from '../launcher/launch.ts';
@@ -50,17 +50,10 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   );
   mkdirSync(outDir, { recursive: true });
   const metricsPath = join(outDir, 'metrics.jsonl');
-  if (command.nodeRank === 0) {
-    if (resumeFrom !== undefined && existsSync(metricsPath)) {
-      // A resumed run appends to the metrics of the run it continues, from the checkpoint's step on; a
-      // damaged checkpoint is refused first, so a resume that cannot start drops nothing.
-      const checkpoint = await loadCheckpoint(resumeFrom, { verify: true });
-      checkpoint.close();
-      keepMetricsThrough(metricsPath, checkpoint.manifest.dataLoader.nextStep);
-    } else {
-      writeFileSync(metricsPath, '');
-    }
-  }
+  // A resumed run appends to the metrics of the run it continues: the lines after the checkpoint's step
+  // go only once the checkpoint has been verified (by the restore, or the launcher), so a resume that
+  // cannot start drops nothing.
+  if (command.nodeRank === 0 && (resumeFrom === undefined || !existsSync(metricsPath))) writeFileSync(metricsPath, '');
   log(`run folder: ${outDir}`);
   const hooks = [
     new LossHook(),
@@ -123,6 +116,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   const trainer = new Trainer({ config, model, dataset, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer });
   try {
     checkStepsLeft(startStep, trainer.state.totalSteps);
+    if (command.resume !== undefined) keepMetricsThrough(metricsPath, startStep);
     log(
       `training ${startStep > 0 ? `steps ${startStep + 1} to ${trainer.state.totalSteps}` : `${trainer.state.totalSteps} steps`} (${trainer.state.stepsPerEpoch} per epoch), ` +
         `global batch ${trainer.sampler.globalBatchSize} x ${config.seqLen} tokens`,

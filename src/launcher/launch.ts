@@ -6,7 +6,7 @@
  */
 import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { start, stop as stopSystem } from 'nact';
@@ -26,6 +26,7 @@ import { mergeTraceParts } from '../stages/trace.ts';
 import { Coordinator } from './coordinator.ts';
 import { LATEST_FILE, commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
 import { checkStepsLeft, manifestParts } from '../train/checkpointing.ts';
+import { keepMetricsThrough } from '../train/metrics-file.ts';
 import { resolveNats, serversFor } from './nats-url.ts';
 import { orderRestart, RestartOrders, type RestartOrder } from './node-restart.ts';
 import { SUBJECTS } from './subjects.ts';
@@ -103,6 +104,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
       checkpoint.close();
       log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
       checkStepsLeft(startStep, totalSteps);
+      if (nodeRank === 0) keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
     }
   } catch (error) {
     // An open connection or a private server would keep this process alive after the error.
@@ -340,7 +342,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     const latest = await latestCheckpoint(checkpointRoot);
     resumeDir = latest?.dir ?? '';
     startStep = latest?.step ?? 0;
-    truncateMetrics(join(options.outDir, 'metrics.jsonl'), startStep);
+    keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
     // The other nodes read the checkpoint from the shared filesystem, maybe from another working folder.
     if (nnodes > 1) restart = { attempt: restarts + 1, resume: resumeDir === '' ? '' : resolve(resumeDir), startStep };
     log(
@@ -378,15 +380,6 @@ async function latestCheckpoint(root: string): Promise<{ dir: string; step: numb
   const step = checkpoint.manifest.dataLoader.nextStep;
   checkpoint.close();
   return { dir, step };
-}
-
-/** Drops the metrics of steps after `lastKept`: a restart runs them again. */
-function truncateMetrics(path: string, lastKept: number): void {
-  if (!existsSync(path)) return;
-  const kept = readFileSync(path, 'utf8')
-    .split('\n')
-    .filter((line) => line.trim() !== '' && (JSON.parse(line) as { step: number }).step <= lastKept);
-  writeFileSync(path, kept.map((line) => line + '\n').join(''));
 }
 
 /** A timeout from the environment (for slow machines and tests), else the default. */
