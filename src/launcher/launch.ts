@@ -20,7 +20,7 @@ import { loadWebtextDataset } from '../dataset/webtext.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import { buildSchedule } from '../scheduler/schedules.ts';
 import { validateSchedule } from '../scheduler/validate.ts';
-import { globalBatchSampler } from '../train/global-batch.ts';
+import { globalBatchSampler, totalStepsOf } from '../train/global-batch.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
 import { mergeTraceParts } from '../stages/trace.ts';
 import { Coordinator } from './coordinator.ts';
@@ -95,7 +95,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     // Tokenize here once: the workers then read the cache instead of racing to build it.
     const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
     sampler = globalBatchSampler(config, dataset.numSamples);
-    totalSteps = options.steps ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
+    totalSteps = totalStepsOf(config, sampler, options.steps);
     // Resuming: verify the whole checkpoint once here; the workers then read only their regions of it.
     if (options.resume !== undefined) {
       resumeDir = await resolveCheckpoint(options.resume);

@@ -15,3 +15,8 @@ export function globalBatchSampler(config: TrainConfig, numSamples: number): Bat
     dropLast: config.data.dropLast,
   });
 }
+
+/** The step a run stops at: an explicit override (--steps), else the config's steps, else its epochs (1) of the sampler's steps. */
+export function totalStepsOf(config: TrainConfig, sampler: BatchSampler, override?: number): number {
+  return override ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
+}

@@ -15,7 +15,7 @@ import type { DropoutContext } from '../model/dropout.ts';
 import type { GPT, TokenBatch } from '../model/gpt.ts';
 import { modelLossAndGrads } from '../model/manual/slice.ts';
 import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
-import { globalBatchSampler } from './global-batch.ts';
+import { globalBatchSampler, totalStepsOf } from './global-batch.ts';
 import { averageOverGlobalBatch } from './gradient-reduction.ts';
 import { saveCheckpoint, type CheckpointTarget } from './checkpointing.ts';
 import { NonFiniteGuard } from './non-finite.ts';
@@ -78,7 +78,7 @@ export class Trainer {
     if (dataset.seqLen !== config.seqLen) {
       throw new Error(`dataset was tokenized with seqLen ${dataset.seqLen} but the config says ${config.seqLen}`);
     }
-    const totalSteps = options.totalSteps ?? config.steps ?? (config.epochs ?? 1) * this.sampler.stepsPerEpoch;
+    const totalSteps = totalStepsOf(config, this.sampler, options.totalSteps);
     this.optimizer = options.optimizer ?? new AdamOptimizer(config.optimizer);
     this.hooks = options.hooks ?? [];
     this.variableList = options.model.variables();
