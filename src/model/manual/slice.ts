@@ -10,7 +10,7 @@ import type { GPT, TokenBatch } from '../gpt.ts';
 import { attentionBias } from '../layers.ts';
 import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName } from '../params.ts';
 import { BLOCK_PARAM_NAMES, blockBackward, blockForward, type BlockParams, type BlockSaved } from './block.ts';
-import { embeddingBackward, embeddingForward, type EmbeddingSaved } from './embedding.ts';
+import { embeddingBackward, embeddingForward, embeddingRowsBackward, type EmbeddingSaved, type WordEmbeddingRows } from './embedding.ts';
 import { headForwardBackward, type HeadGrads } from './head.ts';
 
 /** What sliceBackward needs from sliceForward; sliceBackward disposes it. */
@@ -33,6 +33,20 @@ export interface SliceForwardOptions {
 /** A block's parameter tensors by local name. */
 export function blockParamsOf(model: GPT, layer: number): BlockParams {
   return new Map(BLOCK_PARAM_NAMES.map((local) => [local, model.param(blockParamName(layer, local)) as tf.Tensor]));
+}
+
+/**
+ * The weights sliceForward multiplies from the right with activations: every block's projection
+ * weights, and the tied word embedding with the head (the LM head's input gradient, dLogits . E).
+ */
+export function rightOperandWeights(model: GPT): tf.Tensor[] {
+  const { slice } = model;
+  const weights: tf.Tensor[] = [];
+  for (let layer = slice.startLayer; layer < slice.endLayer; layer++) {
+    for (const local of BLOCK_PARAM_NAMES) if (local.endsWith('.weight')) weights.push(model.param(blockParamName(layer, local)));
+  }
+  if (slice.hasHead) weights.push(model.param(WORD_EMBEDDING));
+  return weights;
 }
 
 /**
@@ -81,10 +95,12 @@ export function sliceForward(model: GPT, batch: TokenBatch, hiddenIn: tf.Tensor3
  * Returns every parameter's gradient by global name in `model.specs` order, and the gradient of
  * `hiddenIn` when the slice has no embedding. Disposes `saved` as it goes (peak memory falls layer by
  * layer); the caller keeps ownership of `outputGrad`.
+ * With `wordEmbeddingRows` and a slice that has the embedding but not the head, the word embedding's
+ * gradient comes as rows (`wordEmbeddingRows`) instead of a dense entry of `grads`.
  */
 export function sliceBackward(
-  model: GPT, saved: SliceSaved, outputGrad?: tf.Tensor3D,
-): { inputGrad?: tf.Tensor3D; grads: Map<string, tf.Tensor> } {
+  model: GPT, saved: SliceSaved, outputGrad?: tf.Tensor3D, options: { wordEmbeddingRows?: boolean } = {},
+): { inputGrad?: tf.Tensor3D; grads: Map<string, tf.Tensor>; wordEmbeddingRows?: WordEmbeddingRows } {
   const { config, slice } = model;
   const grads = new Map<string, tf.Tensor>();
   const addGrad = (name: string, grad: tf.Tensor) => {
@@ -125,7 +141,14 @@ export function sliceBackward(
     for (const [local, grad] of blockGrads) addGrad(blockParamName(layer, local), grad);
   }
   let inputGrad: tf.Tensor3D | undefined;
-  if (saved.embedding !== undefined) {
+  let wordEmbeddingRows: WordEmbeddingRows | undefined;
+  if (saved.embedding !== undefined && options.wordEmbeddingRows === true && !slice.hasHead) {
+    const embedding = embeddingRowsBackward(saved.embedding, dy, config);
+    tf.dispose(saved.embedding as unknown as tf.TensorContainer);
+    dy.dispose();
+    wordEmbeddingRows = embedding.dWordEmbeddingRows;
+    addGrad(POSITION_EMBEDDING, embedding.dPositionEmbedding);
+  } else if (saved.embedding !== undefined) {
     const embedding = embeddingBackward(saved.embedding, dy, config);
     tf.dispose(saved.embedding as unknown as tf.TensorContainer);
     dy.dispose();
@@ -136,11 +159,12 @@ export function sliceBackward(
   }
   const ordered = new Map<string, tf.Tensor>();
   for (const spec of model.specs) {
+    if (wordEmbeddingRows !== undefined && spec.name === WORD_EMBEDDING) continue;
     const grad = grads.get(spec.name);
     if (grad === undefined) throw new Error(`sliceBackward: no gradient computed for ${spec.name}`);
     ordered.set(spec.name, grad);
   }
-  return { inputGrad, grads: ordered };
+  return { inputGrad, grads: ordered, ...(wordEmbeddingRows === undefined ? {} : { wordEmbeddingRows }) };
 }
 
 /** Forward with saved activations and the manual backward of a whole model: the trainer's variableGrads. */
