@@ -15,7 +15,9 @@
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
 import { GPT, type TokenBatch } from '../model/gpt.ts';
-import { disposeSliceSaved, sliceBackward, sliceForward, type SliceSaved } from '../model/manual/slice.ts';
+import { denseWordEmbeddingGradient, type WordEmbeddingRows } from '../model/manual/embedding.ts';
+import { disposeSliceSaved, rightOperandWeights, sliceBackward, sliceForward, type SliceSaved } from '../model/manual/slice.ts';
+import { warmMatmulOperands } from '../backend/warm-matmul.ts';
 import { TensorParallelGPT, type TensorParallelForward } from '../tensor-parallel/tensor-parallel-gpt.ts';
 import { lookupRows } from '../tensor-parallel/vocab-parallel.ts';
 import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
@@ -60,10 +62,14 @@ export class PipelineStage {
   private readonly virtualStages: number;
   private readonly saved = new Map<string, SavedInput>();
   private gradSums = new Map<string, tf.Tensor>();
+  /** The word embedding's gradient rows of this step's backwards, in order, merged into gradSums when read. */
+  private wordEmbeddingRows: WordEmbeddingRows[] = [];
   private lossSum = 0;
   private computeMs = 0;
   private step = 0;
   private lossScale = 1;
+  /** Whether this step's weights were packed for matmul while waiting for a first activation. */
+  private weightsWarmed = false;
   /** Virtual stage 0: which rows of the word embedding (this shard's) the step's lookups gathered. */
   private readonly lookedUp?: Uint8Array;
 
@@ -127,9 +133,16 @@ export class PipelineStage {
     this.lossScale = lossScale;
     this.lossSum = 0;
     this.computeMs = 0;
+    this.weightsWarmed = false;
     this.lookedUp?.fill(0);
     for (const grad of this.gradSums.values()) grad.dispose();
     this.gradSums = new Map();
+    this.disposeWordEmbeddingRows();
+  }
+
+  private disposeWordEmbeddingRows(): void {
+    for (const rows of this.wordEmbeddingRows) rows.values.dispose();
+    this.wordEmbeddingRows = [];
   }
 
   /** Runs one op; `batchOf(microBatch)` gives the tokens (every stage reads them: masks and labels). */
@@ -209,14 +222,23 @@ export class PipelineStage {
     return this.lossSum;
   }
 
-  /** Summed gradients of this step by parameter name (the tied embedding's chunk copies added together). */
+  /**
+   * Summed gradients of this step by parameter name (the tied embedding's chunk copies added together).
+   * The word embedding's rows gathered so far become its dense gradient here, once per step.
+   */
   get stepGradients(): Map<string, tf.Tensor> {
+    if (this.wordEmbeddingRows.length > 0) {
+      const dense = denseWordEmbeddingGradient(this.wordEmbeddingRows, this.options.config.model);
+      this.disposeWordEmbeddingRows();
+      this.accumulate(WORD_EMBEDDING, dense);
+    }
     return this.gradSums;
   }
 
   dispose(): void {
     for (const chunk of this.chunks) chunk.dispose();
     for (const grad of this.gradSums.values()) grad.dispose();
+    this.disposeWordEmbeddingRows();
     for (const input of this.saved.values()) {
       input.hidden?.dispose();
       if (input.activations !== undefined) disposeSliceSaved(input.activations);
@@ -266,6 +288,7 @@ export class PipelineStage {
     const virtual = this.virtualStage(op.chunk);
     const model = this.chunks[op.chunk];
     if (virtual === 0) this.noteLookups(batch);
+    else if (!this.weightsWarmed) this.warmWeights(op);
     const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
     if (model instanceof TensorParallelGPT) {
       const start = wallClockMs();
@@ -303,6 +326,20 @@ export class PipelineStage {
     output.dispose();
   }
 
+  /**
+   * Before the step's first wait for an activation: the optimizer made new weight tensors, and packing
+   * them for the wasm matmul now (warm-matmul.ts) takes it off the first micro-batch, whose results the
+   * other stages wait for. Virtual stage 0's chunk computes first and waits for nothing, so it is left.
+   */
+  private warmWeights(op: PipelineOp): void {
+    this.weightsWarmed = true;
+    const start = wallClockMs();
+    this.chunks.forEach((chunk, index) => {
+      if (chunk instanceof GPT && this.virtualStage(index) !== 0) warmMatmulOperands(rightOperandWeights(chunk));
+    });
+    this.options.trace?.record('pack weights', 'compute', start, wallClockMs(), this.args(op));
+  }
+
   private async backward(op: PipelineOp, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
     const model = this.chunks[op.chunk];
@@ -323,8 +360,11 @@ export class PipelineStage {
       return;
     }
     if (saved.activations !== undefined) {
-      const { inputGrad, grads } = this.compute(op, () => sliceBackward(model, saved.activations!, outputGrad as tf.Tensor3D | undefined));
+      const { inputGrad, grads, wordEmbeddingRows } = this.compute(op, () =>
+        sliceBackward(model, saved.activations!, outputGrad as tf.Tensor3D | undefined, { wordEmbeddingRows: true }),
+      );
       outputGrad?.dispose();
+      if (wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(wordEmbeddingRows);
       this.finishBackward(op, virtual, grads, inputGrad);
       return;
     }
