@@ -24,7 +24,7 @@ import { pipelineFigures, PIPELINE_STAGES, runPipelineJob } from './pipeline.ts'
 import { reportJson, reportTable, round, type Figure, type Target } from './report.ts';
 import { measureTrainingStep } from './step.ts';
 import { measureTransport } from './transport.ts';
-import { benchConfig, type BenchModel } from './train-runs.ts';
+import { FIRST_MEASURED_STEP, benchConfig, type BenchModel } from './train-runs.ts';
 
 const SECTIONS = ['compute', 'memory', 'transport', 'pipeline', 'data'] as const;
 type Section = (typeof SECTIONS)[number];
@@ -61,7 +61,7 @@ const TINY = JSON.parse(readFileSync(new URL('../examples/tiny.json', import.met
  */
 const JOB_MODEL: BenchModel = { model: { numLayers: 32, hiddenSize: 256, numAttentionHeads: 4, maxPositionEmbeddings: 64 }, batchSize: 8, seqLen: 64 };
 const MICRO_BATCHES = 8;
-const JOB_STEPS = quick ? 3 : 5;
+const JOB_STEPS = quick ? FIRST_MEASURED_STEP + 1 : FIRST_MEASURED_STEP + 4;
 const MEMORY = quick ? { warmup: 2, steps: 20 } : { warmup: 5, steps: 200 };
 
 const TARGETS: Record<string, Target> = {
@@ -165,7 +165,7 @@ try {
 
   const jobConfig = benchConfig(JOB_MODEL);
   configFolder = dirname(jobConfig);
-  details.job_model = { ...JOB_MODEL, microBatches: MICRO_BATCHES, steps: JOB_STEPS, measured: 'steps 2 on' };
+  details.job_model = { ...JOB_MODEL, microBatches: MICRO_BATCHES, steps: JOB_STEPS, measured: `steps ${FIRST_MEASURED_STEP} on` };
   let commPp2: number | null = null;
   let commDp2: number | null = null;
   if (runs('pipeline')) {

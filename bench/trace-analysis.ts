@@ -15,6 +15,7 @@ import { meanBubble, measureBubbles } from '../src/scheduler/measure.ts';
 import { dependencyOf, type Schedule } from '../src/scheduler/ops.ts';
 import type { TraceEvent } from '../src/stages/trace.ts';
 import { median } from './report.ts';
+import { FIRST_MEASURED_STEP } from './train-runs.ts';
 
 type Span = TraceEvent & { dur: number };
 
@@ -44,8 +45,8 @@ export interface CommFraction {
   stepMs: number;
 }
 
-/** `fromStep`: the first step counted (the first pays one-time costs). */
-export function exposedCommFraction(events: readonly TraceEvent[], fromStep = 2): CommFraction {
+/** `fromStep`: the first step counted (the first ones pay one-time costs). */
+export function exposedCommFraction(events: readonly TraceEvent[], fromStep = FIRST_MEASURED_STEP): CommFraction {
   const all = spans(events);
   const steps = measuredSteps(all, fromStep);
   if (steps.length === 0) throw new Error(`the trace has no events of step ${fromStep} or later: run more steps`);
@@ -117,7 +118,7 @@ export interface PipelineShape {
 }
 
 /** Stage of an event = its pid (rank): true for a job of one pipeline without data or tensor parallelism. */
-export function pipelineShape(events: readonly TraceEvent[], stages: number, fromStep = 2): PipelineShape {
+export function pipelineShape(events: readonly TraceEvent[], stages: number, fromStep = FIRST_MEASURED_STEP): PipelineShape {
   const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name));
   const steps = measuredSteps(compute, fromStep);
   if (steps.length === 0) throw new Error(`the trace has no forward or backward of step ${fromStep} or later`);
@@ -137,7 +138,7 @@ export function pipelineShape(events: readonly TraceEvent[], stages: number, fro
  * communication cost nothing (per step, then the median): what the stages' imbalance alone leaves.
  * The measured bubble over this one is what the runtime (messages, waits, scheduling) adds.
  */
-export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule, fromStep = 2): number {
+export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule, fromStep = FIRST_MEASURED_STEP): number {
   const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name));
   const steps = measuredSteps(compute, fromStep);
   if (steps.length === 0) throw new Error(`the trace has no forward or backward of step ${fromStep} or later`);

@@ -8,13 +8,14 @@ import { meanBubble, measureBubbles } from '../../src/scheduler/measure.ts';
 import { buildSchedule } from '../../src/scheduler/schedules.ts';
 import { simulateTimeline } from '../../src/scheduler/timeline.ts';
 import { reportJson, reportTable } from '../../bench/report.ts';
+import { FIRST_MEASURED_STEP } from '../../bench/train-runs.ts';
 
 /** A complete event in milliseconds (the trace stores microseconds). */
 function span(pid: number, name: string, cat: string, startMs: number, endMs: number, args: Record<string, number> = {}): TraceEvent {
-  return { name, cat, ph: 'X', ts: startMs * 1000, dur: (endMs - startMs) * 1000, pid, tid: 0, args: { step: 2, ...args } };
+  return { name, cat, ph: 'X', ts: startMs * 1000, dur: (endMs - startMs) * 1000, pid, tid: 0, args: { step: FIRST_MEASURED_STEP, ...args } };
 }
 
-// Step 2 of a two-stage pipeline, one micro-batch: rank 1 waits for rank 0's forward (not communication),
+// The first measured step of a two-stage pipeline, one micro-batch: rank 1 waits for rank 0's forward (not communication),
 // then 30 ms for the activation in flight; rank 0 waits in the all-reduce until rank 1 joins at 230.
 const step2: TraceEvent[] = [
   span(0, 'forward', 'compute', 0, 100, { microBatch: 0 }),
@@ -24,8 +25,8 @@ const step2: TraceEvent[] = [
   span(0, 'all-reduce tied weights', 'comm', 110, 260),
   span(1, 'all-reduce tied weights', 'comm', 230, 260),
 ];
-// Step 1 pays one-time costs and is left out.
-const step1 = [{ ...span(0, 'all-reduce tied weights', 'comm', -5000, -1000), args: { step: 1 } }];
+// Earlier steps pay one-time costs and are left out.
+const step1 = [{ ...span(0, 'all-reduce tied weights', 'comm', -5000, -1000), args: { step: FIRST_MEASURED_STEP - 1 } }];
 
 test('bench - exposed communication counts sends, receives after the send began, collectives after the last member joined', () => {
   const result = exposedCommFraction([...step1, ...step2]);
@@ -34,7 +35,7 @@ test('bench - exposed communication counts sends, receives after the send began,
   assert.ok(Math.abs(result.perRank[0] - 40 / 260) < 1e-12, String(result.perRank[0]));
   assert.ok(Math.abs(result.perRank[1] - 60 / 260) < 1e-12, String(result.perRank[1]));
   assert.equal(result.fraction, result.perRank[1]);
-  assert.throws(() => exposedCommFraction(step1), /no events of step 2/);
+  assert.throws(() => exposedCommFraction(step1), new RegExp(`no events of step ${FIRST_MEASURED_STEP}`));
 });
 
 test('bench - pipeline bubbles in the step window, balance of the stages, and a counter peak', () => {
