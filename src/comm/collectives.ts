@@ -59,6 +59,27 @@ export const ALL_REDUCE_SEGMENT_ELEMENTS = 4 * 1024 * 1024;
 /** Part numbers per segment: room for the 2(n - 1) ring steps of groups up to 512 ranks. */
 const PARTS_PER_SEGMENT = 1024;
 
+/**
+ * At most this many bytes of all-reduce segments in flight towards one rank. nats-server disconnects a
+ * client with more than max_pending (64 MiB by default) waiting to be written to it, and a rank still
+ * computing, or slower to decode, reads nothing meanwhile: measured on a slower 2-core machine, data
+ * parallel 2 with a 100 MB gradient had every segment's reduce-scatter and then its all-gather pieces
+ * (up to 100 MB) queued for one rank, the server dropped it as a slow consumer and the other rank waited
+ * out its 120 s timeout.
+ */
+export const ALL_REDUCE_IN_FLIGHT_BYTES = 32 * 1024 * 1024;
+
+/**
+ * How many segments of `segmentElements` float32 an all-reduce runs at once, so that what one rank can
+ * have queued for it (ring: its left neighbour's 2(n - 1)/n of a segment; direct: every peer's whole
+ * segment) stays within ALL_REDUCE_IN_FLIGHT_BYTES. At least one.
+ */
+export function segmentsInFlight(segmentElements: number, groupSize: number, algorithm: AllReduceAlgorithm, budgetBytes = ALL_REDUCE_IN_FLIGHT_BYTES): number {
+  const segmentBytes = 4 * segmentElements;
+  const towardsOneRank = algorithm === 'ring' ? (segmentBytes * 2 * (groupSize - 1)) / groupSize : segmentBytes * (groupSize - 1);
+  return Math.max(1, Math.floor(budgetBytes / Math.max(towardsOneRank, 1)));
+}
+
 /** Where a segment's pieces go: the call, its seq, the first part number of the segment, a label for errors. */
 interface SegmentPlace {
   call: OpenCall;
@@ -96,6 +117,8 @@ export interface ProcessGroupOptions {
   ringMinElements?: number;
   /** All-reduce segment size (default ALL_REDUCE_SEGMENT_ELEMENTS); must be the same on every rank. */
   segmentElements?: number;
+  /** Bytes of all-reduce segments in flight towards one rank (default ALL_REDUCE_IN_FLIGHT_BYTES). */
+  allReduceInFlightBytes?: number;
   log?: (line: string) => void;
 }
 
@@ -122,6 +145,7 @@ export class ProcessGroup {
   private readonly forcedAlgorithm: AllReduceAlgorithm | undefined;
   private readonly ringMinElements: number;
   private readonly segmentElements: number;
+  private readonly allReduceInFlightBytes: number;
   private readonly mailbox: CollectiveMailbox;
   private readonly subscription: { unsubscribe(): void };
   private readonly readySubscription: { unsubscribe(): void };
@@ -156,6 +180,7 @@ export class ProcessGroup {
     this.forcedAlgorithm = options.allReduceAlgorithm;
     this.ringMinElements = options.ringMinElements ?? DEFAULT_RING_MIN_ELEMENTS;
     this.segmentElements = options.segmentElements ?? ALL_REDUCE_SEGMENT_ELEMENTS;
+    this.allReduceInFlightBytes = options.allReduceInFlightBytes ?? ALL_REDUCE_IN_FLIGHT_BYTES;
     if (!Number.isSafeInteger(this.segmentElements) || this.segmentElements < 1) {
       throw new Error(`process group '${name}': segmentElements must be a positive integer, got ${options.segmentElements}`);
     }
@@ -312,17 +337,24 @@ export class ProcessGroup {
     }
     const segmentElements = this.segmentElements;
     return this.run('all-reduce', async (call, seq) => {
-      // Segments reduce independently and concurrently, each with its own part numbers; the result is
-      // assembled in place, so no message (and no copy of one) is larger than a segment.
+      // Segments reduce independently, a few at a time (segmentsInFlight), each with its own part
+      // numbers; the result is assembled in place, so no message (and no copy of one) is larger than a segment.
       const result = values.slice();
-      const segments: Promise<void>[] = [];
-      for (let segment = 0, start = 0; start < values.length || segment === 0; segment++, start += segmentElements) {
+      const count = Math.max(1, Math.ceil(values.length / segmentElements));
+      const reduceSegment = (segment: number): Promise<void> => {
+        const start = segment * segmentElements;
         const work = result.subarray(start, Math.min(values.length, start + segmentElements));
         const label = values.length > segmentElements ? ` segment ${segment}` : '';
         const where: SegmentPlace = { call, seq, partBase: segment * PARTS_PER_SEGMENT, label };
-        segments.push(algorithm === 'direct' ? this.allReduceDirect(work, op, where) : this.allReduceRing(work, op, where));
-      }
-      await Promise.all(segments);
+        return algorithm === 'direct' ? this.allReduceDirect(work, op, where) : this.allReduceRing(work, op, where);
+      };
+      // A rank starts another segment only when one of its own is done, which needs its peers' pieces of
+      // it: no peer gets more than a window ahead of what this rank has read.
+      let next = 0;
+      const lane = async (): Promise<void> => {
+        while (next < count) await reduceSegment(next++);
+      };
+      await Promise.all(Array.from({ length: Math.min(count, segmentsInFlight(segmentElements, this.size, algorithm, this.allReduceInFlightBytes)) }, lane));
       return result;
     });
   }

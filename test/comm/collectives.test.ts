@@ -7,6 +7,7 @@ import {
   CollectiveTimeoutError,
   ProcessGroup,
   chooseAllReduceAlgorithm,
+  segmentsInFlight,
   type AllReduceAlgorithm,
 } from '../../src/comm/collectives.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
@@ -26,6 +27,7 @@ interface WorldOptions {
   /** Small by default so that any tensor above 256 floats crosses in chunks. */
   maxPayload?: number;
   segmentElements?: number;
+  allReduceInFlightBytes?: number;
 }
 
 function makeWorld(size: number, options: WorldOptions = {}): World {
@@ -43,6 +45,7 @@ function makeWorld(size: number, options: WorldOptions = {}): World {
         timeoutMs: options.timeoutMs ?? 5000,
         allReduceAlgorithm: options.algorithm,
         segmentElements: options.segmentElements,
+        allReduceInFlightBytes: options.allReduceInFlightBytes,
         log: (line) => logs.push(line),
       }),
   );
@@ -189,6 +192,33 @@ describe('all-reduce', () => {
       }
     });
   }
+
+  for (const algorithm of ALGORITHMS) {
+    test(`${algorithm}: segments a few at a time (the in-flight budget) give the bits of all at once`, async () => {
+      const size = 3;
+      const floats = [0, 1, 2].map((rank) => seededFloats(rank + 70, 1001));
+      // 400-byte segments (direct: 800 bytes towards a rank, ring: 533): a 1000-byte budget runs them one at a time.
+      assert.equal(segmentsInFlight(100, size, algorithm, 1000), 1);
+      const windowed = makeWorld(size, { algorithm, segmentElements: 100, allReduceInFlightBytes: 1000 });
+      const unbounded = makeWorld(size, { algorithm, segmentElements: 100 });
+      try {
+        const few = await Promise.all(windowed.groups.map((group, rank) => group.allReduce(floats[rank], 'sum')));
+        const all = await Promise.all(unbounded.groups.map((group, rank) => group.allReduce(floats[rank], 'sum')));
+        for (let rank = 0; rank < size; rank++) assert.deepEqual(bitsOf(few[rank]), bitsOf(all[rank]));
+      } finally {
+        await windowed.close();
+        await unbounded.close();
+      }
+    });
+  }
+
+  test('all-reduce in-flight budget: 100 MB of gradient over NATS stays under max_pending towards a rank', () => {
+    // 16 MB segments: ring over 2 ranks queues at most 16 MB of a segment for a rank, so two run at once.
+    assert.equal(segmentsInFlight(4 * 1024 * 1024, 2, 'ring'), 2);
+    assert.equal(segmentsInFlight(4 * 1024 * 1024, 2, 'direct'), 2);
+    assert.equal(segmentsInFlight(4 * 1024 * 1024, 8, 'direct'), 1);
+    assert.equal(segmentsInFlight(1024, 2, 'ring'), 8192);
+  });
 
   test('two ranks: both algorithms give the same bits on random floats', async () => {
     const inputs = [seededFloats(1, 777), seededFloats(2, 777)];
