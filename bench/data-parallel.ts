@@ -68,7 +68,7 @@ async function peer(args: string[]): Promise<void> {
     dataParallel: {
       rank,
       size: DATA,
-      allReduce: (values) => trace.span('all-reduce data parallel', 'comm', { step }, () => group.allReduce(values, 'sum')),
+      allReduce: (values) => trace.span('all-reduce data parallel', 'comm', { step }, () => group.allReduce(values, 'sum', { inPlace: true })),
     },
     hooks: [
       {

@@ -101,7 +101,7 @@ export async function trainPipelineRank(options: PipelineWorkerOptions): Promise
     params,
     optimizer,
     sharedWeights,
-    dataParallel: { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') },
+    dataParallel: { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum', { inPlace: true }) },
     trace,
     modelParallelGroup,
     countsInNorm: (name: string) => stage.countsInNorm(name),

@@ -166,7 +166,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
       totalSteps: env.totalSteps,
       log,
       gate: async (step) => (await askGate(step)).action,
-      dataParallel: { rank: grid.coordinates(env.rank).dp, size: grid.data, allReduce: (values) => dpGroup.allReduce(values, 'sum') },
+      dataParallel: { rank: grid.coordinates(env.rank).dp, size: grid.data, allReduce: (values) => dpGroup.allReduce(values, 'sum', { inPlace: true }) },
       hooks: [{ name: 'report', afterStep: (_state, result) => onStep(result) }],
     });
     try {

@@ -23,7 +23,8 @@ import { AdamOptimizer, globalNorm } from './optimizer.ts';
 
 /**
  * This process is one data-parallel rank of `size`: it trains on its own slice of each global batch and
- * `allReduce` (a deterministic sum across the dp group) combines the gradients and losses.
+ * `allReduce` (a deterministic sum across the dp group) combines the gradients and losses. `values` is
+ * the step's scratch buffer: the reduction may overwrite it (ProcessGroup's inPlace).
  */
 export interface DataParallelRole {
   rank: number;

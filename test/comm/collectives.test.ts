@@ -212,6 +212,26 @@ describe('all-reduce', () => {
     });
   }
 
+  for (const algorithm of ALGORITHMS) {
+    test(`${algorithm}: inPlace writes the result into the input and returns it, same bits; without it the input is untouched`, async () => {
+      const size = 3;
+      const world = makeWorld(size, { algorithm, segmentElements: 100 });
+      try {
+        const inputs = [0, 1, 2].map((rank) => seededFloats(rank + 90, 501));
+        const kept = inputs.map((values) => values.slice());
+        const copied = await Promise.all(world.groups.map((group, rank) => group.allReduce(inputs[rank], 'sum')));
+        for (let rank = 0; rank < size; rank++) assert.deepEqual(bitsOf(inputs[rank]), bitsOf(kept[rank]), `rank ${rank}'s input after a copying all-reduce`);
+        const inPlace = await Promise.all(world.groups.map((group, rank) => group.allReduce(inputs[rank], 'sum', { inPlace: true })));
+        for (let rank = 0; rank < size; rank++) {
+          assert.equal(inPlace[rank], inputs[rank], 'the input array itself comes back');
+          assert.deepEqual(bitsOf(inPlace[rank]), bitsOf(copied[rank]));
+        }
+      } finally {
+        await world.close();
+      }
+    });
+  }
+
   test('all-reduce in-flight budget: 100 MB of gradient over NATS stays under max_pending towards a rank', () => {
     // 16 MB segments: ring over 2 ranks queues at most 16 MB of a segment for a rank, so two run at once.
     assert.equal(segmentsInFlight(4 * 1024 * 1024, 2, 'ring'), 2);
