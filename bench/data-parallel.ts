@@ -3,7 +3,8 @@
  * processes each run the real Trainer on half of the global batch, with the gradient all-reduce through
  * a ProcessGroup over NATS, and record every step and every all-reduce on a timeline the way pipeline
  * ranks do (the launcher's data-parallel workers write no trace yet). The timelines are merged and read
- * like the pipeline job's (trace-analysis.ts).
+ * like the pipeline job's (trace-analysis.ts). With overlapGradReduce every bucket is an all-reduce of
+ * its own during the backward; as for any collective, what counts is what follows the last one's start.
  *
  * Run as `node --import tsx bench/data-parallel.ts --peer <config> <nats url> <job id> <rank> <out dir> <steps>`
  * it is one of the two ranks.
@@ -23,8 +24,8 @@ const SCRIPT = fileURLToPath(import.meta.url);
 const DATA = 2;
 
 /** `batchSize` is the global batch: each rank trains on half of it. */
-function dataParallelSets(globalBatch: number): string[] {
-  return [`parallel.data=${DATA}`, `batchSize=${globalBatch / DATA}`];
+function dataParallelSets(globalBatch: number, overlapGradReduce: boolean): string[] {
+  return [`parallel.data=${DATA}`, `batchSize=${globalBatch / DATA}`, `parallel.overlapGradReduce=${overlapGradReduce}`];
 }
 
 export interface DataParallelResult {
@@ -34,13 +35,14 @@ export interface DataParallelResult {
 }
 
 export async function measureDataParallel(
-  options: { config: string; globalBatch: number; natsUrl: string; out: string; steps: number },
+  options: { config: string; globalBatch: number; natsUrl: string; out: string; steps: number; overlapGradReduce?: boolean },
   say: (line: string) => void,
 ): Promise<DataParallelResult> {
-  say(`  data parallel 2 on two processes, the Trainer with traced all-reduces (${options.steps} steps) ...`);
+  const overlap = options.overlapGradReduce === true;
+  say(`  data parallel 2 on two processes, the Trainer with traced all-reduces${overlap ? ' in buckets during the backward (overlapGradReduce)' : ''} (${options.steps} steps) ...`);
   mkdirSync(options.out, { recursive: true });
   const job = `bench-dp-${process.pid}-${Date.now().toString(36)}`;
-  await runPeers(SCRIPT, DATA, (rank) => ['--peer', options.config, options.natsUrl, job, String(rank), options.out, String(options.steps), String(options.globalBatch)], 300_000);
+  await runPeers(SCRIPT, DATA, (rank) => ['--peer', options.config, options.natsUrl, job, String(rank), options.out, String(options.steps), String(options.globalBatch), String(overlap)], 300_000);
   const path = mergeTraceParts(options.out);
   if (path === undefined) throw new Error(`the data-parallel ranks wrote no trace into ${options.out}`);
   const events = (JSON.parse(readFileSync(path, 'utf8')) as { traceEvents: TraceEvent[] }).traceEvents;
@@ -50,9 +52,9 @@ export async function measureDataParallel(
 }
 
 async function peer(args: string[]): Promise<void> {
-  const [configPath, natsUrl, job, rankText, out, stepsText, globalBatchText] = args;
+  const [configPath, natsUrl, job, rankText, out, stepsText, globalBatchText, overlapText] = args;
   const rank = Number(rankText);
-  const { config, dataset, model } = await setUpTraining(configPath, dataParallelSets(Number(globalBatchText)));
+  const { config, dataset, model } = await setUpTraining(configPath, dataParallelSets(Number(globalBatchText), overlapText === 'true'));
   const bus = new Bus({ jobId: job, transport: await connectNats({ url: natsUrl, name: `${job} rank ${rank}` }) });
   const group = new ProcessGroup({ bus, name: 'dp', ranks: [0, 1], rank });
   await group.ready();

@@ -213,6 +213,9 @@ try {
       commDp2 = data.commFraction;
       figure('comm_fraction_dp2', data.commFraction, `data 2: exposed all-reduce time / step time (worst rank; ${data.stepMs.toFixed(0)} ms/step)`);
       details.data = { stepMs: round(data.stepMs, 1), commFractionPerRank: roundAll(data.perRank) };
+      // The same with parallel.overlapGradReduce (off by default): its trade on this machine, side by side.
+      const overlapped = await measureDataParallel({ config: jobConfig, globalBatch: JOB_MODEL.batchSize, natsUrl: nats!.url, out: join(dir, 'dp2-overlap'), steps: JOB_STEPS, overlapGradReduce: true }, say);
+      details.data_overlap_grad_reduce = { stepMs: round(overlapped.stepMs, 1), commFraction: round(overlapped.commFraction, 3) };
     } catch (error) {
       failed(['comm_fraction_dp2'], error);
     }

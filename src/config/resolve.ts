@@ -159,6 +159,7 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
       pipeline: pick('parallel.pipeline'),
       tensor: { mode: pick('parallel.tensor.mode'), size: pick('parallel.tensor.size') },
       data: pick('parallel.data'),
+      overlapGradReduce: pick('parallel.overlapGradReduce'),
     },
     numMicroBatches: pick('numMicroBatches'),
     numChunks: pick('numChunks'),

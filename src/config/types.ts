@@ -11,6 +11,11 @@ export interface ParallelConfig {
   pipeline: number;
   tensor: { mode: '1d'; size: number };
   data: number;
+  /**
+   * Data parallel with the hand-written backward: the gradient all-reduce goes in buckets during the
+   * step's last backward (Megatron's --overlap-grad-reduce) instead of after it.
+   */
+  overlapGradReduce: boolean;
 }
 
 export interface OptimizerConfig {

@@ -43,13 +43,23 @@ export async function averageOverGlobalBatch(
     offset += sizes[i];
   });
   flat[offset] = lossSum;
-  const reduced = await allReduce(flat);
-  offset = 0;
-  names.forEach((name, i) => {
-    const shape = sumOf(name).shape;
-    grads.set(name, tf.tidy(() => tf.mul(tf.tensor(reduced.subarray(offset, offset + sizes[i]), shape, 'float32'), scale)));
-    offset += sizes[i];
-  });
+  return meansOfReduced(names, sums, await allReduce(flat), scale);
+}
+
+/**
+ * The means from a reduced flat buffer in averageOverGlobalBatch's layout (parameters in `names` order,
+ * the loss sum last); `sums` (disposed here) give the shapes.
+ */
+export function meansOfReduced(names: readonly string[], sums: Map<string, tf.Tensor>, reduced: Float32Array, scale: number): StepMeans {
+  const grads = new Map<string, tf.Tensor>();
+  let offset = 0;
+  for (const name of names) {
+    const sum = sums.get(name);
+    if (sum === undefined) throw new Error(`no gradient for parameter ${name}: the backward pass did not reach it`);
+    const values = reduced.subarray(offset, offset + sum.size);
+    grads.set(name, tf.tidy(() => tf.mul(tf.tensor(values, sum.shape, 'float32'), scale)));
+    offset += sum.size;
+  }
   for (const sum of sums.values()) sum.dispose();
   return { grads, loss: reduced[offset] * scale };
 }

@@ -13,10 +13,12 @@ import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../data
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { DropoutContext } from '../model/dropout.ts';
 import type { GPT, TokenBatch } from '../model/gpt.ts';
-import { modelLossAndGrads } from '../model/manual/slice.ts';
+import { modelLossAndGrads, sliceBackwardParts, sliceForward } from '../model/manual/slice.ts';
+import { numElements } from '../model/params.ts';
+import { BucketedGradientReduction } from './bucketed-reduction.ts';
 import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
 import { globalBatchSampler, totalStepsOf } from './global-batch.ts';
-import { averageOverGlobalBatch } from './gradient-reduction.ts';
+import { averageOverGlobalBatch, meansOfReduced, type StepMeans } from './gradient-reduction.ts';
 import { saveCheckpoint, type CheckpointTarget } from './checkpointing.ts';
 import { NonFiniteGuard } from './non-finite.ts';
 import { AdamOptimizer, globalNorm } from './optimizer.ts';
@@ -44,6 +46,8 @@ export interface TrainerOptions {
   signal?: AbortSignal;
   /** Omitted: this process plays every data-parallel rank itself, in rank order. */
   dataParallel?: DataParallelRole;
+  /** With config.parallel.overlapGradReduce: bytes of gradient per all-reduce bucket (default BUCKET_BYTES, DDP's 25 MB). */
+  gradientBucketBytes?: number;
   /** Asked before each 0-based step (and once after the last): 'stop' ends the run there. */
   gate?: (step: number) => Promise<'run' | 'stop'>;
   /** The first 0-based step to run (a resumed run: the checkpoint's step). */
@@ -163,26 +167,23 @@ export class Trainer {
     }
     const gradSums = new Map<string, tf.Tensor>();
     let lossSum = 0;
-    for (const sampleIds of micro) {
-      const batch: TokenBatch = { ...gatherBatch(this.options.dataset, sampleIds), sampleIds };
-      const dropout = { seed: config.seed, step, sampleIds };
-      const { loss, grads } = this.lossAndGradients(batch, dropout);
-      lossSum += loss;
-      for (const spec of model.specs) {
-        const grad = grads.get(spec.name)!;
-        const previous = gradSums.get(spec.name);
-        if (previous === undefined) {
-          gradSums.set(spec.name, grad);
-        } else {
-          gradSums.set(spec.name, tf.add(previous, grad));
-          previous.dispose();
-          grad.dispose();
-        }
-      }
-    }
     const totalMicroBatches = config.numMicroBatches * config.gradientAccumulation * dp;
     const names = model.specs.map((spec) => spec.name);
-    const means = await averageOverGlobalBatch(names, gradSums, lossSum, 1 / totalMicroBatches, dataParallel?.allReduce);
+    // Data parallel with the hand-written backward: the last micro-batch's backward all-reduces in buckets as it goes.
+    const overlapped = dataParallel !== undefined && config.parallel.overlapGradReduce && !config.model.checkpoint;
+    let means: StepMeans | undefined;
+    for (const [index, sampleIds] of micro.entries()) {
+      const batch: TokenBatch = { ...gatherBatch(this.options.dataset, sampleIds), sampleIds };
+      const dropout = { seed: config.seed, step, sampleIds };
+      if (overlapped && index === micro.length - 1) {
+        means = await this.lastBackwardReducing(batch, dropout, gradSums, lossSum, 1 / totalMicroBatches);
+        break;
+      }
+      const { loss, grads } = this.lossAndGradients(batch, dropout);
+      lossSum += loss;
+      for (const spec of model.specs) addToSum(gradSums, spec.name, grads.get(spec.name)!);
+    }
+    means ??= await averageOverGlobalBatch(names, gradSums, lossSum, 1 / totalMicroBatches, dataParallel?.allReduce);
     try {
       // The optimizer's own norm, computed first so the check sees it before any weight moves.
       const gradNorm = globalNorm([...model.params.keys()].map((name) => means.grads.get(name)!));
@@ -196,6 +197,32 @@ export class Trainer {
 
   dispose(): void {
     this.optimizer.dispose();
+  }
+
+  /**
+   * The step's last micro-batch with the data-parallel reduction started during its backward: each
+   * bucket of final gradient sums goes out as soon as the backward has passed it (bucketed-reduction.ts),
+   * and the backward yields to the event loop between blocks so the messages move meanwhile.
+   */
+  private async lastBackwardReducing(batch: TokenBatch, dropout: DropoutContext, gradSums: Map<string, tf.Tensor>, lossSumBefore: number, scale: number): Promise<StepMeans> {
+    const { model, dataParallel } = this.options;
+    const names = model.specs.map((spec) => spec.name);
+    const sizes = model.specs.map((spec) => numElements(spec.shape));
+    const reduction = new BucketedGradientReduction(names, sizes, dataParallel!.allReduce, this.options.gradientBucketBytes);
+    const { output, saved } = sliceForward(model, batch, undefined, { dropout });
+    const loss = output.dataSync()[0];
+    output.dispose();
+    reduction.setLoss(lossSumBefore + loss);
+    // The yielded gradients are taken over or disposed here; the generator's returned map repeats them.
+    const parts = sliceBackwardParts(model, saved);
+    for (let part = parts.next(); part.done !== true; part = parts.next()) {
+      for (const [name, grad] of part.value) {
+        addToSum(gradSums, name, grad);
+        reduction.setGradient(name, gradSums.get(name)!);
+      }
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    return meansOfReduced(names, gradSums, await reduction.finish(), scale);
   }
 
   /**
@@ -228,5 +255,17 @@ export class Trainer {
       const handler = hook[event] as ((state: TrainerState, ...rest: unknown[]) => void) | undefined;
       handler?.call(hook, this.state, ...args);
     }
+  }
+}
+
+/** Adds a micro-batch's gradient (taken over) to the step's sum for that parameter. */
+function addToSum(sums: Map<string, tf.Tensor>, name: string, grad: tf.Tensor): void {
+  const previous = sums.get(name);
+  if (previous === undefined) {
+    sums.set(name, grad);
+  } else {
+    sums.set(name, tf.add(previous, grad));
+    previous.dispose();
+    grad.dispose();
   }
 }

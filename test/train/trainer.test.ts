@@ -140,6 +140,43 @@ test('trainer - data-parallel ranks with an all-reduce reproduce the single-proc
   rank0.losses.forEach((loss, i) => assert.ok(Math.abs(loss - reference.losses[i]) <= 1e-5 * Math.abs(loss), `step ${i}: ${loss} vs ${reference.losses[i]}`));
 });
 
+test('trainer - overlapGradReduce: gradient buckets all-reduced during the backward give the same bits as one all-reduce after it', async () => {
+  const runDataParallel = async (overlapGradReduce: boolean) => {
+    // Two micro-batches: the first accumulates as usual, the last backward reduces as it goes.
+    const config = tinyTrainConfig({ batchSize: 4, numMicroBatches: 2, steps: 3, parallel: { data: 2, overlapGradReduce } });
+    const allReduce = inProcessAllReduce(2);
+    const calls: number[][] = [[], []];
+    return Promise.all(
+      [0, 1].map(async (rank) => {
+        const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+        const trainer = new Trainer({
+          config,
+          model,
+          dataset: patternDataset(32, 23),
+          log: () => {},
+          dataParallel: { rank, size: 2, allReduce: (values) => (calls[rank].push(values.length), allReduce(rank)(values)) },
+          // 4 KB buckets: each block's gradients (13 KB) span several; the word embedding (3 MB) is one.
+          gradientBucketBytes: 4096,
+        });
+        const result = await trainer.fit();
+        const weights = model.variables().map((v) => Array.from(v.dataSync()));
+        trainer.dispose();
+        model.dispose();
+        return { losses: result.losses, weights, calls: calls[rank] };
+      }),
+    );
+  };
+  const [plain, overlapped] = [await runDataParallel(false), await runDataParallel(true)];
+  for (const rank of [0, 1]) {
+    assert.deepEqual(overlapped[rank].losses, plain[rank].losses, `rank ${rank} losses`);
+    assert.deepEqual(overlapped[rank].weights, plain[rank].weights, `rank ${rank} weights`);
+  }
+  // One all-reduce a step without the option; several (the buckets) with it, covering the same values.
+  assert.equal(plain[0].calls.length, 3);
+  assert.ok(overlapped[0].calls.length > 3, `${overlapped[0].calls.length} all-reduces in 3 steps`);
+  assert.equal(overlapped[0].calls.reduce((a, b) => a + b, 0), plain[0].calls.reduce((a, b) => a + b, 0));
+});
+
 test('trainer - resuming from a checkpoint gives the losses and weights of the run that never stopped', async () => {
   const root = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-ckpt-')), 'checkpoints');
   const uninterrupted = await train(tinyTrainConfig({ steps: 6 }));

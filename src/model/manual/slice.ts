@@ -98,10 +98,35 @@ export function sliceForward(model: GPT, batch: TokenBatch, hiddenIn: tf.Tensor3
  * With `wordEmbeddingRows` and a slice that has the embedding but not the head, the word embedding's
  * gradient comes as rows (`wordEmbeddingRows`) instead of a dense entry of `grads`.
  */
-export function sliceBackward(
-  model: GPT, saved: SliceSaved, outputGrad?: tf.Tensor3D, options: { wordEmbeddingRows?: boolean } = {},
-): { inputGrad?: tf.Tensor3D; grads: Map<string, tf.Tensor>; wordEmbeddingRows?: WordEmbeddingRows } {
+export function sliceBackward(model: GPT, saved: SliceSaved, outputGrad?: tf.Tensor3D, options: SliceBackwardOptions = {}): SliceBackwardResult {
+  const parts = sliceBackwardParts(model, saved, outputGrad, options);
+  for (;;) {
+    const part = parts.next();
+    if (part.done === true) return part.value;
+  }
+}
+
+export interface SliceBackwardOptions {
+  wordEmbeddingRows?: boolean;
+}
+
+export interface SliceBackwardResult {
+  inputGrad?: tf.Tensor3D;
+  grads: Map<string, tf.Tensor>;
+  wordEmbeddingRows?: WordEmbeddingRows;
+}
+
+/**
+ * sliceBackward one part at a time (the head, each block, the embedding), for a caller that wants to
+ * act between them (a data-parallel trainer starting the all-reduce of gradients already final). Each
+ * step yields the gradients that became final in it, by name; they are the tensors the result returns,
+ * still owned by the backward until it ends. The generator's return value is sliceBackward's result.
+ */
+export function* sliceBackwardParts(
+  model: GPT, saved: SliceSaved, outputGrad?: tf.Tensor3D, options: SliceBackwardOptions = {},
+): Generator<ReadonlyMap<string, tf.Tensor>, SliceBackwardResult, void> {
   const { config, slice } = model;
+  const finalOf = (names: readonly string[]): ReadonlyMap<string, tf.Tensor> => new Map(names.map((name) => [name, grads.get(name)!]));
   const grads = new Map<string, tf.Tensor>();
   const addGrad = (name: string, grad: tf.Tensor) => {
     const previous = grads.get(name);
@@ -119,6 +144,8 @@ export function sliceBackward(
     addGrad('norm.gamma', saved.head.dGamma);
     addGrad('norm.beta', saved.head.dBeta);
     dy = saved.head.dx;
+    // The tied word embedding also gets the lookup's gradient when this slice holds the embedding.
+    yield finalOf(slice.hasEmbedding ? ['norm.gamma', 'norm.beta'] : [WORD_EMBEDDING, 'norm.gamma', 'norm.beta']);
   } else if (outputGrad !== undefined) {
     const [b, t, h] = saved.hiddenShape;
     if (outputGrad.shape.length !== 3 || outputGrad.shape[0] !== b || outputGrad.shape[1] !== t || outputGrad.shape[2] !== h) {
@@ -139,6 +166,7 @@ export function sliceBackward(
     dy.dispose();
     dy = dx;
     for (const [local, grad] of blockGrads) addGrad(blockParamName(layer, local), grad);
+    yield finalOf([...blockGrads.keys()].map((local) => blockParamName(layer, local)));
   }
   let inputGrad: tf.Tensor3D | undefined;
   let wordEmbeddingRows: WordEmbeddingRows | undefined;
@@ -157,6 +185,7 @@ export function sliceBackward(
   } else {
     inputGrad = dy;
   }
+  if (saved.embedding !== undefined) yield finalOf(wordEmbeddingRows === undefined ? [WORD_EMBEDDING, POSITION_EMBEDDING] : [POSITION_EMBEDDING]);
   const ordered = new Map<string, tf.Tensor>();
   for (const spec of model.specs) {
     if (wordEmbeddingRows !== undefined && spec.name === WORD_EMBEDDING) continue;
