@@ -20,6 +20,7 @@ import { disposeSliceSaved, rightOperandWeights, sliceBackward, sliceForward, ty
 import { warmMatmulOperands } from '../backend/warm-matmul.ts';
 import { TensorParallelGPT, type TensorParallelForward } from '../tensor-parallel/tensor-parallel-gpt.ts';
 import { lookupRows } from '../tensor-parallel/vocab-parallel.ts';
+import { addGradient } from '../model/gradient-sum.ts';
 import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
 import * as tf from '../tf.ts';
 import { formatOp, type PipelineOp } from '../scheduler/ops.ts';
@@ -197,12 +198,7 @@ export class PipelineStage {
 
   /** Adds a micro-batch's gradient (taken over) to the step's sum for that parameter. */
   private accumulate(name: string, grad: tf.Tensor): void {
-    const previous = this.gradSums.get(name);
-    this.gradSums.set(name, previous === undefined ? grad : tf.add(previous, grad));
-    if (previous !== undefined) {
-      previous.dispose();
-      grad.dispose();
-    }
+    addGradient(this.gradSums, name, grad);
   }
 
   private args(op: PipelineOp): Record<string, number> {

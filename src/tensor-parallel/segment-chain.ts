@@ -21,6 +21,7 @@
  *   embedding and the row-parallel biases need no all-reduce (as in Megatron without sequence
  *   parallelism). The LayerNorms sit in replicated segments, before the f boundary, for exactly this.
  */
+import { addGradient } from '../model/gradient-sum.ts';
 import * as tf from '../tf.ts';
 
 /** The part of a process group this chain needs; ProcessGroup satisfies it. */
@@ -120,16 +121,7 @@ export async function runChainBackward(
   params: (name: string) => tf.Variable,
 ): Promise<ChainGradients> {
   const paramGrads = new Map<string, tf.Tensor>();
-  const accumulate = (name: string, grad: tf.Tensor) => {
-    const previous = paramGrads.get(name);
-    if (previous === undefined) {
-      paramGrads.set(name, grad);
-    } else {
-      paramGrads.set(name, tf.add(previous, grad));
-      previous.dispose();
-      grad.dispose();
-    }
-  };
+  const accumulate = (name: string, grad: tf.Tensor) => addGradient(paramGrads, name, grad);
   // Gradients this function created (the caller's seeds stay the caller's).
   const mine = new Set<tf.Tensor>();
   const release = (t: tf.Tensor | undefined) => {

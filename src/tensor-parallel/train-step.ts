@@ -10,6 +10,7 @@ import type { TrainConfig } from '../config/types.ts';
 import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../dataset/sampler.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { TokenBatch } from '../model/gpt.ts';
+import { addGradient } from '../model/gradient-sum.ts';
 import * as tf from '../tf.ts';
 import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
 import type { AdamOptimizer } from '../train/optimizer.ts';
@@ -48,16 +49,7 @@ export async function tensorParallelTrainStep(context: TensorParallelStepContext
       const batch: TokenBatch = { ...gatherBatch(dataset, sampleIds), sampleIds };
       const { loss, grads } = await model.lossAndGradients(batch);
       lossSum += loss;
-      for (const [name, grad] of grads) {
-        const previous = gradSums.get(name);
-        if (previous === undefined) {
-          gradSums.set(name, grad);
-        } else {
-          gradSums.set(name, tf.add(previous, grad));
-          previous.dispose();
-          grad.dispose();
-        }
-      }
+      for (const [name, grad] of grads) addGradient(gradSums, name, grad);
     }
   }
   const names = model.specs.map((spec) => spec.name);

@@ -15,6 +15,7 @@ import type { DropoutContext } from '../model/dropout.ts';
 import type { GPT, TokenBatch } from '../model/gpt.ts';
 import { modelLossAndGrads, sliceBackwardParts, sliceForward } from '../model/manual/slice.ts';
 import { numElements } from '../model/params.ts';
+import { addGradient } from '../model/gradient-sum.ts';
 import { BucketedGradientReduction } from './bucketed-reduction.ts';
 import type { Hook, StepResult, TrainerState } from './hooks/hook.ts';
 import { globalBatchSampler, totalStepsOf } from './global-batch.ts';
@@ -181,7 +182,7 @@ export class Trainer {
       }
       const { loss, grads } = this.lossAndGradients(batch, dropout);
       lossSum += loss;
-      for (const spec of model.specs) addToSum(gradSums, spec.name, grads.get(spec.name)!);
+      for (const spec of model.specs) addGradient(gradSums, spec.name, grads.get(spec.name)!);
     }
     means ??= await averageOverGlobalBatch(names, gradSums, lossSum, 1 / totalMicroBatches, dataParallel?.allReduce);
     try {
@@ -217,7 +218,7 @@ export class Trainer {
     const parts = sliceBackwardParts(model, saved);
     for (let part = parts.next(); part.done !== true; part = parts.next()) {
       for (const [name, grad] of part.value) {
-        addToSum(gradSums, name, grad);
+        addGradient(gradSums, name, grad);
         reduction.setGradient(name, gradSums.get(name)!);
       }
       await new Promise<void>((resolve) => setImmediate(resolve));
@@ -258,14 +259,3 @@ export class Trainer {
   }
 }
 
-/** Adds a micro-batch's gradient (taken over) to the step's sum for that parameter. */
-function addToSum(sums: Map<string, tf.Tensor>, name: string, grad: tf.Tensor): void {
-  const previous = sums.get(name);
-  if (previous === undefined) {
-    sums.set(name, grad);
-  } else {
-    sums.set(name, tf.add(previous, grad));
-    previous.dispose();
-    grad.dispose();
-  }
-}

@@ -115,57 +115,43 @@ test('trainer - an aborted signal stops cleanly between steps', async () => {
   model.dispose();
 });
 
+/** Both ranks of data parallel 2 in this process: each one's losses, every weight, and the sizes its all-reduces were given. */
+async function trainDataParallelPair(config: TrainConfig, gradientBucketBytes?: number) {
+  const allReduce = inProcessAllReduce(2);
+  return Promise.all(
+    [0, 1].map(async (rank) => {
+      const calls: number[] = [];
+      const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
+      const trainer = new Trainer({
+        config,
+        model,
+        dataset: patternDataset(32, 23),
+        log: () => {},
+        dataParallel: { rank, size: 2, allReduce: (values) => (calls.push(values.length), allReduce(rank)(values)) },
+        gradientBucketBytes,
+      });
+      const result = await trainer.fit();
+      const weights = model.variables().map((v) => Array.from(v.dataSync()));
+      trainer.dispose();
+      model.dispose();
+      return { losses: result.losses, weights, calls };
+    }),
+  );
+}
+
 test('trainer - data-parallel ranks with an all-reduce reproduce the single-process losses', async () => {
   const reference = await train(tinyTrainConfig({ batchSize: 4 }));
-  const config = tinyTrainConfig({ batchSize: 2, parallel: { data: 2 } });
-  const allReduce = inProcessAllReduce(2);
-  const runs = [0, 1].map(async (rank) => {
-    const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
-    const trainer = new Trainer({
-      config,
-      model,
-      dataset: patternDataset(32, 23),
-      log: () => {},
-      dataParallel: { rank, size: 2, allReduce: allReduce(rank) },
-    });
-    const result = await trainer.fit();
-    const weights = Array.from(model.variables()[2].dataSync());
-    trainer.dispose();
-    model.dispose();
-    return { ...result, weights };
-  });
-  const [rank0, rank1] = await Promise.all(runs);
+  const [rank0, rank1] = await trainDataParallelPair(tinyTrainConfig({ batchSize: 2, parallel: { data: 2 } }));
   assert.deepEqual(rank0.losses, rank1.losses);
   assert.deepEqual(rank0.weights, rank1.weights);
   rank0.losses.forEach((loss, i) => assert.ok(Math.abs(loss - reference.losses[i]) <= 1e-5 * Math.abs(loss), `step ${i}: ${loss} vs ${reference.losses[i]}`));
 });
 
 test('trainer - overlapGradReduce: gradient buckets all-reduced during the backward give the same bits as one all-reduce after it', async () => {
-  const runDataParallel = async (overlapGradReduce: boolean) => {
-    // Two micro-batches: the first accumulates as usual, the last backward reduces as it goes.
-    const config = tinyTrainConfig({ batchSize: 4, numMicroBatches: 2, steps: 3, parallel: { data: 2, overlapGradReduce } });
-    const allReduce = inProcessAllReduce(2);
-    const calls: number[][] = [[], []];
-    return Promise.all(
-      [0, 1].map(async (rank) => {
-        const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
-        const trainer = new Trainer({
-          config,
-          model,
-          dataset: patternDataset(32, 23),
-          log: () => {},
-          dataParallel: { rank, size: 2, allReduce: (values) => (calls[rank].push(values.length), allReduce(rank)(values)) },
-          // 4 KB buckets: each block's gradients (13 KB) span several; the word embedding (3 MB) is one.
-          gradientBucketBytes: 4096,
-        });
-        const result = await trainer.fit();
-        const weights = model.variables().map((v) => Array.from(v.dataSync()));
-        trainer.dispose();
-        model.dispose();
-        return { losses: result.losses, weights, calls: calls[rank] };
-      }),
-    );
-  };
+  // Two micro-batches: the first accumulates as usual, the last backward reduces as it goes. 4 KB
+  // buckets: each block's gradients (13 KB) span several; the word embedding (3 MB) is one.
+  const runDataParallel = (overlapGradReduce: boolean) =>
+    trainDataParallelPair(tinyTrainConfig({ batchSize: 4, numMicroBatches: 2, steps: 3, parallel: { data: 2, overlapGradReduce } }), 4096);
   const [plain, overlapped] = [await runDataParallel(false), await runDataParallel(true)];
   for (const rank of [0, 1]) {
     assert.deepEqual(overlapped[rank].losses, plain[rank].losses, `rank ${rank} losses`);

@@ -4,6 +4,7 @@
  * saved activations are plain tensors that survive awaits. Same math as GPT.forward / GPT.loss.
  */
 import * as tf from '../../tf.ts';
+import { addGradient } from '../gradient-sum.ts';
 import { tidyKeep } from './tidy.ts';
 import type { DropoutContext } from '../dropout.ts';
 import type { GPT, TokenBatch } from '../gpt.ts';
@@ -128,16 +129,7 @@ export function* sliceBackwardParts(
   const { config, slice } = model;
   const finalOf = (names: readonly string[]): ReadonlyMap<string, tf.Tensor> => new Map(names.map((name) => [name, grads.get(name)!]));
   const grads = new Map<string, tf.Tensor>();
-  const addGrad = (name: string, grad: tf.Tensor) => {
-    const previous = grads.get(name);
-    if (previous === undefined) {
-      grads.set(name, grad);
-    } else {
-      grads.set(name, tf.add(previous, grad));
-      previous.dispose();
-      grad.dispose();
-    }
-  };
+  const addGrad = (name: string, grad: tf.Tensor) => addGradient(grads, name, grad);
   let dy: tf.Tensor3D;
   if (saved.head !== undefined) {
     addGrad(WORD_EMBEDDING, saved.head.dWordEmbedding);
