@@ -22,16 +22,26 @@ function emitLaneMean(f: WasmFunction, v: number, count: number): void {
   f.get(count).op(Op.f32Div);
 }
 
+/**
+ * Locals both LayerNorm programs walk rows with: the row's bytes (h floats), h as an f32 (the mean's
+ * divisor), the end of the per-row `rstd` array, and a byte index within a row.
+ */
+function emitRowWalk(f: WasmFunction, h: number, rstd: number, rows: number): { rowBytes: number; rstdEnd: number; j: number; count: number } {
+  const [rowBytes, rstdEnd, j] = [f.local('i32'), f.local('i32'), f.local('i32')];
+  const count = f.local('f32');
+  f.get(h).i32(2).op(Op.i32Shl).set(rowBytes);
+  f.get(h).op(Op.f32ConvertI32S).set(count);
+  f.get(rstd).get(rows).i32(2).op(Op.i32Shl, Op.i32Add).set(rstdEnd);
+  return { rowBytes, rstdEnd, j, count };
+}
+
 export function layerNormProgram(): WasmFunction {
   const f = new WasmFunction('layerNorm', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'f32'], []);
   const [x, gamma, beta, y, xhat, rstd, rows, h, eps] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((i) => f.param(i)) as number[] as
     [number, number, number, number, number, number, number, number, number];
-  const [rowBytes, rstdEnd, j] = [f.local('i32'), f.local('i32'), f.local('i32')];
-  const [count, mean, rs] = [f.local('f32'), f.local('f32'), f.local('f32')];
+  const { rowBytes, rstdEnd, j, count } = emitRowWalk(f, h, rstd, rows);
+  const [mean, rs] = [f.local('f32'), f.local('f32')];
   const [acc, d] = [f.local('v128'), f.local('v128')];
-  f.get(h).i32(2).op(Op.i32Shl).set(rowBytes);
-  f.get(h).op(Op.f32ConvertI32S).set(count);
-  f.get(rstd).get(rows).i32(2).op(Op.i32Shl, Op.i32Add).set(rstdEnd);
   f.loop(rstd, rstdEnd, 4, () => {
     f.f32x4(0).set(acc).i32(0).set(j);
     f.loop(j, rowBytes, 16, () => { f.get(acc).get(x).get(j).op(Op.i32Add).v128Load().op(Op.f32x4Add).set(acc); });
@@ -63,12 +73,9 @@ export function layerNormGradProgram(): WasmFunction {
   const f = new WasmFunction('layerNormGrad', ['i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32', 'i32'], []);
   const [dy, xhat, rstd, gamma, dx, dgamma, dbeta, rows, h] = [0, 1, 2, 3, 4, 5, 6, 7, 8].map((i) => f.param(i)) as number[] as
     [number, number, number, number, number, number, number, number, number];
-  const [rowBytes, rstdEnd, j] = [f.local('i32'), f.local('i32'), f.local('i32')];
-  const [count, meanG, meanGX] = [f.local('f32'), f.local('f32'), f.local('f32')];
+  const { rowBytes, rstdEnd, j, count } = emitRowWalk(f, h, rstd, rows);
+  const [meanG, meanGX] = [f.local('f32'), f.local('f32')];
   const [sumG, sumGX, dyv, xh, g] = [f.local('v128'), f.local('v128'), f.local('v128'), f.local('v128'), f.local('v128')];
-  f.get(h).i32(2).op(Op.i32Shl).set(rowBytes);
-  f.get(h).op(Op.f32ConvertI32S).set(count);
-  f.get(rstd).get(rows).i32(2).op(Op.i32Shl, Op.i32Add).set(rstdEnd);
   f.i32(0).set(j);
   f.loop(j, rowBytes, 16, () => {
     f.get(dgamma).get(j).op(Op.i32Add).f32x4(0).v128Store();
