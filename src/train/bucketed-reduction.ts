@@ -2,9 +2,9 @@
  * Implements: the data-parallel gradient all-reduce in buckets started during the backward (PyTorch
  * DDP's gradient buckets), instead of one all-reduce after it.
  *
- * The step's flat buffer keeps averageOverGlobalBatch's layout (parameters in model order, the loss
- * sum last), cut into contiguous buckets from its end, the order in which a backward finishes
- * parameters. A bucket is reduced, in place, once every parameter in it is final; buckets go one after
+ * The step's flat buffer holds the parameters' gradient sums in model order and the loss sum last
+ * (one buffer for averageOverGlobalBatch too, which reduces it as a single bucket), cut into contiguous
+ * buckets from its end, the order in which a backward finishes parameters. A bucket is reduced, in place, once every parameter in it is final; buckets go one after
  * another, each a collective every rank starts in the same order, so no more is in flight towards a
  * rank than one all-reduce allows (ProcessGroup's window). The reduction only progresses when the
  * event loop runs: the backward must yield between its parts (Trainer does, per block).
@@ -78,6 +78,7 @@ export class BucketedGradientReduction {
     const bucket = this.bucketOf.get(name);
     if (bucket === undefined) throw new Error(`bucketed all-reduce: ${name} is not a parameter of this reduction, or was given twice`);
     if (sum.size !== this.sizes.get(name)) throw new Error(`bucketed all-reduce: ${name} has ${sum.size} values, the layout holds ${this.sizes.get(name)}`);
+    // A view of the backend's memory where it has one: one copy into the buffer instead of two.
     this.flat.set(valuesView(sum), this.offsets.get(name)!);
     this.bucketOf.delete(name);
     this.arrived(bucket);

@@ -4,8 +4,8 @@
  * sum become means over the whole global batch. With data parallelism they travel in ONE flat buffer
  * (the loss in its last element): one collective per step instead of one per parameter.
  */
-import { valuesView } from '../backend/tensor-view.ts';
 import * as tf from '../tf.ts';
+import { BucketedGradientReduction } from './bucketed-reduction.ts';
 
 export interface StepMeans {
   grads: Map<string, tf.Tensor>;
@@ -34,21 +34,16 @@ export async function averageOverGlobalBatch(
     for (const sum of sums.values()) sum.dispose();
     return { grads, loss: lossSum * scale };
   }
-  const sizes = names.map((name) => sumOf(name).size);
-  const flat = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1);
-  let offset = 0;
-  names.forEach((name, i) => {
-    // A view of the backend's memory where it has one: one copy into the buffer instead of two.
-    flat.set(valuesView(sumOf(name)), offset);
-    offset += sizes[i];
-  });
-  flat[offset] = lossSum;
-  return meansOfReduced(names, sums, await allReduce(flat), scale);
+  // The whole buffer as one bucket: one collective, once everything is in.
+  const reduction = new BucketedGradientReduction(names, names.map((name) => sumOf(name).size), allReduce, Number.POSITIVE_INFINITY);
+  reduction.setLoss(lossSum);
+  for (const name of names) reduction.setGradient(name, sumOf(name));
+  return meansOfReduced(names, sums, await reduction.finish(), scale);
 }
 
 /**
- * The means from a reduced flat buffer in averageOverGlobalBatch's layout (parameters in `names` order,
- * the loss sum last); `sums` (disposed here) give the shapes.
+ * The means from a reduced flat buffer in BucketedGradientReduction's layout (parameters in `names`
+ * order, the loss sum last); `sums` (disposed here) give the shapes.
  */
 export function meansOfReduced(names: readonly string[], sums: Map<string, tf.Tensor>, reduced: Float32Array, scale: number): StepMeans {
   const grads = new Map<string, tf.Tensor>();

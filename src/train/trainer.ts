@@ -177,7 +177,7 @@ export class Trainer {
       const batch: TokenBatch = { ...gatherBatch(this.options.dataset, sampleIds), sampleIds };
       const dropout = { seed: config.seed, step, sampleIds };
       if (overlapped && index === micro.length - 1) {
-        means = await this.lastBackwardReducing(batch, dropout, gradSums, lossSum, 1 / totalMicroBatches);
+        means = await this.lastBackwardReducing(batch, dropout, names, gradSums, lossSum, 1 / totalMicroBatches);
         break;
       }
       const { loss, grads } = this.lossAndGradients(batch, dropout);
@@ -205,9 +205,10 @@ export class Trainer {
    * bucket of final gradient sums goes out as soon as the backward has passed it (bucketed-reduction.ts),
    * and the backward yields to the event loop between blocks so the messages move meanwhile.
    */
-  private async lastBackwardReducing(batch: TokenBatch, dropout: DropoutContext, gradSums: Map<string, tf.Tensor>, lossSumBefore: number, scale: number): Promise<StepMeans> {
+  private async lastBackwardReducing(
+    batch: TokenBatch, dropout: DropoutContext, names: readonly string[], gradSums: Map<string, tf.Tensor>, lossSumBefore: number, scale: number,
+  ): Promise<StepMeans> {
     const { model, dataParallel } = this.options;
-    const names = model.specs.map((spec) => spec.name);
     const sizes = model.specs.map((spec) => numElements(spec.shape));
     const reduction = new BucketedGradientReduction(names, sizes, dataParallel!.allReduce, this.options.gradientBucketBytes);
     const { output, saved } = sliceForward(model, batch, undefined, { dropout });
