@@ -1,8 +1,9 @@
 /**
  * Implements: remote actor references. An actor in one process addresses an actor in another by
  * `ActorAddress {rank, role}`; the message travels over the bus as an ActorMessage on the subject that
- * `actorSubject` gives, and the receiving process dispatches its payload to the local nact actor it
- * exposed at that address. `ref(address)` wraps a remote address in a local nact actor, so code that
+ * `actorSubject` gives (`actor.<role>.<rank>`, so `nats sub 'gh.<job>.actor.stage.>'` watches every
+ * stage actor), and the receiving process checks the payload with the reader it exposed the actor with
+ * and dispatches it to the local nact actor. `ref(address)` wraps a remote address in a local nact actor, so code that
  * dispatches to a Ref does not care where the actor lives. Replies ride in the payload (a reply address),
  * as in nact's own idiom: there is no hidden sender.
  */
@@ -14,7 +15,7 @@ import type { Subscription } from '../comm/transport.ts';
 /** One subject token: an actor's role may not add tokens or wildcards to its subject. */
 const ROLE_PATTERN = /^[A-Za-z0-9_-]+$/;
 
-/** The one mapping from actor addresses to job-relative subjects: `actor.<rank>.<role>`. */
+/** The one mapping from actor addresses to job-relative subjects: `actor.<role>.<rank>`. */
 export function actorSubject(address: ActorAddress): string {
   const rank = address.rank === 'launcher' ? 'launcher' : address.rank;
   if (rank !== 'launcher' && !(Number.isSafeInteger(rank) && rank >= 0)) {
@@ -25,7 +26,7 @@ export function actorSubject(address: ActorAddress): string {
       `actor role ${JSON.stringify(address.role)} cannot be part of a subject: use letters, digits, '_' and '-'`,
     );
   }
-  return `actor.${rank}.${address.role}`;
+  return `actor.${address.role}.${rank}`;
 }
 
 export function formatAddress(address: ActorAddress): string {
@@ -37,16 +38,23 @@ export class RemoteActors {
   private readonly proxies = new Map<string, Ref<unknown>>();
   /** Messages on an exposed subject that were not an ActorMessage for that address. */
   misrouted = 0;
+  /** Actor messages whose payload the exposed actor's reader refused (logged, rate-limited by count). */
+  malformed = 0;
 
   constructor(
     private readonly bus: Bus,
     private readonly system: ActorSystemRef,
     readonly self: { rank: number | 'launcher' },
+    private readonly log: (line: string) => void = () => {},
   ) {}
 
-  /** Makes a local actor reachable from every process of the job at `address` (whose rank must be ours). */
-  expose<T>(address: ActorAddress, actor: Ref<T>): Subscription {
-    if (address.rank !== this.self.rank) {
+  /**
+   * Makes a local actor reachable from every process of the job at `address`: a rank exposes its own
+   * actors; the launcher hosts job-level ones (schedulers) at any address. `read` checks a payload
+   * (throws naming what is wrong); a refused one is counted and logged, never dispatched.
+   */
+  expose<T>(address: ActorAddress, actor: Ref<T>, read: (payload: unknown) => T = (payload) => payload as T): Subscription {
+    if (this.self.rank !== 'launcher' && address.rank !== this.self.rank) {
       throw new Error(`cannot expose ${formatAddress(address)} from rank ${this.self.rank}: an actor is exposed by the rank it lives in`);
     }
     const subject = actorSubject(address);
@@ -56,7 +64,14 @@ export class RemoteActors {
         this.misrouted++;
         return;
       }
-      dispatch(actor, message.payload as T);
+      let payload: T;
+      try {
+        payload = read(message.payload);
+      } catch (error) {
+        if (this.malformed++ < 10) this.log(`dropped a message to ${formatAddress(address)}: ${error instanceof Error ? error.message : String(error)}`);
+        return;
+      }
+      dispatch(actor, payload);
     });
     const handle: Subscription = {
       unsubscribe: () => {

@@ -1,8 +1,10 @@
 /**
- * Implements: one optimizer step of a pipeline stage: the scheduler's ops for every accumulation round,
- * then the SharedWeight reduction of the tied embedding (begun right after the last backward of the
- * chunk holding it, so the last stage's transfer overlaps the first stage's remaining backward), the
- * data-parallel reduction, and the update.
+ * Implements: one optimizer step of a pipeline stage as the executor of its actions (actions.ts): the
+ * forwards and backwards of every accumulation round, REDUCE_TIED (the SharedWeight reduction of the
+ * tied embedding, placed by lowering right after the last backward of the chunk holding it, so the last
+ * stage's transfer overlaps the first stage's remaining backward), and OPTIMIZER_STEP (the tied and
+ * data-parallel reductions, the gradient norm and the update). Each action kind has its branch in one
+ * exhaustive switch.
  * The arithmetic mirrors the single-process Trainer: gradients and losses are sums over micro-batches,
  * scaled once by 1 / (micro-batches x accumulation rounds x dp). A loss or gradient norm that is not
  * finite is caught before the update (config nonFinite): every rank sees the same reduced values, so the
@@ -15,13 +17,14 @@ import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../data
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { TokenBatch } from '../model/gpt.ts';
 import { WORD_EMBEDDING } from '../model/params.ts';
-import type { SharedWeights } from '../shared-weights/shared-weights.ts';
+import type { ReductionOptions } from '../shared-weights/shared-weights.ts';
 import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
 import type { DynamicLossScaler } from '../train/loss-scaler.ts';
 import { NonFiniteGuard } from '../train/non-finite.ts';
 import { sumOfSquares, type AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
-import type { PipelineOp } from '../scheduler/ops.ts';
+import type { PipelineOp, Schedule } from '../scheduler/ops.ts';
+import { formatAction, lowerStageActions, type StageAction } from '../scheduler/actions.ts';
 import type { PipelineStage } from './stage.ts';
 import { wallClockMs, type TraceRecorder } from './trace.ts';
 
@@ -33,7 +36,8 @@ export interface PipelineStepContext {
   /** All parameters of the stage by name (its chunks merged). */
   params: Map<string, tf.Variable>;
   optimizer: AdamOptimizer;
-  sharedWeights: SharedWeights;
+  /** The tied-gradient reduction: the SharedWeights object itself, or the SharedWeight actor that owns it. */
+  sharedWeights: TiedReduction;
   /** This replica's data-parallel rank and the reduction over its dp group (same stage, other replicas). */
   dataParallel: DataParallelRole;
   trace?: TraceRecorder;
@@ -50,6 +54,13 @@ export interface PipelineStepContext {
   nonFinite?: NonFiniteGuard;
 }
 
+/** What REDUCE_TIED and OPTIMIZER_STEP ask of the SharedWeight side (shared-weights.ts has the details). */
+export interface TiedReduction {
+  readonly parameterNames: string[];
+  startReduction(grads: Map<string, tf.Tensor>, options?: ReductionOptions): void;
+  reduceGradients(grads: Map<string, tf.Tensor>, options?: ReductionOptions): Promise<void>;
+}
+
 export interface PipelineStepResult {
   /** The update was skipped: fp16 mode's overflow, or (with `nonFinite`) a loss or norm that was not finite. */
   skipped?: boolean;
@@ -63,79 +74,153 @@ export interface PipelineStepResult {
   samples: number;
 }
 
-export async function runPipelineStep(context: PipelineStepContext, step: number, ops: PipelineOp[]): Promise<PipelineStepResult> {
-  const { config, dataset, sampler, stage, params, optimizer, sharedWeights, dataParallel } = context;
-  const globalBatch = sampler.globalBatch(step);
-  const lossScale = context.mixedPrecision?.scaler.scale ?? 1;
-  stage.beginStep(step, lossScale);
-  const m = config.numMicroBatches;
-  const span = <T>(name: string, work: () => Promise<T>): Promise<T> => (context.trace === undefined ? work() : context.trace.span(name, 'comm', { step: step + 1 }, work));
-  // The first stage's word-embedding gradient is +0 outside the rows its lookups gathered.
-  const tied = { rowsTouched: (name: string) => (name === WORD_EMBEDDING ? stage.embeddingRowsTouched() : undefined), trace: context.trace, step };
-  const sharedNames = sharedWeights.parameterNames;
-  const lastTiedBackward = ops.findLastIndex((op) => op.kind === 'B' && sharedNames.some((name) => stage.chunks[op.chunk].params.has(name)));
-  for (let accumIndex = 0; accumIndex < config.gradientAccumulation; accumIndex++) {
-    const indices = rankSlice(globalBatch, { dp: dataParallel.size, dpRank: dataParallel.rank, gradientAccumulation: config.gradientAccumulation, accumIndex });
-    const micro = microBatches(indices, m);
-    const batches = new Map<number, TokenBatch>();
-    const batchOf = (microBatch: number): TokenBatch => {
-      let batch = batches.get(microBatch);
-      if (batch === undefined) {
-        const sampleIds = micro[microBatch];
-        batch = { ...gatherBatch(dataset, sampleIds), sampleIds };
-        batches.set(microBatch, batch);
+/**
+ * The executor of one stage's actions, step after step. `begin(step)` opens a step; `execute(action)`
+ * runs one action in the order the scheduler sent them; OPTIMIZER_STEP ends the step with its result.
+ */
+export class PipelineStepExecutor {
+  private step = -1;
+  private batches = new Map<number, TokenBatch>();
+  private microBatchIds: Int32Array[] = [];
+
+  constructor(private readonly context: PipelineStepContext) {}
+
+  /** The step in progress (0-based), or -1 between steps. */
+  get currentStep(): number {
+    return this.step;
+  }
+
+  begin(step: number): void {
+    const { config, sampler, stage, dataParallel } = this.context;
+    this.step = step;
+    this.batches = new Map();
+    const globalBatch = sampler.globalBatch(step);
+    const m = config.numMicroBatches;
+    // Micro-batch numbers run on over the accumulation rounds (lowering renumbers them): round r holds r*m..r*m+m-1.
+    this.microBatchIds = [];
+    for (let accumIndex = 0; accumIndex < config.gradientAccumulation; accumIndex++) {
+      const indices = rankSlice(globalBatch, { dp: dataParallel.size, dpRank: dataParallel.rank, gradientAccumulation: config.gradientAccumulation, accumIndex });
+      this.microBatchIds.push(...microBatches(indices, m));
+    }
+    stage.beginStep(step, this.context.mixedPrecision?.scaler.scale ?? 1);
+  }
+
+  /** Runs one action; returns the step's result after OPTIMIZER_STEP, undefined before. */
+  async execute(action: StageAction): Promise<PipelineStepResult | undefined> {
+    if (this.step < 0) throw new Error(`action ${formatAction(action)} arrived outside a step`);
+    switch (action.kind) {
+      case 'F':
+      case 'B':
+        await this.context.stage.run(action, (id) => this.batchOf(id));
+        return undefined;
+      case 'REDUCE_TIED':
+        this.context.sharedWeights.startReduction(this.context.stage.stepGradients, this.tiedOptions());
+        return undefined;
+      case 'OPTIMIZER_STEP': {
+        const step = this.step;
+        try {
+          return await this.finish(step);
+        } finally {
+          this.step = -1;
+          this.batches = new Map();
+        }
       }
-      return batch;
+    }
+  }
+
+  private batchOf(microBatch: number): TokenBatch {
+    const known = this.batches.get(microBatch);
+    if (known !== undefined) return known;
+    const sampleIds = this.microBatchIds[microBatch];
+    if (sampleIds === undefined) throw new Error(`micro-batch ${microBatch} is not part of step ${this.step + 1} (${this.microBatchIds.length} micro-batches)`);
+    const batch = { ...gatherBatch(this.context.dataset, sampleIds), sampleIds };
+    this.batches.set(microBatch, batch);
+    return batch;
+  }
+
+  /** The first stage's word-embedding gradient is +0 outside the rows its lookups gathered. */
+  private tiedOptions(): ReductionOptions {
+    const stage = this.context.stage;
+    return { rowsTouched: (name: string) => (name === WORD_EMBEDDING ? stage.embeddingRowsTouched() : undefined), trace: this.context.trace, step: this.step };
+  }
+
+  private async finish(step: number): Promise<PipelineStepResult> {
+    const context = this.context;
+    const { config, sampler, stage, params, optimizer, sharedWeights, dataParallel } = context;
+    const globalBatch = sampler.globalBatch(step);
+    const lossScale = context.mixedPrecision?.scaler.scale ?? 1;
+    const m = config.numMicroBatches;
+    const span = <T>(name: string, work: () => Promise<T>): Promise<T> => (context.trace === undefined ? work() : context.trace.span(name, 'comm', { step: step + 1 }, work));
+    const grads = stage.stepGradients;
+    await sharedWeights.reduceGradients(grads, this.tiedOptions());
+    const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
+    const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
+    const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
+    const guard = context.nonFinite ?? new NonFiniteGuard(config.nonFinite);
+    const skip = (nonFinite?: string): PipelineStepResult => {
+      for (const grad of means.grads.values()) grad.dispose();
+      return { loss: means.loss, gradNorm: Number.NaN, samples: globalBatch.length, skipped: true, lossScale, ...(nonFinite === undefined ? {} : { nonFinite }) };
     };
-    // Accumulation rounds reuse the schedule with micro-batch numbers shifted, so message tags stay unique.
-    for (const [index, op] of ops.entries()) {
-      await stage.run({ ...op, microBatch: op.microBatch + accumIndex * m }, (id) => batchOf(id - accumIndex * m));
-      if (index === lastTiedBackward && accumIndex === config.gradientAccumulation - 1) sharedWeights.startReduction(stage.stepGradients, tied);
-    }
-  }
-  const grads = stage.stepGradients;
-  await sharedWeights.reduceGradients(grads, tied);
-  const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
-  const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
-  const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
-  const guard = context.nonFinite ?? new NonFiniteGuard(config.nonFinite);
-  const skip = (nonFinite?: string): PipelineStepResult => {
-    for (const grad of means.grads.values()) grad.dispose();
-    return { loss: means.loss, gradNorm: Number.NaN, samples: globalBatch.length, skipped: true, lossScale, ...(nonFinite === undefined ? {} : { nonFinite }) };
-  };
-  try {
-    if (context.mixedPrecision !== undefined) {
-      const { scaler, worldGroup } = context.mixedPrecision;
-      // Any Inf or NaN anywhere makes the sum non-finite; the flags are MAX-reduced so every rank skips together.
-      const localOverflow = Number.isFinite(sumOfSquares([...means.grads.values()])) ? 0 : 1;
-      // The loss rides along: a cross-entropy is >= 0 and stages without the head hold 0, so the max is the
-      // loss itself, and Math.max keeps a NaN.
-      const [overflow, loss] = await span('all-reduce overflow', () => worldGroup.allReduce(Float32Array.of(localOverflow, means.loss), 'max'));
-      // No loss scale mends a loss that is not finite: that is the non-finite policy's case, not an overflow.
-      const what = guard.check(step + 1, { loss });
-      if (what !== undefined) return skip(what);
-      if (scaler.update(overflow > 0).skip) return skip();
-      for (const [name, grad] of means.grads) {
-        means.grads.set(name, tf.mul(grad, 1 / lossScale));
-        grad.dispose();
+    try {
+      if (context.mixedPrecision !== undefined) {
+        const { scaler, worldGroup } = context.mixedPrecision;
+        // Any Inf or NaN anywhere makes the sum non-finite; the flags are MAX-reduced so every rank skips together.
+        const localOverflow = Number.isFinite(sumOfSquares([...means.grads.values()])) ? 0 : 1;
+        // The loss rides along: a cross-entropy is >= 0 and stages without the head hold 0, so the max is the
+        // loss itself, and Math.max keeps a NaN.
+        const [overflow, loss] = await span('all-reduce overflow', () => worldGroup.allReduce(Float32Array.of(localOverflow, means.loss), 'max'));
+        // No loss scale mends a loss that is not finite: that is the non-finite policy's case, not an overflow.
+        const what = guard.check(step + 1, { loss });
+        if (what !== undefined) return skip(what);
+        if (scaler.update(overflow > 0).skip) return skip();
+        for (const [name, grad] of means.grads) {
+          means.grads.set(name, tf.mul(grad, 1 / lossScale));
+          grad.dispose();
+        }
       }
+      const localSquares = sumOfSquares([...means.grads].filter(([name]) => context.countsInNorm(name)).map(([, grad]) => grad));
+      const group = context.modelParallelGroup;
+      // The loss rides along (0 on stages without the head): a NaN or Infinity survives the sum, so every
+      // rank of the replica learns whether the loss was finite from the reduction it makes anyway.
+      const reduced =
+        group.size === 1 ? Float32Array.of(localSquares, means.loss) : await span('all-reduce grad norm', () => group.allReduce(Float32Array.of(localSquares, means.loss), 'sum'));
+      const gradNorm = Math.sqrt(reduced[0]);
+      const what = guard.check(step + 1, { loss: reduced[1], gradNorm });
+      if (what !== undefined) return skip(what);
+      const optimizerStart = wallClockMs();
+      optimizer.apply(params, means.grads, { gradNorm });
+      context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
+      for (const grad of means.grads.values()) grad.dispose();
+      return { loss: means.loss, gradNorm, samples: globalBatch.length, lossScale };
+    } catch (error) {
+      for (const grad of means.grads.values()) if (!grad.isDisposed) grad.dispose();
+      throw error;
     }
-    const localSquares = sumOfSquares([...means.grads].filter(([name]) => context.countsInNorm(name)).map(([, grad]) => grad));
-    const group = context.modelParallelGroup;
-    // The loss rides along (0 on stages without the head): a NaN or Infinity survives the sum, so every
-    // rank of the replica learns whether the loss was finite from the reduction it makes anyway.
-    const reduced =
-      group.size === 1 ? Float32Array.of(localSquares, means.loss) : await span('all-reduce grad norm', () => group.allReduce(Float32Array.of(localSquares, means.loss), 'sum'));
-    const gradNorm = Math.sqrt(reduced[0]);
-    const what = guard.check(step + 1, { loss: reduced[1], gradNorm });
-    if (what !== undefined) return skip(what);
-    const optimizerStart = wallClockMs();
-    optimizer.apply(params, means.grads, { gradNorm });
-    context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
-    for (const grad of means.grads.values()) grad.dispose();
-    return { loss: means.loss, gradNorm, samples: globalBatch.length, lossScale };
-  } catch (error) {
-    for (const grad of means.grads.values()) if (!grad.isDisposed) grad.dispose();
-    throw error;
   }
+}
+
+/**
+ * One whole step of a stage from its schedule, without actors: the step's actions lowered from `ops`
+ * (see actions.ts) run in order. For tests and single-process callers; jobs get their actions from the
+ * scheduler actor.
+ */
+export async function runPipelineStep(context: PipelineStepContext, step: number, ops: PipelineOp[]): Promise<PipelineStepResult> {
+  const executor = new PipelineStepExecutor(context);
+  executor.begin(step);
+  let result: PipelineStepResult | undefined;
+  for (const action of stageStepActions(context, ops)) result = await executor.execute(action);
+  return result!;
+}
+
+/** The actions of one step of this stage for the ops `ops` (its list of the schedule). */
+export function stageStepActions(context: Pick<PipelineStepContext, 'config' | 'stage' | 'sharedWeights'>, ops: PipelineOp[]): StageAction[] {
+  const { stage, config } = context;
+  const tiedChunks = tiedChunksOf(stage, context.sharedWeights.parameterNames);
+  const schedule: Schedule = { kind: '1f1b', stages: 1, microBatches: config.numMicroBatches, chunks: stage.chunks.length, ops: [ops] };
+  return lowerStageActions(schedule, 0, { accumulation: config.gradientAccumulation, tiedChunks });
+}
+
+/** The chunks of `stage` holding one of the tied parameters `names`. */
+export function tiedChunksOf(stage: PipelineStage, names: readonly string[]): number[] {
+  return stage.chunks.flatMap((chunk, index) => (names.some((name) => chunk.params.has(name)) ? [index] : []));
 }

@@ -74,8 +74,8 @@ if (process.env.GH_REMOTE_CHILD === '1') {
   await runChild();
 } else {
   test('addresses map to one subject each, and bad addresses are refused', () => {
-    assert.equal(actorSubject({ rank: 3, role: 'stage' }), 'actor.3.stage');
-    assert.equal(actorSubject({ rank: 'launcher', role: 'scheduler' }), 'actor.launcher.scheduler');
+    assert.equal(actorSubject({ rank: 3, role: 'stage' }), 'actor.stage.3');
+    assert.equal(actorSubject({ rank: 'launcher', role: 'scheduler' }), 'actor.scheduler.launcher');
     assert.throws(() => actorSubject({ rank: 1, role: 'a.b' }), /actor role "a.b" cannot be part of a subject/);
     assert.throws(() => actorSubject({ rank: -1, role: 'x' }), /rank -1 must be a non-negative integer or 'launcher'/);
   });

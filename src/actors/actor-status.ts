@@ -1,0 +1,50 @@
+/**
+ * Implements: what an actor tells an operator about itself (`ctl status` lists one per actor): its
+ * kind and rank, its state, how many messages wait in its mailbox and the last action it took. nact
+ * keeps no mailbox count, so each actor counts what it was sent and what it has handled.
+ */
+
+export const ACTOR_KINDS = ['stage', 'scheduler', 'shared-weight'] as const;
+export type ActorKind = (typeof ACTOR_KINDS)[number];
+
+export interface ActorStatus {
+  kind: ActorKind;
+  /** The process rank of a stage or SharedWeight actor; the data-parallel replica of a scheduler. */
+  rank: number;
+  state: string;
+  /** Messages sent to the actor and not handled yet. */
+  mailbox: number;
+  /** The last action or message handled ('' before the first). */
+  lastAction: string;
+}
+
+/** A running tally of one actor's mailbox and state, read when a status is asked for. */
+export class ActorTally {
+  private sent = 0;
+  private handled = 0;
+  state: string;
+  lastAction = '';
+
+  constructor(
+    readonly kind: ActorKind,
+    readonly rank: number,
+    initialState: string,
+  ) {
+    this.state = initialState;
+  }
+
+  /** A message was dispatched to the actor. */
+  queued(): void {
+    this.sent++;
+  }
+
+  /** The actor finished handling a message; `what` names it for the status. */
+  done(what?: string): void {
+    this.handled++;
+    if (what !== undefined) this.lastAction = what;
+  }
+
+  status(): ActorStatus {
+    return { kind: this.kind, rank: this.rank, state: this.state, mailbox: Math.max(0, this.sent - this.handled), lastAction: this.lastAction };
+  }
+}

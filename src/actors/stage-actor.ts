@@ -1,0 +1,175 @@
+/**
+ * Implements: the stage actor of a rank: it owns the rank's pipeline stage (its chunks, their tensors
+ * and optimizer state, through the step executor) and runs the actions its scheduler actor sends, one
+ * message each (see [Note: one action a message] in stage-protocol.ts), in order, from its mailbox.
+ * The rank's driver opens each step (`runStep`) once the coordinator's gate lets it, so actions sent
+ * ahead wait until then (a checkpoint being saved at the boundary reads the weights undisturbed); the
+ * step's last action, OPTIMIZER_STEP, settles it, and the actor tells its scheduler the step is done.
+ */
+import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
+import { formatAction } from '../scheduler/actions.ts';
+import type { PipelineStepExecutor, PipelineStepResult } from '../stages/pipeline-step.ts';
+import { ActorTally, type ActorStatus } from './actor-status.ts';
+import type { RemoteActors } from './remote.ts';
+import { readStageAction, type ReceivedAction, type StepFinishedPayload } from './stage-protocol.ts';
+
+/** How long a stage waits for the next action of an open step before it says the message was lost. */
+export const DEFAULT_ACTION_TIMEOUT_MS = 120_000;
+
+export interface StageActorOptions {
+  system: ActorSystemRef;
+  remote: RemoteActors;
+  rank: number;
+  /** The data-parallel replica: its scheduler actor hears of every finished step. */
+  replica: number;
+  executor: PipelineStepExecutor;
+  /** Micro-batch numbers (M x accumulation rounds) and chunks this stage can run. */
+  limits: { microBatches: number; chunks: number };
+  actionTimeoutMs?: number;
+  log: (line: string) => void;
+}
+
+type StageMessage =
+  | ({ type: 'action' } & ReceivedAction)
+  | { type: 'run-step'; step: number }
+  | { type: 'timeout'; step: number; index: number };
+
+interface OpenStep {
+  step: number;
+  next: number;
+  resolve: (result: PipelineStepResult) => void;
+  reject: (error: Error) => void;
+}
+
+export class StageActor {
+  private readonly actor: Ref<StageMessage>;
+  private readonly tally: ActorTally;
+  private readonly pending = new Map<string, ReceivedAction>();
+  /** Steps below this one are over: their actions are stale repeats. */
+  private firstOpenStep = 0;
+  private open: OpenStep | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly exposure: { unsubscribe(): void };
+  /** Actions received twice (or after their step) and ignored. */
+  duplicates = 0;
+
+  constructor(private readonly options: StageActorOptions) {
+    this.tally = new ActorTally('stage', options.rank, 'idle');
+    this.actor = spawn(
+      options.system,
+      async (state: null, message: StageMessage) => {
+        try {
+          await this.handle(message);
+        } catch (error) {
+          this.fail(error instanceof Error ? error : new Error(String(error)));
+        }
+        return state;
+      },
+      `stage-${options.rank}`,
+      { initialState: null },
+    );
+    this.exposure = options.remote.expose({ rank: options.rank, role: 'stage' }, this.actor, (payload) => {
+      const action = readStageAction(payload, options.limits);
+      this.tally.queued();
+      return { type: 'action' as const, ...action };
+    });
+  }
+
+  /** Opens `step` (0-based) and resolves with its result when its OPTIMIZER_STEP has run. */
+  runStep(step: number): Promise<PipelineStepResult> {
+    return new Promise((resolve, reject) => {
+      if (this.open !== undefined) return reject(new Error(`stage ${this.options.rank}: step ${step + 1} opened while step ${this.open.step + 1} runs`));
+      this.open = { step, next: 0, resolve, reject };
+      this.tally.queued();
+      dispatch(this.actor, { type: 'run-step', step });
+    });
+  }
+
+  status(): ActorStatus {
+    return this.tally.status();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.exposure.unsubscribe();
+    stop(this.actor);
+    this.open?.reject(new Error(`stage actor of rank ${this.options.rank} stopped`));
+    this.open = undefined;
+  }
+
+  private async handle(message: StageMessage): Promise<void> {
+    switch (message.type) {
+      case 'action': {
+        const key = `${message.step}.${message.index}`;
+        const past = message.step < this.firstOpenStep || (this.open?.step === message.step && message.index < this.open.next);
+        if (past || this.pending.has(key)) {
+          this.duplicates++;
+          this.tally.done();
+          return;
+        }
+        this.pending.set(key, message);
+        this.tally.done();
+        break;
+      }
+      case 'run-step':
+        this.options.executor.begin(message.step);
+        this.tally.state = 'running';
+        this.tally.done(`open step ${message.step + 1}`);
+        break;
+      case 'timeout': {
+        const open = this.open;
+        if (open === undefined || open.step !== message.step || open.next !== message.index) return;
+        throw new Error(
+          `stage actor of rank ${this.options.rank} got no action ${message.index} of step ${message.step + 1} from its scheduler within ` +
+            `${(this.timeoutMs / 1000).toFixed(1)} s: the message was lost (the job rolls back to its last checkpoint)`,
+        );
+      }
+    }
+    await this.drain();
+  }
+
+  private get timeoutMs(): number {
+    return this.options.actionTimeoutMs ?? DEFAULT_ACTION_TIMEOUT_MS;
+  }
+
+  /** Runs the open step's actions that have arrived, in index order; arms the lost-message timer when one is missing. */
+  private async drain(): Promise<void> {
+    clearTimeout(this.timer);
+    for (;;) {
+      const open = this.open;
+      if (open === undefined) return;
+      const key = `${open.step}.${open.next}`;
+      const received = this.pending.get(key);
+      if (received === undefined) {
+        this.timer = setTimeout(() => dispatch(this.actor, { type: 'timeout', step: open.step, index: open.next }), this.timeoutMs);
+        return;
+      }
+      this.pending.delete(key);
+      const what = formatAction(received.action);
+      this.tally.lastAction = `${what} (step ${open.step + 1})`;
+      const result = await this.options.executor.execute(received.action);
+      open.next++;
+      const last = open.next === received.count;
+      if (last !== (received.action.kind === 'OPTIMIZER_STEP')) {
+        throw new Error(`stage actor of rank ${this.options.rank}: action ${received.index} of ${received.count} of step ${open.step + 1} is ${what}; a step ends with OPTIMIZER_STEP, and only there`);
+      }
+      if (!last) continue;
+      this.open = undefined;
+      this.firstOpenStep = open.step + 1;
+      for (const stale of [...this.pending.keys()]) if (Number(stale.split('.')[0]) <= open.step) this.pending.delete(stale);
+      this.tally.state = 'idle';
+      const finished: StepFinishedPayload = { type: 'step-finished', rank: this.options.rank, step: open.step };
+      this.options.remote.tell({ rank: this.options.replica, role: 'scheduler' }, finished);
+      open.resolve(result!);
+    }
+  }
+
+  private fail(error: Error): void {
+    clearTimeout(this.timer);
+    this.tally.state = 'failed';
+    const open = this.open;
+    this.open = undefined;
+    if (open !== undefined) open.reject(error);
+    else this.options.log(`stage actor: ${error.message}`);
+  }
+}

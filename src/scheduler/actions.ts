@@ -1,0 +1,114 @@
+/**
+ * Implements: the actions a stage actor executes, defined once. A schedule (ops.ts) says which
+ * forwards and backwards each stage runs in which order; lowering turns a stage's list into the
+ * actions of one optimizer step (PyTorch pipelining's `_Action` table after its lowering passes,
+ * DeepSpeed's instruction lists): the compute ops of every gradient-accumulation round, the
+ * SharedWeight reduction of the tied embedding right after the last backward of the chunk that holds
+ * it, and the optimizer step that ends the step. The scheduler actor sends them one message each; the
+ * stage actor dispatches on `kind` with an exhaustive switch, so a kind added here is a compile error
+ * in every executor until it is handled.
+ *
+ * Actions print as `F3`, `B0.1` (compute, as ops do), `REDUCE_TIED` and `OPTIMIZER_STEP`.
+ */
+import { formatOp, type PipelineOp, type Schedule } from './ops.ts';
+
+export const ACTION_KINDS = ['F', 'B', 'REDUCE_TIED', 'OPTIMIZER_STEP'] as const;
+export type ActionKind = (typeof ACTION_KINDS)[number];
+
+/** Forward or backward of one micro-batch through one chunk. */
+export interface ComputeAction {
+  readonly kind: 'F' | 'B';
+  readonly microBatch: number;
+  readonly chunk: number;
+}
+
+/** Start the tied embedding / LM-head gradient reduction (the stage's SharedWeight actor does it). */
+export interface ReduceTiedAction {
+  readonly kind: 'REDUCE_TIED';
+}
+
+/** Finish every reduction (tied, data parallel, gradient norm) and update the weights: the step's end. */
+export interface OptimizerStepAction {
+  readonly kind: 'OPTIMIZER_STEP';
+}
+
+export type StageAction = ComputeAction | ReduceTiedAction | OptimizerStepAction;
+
+export function formatAction(action: StageAction): string {
+  switch (action.kind) {
+    case 'F':
+    case 'B':
+      return formatOp(action);
+    case 'REDUCE_TIED':
+    case 'OPTIMIZER_STEP':
+      return action.kind;
+  }
+}
+
+export interface LoweringOptions {
+  /** Gradient-accumulation rounds per step: the schedule runs once per round, micro-batches renumbered. */
+  accumulation: number;
+  /**
+   * The chunks of this stage holding a tied parameter whose gradient is reduced with another stage
+   * (the word embedding on the first and last stage when the pipeline has more than one); empty: none.
+   */
+  tiedChunks: readonly number[];
+}
+
+/**
+ * One optimizer step of pipeline stage `stage`: round r runs the schedule's ops with micro-batch
+ * numbers shifted by r x M (so tags stay unique), REDUCE_TIED follows the last backward of a tied
+ * chunk in the last round (the transfer then overlaps whatever compute remains), OPTIMIZER_STEP ends it.
+ */
+export function lowerStageActions(schedule: Schedule, stage: number, options: LoweringOptions): StageAction[] {
+  const ops: readonly PipelineOp[] = schedule.ops[stage];
+  if (ops === undefined) throw new Error(`the schedule has no stage ${stage} (it has ${schedule.stages})`);
+  const lastTied = ops.findLastIndex((op) => op.kind === 'B' && options.tiedChunks.includes(op.chunk));
+  if (options.tiedChunks.length > 0 && lastTied < 0) throw new Error(`stage ${stage} holds tied chunks ${options.tiedChunks.join(', ')} but its schedule runs no backward of them`);
+  const actions: StageAction[] = [];
+  for (let round = 0; round < options.accumulation; round++) {
+    ops.forEach((op, index) => {
+      actions.push({ kind: op.kind, microBatch: op.microBatch + round * schedule.microBatches, chunk: op.chunk });
+      if (index === lastTied && round === options.accumulation - 1) actions.push({ kind: 'REDUCE_TIED' });
+    });
+  }
+  actions.push({ kind: 'OPTIMIZER_STEP' });
+  return actions;
+}
+
+/** On the wire an action is a small map: `{kind}`, plus micro-batch and chunk for compute actions. */
+export type WireAction = { kind: ActionKind; microBatch?: number; chunk?: number };
+
+export function actionToWire(action: StageAction): WireAction {
+  return action.kind === 'F' || action.kind === 'B' ? { kind: action.kind, microBatch: action.microBatch, chunk: action.chunk } : { kind: action.kind };
+}
+
+/**
+ * Reads an action received from another process; throws naming the first bad field. `limits` bound the
+ * micro-batch (M x accumulation rounds) and chunk numbers a stage can run.
+ */
+export function actionFromWire(value: unknown, limits: { microBatches: number; chunks: number }): StageAction {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`an action must be a map, got ${JSON.stringify(value)}`);
+  const fields = value as Record<string, unknown>;
+  const kind = fields.kind;
+  if (typeof kind !== 'string' || !(ACTION_KINDS as readonly string[]).includes(kind)) {
+    throw new Error(`action kind ${JSON.stringify(kind)} is not one of ${ACTION_KINDS.join(', ')}`);
+  }
+  const checked = kind as ActionKind;
+  switch (checked) {
+    case 'F':
+    case 'B': {
+      const { microBatch, chunk } = fields;
+      if (!Number.isSafeInteger(microBatch) || (microBatch as number) < 0 || (microBatch as number) >= limits.microBatches) {
+        throw new Error(`action ${checked}: micro-batch ${JSON.stringify(microBatch)} is not in [0, ${limits.microBatches})`);
+      }
+      if (!Number.isSafeInteger(chunk) || (chunk as number) < 0 || (chunk as number) >= limits.chunks) {
+        throw new Error(`action ${checked}: chunk ${JSON.stringify(chunk)} is not in [0, ${limits.chunks})`);
+      }
+      return { kind: checked, microBatch: microBatch as number, chunk: chunk as number };
+    }
+    case 'REDUCE_TIED':
+    case 'OPTIMIZER_STEP':
+      return { kind: checked };
+  }
+}
