@@ -1,0 +1,143 @@
+/**
+ * Implements: the scheduler actor of one pipeline replica (one data-parallel rank's stages and their
+ * tensor-parallel shards). It holds each stage's actions of a step, lowered once from the validated
+ * schedule of the config's kind (actions.ts), and when the coordinator opens a step it sends every
+ * stage actor of its replica that step's actions, one message each on `actor.stage.<rank>` (see
+ * [Note: one action a message] in stage-protocol.ts), all at once so no stage waits for its next one.
+ * The stage actors answer `step-finished`; the scheduler reports `running` until all have, then `idle`,
+ * or `paused` while the job is paused at that boundary.
+ */
+import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
+import type { TrainConfig } from '../config/types.ts';
+import type { ParallelGrid } from '../parallel/grid.ts';
+import { actionToWire, lowerStageActions, type StageAction } from '../scheduler/actions.ts';
+import { buildSchedule } from '../scheduler/schedules.ts';
+import { validateSchedule } from '../scheduler/validate.ts';
+import { ActorTally, type ActorStatus } from './actor-status.ts';
+import type { RemoteActors } from './remote.ts';
+import { readStepFinished, type StageActionPayload } from './stage-protocol.ts';
+
+type SchedulerMessage = { type: 'start-step'; step: number } | { type: 'step-finished'; rank: number; step: number } | { type: 'paused'; paused: boolean } | { type: 'stop' };
+
+/**
+ * Each pipeline stage's actions of one step: the schedule's ops for every accumulation round, the tied
+ * reduction after the last backward of the chunk holding the word embedding (virtual stage 0 on the first
+ * stage, the last virtual stage on the last) when the pipeline has more than one stage, and the update.
+ */
+export function stageActionsOfStep(config: TrainConfig, pipeline: number): StageAction[][] {
+  const chunks = config.numChunks;
+  const schedule = validateSchedule(buildSchedule(config.schedule, pipeline, config.numMicroBatches, chunks));
+  return Array.from({ length: pipeline }, (_, stage) => {
+    const tiedChunks = pipeline === 1 ? [] : stage === 0 ? [0] : stage === pipeline - 1 ? [chunks - 1] : [];
+    return lowerStageActions(schedule, stage, { accumulation: config.gradientAccumulation, tiedChunks });
+  });
+}
+
+export interface SchedulerActorOptions {
+  system: ActorSystemRef;
+  remote: RemoteActors;
+  config: TrainConfig;
+  grid: ParallelGrid;
+  replica: number;
+  log: (line: string) => void;
+}
+
+export class SchedulerActor {
+  private readonly actor: Ref<SchedulerMessage>;
+  private readonly tally: ActorTally;
+  private readonly actions: StageAction[][];
+  /** The replica's ranks, with their pipeline stage. */
+  private readonly ranks: { rank: number; stage: number }[];
+  private readonly exposure: { unsubscribe(): void };
+  private running: { step: number; waiting: Set<number> } | undefined;
+  private paused = false;
+  /** Action messages sent so far. */
+  sent = 0;
+
+  constructor(private readonly options: SchedulerActorOptions) {
+    const { grid, replica } = options;
+    this.tally = new ActorTally('scheduler', replica, 'waiting');
+    this.actions = stageActionsOfStep(options.config, grid.pipeline);
+    this.ranks = [];
+    for (let pp = 0; pp < grid.pipeline; pp++) for (let tp = 0; tp < grid.tensor; tp++) this.ranks.push({ rank: grid.rankOf({ dp: replica, pp, tp }), stage: pp });
+    this.actor = spawn(options.system, (state: null, message: SchedulerMessage) => {
+      this.handle(message);
+      return state;
+    }, `scheduler-${replica}`, { initialState: null });
+    this.exposure = options.remote.expose({ rank: replica, role: 'scheduler' }, this.actor, (payload) => {
+      const finished = readStepFinished(payload, grid.world);
+      this.tally.queued();
+      return { type: 'step-finished' as const, rank: finished.rank, step: finished.step };
+    });
+  }
+
+  /** The coordinator opened `step` (0-based): send its actions. */
+  startStep(step: number): void {
+    this.tell({ type: 'start-step', step });
+  }
+
+  /** The job was paused (true) or resumed (false): a step boundary reached while paused reports `paused`. */
+  setPaused(paused: boolean): void {
+    this.tell({ type: 'paused', paused });
+  }
+
+  /** The coordinator ended the job at a step boundary. */
+  markStopped(): void {
+    this.tell({ type: 'stop' });
+  }
+
+  status(): ActorStatus {
+    return this.tally.status();
+  }
+
+  stop(): void {
+    this.exposure.unsubscribe();
+    stop(this.actor);
+  }
+
+  private tell(message: SchedulerMessage): void {
+    this.tally.queued();
+    dispatch(this.actor, message);
+  }
+
+  private handle(message: SchedulerMessage): void {
+    switch (message.type) {
+      case 'start-step':
+        this.emit(message.step);
+        this.tally.done(`sent step ${message.step + 1}`);
+        return;
+      case 'step-finished': {
+        const running = this.running;
+        if (running !== undefined && running.step === message.step) running.waiting.delete(message.rank);
+        if (running !== undefined && running.waiting.size === 0) {
+          this.running = undefined;
+          this.tally.state = this.paused ? 'paused' : 'waiting';
+        }
+        this.tally.done(`rank ${message.rank} finished step ${message.step + 1}`);
+        return;
+      }
+      case 'paused':
+        this.paused = message.paused;
+        if (this.running === undefined && this.tally.state !== 'stopped') this.tally.state = message.paused ? 'paused' : 'waiting';
+        this.tally.done(message.paused ? 'pause' : 'resume');
+        return;
+      case 'stop':
+        this.tally.state = 'stopped';
+        this.tally.done('stop');
+        return;
+    }
+  }
+
+  private emit(step: number): void {
+    this.running = { step, waiting: new Set(this.ranks.map(({ rank }) => rank)) };
+    this.tally.state = 'running';
+    for (const { rank, stage } of this.ranks) {
+      const actions = this.actions[stage];
+      actions.forEach((action, index) => {
+        const payload: StageActionPayload = { type: 'action', step, index, count: actions.length, action: actionToWire(action) };
+        this.options.remote.tell({ rank, role: 'stage' }, payload);
+        this.sent++;
+      });
+    }
+  }
+}
