@@ -3,20 +3,9 @@
  * kind and rank, its state, how many messages wait in its mailbox and the last action it took. nact
  * keeps no mailbox count, so each actor counts what it was sent and what it has handled.
  */
+import type { ActorKind, ActorStatus } from '../comm/messages.ts';
 
-export const ACTOR_KINDS = ['stage', 'scheduler', 'shared-weight'] as const;
-export type ActorKind = (typeof ACTOR_KINDS)[number];
-
-export interface ActorStatus {
-  kind: ActorKind;
-  /** The process rank of a stage or SharedWeight actor; the data-parallel replica of a scheduler. */
-  rank: number;
-  state: string;
-  /** Messages sent to the actor and not handled yet. */
-  mailbox: number;
-  /** The last action or message handled ('' before the first). */
-  lastAction: string;
-}
+export type { ActorKind, ActorStatus };
 
 /** A running tally of one actor's mailbox and state, read when a status is asked for. */
 export class ActorTally {

@@ -8,13 +8,15 @@
  * or `paused` while the job is paused at that boundary.
  */
 import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
+import type { Bus } from '../comm/bus.ts';
+import type { JobState } from '../comm/messages.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
 import { actionToWire, lowerStageActions, type StageAction } from '../scheduler/actions.ts';
 import { buildSchedule } from '../scheduler/schedules.ts';
 import { validateSchedule } from '../scheduler/validate.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
-import type { RemoteActors } from './remote.ts';
+import { RemoteActors } from './remote.ts';
 import { readStepFinished, type StageActionPayload } from './stage-protocol.ts';
 
 type SchedulerMessage = { type: 'start-step'; step: number } | { type: 'step-finished'; rank: number; step: number } | { type: 'paused'; paused: boolean } | { type: 'stop' };
@@ -139,5 +141,44 @@ export class SchedulerActor {
         this.sent++;
       });
     }
+  }
+}
+
+/**
+ * The scheduler actors of a job, one per pipeline replica, hosted beside the coordinator (node 0's
+ * launcher): the coordinator tells them each step it opens and each change of the job's state.
+ */
+export class SchedulerActors {
+  private readonly remote: RemoteActors;
+  private readonly schedulers: SchedulerActor[];
+
+  constructor(options: { system: ActorSystemRef; bus: Bus; config: TrainConfig; grid: ParallelGrid; log: (line: string) => void }) {
+    this.remote = new RemoteActors(options.bus, options.system, { rank: 'launcher' }, options.log);
+    this.schedulers = Array.from({ length: options.grid.data }, (_, replica) => new SchedulerActor({ ...options, remote: this.remote, replica }));
+  }
+
+  startStep(step: number): void {
+    for (const scheduler of this.schedulers) scheduler.startStep(step);
+  }
+
+  jobStateChanged(state: JobState): void {
+    for (const scheduler of this.schedulers) {
+      if (state === 'paused' || state === 'running') scheduler.setPaused(state === 'paused');
+      else if (state === 'stopping' || state === 'done' || state === 'failed') scheduler.markStopped();
+    }
+  }
+
+  statuses(): ActorStatus[] {
+    return this.schedulers.map((scheduler) => scheduler.status());
+  }
+
+  /** Action messages sent so far by every scheduler. */
+  get sent(): number {
+    return this.schedulers.reduce((sum, scheduler) => sum + scheduler.sent, 0);
+  }
+
+  stop(): void {
+    for (const scheduler of this.schedulers) scheduler.stop();
+    this.remote.close();
   }
 }

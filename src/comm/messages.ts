@@ -6,7 +6,8 @@
  * Tensors travel as `WireTensor`: dtype, shape and raw little-endian bytes.
  */
 
-export const PROTOCOL_VERSION = 1;
+/** 2: stage actions travel as actor messages (the step gate carries none), actor subjects are `actor.<role>.<rank>`, heartbeats list actors. */
+export const PROTOCOL_VERSION = 2;
 
 /** float16: float32 values sent as IEEE halves (the fp16 mode's activations and gradients); decoded to float32. */
 export type WireDType = 'float32' | 'int32' | 'float16';
@@ -18,10 +19,25 @@ export interface WireTensor {
   data: Uint8Array;
 }
 
-/** Where an actor lives: its rank (or 'launcher' for job-level actors of node `node`) and its role. */
+/** Where an actor lives: its role and its rank (a process rank; a scheduler's data-parallel replica; or 'launcher'). */
 export interface ActorAddress {
   rank: number | 'launcher';
   role: string;
+}
+
+export const ACTOR_KINDS = ['stage', 'scheduler', 'shared-weight'] as const;
+export type ActorKind = (typeof ACTOR_KINDS)[number];
+
+/** What an actor tells an operator about itself (`ctl status` lists one per actor). */
+export interface ActorStatus {
+  kind: ActorKind;
+  /** The process rank of a stage or SharedWeight actor; the data-parallel replica of a scheduler. */
+  rank: number;
+  state: string;
+  /** Messages sent to the actor and not handled yet. */
+  mailbox: number;
+  /** The last action or message handled ('' before the first). */
+  lastAction: string;
 }
 
 export type WorkerState = 'starting' | 'ready' | 'training' | 'paused' | 'stopping' | 'done' | 'failed';
@@ -47,6 +63,8 @@ export interface HeartbeatMessage {
   step: number;
   state: WorkerState;
   rssMb: number;
+  /** The rank's actors (sent from the rank's main loop; the heartbeat thread's beats omit them). */
+  actors?: ActorStatus[];
 }
 
 /** A rank asks, before each step, whether to run it (the step gate that makes pause/stop land on step boundaries). */
@@ -61,8 +79,6 @@ export interface StepGoMessage {
   kind: 'step-go';
   step: number;
   action: 'run' | 'stop';
-  /** The scheduler's operations for this rank's pipeline stage in this step, in order: [F|B, microBatch, chunk]. */
-  ops?: WireStageOp[];
   /** Save this rank's shard into this (temporary checkpoint) folder before going on. */
   save?: string;
 }
@@ -75,8 +91,6 @@ export interface CheckpointSavedMessage {
   step: number;
   record: { [key: string]: unknown };
 }
-
-export type WireStageOp = ['F' | 'B', number, number];
 
 /** What a rank reports after an optimizer step; rank 0's loss is the global mean. */
 export interface StepDoneMessage {
@@ -118,6 +132,8 @@ export interface ControlReplyMessage {
     lastLoss: number | null;
     tokensPerS: number | null;
     ranks: RankStatus[];
+    /** Every actor of the job: stage and SharedWeight actors of each rank, the scheduler of each replica. */
+    actors: ActorStatus[];
   };
 }
 

@@ -14,7 +14,8 @@ import {
   type MessageKind,
   type RankStatus,
   type StepGoMessage,
-  type WireStageOp,
+  ACTOR_KINDS,
+  type ActorStatus,
   type WireTensor,
   type WorkerState,
 } from './messages.ts';
@@ -111,16 +112,26 @@ function nullable<T>(value: unknown, path: string, check: (value: unknown, path:
   return value === null ? null : check(value, path);
 }
 
-const STAGE_OP_KINDS = ['F', 'B'] as const;
-/** More ops than this in one step is no schedule of ours (P x M x V x 2 stays far below). */
-const MAX_STAGE_OPS = 1 << 20;
+/** More actors than this on one rank, or text longer than this in a status, is no status of ours. */
+const MAX_ACTORS = 1024;
+const MAX_STATUS_TEXT = 200;
 
-function stageOps(value: unknown, path: string): WireStageOp[] {
-  if (!Array.isArray(value)) fail(path, 'an array of [kind, microBatch, chunk]', value);
-  if (value.length > MAX_STAGE_OPS) fail(path, `at most ${MAX_STAGE_OPS} ops`, value.length);
-  return value.map((op: unknown, i: number): WireStageOp => {
-    if (!Array.isArray(op) || op.length !== 3) fail(`${path}[${i}]`, 'a [kind, microBatch, chunk] triple', op);
-    return [oneOf(op[0], STAGE_OP_KINDS, `${path}[${i}][0]`), count(op[1], `${path}[${i}][1]`), count(op[2], `${path}[${i}][2]`)];
+function actorStatuses(value: unknown, path: string): ActorStatus[] {
+  if (!Array.isArray(value) || value.length > MAX_ACTORS) fail(path, `an array of at most ${MAX_ACTORS} actor statuses`, value);
+  return value.map((entry: unknown, i: number): ActorStatus => {
+    const fields = record(entry, `${path}[${i}]`);
+    const text = (key: string) => {
+      const got = string(field(fields, key), `${path}[${i}].${key}`);
+      if (got.length > MAX_STATUS_TEXT) fail(`${path}[${i}].${key}`, `at most ${MAX_STATUS_TEXT} characters`, got);
+      return got;
+    };
+    return {
+      kind: oneOf(field(fields, 'kind'), ACTOR_KINDS, `${path}[${i}].kind`),
+      rank: count(field(fields, 'rank'), `${path}[${i}].rank`),
+      state: text('state'),
+      mailbox: count(field(fields, 'mailbox'), `${path}[${i}].mailbox`),
+      lastAction: text('lastAction'),
+    };
   });
 }
 
@@ -176,6 +187,7 @@ function controlStatus(value: unknown, path: string): NonNullable<Extract<Messag
     lastLoss: nullable(field(fields, 'lastLoss'), `${path}.lastLoss`, anyNumber),
     tokensPerS: nullable(field(fields, 'tokensPerS'), `${path}.tokensPerS`, finite),
     ranks: ranks.map((entry, index) => rankStatus(entry, `${path}.ranks[${index}]`)),
+    actors: actorStatuses(field(fields, 'actors'), `${path}.actors`),
   };
 }
 
@@ -194,6 +206,7 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     step: count(field(f, 'step'), 'step'),
     state: oneOf(field(f, 'state'), WORKER_STATES, 'state'),
     rssMb: finite(field(f, 'rssMb'), 'rssMb', 0),
+    ...(field(f, 'actors') === undefined ? {} : { actors: actorStatuses(field(f, 'actors'), 'actors') }),
   }),
   'step-ready': (f) => ({
     kind: 'step-ready',
@@ -206,8 +219,6 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
       step: count(field(f, 'step'), 'step'),
       action: oneOf(field(f, 'action'), STEP_ACTIONS, 'action'),
     };
-    const ops = field(f, 'ops');
-    if (ops !== undefined) message.ops = stageOps(ops, 'ops');
     const save = field(f, 'save');
     if (save !== undefined) message.save = string(save, 'save', true);
     return message;

@@ -10,6 +10,7 @@
  */
 import type { ReplyContext } from '../comm/bus.ts';
 import type {
+  ActorStatus,
   ControlCommand,
   ControlReplyMessage,
   JobState,
@@ -17,7 +18,6 @@ import type {
   RankStatus,
   StepDoneMessage,
   StepGoMessage,
-  WireStageOp,
   WorkerState,
 } from '../comm/messages.ts';
 
@@ -35,11 +35,6 @@ export interface CoordinatorSettings {
    */
   heartbeatTimeoutMs: number;
   /**
-   * The scheduler: each rank's pipeline ops for a step, sent with the gate's `run` answer (the same
-   * every step; omitted without pipeline parallelism).
-   */
-  opsForRank?: (rank: number) => WireStageOp[];
-  /**
    * Checkpoints: every `every` steps (0: only when asked) and after the last step when `every` > 0;
    * `folderFor(step)` is the temporary folder the ranks write their shards into.
    */
@@ -48,7 +43,7 @@ export interface CoordinatorSettings {
 
 export type CoordinatorEvent =
   | { type: 'register'; rank: number; node: number; pid: number; host: string }
-  | { type: 'heartbeat'; rank: number; step: number; state: WorkerState }
+  | { type: 'heartbeat'; rank: number; step: number; state: WorkerState; actors?: ActorStatus[] }
   | { type: 'step-ready'; rank: number; step: number; reply: ReplyContext }
   | { type: 'step-done'; report: StepDoneMessage }
   /** `save` with `stop`: save a checkpoint at the step boundary where the job stops. */
@@ -64,6 +59,8 @@ export type CoordinatorEvent =
 
 export type CoordinatorEffect =
   | { type: 'respond'; to: ReplyContext; message: Message }
+  /** The gate let every rank run `step` (0-based): the scheduler actors send its actions. */
+  | { type: 'step-started'; step: number }
   /** `restartable`: the other nodes' launchers wait for node 0's restart order instead of exiting. */
   | { type: 'shutdown'; reason: string; exitCode: number; restartable: boolean }
   | { type: 'log'; line: string }
@@ -83,6 +80,8 @@ interface RankRecord {
   exited: boolean;
   /** Has asked for its first step (past its start-up). */
   started: boolean;
+  /** Its actors as its latest heartbeat from the main loop listed them. */
+  actors: ActorStatus[];
 }
 
 export class CoordinatorLogic {
@@ -148,7 +147,7 @@ export class CoordinatorLogic {
       return this.fail(`rank ${event.rank} registered twice (pids ${known.pid} and ${event.pid}): two workers claim one rank`);
     }
     if (known !== undefined) return [];
-    this.ranks.set(event.rank, { node: event.node, pid: event.pid, host: event.host, state: 'ready', step: 0, lastSeen: now, exited: false, started: false });
+    this.ranks.set(event.rank, { node: event.node, pid: event.pid, host: event.host, state: 'ready', step: 0, lastSeen: now, exited: false, started: false, actors: [] });
     const effects: CoordinatorEffect[] = [{ type: 'log', line: `rank ${event.rank} registered (node ${event.node}, pid ${event.pid}, ${event.host})` }];
     if (this.ranks.size === this.settings.world) {
       this.state = 'running';
@@ -163,6 +162,7 @@ export class CoordinatorLogic {
     record.lastSeen = now;
     record.state = event.state;
     record.step = event.step;
+    if (event.actors !== undefined) record.actors = event.actors;
     // A worker's last word before a clean exit; remote ranks' process exits are not seen here.
     if (event.state === 'done' && !record.exited) return this.onRankExit({ type: 'rank-exit', rank: event.rank, code: 0, signal: null });
     return [];
@@ -193,9 +193,8 @@ export class CoordinatorLogic {
     }
     const action = this.stopRequested || finishedAll ? 'stop' : 'run';
     const save = this.checkpointDue(finishedAll);
-    const effects: CoordinatorEffect[] = [...this.waiting].map(([rank, to]) => {
+    const effects: CoordinatorEffect[] = [...this.waiting].map(([, to]) => {
       const message: StepGoMessage = { kind: 'step-go', step: this.gateStep, action };
-      if (action === 'run' && this.settings.opsForRank !== undefined) message.ops = this.settings.opsForRank(rank);
       if (save !== undefined) message.save = save;
       return { type: 'respond' as const, to, message };
     });
@@ -213,6 +212,7 @@ export class CoordinatorLogic {
       });
     } else {
       this.state = 'running';
+      effects.push({ type: 'step-started', step: this.gateStep });
     }
     return effects;
   }
@@ -401,6 +401,7 @@ export class CoordinatorLogic {
         lastLoss: this.lastLoss,
         tokensPerS: this.tokensPerS,
         ranks,
+        actors: [...this.ranks.keys()].sort((a, b) => a - b).flatMap((rank) => this.ranks.get(rank)!.actors),
       },
     };
     return { type: 'respond', to, message: reply };

@@ -5,7 +5,7 @@
  */
 import { dispatch, spawn, stop, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
-import type { StepDoneMessage } from '../comm/messages.ts';
+import type { ActorStatus, JobState, StepDoneMessage } from '../comm/messages.ts';
 import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorSettings } from './coordinator-logic.ts';
 import { SUBJECTS } from './subjects.ts';
 
@@ -18,6 +18,15 @@ export interface CoordinatorCallbacks {
   onShutdown(reason: string, exitCode: number): void;
   /** Every rank saved its shard of the checkpoint of `step` into `folder`. */
   onCommitCheckpoint(step: number, folder: string, records: { [key: string]: unknown }[]): void;
+  /** The job-level actors (the scheduler actors), told of every step the gate opens and of the job's state. */
+  schedulers?: JobActors;
+}
+
+/** What the coordinator tells the job-level actors hosted beside it. */
+export interface JobActors {
+  startStep(step: number): void;
+  jobStateChanged(state: JobState): void;
+  statuses(): ActorStatus[];
 }
 
 const TICK_MS = 500;
@@ -34,7 +43,9 @@ export class Coordinator {
     this.actor = spawn(
       parent,
       (state: null, event: CoordinatorEvent) => {
+        const before = this.logic.jobState;
         for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
+        if (this.logic.jobState !== before) this.callbacks.schedulers?.jobStateChanged(this.logic.jobState);
         return state;
       },
       // One per attempt of the job (a restart builds a new one); nact names must be unique among siblings.
@@ -49,7 +60,7 @@ export class Coordinator {
       this.unsubscribe.push(() => subscription.unsubscribe());
     };
     on(SUBJECTS.register, (m) => (m.kind === 'register' ? { type: 'register', rank: m.rank, node: m.node, pid: m.pid, host: m.host } : undefined));
-    on(SUBJECTS.heartbeat, (m) => (m.kind === 'heartbeat' ? { type: 'heartbeat', rank: m.rank, step: m.step, state: m.state } : undefined));
+    on(SUBJECTS.heartbeat, (m) => (m.kind === 'heartbeat' ? { type: 'heartbeat', rank: m.rank, step: m.step, state: m.state, actors: m.actors } : undefined));
     on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
     on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
     on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason, restartable: m.restartable !== false } : undefined));
@@ -72,8 +83,17 @@ export class Coordinator {
 
   private apply(effect: CoordinatorEffect): void {
     switch (effect.type) {
-      case 'respond':
-        this.bus.respond(effect.to, effect.message);
+      case 'respond': {
+        const message = effect.message;
+        // The scheduler actors live here, beside the logic: their status is read as the answer leaves.
+        if (message.kind === 'control-reply' && message.status !== undefined && this.callbacks.schedulers !== undefined) {
+          message.status.actors = [...message.status.actors, ...this.callbacks.schedulers.statuses()];
+        }
+        this.bus.respond(effect.to, message);
+        return;
+      }
+      case 'step-started':
+        this.callbacks.schedulers?.startStep(effect.step);
         return;
       case 'shutdown':
         this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: effect.reason, exitCode: effect.exitCode, restartable: effect.restartable });

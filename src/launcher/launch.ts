@@ -1,25 +1,31 @@
 /**
  * Implements: the launcher of a multi-process job (torchrun's role): one per node. It resolves the NATS
  * server, tokenizes the data once (so workers find the cache), spawns one worker process per local rank,
- * and on node 0 hosts the coordinator actor and writes the run's metrics. It shuts every worker down on
- * success, failure or Ctrl-C, and leaves no process behind.
+ * and on node 0 hosts the coordinator actor and the scheduler actors and writes the run's metrics. It
+ * shuts every worker down on success, failure or Ctrl-C, and leaves no process behind. A simulated job
+ * (`simulate`) runs the same: its ranks are SimulatedRanks in this process over the in-process
+ * transport, so it needs no NATS server and starts no process.
  */
-import { spawn as spawnProcess, type ChildProcess } from 'node:child_process';
+import { spawn as spawnProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { start, stop as stopSystem } from 'nact';
 import { Bus } from '../comm/bus.ts';
-import type { StepDoneMessage, WireStageOp } from '../comm/messages.ts';
+import type { StepDoneMessage } from '../comm/messages.ts';
+import { LocalNetwork } from '../comm/local-transport.ts';
+import type { Transport } from '../comm/transport.ts';
+import { initBackend } from '../backend/select.ts';
+import * as tf from '../tf.ts';
+import { SchedulerActors } from '../actors/scheduler-actor.ts';
+import { SimulatedRank, type RankProcess } from './simulated-rank.ts';
 import { resolveNatsCredentials, type NatsCredentialFlags, type NatsCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, type NatsTransport } from '../comm/nats-transport.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
-import { loadWebtextDataset } from '../dataset/webtext.ts';
+import { loadWebtextDataset, type TokenizedDataset } from '../dataset/webtext.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
-import { buildSchedule } from '../scheduler/schedules.ts';
-import { validateSchedule } from '../scheduler/validate.ts';
 import { globalBatchSampler, totalStepsOf } from '../train/global-batch.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
 import { mergeTraceParts } from '../stages/trace.ts';
@@ -51,6 +57,11 @@ export interface LaunchOptions {
   heartbeatTimeoutMs?: number;
   /** A checkpoint folder, or a run folder meaning its latest checkpoint. */
   resume?: string;
+  /**
+   * Run every rank in this process over the in-process transport (no NATS server, no worker process);
+   * `network` lets a test inject faults; the timeouts let it see a lost message sooner.
+   */
+  simulate?: { network?: LocalNetwork; actionTimeoutMs?: number; receiveTimeoutMs?: number };
 }
 
 /** Seconds the workers get to exit by themselves before they are killed. */
@@ -66,6 +77,8 @@ const RESTART_ORDER_MS = 120_000;
  * or the end) before ending on its own; the coordinator names a silent rank within its heartbeat timeout.
  */
 const VERDICT_MS = 30_000;
+/** A simulated rank's heartbeats wait for every other rank's synchronous compute in this one thread. */
+const SIMULATED_HEARTBEAT_TIMEOUT_MS = 600_000;
 const WORKER_ENTRY = fileURLToPath(new URL('./worker-main.ts', import.meta.url));
 
 export async function launch(options: LaunchOptions): Promise<number> {
@@ -79,21 +92,36 @@ export async function launch(options: LaunchOptions): Promise<number> {
     );
   }
   const jobId = options.jobId ?? `${basename(options.configPath, extname(options.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${randomBytes(3).toString('hex')}`;
-  const nats = await resolveNats(options.nats, nodeRank === 0, log);
+  const simulate = options.simulate;
+  if (simulate !== undefined && nnodes > 1) throw new Error('a simulated job runs in one process: drop --nnodes or --simulate');
+  const network = simulate === undefined ? undefined : (simulate.network ?? new LocalNetwork(8 * 1024 * 1024));
+  const nats = network !== undefined ? { url: 'in-process', privateServer: undefined, urlCredentials: undefined } : await resolveNats(options.nats, nodeRank === 0, log);
 
-  let natsCredentials: NatsCredentials;
-  let natsLogin: string;
-  let transport: NatsTransport | undefined;
+  let natsCredentials: NatsCredentials = {};
+  let natsLogin = 'no login';
+  let transport: Transport | undefined;
+  let natsTransport: NatsTransport | undefined;
   let sampler: BatchSampler;
+  let dataset: TokenizedDataset;
   let totalSteps: number;
   let resumeDir = '';
   let startStep = 0;
   try {
-    ({ credentials: natsCredentials, description: natsLogin } = resolveNatsCredentials(options.natsCredentials ?? {}, nats.urlCredentials ?? {}));
-    // Before the data: refused credentials end the job at once, not after a long tokenization.
-    transport = await connectNats({ url: serversFor(nats.url, nodeRank), ...natsCredentials, name: `gpt-hybrid ${jobId} launcher ${nodeRank}`, log });
+    if (network !== undefined) {
+      transport = network.connect();
+    } else {
+      ({ credentials: natsCredentials, description: natsLogin } = resolveNatsCredentials(options.natsCredentials ?? {}, nats.urlCredentials ?? {}));
+      // Before the data: refused credentials end the job at once, not after a long tokenization.
+      natsTransport = await connectNats({ url: serversFor(nats.url, nodeRank), ...natsCredentials, name: `gpt-hybrid ${jobId} launcher ${nodeRank}`, log });
+      transport = natsTransport;
+    }
     // Tokenize here once: the workers then read the cache instead of racing to build it.
-    const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
+    dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
+    if (network !== undefined) {
+      // Simulated ranks share this process, hence its backend.
+      tf.enableProdMode();
+      await initBackend(config.backend, log);
+    }
     sampler = globalBatchSampler(config, dataset.numSamples);
     totalSteps = totalStepsOf(config, sampler, options.steps);
     // Resuming: verify the whole checkpoint once here; the workers then read only their regions of it.
@@ -120,7 +148,9 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const bus = new Bus({ jobId, transport, log });
   const system = start();
 
-  if (nodeRank === 0) {
+  if (network !== undefined) {
+    log(`job ${jobId}: ${grid.describe()} simulated in this process (in-process transport, no worker processes)`);
+  } else if (nodeRank === 0) {
     writeFileSync(
       join(options.outDir, 'job.json'),
       JSON.stringify({ jobId, nats: nats.url, world: grid.world, nnodes, layout: grid.describe(), launcherPid: process.pid, startedAt: new Date().toISOString() }, null, 2) + '\n',
@@ -144,7 +174,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
    * coordinator listens, before any worker starts.
    */
   const runAttempt = async (resumeDir: string, startStep: number, restart?: RestartOrder): Promise<{ exitCode: number; reason: string; restartable: boolean }> => {
-    const children = new Map<number, ChildProcess>();
+    const children = new Map<number, RankProcess>();
     let finish: (result: { exitCode: number; reason: string; restartable: boolean }) => void = () => {};
     const finished = new Promise<{ exitCode: number; reason: string; restartable: boolean }>((resolve) => (finish = resolve));
     let ending = false;
@@ -158,9 +188,12 @@ export async function launch(options: LaunchOptions): Promise<number> {
     };
 
     let coordinator: Coordinator | undefined;
+    let schedulers: SchedulerActors | undefined;
     let shutdownSubscription: { unsubscribe(): void } | undefined;
     if (nodeRank === 0) {
       const reporter = new StepReporter(config, totalSteps, startStep, sampler, options.hooks, log);
+      // Pipeline and tensor-parallel ranks run their steps as stage actors fed by a scheduler actor per replica.
+      if (grid.pipeline > 1 || grid.tensor > 1) schedulers = new SchedulerActors({ system, bus, config, grid, log });
       coordinator = new Coordinator(
         system,
         bus,
@@ -168,14 +201,15 @@ export async function launch(options: LaunchOptions): Promise<number> {
           jobId,
           world: grid.world,
           totalSteps,
-          opsForRank: pipelineOps(config, grid),
           startStep,
           checkpoint: { every: config.checkpoint.every, folderFor: (step) => join(checkpointRoot, `.${stepDirName(step)}.tmp-${jobId}`) },
           registerTimeoutMs: options.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
-          heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 6_000),
+          // Simulated ranks share one thread: a step of one holds every other's heartbeat.
+          heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? (network !== undefined ? SIMULATED_HEARTBEAT_TIMEOUT_MS : envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 6_000)),
         },
         {
           log,
+          schedulers,
           onStep: (report) => reporter.report(report),
           onShutdown: () => stopWorkers(GRACE_MS),
           onCommitCheckpoint: (step, folder, records) => {
@@ -227,7 +261,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     // See [Note: NATS interruptions] in coordinator-logic.ts. The coordinator hears of its own launcher's
     // drop at once; another node's launcher tells it once its link is back.
     let lostServer = '';
-    const connectionWatch = transport.onConnectionChange((event) => {
+    const connectionWatch = transport!.onConnectionChange((event) => {
       if (event.type === 'disconnect') lostServer = event.server;
       const interruption = { node: nodeRank, pid: process.pid, server: lostServer };
       if (coordinator !== undefined && event.type === 'disconnect') coordinator.tell({ type: 'connection-interrupted', ...interruption });
@@ -236,7 +270,23 @@ export async function launch(options: LaunchOptions): Promise<number> {
 
     const firstRank = nodeRank * nprocPerNode;
     for (let rank = firstRank; rank < firstRank + nprocPerNode && !ending; rank++) {
-      const child = spawnProcess(process.execPath, [...WORKER_NODE_FLAGS, '--import', 'tsx', WORKER_ENTRY], {
+      const child: RankProcess =
+        network !== undefined
+          ? new SimulatedRank({
+              network,
+              jobId,
+              rank,
+              world: grid.world,
+              config,
+              totalSteps,
+              outDir: options.outDir,
+              resume: resumeDir,
+              dataset,
+              log,
+              actionTimeoutMs: simulate?.actionTimeoutMs,
+              receiveTimeoutMs: simulate?.receiveTimeoutMs,
+            })
+          : spawnProcess(process.execPath, [...WORKER_NODE_FLAGS, '--import', 'tsx', WORKER_ENTRY], {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
         env: {
           ...process.env,
@@ -297,6 +347,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     await waitForExit([...children.values()], GRACE_MS);
     for (const timer of killTimers) clearTimeout(timer);
     coordinator?.close();
+    schedulers?.stop();
     shutdownSubscription?.unsubscribe();
     connectionWatch.unsubscribe();
     endAttemptForRestart = undefined;
@@ -332,9 +383,9 @@ export async function launch(options: LaunchOptions): Promise<number> {
       if (result.restartable && nnodes > 1) bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: result.reason, exitCode: result.exitCode });
       break;
     }
-    if (!transport.connected) {
+    if (natsTransport !== undefined && !natsTransport.connected) {
       log(`waiting for the NATS server to come back (up to ${NATS_RETURN_MS / 1000} s) before restarting the workers`);
-      if (!(await transport.whenConnected(NATS_RETURN_MS))) {
+      if (!(await natsTransport.whenConnected(NATS_RETURN_MS))) {
         log(`giving up: no NATS server of ${nats.url} answered within ${NATS_RETURN_MS / 1000} s; start it (or another of the cluster) and resume with --resume ${options.outDir}`);
         break;
       }
@@ -360,18 +411,6 @@ export async function launch(options: LaunchOptions): Promise<number> {
   return exitCode;
 }
 
-/**
- * The scheduler's table: each rank's pipeline ops per step, from the pure schedule of the config's kind
- * (validated once here, so a bad table never reaches a stage). Undefined without pipeline parallelism.
- */
-function pipelineOps(config: TrainConfig, grid: ParallelGrid): ((rank: number) => WireStageOp[]) | undefined {
-  // Tensor-parallel ranks run through the stage machinery too (a pipeline of one stage).
-  if (grid.pipeline === 1 && grid.tensor === 1) return undefined;
-  const schedule = validateSchedule(buildSchedule(config.schedule, grid.pipeline, config.numMicroBatches, config.numChunks));
-  const wire = schedule.ops.map((ops) => ops.map((op): WireStageOp => [op.kind, op.microBatch, op.chunk]));
-  return (rank) => wire[grid.coordinates(rank).pp];
-}
-
 /** The newest committed checkpoint under `root` (its `latest`), or undefined when there is none yet. */
 async function latestCheckpoint(root: string): Promise<{ dir: string; step: number } | undefined> {
   if (!existsSync(join(root, LATEST_FILE))) return undefined;
@@ -392,7 +431,7 @@ function envMilliseconds(name: string, fallback: number): number {
 }
 
 /** Waits for every child to exit; after `graceMs` kills the rest and waits for them too. */
-async function waitForExit(children: ChildProcess[], graceMs: number): Promise<void> {
+async function waitForExit(children: RankProcess[], graceMs: number): Promise<void> {
   const alive = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
   const exits = () => Promise.all(alive().map((c) => new Promise((resolve) => c.once('exit', resolve))));
   const timeout = new Promise((resolve) => setTimeout(resolve, graceMs).unref());

@@ -1,11 +1,15 @@
 /**
- * Implements: one rank's process. It joins the job over NATS, registers, heartbeats from its own thread
- * (a step holds the main thread for seconds), trains its part of the model in a nact actor through the
- * step gate, reports steps, and exits when the job ends or the coordinator says shut down.
+ * Implements: one rank's process. It joins the job over NATS and runs the rank (runRank): registers,
+ * heartbeats (from its own thread in a worker process: a step holds the main thread for seconds),
+ * spawns the rank's actors, opens each step the coordinator's gate lets run, reports steps, and ends
+ * when the job ends or the coordinator says shut down. The simulated job (simulate.ts) runs every
+ * rank's runRank in one process over the in-process transport.
  */
 import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { dispatch, spawn, start, stop as stopSystem } from 'nact';
+import { RemoteActors } from '../actors/remote.ts';
+import { spawnRank, type RankActors } from '../actors/rank.ts';
 import { escalateToJob } from '../actors/supervision.ts';
 import { initBackend } from '../backend/select.ts';
 import { Bus } from '../comm/bus.ts';
@@ -26,8 +30,9 @@ import { paramsForRank } from '../model/sharding.ts';
 import type { RankFileRecord } from '../checkpoint/index.ts';
 import { HeartbeatThread } from './heartbeat.ts';
 import { serversFor } from './nats-url.ts';
-import { trainPipelineRank } from './pipeline-worker.ts';
 import { SUBJECTS } from './subjects.ts';
+import type { NatsCredentials } from '../comm/nats-credentials.ts';
+import type { Transport } from '../comm/transport.ts';
 import type { WorkerEnvironment } from './worker-env.ts';
 
 const HEARTBEAT_INTERVAL_MS = 1000;
@@ -37,13 +42,51 @@ const GATE_RETRY_MS = 5000;
 export async function runWorker(env: WorkerEnvironment): Promise<number> {
   const log = (line: string) => process.stderr.write(`[rank ${env.rank}] ${line}\n`);
   const config = JSON.parse(readFileSync(env.configPath, 'utf8')) as TrainConfig;
-  const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
-  if (grid.world !== env.world) throw new Error(`the config's layout has ${grid.world} ranks but this job has ${env.world}`);
-
   // Each rank tries its own server of a cluster first, so the ranks spread over the servers.
   const servers = serversFor(env.natsUrl, env.rank);
   const transport = await connectNats({ url: servers, ...env.natsCredentials, name: `gpt-hybrid ${env.jobId} rank ${env.rank}`, log });
   if (servers.length > 1) log(`NATS: connected to ${transport.server} (servers: ${servers.join(', ')})`);
+  let exitNow: ((code: number) => void) | undefined;
+  // The launcher holds the other end of the IPC channel: if it dies, so do we (no orphans).
+  process.on('disconnect', () => exitNow?.(1));
+  return runRank({
+    ...env,
+    config,
+    transport,
+    log,
+    heartbeatThread: { natsUrl: servers.join(','), natsCredentials: env.natsCredentials },
+    onExitHandle: (exit) => (exitNow = exit),
+  });
+}
+
+export interface RunRankOptions {
+  jobId: string;
+  rank: number;
+  world: number;
+  node: number;
+  totalSteps: number;
+  outDir: string;
+  resume: string;
+  config: TrainConfig;
+  /** The rank's own connection (the bus built on it is closed when the rank ends). */
+  transport: Transport;
+  log: (line: string) => void;
+  /** Worker processes: heartbeats from a thread of their own with its own connection; absent: from this loop. */
+  heartbeatThread?: { natsUrl: string; natsCredentials: NatsCredentials };
+  /** Already tokenized (the simulated job loads it once for every rank); absent: read from the cache. */
+  dataset?: TokenizedDataset;
+  /** Receives the function that ends the rank at once with a code (a lost launcher, a killed simulated rank). */
+  onExitHandle?: (exit: (code: number) => void) => void;
+  /** The stage actor's wait for a missing action, and process groups' receive timeout (tests shorten them). */
+  actionTimeoutMs?: number;
+  receiveTimeoutMs?: number;
+}
+
+export async function runRank(options: RunRankOptions): Promise<number> {
+  const env = options;
+  const { config, log, transport } = options;
+  const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
+  if (grid.world !== env.world) throw new Error(`the config's layout has ${grid.world} ranks but this job has ${env.world}`);
   const bus = new Bus({ jobId: env.jobId, transport, log });
   // See [Note: NATS interruptions] in coordinator-logic.ts: told once the link is back (nothing gets through before).
   let lostServer = '';
@@ -52,19 +95,26 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     else bus.publish(SUBJECTS.connectionInterrupted, { kind: 'connection-interrupted', rank: env.rank, node: env.node, pid: process.pid, server: lostServer });
   });
   const system = start();
+  const remote = new RemoteActors(bus, system, { rank: env.rank }, log);
+  let rankActors: RankActors | undefined;
   let state: WorkerState = 'starting';
   let stepsDone = 0;
   let exitRequested: ((code: number) => void) | undefined;
   const exitCode = new Promise<number>((resolve) => (exitRequested = resolve));
+  options.onExitHandle?.((code) => exitRequested?.(code));
 
-  const heartbeats = new HeartbeatThread(
-    { natsUrl: servers.join(','), natsCredentials: env.natsCredentials, jobId: env.jobId, rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
-    (error) => log(`heartbeat thread failed: ${error.message}`),
-  );
-  /** Shares the state with the heartbeat thread and, for changes worth telling at once, sends one now. */
+  const heartbeats =
+    options.heartbeatThread === undefined
+      ? undefined
+      : new HeartbeatThread(
+          { ...options.heartbeatThread, jobId: env.jobId, rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
+          (error) => log(`heartbeat thread failed: ${error.message}`),
+        );
+  /** Shares the state with the heartbeat thread and, for changes worth telling at once, sends one now (with the rank's actors). */
   const beat = () => {
-    heartbeats.update(state, stepsDone);
-    bus.publish(SUBJECTS.heartbeat, { kind: 'heartbeat', rank: env.rank, step: stepsDone, state, rssMb: Math.round(process.memoryUsage().rss / 2 ** 20) });
+    heartbeats?.update(state, stepsDone);
+    const actors = rankActors?.statuses() ?? [];
+    bus.publish(SUBJECTS.heartbeat, { kind: 'heartbeat', rank: env.rank, step: stepsDone, state, rssMb: Math.round(process.memoryUsage().rss / 2 ** 20), actors });
   };
 
   bus.subscribe(SUBJECTS.shutdown, (message) => {
@@ -72,9 +122,6 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     log(`shutting down: ${message.reason}`);
     exitRequested?.(message.exitCode === 0 ? 0 : 1);
   });
-  // The launcher holds the other end of the IPC channel: if it dies, so do we (no orphans).
-  process.on('disconnect', () => exitRequested?.(1));
-
   bus.publish(SUBJECTS.register, { kind: 'register', rank: env.rank, node: env.node, pid: process.pid, host: hostname() });
   beat();
   // Until the heartbeat thread is up (it compiles its sources first), and whenever this loop is free.
@@ -121,24 +168,11 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
 
   const train = async (): Promise<number> => {
     tf.enableProdMode();
-    await initBackend(config.backend, log);
-    const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} });
+    if (options.dataset === undefined) await initBackend(config.backend, log);
+    const dataset = options.dataset ?? (await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} }));
     state = 'ready';
     if (grid.pipeline > 1 || grid.tensor > 1) {
-      await trainPipelineRank({
-        config,
-        grid,
-        rank: env.rank,
-        bus,
-        dataset,
-        totalSteps: env.totalSteps,
-        log,
-        gate,
-        onStep: report,
-        outDir: env.outDir,
-        resume: env.resume,
-        setShardWriter: (writer) => (shardWriter = writer),
-      });
+      await drivePipelineRank(dataset);
     } else {
       await trainDataParallelRank(dataset, report, gate);
     }
@@ -146,6 +180,38 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
     beat();
     await bus.flush();
     return 0;
+  };
+
+  /** Opens every step the gate lets run in the rank's stage actor, which runs the scheduler's actions. */
+  const drivePipelineRank = async (dataset: TokenizedDataset): Promise<void> => {
+    const actors = await spawnRank({
+      config,
+      grid,
+      rank: env.rank,
+      bus,
+      system,
+      remote,
+      dataset,
+      log,
+      resume: env.resume,
+      actionTimeoutMs: options.actionTimeoutMs,
+      receiveTimeoutMs: options.receiveTimeoutMs,
+    });
+    rankActors = actors;
+    shardWriter = (folder, completedSteps) => actors.writeShard(folder, completedSteps);
+    try {
+      for (let step = actors.startStep; ; step++) {
+        const go = await gate(step);
+        if (go.action === 'stop' || step >= env.totalSteps) break;
+        const started = performance.now();
+        const result = await actors.runStep(step);
+        report({ step: step + 1, loss: result.loss, gradNorm: result.gradNorm, stepMs: performance.now() - started, samples: result.samples });
+      }
+      await actors.finish(env.outDir);
+    } finally {
+      rankActors = undefined;
+      actors.dispose();
+    }
   };
 
   const trainDataParallelRank = async (dataset: TokenizedDataset, onStep: typeof report, askGate: typeof gate): Promise<void> => {
@@ -204,7 +270,7 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
 
   const code = await exitCode;
   clearInterval(mainThreadBeats);
-  await heartbeats.stop();
+  await heartbeats?.stop();
   await bus.flush().catch(() => undefined);
   await bus.close().catch(() => undefined);
   stopSystem(system);

@@ -9,7 +9,7 @@ import { MESSAGE_KINDS, validateMessage } from '../../src/comm/validate.ts';
 
 const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
   register: { kind: 'register', rank: 1, node: 0, pid: 4242, host: 'box' },
-  heartbeat: { kind: 'heartbeat', rank: 1, step: 0, state: 'ready', rssMb: 300 },
+  heartbeat: { kind: 'heartbeat', rank: 1, step: 0, state: 'ready', rssMb: 300, actors: [{ kind: 'stage', rank: 1, state: 'idle', mailbox: 0, lastAction: 'F3 (step 2)' }] },
   'step-ready': { kind: 'step-ready', rank: 2, step: 5 },
   'step-go': { kind: 'step-go', step: 5, action: 'run' },
   'step-done': { kind: 'step-done', rank: 0, step: 6, loss: 3.25, tokens: 1024, stepMs: 812.5, gradNorm: 1.5 },
@@ -19,6 +19,7 @@ const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
     status: {
       jobId: 'j', state: 'running', step: 3, totalSteps: 12, lastLoss: null, tokensPerS: 850.5,
       ranks: [{ rank: 0, state: 'training', step: 3, lastSeenMs: 120 }],
+      actors: [{ kind: 'scheduler', rank: 0, state: 'paused', mailbox: 0, lastAction: 'sent step 3' }],
     },
   },
   collective: { kind: 'collective', group: 'dp.0', op: 'all-reduce', seq: 9, tag: '', from: 1, part: 2, tensor: toWireTensor(new Float32Array([1, 2, 3, 4]), [2, 2]) },
@@ -295,13 +296,14 @@ test('fuzz: the validator never throws on arbitrary in-memory values, including 
   assertNoPollution();
 });
 
-test('validate - step-go carries an optional, checked list of pipeline ops', () => {
-  const base = { v: PROTOCOL_VERSION, job: 'j', kind: 'step-go', step: 3, action: 'run' };
-  const ok = validateMessage({ ...base, ops: [['F', 0, 0], ['B', 0, 1]] });
-  assert.ok(ok.ok && ok.envelope.kind === 'step-go' && ok.envelope.ops?.length === 2);
-  for (const ops of [[['X', 0, 0]], [['F', -1, 0]], [['F', 0]], 'F0', [['F', 0, 1.5]]]) {
-    const bad = validateMessage({ ...base, ops });
-    assert.ok(!bad.ok && bad.reason === 'malformed', JSON.stringify(ops));
+test('validate - heartbeats and status list actors, each checked', () => {
+  const base = { v: PROTOCOL_VERSION, job: 'j', kind: 'heartbeat', rank: 1, step: 0, state: 'ready', rssMb: 1 };
+  const actor = { kind: 'stage', rank: 1, state: 'idle', mailbox: 2, lastAction: 'B0' };
+  const ok = validateMessage({ ...base, actors: [actor] });
+  assert.ok(ok.ok && ok.envelope.kind === 'heartbeat' && ok.envelope.actors?.[0].mailbox === 2);
+  for (const actors of [[{ ...actor, kind: 'trainer' }], [{ ...actor, mailbox: -1 }], [{ ...actor, state: 'x'.repeat(201) }], 'stage', [{ ...actor, rank: undefined }]]) {
+    const bad = validateMessage({ ...base, actors });
+    assert.ok(!bad.ok && bad.reason === 'malformed', JSON.stringify(actors).slice(0, 80));
   }
 });
 

@@ -143,16 +143,34 @@ test('coordinator - a done heartbeat counts as a clean exit (ranks on other node
   assert.ok(end.some((e) => e.type === 'finished' && e.exitCode === 0));
 });
 
-test('coordinator - as the scheduler, the run answer carries each rank its pipeline ops', () => {
-  const logic = new CoordinatorLogic({ ...SETTINGS, opsForRank: (rank) => [['F', rank, 0], ['B', rank, 0]] }, 0);
+test('coordinator - the run answer opens the step for the scheduler actors; a held gate opens none', () => {
+  const logic = new CoordinatorLogic(SETTINGS, 0);
   for (const rank of [0, 1]) logic.handle({ type: 'register', rank, node: 0, pid: 10 + rank, host: 'h' }, 1);
   logic.handle({ type: 'step-ready', rank: 0, step: 0, reply: reply(0) }, 2);
   const effects = logic.handle({ type: 'step-ready', rank: 1, step: 0, reply: reply(1) }, 2);
-  const sent = effects.filter((e) => e.type === 'respond').map((e) => [(e as { to: { reply: string } }).to.reply, (e as { message: StepGoMessage }).message.ops]);
-  assert.deepEqual(sent, [
-    ['inbox.0', [['F', 0, 0], ['B', 0, 0]]],
-    ['inbox.1', [['F', 1, 0], ['B', 1, 0]]],
-  ]);
+  assert.deepEqual(effects.filter((e) => e.type === 'step-started'), [{ type: 'step-started', step: 0 }]);
+  // Every rank has its answer before the scheduler actors send the step's actions.
+  assert.ok(effects.findIndex((e) => e.type === 'step-started') > effects.findLastIndex((e) => e.type === 'respond'));
+  logic.handle({ type: 'control', command: 'pause', reply: reply(9) }, 3);
+  logic.handle({ type: 'step-ready', rank: 0, step: 1, reply: reply(0) }, 4);
+  const held = logic.handle({ type: 'step-ready', rank: 1, step: 1, reply: reply(1) }, 4);
+  assert.equal(held.filter((e) => e.type === 'step-started').length, 0);
+  assert.equal(logic.jobState, 'paused');
+  const resumed = logic.handle({ type: 'control', command: 'resume', reply: reply(9) }, 5);
+  assert.deepEqual(resumed.filter((e) => e.type === 'step-started'), [{ type: 'step-started', step: 1 }]);
+});
+
+test('coordinator - status lists each rank\'s actors from its latest heartbeat', () => {
+  const logic = new CoordinatorLogic(SETTINGS, 0);
+  for (const rank of [0, 1]) logic.handle({ type: 'register', rank, node: 0, pid: 10 + rank, host: 'h' }, 1);
+  const actor = (rank: number, state: string) => ({ kind: 'stage' as const, rank, state, mailbox: 0, lastAction: '' });
+  logic.handle({ type: 'heartbeat', rank: 1, step: 0, state: 'training', actors: [actor(1, 'running')] }, 2);
+  logic.handle({ type: 'heartbeat', rank: 0, step: 0, state: 'training', actors: [actor(0, 'idle')] }, 2);
+  // A beat without the list (the heartbeat thread's) keeps the last one.
+  logic.handle({ type: 'heartbeat', rank: 1, step: 0, state: 'training' }, 3);
+  const [answer] = logic.handle({ type: 'control', command: 'status', reply: reply(9) }, 3);
+  const status = ((answer as { message: { status: { actors: unknown[] } } }).message).status;
+  assert.deepEqual(status.actors, [actor(0, 'idle'), actor(1, 'running')]);
 });
 
 test('coordinator - stop with a save: the last gate says stop and carries the folder, then the checkpoint commits', () => {

@@ -1,0 +1,193 @@
+/**
+ * Implements: the actors of one rank of a pipeline or tensor-parallel job, built by one function that
+ * worker processes and the simulated job (simulate.ts) both call. `spawnRank` makes the rank's process
+ * groups (the pipeline for activations, data parallel for gradients, the embedding group for the tied
+ * weights), its pipeline stage (chunks of layers, sharded over its tensor-parallel group), its optimizer,
+ * restores its shard of a checkpoint, and spawns its stage actor (which runs the scheduler's actions)
+ * and, on the first and last stage, its SharedWeight actor. The rank's driver then opens each step the
+ * coordinator's gate lets run (`runStep`).
+ */
+import { createHash } from 'node:crypto';
+import type { ActorSystemRef } from 'nact';
+import type { Bus } from '../comm/bus.ts';
+import { ProcessGroup } from '../comm/collectives.ts';
+import type { TrainConfig } from '../config/types.ts';
+import type { TokenizedDataset } from '../dataset/webtext.ts';
+import { WORD_EMBEDDING } from '../model/params.ts';
+import type { ParallelGrid } from '../parallel/grid.ts';
+import { partitionForRun } from '../scheduler/run-partition.ts';
+import { SharedWeights } from '../shared-weights/shared-weights.ts';
+import { PipelineStepExecutor, type PipelineStepResult } from '../stages/pipeline-step.ts';
+import { PipelineStage } from '../stages/stage.ts';
+import { TraceRecorder } from '../stages/trace.ts';
+import { theoreticalBubble } from '../scheduler/measure.ts';
+import type * as tf from '../tf.ts';
+import { globalBatchSampler } from '../train/global-batch.ts';
+import { DynamicLossScaler } from '../train/loss-scaler.ts';
+import { NonFiniteGuard } from '../train/non-finite.ts';
+import { AdamOptimizer } from '../train/optimizer.ts';
+import { restoreShard, writeShard } from '../train/checkpointing.ts';
+import { paramsForRank } from '../model/sharding.ts';
+import type { RankFileRecord } from '../checkpoint/index.ts';
+import type { ActorStatus } from './actor-status.ts';
+import type { RemoteActors } from './remote.ts';
+import { SharedWeightActor } from './shared-weight-actor.ts';
+import { StageActor } from './stage-actor.ts';
+
+export interface SpawnRankOptions {
+  config: TrainConfig;
+  grid: ParallelGrid;
+  rank: number;
+  bus: Bus;
+  system: ActorSystemRef;
+  remote: RemoteActors;
+  dataset: TokenizedDataset;
+  log: (line: string) => void;
+  /** A verified checkpoint folder to start from ('' for a fresh start). */
+  resume: string;
+  /** How long the stage actor waits for a missing action (default: stage-actor.ts). */
+  actionTimeoutMs?: number;
+  /** Process-group receive timeout (default: collectives.ts). */
+  receiveTimeoutMs?: number;
+}
+
+export interface RankActors {
+  /** The first step to run (0, or the checkpoint's). */
+  readonly startStep: number;
+  runStep(step: number): Promise<PipelineStepResult>;
+  writeShard(folder: string, completedSteps: number): Promise<RankFileRecord>;
+  /** The rank's actors as `ctl status` lists them. */
+  statuses(): ActorStatus[];
+  /** After the last step: the measured bubble, the trace part, the tied copies' hash. */
+  finish(outDir: string): Promise<void>;
+  dispose(): void;
+}
+
+export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> {
+  const { config, grid, rank, bus, log } = options;
+  const { pp, dp, tp } = grid.coordinates(rank);
+  const group = (name: string, ranks: number[]) => new ProcessGroup({ bus, name, ranks, rank, log, ...(options.receiveTimeoutMs === undefined ? {} : { timeoutMs: options.receiveTimeoutMs }) });
+  const pipelineGroup = group(grid.groupName('pp', rank), grid.pipelineGroup(rank));
+  const dpGroup = group(grid.groupName('dp', rank), grid.dataGroup(rank));
+  const tensorGroup = group(grid.groupName('tp', rank), grid.tensorGroup(rank));
+  const modelParallelGroup = group(grid.groupName('tp-pp', rank), grid.group('tp-pp', rank));
+  const sharedWeights = new SharedWeights();
+  const groups = [pipelineGroup, dpGroup, tensorGroup, modelParallelGroup];
+  if (grid.inEmbeddingGroup(rank) && grid.pipeline > 1) {
+    const embeddingGroup = group(grid.embeddingGroupName(rank), grid.embeddingGroup(rank));
+    sharedWeights.register(embeddingGroup, [WORD_EMBEDDING]);
+    groups.push(embeddingGroup);
+  }
+  let mixedPrecision: { scaler: DynamicLossScaler; worldGroup: ProcessGroup } | undefined;
+  if (config.fp16 !== undefined) {
+    const worldGroup = group('world', Array.from({ length: grid.world }, (_, r) => r));
+    groups.push(worldGroup);
+    mixedPrecision = { scaler: new DynamicLossScaler(config.fp16), worldGroup };
+  }
+  // A NATS publish before the peer has subscribed is lost: meet every member once before any message.
+  for (const g of groups) await g.ready();
+
+  const layers = partitionForRun(config)[pp];
+  log(`stage ${pp}: layers ${layers.map(([start, end]) => `[${start}, ${end})`).join(' ')}`);
+  const trace = new TraceRecorder(rank, `rank ${rank}: stage ${pp}${grid.tensor > 1 ? `, shard ${tp}` : ''}${grid.data > 1 ? `, replica ${dp}` : ''}`);
+  const stage = new PipelineStage({
+    config,
+    pipelineRank: pp,
+    pipelineSize: grid.pipeline,
+    chunkLayers: layers,
+    pipelineGroup,
+    stageRanks: grid.pipelineGroup(rank),
+    trace,
+    tensorGroup,
+    halfPrecisionWire: config.fp16 !== undefined,
+  });
+  const params = new Map<string, tf.Variable>();
+  for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
+  const optimizer = new AdamOptimizer(config.optimizer);
+  const held = paramsForRank(config.model, { layerRanges: layers, tp: grid.tensor, tpRank: tp });
+  let startStep: number;
+  try {
+    startStep = options.resume === '' ? 0 : await restoreShard(options.resume, held, params, optimizer, false);
+    await sharedWeights.synchronizeValues(params);
+  } catch (error) {
+    stage.dispose();
+    optimizer.dispose();
+    for (const g of groups) g.close();
+    throw error;
+  }
+  const sharedWeightActor = sharedWeights.parameterNames.length > 0 ? new SharedWeightActor(options.system, rank, sharedWeights) : undefined;
+  const nonFinite = new NonFiniteGuard(config.nonFinite, rank === 0 ? log : undefined);
+  const executor = new PipelineStepExecutor({
+    config,
+    dataset: options.dataset,
+    sampler: globalBatchSampler(config, options.dataset.numSamples),
+    stage,
+    params,
+    optimizer,
+    sharedWeights: sharedWeightActor ?? sharedWeights,
+    dataParallel: { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum', { inPlace: true }) },
+    trace,
+    modelParallelGroup,
+    countsInNorm: (name: string) => stage.countsInNorm(name),
+    mixedPrecision,
+    // Every rank decides alike from the same reduced values; rank 0 tells.
+    nonFinite,
+  });
+  const stageActor = new StageActor({
+    system: options.system,
+    remote: options.remote,
+    rank,
+    replica: dp,
+    executor,
+    limits: { microBatches: config.numMicroBatches * config.gradientAccumulation, chunks: layers.length },
+    actionTimeoutMs: options.actionTimeoutMs,
+    log,
+  });
+  // Bubble = the part of the pipeline phase (first op to last op of a step) this stage spends not computing.
+  const bubbles: number[] = [];
+
+  return {
+    startStep,
+    async runStep(step) {
+      const result = await stageActor.runStep(step);
+      if (result.skipped && result.nonFinite === undefined && rank === 0) {
+        log(`step ${step + 1}: gradients overflowed at loss scale ${result.lossScale}: update skipped, scale now ${mixedPrecision!.scaler.scale}`);
+      }
+      const phase = trace.events.filter((e) => e.ph === 'X' && e.cat === 'compute' && e.name !== 'optimizer step' && e.args?.step === step + 1);
+      if (phase.length > 0) {
+        const first = Math.min(...phase.map((e) => e.ts));
+        const last = Math.max(...phase.map((e) => e.ts + (e.dur ?? 0)));
+        bubbles.push(1 - (stage.stepComputeMs * 1000) / Math.max(last - first, 1));
+      }
+      return result;
+    },
+    writeShard: (folder, completedSteps) => writeShard(folder, rank, completedSteps, held, params, optimizer),
+    statuses: () => [stageActor.status(), ...(sharedWeightActor === undefined ? [] : [sharedWeightActor.status()])],
+    async finish(outDir) {
+      const skippedLine = nonFinite.summary();
+      if (skippedLine !== undefined && rank === 0) log(skippedLine);
+      // The first step pays one-time costs (kernel warm-up, heap growth): measure from the second on.
+      const measured = bubbles.length > 1 ? bubbles.slice(1) : bubbles;
+      if (measured.length > 0) {
+        const mean = measured.reduce((a, b) => a + b, 0) / measured.length;
+        const theory = theoreticalBubble(grid.pipeline, config.numMicroBatches, config.numChunks);
+        log(`stage ${pp}: measured bubble ${mean.toFixed(3)}, theoretical ${theory.toFixed(3)} (${config.schedule}, p=${grid.pipeline}, m=${config.numMicroBatches}, chunks=${config.numChunks})`);
+      }
+      trace.writePart(outDir);
+      const tied = params.get(WORD_EMBEDDING);
+      if (tied !== undefined && grid.pipeline > 1) {
+        // Lets a person (and the tests) see that the SharedWeight copies ended bit-identical.
+        const values = (await tied.data()) as Float32Array;
+        const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+        log(`tied word embedding sha256 ${createHash('sha256').update(bytes).digest('hex')}`);
+      }
+    },
+    dispose() {
+      stageActor.stop();
+      sharedWeightActor?.stop();
+      stage.dispose();
+      optimizer.dispose();
+      for (const g of groups) g.close();
+    },
+  };
+}
