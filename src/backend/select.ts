@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import { dirname, sep } from 'node:path';
 import * as tf from '../tf.ts';
-import { registerWasmTrainingKernels } from './wasm-kernels.ts';
+import { registerWasmTrainingKernels } from './wasm/kernels.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 
