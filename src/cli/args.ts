@@ -8,13 +8,12 @@ import { ConfigError } from '../config/errors.ts';
 import { parseOverrides } from '../config/overrides.ts';
 import { describeDefault, listKeys, TRAIN_SCHEMA } from '../config/schema.ts';
 import { closestMatch } from '../config/suggest.ts';
-import type { BackendName } from '../config/types.ts';
+import { BACKEND_NAMES, type BackendName } from '../backend/names.ts';
 import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
 import { buildSchedule, ScheduleError, SCHEDULE_KINDS, type ScheduleKind } from '../scheduler/schedules.ts';
 import { MODEL_PRESETS } from '../model/config.ts';
 
 const PROGRAM = 'gpt-hybrid';
-const BACKENDS: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
 
 export interface TrainCommand {
   command: 'train';
@@ -193,7 +192,7 @@ const COMMANDS: Record<string, CommandSpec> = {
       backend: {
         type: 'string',
         placeholder: 'NAME',
-        doc: `compute backend: ${BACKENDS.join(' | ')}\n(default: the config's backend, else the fastest installed)`,
+        doc: `compute backend: ${BACKEND_NAMES.join(' | ')}\n(default: the config's backend, else the fastest installed)`,
       },
       quiet: { type: 'boolean', short: 'q', doc: 'no per-step progress; errors and the final summary still print' },
       nats: {
@@ -664,10 +663,10 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
   }
   const backend = values.backend as string | undefined;
   if (backend !== undefined) {
-    if (!(BACKENDS as readonly string[]).includes(backend)) {
-      const guess = closestMatch(backend, BACKENDS);
+    if (!(BACKEND_NAMES as readonly string[]).includes(backend)) {
+      const guess = closestMatch(backend, BACKEND_NAMES);
       throw new UsageError(
-        `--backend must be one of ${BACKENDS.join(', ')}, got "${backend}"${guess === undefined ? '' : `; did you mean ${guess}?`}`,
+        `--backend must be one of ${BACKEND_NAMES.join(', ')}, got "${backend}"${guess === undefined ? '' : `; did you mean ${guess}?`}`,
         usage,
       );
     }

@@ -3,6 +3,7 @@
  * one-line description. Validation (resolve.ts), "did you mean" and the CLI's key list all read this
  * one table, so a key added here is checked, suggested and documented at once.
  */
+import { BACKEND_NAMES } from '../backend/names.ts';
 import { MODEL_DEFAULTS, MODEL_PRESETS } from '../model/config.ts';
 import type { TrainConfig } from './types.ts';
 
@@ -123,7 +124,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
     seed: { kind: 'integer', range: { min: 0, max: 0xffffffff }, doc: 'seed of every random stream' },
     backend: {
       kind: 'enum',
-      values: ['tensorflow', 'wasm', 'cpu'],
+      values: BACKEND_NAMES,
       doc: 'compute backend; omitted: the fastest installed',
     },
     logInterval: positiveInt('print metrics every this many steps'),

@@ -3,9 +3,8 @@
  * The JSON file holds a `TrainConfigInput`; `resolveConfig` (config/resolve.ts) fills defaults,
  * applies `--set` overrides and validates everything before any work starts.
  */
+import type { BackendName } from '../backend/names.ts';
 import type { GPTConfig, ModelConfigInput } from '../model/config.ts';
-
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 
 export interface ParallelConfig {
   pipeline: number;
