@@ -3,6 +3,7 @@
  * Apart from ctl.ts so that parsing and help load none of the command's dependencies (train's
  * include tfjs): args.ts imports every command's spec, main.ts loads ctl.ts only to run it.
  */
+import { CONTROL_COMMANDS, type ControlCommand } from '../comm/messages.ts';
 import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
 import { closestMatch } from '../config/suggest.ts';
 import {
@@ -10,14 +11,11 @@ import {
   type CommandSpec, type ParsedValues,
 } from './command-spec.ts';
 
-export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'checkpoint', 'stop'] as const;
-export type ControlCommandName = (typeof CONTROL_COMMANDS)[number];
-
 export interface CtlCommand {
   command: 'ctl';
   /** A job id, or a run folder holding job.json. */
   target: string;
-  action: ControlCommandName;
+  action: ControlCommand;
   /** stop --checkpoint: save a checkpoint at the step boundary where the job stops. */
   save?: boolean;
   nats?: string;
@@ -53,7 +51,7 @@ function buildCtl(values: ParsedValues, positionals: string[], usage: string): C
     const guess = closestMatch(action, CONTROL_COMMANDS);
     throw new UsageError(`unknown control command "${action}"; ${guess === undefined ? `use one of ${CONTROL_COMMANDS.join(', ')}` : `did you mean "${guess}"?`}`, usage);
   }
-  const command: CtlCommand = { command: 'ctl', target, action: action as ControlCommandName, timeoutMs: positiveInteger(values.timeout as string | undefined, '--timeout', usage) ?? 5000 };
+  const command: CtlCommand = { command: 'ctl', target, action: action as ControlCommand, timeoutMs: positiveInteger(values.timeout as string | undefined, '--timeout', usage) ?? 5000 };
   if (values.nats !== undefined) command.nats = values.nats as string;
   const natsCredentials = natsCredentialFlags(values, usage);
   if (natsCredentials !== undefined) command.natsCredentials = natsCredentials;

@@ -5,6 +5,7 @@
  */
 import { BACKEND_NAMES } from '../backend/names.ts';
 import { MODEL_DEFAULTS, MODEL_PRESETS } from '../model/config.ts';
+import { SCHEDULE_KINDS } from '../scheduler/ops.ts';
 import type { TrainConfig } from './types.ts';
 
 /** An interval of allowed numbers; a missing bound is unbounded. */
@@ -84,7 +85,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
     numChunks: positiveInt('model chunks per pipeline stage (interleaved 1F1B when > 1)'),
     schedule: {
       kind: 'enum',
-      values: ['gpipe', '1f1b', 'interleaved'],
+      values: SCHEDULE_KINDS,
       doc: 'pipeline schedule: GPipe, Megatron 1F1B, or interleaved 1F1B with numChunks chunks per stage (the default when numChunks > 1)',
     },
     partition: {
