@@ -7,7 +7,7 @@
 import { pathToFileURL } from 'node:url';
 import * as tf from '../src/tf.ts';
 import { initBackend } from '../src/backend/select.ts';
-import { registerWasmTrainingKernels, restoreStockWasmKernels } from '../src/backend/wasm-kernels.ts';
+import { registerWasmTrainingKernels, restoreStockWasmKernels } from '../src/backend/wasm/kernels.ts';
 import { median } from './report.ts';
 
 export interface MatmulBenchOptions {

@@ -7,7 +7,7 @@ import { resolveModelConfig, type ModelConfigInput } from '../src/model/config.t
 import { GPT, type TokenBatch } from '../src/model/gpt.ts';
 import { modelLossAndGrads } from '../src/model/manual/slice.ts';
 import { fullModelSlice } from '../src/model/params.ts';
-import { modelFlopsPerStep } from '../src/train/flops.ts';
+import { modelFlopsPerStep } from '../src/model/flops.ts';
 import { AdamOptimizer } from '../src/train/optimizer.ts';
 
 export interface StepBenchOptions {

@@ -7,11 +7,8 @@
 import { createRequire } from 'node:module';
 import { dirname, sep } from 'node:path';
 import * as tf from '../tf.ts';
-import { registerWasmTrainingKernels } from './wasm-kernels.ts';
-
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
-
-export const BACKEND_PREFERENCE: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+import { BACKEND_NAMES, type BackendName } from './names.ts';
+import { registerWasmTrainingKernels } from './wasm/kernels.ts';
 
 const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
 
@@ -98,7 +95,7 @@ const ACTIVATE: Record<BackendName, () => Promise<string | undefined>> = {
 /** Makes `name` the current backend, or throws saying why it is unavailable and what to do. */
 export async function activateBackend(name: BackendName): Promise<void> {
   if (!(name in ACTIVATE)) {
-    throw new Error(`Unknown backend '${String(name)}': expected one of ${BACKEND_PREFERENCE.join(', ')}.`);
+    throw new Error(`Unknown backend '${String(name)}': expected one of ${BACKEND_NAMES.join(', ')}.`);
   }
   const reason = await ACTIVATE[name]();
   if (reason !== undefined) {
@@ -129,7 +126,7 @@ async function chooseBackend(preferred: BackendName | undefined, log: (line: str
     return preferred;
   }
   const skipped: string[] = [];
-  for (const name of BACKEND_PREFERENCE) {
+  for (const name of BACKEND_NAMES) {
     const reason = await ACTIVATE[name]();
     if (reason === undefined) {
       const why = skipped.length > 0 ? `; skipped ${skipped.join('; ')}` : '';

@@ -6,7 +6,7 @@
  * never write to it.
  */
 import * as tf from '../tf.ts';
-import { asWasmBackend, heapView, tensorData } from './wasm-heap.ts';
+import { asWasmBackend, heapView, tensorData } from './wasm/heap.ts';
 
 export function valuesView(tensor: tf.Tensor): Float32Array {
   if (tensor.dtype !== 'float32') throw new Error(`valuesView: tensor of dtype ${tensor.dtype}, expected float32`);

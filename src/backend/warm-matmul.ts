@@ -2,7 +2,7 @@
  * Implements: having the wasm backend pack weights for matmul before their first product.
  *
  * Why: the wasm BatchMatMul hands xnnpack a right-hand operand, which packs it the first time it sees
- * that tensor and reuses the packing after (wasm-batch-matmul.ts). Every optimizer step makes new weight
+ * that tensor and reuses the packing after (wasm/batch-matmul.ts). Every optimizer step makes new weight
  * tensors, so the first micro-batch of each step paid the packing of every weight on its way: measured
  * on the 2-core machine, packing the 50304 x 256 LM head weight took 266 ms, twice its product with a
  * 64-token micro-batch. A pipeline stage that waits for its first activation anyway packs them then.

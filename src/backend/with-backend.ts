@@ -6,7 +6,8 @@
  * data. Pass plain arrays into `fn` and return plain arrays out of it.
  */
 import * as tf from '../tf.ts';
-import { activateBackend, type BackendName } from './select.ts';
+import type { BackendName } from './names.ts';
+import { activateBackend } from './select.ts';
 
 export async function withBackend<T>(name: BackendName, fn: () => T | Promise<T>): Promise<T> {
   const previous = tf.engine().backendName;

@@ -4,7 +4,7 @@
  * No tfjs: both work on the files alone.
  */
 import { convertCheckpoint, inspectCheckpoint, type CheckpointLayout, type CheckpointManifest, type CheckpointReport } from '../checkpoint/index.ts';
-import type { CheckpointCommand } from './args.ts';
+import type { CheckpointCommand } from './checkpoint-args.ts';
 
 export async function runCheckpoint(command: CheckpointCommand): Promise<number> {
   const print = (line: string) => process.stdout.write(`${line}\n`);

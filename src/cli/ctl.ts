@@ -10,7 +10,7 @@ import { maskProcessTitle, resolveNatsCredentials, splitUrlCredentials } from '.
 import { connectNats, DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
 import { SUBJECTS } from '../launcher/subjects.ts';
-import type { CtlCommand } from './args.ts';
+import type { CtlCommand } from './ctl-args.ts';
 
 export async function runCtl(command: CtlCommand): Promise<number> {
   maskProcessTitle();

@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config/errors.ts';
-import { UsageError, parseCommandLine } from './args.ts';
+import { parseCommandLine } from './args.ts';
+import { UsageError } from './command-spec.ts';
 
 export async function main(argv: readonly string[]): Promise<number> {
   try {

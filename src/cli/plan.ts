@@ -10,7 +10,7 @@ import { TRAIN_DEFAULTS } from '../config/schema.ts';
 import type { TrainConfig } from '../config/types.ts';
 import { formatPlan } from '../planner/format.ts';
 import { planTraining, type TrainingPlan } from '../planner/plan.ts';
-import type { PlanCommand } from './args.ts';
+import type { PlanCommand } from './plan-args.ts';
 
 export interface PlanConfig {
   config: TrainConfig;

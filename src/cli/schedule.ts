@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { formatSchedule } from '../scheduler/format.ts';
 import { buildSchedule, scheduleToJson, validateSchedule } from '../scheduler/schedules.ts';
 import { scheduleToSvg } from '../scheduler/svg.ts';
-import type { ScheduleCommand } from './args.ts';
+import type { ScheduleCommand } from './schedule-args.ts';
 
 export function runSchedule(command: ScheduleCommand, out: (text: string) => void = (text) => process.stdout.write(text), err: (text: string) => void = (text) => process.stderr.write(text)): number {
   const schedule = validateSchedule(buildSchedule(command.kind, command.stages, command.microBatches, command.chunks));

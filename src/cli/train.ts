@@ -22,7 +22,7 @@ import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
 import { launch } from '../launcher/launch.ts';
 import { maskProcessTitle } from '../comm/nats-credentials.ts';
-import { trainOverrides, type TrainCommand } from './args.ts';
+import { trainOverrides, type TrainCommand } from './train-args.ts';
 
 export async function runTrain(command: TrainCommand): Promise<number> {
   maskProcessTitle();

@@ -40,11 +40,17 @@ export interface ActorStatus {
   lastAction: string;
 }
 
-export type WorkerState = 'starting' | 'ready' | 'training' | 'paused' | 'stopping' | 'done' | 'failed';
+// Each list is the one source of its names, its type derived from it: validate.ts checks received
+// messages against it and the CLI's ctl offers CONTROL_COMMANDS, so nothing can accept a name the
+// other side refuses.
+export const WORKER_STATES = ['starting', 'ready', 'training', 'paused', 'stopping', 'done', 'failed'] as const;
+export type WorkerState = (typeof WORKER_STATES)[number];
 
-export type ControlCommand = 'status' | 'pause' | 'resume' | 'checkpoint' | 'stop';
+export const CONTROL_COMMANDS = ['status', 'pause', 'resume', 'checkpoint', 'stop'] as const;
+export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
-export type JobState = 'starting' | 'running' | 'paused' | 'stopping' | 'done' | 'failed';
+export const JOB_STATES = ['starting', 'running', 'paused', 'stopping', 'done', 'failed'] as const;
+export type JobState = (typeof JOB_STATES)[number];
 
 /** A worker announces itself once its process and transport are up. */
 export interface RegisterMessage {

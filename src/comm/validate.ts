@@ -5,11 +5,12 @@
  * still be reported rather than dropped as malformed.
  */
 import {
+  CONTROL_COMMANDS,
+  JOB_STATES,
   PROTOCOL_VERSION,
+  WORKER_STATES,
   type ActorAddress,
-  type ControlCommand,
   type Envelope,
-  type JobState,
   type Message,
   type MessageKind,
   type RankStatus,
@@ -17,7 +18,6 @@ import {
   ACTOR_KINDS,
   type ActorStatus,
   type WireTensor,
-  type WorkerState,
 } from './messages.ts';
 
 export type RejectReason = 'version' | 'job' | 'malformed' | 'unknown-kind';
@@ -26,9 +26,6 @@ export type ValidationResult =
   | { ok: true; envelope: Envelope }
   | { ok: false; reason: RejectReason; detail: string };
 
-const WORKER_STATES: readonly WorkerState[] = ['starting', 'ready', 'training', 'paused', 'stopping', 'done', 'failed'];
-const JOB_STATES: readonly JobState[] = ['starting', 'running', 'paused', 'stopping', 'done', 'failed'];
-const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'pause', 'resume', 'checkpoint', 'stop'];
 const COLLECTIVE_OPS = ['send', 'broadcast', 'all-reduce', 'all-gather', 'reduce-scatter'] as const;
 const STEP_ACTIONS = ['run', 'stop'] as const;
 const MAX_TENSOR_RANK = 32;

@@ -3,7 +3,9 @@
  * one-line description. Validation (resolve.ts), "did you mean" and the CLI's key list all read this
  * one table, so a key added here is checked, suggested and documented at once.
  */
+import { BACKEND_NAMES } from '../backend/names.ts';
 import { MODEL_DEFAULTS, MODEL_PRESETS } from '../model/config.ts';
+import { SCHEDULE_KINDS } from '../scheduler/ops.ts';
 import type { TrainConfig } from './types.ts';
 
 /** An interval of allowed numbers; a missing bound is unbounded. */
@@ -83,7 +85,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
     numChunks: positiveInt('model chunks per pipeline stage (interleaved 1F1B when > 1)'),
     schedule: {
       kind: 'enum',
-      values: ['gpipe', '1f1b', 'interleaved'],
+      values: SCHEDULE_KINDS,
       doc: 'pipeline schedule: GPipe, Megatron 1F1B, or interleaved 1F1B with numChunks chunks per stage (the default when numChunks > 1)',
     },
     partition: {
@@ -123,7 +125,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
     seed: { kind: 'integer', range: { min: 0, max: 0xffffffff }, doc: 'seed of every random stream' },
     backend: {
       kind: 'enum',
-      values: ['tensorflow', 'wasm', 'cpu'],
+      values: BACKEND_NAMES,
       doc: 'compute backend; omitted: the fastest installed',
     },
     logInterval: positiveInt('print metrics every this many steps'),

@@ -3,9 +3,9 @@
  * The JSON file holds a `TrainConfigInput`; `resolveConfig` (config/resolve.ts) fills defaults,
  * applies `--set` overrides and validates everything before any work starts.
  */
+import type { BackendName } from '../backend/names.ts';
 import type { GPTConfig, ModelConfigInput } from '../model/config.ts';
-
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+import type { ScheduleKind } from '../scheduler/ops.ts';
 
 export interface ParallelConfig {
   pipeline: number;
@@ -57,7 +57,7 @@ export interface TrainConfig {
   numMicroBatches: number;
   numChunks: number;
   /** Pipeline schedule; interleaved 1F1B runs numChunks model chunks per stage. */
-  schedule: 'gpipe' | '1f1b' | 'interleaved';
+  schedule: ScheduleKind;
   /** How layers spread over pipeline stages: equal counts, or equal estimated cost (src/scheduler/partition-balanced.ts). */
   partition: 'uniform' | 'balanced';
   /** Samples per data-parallel rank per step (the seed's BATCH_SIZE). Global batch = batchSize x dp x gradientAccumulation. */
@@ -95,7 +95,7 @@ export interface TrainConfigInput {
   parallel?: Partial<Omit<ParallelConfig, 'tensor'>> & { tensor?: Partial<ParallelConfig['tensor']> };
   numMicroBatches?: number;
   numChunks?: number;
-  schedule?: 'gpipe' | '1f1b' | 'interleaved';
+  schedule?: ScheduleKind;
   partition?: 'uniform' | 'balanced';
   batchSize?: number;
   gradientAccumulation?: number;

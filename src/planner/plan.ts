@@ -10,10 +10,8 @@ import { ParallelGrid } from '../parallel/grid.ts';
 import { BYTES_PER_FLOAT32, OPTIMIZER_BYTES_PER_PARAM, stageActivationBytes } from './memory.ts';
 import { megatronParameterCount } from './param-count.ts';
 import type { LayerRange } from '../scheduler/partition.ts';
+import { SCHEDULE_KINDS, type ScheduleKind } from '../scheduler/ops.ts';
 import { partitionForRun } from '../scheduler/run-partition.ts';
-
-export const SCHEDULE_KINDS = ['gpipe', '1f1b', 'interleaved'] as const;
-export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 /** The part of a TrainConfig the planner reads; a resolved TrainConfig is one. */
 export interface PlanInput {

@@ -10,7 +10,12 @@
  * stages 0..P-1 of chunk 1, and so on. With one chunk, virtual stage == stage.
  */
 
-export type OpKind = 'F' | 'B';
+// Each list below is the one source of its names, and its type derives from it: the config schema
+// and types, the planner and the CLI read SCHEDULE_KINDS, the schedule validator OP_KINDS.
+
+/** Forward or backward. */
+export const OP_KINDS = ['F', 'B'] as const;
+export type OpKind = (typeof OP_KINDS)[number];
 
 export const SCHEDULE_KINDS = ['gpipe', '1f1b', 'interleaved'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];

@@ -16,7 +16,7 @@
  */
 import type { GPTConfig } from '../model/config.ts';
 import { countSliceParameters } from '../model/params.ts';
-import { blockMultiplyAddsPerToken, headMultiplyAddsPerToken } from '../train/flops.ts';
+import { blockMultiplyAddsPerToken, headMultiplyAddsPerToken } from '../model/flops.ts';
 
 /** Matmul FLOPs one element-wise op per element costs on the wasm backend (see above). */
 export const ELEMENTWISE_WEIGHT = 32;

@@ -8,7 +8,7 @@
  * The error lists every problem and draws the step x stage table with the offending ops marked
  * `>F3<` (pytorch's `_format_pipeline_order`), so the bad spot is visible at a glance.
  */
-import { formatOp, ScheduleError, type PipelineOp, type Schedule } from './ops.ts';
+import { formatOp, OP_KINDS, ScheduleError, type PipelineOp, type Schedule } from './ops.ts';
 import { simulateTimeline } from './timeline.ts';
 
 export class ScheduleValidationError extends ScheduleError {
@@ -72,7 +72,7 @@ export function validateSchedule(schedule: Schedule): Schedule {
       }
     });
     const missing: string[] = [];
-    for (const kind of ['F', 'B'] as const) {
+    for (const kind of OP_KINDS) {
       for (let chunk = 0; chunk < chunks; chunk++) {
         for (let microBatch = 0; microBatch < microBatches; microBatch++) {
           if (!seen.has(formatOp({ kind, microBatch, chunk }))) missing.push(formatOp({ kind, microBatch, chunk }));

@@ -8,8 +8,7 @@
  */
 import * as tf from '../tf.ts';
 import type { OptimizerConfig } from '../config/types.ts';
-import { ADAM_UPDATE, type AdamUpdateAttrs } from '../backend/wasm-adam.ts';
-import { SUM_OF_SQUARES } from '../backend/wasm-sum-of-squares.ts';
+import { ADAM_UPDATE, SUM_OF_SQUARES, type AdamUpdateAttrs } from '../backend/kernel-names.ts';
 
 export interface OptimizerStepResult {
   /** Global L2 norm of the gradients before clipping. */
@@ -55,7 +54,7 @@ export class AdamOptimizer {
         const m = this.moment(this.firstMoments, name, param);
         const v = this.moment(this.secondMoments, name, param);
         if (fused) {
-          // One pass instead of ~14 kernels; the same float32 operations (wasm-adam.ts).
+          // One pass instead of ~14 kernels; the same float32 operations (backend/wasm/adam.ts).
           const [nextParam, nextM, nextV] = tf.engine().runKernel(ADAM_UPDATE, { param, grad, m, v }, { ...attrs }) as tf.Tensor[];
           m.assign(nextM!);
           v.assign(nextV!);
@@ -130,7 +129,7 @@ export function globalNorm(tensors: tf.Tensor[]): number {
 export function sumOfSquares(tensors: tf.Tensor[]): number {
   if (tensors.length === 0) return 0;
   const squares = tf.getKernel(SUM_OF_SQUARES, tf.getBackend()) !== undefined
-    // One call instead of two kernels per tensor (wasm-sum-of-squares.ts); its float64 sums are rounded to float32.
+    // One call instead of two kernels per tensor (backend/wasm/sum-of-squares.ts); its float64 sums are rounded to float32.
     ? (tf.engine().runKernel(SUM_OF_SQUARES, Object.fromEntries(tensors.map((t, i) => [String(i), t])), {}) as tf.Tensor)
     : tf.tidy(() => tf.stack(tensors.map((t) => tf.sum(tf.square(t)))));
   const values = squares.dataSync();

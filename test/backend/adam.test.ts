@@ -4,7 +4,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../../src/tf.ts';
 import { initBackend } from '../../src/backend/select.ts';
-import { registerWasmTrainingKernels, restoreStockWasmKernels } from '../../src/backend/wasm-kernels.ts';
+import { registerWasmTrainingKernels, restoreStockWasmKernels } from '../../src/backend/wasm/kernels.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import type { OptimizerConfig } from '../../src/config/types.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';

@@ -4,8 +4,8 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../../src/tf.ts';
 import { initBackend } from '../../src/backend/select.ts';
-import { broadcastBatchIndices } from '../../src/backend/wasm-batch-matmul.ts';
-import { wasmTrainingKernelsRegistered } from '../../src/backend/wasm-kernels.ts';
+import { broadcastBatchIndices } from '../../src/backend/wasm/batch-matmul.ts';
+import { wasmTrainingKernelsRegistered } from '../../src/backend/wasm/kernels.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertClose, assertNoLeak, onWasmAndCpu, randomValues, take, tidyRead, type Result } from './compare.ts';
 

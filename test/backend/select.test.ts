@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
 import * as tf from '../../src/tf.ts';
 import { initBackend } from '../../src/backend/select.ts';
-import { WASM_TRAINING_KERNELS, wasmTrainingKernelsRegistered } from '../../src/backend/wasm-kernels.ts';
+import { WASM_TRAINING_KERNELS, wasmTrainingKernelsRegistered } from '../../src/backend/wasm/kernels.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 
 describe('backend selection', () => {

@@ -4,7 +4,7 @@ import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../../src/tf.ts';
 import { initBackend } from '../../src/backend/select.ts';
-import { reducePermutation } from '../../src/backend/wasm-transpose.ts';
+import { reducePermutation } from '../../src/backend/wasm/transpose.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertClose, assertNoLeak, onWasmAndCpu, randomValues, take, tidyRead, type Result } from './compare.ts';
 

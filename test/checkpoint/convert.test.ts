@@ -1,10 +1,11 @@
 // Tests: converting checkpoints to other layouts offline (src/checkpoint/convert.ts), inspecting them
-// (src/checkpoint/inspect.ts), and the `checkpoint` command line (src/cli/args.ts), on small in-process checkpoints.
+// (src/checkpoint/inspect.ts), and the `checkpoint` command line (src/cli/checkpoint-args.ts), on small in-process checkpoints.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseCommandLine, UsageError } from '../../src/cli/args.ts';
+import { parseCommandLine } from '../../src/cli/args.ts';
+import { UsageError } from '../../src/cli/command-spec.ts';
 import { loadCheckpoint, resolveCheckpoint } from '../../src/checkpoint/checkpoint.ts';
 import { convertCheckpoint } from '../../src/checkpoint/convert.ts';
 import { inspectCheckpoint } from '../../src/checkpoint/inspect.ts';

@@ -1,10 +1,12 @@
-// Tests: command-line parsing and help (src/cli/args.ts).
+// Tests: command-line parsing and help (src/cli/args.ts, command-spec.ts, help.ts, train-args.ts).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { commandHelp, generalHelp, parseCommandLine, trainOverrides, UsageError, type TrainCommand } from '../../src/cli/args.ts';
+import { commandHelp, generalHelp, parseCommandLine } from '../../src/cli/args.ts';
+import { UsageError } from '../../src/cli/command-spec.ts';
+import { trainOverrides, type TrainCommand } from '../../src/cli/train-args.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { listKeys } from '../../src/config/schema.ts';
 

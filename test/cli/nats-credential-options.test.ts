@@ -1,7 +1,9 @@
 // Tests: the NATS login and TLS options of train and ctl on the command line.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseCommandLine, type CtlCommand, type TrainCommand } from '../../src/cli/args.ts';
+import { parseCommandLine } from '../../src/cli/args.ts';
+import type { CtlCommand } from '../../src/cli/ctl-args.ts';
+import type { TrainCommand } from '../../src/cli/train-args.ts';
 
 const TLS = ['--nats-tls-ca', 'ca.pem', '--nats-tls-cert', 'c.pem', '--nats-tls-key', 'k.pem'];
 

@@ -1,10 +1,12 @@
-// Tests: `gpt-hybrid plan` (src/cli/plan.ts, its entry in src/cli/args.ts) and the human report (src/planner/format.ts).
+// Tests: `gpt-hybrid plan` (src/cli/plan.ts, its command line in src/cli/plan-args.ts) and the human report (src/planner/format.ts).
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { commandHelp, parseCommandLine, UsageError, type PlanCommand } from '../../src/cli/args.ts';
+import { commandHelp, parseCommandLine } from '../../src/cli/args.ts';
+import { UsageError } from '../../src/cli/command-spec.ts';
+import type { PlanCommand } from '../../src/cli/plan-args.ts';
 import { planJson, resolvePlanConfig } from '../../src/cli/plan.ts';
 import { ConfigError } from '../../src/config/errors.ts';
 import { resolveModelConfig } from '../../src/model/config.ts';

@@ -3,12 +3,12 @@
  * (llm.c's layernorm/matmul/gelu forward-backward pairs), on 2-D row tensors [rows, features].
  * Each forward returns what its backward needs; no tape is involved, so the pair can straddle an await.
  * LayerNorm, GELU and the LM head's cross-entropy run as fused kernels where the backend has them
- * (wasm: src/backend/wasm-*.ts), else as the tf ops written here, the same math.
+ * (wasm: src/backend/wasm/), else as the tf ops written here, the same math.
  */
 import * as tf from '../../tf.ts';
-import { GELU, GELU_GRAD } from '../../backend/wasm-gelu.ts';
-import { LAYER_NORM, LAYER_NORM_GRAD } from '../../backend/wasm-layer-norm.ts';
-import { SOFTMAX_CROSS_ENTROPY } from '../../backend/wasm-softmax-cross-entropy.ts';
+import {
+  GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY,
+} from '../../backend/kernel-names.ts';
 import { tidyKeep } from './tidy.ts';
 
 /** Whether the current backend has one of this project's fused kernels (wasm: src/backend/). */
@@ -26,7 +26,7 @@ export interface LayerNormSaved {
 /** LayerNorm over the last axis of rows x [rows, H], the same moments + rsqrt form as layers.ts. */
 export function layerNormForward(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tensor, epsilon: number): { y: tf.Tensor2D; saved: LayerNormSaved } {
   if (x.shape[1] % 4 === 0 && hasKernel(LAYER_NORM)) {
-    // One pass per row instead of ~8 dispatches (wasm-layer-norm.ts).
+    // One pass per row instead of ~8 dispatches (backend/wasm/layer-norm.ts).
     const [y, xhat, rstd] = tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { epsilon }) as tf.Tensor2D[];
     return { y: y!, saved: { xhat: xhat!, rstd: rstd! } };
   }
@@ -83,7 +83,7 @@ export interface GeluSaved {
 /** GELU, tanh approximation, computed exactly as layers.ts's gelu. */
 export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
   if (hasKernel(GELU)) {
-    // One pass instead of 9 dispatches (wasm-gelu.ts).
+    // One pass instead of 9 dispatches (backend/wasm/gelu.ts).
     const [y, tanh] = tf.engine().runKernel(GELU, { x }, {}) as tf.Tensor[];
     return { y: y!, saved: { x, tanh: tanh! } };
   }
@@ -116,7 +116,7 @@ export function softmaxBackward(dprobs: tf.Tensor, probs: tf.Tensor): tf.Tensor 
  * its gradient is known with the forward; llm.c's fused classifier): normed [rows, H], W [V, H], int32
  * labels [rows] -> each row's loss log sum exp(l - max) - (l[label] - max) for logits l = normed W^T,
  * and with dLogits = (softmax - onehot) * gradScale, dNormed = dLogits W and dW = dLogits^T normed.
- * On wasm the fused kernel (wasm-softmax-cross-entropy.ts) works on transposed logits so every big
+ * On wasm the fused kernel (backend/wasm/softmax-cross-entropy.ts) works on transposed logits so every big
  * operand of the matmuls stays on the left; rows are padded to a multiple of 4 with zero rows, which
  * add nothing to dW (their gradient columns meet zero inputs) and whose dNormed rows are dropped.
  * Elsewhere the same math from tf ops.

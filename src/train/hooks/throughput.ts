@@ -1,8 +1,8 @@
 /**
  * Implements: ThroughputHook: tokens per second and achieved model FLOP/s of each step (Megatron's
- * FLOPs formula, see flops.ts), and their means over the epoch.
+ * FLOPs formula, see src/model/flops.ts), and their means over the epoch.
  */
-import { modelFlopsPerStep } from '../flops.ts';
+import { modelFlopsPerStep } from '../../model/flops.ts';
 import type { Hook, StepResult, TrainerState } from './hook.ts';
 
 export class ThroughputHook implements Hook {

@@ -7,10 +7,10 @@
  * step (hidden 256, 4 layers, seq 128, batch 8) found a q/k/v split of a 5-D tensor taking 10.8 s
  * of a 15 s step. Here each slice is a series of memmoves of its longest contiguous runs.
  */
-import { Slice, SplitV, backend_util, slice_util, util } from '../tf.ts';
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
-import { asWasmBackend, bytesPerElement, sizeOf, tensorData, type WasmBackendLike } from './wasm-heap.ts';
-import { runStockKernel } from './wasm-stock-kernels.ts';
+import { Slice, SplitV, backend_util, slice_util, util } from '../../tf.ts';
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
+import { asWasmBackend, bytesPerElement, sizeOf, tensorData, type WasmBackendLike } from './heap.ts';
+import { runStockKernel } from './stock-kernels.ts';
 
 /** Copies x[begin : begin + size] into a new backend tensor (caller-owned, engine-untracked). */
 export function sliceOnHeap(

@@ -1,6 +1,6 @@
 /**
  * Implements: a minimal WebAssembly binary assembler, enough to write SIMD kernels that run on the
- * tfjs wasm backend's own memory (see wasm-simd-module.ts): functions of i32/f32/v128 values,
+ * tfjs wasm backend's own memory (see simd-module.ts): functions of i32/f32/v128 values,
  * structured loops, loads and stores, scalar and f32x4/i32x4 arithmetic.
  *
  * Why assemble by hand: the stock backend has no fused kernels, its element-wise kernels are scalar

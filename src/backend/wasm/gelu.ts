@@ -5,14 +5,12 @@
  *
  * Why: the tf-op GELU is 9 kernels forward and 12 backward (stock Tanh alone ~9 ns an element); the
  * tiny model runs 4 a step, ~85 dispatches and a few ms. Each is now one SIMD pass
- * (wasm-simd-block-programs.ts; tanh from the kernels' exp, within ~1e-7).
+ * (simd-block-programs.ts; tanh from the kernels' exp, within ~1e-7).
  */
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
-import { asWasmBackend, sizeOf, tensorData } from './wasm-heap.ts';
-import { simdModule } from './wasm-simd-module.ts';
-
-export const GELU = 'GptHybridGelu';
-export const GELU_GRAD = 'GptHybridGeluGrad';
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
+import { GELU, GELU_GRAD } from '../kernel-names.ts';
+import { asWasmBackend, sizeOf, tensorData } from './heap.ts';
+import { simdModule } from './simd-module.ts';
 
 function requireLike(kernel: string, like: TensorInfo, named: Record<string, TensorInfo | undefined>): void {
   for (const [name, tensor] of Object.entries(named)) {

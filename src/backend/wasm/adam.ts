@@ -5,31 +5,13 @@
  *
  * Why: the tf-op update is ~14 kernels per parameter, each a pass over memory with a fresh output;
  * on wasm they took 52 ms for the 50304 x 64 word embedding alone, ~40 ms of the tiny model's step.
- * This is one SIMD pass (wasm-simd-module.ts), with the same float32 operations in the same order,
+ * This is one SIMD pass (simd-module.ts), with the same float32 operations in the same order,
  * so it gives the same bits as the ops it replaces (test/backend/adam.test.ts checks it).
  */
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
-import { asWasmBackend, sizeOf, tensorData } from './wasm-heap.ts';
-import { simdModule } from './wasm-simd-module.ts';
-
-export const ADAM_UPDATE = 'GptHybridAdamUpdate';
-
-/** The scalars of one update; each is rounded to float32 as a tf scalar would be. */
-export interface AdamUpdateAttrs {
-  /** Gradient clipping factor (1: none). */
-  clip: number;
-  /** Adam's L2 weight decay added to the gradient (0 for AdamW). */
-  l2: number;
-  /** AdamW's decoupled decay factor 1 - lr * wd (1 for Adam). */
-  decay: number;
-  beta1: number;
-  oneMinusBeta1: number;
-  beta2: number;
-  oneMinusBeta2: number;
-  sqrtBiasCorrection2: number;
-  eps: number;
-  stepSize: number;
-}
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
+import { ADAM_UPDATE, type AdamUpdateAttrs } from '../kernel-names.ts';
+import { asWasmBackend, sizeOf, tensorData } from './heap.ts';
+import { simdModule } from './simd-module.ts';
 
 const ATTR_NAMES: ReadonlyArray<keyof AdamUpdateAttrs> = [
   'clip', 'l2', 'decay', 'beta1', 'oneMinusBeta1', 'beta2', 'oneMinusBeta2', 'sqrtBiasCorrection2', 'eps', 'stepSize',

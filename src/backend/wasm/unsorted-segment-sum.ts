@@ -6,9 +6,9 @@
  * ids outside [0, numSegments) are dropped, as TensorFlow does. The work is a few adds per
  * element of x, so plain TypeScript on heap views is enough.
  */
-import { UnsortedSegmentSum } from '../tf.ts';
-import type { KernelConfig, KernelFunc } from '../tf.ts';
-import { asWasmBackend, heapView, sizeOf, tensorData } from './wasm-heap.ts';
+import { UnsortedSegmentSum } from '../../tf.ts';
+import type { KernelConfig, KernelFunc } from '../../tf.ts';
+import { asWasmBackend, heapView, sizeOf, tensorData } from './heap.ts';
 
 const unsortedSegmentSumKernel: KernelFunc = (args) => {
   const backend = asWasmBackend(args.backend, UnsortedSegmentSum);

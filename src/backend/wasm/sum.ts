@@ -7,11 +7,11 @@
  * [1024, 1024]. This one does that transpose with the tiled kernel and then hands the
  * innermost-axes sum to the stock kernel unchanged.
  */
-import { Sum, backend_util, util } from '../tf.ts';
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
-import { asWasmBackend } from './wasm-heap.ts';
-import { runStockKernel, setUpStockKernel } from './wasm-stock-kernels.ts';
-import { transposeOnHeap } from './wasm-transpose.ts';
+import { Sum, backend_util, util } from '../../tf.ts';
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
+import { asWasmBackend } from './heap.ts';
+import { runStockKernel, setUpStockKernel } from './stock-kernels.ts';
+import { transposeOnHeap } from './transpose.ts';
 
 const sumKernel: KernelFunc = (args) => {
   const backend = asWasmBackend(args.backend, Sum);

@@ -6,19 +6,19 @@
  * GELU with their backwards), which callers use when registered. Both calls are idempotent; the engine looks
  * kernels up on every op, so a swap takes effect at once, even on a running backend.
  */
-import * as tf from '../tf.ts';
-import type { KernelConfig } from '../tf.ts';
-import { wasmBatchMatMulConfig } from './wasm-batch-matmul.ts';
-import { wasmTransposeConfig } from './wasm-transpose.ts';
-import { wasmUnsortedSegmentSumConfig } from './wasm-unsorted-segment-sum.ts';
-import { wasmSliceConfig, wasmSplitVConfig } from './wasm-slice.ts';
-import { wasmSumConfig } from './wasm-sum.ts';
-import { wasmSoftmaxCrossEntropyConfig } from './wasm-softmax-cross-entropy.ts';
-import { wasmAdamUpdateConfig } from './wasm-adam.ts';
-import { wasmSumOfSquaresConfig } from './wasm-sum-of-squares.ts';
-import { wasmLayerNormConfig, wasmLayerNormGradConfig } from './wasm-layer-norm.ts';
-import { wasmGeluConfig, wasmGeluGradConfig } from './wasm-gelu.ts';
-import { rememberStockKernel, setUpStockKernel, stockKernel } from './wasm-stock-kernels.ts';
+import * as tf from '../../tf.ts';
+import type { KernelConfig } from '../../tf.ts';
+import { wasmBatchMatMulConfig } from './batch-matmul.ts';
+import { wasmTransposeConfig } from './transpose.ts';
+import { wasmUnsortedSegmentSumConfig } from './unsorted-segment-sum.ts';
+import { wasmSliceConfig, wasmSplitVConfig } from './slice.ts';
+import { wasmSumConfig } from './sum.ts';
+import { wasmSoftmaxCrossEntropyConfig } from './softmax-cross-entropy.ts';
+import { wasmAdamUpdateConfig } from './adam.ts';
+import { wasmSumOfSquaresConfig } from './sum-of-squares.ts';
+import { wasmLayerNormConfig, wasmLayerNormGradConfig } from './layer-norm.ts';
+import { wasmGeluConfig, wasmGeluGradConfig } from './gelu.ts';
+import { rememberStockKernel, setUpStockKernel, stockKernel } from './stock-kernels.ts';
 
 /** Kernels we add or replace on 'wasm', in registration order. */
 export const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [

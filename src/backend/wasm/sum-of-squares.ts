@@ -7,11 +7,10 @@
  * Why: square + sum per gradient, then a stack, was ~105 kernels for the tiny model's 52 parameters:
  * 9-14 ms of a ~240 ms step, mostly dispatch; this is one call and one pass over 3.4M floats (~1 ms).
  */
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
-import { asWasmBackend, heapView, sizeOf, tensorData } from './wasm-heap.ts';
-import { simdModule } from './wasm-simd-module.ts';
-
-export const SUM_OF_SQUARES = 'GptHybridSumOfSquares';
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
+import { SUM_OF_SQUARES } from '../kernel-names.ts';
+import { asWasmBackend, heapView, sizeOf, tensorData } from './heap.ts';
+import { simdModule } from './simd-module.ts';
 
 const sumOfSquaresKernel: KernelFunc = (args) => {
   const backend = asWasmBackend(args.backend, SUM_OF_SQUARES);

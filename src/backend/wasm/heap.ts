@@ -7,7 +7,7 @@
  * weights) may grow the heap, which detaches every typed-array view taken before it. Take
  * views with `heapView` only after the last allocation of a kernel, and never keep them.
  */
-import type { DataType, TensorInfo } from '../tf.ts';
+import type { DataType, TensorInfo } from '../../tf.ts';
 
 /** The parts of the Emscripten module behind the wasm backend that our kernels use. */
 export interface WasmModuleLike {

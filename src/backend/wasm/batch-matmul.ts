@@ -12,14 +12,14 @@
  *      the heap registered as temporary tensor ids (no per-batch Slice copies).
  * Batch dims broadcast as in tf.matMul.
  */
-import { BatchMatMul, broadcast_util } from '../tf.ts';
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
+import { BatchMatMul, broadcast_util } from '../../tf.ts';
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
 import {
   asWasmBackend, cachedCwrap, heapView, sizeOf, tensorData, withHeapRanges,
   type WasmBackendLike, type WasmModuleLike,
-} from './wasm-heap.ts';
-import { runStockKernel, setUpStockKernel } from './wasm-stock-kernels.ts';
-import { transposeOnHeap } from './wasm-transpose.ts';
+} from './heap.ts';
+import { runStockKernel, setUpStockKernel } from './stock-kernels.ts';
+import { transposeOnHeap } from './transpose.ts';
 
 type StockMatMulEntry = (
   aId: number, aShape: Uint8Array, aRank: number, bId: number, bShape: Uint8Array, bRank: number,

@@ -1,13 +1,13 @@
 /**
  * Implements: this project's own wasm SIMD module, instantiated on the tfjs wasm backend's memory so
  * its functions read and write tensors in place (pointers are byte offsets, as in WasmTensorData).
- * The functions' programs are in wasm-simd-programs.ts; the kernels that call them are the
- * wasm-*.ts files that name this module.
+ * The functions' programs are in simd-programs.ts; the kernels that call them are the
+ * files of this folder that name this module.
  */
-import { assembleModule } from './wasm-assembler.ts';
-import { adamProgram, softmaxColumnsProgram, sumOfSquaresProgram, transposeProgram } from './wasm-simd-programs.ts';
-import { geluGradProgram, geluProgram, layerNormGradProgram, layerNormProgram } from './wasm-simd-block-programs.ts';
-import type { WasmBackendLike, WasmModuleLike } from './wasm-heap.ts';
+import { assembleModule } from './assembler.ts';
+import { adamProgram, softmaxColumnsProgram, sumOfSquaresProgram, transposeProgram } from './simd-programs.ts';
+import { geluGradProgram, geluProgram, layerNormGradProgram, layerNormProgram } from './simd-block-programs.ts';
+import type { WasmBackendLike, WasmModuleLike } from './heap.ts';
 
 export interface SimdModule {
   /**

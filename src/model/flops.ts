@@ -8,7 +8,7 @@
  * matmuls over the full s×s score matrix (2·s·h); per token, the LM head (h·V). A multiply-add is
  * 2 FLOPs and backward costs twice the forward, hence the factor 3·2.
  */
-import type { GPTConfig } from '../model/config.ts';
+import type { GPTConfig } from './config.ts';
 
 export function modelFlopsPerToken(config: GPTConfig, seqLen: number): number {
   const multiplyAdds = config.numLayers * blockMultiplyAddsPerToken(config, seqLen) + headMultiplyAddsPerToken(config);

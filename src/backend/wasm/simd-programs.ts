@@ -1,18 +1,18 @@
 /**
- * Implements: the programs of this project's wasm SIMD module (wasm-simd-module.ts), one per function:
+ * Implements: the programs of this project's wasm SIMD module (simd-module.ts), one per function:
  *   adam            one pass of the Adam/AdamW update over a parameter, its gradient and both moments,
- *                   in the same order of float32 operations as the tf-op formulation (wasm-adam.ts);
+ *                   in the same order of float32 operations as the tf-op formulation (adam.ts);
  *   softmaxColumns  down each column of [V, cols] (the LM head's transposed logits): max, exp(x - max)
  *                   and its (compensated) sum, and the softmax times a scale in both layouts, 16
- *                   columns at a time (the fused cross-entropy; wasm-softmax-cross-entropy.ts);
+ *                   columns at a time (the fused cross-entropy; softmax-cross-entropy.ts);
  *   transpose       out[b, c, r] = x[b, r, c] for 4-byte elements, rows and cols multiples of 4, in
- *                   4x4 blocks of shuffles within 32x32 tiles (wasm-transpose.ts);
+ *                   4x4 blocks of shuffles within 32x32 tiles (transpose.ts);
  *   sumOfSquares    a tensor's sum of squares (the gradient norm), squares in float32, sums in float64.
  * Element-wise tails of fewer than 4 elements go through the same vector code on a splatted scalar,
  * so every element sees the same arithmetic.
  */
-import { Op, WasmFunction } from './wasm-assembler.ts';
-import { emitExp } from './wasm-simd-exp.ts';
+import { Op, WasmFunction } from './assembler.ts';
+import { emitExp } from './simd-exp.ts';
 
 /** Loads the 4 elements at byte offset i of `base` (vector) or one, splatted (scalar tail). */
 export type LoadAt = (base: number) => void;

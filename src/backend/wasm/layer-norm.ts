@@ -6,14 +6,12 @@
  *
  * Why: the tf-op LayerNorm is ~8 kernels forward and ~11 backward, each a dispatch (15-30 us) over a
  * few thousand floats; the tiny model runs 9 LayerNorms a step (~170 kernels, several ms). Each is
- * now one pass per row (wasm-simd-block-programs.ts).
+ * now one pass per row (simd-block-programs.ts).
  */
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
-import { asWasmBackend, tensorData } from './wasm-heap.ts';
-import { simdModule } from './wasm-simd-module.ts';
-
-export const LAYER_NORM = 'GptHybridLayerNorm';
-export const LAYER_NORM_GRAD = 'GptHybridLayerNormGrad';
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
+import { LAYER_NORM, LAYER_NORM_GRAD } from '../kernel-names.ts';
+import { asWasmBackend, tensorData } from './heap.ts';
+import { simdModule } from './simd-module.ts';
 
 function requireRows(kernel: string, named: Record<string, TensorInfo | undefined>, rows: number, h: number): void {
   for (const [name, tensor] of Object.entries(named)) {

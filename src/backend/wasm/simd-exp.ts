@@ -1,9 +1,9 @@
 /**
- * Implements: exp for the SIMD kernels (wasm-simd-programs.ts), as an instruction sequence over four
+ * Implements: exp for the SIMD kernels (simd-programs.ts), as an instruction sequence over four
  * float32 lanes, for the softmax's shifted logits and tanh's exp(-2|u|): inputs <= 0 (or NaN); and
  * tanh from it (GELU).
  */
-import { Op, type WasmFunction } from './wasm-assembler.ts';
+import { Op, type WasmFunction } from './assembler.ts';
 
 /** Below this exp(x) is not a normal float; the kernels' exp gives 0 there (denormals flushed). */
 const EXP_LOWEST = -87.33654;

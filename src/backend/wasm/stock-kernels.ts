@@ -2,8 +2,8 @@
  * Implements: a record of the stock tfjs wasm kernels we replace, so that our replacements can
  * fall back to them (shapes they do not speed up) and benchmarks/tests can restore them.
  */
-import * as tf from '../tf.ts';
-import type { KernelConfig, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '../tf.ts';
+import * as tf from '../../tf.ts';
+import type { KernelConfig, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '../../tf.ts';
 
 const stockKernels = new Map<string, KernelConfig>();
 /** Stock setupFuncs run at backend start only for kernels registered then; track our own runs. */

@@ -7,13 +7,13 @@
  * out[b, c, r, i] = x[b, r, c, i] -- which covers 2-D [1,0], batched 2-D [0,2,1], [1,0,2] and the
  * attention-head split [0,2,1,3] -- and by the stock kernel otherwise.
  */
-import { Transpose } from '../tf.ts';
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
+import { Transpose } from '../../tf.ts';
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
 import {
   asWasmBackend, bytesPerElement, heapView, sizeOf, tensorData, type WasmBackendLike,
-} from './wasm-heap.ts';
-import { simdModule } from './wasm-simd-module.ts';
-import { runStockKernel, setUpStockKernel } from './wasm-stock-kernels.ts';
+} from './heap.ts';
+import { simdModule } from './simd-module.ts';
+import { runStockKernel, setUpStockKernel } from './stock-kernels.ts';
 
 const TILE = 32;
 

@@ -1,16 +1,16 @@
 /**
- * Implements: the programs of the wasm SIMD module (wasm-simd-module.ts) for a transformer block's
+ * Implements: the programs of the wasm SIMD module (simd-module.ts) for a transformer block's
  * row-wise and element-wise pieces, each the same float32 math, in the same order, as its tf-op
  * formulation in src/model/manual/primitives.ts (sums over a row excepted: 4 lanes, then pairwise):
  *   layerNorm      rows [rows, h] (h a multiple of 4): y = xhat gamma + beta, xhat, rstd;
  *   layerNormGrad  dx, and dgamma and dbeta summed over rows in row order;
  *   gelu           y = 0.5 x (1 + tanh(C (x + A x^3))) and the tanh, kept for the backward;
  *   geluGrad       dx = dy (0.5 (1 + t) + 0.5 x (1 - t^2) C (1 + 3 A x^2)).
- * (wasm-layer-norm.ts and wasm-gelu.ts are the kernels.)
+ * (layer-norm.ts and gelu.ts are the kernels.)
  */
-import { Op, WasmFunction } from './wasm-assembler.ts';
-import { emitTanh } from './wasm-simd-exp.ts';
-import { emitElementwise } from './wasm-simd-programs.ts';
+import { Op, WasmFunction } from './assembler.ts';
+import { emitTanh } from './simd-exp.ts';
+import { emitElementwise } from './simd-programs.ts';
 
 const GELU_A = 0.044715;
 const GELU_C = Math.sqrt(2 / Math.PI);

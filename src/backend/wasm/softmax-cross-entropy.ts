@@ -8,16 +8,15 @@
  *
  * Why: the loss was seven stock kernels over [rows, V] (max, sub, exp, sum, gather, div, and the
  * one-hot's terms over [V, H]); on the tiny model (vocab 50304, 252 rows) Exp alone took 80-100 ms
- * and the rest 30 ms of a ~400 ms step. One SIMD pass set (wasm-simd-module.ts) takes ~35 ms. The
+ * and the rest 30 ms of a ~400 ms step. One SIMD pass set (simd-module.ts) takes ~35 ms. The
  * transposed layout is for the matmuls around it: xnnpack repacks its right operand on every call
  * (12-20 ms for a [50304, 64] one), so the head keeps the big operands on the left: logitsT = W X^T,
  * dW = dLogitsT X and dX = dLogits W, which no longer transpose or repack anything of size V x rows.
  */
-import type { KernelConfig, KernelFunc, TensorInfo } from '../tf.ts';
-import { asWasmBackend, heapView, tensorData } from './wasm-heap.ts';
-import { simdModule } from './wasm-simd-module.ts';
-
-export const SOFTMAX_CROSS_ENTROPY = 'GptHybridSoftmaxCrossEntropy';
+import type { KernelConfig, KernelFunc, TensorInfo } from '../../tf.ts';
+import { SOFTMAX_CROSS_ENTROPY } from '../kernel-names.ts';
+import { asWasmBackend, heapView, tensorData } from './heap.ts';
+import { simdModule } from './simd-module.ts';
 
 const softmaxCrossEntropyKernel: KernelFunc = (args) => {
   const backend = asWasmBackend(args.backend, SOFTMAX_CROSS_ENTROPY);
@@ -44,7 +43,7 @@ const softmaxCrossEntropyKernel: KernelFunc = (args) => {
     if (vocab > 0 && cols > 0) {
       simdModule(backend).softmaxColumns(offset(logitsT), offset(dLogits), offset(dLogitsT), vocab, cols, gradScale, offset(stats), offset(stats) + 4 * cols);
     }
-    // Views only after the last allocation (wasm-heap.ts).
+    // Views only after the last allocation (heap.ts).
     const x = heapView(backend, 'float32', offset(logitsT), vocab * cols);
     const d = heapView(backend, 'float32', offset(dLogits), vocab * cols);
     const dT = heapView(backend, 'float32', offset(dLogitsT), vocab * cols);

@@ -1,0 +1,43 @@
+/**
+ * Implements: the names (and attribute types) of this project's own kernels, apart from any backend.
+ *
+ * Why a file of its own: model and train code dispatch these by name on every backend and fall back to
+ * tf ops where none is registered, so they must not import a backend's implementation to learn a
+ * name. The wasm implementations are in src/backend/wasm/ (adam.ts, gelu.ts, layer-norm.ts,
+ * softmax-cross-entropy.ts, sum-of-squares.ts); tfjs keeps its names apart the same way
+ * (tfjs-core/src/kernel_names.ts).
+ */
+
+/** One Adam/AdamW step of a parameter from its gradient and both moments (wasm/adam.ts). */
+export const ADAM_UPDATE = 'GptHybridAdamUpdate';
+
+/** The scalars of one update; each is rounded to float32 as a tf scalar would be. */
+export interface AdamUpdateAttrs {
+  /** Gradient clipping factor (1: none). */
+  clip: number;
+  /** Adam's L2 weight decay added to the gradient (0 for AdamW). */
+  l2: number;
+  /** AdamW's decoupled decay factor 1 - lr * wd (1 for Adam). */
+  decay: number;
+  beta1: number;
+  oneMinusBeta1: number;
+  beta2: number;
+  oneMinusBeta2: number;
+  sqrtBiasCorrection2: number;
+  eps: number;
+  stepSize: number;
+}
+
+/** GELU (tanh form) and its backward (wasm/gelu.ts). */
+export const GELU = 'GptHybridGelu';
+export const GELU_GRAD = 'GptHybridGeluGrad';
+
+/** LayerNorm over the last axis and its backward (wasm/layer-norm.ts). */
+export const LAYER_NORM = 'GptHybridLayerNorm';
+export const LAYER_NORM_GRAD = 'GptHybridLayerNormGrad';
+
+/** The LM head's cross-entropy with its gradient, over transposed logits (wasm/softmax-cross-entropy.ts). */
+export const SOFTMAX_CROSS_ENTROPY = 'GptHybridSoftmaxCrossEntropy';
+
+/** Each tensor's float32 sum of squares, the global gradient norm's parts (wasm/sum-of-squares.ts). */
+export const SUM_OF_SQUARES = 'GptHybridSumOfSquares';

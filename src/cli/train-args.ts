@@ -1,0 +1,174 @@
+/**
+ * Implements: the `train` command line: its options and help, `TrainCommand`, and the flags turned into
+ * config overrides (trainOverrides). train.ts runs it.
+ * Apart from train.ts so that parsing and help load none of the command's dependencies (train's
+ * include tfjs): args.ts imports every command's spec, main.ts loads train.ts only to run it.
+ */
+import { BACKEND_NAMES, type BackendName } from '../backend/names.ts';
+import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
+import { closestMatch } from '../config/suggest.ts';
+import {
+  checkOverrides, natsCredentialFlags, NATS_CREDENTIAL_OPTIONS, positiveInteger, PROGRAM, UsageError,
+  type CommandSpec, type ParsedValues,
+} from './command-spec.ts';
+import { configKeysHelp, OVERRIDES_HELP } from './help.ts';
+
+export interface TrainCommand {
+  command: 'train';
+  configPath: string;
+  /** Absent: the caller picks `runs/<config basename>-<timestamp>`. */
+  out?: string;
+  steps?: number;
+  /** `key=value` items in the order given. */
+  sets: string[];
+  backend?: BackendName;
+  quiet: boolean;
+  /** NATS server URL given on the command line (else NATS_URL, else the default; see launcher). */
+  nats?: string;
+  /** Present when a NATS login or TLS option was given. */
+  natsCredentials?: NatsCredentialFlags;
+  nnodes: number;
+  nodeRank: number;
+  /** Absent: world size / nnodes. */
+  nprocPerNode?: number;
+  /** Absent: generated; required on every node when nnodes > 1. */
+  jobId?: string;
+  /** A checkpoint folder, or a run folder meaning its latest checkpoint. */
+  resume?: string;
+}
+
+export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
+  summary: 'train the model a JSON config describes',
+  usage: '<config.json> [--out DIR] [--steps N] [--set KEY=VALUE ...] [--backend NAME] [--quiet]',
+  description:
+    'Trains the GPT model described by <config.json>. The whole config (file plus --set overrides)\n' +
+    'is checked before any work starts, and every problem is listed at once.',
+  options: {
+    out: {
+      type: 'string',
+      short: 'o',
+      placeholder: 'DIR',
+      doc: 'where checkpoints, logs and metrics go\n(default: runs/<config name>-<timestamp>)',
+    },
+    steps: { type: 'string', placeholder: 'N', doc: 'run N optimizer steps; replaces epochs/steps of the config' },
+    set: {
+      type: 'string',
+      multiple: true,
+      placeholder: 'KEY=VALUE',
+      doc: 'override a config key; repeat it for several, applied in order',
+    },
+    backend: {
+      type: 'string',
+      placeholder: 'NAME',
+      doc: `compute backend: ${BACKEND_NAMES.join(' | ')}\n(default: the config's backend, else the fastest installed)`,
+    },
+    quiet: { type: 'boolean', short: 'q', doc: 'no per-step progress; errors and the final summary still print' },
+    nats: {
+      type: 'string',
+      placeholder: 'URL',
+      doc:
+        "NATS server of the job, or a cluster's servers separated by commas (default:\n$NATS_URL, else nats://127.0.0.1:4222; when that does not answer, a private\nnats-server is started); nats://TOKEN@host or nats://USER:PASSWORD@host\nlogs in with the URL's credentials",
+    },
+    ...NATS_CREDENTIAL_OPTIONS,
+    nnodes: { type: 'string', placeholder: 'N', doc: 'nodes taking part; one launcher per node [1]' },
+    'node-rank': { type: 'string', placeholder: 'K', doc: 'this node, 0..nnodes-1; node 0 coordinates the job [0]' },
+    'nproc-per-node': { type: 'string', placeholder: 'N', doc: 'worker processes on this node [world size / nnodes]' },
+    'job-id': { type: 'string', placeholder: 'ID', doc: 'job id ([A-Za-z0-9_-]); the same on every node (required with --nnodes > 1)' },
+    resume: {
+      type: 'string',
+      placeholder: 'DIR',
+      doc: 'continue from a checkpoint folder, or a run folder (its latest checkpoint);\n--steps N is then the step to stop at',
+    },
+  },
+  moreHelp: () => `${OVERRIDES_HELP}\n\n${configKeysHelp()}`,
+  examples: [
+    `${PROGRAM} train tiny.json`,
+    `${PROGRAM} train tiny.json --steps 20 --backend wasm --out runs/smoke`,
+    `${PROGRAM} train tiny.json --set model.numLayers=8 --set optimizer.lr=1e-3`,
+    `${PROGRAM} train gpt2.json --set parallel.pipeline=2 --set numMicroBatches=4 --set parallel.tensor.size=2`,
+    `${PROGRAM} train tiny.json --set data.path=other.jsonl --set epochs=null --set steps=100`,
+    `${PROGRAM} train tiny.json --out runs/a --steps 40 --set checkpoint.every=10`,
+    `${PROGRAM} train tiny.json --out runs/a --steps 60 --resume runs/a`,
+  ],
+  build: buildTrain,
+};
+
+const JOB_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+function buildTrain(values: ParsedValues, positionals: string[], usage: string): TrainCommand {
+  const [configPath, ...extra] = positionals;
+  if (configPath === undefined || configPath === '') throw new UsageError('train needs a config file', usage);
+  if (extra.length > 0) {
+    const looksLikeOverride = extra.find((arg) => arg.includes('='));
+    const hint =
+      looksLikeOverride === undefined
+        ? 'train takes one config file'
+        : `each override needs its own --set: --set ${looksLikeOverride}`;
+    throw new UsageError(`unexpected argument${extra.length > 1 ? 's' : ''} ${extra.map((a) => JSON.stringify(a)).join(' ')}; ${hint}`, usage);
+  }
+  const command: TrainCommand = {
+    command: 'train',
+    configPath,
+    sets: (values.set as string[] | undefined) ?? [],
+    quiet: values.quiet === true,
+    nnodes: positiveInteger(values.nnodes as string | undefined, '--nnodes', usage) ?? 1,
+    nodeRank: positiveInteger(values['node-rank'] as string | undefined, '--node-rank', usage, 0) ?? 0,
+  };
+  if (command.nodeRank >= command.nnodes) {
+    throw new UsageError(`--node-rank ${command.nodeRank} must be below --nnodes ${command.nnodes}`, usage);
+  }
+  const nproc = positiveInteger(values['nproc-per-node'] as string | undefined, '--nproc-per-node', usage);
+  if (nproc !== undefined) command.nprocPerNode = nproc;
+  if (values.nats !== undefined) command.nats = values.nats as string;
+  const natsCredentials = natsCredentialFlags(values, usage);
+  if (natsCredentials !== undefined) command.natsCredentials = natsCredentials;
+  const jobId = values['job-id'] as string | undefined;
+  if (jobId !== undefined) {
+    if (!JOB_ID_PATTERN.test(jobId)) throw new UsageError(`--job-id must be 1-64 characters of A-Z a-z 0-9 _ -, got "${jobId}"`, usage);
+    command.jobId = jobId;
+  }
+  const resume = values.resume as string | undefined;
+  if (resume !== undefined) {
+    if (resume === '') throw new UsageError('--resume needs a checkpoint or run folder', usage);
+    command.resume = resume;
+  }
+  if (command.nnodes > 1 && command.jobId === undefined) {
+    throw new UsageError('--nnodes > 1 needs --job-id ID, the same on every node, so the launchers find each other', usage);
+  }
+
+  const out = values.out as string | undefined;
+  if (out !== undefined) {
+    if (out === '') throw new UsageError('--out needs a folder, got an empty string', usage);
+    command.out = out;
+  }
+  const steps = values.steps as string | undefined;
+  if (steps !== undefined) {
+    const n = /^[0-9]+$/.test(steps) ? Number(steps) : NaN;
+    if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--steps must be a positive integer, got "${steps}"`, usage);
+    command.steps = n;
+  }
+  const backend = values.backend as string | undefined;
+  if (backend !== undefined) {
+    if (!(BACKEND_NAMES as readonly string[]).includes(backend)) {
+      const guess = closestMatch(backend, BACKEND_NAMES);
+      throw new UsageError(
+        `--backend must be one of ${BACKEND_NAMES.join(', ')}, got "${backend}"${guess === undefined ? '' : `; did you mean ${guess}?`}`,
+        usage,
+      );
+    }
+    command.backend = backend as BackendName;
+  }
+  checkOverrides(command.sets, usage);
+  return command;
+}
+
+/**
+ * The train command's overrides for loadConfig: its --set items, then --backend and --steps as
+ * overrides, so flags win. --steps unsets epochs because a config may bound the run by only one.
+ */
+export function trainOverrides(command: TrainCommand): string[] {
+  const sets = [...command.sets];
+  if (command.backend !== undefined) sets.push(`backend=${command.backend}`);
+  if (command.steps !== undefined) sets.push('epochs=null', `steps=${command.steps}`);
+  return sets;
+}
