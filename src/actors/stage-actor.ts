@@ -31,7 +31,7 @@ export interface StageActorOptions {
 
 type StageMessage =
   | ({ type: 'action' } & ReceivedAction)
-  | { type: 'run-step'; step: number }
+  | { type: 'run-step'; step: number; resolve: (result: PipelineStepResult) => void; reject: (error: Error) => void }
   | { type: 'timeout'; step: number; index: number };
 
 interface OpenStep {
@@ -48,6 +48,8 @@ export class StageActor {
   /** Steps below this one are over: their actions are stale repeats. */
   private firstOpenStep = 0;
   private open: OpenStep | undefined;
+  /** A step asked for whose 'run-step' message is still in the mailbox. */
+  private requested = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly exposure: { unsubscribe(): void };
   /** Actions received twice (or after their step) and ignored. */
@@ -78,10 +80,10 @@ export class StageActor {
   /** Opens `step` (0-based) and resolves with its result when its OPTIMIZER_STEP has run. */
   runStep(step: number): Promise<PipelineStepResult> {
     return new Promise((resolve, reject) => {
-      if (this.open !== undefined) return reject(new Error(`stage ${this.options.rank}: step ${step + 1} opened while step ${this.open.step + 1} runs`));
-      this.open = { step, next: 0, resolve, reject };
+      if (this.open !== undefined || this.requested) return reject(new Error(`stage ${this.options.rank}: step ${step + 1} opened while another step runs`));
+      this.requested = true;
       this.tally.queued();
-      dispatch(this.actor, { type: 'run-step', step });
+      dispatch(this.actor, { type: 'run-step', step, resolve, reject });
     });
   }
 
@@ -112,6 +114,9 @@ export class StageActor {
         break;
       }
       case 'run-step':
+        this.requested = false;
+        // Opened here, in mailbox order, so no action runs before the executor knows its step.
+        this.open = { step: message.step, next: 0, resolve: message.resolve, reject: message.reject };
         this.options.executor.begin(message.step);
         this.tally.state = 'running';
         this.tally.done(`open step ${message.step + 1}`);

@@ -35,6 +35,8 @@ export interface TrainCommand {
   jobId?: string;
   /** A checkpoint folder, or a run folder meaning its latest checkpoint. */
   resume?: string;
+  /** Every rank's actors in this one process over the in-process transport: no worker process, no NATS server. */
+  simulate: boolean;
 }
 
 export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
@@ -79,6 +81,10 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
       placeholder: 'DIR',
       doc: 'continue from a checkpoint folder, or a run folder (its latest checkpoint);\n--steps N is then the step to stop at',
     },
+    simulate: {
+      type: 'boolean',
+      doc: 'run every rank\'s actors of the layout in this one process (simulated actors):\nno worker processes, no NATS server; the same losses as the real job',
+    },
   },
   moreHelp: () => `${OVERRIDES_HELP}\n\n${configKeysHelp()}`,
   examples: [
@@ -89,6 +95,7 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
     `${PROGRAM} train tiny.json --set data.path=other.jsonl --set epochs=null --set steps=100`,
     `${PROGRAM} train tiny.json --out runs/a --steps 40 --set checkpoint.every=10`,
     `${PROGRAM} train tiny.json --out runs/a --steps 60 --resume runs/a`,
+    `${PROGRAM} train tiny.json --simulate --set parallel.pipeline=2 --set parallel.tensor.size=2 --set numMicroBatches=4`,
   ],
   build: buildTrain,
 };
@@ -111,6 +118,7 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
     configPath,
     sets: (values.set as string[] | undefined) ?? [],
     quiet: values.quiet === true,
+    simulate: values.simulate === true,
     nnodes: positiveInteger(values.nnodes as string | undefined, '--nnodes', usage) ?? 1,
     nodeRank: positiveInteger(values['node-rank'] as string | undefined, '--node-rank', usage, 0) ?? 0,
   };
@@ -131,6 +139,9 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
   if (resume !== undefined) {
     if (resume === '') throw new UsageError('--resume needs a checkpoint or run folder', usage);
     command.resume = resume;
+  }
+  if (command.simulate && (command.nnodes > 1 || command.nprocPerNode !== undefined || command.nats !== undefined || command.natsCredentials !== undefined)) {
+    throw new UsageError('--simulate runs the whole job in this process: drop --nnodes, --nproc-per-node and the NATS options', usage);
   }
   if (command.nnodes > 1 && command.jobId === undefined) {
     throw new UsageError('--nnodes > 1 needs --job-id ID, the same on every node, so the launchers find each other', usage);

@@ -61,7 +61,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     new LogMetricByStepHook({ metricsPath, progressBar: command.quiet ? false : undefined, stream: command.quiet ? devNull() : undefined }),
     new LogMetricByEpochHook(),
   ];
-  if (config.parallel.data * config.parallel.pipeline * config.parallel.tensor.size > 1 || command.nnodes > 1) {
+  if (config.parallel.data * config.parallel.pipeline * config.parallel.tensor.size > 1 || command.nnodes > 1 || command.simulate) {
 
     return launch({
       config,
@@ -77,6 +77,7 @@ export async function runTrain(command: TrainCommand): Promise<number> {
       hooks: command.nodeRank === 0 ? hooks : [],
       log,
       resume: command.resume,
+      ...(command.simulate ? { simulate: {} } : {}),
     });
   }
   writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
