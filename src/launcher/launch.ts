@@ -61,7 +61,7 @@ export interface LaunchOptions {
    * Run every rank in this process over the in-process transport (no NATS server, no worker process);
    * `network` lets a test inject faults; the timeouts let it see a lost message sooner.
    */
-  simulate?: { network?: LocalNetwork; actionTimeoutMs?: number; receiveTimeoutMs?: number };
+  simulate?: { network?: LocalNetwork; actionTimeoutMs?: number; receiveTimeoutMs?: number; onRank?: (rank: number, handle: RankProcess) => void };
 }
 
 /** Seconds the workers get to exit by themselves before they are killed. */
@@ -305,6 +305,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
         },
       });
       children.set(rank, child);
+      if (network !== undefined) simulate?.onRank?.(rank, child);
       child.on('exit', (code, signal) => {
         if (coordinator !== undefined) {
           coordinator.tell({ type: 'rank-exit', rank, code, signal });
