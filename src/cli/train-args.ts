@@ -95,7 +95,7 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
     `${PROGRAM} train tiny.json --set data.path=other.jsonl --set epochs=null --set steps=100`,
     `${PROGRAM} train tiny.json --out runs/a --steps 40 --set checkpoint.every=10`,
     `${PROGRAM} train tiny.json --out runs/a --steps 60 --resume runs/a`,
-    `${PROGRAM} train tiny.json --simulate --set parallel.pipeline=2 --set parallel.tensor.size=2 --set numMicroBatches=4`,
+    `${PROGRAM} train tiny.json --simulate --set parallel.pipeline=2 --set numMicroBatches=4`,
   ],
   build: buildTrain,
 };

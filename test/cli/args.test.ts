@@ -34,7 +34,7 @@ function assertUsageError(argv: string[], pattern: RegExp, usageOf = 'train'): v
 }
 
 test('args - train with only a config file', () => {
-  assert.deepEqual(parseCommandLine(['train', 'tiny.json']), { command: 'train', configPath: 'tiny.json', sets: [], quiet: false, nnodes: 1, nodeRank: 0 });
+  assert.deepEqual(parseCommandLine(['train', 'tiny.json']), { command: 'train', configPath: 'tiny.json', sets: [], quiet: false, simulate: false, nnodes: 1, nodeRank: 0 });
 });
 
 test('args - train with every flag, long and short, and repeated --set in order', () => {
@@ -56,6 +56,7 @@ test('args - train with every flag, long and short, and repeated --set in order'
     sets: ['model.numLayers=8', 'optimizer.lr=1e-3', 'data.path=x.jsonl'],
     backend: 'wasm',
     quiet: true,
+    simulate: false,
     nnodes: 1,
     nodeRank: 0,
   });
@@ -166,6 +167,7 @@ test('args - distributed train flags and their errors', () => {
     configPath: 'c.json',
     sets: [],
     quiet: false,
+    simulate: false,
     nnodes: 2,
     nodeRank: 1,
     nprocPerNode: 1,
