@@ -15,7 +15,7 @@ import type { TrainConfig } from '../config/types.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../model/params.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
-import { partitionForRun } from '../scheduler/run-partition.ts';
+import { partitionForRun } from '../parallel/run-partition.ts';
 import { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { PipelineStepExecutor, type PipelineStepResult } from '../stages/pipeline-step.ts';
 import { PipelineStage } from '../stages/stage.ts';

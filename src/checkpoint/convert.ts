@@ -14,7 +14,7 @@ import { join, relative, resolve } from 'node:path';
 import { MODEL_DEFAULTS, type GPTConfig } from '../model/config.ts';
 import { paramsForRank, tensorParallelProblems } from '../model/sharding.ts';
 import { DEFAULT_GRID_ORDER, ParallelGrid } from '../parallel/grid.ts';
-import { partitionForRun } from '../scheduler/run-partition.ts';
+import { partitionForRun } from '../parallel/run-partition.ts';
 import { RUN_CHECKPOINTS_DIR, beginCheckpoint, commitCheckpoint, loadCheckpoint, resolveCheckpoint, writeRankShard } from './checkpoint.ts';
 import { CheckpointError } from './errors.ts';
 import { MANIFEST_FILE, type CheckpointManifest, type JsonValue, type RankFileRecord } from './manifest.ts';

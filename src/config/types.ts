@@ -58,7 +58,7 @@ export interface TrainConfig {
   numChunks: number;
   /** Pipeline schedule; interleaved 1F1B runs numChunks model chunks per stage. */
   schedule: ScheduleKind;
-  /** How layers spread over pipeline stages: equal counts, or equal estimated cost (src/scheduler/partition-balanced.ts). */
+  /** How layers spread over pipeline stages: equal counts, or equal estimated cost (src/parallel/partition-balanced.ts). */
   partition: 'uniform' | 'balanced';
   /** Samples per data-parallel rank per step (the seed's BATCH_SIZE). Global batch = batchSize x dp x gradientAccumulation. */
   batchSize: number;

@@ -9,9 +9,9 @@ import { paramsForRank } from '../model/sharding.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import { BYTES_PER_FLOAT32, OPTIMIZER_BYTES_PER_PARAM, stageActivationBytes } from './memory.ts';
 import { megatronParameterCount } from './param-count.ts';
-import type { LayerRange } from '../scheduler/partition.ts';
+import type { LayerRange } from '../parallel/partition.ts';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../scheduler/ops.ts';
-import { partitionForRun } from '../scheduler/run-partition.ts';
+import { partitionForRun } from '../parallel/run-partition.ts';
 
 /** The part of a TrainConfig the planner reads; a resolved TrainConfig is one. */
 export interface PlanInput {

@@ -11,7 +11,6 @@ export { buildGPipe } from './gpipe.ts';
 export { buildInterleaved } from './interleaved.ts';
 export { build1F1B } from './one-f-one-b.ts';
 export * from './ops.ts';
-export { partitionUniform, type LayerRange } from './partition.ts';
 export { validateSchedule, formatOrderGrid, ScheduleValidationError } from './validate.ts';
 export { simulateTimeline, DEFAULT_DURATIONS, type OpDurations, type TimedOp, type TimelineResult } from './timeline.ts';
 export {

@@ -13,7 +13,7 @@ import { MANIFEST_FILE } from '../../src/checkpoint/manifest.ts';
 import { countParameters } from '../../src/model/params.ts';
 import { paramsForRank } from '../../src/model/sharding.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
-import { partitionUniform } from '../../src/scheduler/partition.ts';
+import { partitionUniform } from '../../src/parallel/partition.ts';
 import { assertRefused, syntheticValues, tinyModel, withTempDir, writeSyntheticCheckpoint } from './helpers.ts';
 
 const SOURCE = { data: 1, pipeline: 2, tensor: 2 };

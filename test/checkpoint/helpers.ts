@@ -8,7 +8,7 @@ import { MODEL_DEFAULTS } from '../../src/model/config.ts';
 import { initialValues, type ParamSpec } from '../../src/model/params.ts';
 import { paramsForRank, type ShardedParam } from '../../src/model/sharding.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
-import { partitionUniform } from '../../src/scheduler/partition.ts';
+import { partitionUniform } from '../../src/parallel/partition.ts';
 import {
   beginCheckpoint,
   commitCheckpoint,

@@ -11,7 +11,6 @@ import {
   interleavedBubble,
   op,
   parseOp,
-  partitionUniform,
   scheduleFromJson,
   ScheduleError,
   scheduleToJson,
@@ -21,6 +20,7 @@ import {
   type PipelineOp,
   type Schedule,
 } from '../../src/scheduler/schedules.ts';
+import { partitionUniform } from '../../src/parallel/partition.ts';
 import { allSchedules } from './helpers.ts';
 
 const text = (ops: readonly PipelineOp[]) => ops.map(formatOp).join(' ');

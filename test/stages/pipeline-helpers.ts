@@ -7,7 +7,7 @@ import { globalBatchSampler } from '../../src/train/global-batch.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../../src/model/params.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
-import { partitionForRun } from '../../src/scheduler/run-partition.ts';
+import { partitionForRun } from '../../src/parallel/run-partition.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { runPipelineStep } from '../../src/stages/pipeline-step.ts';

@@ -10,7 +10,7 @@ import { WORD_EMBEDDING, fullModelSlice, initialValues, paramsForSlice } from '.
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { buildSchedule } from '../../src/scheduler/schedules.ts';
-import { partitionForRun } from '../../src/scheduler/run-partition.ts';
+import { partitionForRun } from '../../src/parallel/run-partition.ts';
 import type { ProcessGroup } from '../../src/comm/collectives.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import * as tf from '../../src/tf.ts';

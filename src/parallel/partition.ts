@@ -12,7 +12,7 @@
  * the same rule). Every virtual stage gets floor or ceil of numLayers / (P V) layers. ColossalAI only
  * warns when a stage gets no layer; we refuse, since such a stage would only relay activations.
  */
-import { checkCount, ScheduleError } from './ops.ts';
+import { checkCount, ScheduleError } from '../scheduler/ops.ts';
 
 export type LayerRange = [start: number, end: number];
 

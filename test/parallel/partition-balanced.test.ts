@@ -3,10 +3,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { MODEL_DEFAULTS, MODEL_PRESETS } from '../../src/model/config.ts';
-import { partitionBalanced } from '../../src/scheduler/partition-balanced.ts';
-import { partitionUniform, type LayerRange } from '../../src/scheduler/partition.ts';
-import { partitionForRun } from '../../src/scheduler/run-partition.ts';
-import { partCosts, type PartCosts } from '../../src/scheduler/stage-cost.ts';
+import { partitionBalanced } from '../../src/parallel/partition-balanced.ts';
+import { partitionUniform, type LayerRange } from '../../src/parallel/partition.ts';
+import { partitionForRun } from '../../src/parallel/run-partition.ts';
+import { partCosts, type PartCosts } from '../../src/parallel/stage-cost.ts';
 
 /** Layers per virtual stage (stage c P + r is chunk c of rank r). */
 function countsOf(parts: LayerRange[][]): number[] {
