@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { pipelineSets } from './pipeline.ts';
 import { counterPeak } from './trace-analysis.ts';
 import { train, type TrainRun } from './train-runs.ts';
-import type { TraceEvent } from '../src/stages/trace.ts';
+import type { TraceEvent } from '../src/trace/trace.ts';
 
 const FIRST_STAGE_RANK = 0;
 

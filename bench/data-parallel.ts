@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { Bus } from '../src/comm/bus.ts';
 import { ProcessGroup } from '../src/comm/collectives.ts';
 import { connectNats } from '../src/comm/nats-transport.ts';
-import { mergeTraceParts, TraceRecorder, wallClockMs, type TraceEvent } from '../src/stages/trace.ts';
+import { mergeTraceParts, TraceRecorder, wallClockMs, type TraceEvent } from '../src/trace/trace.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { runPeers } from './peers.ts';
 import { exposedCommFraction } from './trace-analysis.ts';

@@ -1,5 +1,5 @@
 /**
- * Implements: figures read from a job's merged trace.json (src/stages/trace.ts): exposed communication
+ * Implements: figures read from a job's merged trace.json (src/trace/trace.ts): exposed communication
  * over step time, each pipeline stage's bubble against the theory's window, how evenly the stages'
  * compute is split, and a counter's peak (the saved activations of a stage).
  *
@@ -13,7 +13,7 @@
  */
 import { meanBubble, measureBubbles } from '../src/scheduler/measure.ts';
 import { dependencyOf, type Schedule } from '../src/scheduler/ops.ts';
-import type { TraceEvent } from '../src/stages/trace.ts';
+import type { TraceEvent } from '../src/trace/trace.ts';
 import { median } from './report.ts';
 import { FIRST_MEASURED_STEP } from './train-runs.ts';
 

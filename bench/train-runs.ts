@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli, writeTestConfig } from '../test/support/cli.ts';
-import type { TraceEvent } from '../src/stages/trace.ts';
+import type { TraceEvent } from '../src/trace/trace.ts';
 import { median } from './report.ts';
 
 export interface BenchModel {

@@ -19,7 +19,7 @@ import { partitionForRun } from '../parallel/run-partition.ts';
 import { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { PipelineStepExecutor, type PipelineStepResult } from '../stages/pipeline-step.ts';
 import { PipelineStage } from '../stages/stage.ts';
-import { TraceRecorder } from '../stages/trace.ts';
+import { TraceRecorder } from '../trace/trace.ts';
 import { theoreticalBubble } from '../scheduler/measure.ts';
 import type * as tf from '../tf.ts';
 import { globalBatchSampler } from '../train/global-batch.ts';

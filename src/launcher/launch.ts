@@ -28,7 +28,7 @@ import { loadWebtextDataset, type TokenizedDataset } from '../dataset/webtext.ts
 import { ParallelGrid } from '../parallel/grid.ts';
 import { globalBatchSampler, totalStepsOf } from '../train/global-batch.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
-import { mergeTraceParts } from '../stages/trace.ts';
+import { mergeTraceParts } from '../trace/trace.ts';
 import { Coordinator } from './coordinator.ts';
 import { LATEST_FILE, commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
 import { checkStepsLeft, manifestParts } from '../train/checkpointing.ts';

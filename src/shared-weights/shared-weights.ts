@@ -22,7 +22,7 @@
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
 import { readRows, valuesView } from '../backend/tensor-view.ts';
-import { wallClockMs, type TraceRecorder } from '../stages/trace.ts';
+import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 import * as tf from '../tf.ts';
 import { negativeZerosOf, packIndices, packRows, rowsAreSmaller, sumInGroupOrder, sumRowsAndWhole, unpackIndices, unpackRows, type Contribution } from './contributions.ts';
 

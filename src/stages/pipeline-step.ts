@@ -26,7 +26,7 @@ import type { DataParallelRole } from '../train/trainer.ts';
 import type { PipelineOp, Schedule } from '../scheduler/ops.ts';
 import { formatAction, lowerStageActions, type StageAction } from '../scheduler/actions.ts';
 import type { PipelineStage } from './stage.ts';
-import { wallClockMs, type TraceRecorder } from './trace.ts';
+import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
 export interface PipelineStepContext {
   config: TrainConfig;

@@ -24,7 +24,7 @@ import { addGradient } from '../model/gradient-sum.ts';
 import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
 import * as tf from '../tf.ts';
 import { formatOp, type PipelineOp } from '../scheduler/ops.ts';
-import { wallClockMs, type TraceRecorder } from './trace.ts';
+import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
 export interface StageOptions {
   config: TrainConfig;

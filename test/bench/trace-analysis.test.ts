@@ -2,7 +2,7 @@
 // hand-made timelines whose answers are known, and the figures' targets in the JSON and the table.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { TraceEvent } from '../../src/stages/trace.ts';
+import type { TraceEvent } from '../../src/trace/trace.ts';
 import { counterPeak, exposedCommFraction, pipelineShape, replayedBubble } from '../../bench/trace-analysis.ts';
 import { meanBubble, measureBubbles } from '../../src/scheduler/measure.ts';
 import { buildSchedule } from '../../src/scheduler/schedules.ts';

@@ -12,7 +12,7 @@ import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { runPipelineStep } from '../../src/stages/pipeline-step.ts';
 import { PipelineStage } from '../../src/stages/stage.ts';
-import type { TraceRecorder } from '../../src/stages/trace.ts';
+import type { TraceRecorder } from '../../src/trace/trace.ts';
 import type * as tf from '../../src/tf.ts';
 import { DynamicLossScaler } from '../../src/train/loss-scaler.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';

@@ -5,7 +5,7 @@ import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { buildSchedule } from '../../src/scheduler/schedules.ts';
-import { TraceRecorder } from '../../src/stages/trace.ts';
+import { TraceRecorder } from '../../src/trace/trace.ts';
 import { counterPeak } from '../../bench/trace-analysis.ts';
 import { resolveTinyConfig } from '../support/tiny-train-config.ts';
 import { runPipeline } from './pipeline-helpers.ts';

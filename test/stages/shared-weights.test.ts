@@ -8,7 +8,7 @@ import { resolveConfig } from '../../src/config/resolve.ts';
 import { packIndices, packRows, sumInGroupOrder, sumRowsAndWhole, unpackIndices, unpackRows } from '../../src/shared-weights/contributions.ts';
 import { SharedWeights, type ReductionOptions } from '../../src/shared-weights/shared-weights.ts';
 import { PipelineStage } from '../../src/stages/stage.ts';
-import { TraceRecorder } from '../../src/stages/trace.ts';
+import { TraceRecorder } from '../../src/trace/trace.ts';
 import * as tf from '../../src/tf.ts';
 
 before(async () => {
