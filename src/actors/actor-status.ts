@@ -3,7 +3,7 @@
  * kind and rank, its state, how many messages wait in its mailbox and the last action it took. nact
  * keeps no mailbox count, so each actor counts what it was sent and what it has handled.
  */
-import type { ActorKind, ActorStatus } from '../comm/messages.ts';
+import type { ActorKind, ActorStatus } from '../protocol/messages.ts';
 
 export type { ActorKind, ActorStatus };
 

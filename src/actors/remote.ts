@@ -9,7 +9,7 @@
  */
 import { dispatch, spawnStateless, stop, type ActorSystemRef, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
-import type { ActorAddress, Message } from '../comm/messages.ts';
+import type { ActorAddress, Message } from '../protocol/messages.ts';
 import type { Subscription } from '../comm/transport.ts';
 
 /** One subject token: an actor's role may not add tokens or wildcards to its subject. */

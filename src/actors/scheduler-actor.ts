@@ -3,13 +3,13 @@
  * tensor-parallel shards). It holds each stage's actions of a step, lowered once from the validated
  * schedule of the config's kind (actions.ts), and when the coordinator opens a step it sends every
  * stage actor of its replica that step's actions, one message each on `actor.stage.<rank>` (see
- * [Note: one action a message] in stage-protocol.ts), all at once so no stage waits for its next one.
+ * [Note: one action a message] in protocol/stage-actions.ts), all at once so no stage waits for its next one.
  * The stage actors answer `step-finished`; the scheduler reports `running` until all have, then `idle`,
  * or `paused` while the job is paused at that boundary.
  */
 import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
-import type { JobState } from '../comm/messages.ts';
+import type { JobState } from '../protocol/messages.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
 import { actionToWire, lowerStageActions, type StageAction } from '../scheduler/actions.ts';
@@ -17,7 +17,7 @@ import { buildSchedule } from '../scheduler/schedules.ts';
 import { validateSchedule } from '../scheduler/validate.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
 import { RemoteActors } from './remote.ts';
-import { readStepFinished, type StageActionPayload } from './stage-protocol.ts';
+import { readStepFinished, type StageActionPayload } from '../protocol/stage-actions.ts';
 
 type SchedulerMessage = { type: 'start-step'; step: number } | { type: 'step-finished'; rank: number; step: number } | { type: 'paused'; paused: boolean } | { type: 'stop' };
 

@@ -1,7 +1,7 @@
 /**
  * Implements: the stage actor of a rank: it owns the rank's pipeline stage (its chunks, their tensors
  * and optimizer state, through the step executor) and runs the actions its scheduler actor sends, one
- * message each (see [Note: one action a message] in stage-protocol.ts), in order, from its mailbox.
+ * message each (see [Note: one action a message] in protocol/stage-actions.ts), in order, from its mailbox.
  * The rank's driver opens each step (`runStep`) once the coordinator's gate lets it, so actions sent
  * ahead wait until then (a checkpoint being saved at the boundary reads the weights undisturbed); the
  * step's last action, OPTIMIZER_STEP, settles it, and the actor tells its scheduler the step is done.
@@ -11,7 +11,7 @@ import { formatAction } from '../scheduler/actions.ts';
 import type { PipelineStepExecutor, PipelineStepResult } from '../stages/pipeline-step.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
 import type { RemoteActors } from './remote.ts';
-import { readStageAction, type ReceivedAction, type StepFinishedPayload } from './stage-protocol.ts';
+import { readStageAction, type ReceivedAction, type StepFinishedPayload } from '../protocol/stage-actions.ts';
 
 /** How long a stage waits for the next action of an open step before it says the message was lost. */
 export const DEFAULT_ACTION_TIMEOUT_MS = 120_000;

@@ -3,7 +3,7 @@
  * Apart from ctl.ts so that parsing and help load none of the command's dependencies (train's
  * include tfjs): args.ts imports every command's spec, main.ts loads ctl.ts only to run it.
  */
-import { CONTROL_COMMANDS, type ControlCommand } from '../comm/messages.ts';
+import { CONTROL_COMMANDS, type ControlCommand } from '../protocol/messages.ts';
 import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
 import { closestMatch } from '../config/suggest.ts';
 import {

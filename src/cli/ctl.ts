@@ -9,7 +9,7 @@ import { Bus } from '../comm/bus.ts';
 import { maskProcessTitle, resolveNatsCredentials, splitUrlCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
-import { SUBJECTS } from '../launcher/subjects.ts';
+import { SUBJECTS } from '../protocol/subjects.ts';
 import type { CtlCommand } from './ctl-args.ts';
 
 export async function runCtl(command: CtlCommand): Promise<number> {

@@ -7,10 +7,10 @@
  */
 import { Chunker, Reassembler, parseFrame, DEFAULT_CHUNK_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, WHOLE_HEADER_BYTES } from './chunking.ts';
 import { decodeEnvelope, encodeEnvelope } from './codec.ts';
-import { PROTOCOL_VERSION, type Envelope, type Message } from './messages.ts';
+import { PROTOCOL_VERSION, type Envelope, type Message } from '../protocol/messages.ts';
 import { checkJobId, jobSubject } from './subjects.ts';
 import type { IncomingMessage, Subscription, Transport } from './transport.ts';
-import { validateMessage, type ValidationResult } from './validate.ts';
+import { validateMessage, type ValidationResult } from '../protocol/validate.ts';
 
 export interface BusOptions {
   jobId: string;

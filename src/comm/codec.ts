@@ -1,10 +1,10 @@
 /**
  * Implements: the byte encoding of envelopes with msgpackr. Records (shared structures) stay off because
  * the bus is at-most-once: a record definition lost with one message would corrupt every later one.
- * `moreTypes` makes typed arrays round-trip as aligned copies. Decoding is raw: validate.ts checks shape.
+ * `moreTypes` makes typed arrays round-trip as aligned copies. Decoding is raw: protocol/validate.ts checks shape.
  */
 import { Packr, RESERVE_START_SPACE } from 'msgpackr';
-import type { Envelope } from './messages.ts';
+import type { Envelope } from '../protocol/messages.ts';
 
 const packr = new Packr({ useRecords: false, moreTypes: true });
 

@@ -5,7 +5,7 @@
  * yet are buffered (a fast rank may be one collective ahead); pieces of a call that already finished,
  * and repeats of a piece, are dropped and counted, so nothing late can leak into a later call.
  */
-import type { CollectiveMessage } from './messages.ts';
+import type { CollectiveMessage } from '../protocol/messages.ts';
 
 /** A wait that passed its deadline; names what was awaited and from whom, so a hang becomes a diagnosis. */
 export class CollectiveTimeoutError extends Error {

@@ -27,7 +27,7 @@
  */
 import type { Bus } from './bus.ts';
 import { CollectiveMailbox, type CallIdentity, type OpenCall } from './collective-mailbox.ts';
-import type { CollectiveMessage, WireTensor } from './messages.ts';
+import type { CollectiveMessage, WireTensor } from '../protocol/messages.ts';
 import { checkReduceOp, chunkBounds, combineInto, divideInPlace, type ReduceOp, type ReduceValues } from './reduce-ops.ts';
 import { fromWireTensor, toWireTensor } from './tensor-wire.ts';
 

@@ -3,7 +3,7 @@
  * (no copy); decoding is a zero-copy view when the bytes sit at a 4-aligned offset, else one copy.
  */
 import { decodeFloat16, encodeFloat16 } from './float16.ts';
-import type { WireDType, WireTensor } from './messages.ts';
+import type { WireDType, WireTensor } from '../protocol/messages.ts';
 
 // Every host this runs on is little-endian; the wire format relies on it, so refuse to run otherwise.
 const hostIsLittleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;

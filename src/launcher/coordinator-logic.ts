@@ -19,7 +19,7 @@ import type {
   StepDoneMessage,
   StepGoMessage,
   WorkerState,
-} from '../comm/messages.ts';
+} from '../protocol/messages.ts';
 
 export interface CoordinatorSettings {
   jobId: string;

@@ -5,9 +5,9 @@
  */
 import { dispatch, spawn, stop, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
-import type { ActorStatus, JobState, StepDoneMessage } from '../comm/messages.ts';
+import type { ActorStatus, JobState, StepDoneMessage } from '../protocol/messages.ts';
 import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorSettings } from './coordinator-logic.ts';
-import { SUBJECTS } from './subjects.ts';
+import { SUBJECTS } from '../protocol/subjects.ts';
 
 export interface CoordinatorCallbacks {
   log(line: string): void;

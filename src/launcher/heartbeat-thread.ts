@@ -9,7 +9,7 @@ import { workerData } from 'node:worker_threads';
 import { Bus } from '../comm/bus.ts';
 import { connectNats } from '../comm/nats-transport.ts';
 import { HEARTBEAT_SLOTS, stateFromCode, type HeartbeatThreadData } from './heartbeat.ts';
-import { SUBJECTS } from './subjects.ts';
+import { SUBJECTS } from '../protocol/subjects.ts';
 
 const data = workerData as HeartbeatThreadData;
 const shared = new Int32Array(data.shared);

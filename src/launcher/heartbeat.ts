@@ -3,7 +3,7 @@
  * (heartbeat-thread.ts) and shares the rank's state and step with it through a SharedArrayBuffer.
  */
 import { Worker } from 'node:worker_threads';
-import { WORKER_STATES as STATES, type WorkerState } from '../comm/messages.ts';
+import { WORKER_STATES as STATES, type WorkerState } from '../protocol/messages.ts';
 import type { NatsCredentials } from '../comm/nats-credentials.ts';
 
 export const HEARTBEAT_SLOTS = { state: 0, step: 1 } as const;

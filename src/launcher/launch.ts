@@ -13,7 +13,7 @@ import { basename, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { start, stop as stopSystem } from 'nact';
 import { Bus } from '../comm/bus.ts';
-import type { StepDoneMessage } from '../comm/messages.ts';
+import type { StepDoneMessage } from '../protocol/messages.ts';
 import { LocalNetwork } from '../comm/local-transport.ts';
 import type { Transport } from '../comm/transport.ts';
 import { initBackend } from '../backend/select.ts';
@@ -35,7 +35,7 @@ import { checkStepsLeft, manifestParts } from '../train/checkpointing.ts';
 import { keepMetricsThrough } from '../train/metrics-file.ts';
 import { resolveNats, serversFor } from './nats-url.ts';
 import { orderRestart, RestartOrders, type RestartOrder } from './node-restart.ts';
-import { SUBJECTS } from './subjects.ts';
+import { SUBJECTS } from '../protocol/subjects.ts';
 import { WORKER_NODE_FLAGS, workerEnvironmentVariables } from './worker-env.ts';
 
 export interface LaunchOptions {

@@ -6,9 +6,9 @@
  * them can speak to the coordinator of the next attempt.
  */
 import type { Bus, ReplyContext } from '../comm/bus.ts';
-import type { RestartMessage } from '../comm/messages.ts';
+import type { RestartMessage } from '../protocol/messages.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
-import { SUBJECTS } from './subjects.ts';
+import { SUBJECTS } from '../protocol/subjects.ts';
 
 export type RestartOrder = Omit<RestartMessage, 'kind'>;
 

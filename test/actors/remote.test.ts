@@ -11,7 +11,7 @@ import { dispatch, spawnStateless, start, stop, type ActorSystemRef } from 'nact
 import { RemoteActors, actorSubject } from '../../src/actors/remote.ts';
 import { Bus } from '../../src/comm/bus.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
-import type { ActorAddress } from '../../src/comm/messages.ts';
+import type { ActorAddress } from '../../src/protocol/messages.ts';
 import { startNatsServer } from '../../src/comm/nats-server.ts';
 import { connectNats } from '../../src/comm/nats-transport.ts';
 

@@ -4,7 +4,7 @@ import { dispatch, spawn, start, stop } from 'nact';
 import { escalateToJob } from '../../src/actors/supervision.ts';
 import { Bus } from '../../src/comm/bus.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
-import type { Message } from '../../src/comm/messages.ts';
+import type { Message } from '../../src/protocol/messages.ts';
 
 test('supervision - a crashing compute actor stops, and the job hears a fatal message naming the rank', async () => {
   const network = new LocalNetwork();

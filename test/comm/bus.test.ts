@@ -6,7 +6,7 @@ import { Bus } from '../../src/comm/bus.ts';
 import { Chunker } from '../../src/comm/chunking.ts';
 import { encodeEnvelope } from '../../src/comm/codec.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
-import { PROTOCOL_VERSION, type Envelope, type Message } from '../../src/comm/messages.ts';
+import { PROTOCOL_VERSION, type Envelope, type Message } from '../../src/protocol/messages.ts';
 import { TransportTimeoutError } from '../../src/comm/transport.ts';
 import { fromWireTensor, toWireTensor } from '../../src/comm/tensor-wire.ts';
 

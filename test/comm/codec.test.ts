@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeEnvelope, encodeEnvelope } from '../../src/comm/codec.ts';
-import { PROTOCOL_VERSION, type Envelope } from '../../src/comm/messages.ts';
+import { PROTOCOL_VERSION, type Envelope } from '../../src/protocol/messages.ts';
 import { fromWireTensor, shapeSize, toWireTensor } from '../../src/comm/tensor-wire.ts';
 
 const heartbeat: Envelope = { kind: 'heartbeat', rank: 3, step: 7, state: 'training', rssMb: 512.5, v: PROTOCOL_VERSION, job: 'job-1' };

@@ -8,7 +8,7 @@ import { Bus, decodeAndValidate } from '../../src/comm/bus.ts';
 import { CHUNK_HEADER_BYTES, Chunker, Reassembler, parseFrame, type ChunkHeader } from '../../src/comm/chunking.ts';
 import { encodeEnvelope } from '../../src/comm/codec.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
-import { PROTOCOL_VERSION, type Envelope } from '../../src/comm/messages.ts';
+import { PROTOCOL_VERSION, type Envelope } from '../../src/protocol/messages.ts';
 
 const JOB = 'job-h';
 const fatal: Envelope = { kind: 'fatal', rank: 0, reason: 'x', v: PROTOCOL_VERSION, job: JOB };

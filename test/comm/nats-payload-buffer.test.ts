@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Bus } from '../../src/comm/bus.ts';
-import type { Message } from '../../src/comm/messages.ts';
+import type { Message } from '../../src/protocol/messages.ts';
 import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
 import { payloadBufferActive, payloadBufferStats } from '../../src/comm/nats-payload-buffer.ts';
 import { connectNats } from '../../src/comm/nats-transport.ts';

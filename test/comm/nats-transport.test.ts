@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { Bus } from '../../src/comm/bus.ts';
 import { freePort, PRIVATE_SERVER_MAX_PAYLOAD, startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
 import { connectNats, natsServerList, type NatsTransport } from '../../src/comm/nats-transport.ts';
-import type { Message } from '../../src/comm/messages.ts';
+import type { Message } from '../../src/protocol/messages.ts';
 import { TransportTimeoutError } from '../../src/comm/transport.ts';
 import { fromWireTensor, toWireTensor } from '../../src/comm/tensor-wire.ts';
 

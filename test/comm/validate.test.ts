@@ -3,9 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeAndValidate } from '../../src/comm/bus.ts';
 import { encodeEnvelope } from '../../src/comm/codec.ts';
-import { PROTOCOL_VERSION, type Envelope, type Message, type MessageKind } from '../../src/comm/messages.ts';
+import { PROTOCOL_VERSION, type Envelope, type Message, type MessageKind } from '../../src/protocol/messages.ts';
 import { toWireTensor } from '../../src/comm/tensor-wire.ts';
-import { MESSAGE_KINDS, validateMessage } from '../../src/comm/validate.ts';
+import { MESSAGE_KINDS, validateMessage } from '../../src/protocol/validate.ts';
 
 const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
   register: { kind: 'register', rank: 1, node: 0, pid: 4242, host: 'box' },

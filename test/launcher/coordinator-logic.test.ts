@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ControlReplyMessage, StepGoMessage } from '../../src/comm/messages.ts';
+import type { ControlReplyMessage, StepGoMessage } from '../../src/protocol/messages.ts';
 import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorSettings } from '../../src/launcher/coordinator-logic.ts';
 
 const SETTINGS: CoordinatorSettings = {

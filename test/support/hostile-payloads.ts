@@ -9,7 +9,7 @@
 import { decodeAndValidate } from '../../src/comm/bus.ts';
 import { CHUNK_HEADER_BYTES, FRAME_CHUNK, FRAME_WHOLE, parseFrame } from '../../src/comm/chunking.ts';
 import { encodeEnvelope } from '../../src/comm/codec.ts';
-import { PROTOCOL_VERSION, type Envelope, type Message } from '../../src/comm/messages.ts';
+import { PROTOCOL_VERSION, type Envelope, type Message } from '../../src/protocol/messages.ts';
 import { toWireTensor } from '../../src/comm/tensor-wire.ts';
 import { hashString, uniformAt } from '../../src/model/rng.ts';
 
