@@ -29,7 +29,7 @@ import { ParallelGrid } from '../parallel/grid.ts';
 import { globalBatchSampler, totalStepsOf } from '../train/global-batch.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
 import { mergeTraceParts } from '../trace/trace.ts';
-import { Coordinator } from './coordinator.ts';
+import { Coordinator } from '../actors/coordinator.ts';
 import { LATEST_FILE, commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
 import { checkStepsLeft, manifestParts } from '../train/checkpointing.ts';
 import { keepMetricsThrough } from '../train/metrics-file.ts';
@@ -258,7 +258,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
       }
     }
 
-    // See [Note: NATS interruptions] in coordinator-logic.ts. The coordinator hears of its own launcher's
+    // See [Note: NATS interruptions] in actors/coordinator-logic.ts. The coordinator hears of its own launcher's
     // drop at once; another node's launcher tells it once its link is back.
     let lostServer = '';
     const connectionWatch = transport!.onConnectionChange((event) => {

@@ -88,7 +88,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   if (grid.world !== env.world) throw new Error(`the config's layout has ${grid.world} ranks but this job has ${env.world}`);
   const bus = new Bus({ jobId: env.jobId, transport, log });
-  // See [Note: NATS interruptions] in coordinator-logic.ts: told once the link is back (nothing gets through before).
+  // See [Note: NATS interruptions] in actors/coordinator-logic.ts: told once the link is back (nothing gets through before).
   let lostServer = '';
   transport.onConnectionChange((event) => {
     if (event.type === 'disconnect') lostServer = event.server;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ControlReplyMessage, StepGoMessage } from '../../src/protocol/messages.ts';
-import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorSettings } from '../../src/launcher/coordinator-logic.ts';
+import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorSettings } from '../../src/actors/coordinator-logic.ts';
 
 const SETTINGS: CoordinatorSettings = {
   jobId: 'job1',
