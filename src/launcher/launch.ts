@@ -1,42 +1,38 @@
 /**
  * Implements: the launcher of a multi-process job (torchrun's role): one per node. It resolves the NATS
- * server, tokenizes the data once (so workers find the cache), spawns one worker process per local rank,
- * and on node 0 hosts the coordinator actor and the scheduler actors and writes the run's metrics. It
- * shuts every worker down on success, failure or Ctrl-C, and leaves no process behind. A simulated job
- * (`simulate`) runs the same: its ranks are SimulatedRanks in this process over the in-process
- * transport, so it needs no NATS server and starts no process.
+ * server, tokenizes the data once (so workers find the cache) and verifies the checkpoint to resume; then
+ * it runs the job in attempts (job-attempt.ts: on node 0 the coordinator actor, the scheduler actors and
+ * the run's metrics; on every node one worker process per local rank), restarting from the last
+ * checkpoint after a failure. It shuts every worker down on success, failure or Ctrl-C, and leaves no
+ * process behind. A simulated job (`simulate`) runs the same: its ranks are SimulatedRanks in this
+ * process over the in-process transport, so it needs no NATS server and starts no process.
  */
-import { spawn as spawnProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { start, stop as stopSystem } from 'nact';
-import { Bus } from '../comm/bus.ts';
-import type { StepDoneMessage } from '../protocol/messages.ts';
-import { LocalNetwork } from '../comm/local-transport.ts';
-import type { Transport } from '../comm/transport.ts';
 import { initBackend } from '../backend/select.ts';
-import * as tf from '../tf.ts';
-import { SchedulerActors } from '../actors/scheduler-actor.ts';
-import { SimulatedRank, type RankProcess } from './simulated-rank.ts';
+import { LATEST_FILE, loadCheckpoint, resolveCheckpoint } from '../checkpoint/index.ts';
+import { Bus } from '../comm/bus.ts';
+import { LocalNetwork } from '../comm/local-transport.ts';
 import { resolveNatsCredentials, type NatsCredentialFlags, type NatsCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, type NatsTransport } from '../comm/nats-transport.ts';
+import type { Transport } from '../comm/transport.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
 import { loadWebtextDataset, type TokenizedDataset } from '../dataset/webtext.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
-import { globalBatchSampler, totalStepsOf } from '../train/global-batch.ts';
-import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
-import { mergeTraceParts } from '../trace/trace.ts';
-import { Coordinator } from '../actors/coordinator.ts';
-import { LATEST_FILE, commitCheckpoint, loadCheckpoint, resolveCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
-import { checkStepsLeft, manifestParts } from '../train/checkpointing.ts';
-import { keepMetricsThrough } from '../train/metrics-file.ts';
-import { resolveNats, serversFor } from './nats-url.ts';
-import { orderRestart, RestartOrders, type RestartOrder } from './node-restart.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
-import { WORKER_NODE_FLAGS, workerEnvironmentVariables } from './worker-env.ts';
+import * as tf from '../tf.ts';
+import { mergeTraceParts } from '../trace/trace.ts';
+import { checkStepsLeft } from '../train/checkpointing.ts';
+import { globalBatchSampler, totalStepsOf } from '../train/global-batch.ts';
+import type { Hook } from '../train/hooks/hook.ts';
+import { keepMetricsThrough } from '../train/metrics-file.ts';
+import { JobAttempt, type JobHost } from './job-attempt.ts';
+import { resolveNats, serversFor, type ResolvedNats } from './nats-url.ts';
+import { RestartOrders, type RestartOrder } from './node-restart.ts';
+import type { RankProcess } from './simulated-rank.ts';
 
 export interface LaunchOptions {
   config: TrainConfig;
@@ -64,22 +60,10 @@ export interface LaunchOptions {
   simulate?: { network?: LocalNetwork; actionTimeoutMs?: number; receiveTimeoutMs?: number; onRank?: (rank: number, handle: RankProcess) => void };
 }
 
-/** Seconds the workers get to exit by themselves before they are killed. */
-const GRACE_MS = 3000;
 /** How long a restart waits for a lost NATS server to answer again (the client's own reconnect window). */
 const NATS_RETURN_MS = 30_000;
-/** Node 0: how long every other node gets to stop its workers and acknowledge a restart. */
-const RESTART_ACK_MS = 60_000;
 /** Another node: how long it waits for node 0's restart order (or its final word) after a restartable failure. */
 const RESTART_ORDER_MS = 120_000;
-/**
- * Another node whose workers all died: how long it waits for the coordinator's verdict (a restart,
- * or the end) before ending on its own; the coordinator names a silent rank within its heartbeat timeout.
- */
-const VERDICT_MS = 30_000;
-/** A simulated rank's heartbeats wait for every other rank's synchronous compute in this one thread. */
-const SIMULATED_HEARTBEAT_TIMEOUT_MS = 600_000;
-const WORKER_ENTRY = fileURLToPath(new URL('./worker-main.ts', import.meta.url));
 
 export async function launch(options: LaunchOptions): Promise<number> {
   const { config, log, nnodes, nodeRank } = options;
@@ -95,53 +79,12 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const simulate = options.simulate;
   if (simulate !== undefined && nnodes > 1) throw new Error('a simulated job runs in one process: drop --nnodes or --simulate');
   const network = simulate === undefined ? undefined : (simulate.network ?? new LocalNetwork(8 * 1024 * 1024));
-  const nats = network !== undefined ? { url: 'in-process', privateServer: undefined, urlCredentials: undefined } : await resolveNats(options.nats, nodeRank === 0, log);
+  const nats: ResolvedNats = network !== undefined ? { url: 'in-process', privateServer: undefined, urlCredentials: undefined } : await resolveNats(options.nats, nodeRank === 0, log);
 
-  let natsCredentials: NatsCredentials = {};
-  let natsLogin = 'no login';
-  let transport: Transport | undefined;
-  let natsTransport: NatsTransport | undefined;
-  let sampler: BatchSampler;
-  let dataset: TokenizedDataset;
-  let totalSteps: number;
-  let resumeDir = '';
-  let startStep = 0;
-  try {
-    if (network !== undefined) {
-      transport = network.connect();
-    } else {
-      ({ credentials: natsCredentials, description: natsLogin } = resolveNatsCredentials(options.natsCredentials ?? {}, nats.urlCredentials ?? {}));
-      // Before the data: refused credentials end the job at once, not after a long tokenization.
-      natsTransport = await connectNats({ url: serversFor(nats.url, nodeRank), ...natsCredentials, name: `gpt-hybrid ${jobId} launcher ${nodeRank}`, log });
-      transport = natsTransport;
-    }
-    // Tokenize here once: the workers then read the cache instead of racing to build it.
-    dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
-    if (network !== undefined) {
-      // Simulated ranks share this process, hence its backend.
-      tf.enableProdMode();
-      await initBackend(config.backend, log);
-    }
-    sampler = globalBatchSampler(config, dataset.numSamples);
-    totalSteps = totalStepsOf(config, sampler, options.steps);
-    // Resuming: verify the whole checkpoint once here; the workers then read only their regions of it.
-    if (options.resume !== undefined) {
-      resumeDir = await resolveCheckpoint(options.resume);
-      const checkpoint = await loadCheckpoint(resumeDir, { verify: true });
-      startStep = checkpoint.manifest.dataLoader.nextStep;
-      checkpoint.close();
-      log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
-      checkStepsLeft(startStep, totalSteps);
-      if (nodeRank === 0) keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
-    }
-  } catch (error) {
-    // An open connection or a private server would keep this process alive after the error.
-    await transport?.close().catch(() => undefined);
-    await nats.privateServer?.stop();
-    throw error;
-  }
+  const prepared = await prepareNode(options, jobId, nats, network);
+  const { transport, natsTransport, natsCredentials, natsLogin, sampler, dataset, totalSteps } = prepared;
+  let { resumeDir, startStep } = prepared;
   const checkpointRoot = join(options.outDir, 'checkpoints');
-  let commits: Promise<void> = Promise.resolve();
 
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
@@ -164,204 +107,42 @@ export async function launch(options: LaunchOptions): Promise<number> {
     log(`node ${nodeRank}: joining job ${jobId} at ${nats.url} (${natsLogin})`);
   }
 
-  // Recovery across nodes: the other nodes' launchers take node 0's restart orders; see node-restart.ts.
-  let endAttemptForRestart: (() => void) | undefined;
-  const restartOrders = nodeRank > 0 ? new RestartOrders(bus, nodeRank, () => endAttemptForRestart?.()) : undefined;
-
-  /**
-   * One run of every local worker, from `resumeDir` (or the start) until the job ends or fails. On node 0,
-   * `restart` (a restart of a multi-node job) is ordered to the other nodes once this attempt's
-   * coordinator listens, before any worker starts.
-   */
-  const runAttempt = async (resumeDir: string, startStep: number, restart?: RestartOrder): Promise<{ exitCode: number; reason: string; restartable: boolean }> => {
-    const children = new Map<number, RankProcess>();
-    let finish: (result: { exitCode: number; reason: string; restartable: boolean }) => void = () => {};
-    const finished = new Promise<{ exitCode: number; reason: string; restartable: boolean }>((resolve) => (finish = resolve));
-    let ending = false;
-    const killTimers: NodeJS.Timeout[] = [];
-    const stopWorkers = (graceMs: number) => {
-      killTimers.push(
-        setTimeout(() => {
-          for (const child of children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-        }, graceMs),
-      );
-    };
-
-    let coordinator: Coordinator | undefined;
-    let schedulers: SchedulerActors | undefined;
-    let shutdownSubscription: { unsubscribe(): void } | undefined;
-    if (nodeRank === 0) {
-      const reporter = new StepReporter(config, totalSteps, startStep, sampler, options.hooks, log);
-      // Pipeline and tensor-parallel ranks run their steps as stage actors fed by a scheduler actor per replica.
-      if (grid.pipeline > 1 || grid.tensor > 1) schedulers = new SchedulerActors({ system, bus, config, grid, log });
-      coordinator = new Coordinator(
-        system,
-        bus,
-        {
-          jobId,
-          world: grid.world,
-          totalSteps,
-          startStep,
-          checkpoint: { every: config.checkpoint.every, folderFor: (step) => join(checkpointRoot, `.${stepDirName(step)}.tmp-${jobId}`) },
-          registerTimeoutMs: options.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
-          // Simulated ranks share one thread: a step of one holds every other's heartbeat.
-          heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? (network !== undefined ? SIMULATED_HEARTBEAT_TIMEOUT_MS : envMilliseconds('GPT_HYBRID_HEARTBEAT_TIMEOUT_MS', 6_000)),
-        },
-        {
-          log,
-          schedulers,
-          onStep: (report) => reporter.report(report),
-          onShutdown: () => stopWorkers(GRACE_MS),
-          onCommitCheckpoint: (step, folder, records) => {
-            const parts = manifestParts(config, grid.world, step, sampler.stepsPerEpoch, records as unknown as RankFileRecord[]);
-            commits = commits.then(() =>
-              commitCheckpoint(checkpointRoot, step, folder, parts, { keep: config.checkpoint.keep }).then(
-                ({ dir }) => log(`checkpoint of step ${step}: ${dir}`),
-                (error: unknown) => log(`checkpoint of step ${step} FAILED (training goes on): ${error instanceof Error ? error.message : String(error)}`),
-              ),
-            );
-          },
-          onFinished: (exitCode, reason, restartable) => {
-            ending = true;
-            reporter.end();
-            log(`${exitCode === 0 ? '' : 'FAILED: '}${reason}`);
-            finish({ exitCode, reason, restartable });
-          },
-        },
-      );
-    } else {
-      shutdownSubscription = bus.subscribe(SUBJECTS.shutdown, (message) => {
-        if (message.kind !== 'shutdown' || ending) return;
-        ending = true;
-        log(`job ended by the coordinator: ${message.reason}`);
-        stopWorkers(GRACE_MS);
-        finish({ exitCode: message.exitCode, reason: message.reason, restartable: message.restartable === true });
-      });
-      endAttemptForRestart = () => {
-        if (ending) return;
-        ending = true;
-        log('node 0 restarts the job');
-        stopWorkers(GRACE_MS);
-        finish({ exitCode: 1, reason: 'node 0 restarts the job', restartable: true });
-      };
-    }
-    if (restart !== undefined && nodeRank === 0) {
-      try {
-        await orderRestart(bus, Array.from({ length: nnodes - 1 }, (_, i) => i + 1), restart, RESTART_ACK_MS);
-      } catch (error) {
-        const reason = `cannot restart the job: ${error instanceof Error ? error.message : String(error)}`;
-        log(`FAILED: ${reason}`);
-        // The nodes that did restart have workers waiting to register: end them too.
-        bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason, exitCode: 1 });
-        ending = true;
-        finish({ exitCode: 1, reason, restartable: false });
-      }
-    }
-
-    // See [Note: NATS interruptions] in actors/coordinator-logic.ts. The coordinator hears of its own launcher's
-    // drop at once; another node's launcher tells it once its link is back.
-    let lostServer = '';
-    const connectionWatch = transport!.onConnectionChange((event) => {
-      if (event.type === 'disconnect') lostServer = event.server;
-      const interruption = { node: nodeRank, pid: process.pid, server: lostServer };
-      if (coordinator !== undefined && event.type === 'disconnect') coordinator.tell({ type: 'connection-interrupted', ...interruption });
-      if (coordinator === undefined && event.type === 'reconnect' && !ending) bus.publish(SUBJECTS.connectionInterrupted, { kind: 'connection-interrupted', ...interruption });
-    });
-
-    const firstRank = nodeRank * nprocPerNode;
-    for (let rank = firstRank; rank < firstRank + nprocPerNode && !ending; rank++) {
-      const child: RankProcess =
-        network !== undefined
-          ? new SimulatedRank({
-              network,
-              jobId,
-              rank,
-              world: grid.world,
-              config,
-              totalSteps,
-              outDir: options.outDir,
-              resume: resumeDir,
-              dataset,
-              log,
-              actionTimeoutMs: simulate?.actionTimeoutMs,
-              receiveTimeoutMs: simulate?.receiveTimeoutMs,
-            })
-          : spawnProcess(process.execPath, [...WORKER_NODE_FLAGS, '--import', 'tsx', WORKER_ENTRY], {
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-        env: {
-          ...process.env,
-          ...workerEnvironmentVariables({
-            jobId,
-            natsUrl: nats.url,
-            rank,
-            world: grid.world,
-            node: nodeRank,
-            configPath: configFile,
-            totalSteps,
-            outDir: options.outDir,
-            resume: resumeDir,
-            natsCredentials,
-          }),
-        },
-      });
-      children.set(rank, child);
-      if (network !== undefined) simulate?.onRank?.(rank, child);
-      child.on('exit', (code, signal) => {
-        if (coordinator !== undefined) {
-          coordinator.tell({ type: 'rank-exit', rank, code, signal });
-        } else if (!ending && (code !== 0 || signal !== null)) {
-          const reason = `died: ${signal !== null ? `killed by ${signal}` : `exit code ${code}`} (pid ${child.pid}, node ${nodeRank})`;
-          bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank, reason });
-        }
-        const allExited = [...children.values()].every((c) => c.exitCode !== null || c.signalCode !== null);
-        if (allExited && coordinator === undefined && !ending) {
-          const clean = [...children.values()].every((c) => c.exitCode === 0);
-          const endHere = () => {
-            if (ending) return;
-            ending = true;
-            finish({ exitCode: clean ? 0 : 1, reason: clean ? 'done' : 'a worker failed', restartable: false });
-          };
-          // A death is the coordinator's to judge (it may restart the job): wait for its verdict first.
-          if (clean) endHere();
-          else killTimers.push(setTimeout(endHere, VERDICT_MS));
-        }
-      });
-    }
-
-    const onSignal = (signal: NodeJS.Signals) => {
-      log(`${signal}: stopping the job`);
-      if (coordinator !== undefined) {
-        coordinator.tell({ type: 'interrupt', reason: `interrupted by ${signal} on node ${nodeRank}` });
-      } else {
-        bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank: firstRank, reason: `node ${nodeRank} launcher interrupted by ${signal}` });
-        ending = true;
-        stopWorkers(GRACE_MS);
-        finish({ exitCode: 130, reason: `interrupted by ${signal}`, restartable: false });
-      }
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-
-    const result = await finished;
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await waitForExit([...children.values()], GRACE_MS);
-    for (const timer of killTimers) clearTimeout(timer);
-    coordinator?.close();
-    schedulers?.stop();
-    shutdownSubscription?.unsubscribe();
-    connectionWatch.unsubscribe();
-    endAttemptForRestart = undefined;
-    await commits;
-    return result;
+  const job: JobHost = {
+    jobId,
+    config,
+    grid,
+    nnodes,
+    nodeRank,
+    nprocPerNode,
+    bus,
+    system,
+    transport,
+    ranks:
+      network !== undefined
+        ? { kind: 'simulated', network, dataset, actionTimeoutMs: simulate?.actionTimeoutMs, receiveTimeoutMs: simulate?.receiveTimeoutMs, onRank: simulate?.onRank }
+        : { kind: 'process', natsUrl: nats.url, natsCredentials, configFile },
+    totalSteps,
+    sampler,
+    hooks: options.hooks,
+    outDir: options.outDir,
+    checkpointRoot,
+    registerTimeoutMs: options.registerTimeoutMs,
+    heartbeatTimeoutMs: options.heartbeatTimeoutMs,
+    log,
   };
+
+  // Recovery across nodes: the other nodes' launchers take node 0's restart orders; see node-restart.ts.
+  let attempt: JobAttempt | undefined;
+  const restartOrders = nodeRank > 0 ? new RestartOrders(bus, nodeRank, () => attempt?.endForRestart()) : undefined;
 
   // Recovery: a rank that died or stopped answering, or a dropped NATS connection, restarts every worker
   // (on every node) from the last committed checkpoint (or the start), up to restart.max times.
   let exitCode: number;
   let restart: RestartOrder | undefined;
   for (let restarts = 0; ; restarts++) {
-    const result = await runAttempt(resumeDir, startStep, restart);
+    attempt = new JobAttempt(job, { resumeDir, startStep, restart });
+    const result = await attempt.run();
+    attempt = undefined;
     exitCode = result.exitCode;
     if (restartOrders !== undefined) {
       if (!result.restartable) break;
@@ -422,67 +203,62 @@ async function latestCheckpoint(root: string): Promise<{ dir: string; step: numb
   return { dir, step };
 }
 
-/** A timeout from the environment (for slow machines and tests), else the default. */
-function envMilliseconds(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name}=${text} is not a positive number of milliseconds`);
-  return value;
+interface PreparedNode {
+  transport: Transport;
+  /** Set unless simulated: the restart loop waits on it after a dropped link. */
+  natsTransport: NatsTransport | undefined;
+  natsCredentials: NatsCredentials;
+  natsLogin: string;
+  dataset: TokenizedDataset;
+  sampler: BatchSampler;
+  totalSteps: number;
+  /** The checkpoint to resume from ('' for the start), and the steps it has done. */
+  resumeDir: string;
+  startStep: number;
 }
 
-/** Waits for every child to exit; after `graceMs` kills the rest and waits for them too. */
-async function waitForExit(children: RankProcess[], graceMs: number): Promise<void> {
-  const alive = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
-  const exits = () => Promise.all(alive().map((c) => new Promise((resolve) => c.once('exit', resolve))));
-  const timeout = new Promise((resolve) => setTimeout(resolve, graceMs).unref());
-  await Promise.race([exits(), timeout]);
-  for (const child of alive()) child.kill('SIGKILL');
-  await exits();
-}
-
-/** Turns rank 0's step reports into the trainer hooks' StepResults (metrics.jsonl, progress, epochs). */
-class StepReporter {
-  private readonly state: TrainerState;
-  private readonly started = performance.now();
-  private epoch = -1;
-
-  constructor(
-    config: TrainConfig,
-    totalSteps: number,
-    startStep: number,
-    private readonly sampler: BatchSampler,
-    private readonly hooks: Hook[],
-    log: (line: string) => void,
-  ) {
-    this.state = { config, totalSteps, startStep, stepsPerEpoch: sampler.stepsPerEpoch, metrics: {}, log };
-    for (const hook of hooks) hook.beforeTrain?.(this.state);
-  }
-
-  report(report: StepDoneMessage): void {
-    const epoch = this.sampler.epochOf(report.step - 1);
-    if (epoch !== this.epoch) {
-      if (this.epoch >= 0) for (const hook of this.hooks) hook.afterEpoch?.(this.state, this.epoch);
-      this.epoch = epoch;
-      for (const hook of this.hooks) hook.beforeEpoch?.(this.state, epoch);
+/** Connects this node, loads the data and checks the checkpoint to resume; on failure leaves nothing open. */
+async function prepareNode(options: LaunchOptions, jobId: string, nats: ResolvedNats, network: LocalNetwork | undefined): Promise<PreparedNode> {
+  const { config, log, nodeRank } = options;
+  let natsCredentials: NatsCredentials = {};
+  let natsLogin = 'no login';
+  let transport: Transport | undefined;
+  let natsTransport: NatsTransport | undefined;
+  try {
+    if (network !== undefined) {
+      transport = network.connect();
+    } else {
+      ({ credentials: natsCredentials, description: natsLogin } = resolveNatsCredentials(options.natsCredentials ?? {}, nats.urlCredentials ?? {}));
+      // Before the data: refused credentials end the job at once, not after a long tokenization.
+      natsTransport = await connectNats({ url: serversFor(nats.url, nodeRank), ...natsCredentials, name: `gpt-hybrid ${jobId} launcher ${nodeRank}`, log });
+      transport = natsTransport;
     }
-    this.state.metrics = {};
-    const result: StepResult = {
-      step: report.step,
-      epoch,
-      loss: report.loss,
-      tokens: report.tokens,
-      samples: this.sampler.globalBatchSize,
-      stepMs: report.stepMs,
-      elapsedMs: performance.now() - this.started,
-      learningRate: this.state.config.optimizer.lr,
-      gradNorm: report.gradNorm,
-    };
-    for (const hook of this.hooks) hook.afterStep?.(this.state, result);
-  }
-
-  end(): void {
-    if (this.epoch >= 0) for (const hook of this.hooks) hook.afterEpoch?.(this.state, this.epoch);
-    for (const hook of this.hooks) hook.afterTrain?.(this.state);
+    // Tokenize here once: the workers then read the cache instead of racing to build it.
+    const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
+    if (network !== undefined) {
+      // Simulated ranks share this process, hence its backend.
+      tf.enableProdMode();
+      await initBackend(config.backend, log);
+    }
+    const sampler = globalBatchSampler(config, dataset.numSamples);
+    const totalSteps = totalStepsOf(config, sampler, options.steps);
+    let resumeDir = '';
+    let startStep = 0;
+    // Resuming: verify the whole checkpoint once here; the workers then read only their regions of it.
+    if (options.resume !== undefined) {
+      resumeDir = await resolveCheckpoint(options.resume);
+      const checkpoint = await loadCheckpoint(resumeDir, { verify: true });
+      startStep = checkpoint.manifest.dataLoader.nextStep;
+      checkpoint.close();
+      log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
+      checkStepsLeft(startStep, totalSteps);
+      if (nodeRank === 0) keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
+    }
+    return { transport, natsTransport, natsCredentials, natsLogin, dataset, sampler, totalSteps, resumeDir, startStep };
+  } catch (error) {
+    // An open connection or a private server would keep this process alive after the error.
+    await transport?.close().catch(() => undefined);
+    await nats.privateServer?.stop();
+    throw error;
   }
 }
