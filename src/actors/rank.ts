@@ -161,7 +161,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
       }
       return result;
     },
-    writeShard: (folder, completedSteps) => writeShard(folder, rank, completedSteps, held, params, optimizer),
+    writeShard: (folder, completedSteps) => stageActor.between(`save checkpoint of step ${completedSteps}`, () => writeShard(folder, rank, completedSteps, held, params, optimizer)),
     statuses: () => [stageActor.status(), ...(sharedWeightActor === undefined ? [] : [sharedWeightActor.status()])],
     async finish(outDir) {
       const skippedLine = nonFinite.summary();
