@@ -271,6 +271,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const code = await exitCode;
   clearInterval(mainThreadBeats);
   await heartbeats?.stop();
+  remote.close();
   await bus.flush().catch(() => undefined);
   await bus.close().catch(() => undefined);
   stopSystem(system);
