@@ -19,6 +19,7 @@ import type { Transport } from '../comm/transport.ts';
 import { initBackend } from '../backend/select.ts';
 import * as tf from '../tf.ts';
 import { SchedulerActors } from '../actors/scheduler-actor.ts';
+import { usesStageActors } from '../actors/rank.ts';
 import { SimulatedRank, type RankProcess } from './simulated-rank.ts';
 import { resolveNatsCredentials, type NatsCredentialFlags, type NatsCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, type NatsTransport } from '../comm/nats-transport.ts';
@@ -193,7 +194,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     if (nodeRank === 0) {
       const reporter = new StepReporter(config, totalSteps, startStep, sampler, options.hooks, log);
       // Pipeline and tensor-parallel ranks run their steps as stage actors fed by a scheduler actor per replica.
-      if (grid.pipeline > 1 || grid.tensor > 1) schedulers = new SchedulerActors({ system, bus, config, grid, log });
+      if (usesStageActors(config)) schedulers = new SchedulerActors({ system, bus, config, grid, log });
       coordinator = new Coordinator(
         system,
         bus,

@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { dispatch, spawn, start, stop as stopSystem } from 'nact';
 import { RemoteActors } from '../actors/remote.ts';
-import { spawnRank, type RankActors } from '../actors/rank.ts';
+import { spawnRank, usesStageActors, type RankActors } from '../actors/rank.ts';
 import { escalateToJob } from '../actors/supervision.ts';
 import { initBackend } from '../backend/select.ts';
 import { Bus } from '../comm/bus.ts';
@@ -171,7 +171,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     if (options.dataset === undefined) await initBackend(config.backend, log);
     const dataset = options.dataset ?? (await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} }));
     state = 'ready';
-    if (grid.pipeline > 1 || grid.tensor > 1) {
+    if (usesStageActors(config)) {
       await drivePipelineRank(dataset);
     } else {
       await trainDataParallelRank(dataset, report, gate);
