@@ -20,7 +20,7 @@ import { concurrencyOf, runAlone, runPair } from './concurrency.ts';
 import { measureDataParallel } from './data-parallel.ts';
 import { measureMatmulGflops } from './matmul.ts';
 import { measureMemory } from './memory.ts';
-import { pipelineFigures, PIPELINE_STAGES, runPipelineJob } from './pipeline.ts';
+import { pipelineFigures, PIPELINE_JOB_MODEL, PIPELINE_MICRO_BATCHES, PIPELINE_STAGES, runPipelineJob } from './pipeline.ts';
 import { reportJson, reportTable, round, type Figure, type Target } from './report.ts';
 import { measureTrainingStep } from './step.ts';
 import { measureTransport } from './transport.ts';
@@ -52,15 +52,8 @@ const STEP_MODEL = { numLayers: 4, hiddenSize: 256, numAttentionHeads: 4, maxPos
  * 3.4M parameters cost next to thin matmuls.
  */
 const TINY = JSON.parse(readFileSync(new URL('../examples/tiny.json', import.meta.url), 'utf8')) as { model: BenchModel['model']; batchSize: number; seqLen: number };
-/**
- * The model of the multi-process figures: 32 blocks, so that two stages can carry equal work at all.
- * With the fused kernels, the 50304-word LM head and its loss cost about 19 of these blocks: with 16
- * blocks the head's stage did more than half of the whole work whatever the split (measured stage
- * compute 1391 / 1699 ms), which caps any 2-stage pipeline below the ideal. With 32, the balanced
- * partition gives it 9 blocks and the measured stage compute is within 1% (2026 / 2039 ms).
- */
-const JOB_MODEL: BenchModel = { model: { numLayers: 32, hiddenSize: 256, numAttentionHeads: 4, maxPositionEmbeddings: 64 }, batchSize: 8, seqLen: 64 };
-const MICRO_BATCHES = 8;
+const JOB_MODEL = PIPELINE_JOB_MODEL;
+const MICRO_BATCHES = PIPELINE_MICRO_BATCHES;
 const JOB_STEPS = quick ? FIRST_MEASURED_STEP + 1 : FIRST_MEASURED_STEP + 4;
 const MEMORY = quick ? { warmup: 2, steps: 20 } : { warmup: 5, steps: 200 };
 

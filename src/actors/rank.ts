@@ -1,6 +1,6 @@
 /**
  * Implements: the actors of one rank of a pipeline or tensor-parallel job, built by one function that
- * worker processes and the simulated job (simulate.ts) both call. `spawnRank` makes the rank's process
+ * worker processes and simulated jobs (launcher/simulated-rank.ts) both call. `spawnRank` makes the rank's process
  * groups (the pipeline for activations, data parallel for gradients, the embedding group for the tied
  * weights), its pipeline stage (chunks of layers, sharded over its tensor-parallel group), its optimizer,
  * restores its shard of a checkpoint, and spawns its stage actor (which runs the scheduler's actions)
@@ -161,7 +161,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
       }
       return result;
     },
-    writeShard: (folder, completedSteps) => writeShard(folder, rank, completedSteps, held, params, optimizer),
+    writeShard: (folder, completedSteps) => stageActor.between(`save checkpoint of step ${completedSteps}`, () => writeShard(folder, rank, completedSteps, held, params, optimizer)),
     statuses: () => [stageActor.status(), ...(sharedWeightActor === undefined ? [] : [sharedWeightActor.status()])],
     async finish(outDir) {
       const skippedLine = nonFinite.summary();

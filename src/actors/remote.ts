@@ -104,6 +104,7 @@ export class RemoteActors {
 
   /** Stops exposing and forwarding; the bus and the actor system stay open. */
   close(): void {
+    if (this.malformed > 0) this.log(`actors: ignored ${this.malformed} actor message${this.malformed === 1 ? '' : 's'} with a malformed payload`);
     for (const handle of [...this.exposed.values()]) handle.unsubscribe();
     for (const proxy of this.proxies.values()) stop(proxy);
     this.proxies.clear();

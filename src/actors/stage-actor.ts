@@ -8,7 +8,8 @@
  */
 import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
 import { formatAction } from '../scheduler/actions.ts';
-import type { PipelineStepExecutor, PipelineStepResult } from '../stages/pipeline-step.ts';
+import type { StageAction } from '../scheduler/actions.ts';
+import type { PipelineStepResult } from '../stages/pipeline-step.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
 import type { RemoteActors } from './remote.ts';
 import { readStageAction, type ReceivedAction, type StepFinishedPayload } from '../protocol/stage-actions.ts';
@@ -16,13 +17,19 @@ import { readStageAction, type ReceivedAction, type StepFinishedPayload } from '
 /** How long a stage waits for the next action of an open step before it says the message was lost. */
 export const DEFAULT_ACTION_TIMEOUT_MS = 120_000;
 
+/** What the stage actor drives: the rank's PipelineStepExecutor (stages/pipeline-step.ts). */
+export interface StepExecutor {
+  begin(step: number): void;
+  execute(action: StageAction): Promise<PipelineStepResult | undefined>;
+}
+
 export interface StageActorOptions {
   system: ActorSystemRef;
   remote: RemoteActors;
   rank: number;
   /** The data-parallel replica: its scheduler actor hears of every finished step. */
   replica: number;
-  executor: PipelineStepExecutor;
+  executor: StepExecutor;
   /** Micro-batch numbers (M x accumulation rounds) and chunks this stage can run. */
   limits: { microBatches: number; chunks: number };
   actionTimeoutMs?: number;
@@ -32,7 +39,8 @@ export interface StageActorOptions {
 type StageMessage =
   | ({ type: 'action' } & ReceivedAction)
   | { type: 'run-step'; step: number; resolve: (result: PipelineStepResult) => void; reject: (error: Error) => void }
-  | { type: 'timeout'; step: number; index: number };
+  | { type: 'timeout'; step: number; index: number }
+  | { type: 'task'; label: string; run: () => Promise<unknown>; settle: (error: unknown, value?: unknown) => void };
 
 interface OpenStep {
   step: number;
@@ -87,8 +95,21 @@ export class StageActor {
     });
   }
 
+  /**
+   * Runs `run` in the actor's mailbox order, between steps (a checkpoint shard is written this way, so
+   * nothing the actor runs can touch the weights while they are read); `label` names it in the status.
+   */
+  between<T>(label: string, run: () => Promise<T>): Promise<T> {
+    return new Promise((resolve, reject) => {
+      this.tally.queued();
+      dispatch(this.actor, { type: 'task', label, run, settle: (error, value) => (error === undefined ? resolve(value as T) : reject(error)) });
+    });
+  }
+
+  /** Its mailbox counts the actions that arrived and wait for their turn too. */
   status(): ActorStatus {
-    return this.tally.status();
+    const status = this.tally.status();
+    return { ...status, mailbox: status.mailbox + this.pending.size };
   }
 
   stop(): void {
@@ -121,12 +142,25 @@ export class StageActor {
         this.tally.state = 'running';
         this.tally.done(`open step ${message.step + 1}`);
         break;
+      case 'task': {
+        if (this.open !== undefined) {
+          message.settle(new Error(`stage actor of rank ${this.options.rank}: cannot ${message.label} while step ${this.open.step + 1} runs`));
+          return;
+        }
+        try {
+          message.settle(undefined, await message.run());
+        } catch (error) {
+          message.settle(error);
+        }
+        this.tally.done(message.label);
+        return;
+      }
       case 'timeout': {
         const open = this.open;
         if (open === undefined || open.step !== message.step || open.next !== message.index) return;
         throw new Error(
           `stage actor of rank ${this.options.rank} got no action ${message.index} of step ${message.step + 1} from its scheduler within ` +
-            `${(this.timeoutMs / 1000).toFixed(1)} s: the message was lost (the job rolls back to its last checkpoint)`,
+            `${Number((this.timeoutMs / 1000).toFixed(3))} s: the message was lost (the job rolls back to its last checkpoint)`,
         );
       }
     }

@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import type { ActorSystemRef } from 'nact';
 import { Coordinator } from '../actors/coordinator.ts';
-import { SchedulerActors } from '../actors/scheduler-actor.ts';
+import { SchedulerActors, usesStageActors } from '../actors/scheduler-actor.ts';
 import type { Bus } from '../comm/bus.ts';
 import type { Transport } from '../comm/transport.ts';
 import { commitCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
@@ -133,7 +133,7 @@ export class JobAttempt {
   private hostCoordinator(): void {
     const { config, grid, log, system, bus, sampler } = this.job;
     const reporter = new StepReporter(config, this.job.totalSteps, this.from.startStep, sampler, this.job.hooks, log);
-    if (grid.pipeline > 1 || grid.tensor > 1) this.schedulers = new SchedulerActors({ system, bus, config, grid, log });
+    if (usesStageActors(config)) this.schedulers = new SchedulerActors({ system, bus, config, grid, log });
     this.coordinator = new Coordinator(
       system,
       bus,

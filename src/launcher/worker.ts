@@ -2,7 +2,7 @@
  * Implements: one rank's process. It joins the job over NATS and runs the rank (runRank): registers,
  * heartbeats (from its own thread in a worker process: a step holds the main thread for seconds),
  * spawns the rank's actors, opens each step the coordinator's gate lets run, reports steps, and ends
- * when the job ends or the coordinator says shut down. The simulated job (simulate.ts) runs every
+ * when the job ends or the coordinator says shut down. A simulated job (simulated-rank.ts) runs every
  * rank's runRank in one process over the in-process transport.
  */
 import { hostname } from 'node:os';
@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { dispatch, spawn, start, stop as stopSystem } from 'nact';
 import { RemoteActors } from '../actors/remote.ts';
 import { spawnRank, type RankActors } from '../actors/rank.ts';
+import { usesStageActors } from '../actors/scheduler-actor.ts';
 import { escalateToJob } from '../actors/supervision.ts';
 import { initBackend } from '../backend/select.ts';
 import { Bus } from '../comm/bus.ts';
@@ -171,7 +172,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     if (options.dataset === undefined) await initBackend(config.backend, log);
     const dataset = options.dataset ?? (await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} }));
     state = 'ready';
-    if (grid.pipeline > 1 || grid.tensor > 1) {
+    if (usesStageActors(config)) {
       await drivePipelineRank(dataset);
     } else {
       await trainDataParallelRank(dataset, report, gate);
@@ -271,6 +272,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const code = await exitCode;
   clearInterval(mainThreadBeats);
   await heartbeats?.stop();
+  remote.close();
   await bus.flush().catch(() => undefined);
   await bus.close().catch(() => undefined);
   stopSystem(system);

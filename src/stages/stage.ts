@@ -3,10 +3,10 @@
  * micro-batch through one chunk, with activations and their gradients exchanged with the neighbouring
  * virtual stages as tagged point-to-point messages.
  *
- * [Note: backward by recompute] tfjs gradients are synchronous and no tape survives an await, so a
- * backward re-runs the chunk's forward under the tape from the saved input and takes the vector-Jacobian
- * product with the received output gradient: the gradient of sum(output * dy) (activation
- * checkpointing, which the seed trains with). The input is a fresh variable so its gradient comes out too.
+ * [Note: one chunk contract] Every chunk, at every tensor-parallel size and with or without activation
+ * checkpointing, is a ModelChunk (src/model/chunk.ts): a backward is backwardInput, whose gradient is
+ * sent upstream at once, then backwardWeight. Reads of tensor values here are awaited (`data()`): a
+ * WebGPU backend cannot read synchronously.
  *
  * [Note: virtual stages] Chunk c of pipeline rank r is virtual stage v = c * P + r (interleaved 1F1B);
  * activations flow v -> v + 1, i.e. to rank (r + 1) mod P, wrapping to the next chunk after the last
@@ -14,12 +14,11 @@
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
-import { GPT, type TokenBatch } from '../model/gpt.ts';
+import type { TokenBatch } from '../model/gpt.ts';
+import { ModelChunk, type ChunkSaved } from '../model/chunk.ts';
 import { denseWordEmbeddingGradient, type WordEmbeddingRows } from '../model/manual/embedding.ts';
-import { disposeSliceSaved, rightOperandWeights, sliceBackward, sliceForward, type SliceSaved } from '../model/manual/slice.ts';
 import { warmMatmulOperands } from '../backend/warm-matmul.ts';
-import { TensorParallelGPT, type TensorParallelForward } from '../tensor-parallel/tensor-parallel-gpt.ts';
-import { lookupRows } from '../tensor-parallel/vocab-parallel.ts';
+import { gradientRows } from '../tensor-parallel/vocab-parallel.ts';
 import { addGradient } from '../model/gradient-sum.ts';
 import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
 import * as tf from '../tf.ts';
@@ -40,28 +39,20 @@ export interface StageOptions {
   /** Where forward, backward, send and receive events go. */
   trace?: TraceRecorder;
   /**
-   * The stage's tensor-parallel group (the same stage of the other tp ranks). Size > 1: every chunk is
-   * a TensorParallelGPT shard, whose forward and backward are chains of segments with all-reduces.
+   * The stage's tensor-parallel group (the same stage of the other tp ranks): every chunk holds this
+   * rank's shards and runs its all-reduces over it. Omitted: a group of one.
    */
   tensorGroup?: ProcessGroup;
   /** fp16 mode: activations and their gradients travel as float16. */
   halfPrecisionWire?: boolean;
 }
 
-interface SavedInput {
-  /** Hidden states received from the previous virtual stage (undefined at virtual stage 0). */
-  hidden?: tf.Tensor3D;
-  /** A tensor-parallel chunk's forward record (it owns its input and output until backward). */
-  shardForward?: TensorParallelForward;
-  /** Activations kept by the hand-written forward (model.checkpoint off): the backward needs no recompute. */
-  activations?: SliceSaved;
-}
-
 export class PipelineStage {
-  /** One model slice per chunk: whole layers, or this rank's tensor-parallel shard of them. */
-  readonly chunks: (GPT | TensorParallelGPT)[];
+  /** One model chunk per layer range: this rank's tensor-parallel shard of those layers. */
+  readonly chunks: ModelChunk[];
   private readonly virtualStages: number;
-  private readonly saved = new Map<string, SavedInput>();
+  /** What each forward kept for its backward, by `microBatch.chunk`. */
+  private readonly saved = new Map<string, ChunkSaved>();
   private gradSums = new Map<string, tf.Tensor>();
   /** The word embedding's gradient rows of this step's backwards, in order, merged into gradSums when read. */
   private wordEmbeddingRows: WordEmbeddingRows[] = [];
@@ -77,17 +68,14 @@ export class PipelineStage {
   constructor(private readonly options: StageOptions) {
     const { config, chunkLayers, pipelineSize } = options;
     this.virtualStages = pipelineSize * chunkLayers.length;
-    const group = options.tensorGroup;
-    this.chunks = chunkLayers.map(([start, end]) => {
-      const slice = sliceForLayers(config.model, start, end);
-      return group !== undefined && group.size > 1
-        ? new TensorParallelGPT({ config: config.model, slice, seed: config.seed, group })
-        : new GPT(config.model, slice, config.seed);
-    });
-    if (options.pipelineRank === 0) {
-      const first = this.chunks[0];
-      this.lookedUp = new Uint8Array(first instanceof TensorParallelGPT ? first.vocabRange.size : config.model.vocabSize);
-    }
+    this.chunks = chunkLayers.map(([start, end]) => new ModelChunk({
+      config: config.model,
+      slice: sliceForLayers(config.model, start, end),
+      seed: config.seed,
+      group: options.tensorGroup,
+      wordEmbeddingRows: true,
+    }));
+    if (options.pipelineRank === 0) this.lookedUp = new Uint8Array(this.chunks[0].vocabRange.size);
   }
 
   /**
@@ -107,10 +95,8 @@ export class PipelineStage {
   }
 
   private noteLookups(batch: TokenBatch): void {
-    const first = this.chunks[0];
-    const rows = first instanceof TensorParallelGPT ? lookupRows(batch.inputIds, first.vocabRange).localIds : batch.inputIds;
-    // An id outside the vocabulary gathers nothing (the scatter-add drops it).
-    for (const row of rows) if (row >= 0 && row < this.lookedUp!.length) this.lookedUp![row] = 1;
+    // An id outside this shard's vocabulary range (another rank's, or none) gets no gradient here.
+    for (const row of gradientRows(batch.inputIds, this.chunks[0].vocabRange)) if (row >= 0) this.lookedUp![row] = 1;
   }
 
   /**
@@ -119,8 +105,8 @@ export class PipelineStage {
    */
   countsInNorm(name: string): boolean {
     if (name === WORD_EMBEDDING && this.options.pipelineRank !== 0) return false;
-    const shard = this.chunks.find((chunk) => chunk.params.has(name));
-    return !(shard instanceof TensorParallelGPT) || shard.shardKind(name) !== 'replicated' || shard.tpRank === 0;
+    const chunk = this.chunks.find((c) => c.params.has(name));
+    return chunk === undefined || chunk.shardKind(name) !== 'replicated' || chunk.tpRank === 0;
   }
 
   /** Every parameter this stage holds, by global name; the tied embedding appears once per chunk that holds it. */
@@ -164,7 +150,7 @@ export class PipelineStage {
   get savedBytes(): number {
     const seen = new Set<number>();
     let bytes = 0;
-    for (const input of this.saved.values()) bytes += tensorBytes(input, seen);
+    for (const saved of this.saved.values()) bytes += tensorBytes(saved, seen);
     return bytes;
   }
 
@@ -173,27 +159,11 @@ export class PipelineStage {
     this.options.trace?.counter('saved activations', wallClockMs(), { bytes: this.savedBytes });
   }
 
-  private compute<T>(op: PipelineOp, work: () => T): T {
-    const start = wallClockMs();
-    const result = work();
-    this.finishCompute(op, start);
-    return result;
-  }
-
-  /** Ends a forward or backward begun at `start` (for tensor-parallel chunks it includes their all-reduces). */
+  /** Ends a forward or backward begun at `start` (it includes the chunk's tensor-parallel all-reduces). */
   private finishCompute(op: PipelineOp, start: number): void {
     const end = wallClockMs();
     this.computeMs += end - start;
     this.options.trace?.record(op.kind === 'F' ? 'forward' : 'backward', 'compute', start, end, this.args(op));
-  }
-
-  /** Takes over a backward's parameter gradients and sends its input gradient to the previous virtual stage. */
-  private finishBackward(op: PipelineOp, virtual: number, grads: Map<string, tf.Tensor>, inputGrad: tf.Tensor | undefined): void {
-    for (const [name, grad] of grads) this.accumulate(name, grad);
-    if (inputGrad !== undefined) {
-      this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
-      inputGrad.dispose();
-    }
   }
 
   /** Adds a micro-batch's gradient (taken over) to the step's sum for that parameter. */
@@ -205,9 +175,10 @@ export class PipelineStage {
     return { step: this.step + 1, microBatch: op.microBatch, chunk: op.chunk };
   }
 
-  private send(op: PipelineOp, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): void {
+  private async send(op: PipelineOp, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): Promise<void> {
     const start = wallClockMs();
-    this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), tensor.dataSync() as Float32Array, tensor.shape, {
+    const values = (await tensor.data()) as Float32Array;
+    this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), values, tensor.shape, {
       half: this.options.halfPrecisionWire === true,
     });
     this.options.trace?.record(kind === 'act' ? 'send activation' : 'send gradient', 'comm', start, wallClockMs(), { ...this.args(op), to });
@@ -224,7 +195,7 @@ export class PipelineStage {
    */
   get stepGradients(): Map<string, tf.Tensor> {
     if (this.wordEmbeddingRows.length > 0) {
-      const dense = denseWordEmbeddingGradient(this.wordEmbeddingRows, this.options.config.model);
+      const dense = denseWordEmbeddingGradient(this.wordEmbeddingRows, this.chunks[0].vocabRange.size, this.options.config.model);
       this.disposeWordEmbeddingRows();
       this.accumulate(WORD_EMBEDDING, dense);
     }
@@ -235,11 +206,8 @@ export class PipelineStage {
     for (const chunk of this.chunks) chunk.dispose();
     for (const grad of this.gradSums.values()) grad.dispose();
     this.disposeWordEmbeddingRows();
-    for (const input of this.saved.values()) {
-      input.hidden?.dispose();
-      if (input.activations !== undefined) disposeSliceSaved(input.activations);
-      if (input.shardForward !== undefined) (this.chunks.find((c) => c instanceof TensorParallelGPT) as TensorParallelGPT).release(input.shardForward);
-    }
+    for (const [key, saved] of this.saved) this.chunks[Number(key.split('.')[1])].release(saved);
+    this.saved.clear();
   }
 
   private virtualStage(chunk: number): number {
@@ -282,109 +250,74 @@ export class PipelineStage {
 
   private async forward(op: PipelineOp, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
-    const model = this.chunks[op.chunk];
+    const chunk = this.chunks[op.chunk];
     if (virtual === 0) this.noteLookups(batch);
     else if (!this.weightsWarmed) this.warmWeights(op);
     const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
-    if (model instanceof TensorParallelGPT) {
-      const start = wallClockMs();
-      const shardForward = await model.forward(batch, hidden);
-      this.finishCompute(op, start);
-      this.saved.set(`${op.microBatch}.${op.chunk}`, { shardForward });
-      this.noteSaved();
-      if (shardForward.loss !== undefined) this.lossSum += shardForward.loss;
-      else this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, shardForward.hidden!);
-      return;
-    }
-    if (!this.options.config.model.checkpoint) {
-      // Keep the activations (llm.c style) so the backward skips the forward recompute (measured 1.5x on a stage).
-      const { output, saved } = this.compute(op, () => sliceForward(model, batch, hidden, { lossGrad: this.lossScale }));
+    const start = wallClockMs();
+    let forward: { output: tf.Tensor; saved: ChunkSaved };
+    try {
+      forward = await chunk.forward(batch, hidden, { lossGrad: this.lossScale });
+    } finally {
       hidden?.dispose();
-      this.saved.set(`${op.microBatch}.${op.chunk}`, { activations: saved });
-      this.noteSaved();
-      if (virtual === this.virtualStages - 1) this.lossSum += output.dataSync()[0];
-      else this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, output);
-      output.dispose();
-      return;
     }
-    this.saved.set(`${op.microBatch}.${op.chunk}`, { hidden });
+    this.finishCompute(op, start);
+    this.saved.set(`${op.microBatch}.${op.chunk}`, forward.saved);
     this.noteSaved();
-    const output = this.compute(op, () => {
-      const out = tf.tidy(() => model.forward(batch, hidden, {}));
-      out.dataSync();
-      return out;
-    });
-    if (virtual === this.virtualStages - 1) {
-      this.lossSum += output.dataSync()[0];
-    } else {
-      this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, output);
+    try {
+      if (virtual === this.virtualStages - 1) this.lossSum += (await forward.output.data())[0];
+      else await this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, forward.output);
+    } finally {
+      forward.output.dispose();
     }
-    output.dispose();
   }
 
   /**
    * Before the step's first wait for an activation: the optimizer made new weight tensors, and packing
    * them for the wasm matmul now (warm-matmul.ts) takes it off the first micro-batch, whose results the
    * other stages wait for. Virtual stage 0's chunk computes first and waits for nothing, so it is left.
+   * Only whole (tp = 1) chunks: they are the ones whose products run on the wasm fast path measured there.
    */
   private warmWeights(op: PipelineOp): void {
     this.weightsWarmed = true;
     const start = wallClockMs();
     this.chunks.forEach((chunk, index) => {
-      if (chunk instanceof GPT && this.virtualStage(index) !== 0) warmMatmulOperands(rightOperandWeights(chunk));
+      if (chunk.tp === 1 && this.virtualStage(index) !== 0) warmMatmulOperands(chunk.rightOperandWeights());
     });
     this.options.trace?.record('pack weights', 'compute', start, wallClockMs(), this.args(op));
   }
 
+  /** The B op: backwardInput, its gradient sent upstream at once, then backwardWeight. */
   private async backward(op: PipelineOp, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
-    const model = this.chunks[op.chunk];
+    const chunk = this.chunks[op.chunk];
     const key = `${op.microBatch}.${op.chunk}`;
     const saved = this.saved.get(key);
     if (saved === undefined) throw new Error(`stage ${this.options.pipelineRank}: backward ${formatOp(op)} before its forward`);
     this.saved.delete(key);
     this.noteSaved();
     const last = virtual === this.virtualStages - 1;
-    const outputGrad = last ? undefined : await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch));
-    if (model instanceof TensorParallelGPT) {
-      const start = wallClockMs();
-      const { inputGrad, grads } = await model.backward(saved.shardForward!, outputGrad as tf.Tensor3D | undefined, this.lossScale);
-      this.finishCompute(op, start);
-      model.release(saved.shardForward!);
-      outputGrad?.dispose();
-      this.finishBackward(op, virtual, grads, inputGrad);
-      return;
+    let inputGrad: tf.Tensor3D | undefined;
+    let start = 0;
+    try {
+      const outputGrad = last ? undefined : ((await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
+      start = wallClockMs();
+      try {
+        inputGrad = await chunk.backwardInput(saved, outputGrad);
+      } finally {
+        outputGrad?.dispose();
+      }
+      if (inputGrad !== undefined) await this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
+    } catch (error) {
+      chunk.release(saved);
+      throw error;
+    } finally {
+      inputGrad?.dispose();
     }
-    if (saved.activations !== undefined) {
-      const { inputGrad, grads, wordEmbeddingRows } = this.compute(op, () =>
-        sliceBackward(model, saved.activations!, outputGrad as tf.Tensor3D | undefined, { wordEmbeddingRows: true }),
-      );
-      outputGrad?.dispose();
-      if (wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(wordEmbeddingRows);
-      this.finishBackward(op, virtual, grads, inputGrad);
-      return;
-    }
-    const input = saved.hidden === undefined ? undefined : tf.variable(saved.hidden, true);
-    const variables = model.variables();
-    const { value, grads } = this.compute(op, () => {
-      const result = tf.variableGrads(() => {
-        const output = model.forward(batch, input as tf.Tensor3D | undefined, {});
-        // The loss itself on the last virtual stage; elsewhere the VJP with the received gradient.
-        return (last ? tf.mul(output, this.lossScale) : tf.sum(tf.mul(output, outputGrad!))) as tf.Scalar;
-      }, input === undefined ? variables : [...variables, input]);
-      result.value.dataSync();
-      return result;
-    });
-    value.dispose();
-    outputGrad?.dispose();
-    model.specs.forEach((spec, index) => this.accumulate(spec.name, grads[variables[index].name]));
-    if (input !== undefined) {
-      const inputGrad = grads[input.name];
-      this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
-      inputGrad.dispose();
-      input.dispose();
-    }
-    saved.hidden?.dispose();
+    const { grads, wordEmbeddingRows } = chunk.backwardWeight(saved);
+    this.finishCompute(op, start);
+    if (wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(wordEmbeddingRows);
+    for (const [name, grad] of grads) this.accumulate(name, grad);
   }
 }
 

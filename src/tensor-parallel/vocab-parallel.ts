@@ -5,7 +5,7 @@
  * rank: only row maxima, row sums of exponentials and target logits ([N] each) cross the group.
  */
 import * as tf from '../tf.ts';
-import { allReduceTensor, type TensorParallelGroup } from './segment-chain.ts';
+import { allReduce, type CollectiveSteps } from './collective-steps.ts';
 
 /** The vocabulary rows [start, start + size) that a tp rank owns. */
 export interface VocabRange {
@@ -15,18 +15,19 @@ export interface VocabRange {
 
 /**
  * The word-embedding rows of `ids` that fall in `range`, zeros for the others: summed over the group,
- * these are the full lookup. ids int32 [N] -> [N, H]. The mask is a constant, so gather's gradient only
- * reaches owned rows.
+ * these are the full lookup. ids int32 [N] -> [N, H]. Where the range owns every id (a group of one) it
+ * is a plain gather, bit for bit.
  */
 export function maskedLookup(wordShard: tf.Tensor2D, ids: Int32Array, range: VocabRange): tf.Tensor2D {
   const { localIds, owned } = lookupRows(ids, range);
   const rows = tf.gather(wordShard, tf.tensor1d(localIds, 'int32'));
+  if (owned.every((flag) => flag === 1)) return rows;
   return tf.mul(rows, tf.tensor2d(owned, [ids.length, 1])) as tf.Tensor2D;
 }
 
 /**
  * The shard rows `maskedLookup` gathers for `ids` (an id's local row where `range` owns it, else row 0,
- * masked out), which are also the only rows its gradient can reach, and the mask.
+ * masked out), and the mask.
  */
 export function lookupRows(ids: Int32Array, range: VocabRange): { localIds: Int32Array; owned: Float32Array } {
   const localIds = new Int32Array(ids.length);
@@ -41,77 +42,52 @@ export function lookupRows(ids: Int32Array, range: VocabRange): { localIds: Int3
   return { localIds, owned };
 }
 
-/** A vocab-parallel cross-entropy's forward: the loss, and what its backward needs. */
-export interface VocabParallelLoss {
-  /** Mean over rows of log(sum_v exp(logit_v)) - logit_target, identical on every rank. */
-  loss: number;
-  /**
-   * d loss / d local logits ([N, V/tp]) for an upstream gradient `scale` (1 for the loss itself):
-   * (softmax_local - onehot_local) / N. Consumes the saved tensors: call once.
-   */
-  backward(scale?: number): tf.Tensor2D;
-  /** Frees the saved tensors without a backward. */
-  dispose(): void;
+/** Per id, the shard row its lookup's gradient reaches: its local row where `range` owns it, else -1 (none). */
+export function gradientRows(ids: Int32Array, range: VocabRange): Int32Array {
+  return Int32Array.from(ids, (id) => {
+    const local = id - range.start;
+    return local >= 0 && local < range.size ? local : -1;
+  });
 }
 
 /**
- * Cross-entropy of local logits [N, V/tp] (columns = this rank's vocabulary range) against global
- * labels [N]. Three reductions of [N]: the MAX of row maxima (for a stable exp), then one SUM carrying
- * the row sums of exp(logit - max) and the target logits (each row's owner contributes it, others 0).
+ * Cross-entropy of local logits [N, V/tp] (columns = this rank's vocabulary range) against global labels
+ * [N]: each row's loss (identical on every rank) and the gradient of the local logits for d(loss_row) =
+ * `gradScale`, (softmax_local - onehot_local) * gradScale. Two collectives of [N] and [2N]: the MAX of
+ * row maxima (for a stable exp), then one SUM carrying the row sums of exp(logit - max) and the target
+ * logits (each row's owner contributes it, others 0). The caller keeps ownership of `localLogits`.
  */
-export async function vocabParallelCrossEntropy(
-  group: TensorParallelGroup,
-  localLogits: tf.Tensor2D,
-  labels: Int32Array,
-  range: VocabRange,
-): Promise<VocabParallelLoss> {
+export function* vocabParallelCrossEntropySteps(
+  localLogits: tf.Tensor2D, labels: Int32Array, range: VocabRange, gradScale: number,
+): CollectiveSteps<{ losses: tf.Tensor1D; dLogits: tf.Tensor2D }> {
   const [rows, width] = localLogits.shape;
   if (width !== range.size) throw new Error(`local logits have ${width} columns but the vocabulary range holds ${range.size}`);
   if (labels.length !== rows) throw new Error(`${labels.length} labels for ${rows} rows of logits`);
-  const localMax = tf.max(localLogits, 1);
-  const rowMax = await allReduceTensor(group, localMax, 'max');
-  localMax.dispose();
-  const exps = tf.tidy(() => tf.exp(tf.sub(localLogits, tf.reshape(rowMax, [rows, 1]))));
-  // Target logit minus the row max, from the rank that owns the label.
-  const localLabels = new Int32Array(rows);
-  const shiftedTarget = new Float32Array(rows);
-  const logitValues = localLogits.dataSync();
-  const maxValues = rowMax.dataSync();
-  labels.forEach((label, i) => {
-    const local = label - range.start;
-    localLabels[i] = local >= 0 && local < range.size ? local : -1;
-    if (localLabels[i] >= 0) shiftedTarget[i] = Math.fround(logitValues[i * width + local] - maxValues[i]);
+  const rowMax = yield allReduce(tf.max(localLogits, 1), 'max', 'cross-entropy row maxima');
+  // oneHot of -1 is a zero row: labels another rank owns. Cast an int32 one-hot (float32 oneHot is wrong on wasm).
+  const { exps, oneHot, packed } = tf.tidy(() => {
+    const shifted = tf.sub(localLogits, tf.reshape(rowMax, [rows, 1]));
+    const exps = tf.exp(shifted);
+    const oneHot = tf.cast(tf.oneHot(tf.tensor1d(gradientRows(labels, range), 'int32'), width), 'float32');
+    // Target logit minus the row max from the rank that owns the label; exactly 0 from the others.
+    const packed = tf.concat([tf.sum(exps, 1), tf.sum(tf.mul(shifted, oneHot), 1)]);
+    return { exps, oneHot, packed };
   });
   rowMax.dispose();
-  const sumsAndTargets = tf.tidy(() => tf.concat([tf.sum(exps, 1), tf.tensor1d(shiftedTarget)]));
-  const reduced = await allReduceTensor(group, sumsAndTargets, 'sum');
-  sumsAndTargets.dispose();
-  const [sums, targets] = tf.split(reduced, 2);
-  reduced.dispose();
-  const lossTensor = tf.tidy(() => tf.mean(tf.sub(tf.log(sums), targets)));
-  const loss = lossTensor.dataSync()[0];
-  lossTensor.dispose();
-  targets.dispose();
-  let spent = false;
-  const dispose = () => {
-    if (spent) return;
-    spent = true;
-    exps.dispose();
-    sums.dispose();
-  };
-  return {
-    loss,
-    dispose,
-    backward(scale = 1) {
-      if (spent) throw new Error('vocab-parallel cross-entropy: backward called twice (or after dispose)');
-      const grad = tf.tidy(() => {
-        // oneHot of -1 is a zero row: labels another rank owns. Cast an int32 one-hot (float32 oneHot is wrong on wasm).
-        const oneHot = tf.cast(tf.oneHot(tf.tensor1d(localLabels, 'int32'), width), 'float32');
-        const softmax = tf.div(exps, tf.reshape(sums, [rows, 1]));
-        return tf.mul(tf.sub(softmax, oneHot), scale / rows) as tf.Tensor2D;
-      });
-      dispose();
-      return grad;
-    },
-  };
+  let reduced: tf.Tensor | undefined;
+  try {
+    reduced = yield allReduce(packed, 'sum', 'cross-entropy sums and targets');
+  } finally {
+    // A failed collective abandons the steps here (the driver returns them).
+    if (reduced === undefined) tf.dispose([exps, oneHot]);
+  }
+  const sumsAndTargets = reduced;
+  const result = tf.tidy(() => {
+    const [sums, targets] = tf.split(sumsAndTargets, 2);
+    const losses = tf.sub(tf.log(sums!), targets!) as tf.Tensor1D;
+    const dLogits = tf.mul(tf.sub(tf.div(exps, tf.reshape(sums!, [rows, 1])), oneHot), gradScale) as tf.Tensor2D;
+    return { losses, dLogits };
+  });
+  tf.dispose([reduced, exps, oneHot]);
+  return result;
 }

@@ -72,8 +72,9 @@ test('hostile messages - a live pipeline-2 job under thousands of hostile payloa
     while (sent < MAX_PAYLOADS && !new RegExp(`step ${LAST_ATTACK_STEP}/${STEPS}`).test(job.output()) && job.child.exitCode === null) {
       for (let i = 0; i < ROUND; i++, sent++) {
         const subject = targets[sent % targets.length]!;
-        // The coordinator's subjects get whole frames only, so its count is exact; ranks also get forged chunks.
-        const coordinator = subject.startsWith('coord.');
+        // The launcher's subjects (the coordinator's, the scheduler actors') get whole frames only, so its
+        // count is exact; ranks also get forged chunks.
+        const coordinator = subject.startsWith('coord.') || subject.startsWith('actor.scheduler.');
         const payload = payloads.next(subject, !coordinator);
         if (coordinator) toCoordinator[payload.verdict!]++;
         kinds.set(payload.what, (kinds.get(payload.what) ?? 0) + 1);

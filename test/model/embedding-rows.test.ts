@@ -48,7 +48,7 @@ for (const backend of ['cpu', 'wasm'] as const) {
       rows.push(withRows.wordEmbeddingRows);
       tf.dispose([outputGrad, a.output, b.output, ...[...withDense.grads].filter(([name]) => name !== WORD_EMBEDDING).map(([, g]) => g), ...withRows.grads.values()]);
     }
-    const merged = denseWordEmbeddingGradient(rows, config);
+    const merged = denseWordEmbeddingGradient(rows, config.vocabSize, config);
     assert.deepEqual(merged.shape, [config.vocabSize, config.hiddenSize]);
     // Bit for bit, +0 and -0 told apart: the same float32 words.
     assert.deepEqual(new Uint32Array(merged.dataSync().buffer.slice(0)), new Uint32Array(dense!.dataSync().buffer.slice(0)));

@@ -6,7 +6,7 @@ import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
 import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { fullModelSlice, type ModelSlice } from '../../src/model/params.ts';
-import { TensorParallelGPT } from '../../src/tensor-parallel/tensor-parallel-gpt.ts';
+import { ModelChunk } from '../../src/model/chunk.ts';
 
 export const SEQ_LEN = 8;
 export const VOCAB = 24;
@@ -25,7 +25,7 @@ export function tinyConfig(overrides: Record<string, unknown> = {}): TrainConfig
 }
 
 export interface TensorParallelRanks {
-  models: TensorParallelGPT[];
+  models: ModelChunk[];
   groups: ProcessGroup[];
   close(): Promise<void>;
 }
@@ -45,10 +45,10 @@ export function makeGroups(tp: number, timeoutMs = 20_000): { groups: ProcessGro
   };
 }
 
-/** A tp group whose every rank holds its shard of `slice`. */
-export function makeTensorParallelRanks(config: TrainConfig, tp: number, slice: ModelSlice = fullModelSlice(config.model)): TensorParallelRanks {
+/** A tp group whose every rank holds its shard of `slice`, as a model chunk. */
+export function makeTensorParallelRanks(config: TrainConfig, tp: number, slice: ModelSlice = fullModelSlice(config.model), checkpoint = false): TensorParallelRanks {
   const { groups, close } = makeGroups(tp);
-  const models = groups.map((group) => new TensorParallelGPT({ config: config.model, slice, seed: config.seed, group }));
+  const models = groups.map((group) => new ModelChunk({ config: config.model, slice, seed: config.seed, group, checkpoint }));
   return {
     models,
     groups,

@@ -1,26 +1,31 @@
 /**
  * Implements: one pre-LN transformer block (GPT.block's math) as a forward that keeps its activations
- * and an analytic backward over them (llm.c's block forward/backward): LN1 -> QKV (per-head grouped
- * columns) -> causal attention with the additive bias -> proj -> residual; LN2 -> fc1 -> GELU -> fc2 ->
- * residual. Dropout, when given, uses the same masks as GPT.block and keeps them for the backward.
+ * and an analytic backward over them (llm.c's block forward/backward), tensor-parallel the Megatron way:
+ * LN1 -> QKV (column-parallel: this rank's heads) -> causal attention -> proj (row-parallel: a partial
+ * sum, ALL-REDUCED, then the bias) -> residual; LN2 -> fc1 (column-parallel) -> GELU -> fc2
+ * (row-parallel, ALL-REDUCED, then the bias) -> residual. Backward, the column-parallel layers' input
+ * gradients (QKV's and fc1's) are partial sums and are ALL-REDUCED before their LayerNorm's backward.
+ * The all-reduces are yielded requests (collective-steps.ts): with a group of one they are skipped and
+ * this is exactly the single-process block.
+ *
+ * The backward is split as zero-bubble schedules need it: blockBackwardInput computes the gradient of
+ * the block's input (and the LayerNorms' parameter gradients, which its fused kernel yields anyway) and
+ * keeps, for each linear, its input and output gradient; blockBackwardWeight turns those into the
+ * weight and bias gradients, later if the caller wants.
+ *
+ * LayerNorms, the row-parallel biases and the residual stream are replicated: their inputs and output
+ * gradients are all-reduced values, identical on every tp rank, so their gradients come out identical
+ * on every rank with no all-reduce. Dropout uses the same masks as GPT.block (a rank takes its heads'
+ * rows of the attention-probability mask) and keeps them for the backward.
  */
 import * as tf from '../../tf.ts';
 import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { DropoutSite, dropoutMask, type DropoutContext } from '../dropout.ts';
-import {
-  geluBackward,
-  geluForward,
-  layerNormBackward,
-  layerNormForward,
-  linearBackward,
-  linearForward,
-  softmaxBackward,
-  type GeluSaved,
-  type LayerNormSaved,
-} from './primitives.ts';
+import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
+import { geluBackward, geluForward, layerNormBackward, layerNormForward, softmaxBackward, type GeluSaved, type LayerNormSaved } from './primitives.ts';
 
-/** A block's parameters by local name (params.ts: 'ln1.gamma', 'attn.qkv.weight', ...). */
+/** A block's parameters (this rank's shards) by local name (params.ts: 'ln1.gamma', 'attn.qkv.weight', ...). */
 export type BlockParams = ReadonlyMap<string, tf.Tensor>;
 
 export const BLOCK_PARAM_NAMES = [
@@ -28,36 +33,51 @@ export const BLOCK_PARAM_NAMES = [
   'ln2.gamma', 'ln2.beta', 'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias',
 ] as const;
 
+/** The block's linear layers, each with its weight and bias by local name. */
+const LINEARS = ['attn.qkv', 'attn.proj', 'mlp.fc1', 'mlp.fc2'] as const;
+type Linear = (typeof LINEARS)[number];
+
 export interface BlockForwardOptions {
   /** Training dropout; needs `layer` (part of the mask key). */
   dropout?: DropoutContext;
   layer?: number;
+  /** This rank's index in the tp group: which heads' dropout masks it takes (default 0). */
+  tpRank?: number;
 }
 
-/** Everything blockBackward reads. Rows are B*T. Dispose with tf.dispose(saved). */
+/** Everything the block's backward reads. Rows are B*T. Dispose with tf.dispose(saved). */
 export interface BlockSaved {
   batch: number;
   seqLen: number;
   ln1: LayerNormSaved;
   /** LN1 output [rows, H]: the QKV matmul's input. */
   normed1: tf.Tensor2D;
-  /** [B, heads, T, headDim] each. */
+  /** [B, local heads, T, headDim] each. */
   q: tf.Tensor4D;
   k: tf.Tensor4D;
   v: tf.Tensor4D;
-  /** softmax(scores) [B, heads, T, T], before dropout. */
+  /** softmax(scores) [B, local heads, T, T], before dropout. */
   probs: tf.Tensor4D;
-  /** Heads merged back [rows, H]: the proj matmul's input. */
+  /** This rank's heads merged back [rows, H/tp]: the proj matmul's input. */
   context: tf.Tensor2D;
   ln2: LayerNormSaved;
   normed2: tf.Tensor2D;
   gelu: GeluSaved;
-  /** GELU output [rows, 4H]: the fc2 matmul's input. */
+  /** GELU output [rows, F/tp]: the fc2 matmul's input. */
   activated: tf.Tensor2D;
   /** Dropout masks (scaled keep-masks) of the sites that dropped, shaped like their activation. */
   probsMask?: tf.Tensor;
   attnOutMask?: tf.Tensor;
   mlpOutMask?: tf.Tensor;
+}
+
+/**
+ * What blockBackwardWeight needs: each linear's input and the gradient of its output (the weight's
+ * gradient is input^T dOutput, the bias's the rows' sum of dOutput), and the LayerNorms' gradients.
+ */
+export interface BlockWeightWork {
+  linears: Record<Linear, { input: tf.Tensor2D; dOutput: tf.Tensor2D }>;
+  layerNorms: Record<'ln1' | 'ln2', { dgamma: tf.Tensor1D; dbeta: tf.Tensor1D }>;
 }
 
 function param(params: BlockParams, name: string): tf.Tensor {
@@ -72,104 +92,192 @@ function maskFor(options: BlockForwardOptions, rate: number, site: DropoutSite, 
   return dropoutMask(options.dropout, rate, options.layer, site, perSampleShape);
 }
 
-/** x [B, T, H], bias [B, 1, T, T] -> y [B, T, H] and the activations the backward needs. */
-export function blockForward(
-  params: BlockParams, x: tf.Tensor3D, bias: tf.Tensor4D, config: GPTConfig, options: BlockForwardOptions = {},
-): { y: tf.Tensor3D; saved: BlockSaved } {
-  return tidyKeep(() => {
-    const [batch, seqLen, hidden] = x.shape;
-    const heads = config.numAttentionHeads;
-    const headDim = hidden / heads;
-    const rows = batch * seqLen;
-    const eps = config.layerNormEpsilon;
-    const x2 = tf.reshape(x, [rows, hidden]) as tf.Tensor2D;
-
-    const ln1 = layerNormForward(x2, param(params, 'ln1.gamma'), param(params, 'ln1.beta'), eps);
-    const qkv = tf.reshape(linearForward(ln1.y, param(params, 'attn.qkv.weight'), param(params, 'attn.qkv.bias')), [batch, seqLen, heads, 3 * headDim]);
-    const [q, k, v] = tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D);
-    const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)), bias);
-    const probs = tf.softmax(scores) as tf.Tensor4D;
-    const probsMask = maskFor(options, config.attnDropRate, DropoutSite.AttentionProbs, [heads, seqLen, seqLen]);
-    const dropped = probsMask === undefined ? probs : tf.mul(probs, probsMask);
-    const context = tf.reshape(tf.transpose(tf.matMul(dropped, v), [0, 2, 1, 3]), [rows, hidden]) as tf.Tensor2D;
-    let attnOut: tf.Tensor = linearForward(context, param(params, 'attn.proj.weight'), param(params, 'attn.proj.bias'));
-    const attnOutMask = maskFor(options, config.dropRate, DropoutSite.AttentionOutput, [seqLen, hidden]);
-    if (attnOutMask !== undefined) attnOut = tf.mul(attnOut, tf.reshape(attnOutMask, [rows, hidden]));
-    const afterAttention = tf.add(x2, attnOut) as tf.Tensor2D;
-
-    const ln2 = layerNormForward(afterAttention, param(params, 'ln2.gamma'), param(params, 'ln2.beta'), eps);
-    const fc1 = linearForward(ln2.y, param(params, 'mlp.fc1.weight'), param(params, 'mlp.fc1.bias'));
-    const gelu = geluForward(fc1);
-    const activated = gelu.y as tf.Tensor2D;
-    let mlpOut: tf.Tensor = linearForward(activated, param(params, 'mlp.fc2.weight'), param(params, 'mlp.fc2.bias'));
-    const mlpOutMask = maskFor(options, config.dropRate, DropoutSite.MlpOutput, [seqLen, hidden]);
-    if (mlpOutMask !== undefined) mlpOut = tf.mul(mlpOut, tf.reshape(mlpOutMask, [rows, hidden]));
-    const y = tf.reshape(tf.add(afterAttention, mlpOut), [batch, seqLen, hidden]) as tf.Tensor3D;
-
-    const saved: BlockSaved = {
-      batch, seqLen, ln1: ln1.saved, normed1: ln1.y, q, k, v, probs, context,
-      ln2: ln2.saved, normed2: ln2.y, gelu: gelu.saved, activated, probsMask, attnOutMask, mlpOutMask,
-    };
-    return { y, saved };
-  });
+/** Disposes the tensors of `held` unless the generator finished (a failed collective abandons it). */
+function releaseUnlessDone(done: boolean, held: unknown[]): void {
+  if (!done) tf.dispose(held as tf.TensorContainer);
 }
 
 /**
- * dy [B, T, H] (gradient of the block's output) -> dx [B, T, H] and every parameter's gradient by local
- * name. Reads `saved` without disposing it.
+ * x [B, T, H] (replicated), bias [B, 1, T, T] -> y [B, T, H] (replicated) and the activations the
+ * backward needs. The caller keeps `x` alive until the steps finish and keeps ownership of it.
  */
+export function* blockForwardSteps(
+  params: BlockParams, x: tf.Tensor3D, bias: tf.Tensor4D, config: GPTConfig, options: BlockForwardOptions = {},
+): CollectiveSteps<{ y: tf.Tensor3D; saved: BlockSaved }> {
+  const [batch, seqLen, hidden] = x.shape;
+  const headDim = hidden / config.numAttentionHeads;
+  // This rank's heads: its QKV columns are whole heads, each [q|k|v][headDim] (params.ts, sharding.ts).
+  const heads = param(params, 'attn.qkv.weight').shape[1]! / (3 * headDim);
+  const rows = batch * seqLen;
+  const eps = config.layerNormEpsilon;
+  const site = `block ${options.layer ?? '?'}`;
+  const held: unknown[] = [];
+  let done = false;
+  try {
+    const attention = tidyKeep(() => {
+      const x2 = tf.reshape(x, [rows, hidden]) as tf.Tensor2D;
+      const ln1 = layerNormForward(x2, param(params, 'ln1.gamma'), param(params, 'ln1.beta'), eps);
+      const qkv = tf.reshape(tf.add(tf.matMul(ln1.y, param(params, 'attn.qkv.weight') as tf.Tensor2D), param(params, 'attn.qkv.bias')), [batch, seqLen, heads, 3 * headDim]);
+      const [q, k, v] = tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D);
+      const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)), bias);
+      const probs = tf.softmax(scores) as tf.Tensor4D;
+      const fullMask = maskFor(options, config.attnDropRate, DropoutSite.AttentionProbs, [config.numAttentionHeads, seqLen, seqLen]);
+      const probsMask = fullMask === undefined || heads === config.numAttentionHeads
+        ? fullMask
+        : tf.slice(fullMask, [0, (options.tpRank ?? 0) * heads, 0, 0], [batch, heads, seqLen, seqLen]);
+      const dropped = probsMask === undefined ? probs : tf.mul(probs, probsMask);
+      const context = tf.reshape(tf.transpose(tf.matMul(dropped, v), [0, 2, 1, 3]), [rows, heads * headDim]) as tf.Tensor2D;
+      // Row-parallel: this rank's heads' share of the projection, summed over the group before the bias.
+      const partial = tf.matMul(context, param(params, 'attn.proj.weight') as tf.Tensor2D);
+      return { ln1: ln1.saved, normed1: ln1.y, q, k, v, probs, probsMask, context, partial };
+    });
+    const { partial: attnPartial, ...attentionSaved } = attention;
+    held.push(attentionSaved);
+    const attnSum = yield allReduce(attnPartial, 'sum', `${site} attention output`);
+    held.push(attnSum);
+    const mlp = tidyKeep(() => {
+      let attnOut: tf.Tensor = tf.add(attnSum, param(params, 'attn.proj.bias'));
+      const attnOutMask = maskFor(options, config.dropRate, DropoutSite.AttentionOutput, [seqLen, hidden]);
+      if (attnOutMask !== undefined) attnOut = tf.mul(attnOut, tf.reshape(attnOutMask, [rows, hidden]));
+      const afterAttention = tf.add(tf.reshape(x, [rows, hidden]), attnOut) as tf.Tensor2D;
+      const ln2 = layerNormForward(afterAttention, param(params, 'ln2.gamma'), param(params, 'ln2.beta'), eps);
+      const fc1 = tf.add(tf.matMul(ln2.y, param(params, 'mlp.fc1.weight') as tf.Tensor2D), param(params, 'mlp.fc1.bias'));
+      const gelu = geluForward(fc1);
+      const activated = gelu.y as tf.Tensor2D;
+      const partial = tf.matMul(activated, param(params, 'mlp.fc2.weight') as tf.Tensor2D);
+      return { attnOutMask, afterAttention, ln2: ln2.saved, normed2: ln2.y, gelu: gelu.saved, activated, partial };
+    });
+    attnSum.dispose();
+    const { partial: mlpPartial, afterAttention, ...mlpSaved } = mlp;
+    held.push(mlpSaved, afterAttention);
+    const mlpSum = yield allReduce(mlpPartial, 'sum', `${site} MLP output`);
+    held.push(mlpSum);
+    const out = tidyKeep(() => {
+      let mlpOut: tf.Tensor = tf.add(mlpSum, param(params, 'mlp.fc2.bias'));
+      const mlpOutMask = maskFor(options, config.dropRate, DropoutSite.MlpOutput, [seqLen, hidden]);
+      if (mlpOutMask !== undefined) mlpOut = tf.mul(mlpOut, tf.reshape(mlpOutMask, [rows, hidden]));
+      return { y: tf.reshape(tf.add(afterAttention, mlpOut), [batch, seqLen, hidden]) as tf.Tensor3D, mlpOutMask };
+    });
+    mlpSum.dispose();
+    afterAttention.dispose();
+    done = true;
+    return { y: out.y, saved: { batch, seqLen, ...attentionSaved, ...mlpSaved, mlpOutMask: out.mlpOutMask } };
+  } finally {
+    releaseUnlessDone(done, held);
+  }
+}
+
+/**
+ * dy [B, T, H] (gradient of the block's output, replicated) -> dx [B, T, H] (replicated) and the work
+ * for blockBackwardWeight. Consumes `saved` (what the weight work needs moves into it); the caller keeps
+ * ownership of `dy`.
+ */
+export function* blockBackwardInputSteps(
+  params: BlockParams, saved: BlockSaved, dy: tf.Tensor3D, config: GPTConfig, layer?: number,
+): CollectiveSteps<{ dx: tf.Tensor3D; work: BlockWeightWork }> {
+  const { batch, seqLen } = saved;
+  const hidden = config.hiddenSize;
+  const headDim = hidden / config.numAttentionHeads;
+  const heads = saved.q.shape[1];
+  const rows = batch * seqLen;
+  const site = `block ${layer ?? '?'} backward`;
+  const held: unknown[] = [];
+  let done = false;
+  try {
+    // MLP branch: y = afterAttention + drop(fc2(gelu(fc1(ln2(afterAttention))))).
+    const mlp = tidyKeep(() => {
+      const dy2 = tf.reshape(dy, [rows, hidden]) as tf.Tensor2D;
+      const dMlpOut = saved.mlpOutMask === undefined ? dy2 : (tf.mul(dy2, tf.reshape(saved.mlpOutMask, [rows, hidden])) as tf.Tensor2D);
+      const dActivated = tf.matMul(dMlpOut, param(params, 'mlp.fc2.weight') as tf.Tensor2D, false, true);
+      const dFc1 = geluBackward(dActivated, saved.gelu) as tf.Tensor2D;
+      // Column-parallel fc1: this rank's columns' share of the input gradient.
+      const partial = tf.matMul(dFc1, param(params, 'mlp.fc1.weight') as tf.Tensor2D, false, true);
+      return { dMlpOut, dFc1, partial };
+    });
+    held.push(mlp.dMlpOut, mlp.dFc1);
+    const dNormed2 = (yield allReduce(mlp.partial, 'sum', `${site} fc1 input gradient`)) as tf.Tensor2D;
+    held.push(dNormed2);
+    // Attention branch: afterAttention = x + drop(proj(attention(qkv(ln1(x))))).
+    const attention = tidyKeep(() => {
+      const ln2 = layerNormBackward(dNormed2, saved.ln2, param(params, 'ln2.gamma'));
+      const dAfterAttention = tf.add(tf.reshape(dy, [rows, hidden]), ln2.dx) as tf.Tensor2D;
+      const dAttnOut = saved.attnOutMask === undefined
+        ? dAfterAttention
+        : (tf.mul(dAfterAttention, tf.reshape(saved.attnOutMask, [rows, hidden])) as tf.Tensor2D);
+      const dContext2 = tf.matMul(dAttnOut, param(params, 'attn.proj.weight') as tf.Tensor2D, false, true);
+      const dContext = tf.transpose(tf.reshape(dContext2, [batch, seqLen, heads, headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
+      const dropped = saved.probsMask === undefined ? saved.probs : (tf.mul(saved.probs, saved.probsMask) as tf.Tensor4D);
+      const dDropped = tf.matMul(dContext, saved.v, false, true);
+      const dv = tf.matMul(dropped, dContext, true, false);
+      const dProbs = saved.probsMask === undefined ? dDropped : tf.mul(dDropped, saved.probsMask);
+      // scores = q k^T * scale + bias; the bias is a constant.
+      const dScores = tf.mul(softmaxBackward(dProbs, saved.probs), 1 / Math.sqrt(headDim)) as tf.Tensor4D;
+      const dq = tf.matMul(dScores, saved.k);
+      const dk = tf.matMul(dScores, saved.q, true, false);
+      // Undo the split and the head transpose in one 4-D transpose: [B, heads, T, q|k|v] -> [B, T, heads, 3 headDim].
+      const dQkv = tf.reshape(tf.transpose(tf.concat([dq, dk, dv], 3), [0, 2, 1, 3]), [rows, 3 * heads * headDim]) as tf.Tensor2D;
+      // Column-parallel QKV: this rank's heads' share of the input gradient.
+      const partial = tf.matMul(dQkv, param(params, 'attn.qkv.weight') as tf.Tensor2D, false, true);
+      return { ln2: { dgamma: ln2.dgamma, dbeta: ln2.dbeta }, dAfterAttention, dAttnOut, dQkv, partial };
+    });
+    dNormed2.dispose();
+    held.push(attention.ln2, attention.dAfterAttention, attention.dAttnOut, attention.dQkv);
+    const dNormed1 = (yield allReduce(attention.partial, 'sum', `${site} QKV input gradient`)) as tf.Tensor2D;
+    held.push(dNormed1);
+    const input = tidyKeep(() => {
+      const ln1 = layerNormBackward(dNormed1, saved.ln1, param(params, 'ln1.gamma'));
+      return { dx: tf.reshape(tf.add(attention.dAfterAttention, ln1.dx), [batch, seqLen, hidden]) as tf.Tensor3D, ln1: { dgamma: ln1.dgamma, dbeta: ln1.dbeta } };
+    });
+    dNormed1.dispose();
+    if (attention.dAfterAttention !== attention.dAttnOut) attention.dAfterAttention.dispose();
+    const { normed1, context, normed2, activated } = saved;
+    tf.dispose([saved.ln1, saved.q, saved.k, saved.v, saved.probs, saved.ln2, saved.gelu, saved.probsMask, saved.attnOutMask, saved.mlpOutMask] as tf.TensorContainer);
+    done = true;
+    const work: BlockWeightWork = {
+      linears: {
+        'attn.qkv': { input: normed1, dOutput: attention.dQkv },
+        'attn.proj': { input: context, dOutput: attention.dAttnOut },
+        'mlp.fc1': { input: normed2, dOutput: mlp.dFc1 },
+        'mlp.fc2': { input: activated, dOutput: mlp.dMlpOut },
+      },
+      layerNorms: { ln1: input.ln1, ln2: attention.ln2 },
+    };
+    return { dx: input.dx, work };
+  } finally {
+    releaseUnlessDone(done, held);
+  }
+}
+
+/** Every parameter's gradient by local name (BLOCK_PARAM_NAMES order) from the work; consumes it. */
+export function blockBackwardWeight(work: BlockWeightWork): Map<string, tf.Tensor> {
+  const grads = tidyKeep(() => {
+    const out: Record<string, tf.Tensor> = {};
+    for (const name of LINEARS) {
+      const { input, dOutput } = work.linears[name];
+      out[`${name}.weight`] = tf.matMul(input, dOutput, true, false);
+      out[`${name}.bias`] = tf.sum(dOutput, 0);
+    }
+    return out;
+  });
+  for (const { input, dOutput } of Object.values(work.linears)) tf.dispose([input, dOutput]);
+  for (const [ln, { dgamma, dbeta }] of Object.entries(work.layerNorms)) {
+    grads[`${ln}.gamma`] = dgamma;
+    grads[`${ln}.beta`] = dbeta;
+  }
+  return new Map(BLOCK_PARAM_NAMES.map((name) => [name, grads[name]!]));
+}
+
+/** The block forward without a group (single process). */
+export function blockForward(
+  params: BlockParams, x: tf.Tensor3D, bias: tf.Tensor4D, config: GPTConfig, options: BlockForwardOptions = {},
+): { y: tf.Tensor3D; saved: BlockSaved } {
+  return runLocally(blockForwardSteps(params, x, bias, config, options));
+}
+
+/** The block backward without a group (single process): input gradient and every parameter's. Consumes `saved`. */
 export function blockBackward(
   params: BlockParams, saved: BlockSaved, dy: tf.Tensor3D, config: GPTConfig,
 ): { dx: tf.Tensor3D; grads: Map<string, tf.Tensor> } {
-  const result = tidyKeep(() => {
-    const { batch, seqLen } = saved;
-    const hidden = config.hiddenSize;
-    const heads = config.numAttentionHeads;
-    const headDim = hidden / heads;
-    const rows = batch * seqLen;
-    const dy2 = tf.reshape(dy, [rows, hidden]) as tf.Tensor2D;
-    const grads: Record<string, tf.Tensor> = {};
-
-    // MLP branch: y = afterAttention + drop(fc2(gelu(fc1(ln2(afterAttention))))).
-    const dMlpOut = saved.mlpOutMask === undefined ? dy2 : (tf.mul(dy2, tf.reshape(saved.mlpOutMask, [rows, hidden])) as tf.Tensor2D);
-    const fc2 = linearBackward(dMlpOut, saved.activated, param(params, 'mlp.fc2.weight'));
-    grads['mlp.fc2.weight'] = fc2.dweight;
-    grads['mlp.fc2.bias'] = fc2.dbias;
-    const dFc1 = geluBackward(fc2.dx, saved.gelu) as tf.Tensor2D;
-    const fc1 = linearBackward(dFc1, saved.normed2, param(params, 'mlp.fc1.weight'));
-    grads['mlp.fc1.weight'] = fc1.dweight;
-    grads['mlp.fc1.bias'] = fc1.dbias;
-    const ln2 = layerNormBackward(fc1.dx, saved.ln2, param(params, 'ln2.gamma'));
-    grads['ln2.gamma'] = ln2.dgamma;
-    grads['ln2.beta'] = ln2.dbeta;
-    const dAfterAttention = tf.add(dy2, ln2.dx) as tf.Tensor2D;
-
-    // Attention branch: afterAttention = x + drop(proj(attention(qkv(ln1(x))))).
-    const dAttnOut = saved.attnOutMask === undefined
-      ? dAfterAttention
-      : (tf.mul(dAfterAttention, tf.reshape(saved.attnOutMask, [rows, hidden])) as tf.Tensor2D);
-    const proj = linearBackward(dAttnOut, saved.context, param(params, 'attn.proj.weight'));
-    grads['attn.proj.weight'] = proj.dweight;
-    grads['attn.proj.bias'] = proj.dbias;
-    const dContext = tf.transpose(tf.reshape(proj.dx, [batch, seqLen, heads, headDim]), [0, 2, 1, 3]) as tf.Tensor4D;
-    const dropped = saved.probsMask === undefined ? saved.probs : (tf.mul(saved.probs, saved.probsMask) as tf.Tensor4D);
-    const dDropped = tf.matMul(dContext, saved.v, false, true);
-    const dv = tf.matMul(dropped, dContext, true, false);
-    const dProbs = saved.probsMask === undefined ? dDropped : tf.mul(dDropped, saved.probsMask);
-    // scores = q k^T * scale + bias; the bias is a constant.
-    const dScores = tf.mul(softmaxBackward(dProbs, saved.probs), 1 / Math.sqrt(headDim)) as tf.Tensor4D;
-    const dq = tf.matMul(dScores, saved.k);
-    const dk = tf.matMul(dScores, saved.q, true, false);
-    // Undo the split and the head transpose in one 4-D transpose: [B, heads, T, q|k|v] -> [B, T, heads, 3 headDim].
-    const dQkv = tf.reshape(tf.transpose(tf.concat([dq, dk, dv], 3), [0, 2, 1, 3]), [rows, 3 * hidden]) as tf.Tensor2D;
-    const qkv = linearBackward(dQkv, saved.normed1, param(params, 'attn.qkv.weight'));
-    grads['attn.qkv.weight'] = qkv.dweight;
-    grads['attn.qkv.bias'] = qkv.dbias;
-    const ln1 = layerNormBackward(qkv.dx, saved.ln1, param(params, 'ln1.gamma'));
-    grads['ln1.gamma'] = ln1.dgamma;
-    grads['ln1.beta'] = ln1.dbeta;
-    const dx = tf.reshape(tf.add(dAfterAttention, ln1.dx), [batch, seqLen, hidden]) as tf.Tensor3D;
-    return { dx, grads };
-  });
-  return { dx: result.dx, grads: new Map(BLOCK_PARAM_NAMES.map((name) => [name, result.grads[name]!])) };
+  const { dx, work } = runLocally(blockBackwardInputSteps(params, saved, dy, config));
+  return { dx, grads: blockBackwardWeight(work) };
 }

@@ -8,34 +8,50 @@ import * as tf from '../../tf.ts';
 import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { DropoutSite, EMBEDDING_LAYER, dropoutMask, type DropoutContext } from '../dropout.ts';
+import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
+import { gradientRows, maskedLookup, type VocabRange } from '../../tensor-parallel/vocab-parallel.ts';
 
 export interface EmbeddingSaved {
-  /** Token ids flattened to [B*T], int32. */
-  ids: tf.Tensor1D;
+  /** Per token (B*T, row-major) the word-embedding row of this rank's shard its gradient goes to; -1: another rank's (or no) row. */
+  rows: Int32Array;
+  /** Rows of this rank's word-embedding shard. */
+  vocabRows: number;
   batch: number;
   seqLen: number;
   /** Scaled keep-mask [B, T, H] when dropout applied. */
   mask?: tf.Tensor3D;
 }
 
-/** ids int32 [B, T] -> x [B, T, H]. */
-export function embeddingForward(
-  wordEmbedding: tf.Tensor, positionEmbedding: tf.Tensor, ids: tf.Tensor2D, config: GPTConfig, dropout?: DropoutContext,
-): { y: tf.Tensor3D; saved: EmbeddingSaved } {
-  return tidyKeep(() => {
-    const [batch, seqLen] = ids.shape;
-    const hidden = config.hiddenSize;
-    const flatIds = tf.reshape(ids, [batch * seqLen]) as tf.Tensor1D;
-    const words = tf.reshape(tf.gather(wordEmbedding, flatIds), [batch, seqLen, hidden]);
+/**
+ * Token ids [B*T] -> x [B, T, H] (replicated). Vocab-parallel: a rank looks up the ids its shard owns
+ * (zero rows for the others, masked), the lookups are summed over the group, then the replicated
+ * position embedding is added. With the whole vocabulary on one rank it is a plain gather.
+ */
+export function* embeddingForwardSteps(
+  wordShard: tf.Tensor, positionEmbedding: tf.Tensor, ids: Int32Array, batch: number, seqLen: number, range: VocabRange, config: GPTConfig, dropout?: DropoutContext,
+): CollectiveSteps<{ y: tf.Tensor3D; saved: EmbeddingSaved }> {
+  const hidden = config.hiddenSize;
+  const lookedUp = tf.tidy(() => maskedLookup(wordShard as tf.Tensor2D, ids, range));
+  const words = yield allReduce(lookedUp, 'sum', 'embedding lookup');
+  const { y, mask } = tidyKeep(() => {
     const positions = tf.slice(positionEmbedding, [0, 0], [seqLen, hidden]);
-    let y = tf.add(words, positions) as tf.Tensor3D;
+    let y = tf.add(tf.reshape(words, [batch, seqLen, hidden]), positions) as tf.Tensor3D;
     let mask: tf.Tensor3D | undefined;
     if (config.embedDropRate !== 0 && dropout !== undefined) {
       mask = dropoutMask(dropout, config.embedDropRate, EMBEDDING_LAYER, DropoutSite.Embedding, [seqLen, hidden]) as tf.Tensor3D;
       y = tf.mul(y, mask) as tf.Tensor3D;
     }
-    return { y, saved: { ids: flatIds, batch, seqLen, mask } };
+    return { y, mask };
   });
+  words.dispose();
+  return { y, saved: { rows: gradientRows(ids, range), vocabRows: range.size, batch, seqLen, mask } };
+}
+
+/** embeddingForwardSteps without a group: the whole vocabulary on this rank. ids int32 [B, T]. */
+export function embeddingForward(
+  wordEmbedding: tf.Tensor, positionEmbedding: tf.Tensor, ids: Int32Array, batch: number, seqLen: number, config: GPTConfig, dropout?: DropoutContext,
+): { y: tf.Tensor3D; saved: EmbeddingSaved } {
+  return runLocally(embeddingForwardSteps(wordEmbedding, positionEmbedding, ids, batch, seqLen, { start: 0, size: config.vocabSize }, config, dropout));
 }
 
 /**
@@ -51,7 +67,7 @@ export interface WordEmbeddingRows {
 export function embeddingBackward(saved: EmbeddingSaved, dy: tf.Tensor3D, config: GPTConfig): { dWordEmbedding: tf.Tensor2D; dPositionEmbedding: tf.Tensor2D } {
   return tidyKeep(() => {
     const d = throughDropout(saved, dy);
-    const dWordEmbedding = tf.unsortedSegmentSum(tokenRows(saved, d, config), saved.ids, config.vocabSize) as tf.Tensor2D;
+    const dWordEmbedding = tf.unsortedSegmentSum(tokenRows(saved, d, config), tf.tensor1d(saved.rows, 'int32'), saved.vocabRows) as tf.Tensor2D;
     return { dWordEmbedding, dPositionEmbedding: positionGradient(saved, d, config) };
   });
 }
@@ -63,18 +79,20 @@ export function embeddingBackward(saved: EmbeddingSaved, dy: tf.Tensor3D, config
  * (measured ~37 ms of the first stage's 680 ms per micro-batch at vocabulary 50304, hidden 256).
  */
 export function embeddingRowsBackward(saved: EmbeddingSaved, dy: tf.Tensor3D, config: GPTConfig): { dWordEmbeddingRows: WordEmbeddingRows; dPositionEmbedding: tf.Tensor2D } {
-  const tokenIds = saved.ids.dataSync() as Int32Array;
   const slotOf = new Map<number, number>();
-  // A token id outside the vocabulary gathers nothing, so it gets slot -1, which the scatter-add drops.
-  const slots = Int32Array.from(tokenIds, (id) => {
-    if (id < 0 || id >= config.vocabSize) return -1;
+  // A token whose row this rank does not hold gets slot -1, which the scatter-add drops.
+  const slots = Int32Array.from(saved.rows, (id) => {
+    if (id < 0) return -1;
     let slot = slotOf.get(id);
     if (slot === undefined) slotOf.set(id, (slot = slotOf.size));
     return slot;
   });
   return tidyKeep(() => {
     const d = throughDropout(saved, dy);
-    const values = tf.unsortedSegmentSum(tokenRows(saved, d, config), tf.tensor1d(slots, 'int32'), slotOf.size) as tf.Tensor2D;
+    // A tp shard may own none of a micro-batch's ids; a scatter-add into zero rows fails on cpu.
+    const values = slotOf.size === 0
+      ? (tf.zeros([0, config.hiddenSize]) as tf.Tensor2D)
+      : (tf.unsortedSegmentSum(tokenRows(saved, d, config), tf.tensor1d(slots, 'int32'), slotOf.size) as tf.Tensor2D);
     return { dWordEmbeddingRows: { ids: Int32Array.from(slotOf.keys()), values }, dPositionEmbedding: positionGradient(saved, d, config) };
   });
 }
@@ -103,9 +121,10 @@ function positionGradient(saved: EmbeddingSaved, d: tf.Tensor3D, config: GPTConf
  * vocabulary. (A single scatter-add of every part would be cheaper still, but the cpu kernel sums in
  * double precision and would round differently.)
  */
-export function denseWordEmbeddingGradient(parts: readonly WordEmbeddingRows[], config: GPTConfig): tf.Tensor2D {
+export function denseWordEmbeddingGradient(parts: readonly WordEmbeddingRows[], vocabRows: number, config: GPTConfig): tf.Tensor2D {
   const slotOf = new Map<number, number>();
   for (const part of parts) for (const id of part.ids) if (!slotOf.has(id)) slotOf.set(id, slotOf.size);
+  if (slotOf.size === 0) return tf.zeros([vocabRows, config.hiddenSize]);
   return tf.tidy(() => {
     let sum: tf.Tensor2D | undefined;
     for (const part of parts) {
@@ -113,7 +132,6 @@ export function denseWordEmbeddingGradient(parts: readonly WordEmbeddingRows[], 
       const spread = tf.unsortedSegmentSum(part.values, slots, slotOf.size) as tf.Tensor2D;
       sum = sum === undefined ? spread : (tf.add(sum, spread) as tf.Tensor2D);
     }
-    const rows = sum ?? tf.zeros([0, config.hiddenSize]);
-    return tf.unsortedSegmentSum(rows, tf.tensor1d(Int32Array.from(slotOf.keys()), 'int32'), config.vocabSize) as tf.Tensor2D;
+    return tf.unsortedSegmentSum(sum!, tf.tensor1d(Int32Array.from(slotOf.keys()), 'int32'), vocabRows) as tf.Tensor2D;
   });
 }

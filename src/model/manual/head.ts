@@ -10,7 +10,9 @@
 import * as tf from '../../tf.ts';
 import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
-import { layerNormBackward, layerNormForward, lmHeadCrossEntropy } from './primitives.ts';
+import { layerNormBackward, layerNormForward, lmHeadCrossEntropy, type LayerNormSaved } from './primitives.ts';
+import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
+import { vocabParallelCrossEntropySteps, type VocabRange } from '../../tensor-parallel/vocab-parallel.ts';
 
 export interface HeadGrads {
   /** Gradient of the head's input [B, T, H]. */
@@ -22,26 +24,71 @@ export interface HeadGrads {
 }
 
 /**
- * x [B, T, H], ids int32 [B, T] -> the mean cross-entropy (scalar) and the gradients for d(loss) =
- * `lossGrad` (1 when the loss is the objective): dx (zero at the last position) and the head's
- * parameters. The word embedding's is the tied head's share only.
+ * x [B, T, H] (replicated), token ids [B*T] row-major -> the mean cross-entropy (scalar) and the
+ * gradients for d(loss) = `lossGrad` (1 when the loss is the objective): dx (zero at the last position,
+ * replicated) and the head's parameters; the word embedding's is the tied head's share of this rank's
+ * vocabulary rows. With the whole vocabulary (`range` covering it) the logits go through the fused
+ * softmax cross-entropy; split over a tp group, through the vocab-parallel cross-entropy, and the
+ * input gradient, a sum over the vocabulary, is all-reduced (the head is column-parallel by vocabulary).
  */
-export function headForwardBackward(
-  wordEmbedding: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, x: tf.Tensor3D, ids: tf.Tensor2D, config: GPTConfig, lossGrad = 1,
-): { loss: tf.Scalar; grads: HeadGrads } {
-  return tidyKeep(() => {
-    const [batch, seqLen, hidden] = x.shape;
-    const predicting = batch * (seqLen - 1);
+export function* headForwardBackwardSteps(
+  wordShard: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, x: tf.Tensor3D, ids: Int32Array, range: VocabRange, config: GPTConfig, lossGrad = 1,
+): CollectiveSteps<{ loss: tf.Scalar; grads: HeadGrads }> {
+  const [batch, seqLen, hidden] = x.shape;
+  const predicting = batch * (seqLen - 1);
+  const labels = labelsOf(ids, batch, seqLen);
+  const norm: { y: tf.Tensor2D; saved: LayerNormSaved } = tidyKeep(() => {
     const rowsIn = tf.reshape(tf.slice(x, [0, 0, 0], [batch, seqLen - 1, hidden]), [predicting, hidden]) as tf.Tensor2D;
-    const norm = layerNormForward(rowsIn, gamma, beta, config.layerNormEpsilon);
-    const labels = tf.reshape(tf.slice(ids, [0, 1], [batch, seqLen - 1]), [predicting]) as tf.Tensor1D;
-    const head = lmHeadCrossEntropy(norm.y, wordEmbedding as tf.Tensor2D, labels, lossGrad / predicting);
-    const loss = tf.mean(head.losses) as tf.Scalar;
-    const dWordEmbedding = head.dWordEmbedding;
-    const dNormed = head.dNormed;
-    const normGrads = layerNormBackward(dNormed, norm.saved, gamma);
-    const dPredicting = tf.reshape(normGrads.dx, [batch, seqLen - 1, hidden]);
-    const dx = tf.pad(dPredicting, [[0, 0], [0, 1], [0, 0]]) as tf.Tensor3D;
-    return { loss, grads: { dx, dWordEmbedding, dGamma: normGrads.dgamma, dBeta: normGrads.dbeta } };
+    return layerNormForward(rowsIn, gamma, beta, config.layerNormEpsilon);
   });
+  const held: tf.TensorContainer[] = [norm as unknown as tf.TensorContainer];
+  let done = false;
+  try {
+    let head: { losses: tf.Tensor1D; dNormed: tf.Tensor2D; dWordEmbedding: tf.Tensor2D };
+    if (range.size === config.vocabSize) {
+      head = tidyKeep(() => lmHeadCrossEntropy(norm.y, wordShard as tf.Tensor2D, tf.tensor1d(labels, 'int32'), lossGrad / predicting));
+    } else {
+      const logits = tf.matMul(norm.y, wordShard as tf.Tensor2D, false, true) as tf.Tensor2D;
+      let crossEntropy: { losses: tf.Tensor1D; dLogits: tf.Tensor2D };
+      try {
+        crossEntropy = yield* vocabParallelCrossEntropySteps(logits, labels, range, lossGrad / predicting);
+      } finally {
+        logits.dispose();
+      }
+      const partial = tidyKeep(() => ({
+        dNormed: tf.matMul(crossEntropy.dLogits, wordShard as tf.Tensor2D),
+        dWordEmbedding: tf.matMul(crossEntropy.dLogits, norm.y, true, false) as tf.Tensor2D,
+      }));
+      crossEntropy.dLogits.dispose();
+      held.push(crossEntropy.losses, partial.dWordEmbedding);
+      const dNormed = (yield allReduce(partial.dNormed, 'sum', 'LM head input gradient')) as tf.Tensor2D;
+      head = { losses: crossEntropy.losses, dNormed, dWordEmbedding: partial.dWordEmbedding };
+    }
+    const result = tidyKeep(() => {
+      const loss = tf.mean(head.losses) as tf.Scalar;
+      const normGrads = layerNormBackward(head.dNormed, norm.saved, gamma);
+      const dPredicting = tf.reshape(normGrads.dx, [batch, seqLen - 1, hidden]);
+      const dx = tf.pad(dPredicting, [[0, 0], [0, 1], [0, 0]]) as tf.Tensor3D;
+      return { loss, grads: { dx, dWordEmbedding: head.dWordEmbedding, dGamma: normGrads.dgamma, dBeta: normGrads.dbeta } };
+    });
+    tf.dispose([head.losses, head.dNormed, norm as unknown as tf.TensorContainer]);
+    done = true;
+    return result;
+  } finally {
+    if (!done) tf.dispose(held);
+  }
+}
+
+/** headForwardBackwardSteps without a group: the whole vocabulary on this rank. */
+export function headForwardBackward(
+  wordEmbedding: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, x: tf.Tensor3D, ids: Int32Array, config: GPTConfig, lossGrad = 1,
+): { loss: tf.Scalar; grads: HeadGrads } {
+  return runLocally(headForwardBackwardSteps(wordEmbedding, gamma, beta, x, ids, { start: 0, size: config.vocabSize }, config, lossGrad));
+}
+
+/** Next-token labels: position t predicts token t+1, rows [B * (T - 1)]. */
+function labelsOf(ids: Int32Array, batch: number, seqLen: number): Int32Array {
+  const labels = new Int32Array(batch * (seqLen - 1));
+  for (let row = 0; row < batch; row++) labels.set(ids.subarray(row * seqLen + 1, (row + 1) * seqLen), row * (seqLen - 1));
+  return labels;
 }

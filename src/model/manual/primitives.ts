@@ -56,20 +56,6 @@ export function layerNormBackward(dy: tf.Tensor2D, saved: LayerNormSaved, gamma:
   return { dx, dgamma, dbeta };
 }
 
-/** y = x W + b on rows; W is [in, out] (params.ts layout). */
-export function linearForward(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor2D {
-  return tf.add(tf.matMul(x, weight as tf.Tensor2D), bias) as tf.Tensor2D;
-}
-
-/** dx = dy W^T, dW = x^T dy, db = sum(dy) over rows. */
-export function linearBackward(dy: tf.Tensor2D, x: tf.Tensor2D, weight: tf.Tensor): { dx: tf.Tensor2D; dweight: tf.Tensor2D; dbias: tf.Tensor1D } {
-  return {
-    dx: tf.matMul(dy, weight as tf.Tensor2D, false, true),
-    dweight: tf.matMul(x, dy, true, false),
-    dbias: tf.sum(dy, 0) as tf.Tensor1D,
-  };
-}
-
 const GELU_C = Math.sqrt(2 / Math.PI);
 const GELU_A = 0.044715;
 

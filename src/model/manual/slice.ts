@@ -5,88 +5,30 @@
  */
 import * as tf from '../../tf.ts';
 import { addGradient } from '../gradient-sum.ts';
-import { tidyKeep } from './tidy.ts';
-import type { DropoutContext } from '../dropout.ts';
 import type { GPT, TokenBatch } from '../gpt.ts';
-import { attentionBias } from '../layers.ts';
 import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName } from '../params.ts';
-import { BLOCK_PARAM_NAMES, blockBackward, blockForward, type BlockParams, type BlockSaved } from './block.ts';
-import { embeddingBackward, embeddingForward, embeddingRowsBackward, type EmbeddingSaved, type WordEmbeddingRows } from './embedding.ts';
-import { headForwardBackward, type HeadGrads } from './head.ts';
+import { blockParamsOf, chunkForwardSteps, releaseActivations, type ChunkActivations, type ChunkForwardOptions } from '../chunk.ts';
+import { runLocally } from '../../tensor-parallel/collective-steps.ts';
+import { blockBackward } from './block.ts';
+import { embeddingBackward, embeddingRowsBackward, type WordEmbeddingRows } from './embedding.ts';
 
 /** What sliceBackward needs from sliceForward; sliceBackward disposes it. */
-export interface SliceSaved {
-  embedding?: EmbeddingSaved;
-  /** One per layer of the slice, in layer order. */
-  blocks: BlockSaved[];
-  /** The head's gradients, computed in the forward (see headForwardBackward). */
-  head?: HeadGrads;
+export interface SliceSaved extends ChunkActivations {
   /** Shape of the hidden states between stages, [B, T, H]. */
   hiddenShape: [number, number, number];
 }
 
-export interface SliceForwardOptions {
-  dropout?: DropoutContext;
-  /** With the head: the gradient of the objective with respect to the loss (default 1). */
-  lossGrad?: number;
-}
-
-/** A block's parameter tensors by local name. */
-export function blockParamsOf(model: GPT, layer: number): BlockParams {
-  return new Map(BLOCK_PARAM_NAMES.map((local) => [local, model.param(blockParamName(layer, local)) as tf.Tensor]));
-}
+export type SliceForwardOptions = ChunkForwardOptions;
 
 /**
- * The weights sliceForward multiplies from the right with activations: every block's projection
- * weights, and the tied word embedding with the head (the LM head's input gradient, dLogits . E).
- */
-export function rightOperandWeights(model: GPT): tf.Tensor[] {
-  const { slice } = model;
-  const weights: tf.Tensor[] = [];
-  for (let layer = slice.startLayer; layer < slice.endLayer; layer++) {
-    for (const local of BLOCK_PARAM_NAMES) if (local.endsWith('.weight')) weights.push(model.param(blockParamName(layer, local)));
-  }
-  if (slice.hasHead) weights.push(model.param(WORD_EMBEDDING));
-  return weights;
-}
-
-/**
- * This slice's forward (GPT.forward's contract): token ids in when it holds the embedding, else
- * `hiddenIn` [B, T, H]; out the loss (scalar) when it holds the head, else hidden states. The caller
- * keeps ownership of `hiddenIn`; the saved activations do not reference it.
+ * This slice's forward (GPT.forward's contract) on one process: the model chunk's forward steps run
+ * without a group. Token ids in when it holds the embedding, else `hiddenIn` [B, T, H]; out the loss
+ * (scalar) when it holds the head, else hidden states. The caller keeps ownership of `hiddenIn`.
  */
 export function sliceForward(model: GPT, batch: TokenBatch, hiddenIn: tf.Tensor3D | undefined, options: SliceForwardOptions = {}): { output: tf.Tensor; saved: SliceSaved } {
-  const { config, slice } = model;
-  const hiddenShape: [number, number, number] = [batch.batch, batch.seqLen, config.hiddenSize];
-  return tidyKeep(() => {
-    const ids = tf.tensor2d(batch.inputIds, [batch.batch, batch.seqLen], 'int32');
-    const bias = attentionBias(batch.attentionMask, batch.batch, batch.seqLen);
-    let x: tf.Tensor3D;
-    let embedding: EmbeddingSaved | undefined;
-    if (slice.hasEmbedding) {
-      const embedded = embeddingForward(model.param(WORD_EMBEDDING), model.param(POSITION_EMBEDDING), ids, config, options.dropout);
-      x = embedded.y;
-      embedding = embedded.saved;
-    } else if (hiddenIn !== undefined) {
-      x = hiddenIn;
-    } else {
-      throw new Error(`sliceForward: the slice of layers ${slice.startLayer}-${slice.endLayer} has no embedding and needs hidden states from the previous stage`);
-    }
-    const blocks: BlockSaved[] = [];
-    for (let layer = slice.startLayer; layer < slice.endLayer; layer++) {
-      const out = blockForward(blockParamsOf(model, layer), x, bias, config, { dropout: options.dropout, layer });
-      blocks.push(out.saved);
-      x = out.y;
-    }
-    let output: tf.Tensor = x;
-    let head: HeadGrads | undefined;
-    if (slice.hasHead) {
-      const result = headForwardBackward(model.param(WORD_EMBEDDING), model.param('norm.gamma'), model.param('norm.beta'), x, ids, config, options.lossGrad ?? 1);
-      output = result.loss;
-      head = result.grads;
-    }
-    return { output, saved: { embedding, blocks, head, hiddenShape } };
-  });
+  const layout = { vocabRange: { start: 0, size: model.config.vocabSize }, tpRank: 0 };
+  const { output, activations } = runLocally(chunkForwardSteps(model, layout, batch, hiddenIn, options));
+  return { output, saved: { ...activations, hiddenShape: [batch.batch, batch.seqLen, model.config.hiddenSize] } };
 }
 
 /**
@@ -154,7 +96,6 @@ export function* sliceBackwardParts(
     const blockSaved = saved.blocks[layer - slice.startLayer]!;
     const params = blockParamsOf(model, layer);
     const { dx, grads: blockGrads } = blockBackward(params, blockSaved, dy, config);
-    tf.dispose(blockSaved as unknown as tf.TensorContainer);
     dy.dispose();
     dy = dx;
     for (const [local, grad] of blockGrads) addGrad(blockParamName(layer, local), grad);
@@ -198,5 +139,5 @@ export function modelLossAndGrads(model: GPT, batch: TokenBatch, options: SliceF
 
 /** Frees saved activations that will not be used (e.g. a forward-only evaluation). */
 export function disposeSliceSaved(saved: SliceSaved): void {
-  tf.dispose([saved.embedding, saved.head, ...saved.blocks] as unknown as tf.TensorContainer);
+  releaseActivations(saved);
 }

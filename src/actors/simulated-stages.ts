@@ -18,8 +18,8 @@
 import { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
 import { LocalNetwork } from '../comm/local-transport.ts';
-import { dependencyOf, formatOp, placeOfVirtualStage, virtualStageOf, type PipelineOp, type Schedule } from './ops.ts';
-import { DEFAULT_DURATIONS, type OpDurations, type TimedOp } from './timeline.ts';
+import { dependencyOf, formatOp, placeOfVirtualStage, virtualStageOf, type PipelineOp, type Schedule } from '../scheduler/ops.ts';
+import { DEFAULT_DURATIONS, type OpDurations, type TimedOp } from '../scheduler/timeline.ts';
 
 export interface Clock {
   now(): number;

@@ -4,7 +4,7 @@
 // milliseconds; deadlocks and deadlines reported with each stage's state.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { PipelineStallError, runStageActors, VirtualClock, type StageActorsRun } from '../../src/scheduler/simulate.ts';
+import { PipelineStallError, runStageActors, VirtualClock, type StageActorsRun } from '../../src/actors/simulated-stages.ts';
 import {
   build1F1B,
   buildGPipe,
@@ -20,7 +20,7 @@ import {
   type Schedule,
   type TimedOp,
 } from '../../src/scheduler/schedules.ts';
-import { allSchedules } from './helpers.ts';
+import { allSchedules } from '../scheduler/helpers.ts';
 
 const describeSchedule = (s: Schedule) => `${s.kind} P=${s.stages} M=${s.microBatches} V=${s.chunks}`;
 

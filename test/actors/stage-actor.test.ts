@@ -1,0 +1,204 @@
+/**
+ * The stage actor's mailbox logic with a recording executor instead of a model: actions run in index
+ * order whatever order they arrive in, repeats and stale ones are ignored, a step opens only when the
+ * driver opens it, a missing action fails the step naming it, bad payloads are dropped, and work
+ * between steps waits for the step in flight. The scheduler actor's messages are checked too.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { start, stop, type ActorSystemRef } from 'nact';
+import { RemoteActors } from '../../src/actors/remote.ts';
+import { SchedulerActor, stageActionsOfStep } from '../../src/actors/scheduler-actor.ts';
+import { StageActor, type StepExecutor } from '../../src/actors/stage-actor.ts';
+import type { StageActionPayload } from '../../src/protocol/stage-actions.ts';
+import { Bus } from '../../src/comm/bus.ts';
+import { LocalNetwork } from '../../src/comm/local-transport.ts';
+import { ParallelGrid } from '../../src/parallel/grid.ts';
+import { actionToWire, formatAction, type StageAction } from '../../src/scheduler/actions.ts';
+import { resolveTinyConfig } from '../support/tiny-train-config.ts';
+
+const F = (microBatch: number): StageAction => ({ kind: 'F', microBatch, chunk: 0 });
+const B = (microBatch: number): StageAction => ({ kind: 'B', microBatch, chunk: 0 });
+const STEP_END: StageAction = { kind: 'OPTIMIZER_STEP' };
+
+class RecordingExecutor implements StepExecutor {
+  readonly log: string[] = [];
+  begin(step: number): void {
+    this.log.push(`begin ${step}`);
+  }
+  async execute(action: StageAction) {
+    this.log.push(formatAction(action));
+    return action.kind === 'OPTIMIZER_STEP' ? { loss: 1, gradNorm: 0, samples: 4 } : undefined;
+  }
+}
+
+interface Harness {
+  actor: StageActor;
+  executor: RecordingExecutor;
+  /** Sends action `index` of `actions` of `step`, as the scheduler would (or any payload). */
+  send(step: number, index: number, actions: StageAction[]): void;
+  sendRaw(payload: unknown): void;
+  finished: { rank: number; step: number }[];
+  remote: RemoteActors;
+  close(): Promise<void>;
+}
+
+function harness(actionTimeoutMs = 10_000): Harness {
+  const network = new LocalNetwork();
+  const buses = [0, 1].map(() => new Bus({ jobId: 'stage-actor', transport: network.connect(), log: () => {} }));
+  const systems: ActorSystemRef[] = [start(), start()];
+  const scheduler = new RemoteActors(buses[0], systems[0], { rank: 'launcher' });
+  const rank = new RemoteActors(buses[1], systems[1], { rank: 3 });
+  const finished: { rank: number; step: number }[] = [];
+  buses[0].subscribe('actor.scheduler.0', (message) => {
+    if (message.kind === 'actor') finished.push(message.payload as { rank: number; step: number });
+  });
+  const executor = new RecordingExecutor();
+  const actor = new StageActor({ system: systems[1], remote: rank, rank: 3, replica: 0, executor, limits: { microBatches: 4, chunks: 1 }, actionTimeoutMs, log: () => {} });
+  return {
+    actor,
+    executor,
+    finished,
+    remote: rank,
+    send: (step, index, actions) => {
+      const payload: StageActionPayload = { type: 'action', step, index, count: actions.length, action: actionToWire(actions[index]) };
+      scheduler.tell({ rank: 3, role: 'stage' }, payload);
+    },
+    sendRaw: (payload) => scheduler.tell({ rank: 3, role: 'stage' }, payload),
+    close: async () => {
+      actor.stop();
+      for (const system of systems) stop(system);
+      for (const bus of buses) await bus.close();
+    },
+  };
+}
+
+const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+
+test('stage actor - actions sent ahead, reordered and repeated run once each, in order, after the step opens', async () => {
+  const h = harness();
+  try {
+    const actions = [F(0), F(1), B(0), B(1), STEP_END];
+    for (const index of [2, 0, 4, 1, 0, 3, 2]) h.send(0, index, actions);
+    await settle();
+    assert.deepEqual(h.executor.log, [], 'an action ran before the driver opened the step');
+    const result = await h.actor.runStep(0);
+    assert.equal(result.loss, 1);
+    assert.deepEqual(h.executor.log, ['begin 0', 'F0', 'F1', 'B0', 'B1', 'OPTIMIZER_STEP']);
+    assert.equal(h.actor.duplicates, 2);
+    // A repeat of the finished step is stale; the next step's actions wait for their step.
+    h.send(0, 1, actions);
+    h.send(1, 0, actions);
+    await settle();
+    assert.equal(h.actor.duplicates, 3);
+    assert.equal(h.executor.log.length, 6);
+    assert.deepEqual(h.finished, [{ type: 'step-finished', rank: 3, step: 0 }]);
+    assert.deepEqual(h.actor.status(), { kind: 'stage', rank: 3, state: 'idle', mailbox: 1, lastAction: 'OPTIMIZER_STEP (step 1)' });
+  } finally {
+    await h.close();
+  }
+});
+
+test('stage actor - a missing action fails the step, naming the action and the step', async () => {
+  const h = harness(150);
+  try {
+    const actions = [F(0), B(0), STEP_END];
+    h.send(0, 0, actions);
+    h.send(0, 2, actions);
+    await assert.rejects(h.actor.runStep(0), /rank 3 got no action 1 of step 1 from its scheduler within 0\.15 s: the message was lost/);
+    assert.equal(h.actor.status().state, 'failed');
+  } finally {
+    await h.close();
+  }
+});
+
+test('stage actor - malformed payloads are dropped and counted, never run', async () => {
+  const h = harness();
+  try {
+    const bad = [
+      { type: 'action', step: 0, index: 0, count: 2, action: { kind: 'X' } },
+      { type: 'action', step: 0, index: 0, count: 2, action: { kind: 'F', microBatch: 9, chunk: 0 } },
+      { type: 'action', step: 0, index: 2, count: 2, action: { kind: 'OPTIMIZER_STEP' } },
+      { type: 'reset' },
+      'F0',
+    ];
+    for (const payload of bad) h.sendRaw(payload);
+    await settle();
+    assert.equal(h.remote.malformed, bad.length);
+    assert.deepEqual(h.executor.log, []);
+  } finally {
+    await h.close();
+  }
+});
+
+test('stage actor - a step whose last action is not OPTIMIZER_STEP fails', async () => {
+  const h = harness();
+  try {
+    const actions = [F(0), B(0)];
+    h.send(0, 0, actions);
+    h.send(0, 1, actions);
+    await assert.rejects(h.actor.runStep(0), /a step ends with OPTIMIZER_STEP, and only there/);
+  } finally {
+    await h.close();
+  }
+});
+
+test('stage actor - work between steps runs in mailbox order and is refused while a step runs', async () => {
+  const h = harness();
+  try {
+    assert.equal(await h.actor.between('save checkpoint of step 0', async () => 'saved'), 'saved');
+    assert.equal(h.actor.status().lastAction, 'save checkpoint of step 0');
+    const running = h.actor.runStep(0);
+    await assert.rejects(h.actor.between('save checkpoint of step 0', async () => 'saved'), /cannot save checkpoint of step 0 while step 1 runs/);
+    const actions = [F(0), STEP_END];
+    h.send(0, 0, actions);
+    h.send(0, 1, actions);
+    await running;
+  } finally {
+    await h.close();
+  }
+});
+
+test('scheduler actor - sends each stage actor of its replica one message per action of the opened step', async () => {
+  const config = resolveTinyConfig({ model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 }, seqLen: 8, steps: 2, seed: 1, vocabSize: 24 }, { parallel: { pipeline: 2, data: 2, tensor: { size: 2 } }, numMicroBatches: 4, batchSize: 16 });
+  const grid = new ParallelGrid({ data: 2, pipeline: 2, tensor: 2 });
+  const network = new LocalNetwork();
+  const bus = new Bus({ jobId: 'sched', transport: network.connect(), log: () => {} });
+  const watch = new Bus({ jobId: 'sched', transport: network.connect(), log: () => {} });
+  const system = start();
+  const remote = new RemoteActors(bus, system, { rank: 'launcher' });
+  const seen = new Map<number, StageActionPayload[]>();
+  watch.subscribe('actor.stage.*', (message) => {
+    if (message.kind !== 'actor') return;
+    const rank = message.to.rank as number;
+    seen.set(rank, [...(seen.get(rank) ?? []), message.payload as StageActionPayload]);
+  });
+  const scheduler = new SchedulerActor({ system, remote, config, grid, replica: 1, log: () => {} });
+  try {
+    scheduler.startStep(5);
+    await settle();
+    // Replica 1: ranks with dp = 1 (tp fastest, then dp, pp outermost).
+    const ranks = [...seen.keys()].sort((a, b) => a - b);
+    assert.deepEqual(ranks, [2, 3, 6, 7]);
+    const lowered = stageActionsOfStep(config, 2);
+    for (const rank of ranks) {
+      const stage = grid.coordinates(rank).pp;
+      const payloads = seen.get(rank)!;
+      assert.deepEqual(payloads.map((p) => p.index), lowered[stage].map((_, i) => i));
+      assert.ok(payloads.every((p) => p.step === 5 && p.count === lowered[stage].length));
+      // 4 forwards and 4 backwards, then (1F1B ends both stages with a backward) the tied reduction and the update.
+      assert.equal(payloads.filter((p) => p.action.kind === 'F' || p.action.kind === 'B').length, 8);
+      assert.deepEqual(payloads.slice(-3).map((p) => p.action.kind), ['B', 'REDUCE_TIED', 'OPTIMIZER_STEP']);
+    }
+    assert.equal(scheduler.status().state, 'running');
+    for (const rank of ranks) remote.tell({ rank: 1, role: 'scheduler' }, { type: 'step-finished', rank, step: 5 });
+    scheduler.setPaused(true);
+    await settle();
+    assert.equal(scheduler.status().state, 'paused');
+  } finally {
+    scheduler.stop();
+    stop(system);
+    await bus.close();
+    await watch.close();
+  }
+});

@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { actionFromWire, actionToWire, formatAction, lowerStageActions } from '../../src/scheduler/actions.ts';
+import { buildSchedule, formatOp } from '../../src/scheduler/schedules.ts';
+
+test('actions - a stage\'s step: every round\'s ops renumbered, the tied reduction after the last backward of the tied chunk, the update last', () => {
+  const schedule = buildSchedule('1f1b', 2, 2);
+  const first = lowerStageActions(schedule, 0, { accumulation: 2, tiedChunks: [0] }).map(formatAction);
+  const ops = schedule.ops[0].map(formatOp);
+  const shifted = schedule.ops[0].map((op) => formatOp({ ...op, microBatch: op.microBatch + 2 }));
+  assert.deepEqual(first, [...ops, ...shifted, 'REDUCE_TIED', 'OPTIMIZER_STEP']);
+  assert.deepEqual(lowerStageActions(schedule, 1, { accumulation: 1, tiedChunks: [] }).map(formatAction), [...schedule.ops[1].map(formatOp), 'OPTIMIZER_STEP']);
+});
+
+test('actions - interleaved: the reduction follows the last backward of the tied chunk, not the stage\'s last op', () => {
+  const schedule = buildSchedule('interleaved', 2, 4, 2);
+  const last = lowerStageActions(schedule, 1, { accumulation: 1, tiedChunks: [1] });
+  const reduceAt = last.findIndex((a) => a.kind === 'REDUCE_TIED');
+  const lastTiedBackward = last.findLastIndex((a) => a.kind === 'B' && a.chunk === 1);
+  assert.equal(reduceAt, lastTiedBackward + 1);
+  assert.ok(last.slice(reduceAt + 1).some((a) => a.kind === 'B' && a.chunk === 0), 'the chunk-0 backwards that follow overlap the transfer');
+  assert.throws(() => lowerStageActions(buildSchedule('1f1b', 2, 2), 0, { accumulation: 1, tiedChunks: [3] }), /holds tied chunks 3 but its schedule runs no backward of them/);
+});
+
+test('actions - travel as maps and are read back checked against the stage\'s limits', () => {
+  const limits = { microBatches: 4, chunks: 2 };
+  for (const action of [{ kind: 'F', microBatch: 3, chunk: 1 }, { kind: 'B', microBatch: 0, chunk: 0 }, { kind: 'REDUCE_TIED' }, { kind: 'OPTIMIZER_STEP' }] as const) {
+    assert.deepEqual(actionFromWire(actionToWire(action), limits), action);
+  }
+  assert.throws(() => actionFromWire({ kind: 'W', microBatch: 0, chunk: 0 }, limits), /kind "W" is not one of F, B, REDUCE_TIED, OPTIMIZER_STEP/);
+  assert.throws(() => actionFromWire({ kind: 'F', microBatch: 4, chunk: 0 }, limits), /micro-batch 4 is not in \[0, 4\)/);
+  assert.throws(() => actionFromWire({ kind: 'B', microBatch: 1, chunk: 2 }, limits), /chunk 2 is not in \[0, 2\)/);
+  assert.throws(() => actionFromWire({ kind: 'F', microBatch: 1.5, chunk: 0 }, limits), /micro-batch 1.5/);
+  assert.throws(() => actionFromWire(['F', 0, 0], limits), /must be a map/);
+});
