@@ -110,10 +110,10 @@ try {
     const matmulBefore = await measureMatmulGflops(1024);
     say(`  ${matmulBefore.toFixed(1)} GFLOP/s`);
     say('  a training step: GPT 4 layers, hidden 256, 4 heads, vocab 50304, batch 8 x 128 tokens ...');
-    const step = measureTrainingStep({ model: STEP_MODEL, batchSize: 8, seqLen: 128, onProgress: say });
+    const step = await measureTrainingStep({ model: STEP_MODEL, batchSize: 8, seqLen: 128, onProgress: say });
     say(`  ${step.stepMs.toFixed(0)} ms/step, ${step.stepGflops.toFixed(1)} model GFLOP/s`);
     say(`  a training step of examples/tiny.json: tiny preset (hidden 64), batch ${TINY.batchSize} x ${TINY.seqLen} tokens ...`);
-    const tiny = measureTrainingStep({ model: TINY.model, batchSize: TINY.batchSize, seqLen: TINY.seqLen, runs: 5, onProgress: say });
+    const tiny = await measureTrainingStep({ model: TINY.model, batchSize: TINY.batchSize, seqLen: TINY.seqLen, runs: 5, onProgress: say });
     say(`  ${tiny.stepMs.toFixed(0)} ms/step, ${tiny.stepGflops.toFixed(1)} model GFLOP/s`);
     // Again after the steps, so that a machine growing busier during the run shows in both numbers.
     const matmul = (matmulBefore + (await measureMatmulGflops(1024))) / 2;

@@ -40,28 +40,28 @@ export function benchBatch(batchSize: number, seqLen: number): TokenBatch {
   };
 }
 
-export function measureTrainingStep(options: StepBenchOptions): StepBenchResult {
+export async function measureTrainingStep(options: StepBenchOptions): Promise<StepBenchResult> {
   const config = resolveModelConfig(options.model);
   const { batchSize, seqLen } = options;
   const model = new GPT(config, fullModelSlice(config), 1);
   const optimizer = new AdamOptimizer({ kind: 'adam', lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 });
   const batch = benchBatch(batchSize, seqLen);
   // The trainer's path: the hand-written backward with saved activations.
-  const step = () => {
+  const step = async () => {
     const { loss, grads } = modelLossAndGrads(model, batch);
-    optimizer.apply(model.params, grads);
-    loss.dataSync();
+    await optimizer.apply(model.params, grads);
+    await loss.data();
     loss.dispose();
     for (const grad of grads.values()) grad.dispose();
   };
   const warmup = options.warmup ?? 1;
   const runs = options.runs ?? 3;
-  for (let i = 0; i < warmup; i++) step();
+  for (let i = 0; i < warmup; i++) await step();
   const tensorsBefore = tf.memory().numTensors;
   const times: number[] = [];
   for (let i = 0; i < runs; i++) {
     const start = performance.now();
-    step();
+    await step();
     times.push(performance.now() - start);
     options.onProgress?.(`  step ${i + 1}/${runs}: ${times[i].toFixed(0)} ms`);
   }

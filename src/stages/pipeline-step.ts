@@ -165,7 +165,7 @@ export class PipelineStepExecutor {
       if (context.mixedPrecision !== undefined) {
         const { scaler, worldGroup } = context.mixedPrecision;
         // Any Inf or NaN anywhere makes the sum non-finite; the flags are MAX-reduced so every rank skips together.
-        const localOverflow = Number.isFinite(sumOfSquares([...means.grads.values()])) ? 0 : 1;
+        const localOverflow = Number.isFinite(await sumOfSquares([...means.grads.values()])) ? 0 : 1;
         // The loss rides along: a cross-entropy is >= 0 and stages without the head hold 0, so the max is the
         // loss itself, and Math.max keeps a NaN.
         const [overflow, loss] = await span('all-reduce overflow', () => worldGroup.allReduce(Float32Array.of(localOverflow, means.loss), 'max'));
@@ -178,7 +178,7 @@ export class PipelineStepExecutor {
           grad.dispose();
         }
       }
-      const localSquares = sumOfSquares([...means.grads].filter(([name]) => context.countsInNorm(name)).map(([, grad]) => grad));
+      const localSquares = await sumOfSquares([...means.grads].filter(([name]) => context.countsInNorm(name)).map(([, grad]) => grad));
       const group = context.modelParallelGroup;
       // The loss rides along (0 on stages without the head): a NaN or Infinity survives the sum, so every
       // rank of the replica learns whether the loss was finite from the reduction it makes anyway.
@@ -188,7 +188,7 @@ export class PipelineStepExecutor {
       const what = guard.check(step + 1, { loss: reduced[1], gradNorm });
       if (what !== undefined) return skip(what);
       const optimizerStart = wallClockMs();
-      optimizer.apply(params, means.grads, { gradNorm });
+      await optimizer.apply(params, means.grads, { gradNorm });
       context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
       for (const grad of means.grads.values()) grad.dispose();
       return { loss: means.loss, gradNorm, samples: globalBatch.length, lossScale };

@@ -27,14 +27,14 @@ export class AdamOptimizer {
    * Applies one update. `grads` maps parameter names to gradients (ownership stays with the caller).
    * Parameters are visited in `params` order so the arithmetic is the same on every run.
    */
-  apply(
+  async apply(
     params: Map<string, tf.Variable>,
     grads: Map<string, tf.Tensor>,
     options: { learningRate?: number; /** The model-wide norm when these params are only part of the model (a pipeline stage). */ gradNorm?: number } = {},
-  ): OptimizerStepResult {
+  ): Promise<OptimizerStepResult> {
     const { beta1, beta2, eps, weightDecay, gradClip, kind } = this.config;
     const learningRate = options.learningRate ?? this.config.lr;
-    const gradNorm = options.gradNorm ?? globalNorm([...params.keys()].map((name) => requireGrad(grads, name)));
+    const gradNorm = options.gradNorm ?? (await globalNorm([...params.keys()].map((name) => requireGrad(grads, name))));
     const clipScale = gradClip > 0 && gradNorm > gradClip ? gradClip / (gradNorm + 1e-6) : 1;
     this.stepCount += 1;
     const biasCorrection1 = 1 - beta1 ** this.stepCount;
@@ -121,18 +121,22 @@ function requireGrad(grads: Map<string, tf.Tensor>, name: string): tf.Tensor {
 }
 
 /** L2 norm over all gradients, summed in the given order. */
-export function globalNorm(tensors: tf.Tensor[]): number {
-  return Math.sqrt(sumOfSquares(tensors));
+export async function globalNorm(tensors: tf.Tensor[]): Promise<number> {
+  return Math.sqrt(await sumOfSquares(tensors));
 }
 
-/** Sum of squares of every element, per tensor in float32 and over tensors in the given order. */
-export function sumOfSquares(tensors: tf.Tensor[]): number {
+/**
+ * Sum of squares of every element, per tensor in float32 and over tensors in the given order. Read
+ * asynchronously: a GPU backend cannot read a tensor synchronously (and one value per tensor is all
+ * that crosses).
+ */
+export async function sumOfSquares(tensors: tf.Tensor[]): Promise<number> {
   if (tensors.length === 0) return 0;
   const squares = tf.getKernel(SUM_OF_SQUARES, tf.getBackend()) !== undefined
     // One call instead of two kernels per tensor (backend/wasm/sum-of-squares.ts); its float64 sums are rounded to float32.
     ? (tf.engine().runKernel(SUM_OF_SQUARES, Object.fromEntries(tensors.map((t, i) => [String(i), t])), {}) as tf.Tensor)
     : tf.tidy(() => tf.stack(tensors.map((t) => tf.sum(tf.square(t)))));
-  const values = squares.dataSync();
+  const values = await squares.data();
   squares.dispose();
   let total = 0;
   for (const value of values) total += value;

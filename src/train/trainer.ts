@@ -187,9 +187,9 @@ export class Trainer {
     means ??= await averageOverGlobalBatch(names, gradSums, lossSum, 1 / totalMicroBatches, dataParallel?.allReduce);
     try {
       // The optimizer's own norm, computed first so the check sees it before any weight moves.
-      const gradNorm = globalNorm([...model.params.keys()].map((name) => means.grads.get(name)!));
+      const gradNorm = await globalNorm([...model.params.keys()].map((name) => means.grads.get(name)!));
       const skipped = this.nonFinite.check(step + 1, { loss: means.loss, gradNorm }) !== undefined;
-      if (!skipped) this.optimizer.apply(model.params, means.grads, { gradNorm });
+      if (!skipped) await this.optimizer.apply(model.params, means.grads, { gradNorm });
       return { loss: means.loss, gradNorm, samples: globalBatch.length, skipped };
     } finally {
       for (const grad of means.grads.values()) grad.dispose();

@@ -14,13 +14,13 @@ const SHAPES: number[][] = [[7], [33, 65], [5, 3], [4], [1]];
 const BASE: OptimizerConfig = { kind: 'adam', lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 };
 
 /** Three updates of random parameters with random gradients; the parameters and moments after them. */
-function threeSteps(config: OptimizerConfig): Float32Array[] {
+async function threeSteps(config: OptimizerConfig): Promise<Float32Array[]> {
   const params = new Map(SHAPES.map((shape, i) => [`p${i}`, tf.tidy(() => tf.variable(tf.tensor(randomValues(shape.reduce((x, y) => x * y, 1), 10 + i), shape)))]));
   const optimizer = new AdamOptimizer(config);
   try {
     for (let step = 0; step < 3; step++) {
       const grads = new Map([...params].map(([name, p], i) => [name, tf.tidy(() => tf.mul(tf.tensor(randomValues(p.size, 100 * step + i), p.shape), 3))]));
-      optimizer.apply(params, grads);
+      await optimizer.apply(params, grads);
       tf.dispose([...grads.values()]);
     }
     const moments = [...optimizer.state().moments.values()].flatMap(({ m, v }) => [m, v]);

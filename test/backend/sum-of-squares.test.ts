@@ -15,10 +15,10 @@ function arrays(): Float32Array[] {
   return SIZES.map((size, i) => randomValues(size, 40 + i).map((x) => x * (i + 1)));
 }
 
-function onBackend(values: Float32Array[]): number {
+async function onBackend(values: Float32Array[]): Promise<number> {
   const tensors = values.map((v) => tf.tensor1d(v));
   try {
-    return sumOfSquares(tensors);
+    return await sumOfSquares(tensors);
   } finally {
     tf.dispose(tensors);
   }
@@ -42,9 +42,9 @@ describe('wasm sum of squares', () => {
   test('non-finite - an overflowing square gives Infinity, a NaN gives NaN', async () => {
     const big = Float32Array.from([1, 2e19, 3, 4, 5]);
     const nan = Float32Array.from([1, 2, 3, 4, 5, 6, NaN]);
-    await withBackend('wasm', () => {
-      assert.equal(onBackend([Float32Array.from([1, 2]), big]), Infinity);
-      assert.ok(Number.isNaN(onBackend([nan, Float32Array.from([1])])));
+    await withBackend('wasm', async () => {
+      assert.equal(await onBackend([Float32Array.from([1, 2]), big]), Infinity);
+      assert.ok(Number.isNaN(await onBackend([nan, Float32Array.from([1])])));
     });
   });
 
