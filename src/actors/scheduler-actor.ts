@@ -71,10 +71,22 @@ export class SchedulerActor {
     this.actions = stageActionsOfStep(options.config, grid.pipeline);
     this.ranks = [];
     for (let pp = 0; pp < grid.pipeline; pp++) for (let tp = 0; tp < grid.tensor; tp++) this.ranks.push({ rank: grid.rankOf({ dp: replica, pp, tp }), stage: pp });
-    this.actor = spawn(options.system, (state: null, message: SchedulerMessage) => {
-      this.handle(message);
-      return state;
-    }, `scheduler-${replica}`, { initialState: null });
+    this.actor = spawn(
+      options.system,
+      (state: null, message: SchedulerMessage) => {
+        try {
+          this.handle(message);
+        } catch (error) {
+          // A send that cannot go out (the bus closing at the job's end) leaves the stages to notice the
+          // missing action; the actor itself keeps its mailbox.
+          this.tally.state = 'failed';
+          options.log(`scheduler actor of replica ${replica}: ${error instanceof Error ? error.message : String(error)}`);
+        }
+        return state;
+      },
+      `scheduler-${replica}`,
+      { initialState: null },
+    );
     this.exposure = options.remote.expose({ rank: replica, role: 'scheduler' }, this.actor, (payload) => {
       const finished = readStepFinished(payload, grid.world);
       this.tally.queued();

@@ -18,6 +18,8 @@ type SharedWeightMessage =
 export class SharedWeightActor implements TiedReduction {
   private readonly actor: Ref<SharedWeightMessage>;
   private readonly tally: ActorTally;
+  /** A start that failed: the step's 'finish' reports it (nothing waits on a start). */
+  private startError: unknown;
 
   constructor(
     system: ActorSystemRef,
@@ -31,16 +33,23 @@ export class SharedWeightActor implements TiedReduction {
         const step = message.options?.step === undefined ? '' : ` of step ${message.options.step + 1}`;
         if (message.type === 'start') {
           this.tally.state = 'reducing';
-          this.sharedWeights.startReduction(message.grads, message.options);
+          try {
+            this.sharedWeights.startReduction(message.grads, message.options);
+          } catch (error) {
+            this.startError = error;
+          }
           this.tally.done(`start${step}`);
           return state;
         }
         this.tally.state = 'reducing';
         try {
+          if (this.startError !== undefined) throw this.startError;
           await this.sharedWeights.reduceGradients(message.grads, message.options);
           message.settle();
         } catch (error) {
           message.settle(error);
+        } finally {
+          this.startError = undefined;
         }
         this.tally.state = 'idle';
         this.tally.done(`reduce${step}`);
