@@ -245,15 +245,17 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     }
   };
 
-  // The compute actor: its handler holds its mailbox for the whole run, which is why heartbeats and
-  // shutdown live elsewhere. A crash is escalated to the job as a fatal message naming this rank.
-  const trainerActor = spawn(
+  // The rank's driver: it asks the gate before each step and opens the step in the stage actor (or, with
+  // overlapGradReduce, runs the trainer's step), holding its own mailbox for the run, which is why
+  // heartbeats and shutdown live elsewhere. A crash is escalated to the job as a fatal message naming
+  // this rank.
+  const driverActor = spawn(
     system,
     async (actorState: unknown) => {
       exitRequested?.(await train());
       return actorState;
     },
-    'trainer',
+    'driver',
     {
       onCrash: escalateToJob({
         bus,
@@ -267,7 +269,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
       }),
     },
   );
-  dispatch(trainerActor, 'run');
+  dispatch(driverActor, 'run');
 
   const code = await exitCode;
   clearInterval(mainThreadBeats);
