@@ -52,9 +52,15 @@ interface SimulatedRun {
   lines: string[];
 }
 
-/** A pipeline-2 job (batch 8 in 4 micro-batches, as the reference) simulated with `faults` injected. */
-async function simulatePipeline(faults: (network: LocalNetwork, jobId: string) => void, options: { onRank?: (rank: number, handle: RankProcess) => void } = {}): Promise<SimulatedRun> {
-  const config = loadConfig(configFile, ['parallel.pipeline=2', 'numMicroBatches=4', 'batchSize=8', 'restart.max=2']);
+const PIPELINE_2 = ['parallel.pipeline=2', 'numMicroBatches=4', 'batchSize=8'];
+const DATA_2_PIPELINE_2_TENSOR_2 = ['parallel.data=2', 'parallel.pipeline=2', 'parallel.tensor.size=2', 'numMicroBatches=2', 'batchSize=4'];
+
+/** A job on the reference's global batch (pipeline 2 unless `layout` says otherwise) simulated with `faults` injected. */
+async function simulatePipeline(
+  faults: (network: LocalNetwork, jobId: string) => void,
+  options: { onRank?: (rank: number, handle: RankProcess) => void; layout?: string[] } = {},
+): Promise<SimulatedRun> {
+  const config = loadConfig(configFile, [...(options.layout ?? PIPELINE_2), 'restart.max=2']);
   const network = new LocalNetwork(8 * 1024 * 1024);
   const jobId = `sim-${Math.random().toString(16).slice(2, 8)}`;
   faults(network, jobId);
@@ -76,8 +82,8 @@ async function simulatePipeline(faults: (network: LocalNetwork, jobId: string) =
 
 const stageActions = (jobId: string): Pick<FaultRule, 'subject'> => ({ subject: `gh.${jobId}.actor.stage.*` });
 
-test('simulate faults - a lost action message is noticed by its stage actor and the job rolls back', async () => {
-  const run = await simulatePipeline((network, jobId) => network.injectFault({ ...stageActions(jobId), skip: 20, effect: { kind: 'drop' } }));
+test('simulate faults - dp2 x pp2 x tp2: a lost action message is noticed by its stage actor and the job rolls back', async () => {
+  const run = await simulatePipeline((network, jobId) => network.injectFault({ ...stageActions(jobId), skip: 60, effect: { kind: 'drop' } }), { layout: DATA_2_PIPELINE_2_TENSOR_2 });
   assert.equal(run.code, 0, run.lines.join('\n'));
   assert.ok(run.lines.some((line) => /got no action \d+ of step \d+ from its scheduler/.test(line)), run.lines.join('\n'));
   assert.ok(run.lines.some((line) => /^restart 1 of 2: .*rolling every rank back to the start/.test(line)), run.lines.join('\n'));
