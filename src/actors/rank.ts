@@ -32,6 +32,7 @@ import type { RankFileRecord } from '../checkpoint/index.ts';
 import type { ActorStatus } from './actor-status.ts';
 import type { RemoteActors } from './remote.ts';
 import { SharedWeightActor } from './shared-weight-actor.ts';
+import { stageActionsOfStep } from './scheduler-actor.ts';
 import { StageActor } from './stage-actor.ts';
 
 export interface SpawnRankOptions {
@@ -60,6 +61,12 @@ export interface RankActors {
   statuses(): ActorStatus[];
   /** After the last step: the measured bubble, the trace part, the tied copies' hash. */
   finish(outDir: string): Promise<void>;
+  /**
+   * The rank is ending before its run did (shut down, killed in a simulated job): the stage actor stops
+   * and the process groups close, so whatever waits on a step or a receive fails at once and the driver
+   * unwinds (and disposes) instead of holding the stage until a timeout.
+   */
+  abort(): void;
   dispose(): void;
 }
 
@@ -139,7 +146,8 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
     rank,
     replica: dp,
     executor,
-    limits: { microBatches: config.numMicroBatches * config.gradientAccumulation, chunks: layers.length },
+    expected: stageActionsOfStep(config, grid.pipeline)[pp],
+    firstStep: startStep,
     actionTimeoutMs: options.actionTimeoutMs,
     log,
   });
@@ -181,6 +189,10 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
         const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
         log(`tied word embedding sha256 ${createHash('sha256').update(bytes).digest('hex')}`);
       }
+    },
+    abort() {
+      stageActor.stop();
+      for (const g of groups) g.close();
     },
     dispose() {
       stageActor.stop();

@@ -4,15 +4,15 @@
  * schedule of the config's kind (actions.ts), and when the coordinator opens a step it sends every
  * stage actor of its replica that step's actions, one message each on `actor.stage.<rank>` (see
  * [Note: one action a message] in protocol/stage-actions.ts), all at once so no stage waits for its next one.
- * The stage actors answer `step-finished`; the scheduler reports `running` until all have, then `idle`,
- * or `paused` while the job is paused at that boundary.
+ * The stage actors answer `step-finished`; the scheduler reports `running` until all have, then
+ * `waiting` (for the gate), or `paused` while the job is paused at that boundary, and `stopped` at the end.
  */
 import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
 import type { JobState } from '../protocol/messages.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
-import { actionToWire, lowerStageActions, type StageAction } from '../scheduler/actions.ts';
+import { actionToWire, lowerStageActions, tiedChunksOf, type StageAction } from '../scheduler/actions.ts';
 import { buildSchedule } from '../scheduler/schedules.ts';
 import { validateSchedule } from '../scheduler/validate.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
@@ -30,8 +30,7 @@ export function stageActionsOfStep(config: TrainConfig, pipeline: number): Stage
   const chunks = config.numChunks;
   const schedule = validateSchedule(buildSchedule(config.schedule, pipeline, config.numMicroBatches, chunks));
   return Array.from({ length: pipeline }, (_, stage) => {
-    const tiedChunks = pipeline === 1 ? [] : stage === 0 ? [0] : stage === pipeline - 1 ? [chunks - 1] : [];
-    return lowerStageActions(schedule, stage, { accumulation: config.gradientAccumulation, tiedChunks });
+    return lowerStageActions(schedule, stage, { accumulation: config.gradientAccumulation, tiedChunks: tiedChunksOf(stage, pipeline, chunks) });
   });
 }
 
@@ -62,8 +61,6 @@ export class SchedulerActor {
   private readonly exposure: { unsubscribe(): void };
   private running: { step: number; waiting: Set<number> } | undefined;
   private paused = false;
-  /** Action messages sent so far. */
-  sent = 0;
 
   constructor(private readonly options: SchedulerActorOptions) {
     const { grid, replica } = options;
@@ -130,11 +127,11 @@ export class SchedulerActor {
         this.tally.done(`sent step ${message.step + 1}`);
         return;
       case 'step-finished': {
+        // A rank of another replica, or a late word about another step (a restarted job's old worker), changes nothing.
         const running = this.running;
-        if (running !== undefined && running.step === message.step) running.waiting.delete(message.rank);
-        if (running !== undefined && running.waiting.size === 0) {
+        if (running !== undefined && running.step === message.step && running.waiting.delete(message.rank) && running.waiting.size === 0) {
           this.running = undefined;
-          this.tally.state = this.paused ? 'paused' : 'waiting';
+          if (this.tally.state !== 'stopped') this.tally.state = this.paused ? 'paused' : 'waiting';
         }
         this.tally.done(`rank ${message.rank} finished step ${message.step + 1}`);
         return;
@@ -159,7 +156,6 @@ export class SchedulerActor {
       actions.forEach((action, index) => {
         const payload: StageActionPayload = { type: 'action', step, index, count: actions.length, action: actionToWire(action) };
         this.options.remote.tell({ rank, role: 'stage' }, payload);
-        this.sent++;
       });
     }
   }
@@ -191,11 +187,6 @@ export class SchedulerActors {
 
   statuses(): ActorStatus[] {
     return this.schedulers.map((scheduler) => scheduler.status());
-  }
-
-  /** Action messages sent so far by every scheduler. */
-  get sent(): number {
-    return this.schedulers.reduce((sum, scheduler) => sum + scheduler.sent, 0);
   }
 
   stop(): void {

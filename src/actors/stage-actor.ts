@@ -7,8 +7,7 @@
  * step's last action, OPTIMIZER_STEP, settles it, and the actor tells its scheduler the step is done.
  */
 import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
-import { formatAction } from '../scheduler/actions.ts';
-import type { StageAction } from '../scheduler/actions.ts';
+import { formatAction, sameAction, type StageAction } from '../scheduler/actions.ts';
 import type { PipelineStepResult } from '../stages/pipeline-step.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
 import type { RemoteActors } from './remote.ts';
@@ -30,15 +29,20 @@ export interface StageActorOptions {
   /** The data-parallel replica: its scheduler actor hears of every finished step. */
   replica: number;
   executor: StepExecutor;
-  /** Micro-batch numbers (M x accumulation rounds) and chunks this stage can run. */
-  limits: { microBatches: number; chunks: number };
+  /**
+   * This stage's actions of one step, lowered from the config's schedule as the scheduler lowers them:
+   * an action message that is not the one expected at its index (or counts another number) is dropped.
+   */
+  expected: readonly StageAction[];
+  /** The first step this actor will run (0, or a resumed checkpoint's): actions of earlier ones are stale. */
+  firstStep: number;
   actionTimeoutMs?: number;
   log: (line: string) => void;
 }
 
 type StageMessage =
   | ({ type: 'action' } & ReceivedAction)
-  | { type: 'run-step'; step: number; resolve: (result: PipelineStepResult) => void; reject: (error: Error) => void }
+  | { type: 'run-step'; step: number }
   | { type: 'timeout'; step: number; index: number }
   | { type: 'task'; label: string; run: () => Promise<unknown>; settle: (error: unknown, value?: unknown) => void };
 
@@ -54,10 +58,12 @@ export class StageActor {
   private readonly tally: ActorTally;
   private readonly pending = new Map<string, ReceivedAction>();
   /** Steps below this one are over: their actions are stale repeats. */
-  private firstOpenStep = 0;
+  private firstOpenStep: number;
   private open: OpenStep | undefined;
   /** A step asked for whose 'run-step' message is still in the mailbox. */
-  private requested = false;
+  private requested: Omit<OpenStep, 'next'> | undefined;
+  /** Set by a failure or stop: the actor takes no more work. */
+  private ended: Error | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly exposure: { unsubscribe(): void };
   /** Actions received twice (or after their step) and ignored. */
@@ -65,6 +71,11 @@ export class StageActor {
 
   constructor(private readonly options: StageActorOptions) {
     this.tally = new ActorTally('stage', options.rank, 'idle');
+    this.firstOpenStep = options.firstStep;
+    const limits = {
+      microBatches: Math.max(1, ...options.expected.map((a) => (a.kind === 'F' || a.kind === 'B' ? a.microBatch + 1 : 0))),
+      chunks: Math.max(1, ...options.expected.map((a) => (a.kind === 'F' || a.kind === 'B' ? a.chunk + 1 : 0))),
+    };
     this.actor = spawn(
       options.system,
       async (state: null, message: StageMessage) => {
@@ -79,7 +90,8 @@ export class StageActor {
       { initialState: null },
     );
     this.exposure = options.remote.expose({ rank: options.rank, role: 'stage' }, this.actor, (payload) => {
-      const action = readStageAction(payload, options.limits);
+      const action = readStageAction(payload, limits);
+      this.checkExpected(action);
       this.tally.queued();
       return { type: 'action' as const, ...action };
     });
@@ -88,10 +100,11 @@ export class StageActor {
   /** Opens `step` (0-based) and resolves with its result when its OPTIMIZER_STEP has run. */
   runStep(step: number): Promise<PipelineStepResult> {
     return new Promise((resolve, reject) => {
-      if (this.open !== undefined || this.requested) return reject(new Error(`stage ${this.options.rank}: step ${step + 1} opened while another step runs`));
-      this.requested = true;
+      if (this.ended !== undefined) return reject(this.ended);
+      if (this.open !== undefined || this.requested !== undefined) return reject(new Error(`stage ${this.options.rank}: step ${step + 1} opened while another step runs`));
+      this.requested = { step, resolve, reject };
       this.tally.queued();
-      dispatch(this.actor, { type: 'run-step', step, resolve, reject });
+      dispatch(this.actor, { type: 'run-step', step });
     });
   }
 
@@ -101,6 +114,7 @@ export class StageActor {
    */
   between<T>(label: string, run: () => Promise<T>): Promise<T> {
     return new Promise((resolve, reject) => {
+      if (this.ended !== undefined) return reject(this.ended);
       this.tally.queued();
       dispatch(this.actor, { type: 'task', label, run, settle: (error, value) => (error === undefined ? resolve(value as T) : reject(error)) });
     });
@@ -112,15 +126,32 @@ export class StageActor {
     return { ...status, mailbox: status.mailbox + this.pending.size };
   }
 
+  /** Stops the actor; a step asked for or running is rejected (the rank is ending). */
   stop(): void {
-    clearTimeout(this.timer);
+    if (this.ended === undefined) this.end(new Error(`stage actor of rank ${this.options.rank} stopped`));
     this.exposure.unsubscribe();
     stop(this.actor);
-    this.open?.reject(new Error(`stage actor of rank ${this.options.rank} stopped`));
-    this.open = undefined;
+  }
+
+  /**
+   * Throws (the message is dropped and counted as malformed) unless `received` is this stage's action
+   * at its index, of a step that is running or next: nothing else could come from its scheduler.
+   */
+  private checkExpected(received: ReceivedAction): void {
+    const expected = this.options.expected;
+    if (received.count !== expected.length) throw new Error(`a step of stage actor ${this.options.rank} has ${expected.length} actions, not ${received.count}`);
+    if (!sameAction(received.action, expected[received.index])) {
+      throw new Error(`action ${received.index} of a step of stage actor ${this.options.rank} is ${formatAction(expected[received.index])}, not ${formatAction(received.action)}`);
+    }
+    if (received.step > this.firstOpenStep + 1) throw new Error(`step ${received.step + 1} is not the running or the next step of stage actor ${this.options.rank}`);
   }
 
   private async handle(message: StageMessage): Promise<void> {
+    if (this.ended !== undefined) {
+      if (message.type === 'task') message.settle(this.ended);
+      this.tally.done();
+      return;
+    }
     switch (message.type) {
       case 'action': {
         const key = `${message.step}.${message.index}`;
@@ -134,17 +165,21 @@ export class StageActor {
         this.tally.done();
         break;
       }
-      case 'run-step':
-        this.requested = false;
+      case 'run-step': {
+        const requested = this.requested;
+        this.requested = undefined;
+        if (requested === undefined) return;
         // Opened here, in mailbox order, so no action runs before the executor knows its step.
-        this.open = { step: message.step, next: 0, resolve: message.resolve, reject: message.reject };
+        this.open = { ...requested, next: 0 };
         this.options.executor.begin(message.step);
         this.tally.state = 'running';
         this.tally.done(`open step ${message.step + 1}`);
         break;
+      }
       case 'task': {
         if (this.open !== undefined) {
           message.settle(new Error(`stage actor of rank ${this.options.rank}: cannot ${message.label} while step ${this.open.step + 1} runs`));
+          this.tally.done();
           return;
         }
         try {
@@ -185,30 +220,44 @@ export class StageActor {
       }
       this.pending.delete(key);
       const what = formatAction(received.action);
-      this.tally.lastAction = `${what} (step ${open.step + 1})`;
-      const result = await this.options.executor.execute(received.action);
-      open.next++;
-      const last = open.next === received.count;
+      const last = open.next + 1 === received.count;
+      // Checked before it runs: an update must never run in the middle of a step.
       if (last !== (received.action.kind === 'OPTIMIZER_STEP')) {
         throw new Error(`stage actor of rank ${this.options.rank}: action ${received.index} of ${received.count} of step ${open.step + 1} is ${what}; a step ends with OPTIMIZER_STEP, and only there`);
       }
+      this.tally.lastAction = `${what} (step ${open.step + 1})`;
+      const result = await this.options.executor.execute(received.action);
+      if (this.open !== open) return;
+      open.next++;
       if (!last) continue;
       this.open = undefined;
       this.firstOpenStep = open.step + 1;
       for (const stale of [...this.pending.keys()]) if (Number(stale.split('.')[0]) <= open.step) this.pending.delete(stale);
       this.tally.state = 'idle';
-      const finished: StepFinishedPayload = { type: 'step-finished', rank: this.options.rank, step: open.step };
-      this.options.remote.tell({ rank: this.options.replica, role: 'scheduler' }, finished);
       open.resolve(result!);
+      try {
+        const finished: StepFinishedPayload = { type: 'step-finished', rank: this.options.rank, step: open.step };
+        this.options.remote.tell({ rank: this.options.replica, role: 'scheduler' }, finished);
+      } catch (error) {
+        // The scheduler's view is all that is lost (the bus closes as the rank ends); the step did finish.
+        this.options.log(`stage actor: could not tell the scheduler step ${open.step + 1} finished: ${error instanceof Error ? error.message : String(error)}`);
+      }
     }
   }
 
   private fail(error: Error): void {
-    clearTimeout(this.timer);
+    if (this.ended === undefined) this.options.log(`stage actor: ${error.message}`);
+    this.end(error);
     this.tally.state = 'failed';
-    const open = this.open;
+  }
+
+  /** A failed or stopped actor takes no more work: what waits on it is rejected, what arrived is dropped. */
+  private end(error: Error): void {
+    this.ended ??= error;
+    clearTimeout(this.timer);
+    this.pending.clear();
+    for (const waiting of [this.open, this.requested]) waiting?.reject(error);
     this.open = undefined;
-    if (open !== undefined) open.reject(error);
-    else this.options.log(`stage actor: ${error.message}`);
+    this.requested = undefined;
   }
 }

@@ -129,7 +129,7 @@ export class JobAttempt {
     this.finish({ exitCode: 1, reason: 'node 0 restarts the job', restartable: true });
   }
 
-  /** Node 0: the coordinator judges the job; with pipeline or tensor parallelism the scheduler actors feed the stage actors. */
+  /** Node 0: the coordinator judges the job; the scheduler actors feed the stage actors (every layout but overlapGradReduce's). */
   private hostCoordinator(): void {
     const { config, grid, log, system, bus, sampler } = this.job;
     const reporter = new StepReporter(config, this.job.totalSteps, this.from.startStep, sampler, this.job.hooks, log);

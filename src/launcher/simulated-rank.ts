@@ -68,7 +68,10 @@ export class SimulatedRank extends EventEmitter implements RankProcess {
     );
   }
 
-  /** Ends the rank at its next await (synchronous compute in progress cannot be interrupted). */
+  /**
+   * Ends the rank: its runRank fails what its actors wait on (its stage unwinds and is disposed) and
+   * returns; synchronous compute already running finishes first (it cannot be interrupted).
+   */
   kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
     if (this.exitCode !== null || this.signalCode !== null) return false;
     this.signalCode = signal;

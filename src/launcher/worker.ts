@@ -39,6 +39,8 @@ import type { WorkerEnvironment } from './worker-env.ts';
 const HEARTBEAT_INTERVAL_MS = 1000;
 /** A gate request unanswered this long is asked again (the job may be paused). */
 const GATE_RETRY_MS = 5000;
+/** How long an ending rank waits for its driver to unwind after failing what it waited on. */
+const DRIVER_UNWIND_MS = 5000;
 
 export async function runWorker(env: WorkerEnvironment): Promise<number> {
   const log = (line: string) => process.stderr.write(`[rank ${env.rank}] ${line}\n`);
@@ -98,6 +100,9 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const system = start();
   const remote = new RemoteActors(bus, system, { rank: env.rank }, log);
   let rankActors: RankActors | undefined;
+  let driverRun: Promise<number> | undefined;
+  /** The rank is ending (its exit code is known). */
+  let ending = false;
   let state: WorkerState = 'starting';
   let stepsDone = 0;
   let exitRequested: ((code: number) => void) | undefined;
@@ -245,6 +250,16 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     }
   };
 
+  const escalate = escalateToJob({
+    bus,
+    rank: env.rank,
+    subject: SUBJECTS.fatal,
+    log,
+    onFatal: () => {
+      state = 'failed';
+      exitRequested?.(1);
+    },
+  });
   // The rank's driver: it asks the gate before each step and opens the step in the stage actor (or, with
   // overlapGradReduce, runs the trainer's step), holding its own mailbox for the run, which is why
   // heartbeats and shutdown live elsewhere. A crash is escalated to the job as a fatal message naming
@@ -252,26 +267,25 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const driverActor = spawn(
     system,
     async (actorState: unknown) => {
-      exitRequested?.(await train());
+      driverRun = train();
+      exitRequested?.(await driverRun);
       return actorState;
     },
     'driver',
     {
-      onCrash: escalateToJob({
-        bus,
-        rank: env.rank,
-        subject: SUBJECTS.fatal,
-        log,
-        onFatal: () => {
-          state = 'failed';
-          exitRequested?.(1);
-        },
-      }),
+      // A driver failing because the rank is ending (its actors aborted) is no news for the job.
+      onCrash: (message, error, context, child) => (ending ? context.stop : escalate(message, error, context, child)),
     },
   );
   dispatch(driverActor, 'run');
 
   const code = await exitCode;
+  ending = true;
+  if (rankActors !== undefined) {
+    // Ended before the run did: fail what the driver waits on, and give it a moment to dispose its stage.
+    rankActors.abort();
+    await Promise.race([driverRun?.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, DRIVER_UNWIND_MS).unref())]);
+  }
   clearInterval(mainThreadBeats);
   await heartbeats?.stop();
   remote.close();

@@ -112,3 +112,18 @@ export function actionFromWire(value: unknown, limits: { microBatches: number; c
       return { kind: checked };
   }
 }
+
+export function sameAction(a: StageAction, b: StageAction): boolean {
+  if (a.kind !== b.kind) return false;
+  return a.kind === 'F' || a.kind === 'B' ? a.microBatch === (b as ComputeAction).microBatch && a.chunk === (b as ComputeAction).chunk : true;
+}
+
+/**
+ * The chunks of pipeline stage `stage` holding the tied word embedding when it is reduced between
+ * stages: virtual stage 0 (chunk 0 of the first stage) and the last virtual stage (the last chunk of
+ * the last stage); none without pipeline parallelism.
+ */
+export function tiedChunksOf(stage: number, pipeline: number, chunks: number): number[] {
+  if (pipeline === 1) return [];
+  return stage === 0 ? [0] : stage === pipeline - 1 ? [chunks - 1] : [];
+}

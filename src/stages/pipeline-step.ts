@@ -24,7 +24,7 @@ import { NonFiniteGuard } from '../train/non-finite.ts';
 import { sumOfSquares, type AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
 import type { PipelineOp, Schedule } from '../scheduler/ops.ts';
-import { formatAction, lowerStageActions, type StageAction } from '../scheduler/actions.ts';
+import { formatAction, lowerStageActions, tiedChunksOf, type StageAction } from '../scheduler/actions.ts';
 import type { PipelineStage } from './stage.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
@@ -84,11 +84,6 @@ export class PipelineStepExecutor {
   private microBatchIds: Int32Array[] = [];
 
   constructor(private readonly context: PipelineStepContext) {}
-
-  /** The step in progress (0-based), or -1 between steps. */
-  get currentStep(): number {
-    return this.step;
-  }
 
   begin(step: number): void {
     const { config, sampler, stage, dataParallel } = this.context;
@@ -215,12 +210,8 @@ export async function runPipelineStep(context: PipelineStepContext, step: number
 /** The actions of one step of this stage for the ops `ops` (its list of the schedule). */
 export function stageStepActions(context: Pick<PipelineStepContext, 'config' | 'stage' | 'sharedWeights'>, ops: PipelineOp[]): StageAction[] {
   const { stage, config } = context;
-  const tiedChunks = tiedChunksOf(stage, context.sharedWeights.parameterNames);
+  const { pipelineRank, pipelineSize } = stage.placement;
+  const tiedChunks = context.sharedWeights.parameterNames.length === 0 ? [] : tiedChunksOf(pipelineRank, pipelineSize, stage.chunks.length);
   const schedule: Schedule = { kind: '1f1b', stages: 1, microBatches: config.numMicroBatches, chunks: stage.chunks.length, ops: [ops] };
   return lowerStageActions(schedule, 0, { accumulation: config.gradientAccumulation, tiedChunks });
-}
-
-/** The chunks of `stage` holding one of the tied parameters `names`. */
-export function tiedChunksOf(stage: PipelineStage, names: readonly string[]): number[] {
-  return stage.chunks.flatMap((chunk, index) => (names.some((name) => chunk.params.has(name)) ? [index] : []));
 }

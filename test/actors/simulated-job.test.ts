@@ -13,6 +13,7 @@ import { before, test } from 'node:test';
 import { LocalNetwork, type FaultRule, type InjectedFault } from '../../src/comm/local-transport.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { launch } from '../../src/launcher/launch.ts';
+import * as tf from '../../src/tf.ts';
 import type { RankProcess } from '../../src/launcher/simulated-rank.ts';
 import { assertSameLosses, losses, runCli, writeTestConfig } from '../support/cli.ts';
 
@@ -113,6 +114,7 @@ test('simulate faults - a lost activation fails the receive that waits for it; t
 
 test('simulate faults - a rank killed mid-run is restarted with every other from the start', async () => {
   let killed = false;
+  const tensorsBefore = tf.memory().numTensors;
   const run = await simulatePipeline(() => {}, {
     onRank: (rank, handle) => {
       if (rank !== 1 || killed) return;
@@ -123,4 +125,6 @@ test('simulate faults - a rank killed mid-run is restarted with every other from
   assert.equal(run.code, 0, run.lines.join('\n'));
   assert.ok(run.lines.some((line) => /^restart 1 of 2: rank 1 .*died: killed by SIGKILL/.test(line)), run.lines.join('\n'));
   assertSameLosses(run.losses, reference);
+  // The killed attempt's stages were disposed, not left holding their tensors.
+  assert.equal(tf.memory().numTensors, tensorsBefore);
 });

@@ -36,14 +36,15 @@ interface Harness {
   actor: StageActor;
   executor: RecordingExecutor;
   /** Sends action `index` of `actions` of `step`, as the scheduler would (or any payload). */
-  send(step: number, index: number, actions: StageAction[]): void;
+  send(step: number, index: number, actions: readonly StageAction[]): void;
   sendRaw(payload: unknown): void;
   finished: { rank: number; step: number }[];
   remote: RemoteActors;
   close(): Promise<void>;
 }
 
-function harness(actionTimeoutMs = 10_000): Harness {
+/** A stage actor (rank 3, replica 0) expecting `expected` each step, and a scheduler's end of the bus. */
+function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000): Harness {
   const network = new LocalNetwork();
   const buses = [0, 1].map(() => new Bus({ jobId: 'stage-actor', transport: network.connect(), log: () => {} }));
   const systems: ActorSystemRef[] = [start(), start()];
@@ -54,7 +55,7 @@ function harness(actionTimeoutMs = 10_000): Harness {
     if (message.kind === 'actor') finished.push(message.payload as { rank: number; step: number });
   });
   const executor = new RecordingExecutor();
-  const actor = new StageActor({ system: systems[1], remote: rank, rank: 3, replica: 0, executor, limits: { microBatches: 4, chunks: 1 }, actionTimeoutMs, log: () => {} });
+  const actor = new StageActor({ system: systems[1], remote: rank, rank: 3, replica: 0, executor, expected, firstStep: 0, actionTimeoutMs, log: () => {} });
   return {
     actor,
     executor,
@@ -75,10 +76,13 @@ function harness(actionTimeoutMs = 10_000): Harness {
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 
+const ONE_F_ONE_B = [F(0), F(1), B(0), B(1), STEP_END];
+const SHORT = [F(0), B(0), STEP_END];
+
 test('stage actor - actions sent ahead, reordered and repeated run once each, in order, after the step opens', async () => {
-  const h = harness();
+  const actions = ONE_F_ONE_B;
+  const h = harness(actions);
   try {
-    const actions = [F(0), F(1), B(0), B(1), STEP_END];
     for (const index of [2, 0, 4, 1, 0, 3, 2]) h.send(0, index, actions);
     await settle();
     assert.deepEqual(h.executor.log, [], 'an action ran before the driver opened the step');
@@ -99,26 +103,32 @@ test('stage actor - actions sent ahead, reordered and repeated run once each, in
   }
 });
 
-test('stage actor - a missing action fails the step, naming the action and the step', async () => {
-  const h = harness(150);
+test('stage actor - a missing action fails the step, naming the action and the step; a failed actor takes no more work', async () => {
+  const actions = SHORT;
+  const h = harness(actions, 150);
   try {
-    const actions = [F(0), B(0), STEP_END];
     h.send(0, 0, actions);
     h.send(0, 2, actions);
     await assert.rejects(h.actor.runStep(0), /rank 3 got no action 1 of step 1 from its scheduler within 0\.15 s: the message was lost/);
     assert.equal(h.actor.status().state, 'failed');
+    await assert.rejects(h.actor.runStep(1), /got no action 1 of step 1/);
+    await assert.rejects(h.actor.between('save checkpoint of step 1', async () => 'saved'), /got no action 1 of step 1/);
   } finally {
     await h.close();
   }
 });
 
-test('stage actor - malformed payloads are dropped and counted, never run', async () => {
-  const h = harness();
+test('stage actor - malformed payloads, and actions its schedule does not have, are dropped and counted, never run', async () => {
+  const h = harness(SHORT);
   try {
     const bad = [
-      { type: 'action', step: 0, index: 0, count: 2, action: { kind: 'X' } },
-      { type: 'action', step: 0, index: 0, count: 2, action: { kind: 'F', microBatch: 9, chunk: 0 } },
-      { type: 'action', step: 0, index: 2, count: 2, action: { kind: 'OPTIMIZER_STEP' } },
+      { type: 'action', step: 0, index: 0, count: 3, action: { kind: 'X' } },
+      { type: 'action', step: 0, index: 0, count: 3, action: { kind: 'F', microBatch: 9, chunk: 0 } },
+      { type: 'action', step: 0, index: 3, count: 3, action: { kind: 'OPTIMIZER_STEP' } },
+      // Well-formed, but not what this stage's schedule runs there: an early update, another count, a far step.
+      { type: 'action', step: 0, index: 0, count: 3, action: { kind: 'OPTIMIZER_STEP' } },
+      { type: 'action', step: 0, index: 1, count: 2, action: { kind: 'B', microBatch: 0, chunk: 0 } },
+      { type: 'action', step: 7, index: 0, count: 3, action: { kind: 'F', microBatch: 0, chunk: 0 } },
       { type: 'reset' },
       'F0',
     ];
@@ -126,25 +136,27 @@ test('stage actor - malformed payloads are dropped and counted, never run', asyn
     await settle();
     assert.equal(h.remote.malformed, bad.length);
     assert.deepEqual(h.executor.log, []);
+    assert.equal(h.actor.status().mailbox, 0);
   } finally {
     await h.close();
   }
 });
 
-test('stage actor - a step whose last action is not OPTIMIZER_STEP fails', async () => {
-  const h = harness();
+test('stage actor - a step whose last action is not OPTIMIZER_STEP fails before it runs', async () => {
+  const actions = [F(0), B(0)];
+  const h = harness(actions);
   try {
-    const actions = [F(0), B(0)];
     h.send(0, 0, actions);
     h.send(0, 1, actions);
     await assert.rejects(h.actor.runStep(0), /a step ends with OPTIMIZER_STEP, and only there/);
+    assert.deepEqual(h.executor.log, ['begin 0', 'F0']);
   } finally {
     await h.close();
   }
 });
 
 test('stage actor - work between steps runs in mailbox order and is refused while a step runs', async () => {
-  const h = harness();
+  const h = harness([F(0), STEP_END]);
   try {
     assert.equal(await h.actor.between('save checkpoint of step 0', async () => 'saved'), 'saved');
     assert.equal(h.actor.status().lastAction, 'save checkpoint of step 0');
@@ -154,8 +166,26 @@ test('stage actor - work between steps runs in mailbox order and is refused whil
     h.send(0, 0, actions);
     h.send(0, 1, actions);
     await running;
+    assert.equal(h.actor.status().mailbox, 0);
   } finally {
     await h.close();
+  }
+});
+
+test('stage actor - stopping rejects the step asked for or running, so no driver waits for ever', async () => {
+  for (const sendFirst of [false, true]) {
+    const h = harness(SHORT);
+    try {
+      const running = h.actor.runStep(0);
+      if (sendFirst) {
+        h.send(0, 0, SHORT);
+        await settle();
+      }
+      h.actor.stop();
+      await assert.rejects(running, /stage actor of rank 3 stopped/);
+    } finally {
+      await h.close();
+    }
   }
 });
 
