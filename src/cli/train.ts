@@ -31,10 +31,6 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   };
   const worldSize = command.nprocPerNode === undefined ? undefined : command.nprocPerNode * command.nnodes;
   const config = loadConfig(command.configPath, trainOverrides(command), worldSize === undefined ? {} : { worldSize });
-  const { embedDropRate, attnDropRate, dropRate } = config.model;
-  if (config.parallel.tensor.size > 1 && embedDropRate + attnDropRate + dropRate > 0) {
-    throw new Error('dropout with tensor parallelism is not supported yet: set the model\'s drop rates to 0 or parallel.tensor.size to 1');
-  }
   if (config.fp16 !== undefined && config.parallel.pipeline * config.parallel.tensor.size === 1) {
     throw new Error(
       'fp16 mode sends activations and their gradients between pipeline stages as float16 under a dynamic loss scale; ' +

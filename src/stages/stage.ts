@@ -21,6 +21,7 @@ import { warmMatmulOperands } from '../backend/warm-matmul.ts';
 import { gradientRows } from '../tensor-parallel/vocab-parallel.ts';
 import { addGradient } from '../model/gradient-sum.ts';
 import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
+import type { DropoutContext } from '../model/dropout.ts';
 import * as tf from '../tf.ts';
 import { formatOp, type PipelineOp } from '../scheduler/ops.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
@@ -253,6 +254,17 @@ export class PipelineStage {
     return [batch.batch, batch.seqLen, this.options.config.model.hiddenSize];
   }
 
+  /**
+   * The dropout masks of this micro-batch, keyed like the single-process run's (seed, step, sample, layer,
+   * site, position), so a stage drops exactly what the whole model would; none when every rate is 0.
+   */
+  private dropoutOf(batch: TokenBatch): { dropout?: DropoutContext } {
+    const { config } = this.options;
+    const { embedDropRate, attnDropRate, dropRate } = config.model;
+    if (embedDropRate + attnDropRate + dropRate === 0) return {};
+    return { dropout: { seed: config.seed, step: this.step, sampleIds: batch.sampleIds } };
+  }
+
   private async forward(op: PipelineOp, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
     const chunk = this.chunks[op.chunk];
@@ -262,7 +274,7 @@ export class PipelineStage {
     const start = wallClockMs();
     let forward: { output: tf.Tensor; saved: ChunkSaved };
     try {
-      forward = await chunk.forward(batch, hidden, { lossGrad: this.lossScale });
+      forward = await chunk.forward(batch, hidden, { lossGrad: this.lossScale, ...this.dropoutOf(batch) });
     } finally {
       hidden?.dispose();
     }

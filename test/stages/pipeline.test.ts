@@ -64,6 +64,16 @@ test('pipeline - 2 stages, 4 micro-batches, gpipe and 1f1b: same losses as one p
   }
 });
 
+test('pipeline - dropout: stages and tensor shards drop what the single-process run drops', async () => {
+  const withDropout = { model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16, embedDropRate: 0.1, attnDropRate: 0.1, dropRate: 0.1 } };
+  const expected = await reference(4, withDropout);
+  assert.notDeepEqual(expected, await reference(4), 'the rates change nothing');
+  for (const layout of [{ pipeline: 2 }, { pipeline: 2, tensor: { size: 2 } }, { tensor: { size: 2 } }]) {
+    const run = await runPipeline(config({ ...withDropout, parallel: layout, numMicroBatches: 4 }), dataset, 3, opsOf('1f1b', layout.pipeline ?? 1, 4));
+    assertClose(run.losses, expected);
+  }
+});
+
 test('pipeline - 2 stages x 2 chunks (interleaved layout) and 4 stages', async () => {
   const expected = await reference(4);
   assertClose((await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, numChunks: 2 }), dataset, 3, opsOf('interleaved', 2, 4, 2))).losses, expected);
