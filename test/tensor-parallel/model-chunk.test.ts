@@ -252,3 +252,19 @@ test('model chunk - a forward whose peer never arrives fails with the collective
   lonely.dispose();
   await close();
 });
+
+test('model chunk - a backward whose peer never arrives fails and, once released, leaves no tensor behind', async () => {
+  const config = tinyConfig();
+  const { groups, close } = makeGroups(2, 300);
+  const chunks = groups.map((group) => new ModelChunk({ config: config.model, slice: fullModelSlice(config.model), seed: config.seed, group }));
+  const before = tf.memory().numTensors;
+  const forwards = await Promise.all(chunks.map((chunk) => chunk.forward(batchOf([0, 1]))));
+  for (const { output } of forwards) output.dispose();
+  // Rank 1 is gone after the forward: rank 0's backward waits for it at its first all-reduce.
+  chunks[1].release(forwards[1].saved);
+  await assert.rejects(chunks[0].backwardInput(forwards[0].saved), /tensor-parallel all-reduce at .* \(tp rank 0 of 2\)/);
+  chunks[0].release(forwards[0].saved);
+  assert.equal(tf.memory().numTensors, before);
+  for (const chunk of chunks) chunk.dispose();
+  await close();
+});

@@ -181,7 +181,8 @@ export function* blockBackwardInputSteps(
   const heads = saved.q.shape[1];
   const rows = batch * seqLen;
   const site = `block ${layer ?? '?'} backward`;
-  const held: unknown[] = [];
+  // `saved` is consumed whatever happens: a failing all-reduce (a peer gone) must not strand it.
+  const held: unknown[] = [saved];
   let done = false;
   try {
     // MLP branch: y = afterAttention + drop(fc2(gelu(fc1(ln2(afterAttention))))).
