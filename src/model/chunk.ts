@@ -85,6 +85,11 @@ interface WeightWork {
 export interface ChunkSaved {
   readonly batch: TokenBatch;
   readonly options: ChunkForwardOptions;
+  /**
+   * Where this forward is in its life: a backward of a released forward (or a second one) must fail,
+   * not recompute (with checkpointing nothing else would tell) and add its gradients twice.
+   */
+  stage: 'forward' | 'input-done' | 'ended';
   /** Checkpointing: the input kept for the recompute (a chunk without the embedding). */
   input?: tf.Tensor3D;
   activations?: ChunkActivations;
@@ -169,7 +174,7 @@ export class ModelChunk implements ChunkModel {
    */
   async forward(batch: TokenBatch, input?: tf.Tensor3D, options: ChunkForwardOptions = {}): Promise<{ output: tf.Tensor; saved: ChunkSaved }> {
     const { output, activations } = await runOverGroup(this.group, chunkForwardSteps(this, this.layout(), batch, input, options));
-    const saved: ChunkSaved = { batch, options };
+    const saved: ChunkSaved = { batch, options, stage: 'forward' };
     if (this.checkpoint) {
       releaseActivations(activations);
       if (input !== undefined) saved.input = tf.clone(input);
@@ -185,9 +190,10 @@ export class ModelChunk implements ChunkModel {
    * for a chunk holding the embedding. Leaves in `saved` what backwardWeight needs.
    */
   async backwardInput(saved: ChunkSaved, outputGrad?: tf.Tensor3D): Promise<tf.Tensor3D | undefined> {
-    if (saved.weightWork !== undefined) throw new Error('model chunk: backwardInput called twice for one forward');
+    if (saved.stage === 'input-done') throw new Error('model chunk: backwardInput called twice for one forward');
+    if (saved.stage === 'ended') throw new Error('model chunk: backwardInput after release() or backwardWeight; pass the saved state of a forward not yet taken back');
+    saved.stage = 'input-done';
     if (saved.activations === undefined) {
-      if (!this.checkpoint) throw new Error('model chunk: backwardInput after release(); pass the saved state of a forward not yet released');
       // Activation checkpointing: recompute the forward, this time keeping what the backward reads.
       const recomputed = await runOverGroup(this.group, chunkForwardSteps(this, this.layout(), saved.batch, saved.input, saved.options));
       recomputed.output.dispose();
@@ -205,13 +211,15 @@ export class ModelChunk implements ChunkModel {
   /** This micro-batch's parameter gradients (the caller owns them), after its backwardInput. Ends `saved`. */
   backwardWeight(saved: ChunkSaved): ChunkGradients {
     const work = saved.weightWork;
-    if (work === undefined) throw new Error('model chunk: backwardWeight before backwardInput (or twice); run backwardInput on this forward first');
+    if (work === undefined) throw new Error('model chunk: backwardWeight before backwardInput (or twice, or after release()); run backwardInput on this forward first');
     saved.weightWork = undefined;
+    saved.stage = 'ended';
     return chunkBackwardWeight(this, work, this.options.wordEmbeddingRows === true);
   }
 
   /** Frees what a forward or a backwardInput kept, whatever state it is in. */
   release(saved: ChunkSaved): void {
+    saved.stage = 'ended';
     saved.input?.dispose();
     saved.input = undefined;
     if (saved.activations !== undefined) releaseActivations(saved.activations);

@@ -148,7 +148,7 @@ test('model chunk - backwardWeight run later, after other micro-batches\' forwar
   await chunk.backwardInput(second.saved);
   const late = chunk.backwardWeight(first.saved);
   chunk.release(second.saved);
-  assert.throws(() => chunk.backwardWeight(first.saved), /backwardWeight before backwardInput \(or twice\)/);
+  assert.throws(() => chunk.backwardWeight(first.saved), /backwardWeight before backwardInput \(or twice/);
   for (const [name, grad] of atOnce.grads) assert.deepEqual(late.grads.get(name)!.dataSync(), grad.dataSync(), name);
   tf.dispose([first.output, second.output, ...late.grads.values()]);
   assert.equal(tf.memory().numTensors, before, 'the split backward leaked tensors');
@@ -267,4 +267,25 @@ test('model chunk - a backward whose peer never arrives fails and, once released
   assert.equal(tf.memory().numTensors, before);
   for (const chunk of chunks) chunk.dispose();
   await close();
+});
+
+test('model chunk - a forward is taken back once: a second backward, or one after release(), fails (also with checkpointing)', async () => {
+  for (const checkpoint of [false, true]) {
+    const ranks = makeTensorParallelRanks(tinyConfig(), 1, undefined, checkpoint);
+    const chunk = ranks.models[0];
+    const before = tf.memory().numTensors;
+    const first = await chunk.forward(batchOf([0, 1]));
+    first.output.dispose();
+    await chunk.backwardInput(first.saved);
+    await assert.rejects(chunk.backwardInput(first.saved), /backwardInput called twice/);
+    tf.dispose([...chunk.backwardWeight(first.saved).grads.values()]);
+    await assert.rejects(chunk.backwardInput(first.saved), /after release\(\) or backwardWeight/);
+    const second = await chunk.forward(batchOf([0, 1]));
+    second.output.dispose();
+    chunk.release(second.saved);
+    await assert.rejects(chunk.backwardInput(second.saved), /after release\(\) or backwardWeight/, `checkpoint ${checkpoint}`);
+    assert.throws(() => chunk.backwardWeight(second.saved), /before backwardInput/);
+    assert.equal(tf.memory().numTensors, before);
+    await ranks.close();
+  }
 });
