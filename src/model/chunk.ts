@@ -10,7 +10,7 @@
  *
  * It runs the hand-written forward and backward (src/model/manual/) as chains of local synchronous
  * pieces with the all-reduces between them (collective-steps.ts): saved activations are plain tensors
- * kept from the forward, so a backward needs no tape and no recompute. With `checkpoint` (activation
+ * kept from the forward, so a backward needs no tape (and, by default, no recompute). With `checkpoint` (activation
  * checkpointing) the forward keeps only its input, and the backward first re-runs the forward keeping
  * the activations. Each rank holds its shard of every parameter (sharding.ts decides the regions), an
  * exact slice of the single-process model's deterministic init.

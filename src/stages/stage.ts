@@ -331,7 +331,14 @@ export class PipelineStage {
     } finally {
       inputGrad?.dispose();
     }
-    const { grads, wordEmbeddingRows } = chunk.backwardWeight(saved);
+    let weights: ReturnType<typeof chunk.backwardWeight>;
+    try {
+      weights = chunk.backwardWeight(saved);
+    } catch (error) {
+      chunk.release(saved);
+      throw error;
+    }
+    const { grads, wordEmbeddingRows } = weights;
     this.finishCompute(op, start);
     if (wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(wordEmbeddingRows);
     for (const [name, grad] of grads) this.accumulate(name, grad);

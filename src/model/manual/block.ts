@@ -88,7 +88,7 @@ function param(params: BlockParams, name: string): tf.Tensor {
 
 function maskFor(options: BlockForwardOptions, rate: number, site: DropoutSite, perSampleShape: number[]): tf.Tensor | undefined {
   if (rate === 0 || options.dropout === undefined) return undefined;
-  if (options.layer === undefined) throw new Error('blockForward: dropout needs options.layer (it keys the masks)');
+  if (options.layer === undefined) throw new Error('block forward: dropout needs options.layer (it keys the masks)');
   return dropoutMask(options.dropout, rate, options.layer, site, perSampleShape);
 }
 
@@ -266,13 +266,6 @@ export function blockBackwardWeight(work: BlockWeightWork): Map<string, tf.Tenso
     grads[`${ln}.beta`] = dbeta;
   }
   return new Map(BLOCK_PARAM_NAMES.map((name) => [name, grads[name]!]));
-}
-
-/** The block forward without a group (single process). */
-export function blockForward(
-  params: BlockParams, x: tf.Tensor3D, bias: tf.Tensor4D, config: GPTConfig, options: BlockForwardOptions = {},
-): { y: tf.Tensor3D; saved: BlockSaved } {
-  return runLocally(blockForwardSteps(params, x, bias, config, options));
 }
 
 /** The block backward without a group (single process): input gradient and every parameter's. Consumes `saved`. */

@@ -8,7 +8,7 @@ import * as tf from '../../tf.ts';
 import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { DropoutSite, EMBEDDING_LAYER, dropoutMask, type DropoutContext } from '../dropout.ts';
-import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
+import { allReduce, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
 import { gradientRows, maskedLookup, type VocabRange } from '../../tensor-parallel/vocab-parallel.ts';
 
 export interface EmbeddingSaved {
@@ -45,13 +45,6 @@ export function* embeddingForwardSteps(
   });
   words.dispose();
   return { y, saved: { rows: gradientRows(ids, range), vocabRows: range.size, batch, seqLen, mask } };
-}
-
-/** embeddingForwardSteps without a group: the whole vocabulary on this rank. ids int32 [B, T]. */
-export function embeddingForward(
-  wordEmbedding: tf.Tensor, positionEmbedding: tf.Tensor, ids: Int32Array, batch: number, seqLen: number, config: GPTConfig, dropout?: DropoutContext,
-): { y: tf.Tensor3D; saved: EmbeddingSaved } {
-  return runLocally(embeddingForwardSteps(wordEmbedding, positionEmbedding, ids, batch, seqLen, { start: 0, size: config.vocabSize }, config, dropout));
 }
 
 /**

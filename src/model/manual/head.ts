@@ -11,7 +11,7 @@ import * as tf from '../../tf.ts';
 import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { layerNormBackward, layerNormForward, lmHeadCrossEntropy, type LayerNormSaved } from './primitives.ts';
-import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
+import { allReduce, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
 import { vocabParallelCrossEntropySteps, type VocabRange } from '../../tensor-parallel/vocab-parallel.ts';
 
 export interface HeadGrads {
@@ -77,13 +77,6 @@ export function* headForwardBackwardSteps(
   } finally {
     if (!done) tf.dispose(held);
   }
-}
-
-/** headForwardBackwardSteps without a group: the whole vocabulary on this rank. */
-export function headForwardBackward(
-  wordEmbedding: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, x: tf.Tensor3D, ids: Int32Array, config: GPTConfig, lossGrad = 1,
-): { loss: tf.Scalar; grads: HeadGrads } {
-  return runLocally(headForwardBackwardSteps(wordEmbedding, gamma, beta, x, ids, { start: 0, size: config.vocabSize }, config, lossGrad));
 }
 
 /** Next-token labels: position t predicts token t+1, rows [B * (T - 1)]. */
