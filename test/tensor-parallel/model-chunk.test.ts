@@ -124,6 +124,14 @@ test('model chunk - tp 1, 2 and 4: loss and every gradient shard equal the autod
 test('model chunk - activation checkpointing (recompute in backwardInput) gives the same loss and gradients, tp 1 and 2', async () => {
   const batch = batchOf([1, 6, 17, 22]);
   for (const tp of [1, 2]) await checkParity(tp, batch, true);
+  // And it does keep less: nothing but the input (none here: the chunk holds the embedding) until the backward.
+  const ranks = makeTensorParallelRanks(tinyConfig(), 1, undefined, true);
+  const { output, saved } = await ranks.models[0].forward(batch);
+  assert.equal(saved.activations, undefined);
+  assert.equal(saved.input, undefined);
+  output.dispose();
+  ranks.models[0].release(saved);
+  await ranks.close();
 });
 
 test('model chunk - the padding mask is honoured', async () => {
