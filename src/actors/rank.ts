@@ -112,14 +112,20 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
   for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
   const optimizer = new AdamOptimizer(config.optimizer);
   const held = paramsForRank(config.model, { layerRanges: layers, tp: grid.tensor, tpRank: tp });
+  const closeGroups = () => {
+    for (const g of groups) g.close();
+  };
+  const releaseStage = () => {
+    stage.dispose();
+    optimizer.dispose();
+    closeGroups();
+  };
   let startStep: number;
   try {
     startStep = options.resume === '' ? 0 : await restoreShard(options.resume, held, params, optimizer, false);
     await sharedWeights.synchronizeValues(params);
   } catch (error) {
-    stage.dispose();
-    optimizer.dispose();
-    for (const g of groups) g.close();
+    releaseStage();
     throw error;
   }
   const sharedWeightActor = sharedWeights.parameterNames.length > 0 ? new SharedWeightActor(options.system, rank, sharedWeights) : undefined;
@@ -192,14 +198,12 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
     },
     abort() {
       stageActor.stop();
-      for (const g of groups) g.close();
+      closeGroups();
     },
     dispose() {
       stageActor.stop();
       sharedWeightActor?.stop();
-      stage.dispose();
-      optimizer.dispose();
-      for (const g of groups) g.close();
+      releaseStage();
     },
   };
 }

@@ -46,9 +46,10 @@ export function usesStageActors(config: TrainConfig): boolean {
 export interface SchedulerActorOptions {
   system: ActorSystemRef;
   remote: RemoteActors;
-  config: TrainConfig;
   grid: ParallelGrid;
   replica: number;
+  /** Each stage's actions of one step (stageActionsOfStep), lowered once for every replica. */
+  actions: StageAction[][];
   log: (line: string) => void;
 }
 
@@ -65,7 +66,7 @@ export class SchedulerActor {
   constructor(private readonly options: SchedulerActorOptions) {
     const { grid, replica } = options;
     this.tally = new ActorTally('scheduler', replica, 'waiting');
-    this.actions = stageActionsOfStep(options.config, grid.pipeline);
+    this.actions = options.actions;
     this.ranks = [];
     for (let pp = 0; pp < grid.pipeline; pp++) for (let tp = 0; tp < grid.tensor; tp++) this.ranks.push({ rank: grid.rankOf({ dp: replica, pp, tp }), stage: pp });
     this.actor = spawn(
@@ -171,7 +172,8 @@ export class SchedulerActors {
 
   constructor(options: { system: ActorSystemRef; bus: Bus; config: TrainConfig; grid: ParallelGrid; log: (line: string) => void }) {
     this.remote = new RemoteActors(options.bus, options.system, { rank: 'launcher' }, options.log);
-    this.schedulers = Array.from({ length: options.grid.data }, (_, replica) => new SchedulerActor({ ...options, remote: this.remote, replica }));
+    const actions = stageActionsOfStep(options.config, options.grid.pipeline);
+    this.schedulers = Array.from({ length: options.grid.data }, (_, replica) => new SchedulerActor({ ...options, remote: this.remote, replica, actions }));
   }
 
   startStep(step: number): void {

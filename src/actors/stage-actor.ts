@@ -42,7 +42,7 @@ export interface StageActorOptions {
 
 type StageMessage =
   | ({ type: 'action' } & ReceivedAction)
-  | { type: 'run-step'; step: number }
+  | { type: 'run-step' }
   | { type: 'timeout'; step: number; index: number }
   | { type: 'task'; label: string; run: () => Promise<unknown>; settle: (error: unknown, value?: unknown) => void };
 
@@ -104,7 +104,7 @@ export class StageActor {
       if (this.open !== undefined || this.requested !== undefined) return reject(new Error(`stage ${this.options.rank}: step ${step + 1} opened while another step runs`));
       this.requested = { step, resolve, reject };
       this.tally.queued();
-      dispatch(this.actor, { type: 'run-step', step });
+      dispatch(this.actor, { type: 'run-step' });
     });
   }
 
@@ -171,9 +171,9 @@ export class StageActor {
         if (requested === undefined) return;
         // Opened here, in mailbox order, so no action runs before the executor knows its step.
         this.open = { ...requested, next: 0 };
-        this.options.executor.begin(message.step);
+        this.options.executor.begin(requested.step);
         this.tally.state = 'running';
-        this.tally.done(`open step ${message.step + 1}`);
+        this.tally.done(`open step ${requested.step + 1}`);
         break;
       }
       case 'task': {

@@ -15,6 +15,7 @@ import { initBackend } from '../backend/select.ts';
 import { LATEST_FILE, loadCheckpoint, resolveCheckpoint } from '../checkpoint/index.ts';
 import { Bus } from '../comm/bus.ts';
 import { LocalNetwork } from '../comm/local-transport.ts';
+import { PRIVATE_SERVER_MAX_PAYLOAD } from '../comm/nats-server.ts';
 import { resolveNatsCredentials, type NatsCredentialFlags, type NatsCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, type NatsTransport } from '../comm/nats-transport.ts';
 import type { Transport } from '../comm/transport.ts';
@@ -78,7 +79,8 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const jobId = options.jobId ?? `${basename(options.configPath, extname(options.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${randomBytes(3).toString('hex')}`;
   const simulate = options.simulate;
   if (simulate !== undefined && nnodes > 1) throw new Error('a simulated job runs in one process: drop --nnodes or --simulate');
-  const network = simulate === undefined ? undefined : (simulate.network ?? new LocalNetwork(8 * 1024 * 1024));
+  // A simulated job's messages fit what a private nats-server's do.
+  const network = simulate === undefined ? undefined : (simulate.network ?? new LocalNetwork(PRIVATE_SERVER_MAX_PAYLOAD));
   const nats: ResolvedNats = network !== undefined ? { url: 'in-process', privateServer: undefined, urlCredentials: undefined } : await resolveNats(options.nats, nodeRank === 0, log);
 
   const prepared = await prepareNode(options, jobId, nats, network);

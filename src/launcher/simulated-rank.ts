@@ -56,6 +56,7 @@ export class SimulatedRank extends EventEmitter implements RankProcess {
       transport: network.connect(),
       log: (line) => options.log(`[rank ${rank}] ${line}`),
       dataset: options.dataset,
+      backendReady: true,
       onExitHandle: (exit) => (this.exitNow = exit),
       actionTimeoutMs: options.actionTimeoutMs,
       receiveTimeoutMs: options.receiveTimeoutMs,

@@ -78,6 +78,8 @@ export interface RunRankOptions {
   heartbeatThread?: { natsUrl: string; natsCredentials: NatsCredentials };
   /** Already tokenized (the simulated job loads it once for every rank); absent: read from the cache. */
   dataset?: TokenizedDataset;
+  /** The process's backend is already set up (simulated ranks share the launcher's); absent: set it up. */
+  backendReady?: boolean;
   /** Receives the function that ends the rank at once with a code (a lost launcher, a killed simulated rank). */
   onExitHandle?: (exit: (code: number) => void) => void;
   /** The stage actor's wait for a missing action, and process groups' receive timeout (tests shorten them). */
@@ -174,7 +176,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
 
   const train = async (): Promise<number> => {
     tf.enableProdMode();
-    if (options.dataset === undefined) await initBackend(config.backend, log);
+    if (options.backendReady !== true) await initBackend(config.backend, log);
     const dataset = options.dataset ?? (await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} }));
     state = 'ready';
     if (usesStageActors(config)) {

@@ -63,12 +63,17 @@ export interface LoweringOptions {
 export function lowerStageActions(schedule: Schedule, stage: number, options: LoweringOptions): StageAction[] {
   const ops: readonly PipelineOp[] = schedule.ops[stage];
   if (ops === undefined) throw new Error(`the schedule has no stage ${stage} (it has ${schedule.stages})`);
+  return lowerStageOps(ops, schedule.microBatches, options, `stage ${stage}`);
+}
+
+/** lowerStageActions over one stage's list of ops, of a schedule with `microBatches` micro-batches. */
+export function lowerStageOps(ops: readonly PipelineOp[], microBatches: number, options: LoweringOptions, stageName = 'the stage'): StageAction[] {
   const lastTied = ops.findLastIndex((op) => op.kind === 'B' && options.tiedChunks.includes(op.chunk));
-  if (options.tiedChunks.length > 0 && lastTied < 0) throw new Error(`stage ${stage} holds tied chunks ${options.tiedChunks.join(', ')} but its schedule runs no backward of them`);
+  if (options.tiedChunks.length > 0 && lastTied < 0) throw new Error(`${stageName} holds tied chunks ${options.tiedChunks.join(', ')} but its schedule runs no backward of them`);
   const actions: StageAction[] = [];
   for (let round = 0; round < options.accumulation; round++) {
     ops.forEach((op, index) => {
-      actions.push({ kind: op.kind, microBatch: op.microBatch + round * schedule.microBatches, chunk: op.chunk });
+      actions.push({ kind: op.kind, microBatch: op.microBatch + round * microBatches, chunk: op.chunk });
       if (index === lastTied && round === options.accumulation - 1) actions.push({ kind: 'REDUCE_TIED' });
     });
   }

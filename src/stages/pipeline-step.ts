@@ -23,8 +23,7 @@ import type { DynamicLossScaler } from '../train/loss-scaler.ts';
 import { NonFiniteGuard } from '../train/non-finite.ts';
 import { sumOfSquares, type AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
-import type { PipelineOp, Schedule } from '../scheduler/ops.ts';
-import { formatAction, lowerStageActions, tiedChunksOf, type StageAction } from '../scheduler/actions.ts';
+import { formatAction, type StageAction } from '../scheduler/actions.ts';
 import type { PipelineStage } from './stage.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
@@ -192,26 +191,4 @@ export class PipelineStepExecutor {
       throw error;
     }
   }
-}
-
-/**
- * One whole step of a stage from its schedule, without actors: the step's actions lowered from `ops`
- * (see actions.ts) run in order. For tests and single-process callers; jobs get their actions from the
- * scheduler actor.
- */
-export async function runPipelineStep(context: PipelineStepContext, step: number, ops: PipelineOp[]): Promise<PipelineStepResult> {
-  const executor = new PipelineStepExecutor(context);
-  executor.begin(step);
-  let result: PipelineStepResult | undefined;
-  for (const action of stageStepActions(context, ops)) result = await executor.execute(action);
-  return result!;
-}
-
-/** The actions of one step of this stage for the ops `ops` (its list of the schedule). */
-export function stageStepActions(context: Pick<PipelineStepContext, 'config' | 'stage' | 'sharedWeights'>, ops: PipelineOp[]): StageAction[] {
-  const { stage, config } = context;
-  const { pipelineRank, pipelineSize } = stage.placement;
-  const tiedChunks = context.sharedWeights.parameterNames.length === 0 ? [] : tiedChunksOf(pipelineRank, pipelineSize, stage.chunks.length);
-  const schedule: Schedule = { kind: '1f1b', stages: 1, microBatches: config.numMicroBatches, chunks: stage.chunks.length, ops: [ops] };
-  return lowerStageActions(schedule, 0, { accumulation: config.gradientAccumulation, tiedChunks });
 }

@@ -66,11 +66,6 @@ export class PipelineStage {
   /** Virtual stage 0: which rows of the word embedding (this shard's) the step's lookups gathered. */
   private readonly lookedUp?: Uint8Array;
 
-  /** Where this stage stands in its pipeline. */
-  get placement(): { pipelineRank: number; pipelineSize: number } {
-    return { pipelineRank: this.options.pipelineRank, pipelineSize: this.options.pipelineSize };
-  }
-
   constructor(private readonly options: StageOptions) {
     const { config, chunkLayers, pipelineSize } = options;
     this.virtualStages = pipelineSize * chunkLayers.length;

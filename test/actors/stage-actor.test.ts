@@ -203,14 +203,14 @@ test('scheduler actor - sends each stage actor of its replica one message per ac
     const rank = message.to.rank as number;
     seen.set(rank, [...(seen.get(rank) ?? []), message.payload as StageActionPayload]);
   });
-  const scheduler = new SchedulerActor({ system, remote, config, grid, replica: 1, log: () => {} });
+  const lowered = stageActionsOfStep(config, 2);
+  const scheduler = new SchedulerActor({ system, remote, grid, replica: 1, actions: lowered, log: () => {} });
   try {
     scheduler.startStep(5);
     await settle();
     // Replica 1: ranks with dp = 1 (tp fastest, then dp, pp outermost).
     const ranks = [...seen.keys()].sort((a, b) => a - b);
     assert.deepEqual(ranks, [2, 3, 6, 7]);
-    const lowered = stageActionsOfStep(config, 2);
     for (const rank of ranks) {
       const stage = grid.coordinates(rank).pp;
       const payloads = seen.get(rank)!;

@@ -10,7 +10,8 @@ import { ParallelGrid } from '../../src/parallel/grid.ts';
 import { partitionForRun } from '../../src/parallel/run-partition.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
-import { runPipelineStep } from '../../src/stages/pipeline-step.ts';
+import { lowerStageOps, tiedChunksOf } from '../../src/scheduler/actions.ts';
+import { PipelineStepExecutor, type PipelineStepContext, type PipelineStepResult } from '../../src/stages/pipeline-step.ts';
 import { PipelineStage } from '../../src/stages/stage.ts';
 import type { TraceRecorder } from '../../src/trace/trace.ts';
 import type * as tf from '../../src/tf.ts';
@@ -23,6 +24,17 @@ export interface PipelineRun {
   embeddings: Map<number, Float32Array>;
   /** Per step, per rank: whether fp16 mode skipped the update. */
   skipped: boolean[][];
+}
+
+/** One whole step of a stage without actors: its ops lowered as the scheduler lowers them, run in order. */
+async function runStep(context: PipelineStepContext, step: number, ops: PipelineOp[], placement: { pp: number; pipeline: number }): Promise<PipelineStepResult> {
+  const { config, stage } = context;
+  const tiedChunks = context.sharedWeights.parameterNames.length === 0 ? [] : tiedChunksOf(placement.pp, placement.pipeline, stage.chunks.length);
+  const executor = new PipelineStepExecutor(context);
+  executor.begin(step);
+  let result: PipelineStepResult | undefined;
+  for (const action of lowerStageOps(ops, config.numMicroBatches, { accumulation: config.gradientAccumulation, tiedChunks })) result = await executor.execute(action);
+  return result!;
 }
 
 export async function runPipeline(
@@ -63,10 +75,11 @@ export async function runPipeline(
   for (let step = 0; step < steps; step++) {
     const results = await Promise.all(
       ranks.map((r) =>
-        runPipelineStep(
+        runStep(
           { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name), mixedPrecision: r.mixedPrecision, trace: r.trace },
           step,
           opsFor(r.pp),
+          { pp: r.pp, pipeline: grid.pipeline },
         ),
       ),
     );
