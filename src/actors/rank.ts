@@ -9,6 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { ActorSystemRef } from 'nact';
+import { readTensor } from '../backend/tensor-view.ts';
 import type { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
@@ -191,7 +192,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
       const tied = params.get(WORD_EMBEDDING);
       if (tied !== undefined && grid.pipeline > 1) {
         // Lets a person (and the tests) see that the SharedWeight copies ended bit-identical.
-        const values = (await tied.data()) as Float32Array;
+        const values = await readTensor(tied);
         const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
         log(`tied word embedding sha256 ${createHash('sha256').update(bytes).digest('hex')}`);
       }

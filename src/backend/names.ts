@@ -6,6 +6,6 @@
  * these; each reads this list, so a backend added here is accepted, documented and tried everywhere.
  * It imports nothing, so config and CLI code can name backends without loading tfjs.
  */
-export const BACKEND_NAMES = ['tensorflow', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 
 export type BackendName = (typeof BACKEND_NAMES)[number];

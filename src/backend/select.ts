@@ -1,6 +1,7 @@
 /**
  * Implements: choosing the tfjs compute backend at start: `tensorflow` (tfjs-node-gpu, then
- * tfjs-node: optional packages whose install downloads libtensorflow), else `wasm` (XNNPACK,
+ * tfjs-node: optional packages whose install downloads libtensorflow), else `webgpu` on a hardware
+ * adapter (Dawn's Node bindings; a software one only when asked for by name), else `wasm` (XNNPACK,
  * SIMD; with this project's training kernels installed), else `cpu` (pure JS, ~40x slower on
  * matmul). The first backend that loads wins; the reasons the better ones failed are logged.
  */
@@ -9,12 +10,16 @@ import { dirname, sep } from 'node:path';
 import * as tf from '../tf.ts';
 import { BACKEND_NAMES, type BackendName } from './names.ts';
 import { registerWasmTrainingKernels } from './wasm/kernels.ts';
+import { activateWebgpu, webgpuAdapter } from './webgpu/activate.ts';
 
 const TENSORFLOW_PACKAGES = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
 
 const WHAT_TO_DO: Record<BackendName, string> = {
   tensorflow: 'Install @tensorflow/tfjs-node (or @tensorflow/tfjs-node-gpu on a CUDA machine) where its install ' +
     'script can download libtensorflow, or ask for \'wasm\' or \'cpu\' (or no preference, to take the best available).',
+  webgpu: 'Install the optional packages webgpu and @tensorflow/tfjs-backend-webgpu (npm install); on a GPU machine ' +
+    'the Vulkan loader (Debian: libvulkan1) and the GPU driver\'s Vulkan ICD; on a machine without a GPU, Mesa\'s OpenGL ES ' +
+    '(apt-get install libegl1 libegl-mesa0 libgles2 libgl1-mesa-dri libegl-dev). Or ask for \'wasm\'.',
   wasm: 'Check that @tensorflow/tfjs-backend-wasm is installed with its dist/*.wasm files, or ask for \'cpu\'.',
   cpu: 'Install @tensorflow/tfjs-backend-cpu (npm install).',
 };
@@ -86,8 +91,10 @@ async function activateCpu(): Promise<string | undefined> {
   return (await tf.setBackend('cpu')) ? undefined : 'tf.setBackend(\'cpu\') failed (see the warning above)';
 }
 
-const ACTIVATE: Record<BackendName, () => Promise<string | undefined>> = {
+/** Each backend's start; `requested` when the user named it (webgpu then accepts a software adapter). */
+const ACTIVATE: Record<BackendName, (requested: boolean) => Promise<string | undefined>> = {
   tensorflow: activateTensorflow,
+  webgpu: activateWebgpu,
   wasm: activateWasm,
   cpu: activateCpu,
 };
@@ -97,7 +104,7 @@ export async function activateBackend(name: BackendName): Promise<void> {
   if (!(name in ACTIVATE)) {
     throw new Error(`Unknown backend '${String(name)}': expected one of ${BACKEND_NAMES.join(', ')}.`);
   }
-  const reason = await ACTIVATE[name]();
+  const reason = await ACTIVATE[name](true);
   if (reason !== undefined) {
     throw new Error(`Backend '${name}' was requested but is unavailable: ${reason}. ${WHAT_TO_DO[name]}`);
   }
@@ -122,20 +129,28 @@ export function initBackend(
 async function chooseBackend(preferred: BackendName | undefined, log: (line: string) => void): Promise<BackendName> {
   if (preferred !== undefined) {
     await activateBackend(preferred);
-    log(`backend: ${preferred} (as requested)${preferred === 'wasm' ? wasmNote() : ''}`);
+    log(`backend: ${preferred} (as requested)${note(preferred)}`);
     return preferred;
   }
   const skipped: string[] = [];
   for (const name of BACKEND_NAMES) {
-    const reason = await ACTIVATE[name]();
+    const reason = await ACTIVATE[name](false);
     if (reason === undefined) {
       const why = skipped.length > 0 ? `; skipped ${skipped.join('; ')}` : '';
-      log(`backend: ${name}${name === 'wasm' ? wasmNote() : ''}${why}`);
+      log(`backend: ${name}${note(name)}${why}`);
       return name;
     }
     skipped.push(`${name} (${reason})`);
   }
   throw new Error(`No tfjs backend could be started: ${skipped.join('; ')}. ${WHAT_TO_DO.cpu}`);
+}
+
+function note(name: BackendName): string {
+  if (name === 'webgpu') {
+    const adapter = webgpuAdapter()!;
+    return ` on ${adapter.description}${adapter.software ? ' (a software adapter: correct but slow, for tests)' : ''}`;
+  }
+  return name === 'wasm' ? wasmNote() : '';
 }
 
 function wasmNote(): string {

@@ -21,7 +21,7 @@
  * before the peer says it is reading (on entering `reduceGradients`), the rest after.
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
-import { readRows, valuesView } from '../backend/tensor-view.ts';
+import { readRows, readTensor, readTensorCopy, withValues } from '../backend/tensor-view.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 import * as tf from '../tf.ts';
 import { negativeZerosOf, packIndices, packRows, rowsAreSmaller, sumInGroupOrder, sumRowsAndWhole, unpackIndices, unpackRows, type Contribution } from './contributions.ts';
@@ -78,7 +78,7 @@ interface Started {
 
 export class SharedWeights {
   private readonly groups: SharedGroup[] = [];
-  private readonly started = new Map<SharedGroup, Started>();
+  private readonly started = new Map<SharedGroup, Promise<Started>>();
   private readonly earlyElements: number;
   private readonly pieceElements: number;
 
@@ -102,7 +102,7 @@ export class SharedWeights {
   async synchronizeValues(params: Map<string, tf.Variable>): Promise<void> {
     for (const { group, names } of this.groups) {
       if (group.size === 1) continue;
-      const flat = flatten(names, (name) => requireTensor(params, name, group));
+      const flat = await flatten(names.map((name) => requireTensor(params, name, group)));
       const root = group.ranks[0];
       const values = await group.broadcast(group.rank === root ? flat : undefined, root);
       unflatten(names, values, (name, tensor) => {
@@ -118,7 +118,12 @@ export class SharedWeights {
    */
   startReduction(grads: Map<string, tf.Tensor>, options: ReductionOptions = {}): void {
     for (const shared of this.groups) {
-      if (shared.group.size > 1 && !this.started.has(shared)) this.started.set(shared, this.start(shared, grads, options));
+      if (shared.group.size > 1 && !this.started.has(shared)) {
+        const started = this.start(shared, grads, options);
+        // Awaited by reduceGradients; a step that fails before then must not leave it unhandled.
+        started.catch(() => {});
+        this.started.set(shared, started);
+      }
     }
   }
 
@@ -128,14 +133,14 @@ export class SharedWeights {
       this.startReduction(grads, options);
       for (const shared of this.groups) {
         const started = this.started.get(shared);
-        if (started !== undefined) await this.finish(shared, started, grads, options);
+        if (started !== undefined) await this.finish(shared, await started, grads, options);
       }
     } finally {
       this.started.clear();
     }
   }
 
-  private start({ group, names }: SharedGroup, grads: Map<string, tf.Tensor>, options: ReductionOptions): Started {
+  private async start({ group, names }: SharedGroup, grads: Map<string, tf.Tensor>, options: ReductionOptions): Promise<Started> {
     const begin = wallClockMs();
     const tensors = names.map((name) => requireTensor(grads, name, group));
     const length = tensors.reduce((n, t) => n + t.size, 0);
@@ -147,21 +152,24 @@ export class SharedWeights {
     };
     let started: Started;
     if (rows !== undefined && rowsAreSmaller(rows.length, cols!, length)) {
-      const values = readRows(tensors[0], rows);
+      const values = await readRows(tensors[0], rows);
       const packed = packRows(rows, values, cols!);
       send(partTag(0), packed.values, packed.shape);
       started = { own: { kind: 'rows', rows, values, cols: cols! }, length, cols, late: new Map() };
     } else {
       // One tensor goes out straight from the backend's memory; this rank's own copy is made in `finish`.
-      const flat = tensors.length === 1 ? undefined : flatten(names, (name) => requireTensor(grads, name, group));
-      const values = flat ?? valuesView(tensors[0]);
+      const flat = tensors.length === 1 ? undefined : await flatten(names.map((name) => requireTensor(grads, name, group)));
       const late = new Map<number, Float32Array>();
-      for (let index = 0, offset = 0; offset < length || index === 0; index++, offset += this.pieceElements) {
-        const piece = values.subarray(offset, Math.min(length, offset + this.pieceElements));
-        // The first piece always goes now: it tells the peer which kind of contribution this is.
-        if (index > 0 && offset + piece.length > this.earlyElements) late.set(index, flat === undefined ? piece.slice() : piece);
-        else send(partTag(index), piece);
-      }
+      const sendPieces = (values: Float32Array) => {
+        for (let index = 0, offset = 0; offset < length || index === 0; index++, offset += this.pieceElements) {
+          const piece = values.subarray(offset, Math.min(length, offset + this.pieceElements));
+          // The first piece always goes now: it tells the peer which kind of contribution this is.
+          if (index > 0 && offset + piece.length > this.earlyElements) late.set(index, flat === undefined ? piece.slice() : piece);
+          else send(partTag(index), piece);
+        }
+      };
+      if (flat === undefined) await withValues(tensors[0], sendPieces);
+      else sendPieces(flat);
       started = { own: { kind: 'whole', pieces: flat === undefined ? [] : [flat], negativeZeros: [] }, length, cols, late };
     }
     options.trace?.record('send tied gradient', 'comm', begin, wallClockMs(), { ...stepArgs(options), to: peersArg(peers) });
@@ -173,7 +181,7 @@ export class SharedWeights {
     const peers = group.ranks.filter((member) => member !== group.rank);
     if (started.own.kind === 'whole') {
       // This rank overwrites its copy with the sum; finding its -0 places waits till the values are on their way.
-      if (started.own.pieces.length === 0) started.own.pieces = [ownCopy(requireTensor(grads, names[0], group))];
+      if (started.own.pieces.length === 0) started.own.pieces = [await readTensorCopy(requireTensor(grads, names[0], group))];
       started.own.negativeZeros = negativeZerosOf(started.own.pieces[0]);
       const zeros = packIndices(started.own.negativeZeros);
       for (const peer of peers) group.send(peer, ZEROS_TAG, zeros.values, zeros.shape);
@@ -229,12 +237,6 @@ export class SharedWeights {
   }
 }
 
-/** The tensor's values in an array this rank may overwrite (the cpu backend's dataSync hands out its own storage; wasm's is a copy). */
-function ownCopy(tensor: tf.Tensor): Float32Array {
-  const values = tensor.dataSync() as Float32Array;
-  return tf.getBackend() === 'wasm' ? values : values.slice();
-}
-
 function stepArgs(options: ReductionOptions): Record<string, number> {
   return options.step === undefined ? {} : { step: options.step + 1 };
 }
@@ -250,12 +252,11 @@ function requireTensor<T extends tf.Tensor>(map: Map<string, T>, name: string, g
   return tensor;
 }
 
-function flatten(names: string[], get: (name: string) => tf.Tensor): Float32Array {
-  const tensors = names.map(get);
+async function flatten(tensors: tf.Tensor[]): Promise<Float32Array> {
   const flat = new Float32Array(tensors.reduce((n, t) => n + t.size, 0));
   let offset = 0;
   for (const tensor of tensors) {
-    flat.set(tensor.dataSync() as Float32Array, offset);
+    flat.set(await readTensor(tensor), offset);
     offset += tensor.size;
   }
   return flat;

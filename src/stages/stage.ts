@@ -23,6 +23,7 @@ import { addGradient } from '../model/gradient-sum.ts';
 import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
 import type { DropoutContext } from '../model/dropout.ts';
 import * as tf from '../tf.ts';
+import { readScalar, readTensor } from '../backend/tensor-view.ts';
 import { formatOp, type PipelineOp } from '../scheduler/ops.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
@@ -178,7 +179,7 @@ export class PipelineStage {
 
   private async send(op: PipelineOp, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): Promise<void> {
     const start = wallClockMs();
-    const values = (await tensor.data()) as Float32Array;
+    const values = await readTensor(tensor);
     this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), values, tensor.shape, {
       half: this.options.halfPrecisionWire === true,
     });
@@ -277,7 +278,7 @@ export class PipelineStage {
     this.saved.set(`${op.microBatch}.${op.chunk}`, forward.saved);
     this.noteSaved();
     try {
-      if (virtual === this.virtualStages - 1) this.lossSum += (await forward.output.data())[0];
+      if (virtual === this.virtualStages - 1) this.lossSum += await readScalar(forward.output);
       else await this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, forward.output);
     } finally {
       forward.output.dispose();

@@ -13,6 +13,7 @@
  * (with a group of one, the same tensor).
  */
 import * as tf from '../tf.ts';
+import { readTensor } from '../backend/tensor-view.ts';
 
 /** The part of a process group tensor parallelism needs; ProcessGroup satisfies it. */
 export interface TensorParallelGroup {
@@ -65,8 +66,7 @@ export async function runOverGroup<T>(group: TensorParallelGroup, steps: Collect
     }
     let reduced: tf.Tensor;
     try {
-      // An awaited read: a WebGPU backend cannot read a tensor synchronously.
-      const values = await group.allReduce((await request.tensor.data()) as Float32Array, request.op);
+      const values = await group.allReduce(await readTensor(request.tensor), request.op);
       reduced = tf.tensor(values, request.tensor.shape, 'float32');
     } catch (error) {
       steps.return(undefined as T);

@@ -13,7 +13,7 @@
  * whichever rank's value comes first, so the bits equal one all-reduce of the whole buffer. With more
  * ranks the ring adds in an order set by chunk boundaries, which buckets move: equal within rounding.
  */
-import { valuesView } from '../backend/tensor-view.ts';
+import { withValues } from '../backend/tensor-view.ts';
 import type * as tf from '../tf.ts';
 
 /** Bytes of gradient per bucket (PyTorch DDP's default bucket_cap_mb is 25). */
@@ -35,6 +35,7 @@ export class BucketedGradientReduction {
   private readonly bucketOf = new Map<string, Bucket>();
   private readonly lossBucket: Bucket;
   private chain: Promise<void> = Promise.resolve();
+  private readonly copies: Promise<void>[] = [];
   private lossSet = false;
 
   /** `sizes[i]` values of parameter `names[i]`; `allReduce` sums over the data-parallel group. */
@@ -73,15 +74,17 @@ export class BucketedGradientReduction {
     this.arrived(this.lossBucket);
   }
 
-  /** `name`'s gradient, summed over this rank's micro-batches, is final: copied in now (the caller keeps the tensor). */
+  /** `name`'s gradient, summed over this rank's micro-batches, is final: copied in (the caller keeps the tensor). */
   setGradient(name: string, sum: tf.Tensor): void {
     const bucket = this.bucketOf.get(name);
     if (bucket === undefined) throw new Error(`bucketed all-reduce: ${name} is not a parameter of this reduction, or was given twice`);
     if (sum.size !== this.sizes.get(name)) throw new Error(`bucketed all-reduce: ${name} has ${sum.size} values, the layout holds ${this.sizes.get(name)}`);
-    // A view of the backend's memory where it has one: one copy into the buffer instead of two.
-    this.flat.set(valuesView(sum), this.offsets.get(name)!);
     this.bucketOf.delete(name);
-    this.arrived(bucket);
+    // A view of the backend's memory where it has one (wasm: copied before this returns): one copy into the buffer instead of two.
+    const copied = withValues(sum, (values) => this.flat.set(values, this.offsets.get(name)!)).then(() => this.arrived(bucket));
+    // A failed read (a GPU error) fails `finish`, not the process.
+    copied.catch(() => {});
+    this.copies.push(copied);
   }
 
   /** Waits for every bucket; throws if a parameter or the loss never arrived. Returns `flat`, reduced. */
@@ -91,6 +94,7 @@ export class BucketedGradientReduction {
       await this.chain.catch(() => {});
       throw new Error(`bucketed all-reduce: nothing given for ${missing.join(', ')}: the backward did not reach it`);
     }
+    await Promise.all(this.copies);
     await this.chain;
     return this.flat;
   }

@@ -20,6 +20,7 @@ import type { TrainConfig } from '../config/types.ts';
 import type { GPT } from '../model/gpt.ts';
 import { paramsForRank, type ShardedParam } from '../model/sharding.ts';
 import * as tf from '../tf.ts';
+import { readTensorCopy } from '../backend/tensor-view.ts';
 import type { AdamOptimizer } from './optimizer.ts';
 
 export interface CheckpointTarget {
@@ -45,10 +46,10 @@ export async function writeShard(
   optimizer: AdamOptimizer,
 ): Promise<RankFileRecord> {
   const values = new Map<string, Float32Array>();
-  for (const [name, variable] of params) values.set(name, (variable.dataSync() as Float32Array).slice());
+  for (const [name, variable] of params) values.set(name, await readTensorCopy(variable));
   const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
   for (const [name, { m, v }] of optimizer.state().moments) {
-    moments.set(name, { m: (m.dataSync() as Float32Array).slice(), v: (v.dataSync() as Float32Array).slice() });
+    moments.set(name, { m: await readTensorCopy(m), v: await readTensorCopy(v) });
   }
   const tensors = rankTensorsToSave(held, { params: values, moments, optimizerStep: optimizer.stepCount });
   await mkdir(folder, { recursive: true });

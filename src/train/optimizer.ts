@@ -7,6 +7,7 @@
  * own parameters, and checkpoints store moments per global name.
  */
 import * as tf from '../tf.ts';
+import { readTensor } from '../backend/tensor-view.ts';
 import type { OptimizerConfig } from '../config/types.ts';
 import { ADAM_UPDATE, SUM_OF_SQUARES, type AdamUpdateAttrs } from '../backend/kernel-names.ts';
 
@@ -136,8 +137,12 @@ export async function sumOfSquares(tensors: tf.Tensor[]): Promise<number> {
     // One call instead of two kernels per tensor (backend/wasm/sum-of-squares.ts); its float64 sums are rounded to float32.
     ? (tf.engine().runKernel(SUM_OF_SQUARES, Object.fromEntries(tensors.map((t, i) => [String(i), t])), {}) as tf.Tensor)
     : tf.tidy(() => tf.stack(tensors.map((t) => tf.sum(tf.square(t)))));
-  const values = await squares.data();
-  squares.dispose();
+  let values: Float32Array;
+  try {
+    values = await readTensor(squares);
+  } finally {
+    squares.dispose();
+  }
   let total = 0;
   for (const value of values) total += value;
   return total;
