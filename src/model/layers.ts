@@ -53,6 +53,18 @@ export function attentionBias(attentionMask: Float32Array | Uint8Array, batch: n
 }
 
 /**
+ * Each row's value at its label, [rows, V] and [rows] -> [rows], by (row, label) pairs. Not a gather over
+ * the flattened matrix: tfjs' webgpu gather reads its indices as float32, so flat indices past 2^24
+ * (1024 rows x 50304 words) picked neighbouring elements (the wrong hidden-256 loss on the GPU). Not
+ * a gather with batchDims 1 either: wasm's picks wrong values or reads out of bounds.
+ */
+export function pickLabels(rowsByVocab: tf.Tensor2D, labels: tf.Tensor1D): tf.Tensor1D {
+  const rows = rowsByVocab.shape[0];
+  const rowIds = tf.range(0, rows, 1, 'int32');
+  return tf.gatherND(rowsByVocab, tf.stack([rowIds, labels], 1)) as tf.Tensor1D;
+}
+
+/**
  * Mean next-token cross-entropy over rows, logits [N, V] and int32 labels [N], with a fused gradient:
  * (softmax - onehot) / N. Measured 10% faster and 0.8 GB lighter than autodiff at vocab 50257.
  * The forward keeps exp(logits - max) and its row sums, so the backward needs no second Exp: on wasm
@@ -64,8 +76,7 @@ export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scala
     const shifted = tf.sub(logitsIn, tf.max(logitsIn, 1, true));
     const exps = tf.exp(shifted);
     const sums = tf.sum(exps, 1, true);
-    const flatIndex = tf.add(labels, tf.range(0, rows * vocab, vocab, 'int32'));
-    const picked = tf.gather(tf.reshape(shifted, [rows * vocab]), flatIndex);
+    const picked = pickLabels(shifted as tf.Tensor2D, labels);
     // Saved, not captured: the engine disposes the forward's intermediates before gradients run.
     save([exps, sums, labels]);
     return {

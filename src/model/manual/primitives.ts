@@ -9,6 +9,7 @@ import * as tf from '../../tf.ts';
 import {
   GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY,
 } from '../../backend/kernel-names.ts';
+import { pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
 
 /** Whether the current backend has one of this project's fused kernels (wasm: src/backend/). */
@@ -133,7 +134,7 @@ export function lmHeadCrossEntropy(
     const shifted = tf.sub(logits, tf.max(logits, 1, true));
     const exps = tf.exp(shifted);
     const sums = tf.sum(exps, 1, true);
-    const picked = tf.gather(tf.reshape(shifted, [rows * vocab]), tf.add(labels, tf.range(0, rows * vocab, vocab, 'int32')));
+    const picked = pickLabels(shifted as tf.Tensor2D, labels);
     const losses = tf.sub(tf.reshape(tf.log(sums), [rows]), picked) as tf.Tensor1D;
     // oneHot in float32 on wasm returns int32 bit patterns (MEASURED.md): cast an int32 one-hot.
     const oneHot = tf.cast(tf.oneHot(labels, vocab), 'float32');
