@@ -1,6 +1,8 @@
-// Tests backend selection: wasm is chosen here (tfjs-node cannot install on these machines) and
-// logged with the reasons, repeated calls are harmless, an unavailable explicit preference is a
-// clear error, and the wasm binaries are found from any working directory.
+// Tests backend selection: wasm is chosen here (tfjs-node cannot install on these machines, and the
+// only WebGPU adapter is a software one, which is never chosen unasked) and logged with the reasons,
+// repeated calls are harmless, an unavailable explicit preference is a clear error, an explicit
+// webgpu runs on the software adapter and says so, and the wasm binaries are found from any working
+// directory.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -20,6 +22,7 @@ describe('backend selection', () => {
     assert.equal(lines.length, 1);
     assert.match(lines[0]!, /^backend: wasm\b/);
     assert.match(lines[0]!, /skipped tensorflow \(@tensorflow\/tfjs-node-gpu: .*@tensorflow\/tfjs-node: /);
+    assert.match(lines[0]!, /; webgpu \(no Vulkan loader|; webgpu \(Vulkan/, 'webgpu was tried before wasm and skipped with its reason');
     assert.ok(wasmTrainingKernelsRegistered());
   });
 
@@ -50,7 +53,7 @@ describe('backend selection', () => {
   });
 
   test('select - an unknown backend name is an error naming the choices', async () => {
-    await assert.rejects(initBackend('webgpu' as 'cpu', () => {}), /Unknown backend 'webgpu': expected one of tensorflow, wasm, cpu/);
+    await assert.rejects(initBackend('metal' as 'cpu', () => {}), /Unknown backend 'metal': expected one of tensorflow, webgpu, wasm, cpu/);
   });
 
   test('select - explicit cpu, then back to wasm', async () => {
@@ -59,6 +62,17 @@ describe('backend selection', () => {
     assert.equal(tf.getBackend(), 'cpu');
     assert.equal(await initBackend('wasm', (line) => lines.push(line)), 'wasm');
     assert.deepEqual(lines.map((line) => line.split(' ')[1]), ['cpu', 'wasm']);
+  });
+
+  test('select - explicit webgpu starts on the software adapter, logs it, computes, and goes back to wasm', async () => {
+    const lines: string[] = [];
+    assert.equal(await initBackend('webgpu', (line) => lines.push(line)), 'webgpu');
+    assert.equal(tf.getBackend(), 'webgpu');
+    assert.match(lines[0]!, /^backend: webgpu \(as requested\) on .*llvmpipe.*\(OpenGL ES.*a software adapter: correct but slow, for tests\)/);
+    const product = tf.matMul(tf.tensor2d([1, 2, 3, 4], [2, 2]), tf.tensor2d([5, 6, 7, 8], [2, 2]));
+    assert.deepEqual([...(await product.data())], [19, 22, 43, 50]);
+    product.dispose();
+    assert.equal(await initBackend(undefined, () => {}), 'wasm', 'a started software adapter is still not chosen unasked');
   });
 
   test('withBackend - runs on the named backend and restores the previous one', async () => {

@@ -68,7 +68,7 @@ test('args - train with every flag, long and short, and repeated --set in order'
 });
 
 test('args - each backend is accepted', () => {
-  for (const backend of ['tensorflow', 'wasm', 'cpu'] as const) {
+  for (const backend of ['tensorflow', 'webgpu', 'wasm', 'cpu'] as const) {
     assert.equal(train(['train', 'c.json', '--backend', backend]).backend, backend);
   }
 });
@@ -82,7 +82,7 @@ test('args - bad --steps values are usage errors', () => {
 });
 
 test('args - other invalid values and flags are usage errors saying what is wrong', () => {
-  assertUsageError(['train', 'c.json', '--backend', 'webgl'], /--backend must be one of tensorflow, wasm, cpu, got "webgl"/);
+  assertUsageError(['train', 'c.json', '--backend', 'webgl'], /--backend must be one of tensorflow, webgpu, wasm, cpu, got "webgl"/);
   assertUsageError(['train', 'c.json', '--backend', 'wsam'], /did you mean wasm\?/);
   assertUsageError(['train', 'c.json', '--out', ''], /--out needs a folder/);
   assertUsageError(['train', 'c.json', '--out'], /option --out needs a value/);
@@ -131,7 +131,7 @@ test('args - the help text documents commands, every option, every config key an
     assert.ok(help.includes(option), option);
   }
   assert.match(help, /runs\/<config name>-<timestamp>/);
-  assert.match(help, /tensorflow \| wasm \| cpu/);
+  assert.match(help, /tensorflow \| webgpu \| wasm \| cpu/);
   assert.match(help, /Examples:\n {2}gpt-hybrid train /);
   for (const { path } of listKeys()) assert.match(help, new RegExp(`\\n {2}${path.replace(/\./g, '\\.')} `), path);
   assert.match(help, /model\.preset +tiny \| gpt2-small \| gpt2-exlarge \| gpt3/);

@@ -14,6 +14,8 @@ import { findGpuAdapter } from './dawn.ts';
 export interface WebgpuStarted {
   description: string;
   software: boolean;
+  /** The largest buffer one kernel may bind: a bigger tensor cannot be computed on. */
+  maxBindingBytes: number;
 }
 
 let started: WebgpuStarted | undefined;
@@ -34,15 +36,19 @@ function mib(bytes: number): string {
   return `${Math.round(bytes / 2 ** 20)} MiB`;
 }
 
+function firstLine(message: string): string {
+  return (message.split('\n').find((line) => line.trim() !== '') ?? message).trim().replace(/\.$/, '');
+}
+
 function describeDeviceError(error: GPUError): string {
   if (error instanceof GPUOutOfMemoryError || /out of memory/i.test(error.message)) {
-    return `GPU out of memory (${error.message.split('\n')[0]}): shrink the micro-batch, the sequence length or the model, or spread it over more pipeline stages or tensor shards.`;
+    return `GPU out of memory (${firstLine(error.message)}): shrink the micro-batch, the sequence length or the model, or spread it over more pipeline stages or tensor shards.`;
   }
   const overLimit = /binding size|maxStorageBufferBindingSize|maxBufferSize/i.test(error.message);
   const advice = overLimit
     ? `a tensor is larger than this adapter binds at once (${mib(maxBindingBytes)}): shrink the micro-batch, sequence length or vocabulary per shard (tensor parallelism splits the LM head)`
     : 'this is a bug in a GPU kernel or in the backend; run with --backend wasm to go on';
-  return `GPU error: ${error.message.split('\n')[0]}: ${advice}.`;
+  return `GPU error: ${firstLine(error.message)}: ${advice}.`;
 }
 
 /** Starts the webgpu backend (once per process) and makes it current; returns why not where it cannot. */
@@ -90,6 +96,6 @@ export async function activateWebgpu(allowSoftware: boolean): Promise<string | u
   const backend = new backendPackage.WebGPUBackend(device, adapter.info);
   tf.registerBackend('webgpu', () => backend);
   if (!(await tf.setBackend('webgpu'))) return 'tf.setBackend(\'webgpu\') failed (see the warning above)';
-  started = { description: found.description, software: found.software };
+  started = { description: found.description, software: found.software, maxBindingBytes };
   return undefined;
 }

@@ -121,8 +121,10 @@ export function denseWordEmbeddingGradient(parts: readonly WordEmbeddingRows[], 
   return tf.tidy(() => {
     let sum: tf.Tensor2D | undefined;
     for (const part of parts) {
-      const slots = tf.tensor1d(Int32Array.from(part.ids, (id) => slotOf.get(id)!), 'int32');
-      const spread = tf.unsortedSegmentSum(part.values, slots, slotOf.size) as tf.Tensor2D;
+      // A part of no rows (a tp shard owning none of a micro-batch's ids) spreads zeros; webgpu's scatter-add refuses empty input.
+      const spread = part.ids.length === 0
+        ? (tf.zeros([slotOf.size, config.hiddenSize]) as tf.Tensor2D)
+        : (tf.unsortedSegmentSum(part.values, tf.tensor1d(Int32Array.from(part.ids, (id) => slotOf.get(id)!), 'int32'), slotOf.size) as tf.Tensor2D);
       sum = sum === undefined ? spread : (tf.add(sum, spread) as tf.Tensor2D);
     }
     return tf.unsortedSegmentSum(sum!, tf.tensor1d(Int32Array.from(slotOf.keys()), 'int32'), vocabRows) as tf.Tensor2D;
