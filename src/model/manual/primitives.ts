@@ -3,7 +3,7 @@
  * (llm.c's layernorm/matmul/gelu forward-backward pairs), on 2-D row tensors [rows, features].
  * Each forward returns what its backward needs; no tape is involved, so the pair can straddle an await.
  * LayerNorm, GELU and the LM head's cross-entropy run as fused kernels where the backend has them
- * (wasm: src/backend/wasm/), else as the tf ops written here, the same math.
+ * (src/backend/wasm/, src/backend/webgpu/), else as the tf ops written here, the same math.
  */
 import * as tf from '../../tf.ts';
 import {
@@ -12,7 +12,7 @@ import {
 import { pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
 
-/** Whether the current backend has one of this project's fused kernels (wasm: src/backend/). */
+/** Whether the current backend has one of this project's fused kernels (src/backend/wasm/, webgpu/). */
 function hasKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
 }
