@@ -1,6 +1,6 @@
 // Tests the fused webgpu kernels (src/backend/webgpu/) against the tf ops they replace, run on cpu
 // (where none is registered, so the callers fall back to the ops): LayerNorm and GELU with their
-// backwards, the Adam update and the sums of squares, over odd sizes, rows
+// backwards, the LM head's cross-entropy, the Adam update and the sums of squares, over odd sizes, rows
 // and widths with tails, more tensors than one shader binds, and no tensor left behind.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import { LAYER_NORM, LAYER_NORM_GRAD, SUM_OF_SQUARES } from '../../src/backend/k
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertGpuHealthy } from '../../src/backend/webgpu/activate.ts';
 import type { OptimizerConfig } from '../../src/config/types.ts';
-import { geluBackward, geluForward, layerNormBackward, layerNormForward } from '../../src/model/manual/primitives.ts';
+import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy } from '../../src/model/manual/primitives.ts';
 import { AdamOptimizer, sumOfSquares } from '../../src/train/optimizer.ts';
 import { assertClose, randomValues } from './compare.ts';
 import { onWebgpuAndCpu, readAll, startWebgpu } from './on-webgpu.ts';
@@ -43,6 +43,14 @@ function geluBoth(shape: number[]): tf.Tensor[] {
   const dy = tf.tensor(randomValues(size, 6), shape);
   const forward = geluForward(x);
   return [forward.y, forward.saved.tanh, geluBackward(dy, forward.saved)];
+}
+
+function crossEntropyBoth(rows: number, hidden: number, vocab: number, labelOf: (row: number) => number = (row) => (row * 7919) % vocab): tf.Tensor[] {
+  const normed = tf.tensor2d(randomValues(rows * hidden, 7).map((v) => 2 * v), [rows, hidden]);
+  const words = tf.tensor2d(randomValues(vocab * hidden, 8), [vocab, hidden]);
+  const labels = tf.tensor1d(Array.from({ length: rows }, (_, row) => labelOf(row)), 'int32');
+  const { losses, dNormed, dWordEmbedding } = lmHeadCrossEntropy(normed, words, labels, 1 / rows);
+  return [losses, dNormed, dWordEmbedding];
 }
 
 const ADAM_SHAPES: number[][] = [[7], [33, 65], [5, 3], [4], [1], [130, 257]];
@@ -93,6 +101,20 @@ describe('webgpu fused kernels', () => {
     }
   });
 
+  test('lm head cross-entropy - losses, dNormed and dWordEmbedding match the cpu ops', async () => {
+    for (const [rows, hidden, vocab] of [[7, 16, 1000], [33, 8, 50304], [1, 4, 3]] as const) {
+      const [webgpu, cpu] = await onWebgpuAndCpu(() => crossEntropyBoth(rows, hidden, vocab));
+      // The matmuls around the kernel sum in another order on each backend.
+      ['losses', 'dNormed', 'dWordEmbedding'].forEach((name, i) => assertClose(webgpu[i]!, cpu[i]!, `cross-entropy [${rows}, ${hidden}, ${vocab}]: ${name}`, 1e-4));
+    }
+  });
+
+  test('lm head cross-entropy - a label outside the vocabulary makes its row\'s loss NaN', async () => {
+    const [losses] = await withBackend('webgpu', () => readAll(tf.tidy(() => crossEntropyBoth(3, 4, 10, (row) => (row === 1 ? 10 : row)))));
+    assert.ok(Number.isNaN(losses!.values[1]!), `the bad row's loss is ${losses!.values[1]}`);
+    assert.ok(Number.isFinite(losses!.values[0]!) && Number.isFinite(losses!.values[2]!), 'the other rows keep their losses');
+  });
+
   const configs: Array<[string, OptimizerConfig]> = [
     ['adam with L2 decay', ADAM_BASE],
     ['adamw', { ...ADAM_BASE, kind: 'adamw' }],
@@ -123,7 +145,7 @@ describe('webgpu fused kernels', () => {
   test('memory - leave no tensors behind', async () => {
     await withBackend('webgpu', async () => {
       const before = tf.memory().numTensors;
-      await readAll(tf.tidy(() => [...layerNormBoth(7, 12), ...layerNormBoth(5, 6), ...geluBoth([3, 5])]));
+      await readAll(tf.tidy(() => [...layerNormBoth(7, 12), ...layerNormBoth(5, 6), ...geluBoth([3, 5]), ...crossEntropyBoth(7, 16, 100)]));
       await readAll(await threeAdamSteps(ADAM_BASE));
       const tensors = squaresInputs();
       await sumOfSquares(tensors);

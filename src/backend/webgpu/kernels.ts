@@ -1,8 +1,9 @@
 /**
  * Implements: installing (and, for comparisons, removing) this project's fused kernels on 'webgpu':
- * LayerNorm and GELU with their backwards, the Adam update and the gradients' sums of squares. Model
- * and optimizer code looks them up by name on every op and falls back to tf ops where they are
- * absent, so both calls take effect at once, even on a running backend.
+ * LayerNorm and GELU with their backwards, the Adam update, the gradients' sums of squares and the LM
+ * head's softmax cross-entropy with its gradient (over untransposed logits). Model and optimizer
+ * code looks them up by name on every op and falls back to tf ops where they are absent, so both
+ * calls take effect at once, even on a running backend.
  *
  * Why: on a GPU a training step of a small model is bound by the cost of each op (~0.36 ms to enqueue
  * one on an H200), not by arithmetic; each of these replaces 8-16 ops by 1-3 dispatches.
@@ -14,6 +15,7 @@ import { webgpuGeluConfig } from './gelu.ts';
 import { webgpuGeluGradConfig } from './gelu-grad.ts';
 import { webgpuLayerNormConfig } from './layer-norm.ts';
 import { webgpuLayerNormGradConfig } from './layer-norm-grad.ts';
+import { webgpuSoftmaxCrossEntropyConfig } from './softmax-cross-entropy.ts';
 import { webgpuSumOfSquaresConfig } from './sum-of-squares.ts';
 
 export const WEBGPU_TRAINING_KERNELS: readonly KernelConfig[] = [
@@ -23,6 +25,7 @@ export const WEBGPU_TRAINING_KERNELS: readonly KernelConfig[] = [
   webgpuGeluGradConfig,
   webgpuAdamUpdateConfig,
   webgpuSumOfSquaresConfig,
+  webgpuSoftmaxCrossEntropyConfig,
 ];
 
 /** Registers the kernels not yet registered (none of them is a stock kernel: nothing is replaced). */
