@@ -4,7 +4,7 @@
  * Why a file of its own: model and train code dispatch these by name on every backend and fall back to
  * tf ops where none is registered, so they must not import a backend's implementation to learn a
  * name. The wasm implementations are in src/backend/wasm/ (adam.ts, gelu.ts, layer-norm.ts,
- * softmax-cross-entropy.ts, sum-of-squares.ts); tfjs keeps its names apart the same way
+ * softmax-cross-entropy.ts, sum-of-squares.ts), the webgpu ones in src/backend/webgpu/; tfjs keeps its names apart the same way
  * (tfjs-core/src/kernel_names.ts).
  */
 
@@ -38,6 +38,12 @@ export const LAYER_NORM_GRAD = 'GptHybridLayerNormGrad';
 
 /** The LM head's cross-entropy with its gradient, over transposed logits (wasm/softmax-cross-entropy.ts). */
 export const SOFTMAX_CROSS_ENTROPY = 'GptHybridSoftmaxCrossEntropy';
+
+/**
+ * The same loss and gradient over logits as a matmul leaves them, [rows, V], returning losses [rows]
+ * and dLogits [rows, V] (webgpu/softmax-cross-entropy.ts): the transposed layout is a wasm matmul trick.
+ */
+export const SOFTMAX_CROSS_ENTROPY_ROWS = 'GptHybridSoftmaxCrossEntropyRows';
 
 /** Each tensor's float32 sum of squares, the global gradient norm's parts (wasm/sum-of-squares.ts). */
 export const SUM_OF_SQUARES = 'GptHybridSumOfSquares';

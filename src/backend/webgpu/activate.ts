@@ -10,6 +10,7 @@
  */
 import * as tf from '../../tf.ts';
 import { findGpuAdapter } from './dawn.ts';
+import { registerWebgpuTrainingKernels } from './kernels.ts';
 
 export interface WebgpuStarted {
   description: string;
@@ -95,6 +96,7 @@ export async function activateWebgpu(allowSoftware: boolean): Promise<string | u
   });
   const backend = new backendPackage.WebGPUBackend(device, adapter.info);
   tf.registerBackend('webgpu', () => backend);
+  registerWebgpuTrainingKernels();
   if (!(await tf.setBackend('webgpu'))) return 'tf.setBackend(\'webgpu\') failed (see the warning above)';
   started = { description: found.description, software: found.software, maxBindingBytes };
   return undefined;

@@ -3,16 +3,16 @@
  * (llm.c's layernorm/matmul/gelu forward-backward pairs), on 2-D row tensors [rows, features].
  * Each forward returns what its backward needs; no tape is involved, so the pair can straddle an await.
  * LayerNorm, GELU and the LM head's cross-entropy run as fused kernels where the backend has them
- * (wasm: src/backend/wasm/), else as the tf ops written here, the same math.
+ * (src/backend/wasm/, src/backend/webgpu/), else as the tf ops written here, the same math.
  */
 import * as tf from '../../tf.ts';
 import {
-  GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY,
+  GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS,
 } from '../../backend/kernel-names.ts';
 import { pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
 
-/** Whether the current backend has one of this project's fused kernels (wasm: src/backend/). */
+/** Whether the current backend has one of this project's fused kernels (src/backend/wasm/, webgpu/). */
 function hasKernel(name: string): boolean {
   return tf.getKernel(name, tf.getBackend()) !== undefined;
 }
@@ -106,7 +106,8 @@ export function softmaxBackward(dprobs: tf.Tensor, probs: tf.Tensor): tf.Tensor 
  * On wasm the fused kernel (backend/wasm/softmax-cross-entropy.ts) works on transposed logits so every big
  * operand of the matmuls stays on the left; rows are padded to a multiple of 4 with zero rows, which
  * add nothing to dW (their gradient columns meet zero inputs) and whose dNormed rows are dropped.
- * Elsewhere the same math from tf ops.
+ * On webgpu the fused kernel (backend/webgpu/softmax-cross-entropy.ts) takes the logits as the matmul
+ * leaves them. Elsewhere the same math from tf ops.
  */
 export function lmHeadCrossEntropy(
   normed: tf.Tensor2D, wordEmbedding: tf.Tensor2D, labels: tf.Tensor1D, gradScale: number,
@@ -127,6 +128,16 @@ export function lmHeadCrossEntropy(
       dLogitsT!.dispose();
       const dNormed = (padding === 0 ? dPadded : tf.slice(dPadded, [0, 0], [rows, hidden])) as tf.Tensor2D;
       return { losses: losses as unknown as tf.Tensor1D, dNormed, dWordEmbedding };
+    });
+  }
+  if (hasKernel(SOFTMAX_CROSS_ENTROPY_ROWS)) {
+    return tidyKeep(() => {
+      const logits = tf.matMul(normed, wordEmbedding, false, true);
+      const [losses, dLogits] = tf.engine().runKernel(SOFTMAX_CROSS_ENTROPY_ROWS, { logits, labels }, { gradScale }) as tf.Tensor[];
+      logits.dispose();
+      const dNormed = tf.matMul(dLogits!, wordEmbedding) as tf.Tensor2D;
+      const dWordEmbedding = tf.matMul(dLogits!, normed, true, false) as tf.Tensor2D;
+      return { losses: losses as tf.Tensor1D, dNormed, dWordEmbedding };
     });
   }
   return tidyKeep(() => {

@@ -1,0 +1,156 @@
+// Tests the fused webgpu kernels (src/backend/webgpu/) against the tf ops they replace, run on cpu
+// (where none is registered, so the callers fall back to the ops): LayerNorm and GELU with their
+// backwards, the LM head's cross-entropy, the Adam update and the sums of squares, over odd sizes, rows
+// and widths with tails, more tensors than one shader binds, and no tensor left behind.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '../../src/tf.ts';
+import { LAYER_NORM, LAYER_NORM_GRAD, SUM_OF_SQUARES } from '../../src/backend/kernel-names.ts';
+import { withBackend } from '../../src/backend/with-backend.ts';
+import { assertGpuHealthy } from '../../src/backend/webgpu/activate.ts';
+import type { OptimizerConfig } from '../../src/config/types.ts';
+import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy } from '../../src/model/manual/primitives.ts';
+import { AdamOptimizer, sumOfSquares } from '../../src/train/optimizer.ts';
+import { assertClose, randomValues } from './compare.ts';
+import { onWebgpuAndCpu, readAll, startWebgpu } from './on-webgpu.ts';
+
+/** Element-wise results: float32 rounding apart (1e-5 of the element or of the tensor's scale). */
+const ELEMENTWISE = 1e-5;
+
+function layerNormBoth(rows: number, h: number): tf.Tensor[] {
+  const x = tf.tensor2d(randomValues(rows * h, 1).map((v) => 3 * v + 0.5), [rows, h]);
+  const gamma = tf.tensor1d(randomValues(h, 2));
+  const beta = tf.tensor1d(randomValues(h, 3));
+  const dy = tf.tensor2d(randomValues(rows * h, 4), [rows, h]);
+  // primitives.ts runs the kernel only for widths of a multiple of 4 (a wasm limit); ours has none.
+  if (h % 4 !== 0 && tf.getBackend() === 'webgpu') {
+    const [y, xhat, rstd] = tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { epsilon: 1e-5 }) as tf.Tensor[];
+    return [y!, xhat!, rstd!, ...(tf.engine().runKernel(LAYER_NORM_GRAD, { dy, xhat: xhat!, rstd: rstd!, gamma }, {}) as tf.Tensor[])];
+  }
+  const forward = layerNormForward(x, gamma, beta, 1e-5);
+  const backward = layerNormBackward(dy, forward.saved, gamma);
+  return [forward.y, forward.saved.xhat, forward.saved.rstd, backward.dx, backward.dgamma, backward.dbeta];
+}
+
+function geluBoth(shape: number[]): tf.Tensor[] {
+  const size = shape.reduce((a, b) => a * b, 1);
+  const values = randomValues(size, 5).map((v) => 6 * v);
+  // The ends of tanh: overflow of e^2x, and cancellation near 0.
+  [50, -50, 1e-4, -3e-3, 0, 0.12, -0.13].forEach((v, i) => {
+    if (i < size) values[i] = v;
+  });
+  const x = tf.tensor(values, shape);
+  const dy = tf.tensor(randomValues(size, 6), shape);
+  const forward = geluForward(x);
+  return [forward.y, forward.saved.tanh, geluBackward(dy, forward.saved)];
+}
+
+function crossEntropyBoth(rows: number, hidden: number, vocab: number, labelOf: (row: number) => number = (row) => (row * 7919) % vocab): tf.Tensor[] {
+  const normed = tf.tensor2d(randomValues(rows * hidden, 7).map((v) => 2 * v), [rows, hidden]);
+  const words = tf.tensor2d(randomValues(vocab * hidden, 8), [vocab, hidden]);
+  const labels = tf.tensor1d(Array.from({ length: rows }, (_, row) => labelOf(row)), 'int32');
+  const { losses, dNormed, dWordEmbedding } = lmHeadCrossEntropy(normed, words, labels, 1 / rows);
+  return [losses, dNormed, dWordEmbedding];
+}
+
+const ADAM_SHAPES: number[][] = [[7], [33, 65], [5, 3], [4], [1], [130, 257]];
+const ADAM_BASE: OptimizerConfig = { kind: 'adam', lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 };
+
+/** Three updates of random parameters with random gradients; the parameters and moments after them. */
+async function threeAdamSteps(config: OptimizerConfig): Promise<tf.Tensor[]> {
+  const params = new Map(ADAM_SHAPES.map((shape, i) => [`p${i}`, tf.tidy(() => tf.variable(tf.tensor(randomValues(shape.reduce((x, y) => x * y, 1), 10 + i), shape)))]));
+  const optimizer = new AdamOptimizer(config);
+  try {
+    for (let step = 0; step < 3; step++) {
+      const grads = new Map([...params].map(([name, p], i) => [name, tf.tidy(() => tf.mul(tf.tensor(randomValues(p.size, 100 * step + i), p.shape), 3))]));
+      await optimizer.apply(params, grads);
+      tf.dispose([...grads.values()]);
+    }
+    const moments = [...optimizer.state().moments.values()].flatMap(({ m, v }) => [m, v]);
+    return [...params.values(), ...moments].map((t) => t.clone());
+  } finally {
+    optimizer.dispose();
+    tf.dispose([...params.values()]);
+  }
+}
+
+function squaresInputs(): tf.Tensor[] {
+  const shapes = [[50304, 64], [64], [], [3, 5], [0], [256, 64], [7], [1], [64, 256], [2, 3, 5], [1000], [13], [64, 192], [5]];
+  return shapes.map((shape, i) => tf.tensor(randomValues(shape.reduce((a, b) => a * b, 1), 40 + i).map((v) => (i + 1) * v), shape));
+}
+
+before(async () => {
+  await startWebgpu('cpu');
+});
+
+// A shader that fails validation reports it as an event and leaves its output unwritten.
+after(() => assertGpuHealthy());
+
+describe('webgpu fused kernels', () => {
+  test('layer norm - y, xhat, rstd and the backward match the cpu ops', async () => {
+    for (const [rows, h] of [[7, 12], [256, 64], [3, 256], [5, 6], [1, 4], [33, 1000], [300, 4]] as const) {
+      const [webgpu, cpu] = await onWebgpuAndCpu(() => layerNormBoth(rows, h));
+      ['y', 'xhat', 'rstd', 'dx', 'dgamma', 'dbeta'].forEach((name, i) => assertClose(webgpu[i]!, cpu[i]!, `layer norm [${rows}, ${h}]: ${name}`, ELEMENTWISE));
+    }
+  });
+
+  test('gelu - y, tanh and the backward match the cpu ops', async () => {
+    for (const shape of [[3, 5], [256, 256], [2, 1], [4], [1000, 37]]) {
+      const [webgpu, cpu] = await onWebgpuAndCpu(() => geluBoth(shape));
+      ['y', 'tanh', 'dx'].forEach((name, i) => assertClose(webgpu[i]!, cpu[i]!, `gelu [${shape}]: ${name}`, ELEMENTWISE));
+    }
+  });
+
+  test('lm head cross-entropy - losses, dNormed and dWordEmbedding match the cpu ops', async () => {
+    for (const [rows, hidden, vocab] of [[7, 16, 1000], [33, 8, 50304], [1, 4, 3]] as const) {
+      const [webgpu, cpu] = await onWebgpuAndCpu(() => crossEntropyBoth(rows, hidden, vocab));
+      // The matmuls around the kernel sum in another order on each backend.
+      ['losses', 'dNormed', 'dWordEmbedding'].forEach((name, i) => assertClose(webgpu[i]!, cpu[i]!, `cross-entropy [${rows}, ${hidden}, ${vocab}]: ${name}`, 1e-4));
+    }
+  });
+
+  test('lm head cross-entropy - a label outside the vocabulary makes its row\'s loss NaN', async () => {
+    const [losses] = await withBackend('webgpu', () => readAll(tf.tidy(() => crossEntropyBoth(3, 4, 10, (row) => (row === 1 ? 10 : row)))));
+    assert.ok(Number.isNaN(losses!.values[1]!), `the bad row's loss is ${losses!.values[1]}`);
+    assert.ok(Number.isFinite(losses!.values[0]!) && Number.isFinite(losses!.values[2]!), 'the other rows keep their losses');
+  });
+
+  const configs: Array<[string, OptimizerConfig]> = [
+    ['adam with L2 decay', ADAM_BASE],
+    ['adamw', { ...ADAM_BASE, kind: 'adamw' }],
+    ['adam with clipping', { ...ADAM_BASE, gradClip: 0.5 }],
+    ['adam without decay', { ...ADAM_BASE, weightDecay: 0 }],
+  ];
+  for (const [what, config] of configs) {
+    test(`adam update, ${what} - parameters and moments match the cpu ops`, async () => {
+      const webgpu = await withBackend('webgpu', async () => readAll(await threeAdamSteps(config)));
+      const cpu = await withBackend('cpu', async () => readAll(await threeAdamSteps(config)));
+      webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `${what}: tensor ${i}`, ELEMENTWISE));
+    });
+  }
+
+  test('sum of squares - one value per tensor over more tensors than a shader binds, the empty one 0', async () => {
+    const [webgpu, cpu] = await onWebgpuAndCpu(() => {
+      const tensors = squaresInputs();
+      // On cpu, what optimizer.ts sumOfSquares falls back to.
+      return [tf.getBackend() === 'webgpu'
+        ? tf.engine().runKernel(SUM_OF_SQUARES, Object.fromEntries(tensors.map((t, i) => [String(i), t])), {}) as tf.Tensor
+        : tf.stack(tensors.map((t) => tf.sum(tf.square(t))))];
+    });
+    // Float32 partial sums in a tree of 256 on the GPU, a running sum on cpu: 1e-5 of 3.2M squares.
+    assertClose(webgpu[0]!, cpu[0]!, 'sums of squares', 1e-5);
+    assert.equal(webgpu[0]!.values[4], 0, 'the empty tensor\'s sum');
+  });
+
+  test('memory - leave no tensors behind', async () => {
+    await withBackend('webgpu', async () => {
+      const before = tf.memory().numTensors;
+      await readAll(tf.tidy(() => [...layerNormBoth(7, 12), ...layerNormBoth(5, 6), ...geluBoth([3, 5]), ...crossEntropyBoth(7, 16, 100)]));
+      await readAll(await threeAdamSteps(ADAM_BASE));
+      const tensors = squaresInputs();
+      await sumOfSquares(tensors);
+      tf.dispose(tensors);
+      assert.equal(tf.memory().numTensors, before, 'tensors leaked');
+    });
+  });
+});
