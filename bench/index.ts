@@ -5,7 +5,8 @@
  *
  * Sections (--only takes a comma list): compute (matmul, step efficiency), memory (200 steps),
  * transport (NATS, TCP, all-reduce), pipeline (concurrency, pipeline 2, bubble, activation peak),
- * data (data parallel 2). Multi-process runs use a private nats-server, so other jobs on the machine's
+ * data (data parallel 2), gpu (webgpu matmul and step rates, and PyTorch's step on the same GPU: only
+ * where a hardware adapter exists; --gpu-software runs it small on a software adapter, to check it). Multi-process runs use a private nats-server, so other jobs on the machine's
  * default server do not share it. --quick runs every section with fewer steps (to check the bench
  * itself; its figures are not the targets' conditions). --keep keeps the run folders.
  */
@@ -18,6 +19,9 @@ import { startNatsServer, type NatsServerHandle } from '../src/comm/nats-server.
 import { measureActivationPeak } from './activation-peak.ts';
 import { concurrencyOf, runAlone, runPair } from './concurrency.ts';
 import { measureDataParallel } from './data-parallel.ts';
+import { measureGpuMatmulGflops, measureGpuStep, measureTorchStep, type GpuBenchModel } from './gpu.ts';
+import { activateBackend } from '../src/backend/select.ts';
+import { findGpuAdapter } from '../src/backend/webgpu/dawn.ts';
 import { measureMatmulGflops } from './matmul.ts';
 import { measureMemory } from './memory.ts';
 import { pipelineFigures, PIPELINE_JOB_MODEL, PIPELINE_MICRO_BATCHES, PIPELINE_STAGES, runPipelineJob } from './pipeline.ts';
@@ -26,13 +30,14 @@ import { measureTrainingStep } from './step.ts';
 import { measureTransport } from './transport.ts';
 import { FIRST_MEASURED_STEP, benchConfig, type BenchModel } from './train-runs.ts';
 
-const SECTIONS = ['compute', 'memory', 'transport', 'pipeline', 'data'] as const;
+const SECTIONS = ['compute', 'memory', 'transport', 'pipeline', 'data', 'gpu'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
 const quick = args.includes('--quick');
 const keep = args.includes('--keep');
+const gpuSoftware = args.includes('--gpu-software');
 const onlyIndex = args.indexOf('--only');
 const only = onlyIndex < 0 ? [...SECTIONS] : (args[onlyIndex + 1] ?? '').split(',');
 for (const section of only) {
@@ -70,7 +75,20 @@ const TARGETS: Record<string, Target> = {
   tensor_growth: { op: '==', value: 0 },
   rss_growth_mb: { op: '<=', value: 100 },
   activation_peak_ratio: { op: '<=', value: PIPELINE_STAGES / MICRO_BATCHES },
+  gpu_step_efficiency: { op: '>=', value: 0.3 },
+  gpu_vs_torch: { op: '<=', value: 4 },
 };
+
+/**
+ * The GPU section's models: hidden 256 (the compute section's step model) and the gpt2-small preset at
+ * batch 8 x 1024, the issue's measure; small stand-ins on a software adapter.
+ */
+const GPU_MODELS: GpuBenchModel[] = gpuSoftware
+  ? [{ key: '_h256', model: { numLayers: 2, hiddenSize: 64, numAttentionHeads: 2, maxPositionEmbeddings: 64 }, batchSize: 2, seqLen: 64 }]
+  : [
+    { key: '_h256', model: STEP_MODEL, batchSize: 8, seqLen: 128 },
+    { key: '', model: { preset: 'gpt2-small' }, batchSize: 8, seqLen: 1024 },
+  ];
 
 const figures: Figure[] = [];
 const details: Record<string, unknown> = { quick, cpus: cpus().length, loadavg_start: loadavg().map((x) => round(x, 2)) };
@@ -213,6 +231,45 @@ try {
       failed(['comm_fraction_dp2'], error);
     }
   }
+  if (runs('gpu')) {
+    const found = await findGpuAdapter(gpuSoftware);
+    if ('reasons' in found) {
+      say(`[gpu] no GPU adapter (${found.reasons.join('; ')}): no gpu figures`);
+      details.gpu = { skipped: found.reasons.join('; ') };
+    } else {
+      startSection('gpu', `webgpu on ${found.description}`);
+      try {
+        await activateBackend('webgpu');
+        const n = gpuSoftware ? 256 : 4096;
+        const matmul = await measureGpuMatmulGflops(n);
+        say(`  matmul ${n}^3: ${matmul.toFixed(0)} GFLOP/s`);
+        figure('gpu_matmul_gflops', matmul, `webgpu float32 matmul ${n}^3, GFLOP/s (8 queued, one read)`, 1);
+        const gpuDetails: Record<string, unknown> = { adapter: found.description, matmul_n: n };
+        for (const model of GPU_MODELS) {
+          const name = model.key === '' ? 'gpt2-small' : 'hidden 256';
+          say(`  a training step of ${name}, batch ${model.batchSize} x ${model.seqLen} ...`);
+          const ours = await measureGpuStep(model, gpuSoftware ? 2 : 3, say);
+          say(`  ${ours.stepMs.toFixed(1)} ms/step, ${ours.stepGflops.toFixed(0)} model GFLOP/s`);
+          figure(`gpu_step_gflops${model.key}`, ours.stepGflops, `model GFLOP/s of a webgpu training step, ${name}, batch ${model.batchSize} x ${model.seqLen} (${ours.stepMs.toFixed(1)} ms)`, 1);
+          figure(`gpu_step_efficiency${model.key}`, ours.stepGflops / matmul, `gpu_step_gflops${model.key} / gpu_matmul_gflops`);
+          gpuDetails[`step_ms${model.key}`] = round(ours.stepMs, 1);
+          if (gpuSoftware) continue; // PyTorch runs on CUDA only: nothing to compare with on a software adapter.
+          try {
+            const torch = await measureTorchStep(model, 5, say);
+            say(`  PyTorch eager float32 on ${torch.device}: ${torch.stepMs.toFixed(1)} ms/step`);
+            figure(`gpu_vs_torch${model.key}`, ours.stepMs / torch.stepMs, `our step / PyTorch eager float32 (TF32 off) step on the same GPU (${ours.stepMs.toFixed(1)} / ${torch.stepMs.toFixed(1)} ms)`, 2);
+            gpuDetails[`torch_step_ms${model.key}`] = round(torch.stepMs, 1);
+          } catch (error) {
+            failed([`gpu_vs_torch${model.key}`], error);
+          }
+        }
+        details.gpu = gpuDetails;
+      } catch (error) {
+        failed(['gpu_matmul_gflops', 'gpu_step_gflops', 'gpu_step_efficiency', 'gpu_vs_torch'].filter((key) => !figures.some((f) => f.key === key)), error);
+      }
+    }
+  }
+
   if (runs('pipeline') && runs('data')) {
     const both = commPp2 === null || commDp2 === null ? null : Math.max(commPp2, commDp2);
     figure('comm_fraction', both, 'the larger of comm_fraction_pp2 and comm_fraction_dp2');

@@ -159,7 +159,7 @@ const RULES: Array<[string, Record<string, unknown>, string, RegExp]> = [
   ['data-parallel size', { parallel: { data: 1.5 } }, 'parallel.data', /positive integer, got 1\.5/],
   ['tensor size', { parallel: { tensor: { size: -2 } } }, 'parallel.tensor.size', /positive integer, got -2/],
   ['tensor mode', { parallel: { tensor: { mode: '2d' } } }, 'parallel.tensor.mode', /expected one of "1d", got "2d"/],
-  ['backend', { backend: 'webgl' }, 'backend', /expected one of "tensorflow", "wasm", "cpu", got "webgl"/],
+  ['backend', { backend: 'webgl' }, 'backend', /expected one of "tensorflow", "webgpu", "wasm", "cpu", got "webgl"/],
   ['optimizer kind', { optimizer: { kind: 'sgd' } }, 'optimizer.kind', /one of "adam", "adamw", got "sgd"/],
   ['lr zero', { optimizer: { lr: 0 } }, 'optimizer.lr', /expected a number > 0, got 0/],
   ['lr not finite', { optimizer: { lr: Infinity } }, 'optimizer.lr', /expected a number > 0, got Infinity/],

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# scripts/gpu-check.sh OUT_DIR [--gles]: the one prepared run for the GPU machine (no Node.js, no network
+# there). Build the device kit first, on a CPU machine, in the project root (the shared GPU kit's
+# make-kit.sh writes .device-kit/: Node, the Vulkan/EGL loaders, a pruned node_modules with the optional
+# webgpu packages); take .device-kit along with the checkout. This script re-runs itself inside the kit's
+# on-device.sh (which unpacks all that and points Vulkan at the NVIDIA driver), then runs
+# scripts/gpu-check.ts: the webgpu tests, tiny and hidden-256 trained on webgpu against wasm, a pp2 job
+# on the one GPU and the bench's gpu section, in under 5 minutes. Figures: OUT_DIR/gpu-check.json, logs
+# beside it. --gles rehearses it on a CPU machine on Dawn's OpenGL ES backend over Mesa (slow: the tests
+# and the tiny parity pass there; hidden 256 does not fit llvmpipe's 128 MiB binding limit).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: bash scripts/gpu-check.sh OUT_DIR [--gles]}
+MODE=${2:-}
+if [ -z "${GPU_CHECK_INSIDE:-}" ]; then
+  [ -f .device-kit/on-device.sh ] || { echo "gpu-check: no .device-kit/ here: build it with the shared GPU kit's make-kit.sh on a CPU machine and take it along" >&2; exit 3; }
+  GPU_CHECK_INSIDE=1 exec bash .device-kit/on-device.sh $MODE --timeout 290 bash scripts/gpu-check.sh "$OUT"
+fi
+mkdir -p "$OUT"
+nvidia-smi -L > "$OUT/gpu.txt" 2>&1 || true
+node --version >> "$OUT/gpu.txt"
+exec node --import tsx scripts/gpu-check.ts "$OUT"
