@@ -37,7 +37,7 @@ export async function measureGpuMatmulGflops(n: number, runs = 5, chain = 8): Pr
         sums.push(tf.slice(product, [0, 0], [1, 1]));
         product.dispose();
       }
-      const total = tf.addN(sums);
+      const total = tf.tidy(() => sums.reduce((sum, next) => tf.add(sum, next)));
       await total.data();
       tf.dispose([...sums, total]);
       if (run > 0) seconds.push((performance.now() - start) / 1000);

@@ -246,7 +246,7 @@ try {
         figure('gpu_matmul_gflops', matmul, `webgpu float32 matmul ${n}^3, GFLOP/s (8 queued, one read)`, 1);
         const gpuDetails: Record<string, unknown> = { adapter: found.description, matmul_n: n };
         for (const model of GPU_MODELS) {
-          const name = model.key === '' ? 'gpt2-small' : 'hidden 256';
+          const name = model.key === '' ? 'gpt2-small' : `hidden ${(model.model as { hiddenSize: number }).hiddenSize}`;
           say(`  a training step of ${name}, batch ${model.batchSize} x ${model.seqLen} ...`);
           const ours = await measureGpuStep(model, gpuSoftware ? 2 : 3, say);
           say(`  ${ours.stepMs.toFixed(1)} ms/step, ${ours.stepGflops.toFixed(0)} model GFLOP/s`);

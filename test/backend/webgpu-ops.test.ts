@@ -64,6 +64,11 @@ describe('webgpu against cpu', () => {
     assert.deepEqual([...cpu[0]!.values], [0, 0, 3, 4, 0, 0, 1, 2, 0, 0]);
   });
 
+  test('addN - eight tensors at once (nine storage buffers, over WebGPU\'s default limit of eight) match cpu', async () => {
+    const [webgpu, cpu] = await onWebgpuAndCpu(() => [tf.addN(Array.from({ length: 8 }, (_, i) => tf.tensor1d(randomValues(5, 30 + i))))]);
+    assertClose(webgpu[0]!, cpu[0]!, 'sum of eight', 1e-6);
+  });
+
   test('memory - the LM head\'s cross-entropy leaves no tensors behind on webgpu', async () => {
     await withBackend('webgpu', async () => {
       const inputs = [tf.tensor2d(randomValues(12, 1), [3, 4]), tf.tensor2d(randomValues(12, 2), [3, 4]), tf.tensor1d([1, 0, 2], 'int32')] as const;

@@ -83,6 +83,8 @@ export async function activateWebgpu(allowSoftware: boolean): Promise<string | u
         maxBufferSize: limits.maxBufferSize,
         maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
         maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
+        // WebGPU's default is 8: the stock AddN or Concat of 8 tensors binds 9 buffers and fails validation.
+        maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
       },
     });
   } catch (error) {
@@ -95,7 +97,10 @@ export async function activateWebgpu(allowSoftware: boolean): Promise<string | u
     if (info.reason !== 'destroyed') failure ??= `the GPU device was lost (${info.message || info.reason}): the driver reset or the GPU failed; restart the job (it resumes from its last checkpoint).`;
   });
   const backend = new backendPackage.WebGPUBackend(device, adapter.info);
-  tf.registerBackend('webgpu', () => backend);
+  // The package registers a factory of its own when it is imported after navigator.gpu exists (e.g. a
+  // second process-wide adapter search); that one asks for a core adapter only and watches nothing.
+  if (tf.findBackendFactory('webgpu') != null) tf.removeBackend('webgpu');
+  if (!tf.registerBackend('webgpu', () => backend)) return 'tfjs refused to register the webgpu backend';
   registerWebgpuTrainingKernels();
   if (!(await tf.setBackend('webgpu'))) return 'tf.setBackend(\'webgpu\') failed (see the warning above)';
   started = { description: found.description, software: found.software, maxBindingBytes };
