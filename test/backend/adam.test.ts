@@ -7,28 +7,17 @@ import { initBackend } from '../../src/backend/select.ts';
 import { registerWasmTrainingKernels, restoreStockWasmKernels } from '../../src/backend/wasm/kernels.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import type { OptimizerConfig } from '../../src/config/types.ts';
-import { AdamOptimizer } from '../../src/train/optimizer.ts';
-import { assertClose, assertNoLeak, randomValues } from './compare.ts';
+import { ADAM_BASE, ADAM_CASES, threeAdamSteps } from './adam-steps.ts';
+import { assertClose, assertNoLeak } from './compare.ts';
 
 const SHAPES: number[][] = [[7], [33, 65], [5, 3], [4], [1]];
-const BASE: OptimizerConfig = { kind: 'adam', lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 };
 
-/** Three updates of random parameters with random gradients; the parameters and moments after them. */
+/** threeAdamSteps on the current backend, read synchronously (wasm and cpu can). */
 async function threeSteps(config: OptimizerConfig): Promise<Float32Array[]> {
-  const params = new Map(SHAPES.map((shape, i) => [`p${i}`, tf.tidy(() => tf.variable(tf.tensor(randomValues(shape.reduce((x, y) => x * y, 1), 10 + i), shape)))]));
-  const optimizer = new AdamOptimizer(config);
-  try {
-    for (let step = 0; step < 3; step++) {
-      const grads = new Map([...params].map(([name, p], i) => [name, tf.tidy(() => tf.mul(tf.tensor(randomValues(p.size, 100 * step + i), p.shape), 3))]));
-      await optimizer.apply(params, grads);
-      tf.dispose([...grads.values()]);
-    }
-    const moments = [...optimizer.state().moments.values()].flatMap(({ m, v }) => [m, v]);
-    return [...params.values(), ...moments].map((t) => t.dataSync() as Float32Array);
-  } finally {
-    optimizer.dispose();
-    tf.dispose([...params.values()]);
-  }
+  const tensors = await threeAdamSteps(config, SHAPES);
+  const values = tensors.map((t) => t.dataSync() as Float32Array);
+  tf.dispose(tensors);
+  return values;
 }
 
 function assertSameBits(actual: Float32Array[], expected: Float32Array[], what: string): void {
@@ -46,13 +35,7 @@ before(async () => {
 });
 
 describe('wasm Adam update', () => {
-  const configs: Array<[string, OptimizerConfig]> = [
-    ['adam with L2 decay', BASE],
-    ['adamw', { ...BASE, kind: 'adamw' }],
-    ['adam with clipping', { ...BASE, gradClip: 0.5 }],
-    ['adam without decay', { ...BASE, weightDecay: 0 }],
-  ];
-  for (const [what, config] of configs) {
+  for (const [what, config] of ADAM_CASES) {
     test(`${what} - the fused kernel gives the bits of the tf-op update`, async () => {
       const fused = await withBackend('wasm', () => threeSteps(config));
       restoreStockWasmKernels();
@@ -69,6 +52,6 @@ describe('wasm Adam update', () => {
   }
 
   test('memory - updates leave no tensors behind', async () => {
-    await withBackend('wasm', () => assertNoLeak('adam', () => threeSteps(BASE)));
+    await withBackend('wasm', () => assertNoLeak('adam', () => threeSteps(ADAM_BASE)));
   });
 });

@@ -8,9 +8,9 @@ import * as tf from '../../src/tf.ts';
 import { LAYER_NORM, LAYER_NORM_GRAD, SUM_OF_SQUARES } from '../../src/backend/kernel-names.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertGpuHealthy } from '../../src/backend/webgpu/activate.ts';
-import type { OptimizerConfig } from '../../src/config/types.ts';
 import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy } from '../../src/model/manual/primitives.ts';
-import { AdamOptimizer, sumOfSquares } from '../../src/train/optimizer.ts';
+import { sumOfSquares } from '../../src/train/optimizer.ts';
+import { ADAM_BASE, ADAM_CASES, threeAdamSteps } from './adam-steps.ts';
 import { assertClose, randomValues } from './compare.ts';
 import { onWebgpuAndCpu, readAll, startWebgpu } from './on-webgpu.ts';
 
@@ -54,25 +54,6 @@ function crossEntropyBoth(rows: number, hidden: number, vocab: number, labelOf: 
 }
 
 const ADAM_SHAPES: number[][] = [[7], [33, 65], [5, 3], [4], [1], [130, 257]];
-const ADAM_BASE: OptimizerConfig = { kind: 'adam', lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 };
-
-/** Three updates of random parameters with random gradients; the parameters and moments after them. */
-async function threeAdamSteps(config: OptimizerConfig): Promise<tf.Tensor[]> {
-  const params = new Map(ADAM_SHAPES.map((shape, i) => [`p${i}`, tf.tidy(() => tf.variable(tf.tensor(randomValues(shape.reduce((x, y) => x * y, 1), 10 + i), shape)))]));
-  const optimizer = new AdamOptimizer(config);
-  try {
-    for (let step = 0; step < 3; step++) {
-      const grads = new Map([...params].map(([name, p], i) => [name, tf.tidy(() => tf.mul(tf.tensor(randomValues(p.size, 100 * step + i), p.shape), 3))]));
-      await optimizer.apply(params, grads);
-      tf.dispose([...grads.values()]);
-    }
-    const moments = [...optimizer.state().moments.values()].flatMap(({ m, v }) => [m, v]);
-    return [...params.values(), ...moments].map((t) => t.clone());
-  } finally {
-    optimizer.dispose();
-    tf.dispose([...params.values()]);
-  }
-}
 
 function squaresInputs(): tf.Tensor[] {
   const shapes = [[50304, 64], [64], [], [3, 5], [0], [256, 64], [7], [1], [64, 256], [2, 3, 5], [1000], [13], [64, 192], [5]];
@@ -115,16 +96,10 @@ describe('webgpu fused kernels', () => {
     assert.ok(Number.isFinite(losses!.values[0]!) && Number.isFinite(losses!.values[2]!), 'the other rows keep their losses');
   });
 
-  const configs: Array<[string, OptimizerConfig]> = [
-    ['adam with L2 decay', ADAM_BASE],
-    ['adamw', { ...ADAM_BASE, kind: 'adamw' }],
-    ['adam with clipping', { ...ADAM_BASE, gradClip: 0.5 }],
-    ['adam without decay', { ...ADAM_BASE, weightDecay: 0 }],
-  ];
-  for (const [what, config] of configs) {
+  for (const [what, config] of ADAM_CASES) {
     test(`adam update, ${what} - parameters and moments match the cpu ops`, async () => {
-      const webgpu = await withBackend('webgpu', async () => readAll(await threeAdamSteps(config)));
-      const cpu = await withBackend('cpu', async () => readAll(await threeAdamSteps(config)));
+      const webgpu = await withBackend('webgpu', async () => readAll(await threeAdamSteps(config, ADAM_SHAPES)));
+      const cpu = await withBackend('cpu', async () => readAll(await threeAdamSteps(config, ADAM_SHAPES)));
       webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `${what}: tensor ${i}`, ELEMENTWISE));
     });
   }
@@ -146,7 +121,7 @@ describe('webgpu fused kernels', () => {
     await withBackend('webgpu', async () => {
       const before = tf.memory().numTensors;
       await readAll(tf.tidy(() => [...layerNormBoth(7, 12), ...layerNormBoth(5, 6), ...geluBoth([3, 5]), ...crossEntropyBoth(7, 16, 100)]));
-      await readAll(await threeAdamSteps(ADAM_BASE));
+      await readAll(await threeAdamSteps(ADAM_BASE, ADAM_SHAPES));
       const tensors = squaresInputs();
       await sumOfSquares(tensors);
       tf.dispose(tensors);
