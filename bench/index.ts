@@ -22,6 +22,7 @@ import { measureDataParallel } from './data-parallel.ts';
 import { measureGpuMatmulGflops, measureGpuStep, measureTorchStep, type GpuBenchModel } from './gpu.ts';
 import { activateBackend } from '../src/backend/select.ts';
 import { findGpuAdapter } from '../src/backend/webgpu/dawn.ts';
+import { SUBMIT_BATCH } from '../src/backend/webgpu/activate.ts';
 import { measureMatmulGflops } from './matmul.ts';
 import { measureMemory } from './memory.ts';
 import { pipelineFigures, PIPELINE_JOB_MODEL, PIPELINE_MICRO_BATCHES, PIPELINE_STAGES, runPipelineJob } from './pipeline.ts';
@@ -253,6 +254,14 @@ try {
           figure(`gpu_step_gflops${model.key}`, ours.stepGflops, `model GFLOP/s of a webgpu training step, ${name}, batch ${model.batchSize} x ${model.seqLen} (${ours.stepMs.toFixed(1)} ms)`, 1);
           figure(`gpu_step_efficiency${model.key}`, ours.stepGflops / matmul, `gpu_step_gflops${model.key} / gpu_matmul_gflops`);
           gpuDetails[`step_ms${model.key}`] = round(ours.stepMs, 1);
+          if (model.key === '_h256') {
+            // The same step with the stock backend's submit batch: what SUBMIT_BATCH buys here.
+            tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', 15);
+            const stockBatch = await measureGpuStep(model, gpuSoftware ? 2 : 3, say);
+            tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', SUBMIT_BATCH);
+            say(`  with the stock submit batch of 15 dispatches (ours: ${SUBMIT_BATCH}): ${stockBatch.stepMs.toFixed(1)} ms/step`);
+            gpuDetails[`step_ms${model.key}_submit_batch_15`] = round(stockBatch.stepMs, 1);
+          }
           if (gpuSoftware) continue; // PyTorch runs on CUDA only: nothing to compare with on a software adapter.
           try {
             const torch = await measureTorchStep(model, 5, say);
