@@ -14,7 +14,8 @@ OUT=${1:?usage: bash scripts/gpu-check.sh OUT_DIR [--gles]}
 MODE=${2:-}
 if [ -z "${GPU_CHECK_INSIDE:-}" ]; then
   [ -f .device-kit/on-device.sh ] || { echo "gpu-check: no .device-kit/ here: build it with the shared GPU kit's make-kit.sh on a CPU machine and take it along" >&2; exit 3; }
-  GPU_CHECK_INSIDE=1 exec bash .device-kit/on-device.sh $MODE --timeout 290 bash scripts/gpu-check.sh "$OUT"
+  # GPU_CHECK_TIMEOUT: seconds for the whole check (the rehearsal on a software adapter needs ~900).
+  GPU_CHECK_INSIDE=1 exec bash .device-kit/on-device.sh $MODE --timeout "${GPU_CHECK_TIMEOUT:-290}" bash scripts/gpu-check.sh "$OUT"
 fi
 mkdir -p "$OUT"
 nvidia-smi -L > "$OUT/gpu.txt" 2>&1 || true
