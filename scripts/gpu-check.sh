@@ -5,8 +5,8 @@
 # webgpu packages); take .device-kit along with the checkout. This script re-runs itself inside the kit's
 # on-device.sh (which unpacks all that and points Vulkan at the NVIDIA driver), then runs
 # scripts/gpu-check.ts: the webgpu tests, tiny and hidden-256 trained on webgpu against wasm, a pp2 job
-# on the one GPU and the bench's gpu section, in under 5 minutes. Figures: OUT_DIR/gpu-check.json, logs
-# beside it. --gles rehearses it on a CPU machine on Dawn's OpenGL ES backend over Mesa (slow: the tests
+# on the one GPU and the bench's gpu section, in under 5 minutes. Figures: OUT_DIR/gpu-check.json; every
+# command's output: OUT_DIR/logs.txt; the GPU and Node: OUT_DIR/gpu.txt. --gles rehearses it on a CPU machine on Dawn's OpenGL ES backend over Mesa (slow: the tests
 # and the tiny parity pass there; hidden 256 does not fit llvmpipe's 128 MiB binding limit).
 set -uo pipefail
 cd "$(dirname "$0")/.."

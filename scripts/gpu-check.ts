@@ -9,7 +9,7 @@
  * Usage: node --import tsx scripts/gpu-check.ts OUT_DIR
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +27,10 @@ const report: Record<string, unknown> = { started: new Date().toISOString() };
 let failures = 0;
 const save = () => writeFileSync(join(out, 'gpu-check.json'), JSON.stringify({ ...report, seconds: Math.round((performance.now() - started) / 1000), failures }, null, 2) + '\n');
 
-/** Runs a command from the repository root; its output goes to OUT/<name>.log and its tail to stderr on failure. */
+/**
+ * Runs a command from the repository root; its output is appended to OUT/logs.txt under a heading (one
+ * file: the device tool brings back at most 8), and its tail goes to stderr on failure.
+ */
 function run(name: string, command: string, args: string[], timeoutMs: number): Promise<{ code: number | null; output: string }> {
   return new Promise((done) => {
     const child = spawn(command, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -37,7 +40,7 @@ function run(name: string, command: string, args: string[], timeoutMs: number): 
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('exit', (code) => {
       clearTimeout(timer);
-      writeFileSync(join(out!, `${name}.log`), output);
+      appendFileSync(join(out!, 'logs.txt'), `===== ${name} (exit ${code})\n${output}\n`);
       if (code !== 0) say(`${name} exited with ${code}; its last lines:\n${output.trim().split('\n').slice(-15).join('\n')}`);
       done({ code, output });
     });
