@@ -11,6 +11,7 @@
 import { join } from 'node:path';
 import { theoreticalBubble } from '../src/scheduler/measure.ts';
 import { buildSchedule } from '../src/scheduler/schedules.ts';
+import type { ScheduleKind } from '../src/scheduler/ops.ts';
 import { exposedCommFraction, pipelineShape, replayedBubble, type PipelineShape } from './trace-analysis.ts';
 import { stepPeriodMs, train, type BenchModel, type TrainRun } from './train-runs.ts';
 
@@ -27,7 +28,7 @@ export const PIPELINE_JOB_MODEL: BenchModel = { model: { numLayers: 32, hiddenSi
 export const PIPELINE_MICRO_BATCHES = 8;
 
 /** The CLI settings of the bench's pipeline jobs. */
-export function pipelineSets(schedule: '1f1b' | 'gpipe', microBatches: number): string[] {
+export function pipelineSets(schedule: ScheduleKind, microBatches: number): string[] {
   return [`parallel.pipeline=${PIPELINE_STAGES}`, `numMicroBatches=${microBatches}`, `schedule=${schedule}`, 'partition=balanced'];
 }
 
@@ -46,15 +47,19 @@ export interface PipelineResult {
   commByName: Record<string, number>;
 }
 
-/** The pipeline job itself; its figures come from `pipelineFigures` once the single-process reference is known. */
-export async function runPipelineJob(options: { config: string; dir: string; steps: number; microBatches: number; natsUrl: string }, say: (line: string) => void): Promise<TrainRun> {
-  say(`  pipeline ${PIPELINE_STAGES} on two worker processes, ${options.microBatches} micro-batches, 1F1B, balanced partition (${options.steps} steps) ...`);
-  const run = await train(options.config, join(options.dir, 'pp2-1f1b'), options.steps, pipelineSets('1f1b', options.microBatches), ['--nats', options.natsUrl]);
+/** The pipeline job itself (`name` tells rounds apart); its figures come from `pipelineFigures` once the single-process reference is known. */
+export async function runPipelineJob(
+  options: { config: string; dir: string; steps: number; microBatches: number; natsUrl: string; schedule?: ScheduleKind; name?: string },
+  say: (line: string) => void,
+): Promise<TrainRun> {
+  const schedule = options.schedule ?? '1f1b';
+  say(`  pipeline ${PIPELINE_STAGES} on two worker processes, ${options.microBatches} micro-batches, ${schedule}, balanced partition (${options.steps} steps) ...`);
+  const run = await train(options.config, join(options.dir, options.name ?? `pp2-${schedule}`), options.steps, pipelineSets(schedule, options.microBatches), ['--nats', options.natsUrl]);
   say(`    ${stepPeriodMs(run).toFixed(0)} ms/step`);
   return run;
 }
 
-export function pipelineFigures(run: TrainRun, microBatches: number, aloneMs: number, concurrency: number): PipelineResult {
+export function pipelineFigures(run: TrainRun, microBatches: number, aloneMs: number, concurrency: number, schedule: ScheduleKind = '1f1b'): PipelineResult {
   const m = microBatches;
   const p = PIPELINE_STAGES;
   const stepMs = stepPeriodMs(run);
@@ -72,7 +77,7 @@ export function pipelineFigures(run: TrainRun, microBatches: number, aloneMs: nu
     stepMs,
     shape,
     theoreticalBubble: theory,
-    replayedBubble: replayedBubble(run.trace, buildSchedule('1f1b', p, m)),
+    replayedBubble: replayedBubble(run.trace, buildSchedule(schedule, p, m)),
     commPerRank: comm.perRank,
     commByName: comm.byName,
   };
