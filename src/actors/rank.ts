@@ -21,7 +21,7 @@ import { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { PipelineStepExecutor, type PipelineStepResult } from '../stages/pipeline-step.ts';
 import { PipelineStage } from '../stages/stage.ts';
 import { TraceRecorder } from '../trace/trace.ts';
-import { theoreticalBubble } from '../scheduler/measure.ts';
+import { theoreticalBubbleOf } from '../scheduler/measure.ts';
 import type * as tf from '../tf.ts';
 import { globalBatchSampler } from '../train/global-batch.ts';
 import { DynamicLossScaler } from '../train/loss-scaler.ts';
@@ -185,7 +185,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
       const measured = bubbles.length > 1 ? bubbles.slice(1) : bubbles;
       if (measured.length > 0) {
         const mean = measured.reduce((a, b) => a + b, 0) / measured.length;
-        const theory = theoreticalBubble(grid.pipeline, config.numMicroBatches, config.numChunks);
+        const theory = theoreticalBubbleOf(config.schedule, grid.pipeline, config.numMicroBatches, config.numChunks);
         log(`stage ${pp}: measured bubble ${mean.toFixed(3)}, theoretical ${theory.toFixed(3)} (${config.schedule}, p=${grid.pipeline}, m=${config.numMicroBatches}, chunks=${config.numChunks})`);
       }
       trace.writePart(outDir);
