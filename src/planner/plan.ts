@@ -129,7 +129,7 @@ export function planTraining(input: PlanInput, options: PlanOptions = {}): Train
   });
   const { model, numMicroBatches, numChunks, seqLen } = input;
   const microBatchSize = input.batchSize / numMicroBatches;
-  const stages = partitionForRun({ ...input, partition: input.partition ?? 'uniform' });
+  const stages = partitionForRun({ ...input, schedule, partition: input.partition ?? 'uniform' });
 
   // Every data-parallel replica holds the same: compute each (pp, tp) position once.
   const byPosition = new Map<string, Omit<RankPlan, 'rank' | 'dp' | 'pp' | 'tp'>>();

@@ -16,6 +16,7 @@
  * Actions print as `F3`, `B0.1`, `I2`, `W2` (compute, as ops do), `REDUCE_TIED` and `OPTIMIZER_STEP`.
  */
 import { splitsBackward, type PipelineOp, type Schedule } from './ops.ts';
+import { lossStageOf, tiedWeightCrossesStages, type ChunkPlacement } from './placement.ts';
 
 export const ACTION_KINDS = ['F', 'B', 'I', 'W', 'REDUCE_TIED', 'OPTIMIZER_STEP'] as const;
 export type ActionKind = (typeof ACTION_KINDS)[number];
@@ -147,9 +148,10 @@ export function sameAction(a: StageAction, b: StageAction): boolean {
 /**
  * The chunks of pipeline stage `stage` holding the tied word embedding when it is reduced between
  * stages: virtual stage 0 (chunk 0 of the first stage) and the last virtual stage (the last chunk of
- * the last stage); none without pipeline parallelism.
+ * the stage that computes the loss); none when both sit on one stage (no pipeline parallelism, or the
+ * V placement, where stage 0 holds both and its chunks share one variable).
  */
-export function tiedChunksOf(stage: number, pipeline: number, chunks: number): number[] {
-  if (pipeline === 1) return [];
-  return stage === 0 ? [0] : stage === pipeline - 1 ? [chunks - 1] : [];
+export function tiedChunksOf(stage: number, pipeline: number, chunks: number, placement: ChunkPlacement = 'looped'): number[] {
+  if (!tiedWeightCrossesStages(pipeline, chunks, placement)) return [];
+  return stage === 0 ? [0] : stage === lossStageOf(pipeline, chunks, placement) ? [chunks - 1] : [];
 }

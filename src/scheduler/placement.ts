@@ -41,6 +41,11 @@ export function lossStageOf(stages: number, chunks: number, placement: ChunkPlac
   return placeOfVirtualStage(stages * chunks - 1, stages, placement).stage;
 }
 
+/** Whether the word embedding (virtual stage 0) and the head it is tied to (the last) sit on different stages. */
+export function tiedWeightCrossesStages(stages: number, chunks: number, placement: ChunkPlacement = 'looped'): boolean {
+  return lossStageOf(stages, chunks, placement) !== 0;
+}
+
 /**
  * Layer ranges by stage then chunk for `placement`, from ranges given in looped order (what the
  * partitioners return: `looped[s][c]` is virtual stage c P + s): the same cut of the model, the parts

@@ -10,9 +10,13 @@
  * backwardWeight is local (every tensor-parallel collective is in the input half), so W never talks to
  * anyone. Reads of tensor values here are awaited (`data()`): a WebGPU backend cannot read synchronously.
  *
- * [Note: virtual stages] Chunk c of pipeline rank r is virtual stage v = c * P + r (interleaved 1F1B);
- * activations flow v -> v + 1, i.e. to rank (r + 1) mod P, wrapping to the next chunk after the last
- * rank. Virtual stage 0 holds the embedding and reads tokens; the last one holds the head and the loss.
+ * [Note: virtual stages] Chunk c of pipeline rank r is virtual stage v = c * P + r (interleaved 1F1B)
+ * in the looped placement; activations flow v -> v + 1, i.e. to rank (r + 1) mod P, wrapping to the
+ * next chunk after the last rank. In the V placement (zbv) chunk 1 comes back up, so the last rank
+ * sends its chunk 0's output to itself and rank 0 ends the model (placement.ts). Virtual stage 0 holds
+ * the embedding and reads tokens; the last one holds the head and the loss. Where one stage holds both
+ * (the V), its two chunks share one word-embedding variable: the tied weights are one parameter there,
+ * their gradients add up under its name, and no reduction between stages is needed.
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
@@ -27,6 +31,7 @@ import type { DropoutContext } from '../model/dropout.ts';
 import * as tf from '../tf.ts';
 import { readScalar, readTensor } from '../backend/tensor-view.ts';
 import { formatAction, type ComputeAction } from '../scheduler/actions.ts';
+import { placeOfVirtualStage, virtualStageOf, type ChunkPlacement } from '../scheduler/placement.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
 export interface StageOptions {
@@ -49,6 +54,8 @@ export interface StageOptions {
   tensorGroup?: ProcessGroup;
   /** fp16 mode: activations and their gradients travel as float16. */
   halfPrecisionWire?: boolean;
+  /** Which virtual stage each chunk holds (the schedule kind's, placement.ts); default looped. */
+  placement?: ChunkPlacement;
 }
 
 export class PipelineStage {
@@ -82,6 +89,19 @@ export class PipelineStage {
       wordEmbeddingRows: true,
     }));
     if (options.pipelineRank === 0) this.lookedUp = new Uint8Array(this.chunks[0].vocabRange.size);
+    this.tieWithinStage();
+  }
+
+  /** Chunks of this stage that hold the same parameter (the V's embedding and head) use the first one's variable. */
+  private tieWithinStage(): void {
+    const first = new Map<string, tf.Variable>();
+    for (const chunk of this.chunks) {
+      for (const [name, variable] of chunk.params) {
+        const owner = first.get(name);
+        if (owner === undefined) first.set(name, variable);
+        else chunk.shareParameter(name, owner);
+      }
+    }
   }
 
   /**
@@ -233,11 +253,11 @@ export class PipelineStage {
   }
 
   private virtualStage(chunk: number): number {
-    return chunk * this.options.pipelineSize + this.options.pipelineRank;
+    return virtualStageOf(this.options.pipelineRank, chunk, this.options.pipelineSize, this.options.placement);
   }
 
   private rankOfVirtual(virtual: number): number {
-    return this.options.stageRanks[virtual % this.options.pipelineSize];
+    return this.options.stageRanks[placeOfVirtualStage(virtual, this.options.pipelineSize, this.options.placement).stage];
   }
 
   private tag(kind: 'act' | 'grad', microBatch: number, virtual: number): string {

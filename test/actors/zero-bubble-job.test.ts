@@ -37,3 +37,12 @@ test('simulate - zb-h1 on pp2, and on pp2 x tp2 x dp2: the single-process losses
   const hybrid = await simulated(['schedule=zb-h1', 'parallel.pipeline=2', 'parallel.tensor.size=2', 'parallel.data=2', 'numMicroBatches=2', 'batchSize=4']);
   assertSameLosses(hybrid.losses, reference);
 });
+
+test('simulate - zbv on pp2 (stage 0 holds the embedding and the head and reports the loss), and on pp2 x tp2 x dp2: the single-process losses', async () => {
+  const pp2 = await simulated(['schedule=zbv', 'numChunks=2', 'parallel.pipeline=2', 'numMicroBatches=4', 'batchSize=8']);
+  assertSameLosses(pp2.losses, reference);
+  assert.match(pp2.output, /stage 0: layers \[0, 1\) \[3, 4\)/);
+  assert.match(pp2.output, /measured bubble [\d.]+, theoretical 0\.040 \(zbv, p=2, m=4, chunks=2\)/);
+  const hybrid = await simulated(['schedule=zbv', 'numChunks=2', 'parallel.pipeline=2', 'parallel.tensor.size=2', 'parallel.data=2', 'numMicroBatches=2', 'batchSize=4']);
+  assertSameLosses(hybrid.losses, reference);
+});

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { actionFromWire, actionToWire, formatAction, lowerStageActions } from '../../src/scheduler/actions.ts';
+import { actionFromWire, actionToWire, formatAction, lowerStageActions, tiedChunksOf } from '../../src/scheduler/actions.ts';
 import { buildSchedule, formatOp } from '../../src/scheduler/schedules.ts';
 
 test('actions - a stage\'s step: every round\'s ops renumbered, the tied reduction after the last backward of the tied chunk, the update last', () => {
@@ -59,5 +59,19 @@ test('actions - zb-h1 lowers B to I (backward-input) and W to W; the tied reduct
       assert.equal(reduceAt, -1);
     }
     assert.equal(actions.at(-1)!.kind, 'OPTIMIZER_STEP');
+  }
+});
+
+test('actions - zbv: stage 0 holds both ends of the V, so no stage reduces the tied embedding; every B is an I with its W after it', () => {
+  assert.deepEqual([0, 1, 2, 3].map((stage) => tiedChunksOf(stage, 4, 2, 'v')), [[], [], [], []]);
+  assert.deepEqual([0, 1, 2, 3].map((stage) => tiedChunksOf(stage, 4, 2)), [[0], [], [], [1]]);
+  const schedule = buildSchedule('zbv', 4, 8, 2);
+  for (let stage = 0; stage < 4; stage++) {
+    const actions = lowerStageActions(schedule, stage, { accumulation: 1, tiedChunks: tiedChunksOf(stage, 4, 2, 'v') });
+    assert.deepEqual(actions.filter((a) => !['F', 'I', 'W'].includes(a.kind)).map(formatAction), ['OPTIMIZER_STEP']);
+    actions.forEach((action, index) => {
+      if (action.kind !== 'W') return;
+      assert.ok(actions.slice(0, index).some((a) => a.kind === 'I' && a.microBatch === action.microBatch && a.chunk === action.chunk));
+    });
   }
 });

@@ -85,3 +85,10 @@ test('zb-h1 - pp2 x tp2 x dp2 and gradient accumulation: the single-process loss
   await assertParity('zb-h1', { pipeline: 2, tensor: { size: 2 }, data: 2 }, { batchSize: 4, numMicroBatches: 2 });
   await assertParity('zb-h1', { pipeline: 2 }, { batchSize: 4, numMicroBatches: 2, gradientAccumulation: 2 });
 });
+
+test('zbv - pp2 and pp4 (the V: stage 0 holds the embedding and the head, one shared variable), and pp2 x tp2 x dp2: the single-process losses', async () => {
+  const pp2 = await assertParity('zbv', { pipeline: 2 });
+  assert.deepEqual([...pp2.embeddings.keys()], [0], 'only stage 0 holds the word embedding');
+  await assertParity('zbv', { pipeline: 4 });
+  await assertParity('zbv', { pipeline: 2, tensor: { size: 2 }, data: 2 }, { batchSize: 4, numMicroBatches: 2 });
+});
