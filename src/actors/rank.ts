@@ -21,7 +21,8 @@ import { SharedWeights } from '../shared-weights/shared-weights.ts';
 import { PipelineStepExecutor, type PipelineStepResult } from '../stages/pipeline-step.ts';
 import { PipelineStage } from '../stages/stage.ts';
 import { TraceRecorder } from '../trace/trace.ts';
-import { theoreticalBubble } from '../scheduler/measure.ts';
+import { theoreticalBubbleOf } from '../scheduler/measure.ts';
+import { placementOf, tiedWeightCrossesStages } from '../scheduler/placement.ts';
 import type * as tf from '../tf.ts';
 import { globalBatchSampler } from '../train/global-batch.ts';
 import { DynamicLossScaler } from '../train/loss-scaler.ts';
@@ -81,7 +82,8 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
   const modelParallelGroup = group(grid.groupName('tp-pp', rank), grid.group('tp-pp', rank));
   const sharedWeights = new SharedWeights();
   const groups = [pipelineGroup, dpGroup, tensorGroup, modelParallelGroup];
-  if (grid.inEmbeddingGroup(rank) && grid.pipeline > 1) {
+  const placement = placementOf(config.schedule);
+  if (grid.inEmbeddingGroup(rank) && tiedWeightCrossesStages(grid.pipeline, config.numChunks, placement)) {
     const embeddingGroup = group(grid.embeddingGroupName(rank), grid.embeddingGroup(rank));
     sharedWeights.register(embeddingGroup, [WORD_EMBEDDING]);
     groups.push(embeddingGroup);
@@ -108,6 +110,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
     trace,
     tensorGroup,
     halfPrecisionWire: config.fp16 !== undefined,
+    placement,
   });
   const params = new Map<string, tf.Variable>();
   for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
@@ -185,7 +188,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
       const measured = bubbles.length > 1 ? bubbles.slice(1) : bubbles;
       if (measured.length > 0) {
         const mean = measured.reduce((a, b) => a + b, 0) / measured.length;
-        const theory = theoreticalBubble(grid.pipeline, config.numMicroBatches, config.numChunks);
+        const theory = theoreticalBubbleOf(config.schedule, grid.pipeline, config.numMicroBatches, config.numChunks);
         log(`stage ${pp}: measured bubble ${mean.toFixed(3)}, theoretical ${theory.toFixed(3)} (${config.schedule}, p=${grid.pipeline}, m=${config.numMicroBatches}, chunks=${config.numChunks})`);
       }
       trace.writePart(outDir);

@@ -13,6 +13,7 @@ import type { JobState } from '../protocol/messages.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
 import { actionToWire, lowerStageActions, tiedChunksOf, type StageAction } from '../scheduler/actions.ts';
+import { placementOf } from '../scheduler/placement.ts';
 import { buildSchedule } from '../scheduler/schedules.ts';
 import { validateSchedule } from '../scheduler/validate.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
@@ -24,13 +25,13 @@ type SchedulerMessage = { type: 'start-step'; step: number } | { type: 'step-fin
 /**
  * Each pipeline stage's actions of one step: the schedule's ops for every accumulation round, the tied
  * reduction after the last backward of the chunk holding the word embedding (virtual stage 0 on the first
- * stage, the last virtual stage on the last) when the pipeline has more than one stage, and the update.
+ * stage, the last virtual stage on the stage with the loss) when they are on different stages, and the update.
  */
 export function stageActionsOfStep(config: TrainConfig, pipeline: number): StageAction[][] {
   const chunks = config.numChunks;
   const schedule = validateSchedule(buildSchedule(config.schedule, pipeline, config.numMicroBatches, chunks));
   return Array.from({ length: pipeline }, (_, stage) => {
-    return lowerStageActions(schedule, stage, { accumulation: config.gradientAccumulation, tiedChunks: tiedChunksOf(stage, pipeline, chunks) });
+    return lowerStageActions(schedule, stage, { accumulation: config.gradientAccumulation, tiedChunks: tiedChunksOf(stage, pipeline, chunks, placementOf(config.schedule)) });
   });
 }
 

@@ -3,8 +3,8 @@
  * with its own Bus over one LocalNetwork (the in-process transport) and its own ProcessGroup member,
  * runs its list of a schedule in order the way a real stage does: it waits for its input as a message
  * (the activation from the previous virtual stage for F, the gradient from the next virtual stage for
- * B), "computes" by sleeping (forward t, backward 2t by default), records the op's start and end, and
- * sends its output on. No tensors, no tfjs: what is tested is the schedule and the messaging, namely
+ * B; a W needs only its own B), "computes" by sleeping (forward t, backward 2t by default, B and W half
+ * of it each where the backward is split), records the op's start and end, and sends its output on. No tensors, no tfjs: what is tested is the schedule and the messaging, namely
  * that every op runs once, inputs arrive before use, nothing deadlocks, and the measured bubble and
  * held activations are what the theory says.
  *
@@ -18,8 +18,9 @@
 import { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
 import { LocalNetwork } from '../comm/local-transport.ts';
-import { dependencyOf, formatOp, placeOfVirtualStage, virtualStageOf, type PipelineOp, type Schedule } from '../scheduler/ops.ts';
-import { DEFAULT_DURATIONS, type OpDurations, type TimedOp } from '../scheduler/timeline.ts';
+import { dependencyOf, formatOp, splitsBackward, type PipelineOp, type Schedule } from '../scheduler/ops.ts';
+import { placementOf, placeOfVirtualStage, virtualStageOf } from '../scheduler/placement.ts';
+import { DEFAULT_DURATIONS, durationOf, type OpDurations, type TimedOp } from '../scheduler/timeline.ts';
 
 export interface Clock {
   now(): number;
@@ -125,17 +126,20 @@ export async function runStageActors(schedule: Schedule, options: StageActorsOpt
   const state = ranks.map(() => ({ step: 0, waiting: '', done: false }));
   let messages = 0;
 
+  const placement = placementOf(schedule.kind);
   const runStage = async (stage: number): Promise<void> => {
     const group = groups[stage]!;
-    const forwardDone = new Set<string>();
+    const split = splitsBackward(ops[stage]!);
+    const done = new Set<string>();
     for (const operation of ops[stage]!) {
-      const here = virtualStageOf(stage, operation.chunk, stages);
-      const dependency = dependencyOf(operation, stage, stages, chunks);
-      const local = dependency !== null && operation.kind === 'B' && here === stages * chunks - 1;
+      const here = virtualStageOf(stage, operation.chunk, stages, placement);
+      const dependency = dependencyOf(operation, stage, stages, chunks, placement);
+      const local = dependency !== null && (operation.kind === 'W' || (operation.kind === 'B' && here === stages * chunks - 1));
       if (local) {
-        // The last virtual stage starts its backward from its own loss: no message, only its forward.
-        if (!forwardDone.has(`${operation.microBatch}.${operation.chunk}`)) {
-          throw new Error(`stage ${stage}: ${formatOp(operation)} runs before its forward on this stage, which computes the loss`);
+        // The last virtual stage starts its backward from its own loss, and a W from its own B: no message.
+        if (!done.has(formatOp(dependency.op))) {
+          const what = operation.kind === 'W' ? 'its B on this stage' : 'its forward on this stage, which computes the loss';
+          throw new Error(`stage ${stage}: ${formatOp(operation)} runs before ${what}`);
         }
       } else if (dependency !== null) {
         state[stage]!.waiting = `${formatOp(operation)} waits for the ${operation.kind === 'F' ? 'activation' : 'gradient'} from ${formatOp(dependency.op)} on stage ${dependency.stage}`;
@@ -147,13 +151,13 @@ export async function runStageActors(schedule: Schedule, options: StageActorsOpt
       }
       state[stage]!.waiting = `${formatOp(operation)} is computing`;
       const start = clock.now();
-      await clock.sleep(operation.kind === 'F' ? durations.forward : durations.backward);
+      await clock.sleep(durationOf(operation, durations, split));
       const end = clock.now();
       events.push({ stage, kind: operation.kind, microBatch: operation.microBatch, chunk: operation.chunk, start, end });
-      if (operation.kind === 'F') forwardDone.add(`${operation.microBatch}.${operation.chunk}`);
+      done.add(formatOp(operation));
       const next = operation.kind === 'F' ? here + 1 : here - 1;
-      if (next >= 0 && next < stages * chunks) {
-        const to = placeOfVirtualStage(next, stages);
+      if (operation.kind !== 'W' && next >= 0 && next < stages * chunks) {
+        const to = placeOfVirtualStage(next, stages, placement);
         const output = { kind: operation.kind, microBatch: operation.microBatch, chunk: to.chunk };
         group.send(to.stage, inputTag(output, next), payloadOf(output, next));
         messages++;

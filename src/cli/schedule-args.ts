@@ -19,7 +19,7 @@ export interface ScheduleCommand {
 }
 
 export const SCHEDULE_SPEC: CommandSpec<ScheduleCommand> = {
-  summary: 'print a pipeline schedule (gpipe, 1f1b, interleaved) as a chart, JSON or SVG timeline',
+  summary: 'print a pipeline schedule (gpipe, 1f1b, interleaved, zb-h1, zbv) as a chart, JSON or SVG timeline',
   usage: `--kind ${SCHEDULE_KINDS.join('|')} --stages P --microbatches M [--chunks V] [--json] [--svg FILE]`,
   description:
     'Prints the order in which each pipeline stage runs the forward (F) and backward (B) passes of\n' +
@@ -27,19 +27,23 @@ export const SCHEDULE_SPEC: CommandSpec<ScheduleCommand> = {
     'one slot, . = idle), then each stage\'s bubble next to the theoretical (p - 1) / (m + p - 1)\n' +
     '(divided by the chunks for interleaved). Ops read F3 (forward of micro-batch 3) or B0.1\n' +
     '(backward of micro-batch 0 through model chunk 1). The interleaved schedule needs the\n' +
-    'micro-batches to be a multiple of the stages.',
+    'micro-batches to be a multiple of the stages. The zero-bubble schedules zb-h1 and zbv split\n' +
+    'each backward into B (the input gradient, which the stage before waits for) and W (the weight\n' +
+    'gradient, W0.1), run where 1F1B would idle; zbv runs two chunks per stage in a V (chunk 0 down\n' +
+    'the stages, chunk 1 back up).',
   options: {
     kind: { type: 'string', placeholder: 'KIND', doc: `${SCHEDULE_KINDS.join(' | ')}` },
     stages: { type: 'string', placeholder: 'P', doc: 'pipeline stages' },
     microbatches: { type: 'string', placeholder: 'M', doc: 'micro-batches per step' },
-    chunks: { type: 'string', placeholder: 'V', doc: 'model chunks per stage (interleaved only) [1]' },
-    json: { type: 'boolean', doc: 'print {"kind","stages","microbatches","chunks","ops"}; ops[s] lists\nstage s\'s ops as ["F"|"B", microbatch, chunk]' },
-    svg: { type: 'string', placeholder: 'FILE', doc: 'also write the timeline as SVG (backward twice as long as forward)' },
+    chunks: { type: 'string', placeholder: 'V', doc: 'model chunks per stage (interleaved; zbv needs 2) [1, zbv 2]' },
+    json: { type: 'boolean', doc: 'print {"kind","stages","microbatches","chunks","ops"}; ops[s] lists\nstage s\'s ops as ["F"|"B"|"W", microbatch, chunk]' },
+    svg: { type: 'string', placeholder: 'FILE', doc: 'also write the timeline as SVG (backward twice as long as forward;\nB and W half of it each, W in its own colour)' },
   },
   examples: [
     `${PROGRAM} schedule --kind 1f1b --stages 4 --microbatches 8`,
     `${PROGRAM} schedule --kind interleaved --stages 4 --microbatches 8 --chunks 2 --svg interleaved.svg`,
     `${PROGRAM} schedule --kind gpipe --stages 2 --microbatches 4 --json`,
+    `${PROGRAM} schedule --kind zbv --stages 4 --microbatches 8 --svg zbv.svg`,
   ],
   build: buildScheduleCommand,
 };
@@ -60,7 +64,7 @@ function buildScheduleCommand(values: ParsedValues, positionals: string[], usage
     kind: kind as ScheduleKind,
     stages,
     microBatches,
-    chunks: positiveInteger(values.chunks as string | undefined, '--chunks', usage) ?? 1,
+    chunks: positiveInteger(values.chunks as string | undefined, '--chunks', usage) ?? (kind === 'zbv' ? 2 : 1),
     json: values.json === true,
   };
   const svg = values.svg as string | undefined;

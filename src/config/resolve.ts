@@ -308,8 +308,10 @@ function checkDerived(config: TrainConfig, input: JsonObject, invalid: Set<strin
 
   // Pipeline: ColossalAI's partition_uniform splits the layers into numChunks equal parts, then each
   // part over the stages; a stage without a layer would only pass activations along.
-  if (valid('numChunks', 'schedule') && config.numChunks > 1 && config.schedule !== 'interleaved') {
-    add('numChunks', `${show('numChunks')} needs schedule "interleaved" (${show('schedule')}); gpipe and 1f1b run one chunk per stage`);
+  if (valid('numChunks', 'schedule') && config.schedule === 'zbv' && config.numChunks !== 2) {
+    add('numChunks', `schedule "zbv" needs numChunks 2 (${show('numChunks')}): its V runs one chunk down the stages and one back up`);
+  } else if (valid('numChunks', 'schedule') && config.numChunks > 1 && config.schedule !== 'interleaved' && config.schedule !== 'zbv') {
+    add('numChunks', `${show('numChunks')} needs schedule "interleaved" or "zbv" (${show('schedule')}); gpipe, 1f1b and zb-h1 run one chunk per stage`);
   }
   if (valid('numChunks', 'parallel.pipeline') && config.numChunks > 1 && pp === 1) {
     add('numChunks', `${show('numChunks')} needs parallel.pipeline > 1 (interleaved 1F1B splits the layers over pipeline stages; ${show('parallel.pipeline')})`);
@@ -322,7 +324,7 @@ function checkDerived(config: TrainConfig, input: JsonObject, invalid: Set<strin
   // pytorch's Schedule1F1B refuses fewer micro-batches than stages: the pipeline would never fill.
   if (valid('numMicroBatches', 'parallel.pipeline') && pp > 1 && config.numMicroBatches < pp) {
     add('numMicroBatches', `${show('numMicroBatches')} is fewer than ${show('parallel.pipeline')} stages; 1F1B needs at least one micro-batch per stage`);
-  } else if (valid('numMicroBatches', 'parallel.pipeline', 'numChunks') && config.numChunks > 1 && config.numMicroBatches % pp !== 0) {
+  } else if (valid('numMicroBatches', 'parallel.pipeline', 'numChunks', 'schedule') && config.schedule === 'interleaved' && config.numChunks > 1 && config.numMicroBatches % pp !== 0) {
     // Megatron's interleaved schedule walks micro-batches in groups of pipeline size.
     add('numMicroBatches', `${show('numMicroBatches')} is not a multiple of ${show('parallel.pipeline')}, which the interleaved schedule (numChunks > 1) requires`);
   }

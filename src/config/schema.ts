@@ -82,11 +82,13 @@ export const TRAIN_SCHEMA: SectionSpec = {
       },
     },
     numMicroBatches: positiveInt('micro-batches per step; divides batchSize'),
-    numChunks: positiveInt('model chunks per pipeline stage (interleaved 1F1B when > 1)'),
+    numChunks: positiveInt('model chunks per pipeline stage (interleaved 1F1B when > 1; zbv needs 2)'),
     schedule: {
       kind: 'enum',
       values: SCHEDULE_KINDS,
-      doc: 'pipeline schedule: GPipe, Megatron 1F1B, or interleaved 1F1B with numChunks chunks per stage (the default when numChunks > 1)',
+      doc:
+        'pipeline schedule: GPipe, Megatron 1F1B, interleaved 1F1B with numChunks chunks per stage (the default when numChunks > 1), ' +
+        'or zero bubble (backward split into input and weight gradients): zb-h1 (1F1B\'s memory, a third of its bubble) or zbv (numChunks 2 in a V)',
     },
     partition: {
       kind: 'enum',

@@ -35,6 +35,7 @@ import { SUBJECTS } from '../protocol/subjects.ts';
 import type { NatsCredentials } from '../comm/nats-credentials.ts';
 import type { Transport } from '../comm/transport.ts';
 import type { WorkerEnvironment } from './worker-env.ts';
+import { lossStageOf, placementOf } from '../scheduler/placement.ts';
 
 const HEARTBEAT_INTERVAL_MS = 1000;
 /** A gate request unanswered this long is asked again (the job may be paused). */
@@ -135,7 +136,8 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   // Until the heartbeat thread is up (it compiles its sources first), and whenever this loop is free.
   const mainThreadBeats = setInterval(beat, HEARTBEAT_INTERVAL_MS);
 
-  const reporter = grid.rankOf({ dp: 0, pp: grid.pipeline - 1, tp: 0 });
+  // The stage holding the head computes the loss: the last one, or the first in zbv's V.
+  const reporter = grid.rankOf({ dp: 0, pp: lossStageOf(grid.pipeline, config.numChunks, placementOf(config.schedule)), tp: 0 });
   const report = (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number }) => {
     stepsDone = result.step;
     if (env.rank === reporter) {

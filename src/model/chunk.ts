@@ -228,8 +228,23 @@ export class ModelChunk implements ChunkModel {
     saved.weightWork = undefined;
   }
 
+  /**
+   * Uses `variable` (another chunk's, of the same stage) for parameter `name` instead of its own copy,
+   * which it frees: two chunks of one stage holding the tied word embedding keep one value that way.
+   */
+  shareParameter(name: string, variable: tf.Variable): void {
+    const own = this.param(name);
+    if (own === variable) return;
+    if (own.shape.length !== variable.shape.length || own.shape.some((dim, i) => dim !== variable.shape[i])) {
+      throw new Error(`model chunk: cannot share ${name} of shape [${variable.shape}] for its own [${own.shape}]`);
+    }
+    own.dispose();
+    this.params.set(name, variable);
+  }
+
   dispose(): void {
-    for (const variable of this.params.values()) variable.dispose();
+    // A shared variable is disposed by whichever chunk gets there first.
+    for (const variable of this.params.values()) if (!variable.isDisposed) variable.dispose();
     this.params.clear();
   }
 

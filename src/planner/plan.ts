@@ -10,6 +10,7 @@ import { ParallelGrid } from '../parallel/grid.ts';
 import { BYTES_PER_FLOAT32, OPTIMIZER_BYTES_PER_PARAM, stageActivationBytes } from './memory.ts';
 import { megatronParameterCount } from './param-count.ts';
 import type { LayerRange } from '../parallel/partition.ts';
+import { activationLimit } from '../scheduler/memory-bound.ts';
 import { SCHEDULE_KINDS, type ScheduleKind } from '../scheduler/ops.ts';
 import { partitionForRun } from '../parallel/run-partition.ts';
 
@@ -84,6 +85,7 @@ function defaultSchedule(numChunks: number): ScheduleKind {
  * Peak (micro-batch, chunk) forwards a stage holds before their backward. GPipe: all of them. 1F1B
  * (Megatron's non-interleaved order): pp - ppRank warm-up forwards including the first steady one.
  * Interleaved: Megatron's warm-up of (pp - ppRank - 1)·2 + (chunks - 1)·pp, plus the steady forward.
+ * Zero-bubble kinds: what their builders promise (memory-bound.ts), counted until W frees them.
  */
 export function peakUnitsInFlight(schedule: ScheduleKind, pp: number, ppRank: number, microBatches: number, chunks: number): number {
   const total = microBatches * chunks;
@@ -94,6 +96,9 @@ export function peakUnitsInFlight(schedule: ScheduleKind, pp: number, ppRank: nu
       return Math.min(pp - ppRank, total);
     case 'interleaved':
       return chunks === 1 ? Math.min(pp - ppRank, total) : Math.min((pp - ppRank - 1) * 2 + (chunks - 1) * pp + 1, total);
+    case 'zb-h1':
+    case 'zbv':
+      return activationLimit(schedule, pp, ppRank, microBatches, chunks);
   }
 }
 
@@ -105,8 +110,11 @@ function checkInput(input: PlanInput, schedule: ScheduleKind): void {
   if (!(SCHEDULE_KINDS as readonly string[]).includes(schedule)) {
     throw new Error(`unknown schedule "${String(schedule)}"; use one of ${SCHEDULE_KINDS.join(', ')}`);
   }
-  if (v > 1 && schedule !== 'interleaved') {
-    throw new Error(`numChunks ${v} needs the interleaved schedule, not ${schedule}`);
+  if (v > 1 && schedule !== 'interleaved' && schedule !== 'zbv') {
+    throw new Error(`numChunks ${v} needs the interleaved or zbv schedule, not ${schedule}`);
+  }
+  if (schedule === 'zbv' && v !== 2) {
+    throw new Error(`the zbv schedule needs numChunks 2 (its V goes down the stages and back up), not ${v}`);
   }
 }
 
@@ -121,7 +129,7 @@ export function planTraining(input: PlanInput, options: PlanOptions = {}): Train
   });
   const { model, numMicroBatches, numChunks, seqLen } = input;
   const microBatchSize = input.batchSize / numMicroBatches;
-  const stages = partitionForRun({ ...input, partition: input.partition ?? 'uniform' });
+  const stages = partitionForRun({ ...input, schedule, partition: input.partition ?? 'uniform' });
 
   // Every data-parallel replica holds the same: compute each (pp, tp) position once.
   const byPosition = new Map<string, Omit<RankPlan, 'rank' | 'dp' | 'pp' | 'tp'>>();

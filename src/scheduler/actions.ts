@@ -4,22 +4,36 @@
  * actions of one optimizer step (PyTorch pipelining's `_Action` table after its lowering passes,
  * DeepSpeed's instruction lists): the compute ops of every gradient-accumulation round, the
  * SharedWeight reduction of the tied embedding right after the last backward of the chunk that holds
- * it, and the optimizer step that ends the step. The scheduler actor sends them one message each; the
+ * it, and the optimizer step that ends the step.
+ *
+ * A schedule that splits its backwards ([Note: split backward] in ops.ts) lowers its B ops to I
+ * (backward-input: the input gradient, sent upstream at once) and its W ops to W (backward-weight: the
+ * parameters' gradients, accumulated); the tied gradient is final only after the chunk's last W, so
+ * REDUCE_TIED follows that. A whole backward stays B. The scheduler actor sends them one message each; the
  * stage actor dispatches on `kind` with an exhaustive switch, so a kind added here is a compile error
  * in every executor until it is handled.
  *
- * Actions print as `F3`, `B0.1` (compute, as ops do), `REDUCE_TIED` and `OPTIMIZER_STEP`.
+ * Actions print as `F3`, `B0.1`, `I2`, `W2` (compute, as ops do), `REDUCE_TIED` and `OPTIMIZER_STEP`.
  */
-import { formatOp, type PipelineOp, type Schedule } from './ops.ts';
+import { splitsBackward, type PipelineOp, type Schedule } from './ops.ts';
+import { lossStageOf, tiedWeightCrossesStages, type ChunkPlacement } from './placement.ts';
 
-export const ACTION_KINDS = ['F', 'B', 'REDUCE_TIED', 'OPTIMIZER_STEP'] as const;
+export const ACTION_KINDS = ['F', 'B', 'I', 'W', 'REDUCE_TIED', 'OPTIMIZER_STEP'] as const;
 export type ActionKind = (typeof ACTION_KINDS)[number];
 
-/** Forward or backward of one micro-batch through one chunk. */
+/** The actions that compute one micro-batch through one chunk: forward, whole backward, backward-input, backward-weight. */
+export const COMPUTE_ACTION_KINDS = ['F', 'B', 'I', 'W'] as const;
+export type ComputeActionKind = (typeof COMPUTE_ACTION_KINDS)[number];
+
+/** Forward, backward or one of its halves, of one micro-batch through one chunk. */
 export interface ComputeAction {
-  readonly kind: 'F' | 'B';
+  readonly kind: ComputeActionKind;
   readonly microBatch: number;
   readonly chunk: number;
+}
+
+export function isComputeAction(action: StageAction): action is ComputeAction {
+  return (COMPUTE_ACTION_KINDS as readonly string[]).includes(action.kind);
 }
 
 /** Start the tied embedding / LM-head gradient reduction (the stage's SharedWeight actor does it). */
@@ -38,7 +52,9 @@ export function formatAction(action: StageAction): string {
   switch (action.kind) {
     case 'F':
     case 'B':
-      return formatOp(action);
+    case 'I':
+    case 'W':
+      return `${action.kind}${action.microBatch}${action.chunk === 0 ? '' : `.${action.chunk}`}`;
     case 'REDUCE_TIED':
     case 'OPTIMIZER_STEP':
       return action.kind;
@@ -57,8 +73,9 @@ export interface LoweringOptions {
 
 /**
  * One optimizer step of pipeline stage `stage`: round r runs the schedule's ops with micro-batch
- * numbers shifted by r x M (so tags stay unique), REDUCE_TIED follows the last backward of a tied
- * chunk in the last round (the transfer then overlaps whatever compute remains), OPTIMIZER_STEP ends it.
+ * numbers shifted by r x M (so tags stay unique), REDUCE_TIED follows the last op of a tied chunk that
+ * adds to its gradient (its last W where the backward is split, else its last B) in the last round (the
+ * transfer then overlaps whatever compute remains), OPTIMIZER_STEP ends it.
  */
 export function lowerStageActions(schedule: Schedule, stage: number, options: LoweringOptions): StageAction[] {
   const ops: readonly PipelineOp[] = schedule.ops[stage];
@@ -68,12 +85,15 @@ export function lowerStageActions(schedule: Schedule, stage: number, options: Lo
 
 /** lowerStageActions over one stage's list of ops, of a schedule with `microBatches` micro-batches. */
 export function lowerStageOps(ops: readonly PipelineOp[], microBatches: number, options: LoweringOptions, stageName = 'the stage'): StageAction[] {
-  const lastTied = ops.findLastIndex((op) => op.kind === 'B' && options.tiedChunks.includes(op.chunk));
+  const split = splitsBackward(ops);
+  const gradientKind = split ? 'W' : 'B';
+  const lastTied = ops.findLastIndex((op) => op.kind === gradientKind && options.tiedChunks.includes(op.chunk));
   if (options.tiedChunks.length > 0 && lastTied < 0) throw new Error(`${stageName} holds tied chunks ${options.tiedChunks.join(', ')} but its schedule runs no backward of them`);
+  const kindOf = (op: PipelineOp): ComputeActionKind => (split && op.kind === 'B' ? 'I' : op.kind);
   const actions: StageAction[] = [];
   for (let round = 0; round < options.accumulation; round++) {
     ops.forEach((op, index) => {
-      actions.push({ kind: op.kind, microBatch: op.microBatch + round * microBatches, chunk: op.chunk });
+      actions.push({ kind: kindOf(op), microBatch: op.microBatch + round * microBatches, chunk: op.chunk });
       if (index === lastTied && round === options.accumulation - 1) actions.push({ kind: 'REDUCE_TIED' });
     });
   }
@@ -85,7 +105,7 @@ export function lowerStageOps(ops: readonly PipelineOp[], microBatches: number, 
 export type WireAction = { kind: ActionKind; microBatch?: number; chunk?: number };
 
 export function actionToWire(action: StageAction): WireAction {
-  return action.kind === 'F' || action.kind === 'B' ? { kind: action.kind, microBatch: action.microBatch, chunk: action.chunk } : { kind: action.kind };
+  return isComputeAction(action) ? { kind: action.kind, microBatch: action.microBatch, chunk: action.chunk } : { kind: action.kind };
 }
 
 /**
@@ -102,7 +122,9 @@ export function actionFromWire(value: unknown, limits: { microBatches: number; c
   const checked = kind as ActionKind;
   switch (checked) {
     case 'F':
-    case 'B': {
+    case 'B':
+    case 'I':
+    case 'W': {
       const { microBatch, chunk } = fields;
       if (!Number.isSafeInteger(microBatch) || (microBatch as number) < 0 || (microBatch as number) >= limits.microBatches) {
         throw new Error(`action ${checked}: micro-batch ${JSON.stringify(microBatch)} is not in [0, ${limits.microBatches})`);
@@ -120,15 +142,16 @@ export function actionFromWire(value: unknown, limits: { microBatches: number; c
 
 export function sameAction(a: StageAction, b: StageAction): boolean {
   if (a.kind !== b.kind) return false;
-  return a.kind === 'F' || a.kind === 'B' ? a.microBatch === (b as ComputeAction).microBatch && a.chunk === (b as ComputeAction).chunk : true;
+  return isComputeAction(a) ? a.microBatch === (b as ComputeAction).microBatch && a.chunk === (b as ComputeAction).chunk : true;
 }
 
 /**
  * The chunks of pipeline stage `stage` holding the tied word embedding when it is reduced between
  * stages: virtual stage 0 (chunk 0 of the first stage) and the last virtual stage (the last chunk of
- * the last stage); none without pipeline parallelism.
+ * the stage that computes the loss); none when both sit on one stage (no pipeline parallelism, or the
+ * V placement, where stage 0 holds both and its chunks share one variable).
  */
-export function tiedChunksOf(stage: number, pipeline: number, chunks: number): number[] {
-  if (pipeline === 1) return [];
-  return stage === 0 ? [0] : stage === pipeline - 1 ? [chunks - 1] : [];
+export function tiedChunksOf(stage: number, pipeline: number, chunks: number, placement: ChunkPlacement = 'looped'): number[] {
+  if (!tiedWeightCrossesStages(pipeline, chunks, placement)) return [];
+  return stage === 0 ? [0] : stage === lossStageOf(pipeline, chunks, placement) ? [chunks - 1] : [];
 }

@@ -4,11 +4,11 @@
  * and held activations next to the theoretical bubble. This is what `gpt-hybrid schedule` prints and
  * what the golden fixtures store.
  */
-import { inFlightByOrder, interleavedBubble, measureBubbles, theoreticalBubble } from './measure.ts';
-import { formatOp, type Schedule } from './ops.ts';
+import { inFlightByOrder, interleavedBubble, measureBubbles, theoreticalBubble, theoreticalBubbleFormula, theoreticalBubbleOf } from './measure.ts';
+import { formatOp, splitsBackward, type Schedule } from './ops.ts';
 import { simulateTimeline, type TimedOp } from './timeline.ts';
 
-const UNIT_TIMES = { forward: 1, backward: 1 };
+const UNIT_TIMES = { forward: 1, backward: 1, backwardInput: 1, backwardWeight: 1 };
 
 /** The chart alone: a header of time slots, then one row per stage. Throws if the schedule stalls. */
 export function formatTimeChart(schedule: Schedule): string {
@@ -31,16 +31,20 @@ export function formatSchedule(schedule: Schedule): string {
   if (!timeline.ok) throw new Error(`the ${kind} schedule stalls; run validateSchedule for the details`);
   const bubbles = measureBubbles(timeline.events, stages);
   const count = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+  const split = schedule.ops.some((ops) => splitsBackward(ops));
+  const looped = kind === 'gpipe' || kind === '1f1b' || kind === 'interleaved';
   const lines = [
     `${kind} schedule: ${count(stages, 'stage', 'stages')}, ${count(microBatches, 'micro-batch', 'micro-batches')}, ${count(chunks, 'chunk', 'chunks')} per stage`,
-    'ops: F<micro-batch>[.<chunk>] forward, B... backward; one column per time slot with every op taking one slot; . = idle',
+    `ops: F<micro-batch>[.<chunk>] forward, ${split ? 'B... input gradient, W... weight gradient' : 'B... backward'}; one column per time slot with every op taking one slot; . = idle`,
     '',
     formatTimeChart(schedule),
     '',
     `bubble (idle / total time): ${bubbles.map((b) => `stage ${b.stage} ${b.fraction.toFixed(3)}`).join(', ')}`,
-    `theoretical bubble: ${theoreticalBubble(stages, microBatches, chunks).toFixed(3)} = (p - 1) / (m + p - 1)${chunks > 1 ? ` / v` : ''}` +
-      (chunks > 1 ? `; ideal interleaving with equal op times: ${interleavedBubble(stages, microBatches, chunks).toFixed(3)} = (p - 1) / (v m + p - 1)` : ''),
-    `activations held at most (micro-batch${chunks > 1 ? ' x chunk pairs' : 'es'} forwarded, not yet backwarded): ${schedule.ops.map((ops, stage) => `stage ${stage} ${inFlightByOrder(ops)}`).join(', ')}`,
+    looped
+      ? `theoretical bubble: ${theoreticalBubble(stages, microBatches, chunks).toFixed(3)} = (p - 1) / (m + p - 1)${chunks > 1 ? ` / v` : ''}` +
+        (chunks > 1 ? `; ideal interleaving with equal op times: ${interleavedBubble(stages, microBatches, chunks).toFixed(3)} = (p - 1) / (v m + p - 1)` : '')
+      : `theoretical bubble: ${theoreticalBubbleOf(kind, stages, microBatches, chunks).toFixed(3)} = ${theoreticalBubbleFormula(kind, chunks)}`,
+    `activations held at most (micro-batch${chunks > 1 ? ' x chunk pairs' : 'es'} forwarded, not yet ${split ? 'through W' : 'backwarded'}): ${schedule.ops.map((ops, stage) => `stage ${stage} ${inFlightByOrder(ops)}`).join(', ')}`,
   ];
   return lines.join('\n');
 }

@@ -1,12 +1,13 @@
 /**
  * Implements: measurements on recorded pipeline events, shared by the simulated stage actors and the
  * real pipeline runtime: each stage's bubble (idle time over the step's span), the activations a
- * stage holds at once (micro-batches forwarded but not yet backwarded), and the theoretical bubble.
+ * stage holds at once (micro-batches forwarded but not yet backwarded; where the backward is split, not
+ * yet through their W, which still reads them), and the theoretical bubble.
  *
  * Events are compute intervals in any time unit (simulated units, milliseconds); a runtime that also
  * records sends, receives or all-reduces passes only its forwards and backwards here.
  */
-import type { OpKind } from './ops.ts';
+import { splitsBackward, type OpKind, type ScheduleKind } from './ops.ts';
 
 export interface BusyInterval {
   stage: number;
@@ -65,14 +66,16 @@ export function meanBubble(bubbles: readonly StageBubble[]): number {
 
 /**
  * Per stage: the most (micro-batch, chunk) pairs held at once, counting from the start of a forward to
- * the end of its backward (when the saved activations can be freed). An interleaved stage holding one
- * micro-batch in two chunks counts 2 (each holds 1/V of the stage's layers).
+ * the end of the op that frees its saved activations (the backward, or W where the backward is split).
+ * An interleaved stage holding one micro-batch in two chunks counts 2 (each holds 1/V of the stage's layers).
  */
 export function measureInFlight(events: readonly ComputeEvent[], stages: number): number[] {
   return Array.from({ length: stages }, (_, stage) => {
+    const own = events.filter((e) => e.stage === stage);
+    const freeing = releasingKind(own);
     // At equal times a backward's end frees before a forward's start allocates.
-    const changes = events
-      .filter((e) => e.stage === stage)
+    const changes = own
+      .filter((e) => e.kind === 'F' || e.kind === freeing)
       .map((e) => (e.kind === 'F' ? { time: e.start, delta: 1 } : { time: e.end, delta: -1 }))
       .sort((a, b) => a.time - b.time || a.delta - b.delta);
     let held = 0;
@@ -87,13 +90,20 @@ export function measureInFlight(events: readonly ComputeEvent[], stages: number)
 
 /** The same count from the order alone: the largest (#forwards - #backwards) over the list's prefixes. */
 export function inFlightByOrder(stageOps: readonly { kind: OpKind }[]): number {
+  const freeing = releasingKind(stageOps);
   let held = 0;
   let most = 0;
   for (const operation of stageOps) {
-    held += operation.kind === 'F' ? 1 : -1;
+    if (operation.kind === 'F') held++;
+    else if (operation.kind === freeing) held--;
     most = Math.max(most, held);
   }
   return most;
+}
+
+/** The op after which a forward's saved activations are gone: W where the backward is split, else B. */
+function releasingKind(stageOps: readonly { kind: OpKind }[]): OpKind {
+  return splitsBackward(stageOps) ? 'W' : 'B';
 }
 
 /**
@@ -105,6 +115,41 @@ export function inFlightByOrder(stageOps: readonly { kind: OpKind }[]): number {
  */
 export function theoreticalBubble(stages: number, microBatches: number, chunks = 1): number {
   return (stages - 1) / (microBatches + stages - 1) / chunks;
+}
+
+/**
+ * The theoretical bubble of a schedule kind, with F, B and W of equal length where the backward is split
+ * (the zero-bubble paper's setting; in units of one op of one chunk): zb-h1 idles P - 1 slots around
+ * 3M of work, a third of 1F1B's (P - 1) / (M + P - 1) as M grows; zbv idles only the P - 1 forwards
+ * that fill its V, around 6M (two chunks, three ops each). Exact for M >= P (zb-h1) and M >= 2P - 1
+ * (zbv); with fewer micro-batches the pipeline never fills and the measured bubble is larger.
+ */
+export function theoreticalBubbleOf(kind: ScheduleKind, stages: number, microBatches: number, chunks = 1): number {
+  switch (kind) {
+    case 'gpipe':
+    case '1f1b':
+    case 'interleaved':
+      return theoreticalBubble(stages, microBatches, chunks);
+    case 'zb-h1':
+      return (stages - 1) / (3 * microBatches + stages - 1);
+    case 'zbv':
+      return (stages - 1) / (6 * microBatches + stages - 1);
+  }
+}
+
+/** The formula theoreticalBubbleOf uses, as text. */
+export function theoreticalBubbleFormula(kind: ScheduleKind, chunks: number): string {
+  switch (kind) {
+    case 'gpipe':
+    case '1f1b':
+      return '(p - 1) / (m + p - 1)';
+    case 'interleaved':
+      return `(p - 1) / (m + p - 1)${chunks > 1 ? ' / v' : ''}`;
+    case 'zb-h1':
+      return '(p - 1) / (3 m + p - 1) with F = B = W, for m >= p';
+    case 'zbv':
+      return '(p - 1) / (6 m + p - 1) with F = B = W, for m >= 2p - 1';
+  }
 }
 
 /** Idle fraction of perfect interleaving: p - 1 slots of 1/v of a stage's work around m whole ones. */

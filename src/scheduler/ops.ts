@@ -5,19 +5,29 @@
  * Operations print as `F3` (forward, micro-batch 3, chunk 0) or `B0.1` (backward, micro-batch 0,
  * chunk 1) and parse back.
  *
- * [Note: virtual stages] With V chunks per stage, chunk c of stage s holds the model's virtual stage
- * v = c * P + s (Megatron's interleaving): activations flow through stages 0..P-1 of chunk 0, then
- * stages 0..P-1 of chunk 1, and so on. With one chunk, virtual stage == stage.
+ * [Note: split backward] The zero-bubble schedules (Qi et al., ICLR 2024) split a backward in two: B,
+ * the input gradient, which the previous stage waits for, and W (`W0.1`), the parameters' gradients,
+ * which nothing waits for and which fills what would be idle time. In a schedule with W ops, B means
+ * the input gradient only; in the others B is the whole backward. A stage's list either has a W for
+ * every B or none.
+ *
+ * [Note: virtual stages] With V chunks per stage, chunk c of stage s holds one of the model's P V
+ * virtual stages; which one the schedule kind's placement says (placement.ts): c * P + s for the
+ * looped ones (Megatron's interleaving), a V shape for zbv. With one chunk, virtual stage == stage.
  */
+
+import { placeOfVirtualStage, virtualStageOf, type ChunkPlacement } from './placement.ts';
+
+export { placeOfVirtualStage, virtualStageOf } from './placement.ts';
 
 // Each list below is the one source of its names, and its type derives from it: the config schema
 // and types, the planner and the CLI read SCHEDULE_KINDS, the schedule validator OP_KINDS.
 
-/** Forward or backward. */
-export const OP_KINDS = ['F', 'B'] as const;
+/** Forward, backward (the input gradient only where the schedule has W ops), weight gradient. */
+export const OP_KINDS = ['F', 'B', 'W'] as const;
 export type OpKind = (typeof OP_KINDS)[number];
 
-export const SCHEDULE_KINDS = ['gpipe', '1f1b', 'interleaved'] as const;
+export const SCHEDULE_KINDS = ['gpipe', '1f1b', 'interleaved', 'zb-h1', 'zbv'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 export interface PipelineOp {
@@ -30,7 +40,7 @@ export interface Schedule {
   readonly kind: ScheduleKind;
   readonly stages: number;
   readonly microBatches: number;
-  /** Model chunks per stage (1 except for interleaved). */
+  /** Model chunks per stage (1 except for interleaved and zbv). */
   readonly chunks: number;
   /** `ops[stage]`: that stage's operations in execution order. */
   readonly ops: readonly (readonly PipelineOp[])[];
@@ -50,12 +60,12 @@ export function formatOp(operation: PipelineOp): string {
   return `${operation.kind}${operation.microBatch}${operation.chunk === 0 ? '' : `.${operation.chunk}`}`;
 }
 
-const OP_PATTERN = /^([FB])(\d+)(?:\.(\d+))?$/;
+const OP_PATTERN = /^([FBW])(\d+)(?:\.(\d+))?$/;
 
 export function parseOp(text: string): PipelineOp {
   const match = OP_PATTERN.exec(text.trim());
   if (match === null) {
-    throw new ScheduleError(`cannot read the pipeline op ${JSON.stringify(text)}: write F or B, the micro-batch, and optionally .chunk (F3, B0.1)`);
+    throw new ScheduleError(`cannot read the pipeline op ${JSON.stringify(text)}: write F, B or W, the micro-batch, and optionally .chunk (F3, B0.1)`);
   }
   return op(match[1] as OpKind, Number(match[2]), match[3] === undefined ? 0 : Number(match[3]));
 }
@@ -64,35 +74,33 @@ export function sameOp(a: PipelineOp, b: PipelineOp): boolean {
   return a.kind === b.kind && a.microBatch === b.microBatch && a.chunk === b.chunk;
 }
 
-/** The model's virtual stage that `chunk` of `stage` holds (see [Note: virtual stages]). */
-export function virtualStageOf(stage: number, chunk: number, stages: number): number {
-  return chunk * stages + stage;
-}
-
-/** Inverse of virtualStageOf. */
-export function placeOfVirtualStage(virtualStage: number, stages: number): { stage: number; chunk: number } {
-  return { stage: virtualStage % stages, chunk: Math.floor(virtualStage / stages) };
-}
-
 /**
  * The operation that must finish before `operation` (run on `stage`) can start, or null when it needs
  * only the batch or the loss: F of virtual stage v needs F of v - 1; B of v needs B of v + 1; the last
- * virtual stage's B needs its own F (the loss), which the stage ran itself.
+ * virtual stage's B needs its own F (the loss), which the stage ran itself; W needs its own B.
  */
-export function dependencyOf(operation: PipelineOp, stage: number, stages: number, chunks: number): { stage: number; op: PipelineOp } | null {
-  const virtualStage = virtualStageOf(stage, operation.chunk, stages);
+export function dependencyOf(
+  operation: PipelineOp, stage: number, stages: number, chunks: number, placement: ChunkPlacement = 'looped',
+): { stage: number; op: PipelineOp } | null {
+  if (operation.kind === 'W') return { stage, op: op('B', operation.microBatch, operation.chunk) };
+  const virtualStage = virtualStageOf(stage, operation.chunk, stages, placement);
   const lastVirtualStage = stages * chunks - 1;
   if (operation.kind === 'F') {
     if (virtualStage === 0) return null;
-    const from = placeOfVirtualStage(virtualStage - 1, stages);
+    const from = placeOfVirtualStage(virtualStage - 1, stages, placement);
     return { stage: from.stage, op: op('F', operation.microBatch, from.chunk) };
   }
   if (virtualStage === lastVirtualStage) return { stage, op: op('F', operation.microBatch, operation.chunk) };
-  const from = placeOfVirtualStage(virtualStage + 1, stages);
+  const from = placeOfVirtualStage(virtualStage + 1, stages, placement);
   return { stage: from.stage, op: op('B', operation.microBatch, from.chunk) };
 }
 
-/** The JSON form the CLI prints: `ops[s]` is stage s's list of `["F"|"B", microBatch, chunk]`. */
+/** Whether a stage's ops split the backward into B and W (see [Note: split backward]). */
+export function splitsBackward(ops: readonly { kind: OpKind }[]): boolean {
+  return ops.some((operation) => operation.kind === 'W');
+}
+
+/** The JSON form the CLI prints: `ops[s]` is stage s's list of `["F"|"B"|"W", microBatch, chunk]`. */
 export interface ScheduleJson {
   kind: ScheduleKind;
   stages: number;

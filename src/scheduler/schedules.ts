@@ -6,12 +6,18 @@ import { buildGPipe } from './gpipe.ts';
 import { buildInterleaved } from './interleaved.ts';
 import { build1F1B } from './one-f-one-b.ts';
 import { ScheduleError, SCHEDULE_KINDS, type Schedule, type ScheduleKind } from './ops.ts';
+import { buildZeroBubbleH1 } from './zero-bubble-h1.ts';
+import { buildZeroBubbleV } from './zero-bubble-v.ts';
 
 export { buildGPipe } from './gpipe.ts';
 export { buildInterleaved } from './interleaved.ts';
 export { build1F1B } from './one-f-one-b.ts';
+export { buildZeroBubbleH1 } from './zero-bubble-h1.ts';
+export { buildZeroBubbleV } from './zero-bubble-v.ts';
+export { placementOf, placeLayerRanges, lossStageOf, type ChunkPlacement } from './placement.ts';
 export * from './ops.ts';
 export { validateSchedule, formatOrderGrid, ScheduleValidationError } from './validate.ts';
+export { activationLimit } from './memory-bound.ts';
 export { simulateTimeline, DEFAULT_DURATIONS, type OpDurations, type TimedOp, type TimelineResult } from './timeline.ts';
 export {
   measureBubbles,
@@ -19,23 +25,28 @@ export {
   inFlightByOrder,
   meanBubble,
   theoreticalBubble,
+  theoreticalBubbleOf,
+  theoreticalBubbleFormula,
   interleavedBubble,
   type BusyInterval,
   type ComputeEvent,
   type StageBubble,
 } from './measure.ts';
 
-/** Builds the schedule of `kind`; `chunks` must be 1 unless kind is 'interleaved'. Throws ScheduleError. */
+/** Builds the schedule of `kind`; `chunks` must be 1 unless kind is 'interleaved' (any) or 'zbv' (2). Throws ScheduleError. */
 export function buildSchedule(kind: ScheduleKind, stages: number, microBatches: number, chunks = 1): Schedule {
   switch (kind) {
     case 'gpipe':
     case '1f1b':
+    case 'zb-h1':
       if (chunks !== 1) {
-        throw new ScheduleError(`the ${kind} schedule runs one model chunk per stage, got chunks = ${chunks}: use chunks = 1, or the interleaved schedule`);
+        throw new ScheduleError(`the ${kind} schedule runs one model chunk per stage, got chunks = ${chunks}: use chunks = 1, or the interleaved or zbv schedule`);
       }
-      return kind === 'gpipe' ? buildGPipe(stages, microBatches) : build1F1B(stages, microBatches);
+      return kind === 'gpipe' ? buildGPipe(stages, microBatches) : kind === '1f1b' ? build1F1B(stages, microBatches) : buildZeroBubbleH1(stages, microBatches);
     case 'interleaved':
       return buildInterleaved(stages, microBatches, chunks);
+    case 'zbv':
+      return buildZeroBubbleV(stages, microBatches, chunks);
     default:
       throw new ScheduleError(`unknown schedule kind ${JSON.stringify(kind)}: use one of ${SCHEDULE_KINDS.join(', ')}`);
   }

@@ -1,14 +1,14 @@
 /**
  * Implements: an SVG timeline of a schedule: stages as rows, one box per op at its simulated time
- * (backward twice as long as forward, as timeline.ts assumes), forwards and backwards in two colours,
- * each labelled with its micro-batch (and chunk), a time axis and a legend. Self-contained markup, no
- * scripts: any browser shows it.
+ * (backward twice as long as forward, as timeline.ts assumes; where the backward is split, B and W
+ * half of it each), forwards, backwards and W's in three colours, each labelled with its micro-batch
+ * (and chunk), a time axis and a legend. Self-contained markup, no scripts: any browser shows it.
  */
-import { measureBubbles, theoreticalBubble } from './measure.ts';
-import { formatOp, type Schedule } from './ops.ts';
-import { DEFAULT_DURATIONS, simulateTimeline, type OpDurations } from './timeline.ts';
+import { measureBubbles, theoreticalBubbleOf } from './measure.ts';
+import { formatOp, splitsBackward, type OpKind, type Schedule } from './ops.ts';
+import { DEFAULT_DURATIONS, durationOf, simulateTimeline, type OpDurations } from './timeline.ts';
 
-const COLORS = { F: '#4e79a7', B: '#f28e2b' } as const;
+const COLORS: Record<OpKind, string> = { F: '#4e79a7', B: '#f28e2b', W: '#59a14f' };
 const ROW_HEIGHT = 30;
 const BOX_HEIGHT = 22;
 const LEFT = 70;
@@ -27,7 +27,9 @@ export function scheduleToSvg(schedule: Schedule, durations: OpDurations = DEFAU
   const meanBubble = bubble.reduce((sum, b) => sum + b.fraction, 0) / Math.max(1, bubble.length);
   const title =
     `${schedule.kind}: ${schedule.stages} stages, ${schedule.microBatches} micro-batches, ${schedule.chunks} chunk${schedule.chunks === 1 ? '' : 's'}; ` +
-    `bubble ${meanBubble.toFixed(3)} (theory ${theoreticalBubble(schedule.stages, schedule.microBatches, schedule.chunks).toFixed(3)})`;
+    `bubble ${meanBubble.toFixed(3)} (theory ${theoreticalBubbleOf(schedule.kind, schedule.stages, schedule.microBatches, schedule.chunks).toFixed(3)})`;
+  const split = schedule.ops.some((stageOps) => splitsBackward(stageOps));
+  const names: Record<OpKind, string> = { F: 'forward', B: split ? 'backward-input' : 'backward', W: 'backward-weight' };
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
@@ -45,7 +47,7 @@ export function scheduleToSvg(schedule: Schedule, durations: OpDurations = DEFAU
     const boxWidth = (event.end - event.start) * unit;
     const label = formatOp(event).slice(1);
     parts.push(
-      `<g><title>stage ${event.stage} ${event.kind === 'F' ? 'forward' : 'backward'} micro-batch ${event.microBatch} chunk ${event.chunk}, t ${event.start}-${event.end}</title>` +
+      `<g><title>stage ${event.stage} ${names[event.kind]} micro-batch ${event.microBatch} chunk ${event.chunk}, t ${event.start}-${event.end}</title>` +
         `<rect x="${x}" y="${y}" width="${boxWidth}" height="${BOX_HEIGHT}" fill="${COLORS[event.kind]}" stroke="white" stroke-width="1"/>` +
         (label.length * fontSize * 0.62 <= boxWidth
           ? `<text x="${x + boxWidth / 2}" y="${y + BOX_HEIGHT / 2 + 4}" font-size="${fontSize}" fill="white" text-anchor="middle">${label}</text>`
@@ -60,13 +62,18 @@ export function scheduleToSvg(schedule: Schedule, durations: OpDurations = DEFAU
     parts.push(`<text x="${LEFT + t * unit}" y="${axisY + 14}" font-size="10" text-anchor="middle" fill="#555">${t}</text>`);
   }
   const legendY = axisY + 32;
-  parts.push(
-    `<rect x="${LEFT}" y="${legendY - 10}" width="12" height="12" fill="${COLORS.F}"/>`,
-    `<text x="${LEFT + 16}" y="${legendY}" font-size="12">forward (${durations.forward} unit)</text>`,
-    `<rect x="${LEFT + 140}" y="${legendY - 10}" width="12" height="12" fill="${COLORS.B}"/>`,
-    `<text x="${LEFT + 156}" y="${legendY}" font-size="12">backward (${durations.backward} units); labels: micro-batch[.chunk]</text>`,
-    '</svg>',
-  );
+  const units = (kind: OpKind) => {
+    const length = durationOf({ kind }, durations, split);
+    return `${length} unit${length === 1 ? '' : 's'}`;
+  };
+  const legend: [OpKind, string][] = split
+    ? [['F', `forward (${units('F')})`], ['B', `B: input gradient (${units('B')})`], ['W', `W: weight gradient (${units('W')}); labels: micro-batch[.chunk]`]]
+    : [['F', `forward (${units('F')})`], ['B', `backward (${units('B')}); labels: micro-batch[.chunk]`]];
+  legend.forEach(([kind, text], index) => {
+    const x = LEFT + index * 170;
+    parts.push(`<rect x="${x}" y="${legendY - 10}" width="12" height="12" fill="${COLORS[kind]}"/>`, `<text x="${x + 16}" y="${legendY}" font-size="12">${text}</text>`);
+  });
+  parts.push('</svg>');
   return parts.join('\n') + '\n';
 }
 

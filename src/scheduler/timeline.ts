@@ -5,16 +5,33 @@
  * so it gives bubbles and in-flight counts without running any, and it finds deadlocks: when no stage
  * can start its next op, the schedule cannot complete.
  */
-import { dependencyOf, formatOp, type PipelineOp, type Schedule } from './ops.ts';
+import { dependencyOf, formatOp, splitsBackward, type PipelineOp, type Schedule } from './ops.ts';
+import { placementOf } from './placement.ts';
 
 export interface OpDurations {
   /** Duration of one forward of one chunk; default 1. */
   forward: number;
-  /** Duration of one backward of one chunk; default 2 (a backward computes two matmuls per forward one). */
+  /** Duration of one whole backward of one chunk; default 2 (a backward computes two matmuls per forward one). */
   backward: number;
+  /** Where the backward is split (B and W ops): B's part, the input gradient; default half of `backward`. */
+  backwardInput?: number;
+  /** W's part, the parameters' gradients; default half of `backward`. */
+  backwardWeight?: number;
 }
 
 export const DEFAULT_DURATIONS: OpDurations = { forward: 1, backward: 2 };
+
+/** How long `operation` takes in a list of ops that does (or does not) split its backwards. */
+export function durationOf(operation: Pick<PipelineOp, 'kind'>, durations: OpDurations, split: boolean): number {
+  switch (operation.kind) {
+    case 'F':
+      return durations.forward;
+    case 'B':
+      return split ? (durations.backwardInput ?? durations.backward / 2) : durations.backward;
+    case 'W':
+      return durations.backwardWeight ?? durations.backward / 2;
+  }
+}
 
 /** One executed op: where, what, and when (any time unit: simulated units or milliseconds). */
 export interface TimedOp {
@@ -44,6 +61,8 @@ const key = (stage: number, operation: PipelineOp) => `${stage}:${operation.kind
  */
 export function simulateTimeline(schedule: Schedule, durations: OpDurations = DEFAULT_DURATIONS): TimelineResult {
   const { stages, chunks, ops } = schedule;
+  const placement = placementOf(schedule.kind);
+  const split = ops.map((stageOps) => splitsBackward(stageOps));
   const finishedAt = new Map<string, number>();
   const position = new Array<number>(stages).fill(0);
   const freeAt = new Array<number>(stages).fill(0);
@@ -56,11 +75,11 @@ export function simulateTimeline(schedule: Schedule, durations: OpDurations = DE
     for (let stage = 0; stage < stages; stage++) {
       while (position[stage]! < ops[stage]!.length) {
         const operation = ops[stage]![position[stage]!]!;
-        const dependency = dependencyOf(operation, stage, stages, chunks);
+        const dependency = dependencyOf(operation, stage, stages, chunks, placement);
         const ready = dependency === null ? 0 : finishedAt.get(key(dependency.stage, dependency.op));
         if (ready === undefined) break;
         const start = Math.max(freeAt[stage]!, ready);
-        const end = start + (operation.kind === 'F' ? durations.forward : durations.backward);
+        const end = start + durationOf(operation, durations, split[stage]!);
         finishedAt.set(key(stage, operation), end);
         freeAt[stage] = end;
         events.push({ stage, kind: operation.kind, microBatch: operation.microBatch, chunk: operation.chunk, start, end });
@@ -76,7 +95,7 @@ export function simulateTimeline(schedule: Schedule, durations: OpDurations = DE
   const waiting = ops.map((stageOps, stage) => {
     const next = stageOps[position[stage]!];
     if (next === undefined) return null;
-    const dependency = dependencyOf(next, stage, stages, chunks)!;
+    const dependency = dependencyOf(next, stage, stages, chunks, placement)!;
     return { op: next, needs: `${formatOp(dependency.op)} on stage ${dependency.stage}` };
   });
   return { ok: false, events, stall: { completed: [...position], waiting } };

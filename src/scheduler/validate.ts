@@ -1,14 +1,21 @@
 /**
  * Implements: the schedule validator (pytorch's `_validate_schedule` idea). A schedule is accepted when
- * - it has one op list per stage, and every op names F or B, a micro-batch in [0, M) and a chunk in [0, V);
+ * - it has one op list per stage, and every op names F, B or W, a micro-batch in [0, M) and a chunk in [0, V);
  * - every stage runs the forward and the backward of every (micro-batch, chunk) exactly once (every
- *   stage holds every chunk of its own: chunk c of stage s is virtual stage c P + s);
- * - on each stage a backward comes after that stage's forward of the same micro-batch and chunk;
- * - it can run to the end: simulated with unit op times (timeline.ts), no stage waits forever.
+ *   stage holds every chunk of its own; placement.ts says which virtual stage), and where any stage
+ *   splits its backwards ([Note: split backward] in ops.ts), every stage runs every W exactly once too;
+ * - on each stage a backward comes after that stage's forward of the same micro-batch and chunk, and
+ *   a W after that B;
+ * - no stage holds more activations than its kind promises (memory-bound.ts);
+ * - it can run to the end: simulated with unit op times (timeline.ts), no stage waits forever; this is
+ *   where a forward before the previous stage's forward, or a B before the next stage's B of that
+ *   micro-batch, shows (as the deadlock it is, naming the op waited for).
  * The error lists every problem and draws the step x stage table with the offending ops marked
  * `>F3<` (pytorch's `_format_pipeline_order`), so the bad spot is visible at a glance.
  */
-import { formatOp, OP_KINDS, ScheduleError, type PipelineOp, type Schedule } from './ops.ts';
+import { inFlightByOrder } from './measure.ts';
+import { activationLimit } from './memory-bound.ts';
+import { formatOp, OP_KINDS, ScheduleError, splitsBackward, type OpKind, type PipelineOp, type Schedule } from './ops.ts';
 import { simulateTimeline } from './timeline.ts';
 
 export class ScheduleValidationError extends ScheduleError {
@@ -35,12 +42,13 @@ export function validateSchedule(schedule: Schedule): Schedule {
     problems.push(`the schedule has op lists for ${ops.length} stages, but says stages = ${stages}`);
     throw new ScheduleValidationError(problems, formatOrderGrid(ops));
   }
+  const kinds: readonly OpKind[] = ops.some((stageOps) => splitsBackward(stageOps)) ? OP_KINDS : ['F', 'B'];
   ops.forEach((stageOps, stage) => {
     const seen = new Map<string, number>();
     stageOps.forEach((operation, step) => {
       const label = `stage ${stage} step ${step}: ${describe(operation)}`;
-      if (operation.kind !== 'F' && operation.kind !== 'B') {
-        problems.push(`${label} has kind ${JSON.stringify(operation.kind)}; use F or B`);
+      if (!(OP_KINDS as readonly string[]).includes(operation.kind)) {
+        problems.push(`${label} has kind ${JSON.stringify(operation.kind)}; use F, B or W`);
         mark(stage, step);
         return;
       }
@@ -62,17 +70,18 @@ export function validateSchedule(schedule: Schedule): Schedule {
         return;
       }
       seen.set(id, step);
-      if (operation.kind === 'B') {
-        const forwardStep = seen.get(formatOp({ ...operation, kind: 'F' }));
-        if (forwardStep === undefined) {
-          const later = stageOps.findIndex((o, i) => i > step && o.kind === 'F' && o.microBatch === operation.microBatch && o.chunk === operation.chunk);
-          problems.push(`${label} comes before its forward${later < 0 ? '' : ` (step ${later})`}: a backward needs the activations its forward saved`);
+      if (operation.kind !== 'F') {
+        const before = operation.kind === 'B' ? 'F' : 'B';
+        if (!seen.has(formatOp({ ...operation, kind: before }))) {
+          const later = stageOps.findIndex((o, i) => i > step && o.kind === before && o.microBatch === operation.microBatch && o.chunk === operation.chunk);
+          const why = operation.kind === 'B' ? 'a backward needs the activations its forward saved' : 'a W needs what its B left (the gradients of every layer output)';
+          problems.push(`${label} comes before its ${before === 'F' ? 'forward' : 'B'}${later < 0 ? '' : ` (step ${later})`}: ${why}`);
           mark(stage, step);
         }
       }
     });
     const missing: string[] = [];
-    for (const kind of OP_KINDS) {
+    for (const kind of kinds) {
       for (let chunk = 0; chunk < chunks; chunk++) {
         for (let microBatch = 0; microBatch < microBatches; microBatch++) {
           if (!seen.has(formatOp({ kind, microBatch, chunk }))) missing.push(formatOp({ kind, microBatch, chunk }));
@@ -94,6 +103,16 @@ export function validateSchedule(schedule: Schedule): Schedule {
         mark(stage, completed[stage]!);
       });
     }
+  }
+
+  if (problems.length === 0) {
+    ops.forEach((stageOps, stage) => {
+      const limit = activationLimit(schedule.kind, stages, stage, microBatches, chunks);
+      const held = inFlightByOrder(stageOps);
+      if (held > limit) {
+        problems.push(`stage ${stage} holds the activations of ${held} (micro-batch, chunk) pairs at once, more than the ${limit} the ${schedule.kind} schedule allows`);
+      }
+    });
   }
 
   if (problems.length > 0) {

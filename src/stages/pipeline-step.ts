@@ -1,6 +1,7 @@
 /**
  * Implements: one optimizer step of a pipeline stage as the executor of its actions (actions.ts): the
- * forwards and backwards of every accumulation round, REDUCE_TIED (the SharedWeight reduction of the
+ * forwards and backwards of every accumulation round (whole, or split into I and W by a zero-bubble
+ * schedule), REDUCE_TIED (the SharedWeight reduction of the
  * tied embedding, placed by lowering right after the last backward of the chunk holding it, so the last
  * stage's transfer overlaps the first stage's remaining backward), and OPTIMIZER_STEP (the tied and
  * data-parallel reductions, the gradient norm and the update). Each action kind has its branch in one
@@ -73,6 +74,11 @@ export interface PipelineStepResult {
   samples: number;
 }
 
+/** The compile-time proof that execute's switch handles every action kind. */
+function unknownAction(action: never): never {
+  throw new Error(`unknown action ${JSON.stringify(action)}`);
+}
+
 /**
  * The executor of one stage's actions, step after step. `begin(step)` opens a step; `execute(action)`
  * runs one action in the order the scheduler sent them; OPTIMIZER_STEP ends the step with its result.
@@ -105,6 +111,8 @@ export class PipelineStepExecutor {
     switch (action.kind) {
       case 'F':
       case 'B':
+      case 'I':
+      case 'W':
         await this.context.stage.run(action, (id) => this.batchOf(id));
         return undefined;
       case 'REDUCE_TIED':
@@ -119,6 +127,8 @@ export class PipelineStepExecutor {
           this.batches = new Map();
         }
       }
+      default:
+        return unknownAction(action);
     }
   }
 

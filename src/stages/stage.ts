@@ -5,12 +5,18 @@
  *
  * [Note: one chunk contract] Every chunk, at every tensor-parallel size and with or without activation
  * checkpointing, is a ModelChunk (src/model/chunk.ts): a backward is backwardInput, whose gradient is
- * sent upstream at once, then backwardWeight. Reads of tensor values here are awaited (`data()`): a
- * WebGPU backend cannot read synchronously.
+ * sent upstream at once, then backwardWeight. A whole backward (B) runs both at once; a zero-bubble
+ * schedule runs them as two actions, I and W, with other ops between (the saved state waits in between).
+ * backwardWeight is local (every tensor-parallel collective is in the input half), so W never talks to
+ * anyone. Reads of tensor values here are awaited (`data()`): a WebGPU backend cannot read synchronously.
  *
- * [Note: virtual stages] Chunk c of pipeline rank r is virtual stage v = c * P + r (interleaved 1F1B);
- * activations flow v -> v + 1, i.e. to rank (r + 1) mod P, wrapping to the next chunk after the last
- * rank. Virtual stage 0 holds the embedding and reads tokens; the last one holds the head and the loss.
+ * [Note: virtual stages] Chunk c of pipeline rank r is virtual stage v = c * P + r (interleaved 1F1B)
+ * in the looped placement; activations flow v -> v + 1, i.e. to rank (r + 1) mod P, wrapping to the
+ * next chunk after the last rank. In the V placement (zbv) chunk 1 comes back up, so the last rank
+ * sends its chunk 0's output to itself and rank 0 ends the model (placement.ts). Virtual stage 0 holds
+ * the embedding and reads tokens; the last one holds the head and the loss. Where one stage holds both
+ * (the V), its two chunks share one word-embedding variable: the tied weights are one parameter there,
+ * their gradients add up under its name, and no reduction between stages is needed.
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
@@ -24,7 +30,8 @@ import { WORD_EMBEDDING, sliceForLayers } from '../model/params.ts';
 import type { DropoutContext } from '../model/dropout.ts';
 import * as tf from '../tf.ts';
 import { readScalar, readTensor } from '../backend/tensor-view.ts';
-import { formatOp, type PipelineOp } from '../scheduler/ops.ts';
+import { formatAction, type ComputeAction } from '../scheduler/actions.ts';
+import { placeOfVirtualStage, virtualStageOf, type ChunkPlacement } from '../scheduler/placement.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
 export interface StageOptions {
@@ -47,6 +54,8 @@ export interface StageOptions {
   tensorGroup?: ProcessGroup;
   /** fp16 mode: activations and their gradients travel as float16. */
   halfPrecisionWire?: boolean;
+  /** Which virtual stage each chunk holds (the schedule kind's, placement.ts); default looped. */
+  placement?: ChunkPlacement;
 }
 
 export class PipelineStage {
@@ -55,6 +64,8 @@ export class PipelineStage {
   private readonly virtualStages: number;
   /** What each forward kept for its backward, by `microBatch.chunk`. */
   private readonly saved = new Map<string, ChunkSaved>();
+  /** What each backward-input (I) left for its backward-weight (W), by `microBatch.chunk`. */
+  private readonly awaitingWeight = new Map<string, ChunkSaved>();
   private gradSums = new Map<string, tf.Tensor>();
   /** The word embedding's gradient rows of this step's backwards, in order, merged into gradSums when read. */
   private wordEmbeddingRows: WordEmbeddingRows[] = [];
@@ -78,6 +89,19 @@ export class PipelineStage {
       wordEmbeddingRows: true,
     }));
     if (options.pipelineRank === 0) this.lookedUp = new Uint8Array(this.chunks[0].vocabRange.size);
+    this.tieWithinStage();
+  }
+
+  /** Chunks of this stage that hold the same parameter (the V's embedding and head) use the first one's variable. */
+  private tieWithinStage(): void {
+    const first = new Map<string, tf.Variable>();
+    for (const chunk of this.chunks) {
+      for (const [name, variable] of chunk.params) {
+        const owner = first.get(name);
+        if (owner === undefined) first.set(name, variable);
+        else chunk.shareParameter(name, owner);
+      }
+    }
   }
 
   /**
@@ -134,10 +158,23 @@ export class PipelineStage {
     this.wordEmbeddingRows = [];
   }
 
-  /** Runs one op; `batchOf(microBatch)` gives the tokens (every stage reads them: masks and labels). */
-  async run(op: PipelineOp, batchOf: (microBatch: number) => TokenBatch): Promise<void> {
-    if (op.kind === 'F') await this.forward(op, batchOf(op.microBatch));
-    else await this.backward(op, batchOf(op.microBatch));
+  /** Runs one compute action; `batchOf(microBatch)` gives the tokens (every stage reads them: masks and labels). */
+  async run(action: ComputeAction, batchOf: (microBatch: number) => TokenBatch): Promise<void> {
+    switch (action.kind) {
+      case 'F':
+        return this.forward(action, batchOf(action.microBatch));
+      case 'B': {
+        const start = await this.backwardInput(action, batchOf(action.microBatch));
+        this.backwardWeight(action, start);
+        return;
+      }
+      case 'I':
+        this.finishCompute(action, await this.backwardInput(action, batchOf(action.microBatch)));
+        return;
+      case 'W':
+        this.backwardWeight(action, wallClockMs());
+        return;
+    }
   }
 
   /** Time spent computing forwards and backwards since the step began (the complement of the bubble). */
@@ -153,6 +190,7 @@ export class PipelineStage {
     const seen = new Set<number>();
     let bytes = 0;
     for (const saved of this.saved.values()) bytes += tensorBytes(saved, seen);
+    for (const saved of this.awaitingWeight.values()) bytes += tensorBytes(saved, seen);
     return bytes;
   }
 
@@ -161,11 +199,11 @@ export class PipelineStage {
     this.options.trace?.counter('saved activations', wallClockMs(), { bytes: this.savedBytes });
   }
 
-  /** Ends a forward or backward begun at `start` (it includes the chunk's tensor-parallel all-reduces). */
-  private finishCompute(op: PipelineOp, start: number): void {
+  /** Ends a compute action begun at `start` (it includes the chunk's tensor-parallel all-reduces). */
+  private finishCompute(action: ComputeAction, start: number): void {
     const end = wallClockMs();
     this.computeMs += end - start;
-    this.options.trace?.record(op.kind === 'F' ? 'forward' : 'backward', 'compute', start, end, this.args(op));
+    this.options.trace?.record(TRACE_NAMES[action.kind], 'compute', start, end, this.args(action));
   }
 
   /** Adds a micro-batch's gradient (taken over) to the step's sum for that parameter. */
@@ -173,11 +211,11 @@ export class PipelineStage {
     addGradient(this.gradSums, name, grad);
   }
 
-  private args(op: PipelineOp): Record<string, number> {
+  private args(op: ComputeAction): Record<string, number> {
     return { step: this.step + 1, microBatch: op.microBatch, chunk: op.chunk };
   }
 
-  private async send(op: PipelineOp, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): Promise<void> {
+  private async send(op: ComputeAction, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): Promise<void> {
     const start = wallClockMs();
     const values = await readTensor(tensor);
     this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), values, tensor.shape, {
@@ -208,16 +246,18 @@ export class PipelineStage {
     for (const chunk of this.chunks) chunk.dispose();
     for (const grad of this.gradSums.values()) grad.dispose();
     this.disposeWordEmbeddingRows();
-    for (const [key, saved] of this.saved) this.chunks[Number(key.split('.')[1])].release(saved);
-    this.saved.clear();
+    for (const held of [this.saved, this.awaitingWeight]) {
+      for (const [key, saved] of held) this.chunks[Number(key.split('.')[1])].release(saved);
+      held.clear();
+    }
   }
 
   private virtualStage(chunk: number): number {
-    return chunk * this.options.pipelineSize + this.options.pipelineRank;
+    return virtualStageOf(this.options.pipelineRank, chunk, this.options.pipelineSize, this.options.placement);
   }
 
   private rankOfVirtual(virtual: number): number {
-    return this.options.stageRanks[virtual % this.options.pipelineSize];
+    return this.options.stageRanks[placeOfVirtualStage(virtual, this.options.pipelineSize, this.options.placement).stage];
   }
 
   private tag(kind: 'act' | 'grad', microBatch: number, virtual: number): string {
@@ -228,9 +268,9 @@ export class PipelineStage {
    * Activations and their gradients between stages always have the seed's TENSOR_SHAPE,
    * (micro-batch size, seqLen, hidden): anything else is refused before it is used.
    */
-  private async receive(kind: 'act' | 'grad', op: PipelineOp, from: number, virtual: number, expectedShape: number[]): Promise<tf.Tensor> {
+  private async receive(kind: 'act' | 'grad', op: ComputeAction, from: number, virtual: number, expectedShape: number[]): Promise<tf.Tensor> {
     const what = kind === 'act' ? 'activation' : 'output gradient';
-    const where = `stage ${this.options.pipelineRank} (op ${formatOp(op)}, step ${this.step + 1})`;
+    const where = `stage ${this.options.pipelineRank} (op ${formatAction(op)}, step ${this.step + 1})`;
     const start = wallClockMs();
     let received: { values: Float32Array; shape: number[] };
     try {
@@ -261,7 +301,7 @@ export class PipelineStage {
     return { dropout: { seed: config.seed, step: this.step, sampleIds: batch.sampleIds } };
   }
 
-  private async forward(op: PipelineOp, batch: TokenBatch): Promise<void> {
+  private async forward(op: ComputeAction, batch: TokenBatch): Promise<void> {
     const virtual = this.virtualStage(op.chunk);
     const chunk = this.chunks[op.chunk];
     if (virtual === 0) this.noteLookups(batch);
@@ -291,7 +331,7 @@ export class PipelineStage {
    * other stages wait for. Virtual stage 0's chunk computes first and waits for nothing, so it is left.
    * Only whole (tp = 1) chunks: they are the ones whose products run on the wasm fast path measured there.
    */
-  private warmWeights(op: PipelineOp): void {
+  private warmWeights(op: ComputeAction): void {
     this.weightsWarmed = true;
     const start = wallClockMs();
     this.chunks.forEach((chunk, index) => {
@@ -300,33 +340,47 @@ export class PipelineStage {
     this.options.trace?.record('pack weights', 'compute', start, wallClockMs(), this.args(op));
   }
 
-  /** The B op: backwardInput, its gradient sent upstream at once, then backwardWeight. */
-  private async backward(op: PipelineOp, batch: TokenBatch): Promise<void> {
-    const virtual = this.virtualStage(op.chunk);
-    const chunk = this.chunks[op.chunk];
-    const key = `${op.microBatch}.${op.chunk}`;
+  /**
+   * The input half of a backward: backwardInput, its gradient sent upstream at once; what the weight
+   * half needs waits in `awaitingWeight`. Returns when its compute began (after the gradient arrived).
+   */
+  private async backwardInput(action: ComputeAction, batch: TokenBatch): Promise<number> {
+    const virtual = this.virtualStage(action.chunk);
+    const chunk = this.chunks[action.chunk];
+    const key = `${action.microBatch}.${action.chunk}`;
     const saved = this.saved.get(key);
-    if (saved === undefined) throw new Error(`stage ${this.options.pipelineRank}: backward ${formatOp(op)} before its forward`);
+    if (saved === undefined) throw new Error(`stage ${this.options.pipelineRank}: backward ${formatAction(action)} before its forward`);
     this.saved.delete(key);
-    this.noteSaved();
     const last = virtual === this.virtualStages - 1;
     let inputGrad: tf.Tensor3D | undefined;
     let start = 0;
     try {
-      const outputGrad = last ? undefined : ((await this.receive('grad', op, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
+      const outputGrad = last ? undefined : ((await this.receive('grad', action, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
       start = wallClockMs();
       try {
         inputGrad = await chunk.backwardInput(saved, outputGrad);
       } finally {
         outputGrad?.dispose();
       }
-      if (inputGrad !== undefined) await this.send(op, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
+      if (inputGrad !== undefined) await this.send(action, 'grad', this.rankOfVirtual(virtual - 1), virtual - 1, inputGrad);
     } catch (error) {
       chunk.release(saved);
       throw error;
     } finally {
       inputGrad?.dispose();
     }
+    this.awaitingWeight.set(key, saved);
+    this.noteSaved();
+    return start;
+  }
+
+  /** The weight half: backwardWeight, its gradients added to the step's sums; the compute began at `start`. */
+  private backwardWeight(action: ComputeAction, start: number): void {
+    const chunk = this.chunks[action.chunk];
+    const key = `${action.microBatch}.${action.chunk}`;
+    const saved = this.awaitingWeight.get(key);
+    if (saved === undefined) throw new Error(`stage ${this.options.pipelineRank}: backward-weight ${formatAction(action)} before its backward-input`);
+    this.awaitingWeight.delete(key);
     let weights: ReturnType<typeof chunk.backwardWeight>;
     try {
       weights = chunk.backwardWeight(saved);
@@ -335,11 +389,15 @@ export class PipelineStage {
       throw error;
     }
     const { grads, wordEmbeddingRows } = weights;
-    this.finishCompute(op, start);
+    this.finishCompute(action, start);
+    this.noteSaved();
     if (wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(wordEmbeddingRows);
     for (const [name, grad] of grads) this.accumulate(name, grad);
   }
 }
+
+/** The trace's name for each compute action (the bench and the rank's bubble read `compute` spans). */
+const TRACE_NAMES: Record<ComputeAction['kind'], string> = { F: 'forward', B: 'backward', I: 'backward input', W: 'backward weight' };
 
 /**
  * Bytes of the distinct tensors reachable from `value` through arrays, maps and plain objects; class

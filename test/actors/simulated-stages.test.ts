@@ -20,7 +20,8 @@ import {
   type Schedule,
   type TimedOp,
 } from '../../src/scheduler/schedules.ts';
-import { allSchedules } from '../scheduler/helpers.ts';
+import { allSchedules, zeroBubbleSchedules } from '../scheduler/helpers.ts';
+import { placementOf } from '../../src/scheduler/placement.ts';
 
 const describeSchedule = (s: Schedule) => `${s.kind} P=${s.stages} M=${s.microBatches} V=${s.chunks}`;
 
@@ -43,7 +44,7 @@ function assertRanCorrectly(schedule: Schedule, run: StageActorsRun): void {
       assert.ok(event.start >= previousEnd, `${name}: stage ${stage} started ${formatOp(operation)} before its previous op ended`);
       assert.ok(event.end > event.start, `${name}: stage ${stage} ${formatOp(operation)} took no time`);
       previousEnd = event.end;
-      const dependency = dependencyOf(operation, stage, schedule.stages, schedule.chunks);
+      const dependency = dependencyOf(operation, stage, schedule.stages, schedule.chunks, placementOf(schedule.kind));
       if (dependency === null) continue;
       const input = byKey.get(`${dependency.stage}:${formatOp(dependency.op)}`);
       assert.ok(input !== undefined && input.end <= event.start, `${name}: stage ${stage} started ${formatOp(operation)} at ${event.start} before ${formatOp(dependency.op)} on stage ${dependency.stage} ended (${input?.end})`);
@@ -70,6 +71,21 @@ describe('stage actors, virtual clock', () => {
     }
     assert.equal(runs, 424);
     t.diagnostic(`${runs} simulated runs, ${messages} messages, ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  });
+
+  test('simulate - zb-h1 and zbv for every P <= 8, M <= 16: each op once, W after its B without a message, the V turned on the last stage, same times as the timeline', async () => {
+    let runs = 0;
+    for (const schedule of zeroBubbleSchedules()) {
+      const run = await runStageActors(schedule, { deadlineMs: 10_000 });
+      assertRanCorrectly(schedule, run);
+      const timeline = simulateTimeline(schedule);
+      assert.ok(timeline.ok);
+      assert.deepEqual(run.events, timeline.events, describeSchedule(schedule));
+      // W sends nothing; the V's turn on the last stage is a message to itself, like any other boundary.
+      assert.equal(run.messages, schedule.microBatches * (schedule.stages * schedule.chunks - 1) * 2, describeSchedule(schedule));
+      runs++;
+    }
+    assert.equal(runs, 256);
   });
 
   test('simulate - 1F1B holds at most P - rank micro-batches on stage rank (exactly min(P - rank, M)); GPipe holds all M', async () => {

@@ -103,6 +103,23 @@ test('stage actor - actions sent ahead, reordered and repeated run once each, in
   }
 });
 
+test('stage actor - a zero-bubble step: its I and W actions, lowered as the scheduler lowers zb-h1, arrive over the bus and run in order; an I where the lowering has W is dropped', async () => {
+  const config = resolveTinyConfig({ model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 }, seqLen: 8, steps: 2, seed: 1, vocabSize: 24 }, { parallel: { pipeline: 2 }, numMicroBatches: 2, batchSize: 4, schedule: 'zb-h1' });
+  const actions = stageActionsOfStep(config, 2)[1];
+  assert.deepEqual(actions.map(formatAction), ['F0', 'I0', 'F1', 'I1', 'W0', 'W1', 'REDUCE_TIED', 'OPTIMIZER_STEP']);
+  const h = harness(actions);
+  try {
+    h.sendRaw({ type: 'action', step: 0, index: 4, count: actions.length, action: { kind: 'I', microBatch: 0, chunk: 0 } });
+    await settle();
+    assert.equal(h.remote.malformed, 1);
+    for (let index = actions.length - 1; index >= 0; index--) h.send(0, index, actions);
+    await h.actor.runStep(0);
+    assert.deepEqual(h.executor.log, ['begin 0', ...actions.map(formatAction)]);
+  } finally {
+    await h.close();
+  }
+});
+
 test('stage actor - a missing action fails the step, naming the action and the step; a failed actor takes no more work', async () => {
   const actions = SHORT;
   const h = harness(actions, 150);

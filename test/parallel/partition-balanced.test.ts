@@ -103,3 +103,9 @@ describe('partitionForRun', () => {
     assert.ok(costs.embedding < costs.layer, `embedding ${costs.embedding / costs.layer} blocks`);
   });
 });
+
+test('partition for a run - zbv hands the same cut to the V: stage 0 holds the first and the last part, the last stage the two middle ones', () => {
+  const base = { model: { numLayers: 8 } as never, numChunks: 2, partition: 'uniform' as const, seqLen: 8, batchSize: 8, numMicroBatches: 4, parallel: { pipeline: 4 } };
+  assert.deepEqual(partitionForRun(base), [[[0, 1], [4, 5]], [[1, 2], [5, 6]], [[2, 3], [6, 7]], [[3, 4], [7, 8]]]);
+  assert.deepEqual(partitionForRun({ ...base, schedule: 'zbv' }), [[[0, 1], [7, 8]], [[1, 2], [6, 7]], [[2, 3], [5, 6]], [[3, 4], [4, 5]]]);
+});

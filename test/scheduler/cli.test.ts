@@ -9,7 +9,7 @@ import { parseCommandLine } from '../../src/cli/args.ts';
 import { UsageError } from '../../src/cli/command-spec.ts';
 import type { ScheduleCommand } from '../../src/cli/schedule-args.ts';
 import { runSchedule } from '../../src/cli/schedule.ts';
-import { buildInterleaved, scheduleToJson } from '../../src/scheduler/schedules.ts';
+import { buildInterleaved, buildZeroBubbleH1, scheduleToJson } from '../../src/scheduler/schedules.ts';
 import { runCli } from '../support/cli.ts';
 
 function parseSchedule(argv: string[]): ScheduleCommand {
@@ -96,6 +96,31 @@ test('schedule --svg - writes a timeline with one box per op, two colours, and s
     const quiet = capture(parseSchedule(['--kind', 'gpipe', '--stages', '2', '--microbatches', '2', '--json', '--svg', file]));
     JSON.parse(quiet.out);
     assert.match(quiet.err, /wrote the timeline to/);
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+  }
+});
+
+test('schedule - zb-h1 and zbv: zbv\'s chunks default to 2 (and no other count is taken); JSON lists W; the SVG draws W in a third colour', () => {
+  assert.equal(parseSchedule(['--kind', 'zbv', '--stages', '4', '--microbatches', '8']).chunks, 2);
+  assertUsage(['--kind', 'zbv', '--stages', '4', '--microbatches', '8', '--chunks', '3'], /zbv schedule runs exactly two model chunks per stage.*use chunks = 2/);
+  assertUsage(['--kind', 'zb-h1', '--stages', '4', '--microbatches', '8', '--chunks', '2'], /zb-h1 schedule runs one model chunk per stage/);
+  const json = JSON.parse(capture(parseSchedule(['--kind', 'zb-h1', '--stages', '2', '--microbatches', '2', '--json'])).out) as { ops: unknown[][] };
+  assert.deepEqual(json, scheduleToJson(buildZeroBubbleH1(2, 2)));
+  assert.deepEqual(json.ops[0], [['F', 0, 0], ['F', 1, 0], ['B', 0, 0], ['W', 0, 0], ['B', 1, 0], ['W', 1, 0]]);
+  const chart = capture(parseSchedule(['--kind', 'zb-h1', '--stages', '4', '--microbatches', '8'])).out;
+  assert.match(chart, /theoretical bubble: 0\.111 = \(p - 1\) \/ \(3 m \+ p - 1\)/);
+  const folder = mkdtempSync(join(tmpdir(), 'schedule-svg-'));
+  try {
+    const file = join(folder, 'zbv.svg');
+    capture(parseSchedule(['--kind', 'zbv', '--stages', '2', '--microbatches', '4', '--svg', file]));
+    const svg = readFileSync(file, 'utf8');
+    const boxes = [...svg.matchAll(/<title>stage (\d) (forward|backward-input|backward-weight) micro-batch (\d+) chunk (\d+), t (\d+)-(\d+)<\/title><rect [^>]*fill="(#[0-9a-f]{6})"/g)];
+    assert.equal(boxes.length, 2 * 2 * 4 * 3);
+    const colours = new Map(boxes.map((box) => [box[2], box[7]]));
+    assert.equal(new Set(colours.values()).size, 3);
+    for (const box of boxes) assert.equal(Number(box[6]) - Number(box[5]), 1, 'F, B and W one unit each (B and W half of the 2-unit backward)');
+    assert.match(svg, /W: weight gradient/);
   } finally {
     rmSync(folder, { recursive: true, force: true });
   }

@@ -15,6 +15,10 @@ const GOLDEN: [ScheduleKind, number, number, number][] = [
   ['interleaved', 2, 4, 2],
   ['interleaved', 4, 8, 2],
   ['interleaved', 2, 2, 3],
+  ['zb-h1', 2, 4, 1],
+  ['zb-h1', 4, 8, 1],
+  ['zbv', 2, 4, 2],
+  ['zbv', 4, 8, 2],
 ];
 
 function goldenText(kind: ScheduleKind, stages: number, microBatches: number, chunks: number): string {

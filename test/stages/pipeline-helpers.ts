@@ -10,6 +10,7 @@ import { ParallelGrid } from '../../src/parallel/grid.ts';
 import { partitionForRun } from '../../src/parallel/run-partition.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
+import { lossStageOf, placementOf, tiedWeightCrossesStages } from '../../src/scheduler/placement.ts';
 import { lowerStageOps, tiedChunksOf } from '../../src/scheduler/actions.ts';
 import { PipelineStepExecutor, type PipelineStepContext, type PipelineStepResult } from '../../src/stages/pipeline-step.ts';
 import { PipelineStage } from '../../src/stages/stage.ts';
@@ -29,7 +30,7 @@ export interface PipelineRun {
 /** One whole step of a stage without actors: its ops lowered as the scheduler lowers them, run in order. */
 async function runStep(context: PipelineStepContext, step: number, ops: PipelineOp[], placement: { pp: number; pipeline: number }): Promise<PipelineStepResult> {
   const { config, stage } = context;
-  const tiedChunks = context.sharedWeights.parameterNames.length === 0 ? [] : tiedChunksOf(placement.pp, placement.pipeline, stage.chunks.length);
+  const tiedChunks = context.sharedWeights.parameterNames.length === 0 ? [] : tiedChunksOf(placement.pp, placement.pipeline, stage.chunks.length, placementOf(config.schedule));
   const executor = new PipelineStepExecutor(context);
   executor.begin(step);
   let result: PipelineStepResult | undefined;
@@ -56,7 +57,7 @@ export async function runPipeline(
     const tensorGroup = new ProcessGroup({ bus, name: grid.groupName('tp', rank), ranks: grid.tensorGroup(rank), rank, timeoutMs: 20_000 });
     const modelParallelGroup = new ProcessGroup({ bus, name: grid.groupName('tp-pp', rank), ranks: grid.group('tp-pp', rank), rank, timeoutMs: 20_000 });
     const trace = options.trace?.(rank);
-    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, halfPrecisionWire: config.fp16 !== undefined, trace });
+    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, halfPrecisionWire: config.fp16 !== undefined, trace, placement: placementOf(config.schedule) });
     const mixedPrecision =
       config.fp16 === undefined
         ? undefined
@@ -64,7 +65,7 @@ export async function runPipeline(
     const params = new Map<string, tf.Variable>();
     for (const set of stage.parameterSets()) for (const [name, variable] of set) params.set(name, variable);
     const sharedWeights = options.sharedWeights?.() ?? new SharedWeights();
-    if (grid.inEmbeddingGroup(rank) && grid.pipeline > 1) {
+    if (grid.inEmbeddingGroup(rank) && tiedWeightCrossesStages(grid.pipeline, config.numChunks, placementOf(config.schedule))) {
       sharedWeights.register(new ProcessGroup({ bus, name: grid.embeddingGroupName(rank), ranks: grid.embeddingGroup(rank), rank, timeoutMs: 20_000 }), [WORD_EMBEDDING]);
     }
     const dataParallel = { rank: dp, size: grid.data, allReduce: (values: Float32Array) => dpGroup.allReduce(values, 'sum') };
@@ -83,7 +84,7 @@ export async function runPipeline(
         ),
       ),
     );
-    losses.push(results[grid.rankOf({ dp: 0, pp: grid.pipeline - 1, tp: 0 })].loss);
+    losses.push(results[grid.rankOf({ dp: 0, pp: lossStageOf(grid.pipeline, config.numChunks, placementOf(config.schedule)), tp: 0 })].loss);
     skipped.push(results.map((result) => result.skipped === true));
   }
   const embeddings = new Map<number, Float32Array>();
