@@ -18,7 +18,7 @@ export interface ActivationPeakResult {
   gpipeBytes: number;
 }
 
-function firstStagePeak(trace: readonly TraceEvent[], schedule: string): number {
+export function firstStagePeak(trace: readonly TraceEvent[], schedule: string): number {
   const peak = counterPeak(trace, 'saved activations', FIRST_STAGE_RANK, 'bytes');
   if (peak === undefined || peak <= 0) throw new Error(`the ${schedule} job's trace has no "saved activations" counter for rank ${FIRST_STAGE_RANK}`);
   return peak;

@@ -16,8 +16,7 @@ import { dirname, join } from 'node:path';
 import * as tf from '../src/tf.ts';
 import { initBackend } from '../src/backend/select.ts';
 import { startNatsServer, type NatsServerHandle } from '../src/comm/nats-server.ts';
-import { measureActivationPeak } from './activation-peak.ts';
-import { concurrencyOf, runAlone, runPair } from './concurrency.ts';
+import { firstStagePeak, measureActivationPeak } from './activation-peak.ts';
 import { measureDataParallel } from './data-parallel.ts';
 import { measureGpuMatmulGflops, measureGpuStep, measureTorchStep, type GpuBenchModel } from './gpu.ts';
 import { activateBackend } from '../src/backend/select.ts';
@@ -25,7 +24,9 @@ import { findGpuAdapter } from '../src/backend/webgpu/dawn.ts';
 import { SUBMIT_BATCH } from '../src/backend/webgpu/activate.ts';
 import { measureMatmulGflops } from './matmul.ts';
 import { measureMemory } from './memory.ts';
-import { pipelineFigures, PIPELINE_JOB_MODEL, PIPELINE_MICRO_BATCHES, PIPELINE_STAGES, runPipelineJob } from './pipeline.ts';
+import { pipelineFigures, PIPELINE_JOB_MODEL, PIPELINE_MICRO_BATCHES, PIPELINE_STAGES, type PipelineResult } from './pipeline.ts';
+import { measurePipelineRounds, overRounds } from './pipeline-rounds.ts';
+import type { ScheduleKind } from '../src/scheduler/ops.ts';
 import { reportJson, reportTable, round, type Figure, type Target } from './report.ts';
 import { measureTrainingStep } from './step.ts';
 import { measureTransport } from './transport.ts';
@@ -59,6 +60,8 @@ const STEP_MODEL = { numLayers: 4, hiddenSize: 256, numAttentionHeads: 4, maxPos
  */
 const TINY = JSON.parse(readFileSync(new URL('../examples/tiny.json', import.meta.url), 'utf8')) as { model: BenchModel['model']; batchSize: number; seqLen: number };
 const JOB_MODEL = PIPELINE_JOB_MODEL;
+const ZERO_BUBBLE_SCHEDULES: ScheduleKind[] = ['zb-h1', 'zbv'];
+const PIPELINE_SCHEDULES: ScheduleKind[] = ['1f1b', ...ZERO_BUBBLE_SCHEDULES];
 const MICRO_BATCHES = PIPELINE_MICRO_BATCHES;
 const JOB_STEPS = quick ? FIRST_MEASURED_STEP + 1 : FIRST_MEASURED_STEP + 4;
 const MEMORY = quick ? { warmup: 2, steps: 20 } : { warmup: 5, steps: 200 };
@@ -76,6 +79,9 @@ const TARGETS: Record<string, Target> = {
   tensor_growth: { op: '==', value: 0 },
   rss_growth_mb: { op: '<=', value: 100 },
   activation_peak_ratio: { op: '<=', value: PIPELINE_STAGES / MICRO_BATCHES },
+  pipeline_efficiency_zb: { op: '>=', value: 0.95 },
+  bubble_zb_over_1f1b: { op: '<=', value: 0.5 },
+  activation_peak_ratio_zb: { op: '<=', value: 1.1 },
   gpu_step_efficiency: { op: '>=', value: 0.3 },
   gpu_vs_torch: { op: '<=', value: 4 },
 };
@@ -181,40 +187,68 @@ try {
   let commPp2: number | null = null;
   let commDp2: number | null = null;
   if (runs('pipeline')) {
-    startSection('pipeline', `${JOB_MODEL.model.numLayers} layers, hidden ${JOB_MODEL.model.hiddenSize}, batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}: one process alone, two at once, pipeline 2, one alone again`);
+    const rounds = quick ? 1 : 2;
+    startSection('pipeline', `${JOB_MODEL.model.numLayers} layers, hidden ${JOB_MODEL.model.hiddenSize}, batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}: ${rounds} round(s) of one process alone, two at once, pipeline 2 with ${PIPELINE_SCHEDULES.join(', ')}`);
     try {
-      const before = await runAlone(jobConfig, dir, 'alone-before', JOB_STEPS, say);
-      const pairMs = await runPair(jobConfig, dir, JOB_STEPS, say);
       const job = { config: jobConfig, dir, steps: JOB_STEPS, microBatches: MICRO_BATCHES, natsUrl: nats!.url };
-      const pipelineRun = await runPipelineJob(job, say);
-      const aloneMs = (before + (await runAlone(jobConfig, dir, 'alone-after', JOB_STEPS, say))) / 2;
-      const concurrency = concurrencyOf(aloneMs, pairMs);
-      figure('concurrency', concurrency, 'two single-process trainings at once: throughput over 2x one alone');
-      const pipeline = pipelineFigures(pipelineRun, MICRO_BATCHES, aloneMs, concurrency);
-      figure('pp2_speedup', pipeline.pp2Speedup, `single-process step / pipeline 2 step (${aloneMs.toFixed(0)} / ${pipeline.stepMs.toFixed(0)} ms), m=${MICRO_BATCHES}, 1F1B`);
-      figure('pipeline_efficiency', pipeline.pipelineEfficiency, `pp2_speedup / (2 x concurrency x m / (m + p - 1)) = / ${pipeline.ideal.toFixed(3)}`);
-      figure('bubble_ratio', pipeline.bubbleRatio, `measured 1F1B bubble ${pipeline.shape.bubble.toFixed(3)} / theory ${pipeline.theoreticalBubble.toFixed(3)} (imbalance alone: ${pipeline.replayedBubble.toFixed(3)})`);
-      commPp2 = pipeline.commFraction;
-      figure('comm_fraction_pp2', pipeline.commFraction, 'pipeline 2: exposed communication / step time (worst rank)');
-      details.concurrency = { aloneStepMs: [round(before, 1), round(2 * aloneMs - before, 1)], pairStepMs: pairMs.map((ms) => round(ms, 1)) };
+      const measured = await measurePipelineRounds({ ...job, schedules: PIPELINE_SCHEDULES, rounds }, say);
+      const perRound = (schedule: ScheduleKind) => measured.map((round) => pipelineFigures(round.runs.get(schedule)!, MICRO_BATCHES, round.aloneMs, round.concurrency, schedule));
+      const concurrency = overRounds(measured.map((round) => round.concurrency));
+      figure('concurrency', concurrency.mean, `two single-process trainings at once: throughput over 2x one alone (${concurrency.note})`);
+      const oneFOneB = perRound('1f1b');
+      const speedup = overRounds(oneFOneB.map((f) => f.pp2Speedup));
+      const efficiency = overRounds(oneFOneB.map((f) => f.pipelineEfficiency));
+      const stepMs = overRounds(oneFOneB.map((f) => f.stepMs));
+      const aloneMs = overRounds(measured.map((round) => round.aloneMs));
+      figure('pp2_speedup', speedup.mean, `single-process step / pipeline 2 step (${aloneMs.mean.toFixed(0)} / ${stepMs.mean.toFixed(0)} ms), m=${MICRO_BATCHES}, 1F1B (${speedup.note})`);
+      figure('pipeline_efficiency', efficiency.mean, `pp2_speedup / (2 x concurrency x m / (m + p - 1)), per round (${efficiency.note})`);
+      const last = oneFOneB[oneFOneB.length - 1]!;
+      const bubble1f1b = overRounds(oneFOneB.map((f) => f.shape.bubble));
+      figure('bubble_ratio', overRounds(oneFOneB.map((f) => f.bubbleRatio)).mean, `measured 1F1B bubble ${bubble1f1b.mean.toFixed(3)} / theory ${last.theoreticalBubble.toFixed(3)} (imbalance alone: ${last.replayedBubble.toFixed(3)})`);
+      figure('bubble_1f1b', bubble1f1b.mean, `1F1B's measured bubble fraction, mean of the stages' (${bubble1f1b.note})`);
+      commPp2 = overRounds(oneFOneB.map((f) => f.commFraction)).mean;
+      figure('comm_fraction_pp2', commPp2, 'pipeline 2: exposed communication / step time (worst rank)');
+      // The best zero-bubble schedule by measured bubble; its efficiency and zb-h1's memory beside 1F1B's.
+      const zeroBubble = ZERO_BUBBLE_SCHEDULES.map((schedule) => ({ schedule, figures: perRound(schedule) }));
+      const bubbleOf = (figures: PipelineResult[]) => overRounds(figures.map((f) => f.shape.bubble));
+      const best = zeroBubble.reduce((a, b) => (bubbleOf(b.figures).mean < bubbleOf(a.figures).mean ? b : a));
+      figure('bubble_zb', bubbleOf(best.figures).mean, `the measured bubble of the best zero-bubble schedule, ${best.schedule} (${zeroBubble.map((z) => `${z.schedule} ${bubbleOf(z.figures).mean.toFixed(3)}`).join(', ')}; ${bubbleOf(best.figures).note})`);
+      figure('bubble_zb_over_1f1b', bubbleOf(best.figures).mean / bubble1f1b.mean, 'bubble_zb / bubble_1f1b');
+      const efficiencyZb = overRounds(best.figures.map((f) => f.pipelineEfficiency));
+      figure('pipeline_efficiency_zb', efficiencyZb.mean, `pipeline_efficiency of ${best.schedule} (${efficiencyZb.note})`);
+      const zbH1Peak = firstStagePeak(measured[0]!.runs.get('zb-h1')!.trace, 'zb-h1');
+      const oneFOneBPeak = firstStagePeak(measured[0]!.runs.get('1f1b')!.trace, '1F1B');
+      figure('activation_peak_ratio_zb', zbH1Peak / oneFOneBPeak, `zb-h1's first-stage peak of saved activations / 1F1B's (${(zbH1Peak / 2 ** 20).toFixed(1)} / ${(oneFOneBPeak / 2 ** 20).toFixed(1)} MiB)`);
+      details.concurrency = { aloneStepMs: measured.map((r) => round(r.aloneMs, 1)), pairStepMs: measured.map((r) => r.pairMs.map((ms) => round(ms, 1))) };
       details.pipeline = {
-        stepMs: round(pipeline.stepMs, 1),
-        ideal: round(pipeline.ideal),
-        stageComputeMs: pipeline.shape.busyMs.map((ms) => round(ms, 1)),
-        balanceBound: round(pipeline.shape.balanceBound),
-        bubbles: pipeline.shape.bubbles.map((b) => round(b)),
-        replayedBubble: round(pipeline.replayedBubble),
-        commFractionPerRank: roundAll(pipeline.commPerRank),
-        commFractionByEvent: roundAll(pipeline.commByName),
+        rounds,
+        stepMs: round(stepMs.mean, 1),
+        ideal: round(last.ideal),
+        stageComputeMs: last.shape.busyMs.map((ms) => round(ms, 1)),
+        balanceBound: round(last.shape.balanceBound),
+        bubbles: last.shape.bubbles.map((b) => round(b)),
+        replayedBubble: round(last.replayedBubble),
+        commFractionPerRank: roundAll(last.commPerRank),
+        commFractionByEvent: roundAll(last.commByName),
+        bySchedule: Object.fromEntries(PIPELINE_SCHEDULES.map((schedule) => {
+          const figures = perRound(schedule);
+          return [schedule, {
+            stepMs: figures.map((f) => round(f.stepMs, 1)),
+            bubble: figures.map((f) => round(f.shape.bubble)),
+            theoreticalBubble: round(figures[0]!.theoreticalBubble),
+            replayedBubble: figures.map((f) => round(f.replayedBubble)),
+            efficiency: figures.map((f) => round(f.pipelineEfficiency)),
+          }];
+        })),
       };
       try {
-        const peak = await measureActivationPeak({ ...job, oneFOneB: pipelineRun }, say);
+        const peak = await measureActivationPeak({ ...job, oneFOneB: measured[0]!.runs.get('1f1b')! }, say);
         figure('activation_peak_ratio', peak.ratio, `first stage's saved activations at peak, 1F1B / GPipe (${(peak.oneFOneBBytes / 2 ** 20).toFixed(1)} / ${(peak.gpipeBytes / 2 ** 20).toFixed(1)} MiB)`);
       } catch (error) {
         failed(['activation_peak_ratio'], error);
       }
     } catch (error) {
-      failed(['concurrency', 'pp2_speedup', 'pipeline_efficiency', 'bubble_ratio', 'comm_fraction_pp2', 'activation_peak_ratio'].filter((key) => !figures.some((f) => f.key === key)), error);
+      failed(['concurrency', 'pp2_speedup', 'pipeline_efficiency', 'bubble_ratio', 'bubble_1f1b', 'comm_fraction_pp2', 'bubble_zb', 'bubble_zb_over_1f1b', 'pipeline_efficiency_zb', 'activation_peak_ratio_zb', 'activation_peak_ratio'].filter((key) => !figures.some((f) => f.key === key)), error);
     }
   }
 

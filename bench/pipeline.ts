@@ -9,7 +9,7 @@
  * The job writes trace.json; its counters also give the 1F1B side of `activation_peak_ratio`.
  */
 import { join } from 'node:path';
-import { theoreticalBubble } from '../src/scheduler/measure.ts';
+import { theoreticalBubbleOf } from '../src/scheduler/measure.ts';
 import { buildSchedule } from '../src/scheduler/schedules.ts';
 import type { ScheduleKind } from '../src/scheduler/ops.ts';
 import { exposedCommFraction, pipelineShape, replayedBubble, type PipelineShape } from './trace-analysis.ts';
@@ -29,7 +29,7 @@ export const PIPELINE_MICRO_BATCHES = 8;
 
 /** The CLI settings of the bench's pipeline jobs. */
 export function pipelineSets(schedule: ScheduleKind, microBatches: number): string[] {
-  return [`parallel.pipeline=${PIPELINE_STAGES}`, `numMicroBatches=${microBatches}`, `schedule=${schedule}`, 'partition=balanced'];
+  return [`parallel.pipeline=${PIPELINE_STAGES}`, `numMicroBatches=${microBatches}`, `schedule=${schedule}`, 'partition=balanced', ...(schedule === 'zbv' ? ['numChunks=2'] : [])];
 }
 
 export interface PipelineResult {
@@ -65,7 +65,7 @@ export function pipelineFigures(run: TrainRun, microBatches: number, aloneMs: nu
   const stepMs = stepPeriodMs(run);
   const shape = pipelineShape(run.trace, p);
   const comm = exposedCommFraction(run.trace);
-  const theory = theoreticalBubble(p, m);
+  const theory = theoreticalBubbleOf(schedule, p, m, schedule === 'zbv' ? 2 : 1);
   const pp2Speedup = aloneMs / stepMs;
   const ideal = (2 * concurrency * m) / (m + p - 1);
   return {
@@ -77,7 +77,7 @@ export function pipelineFigures(run: TrainRun, microBatches: number, aloneMs: nu
     stepMs,
     shape,
     theoreticalBubble: theory,
-    replayedBubble: replayedBubble(run.trace, buildSchedule(schedule, p, m)),
+    replayedBubble: replayedBubble(run.trace, buildSchedule(schedule, p, m, schedule === 'zbv' ? 2 : 1)),
     commPerRank: comm.perRank,
     commByName: comm.byName,
   };

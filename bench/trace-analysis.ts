@@ -13,13 +13,16 @@
  */
 import { meanBubble, measureBubbles } from '../src/scheduler/measure.ts';
 import { dependencyOf, type Schedule } from '../src/scheduler/ops.ts';
+import { placementOf } from '../src/scheduler/placement.ts';
 import type { TraceEvent } from '../src/trace/trace.ts';
 import { median } from './report.ts';
 import { FIRST_MEASURED_STEP } from './train-runs.ts';
 
 type Span = TraceEvent & { dur: number };
 
-const COMPUTE = new Set(['forward', 'backward']);
+/** A stage's compute spans by name (stage.ts), and the op kind each replays as. */
+const COMPUTE_OPS = new Map([['forward', 'F'], ['backward', 'B'], ['backward input', 'B'], ['backward weight', 'W']]);
+const COMPUTE = new Set(COMPUTE_OPS.keys());
 
 function spans(events: readonly TraceEvent[]): Span[] {
   return events.filter((e): e is Span => e.ph === 'X' && e.dur !== undefined && typeof e.args?.step === 'number');
@@ -147,7 +150,7 @@ export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule
     steps.map((step) => {
       const took = new Map<string, number>();
       for (const e of compute.filter((c) => stepOf(c) === step)) {
-        took.set(opKey(e.pid, e.name === 'forward' ? 'F' : 'B', e.args!.microBatch as number, e.args!.chunk as number), e.dur);
+        took.set(opKey(e.pid, COMPUTE_OPS.get(e.name)!, e.args!.microBatch as number, e.args!.chunk as number), e.dur);
       }
       // Each stage runs its list in order, every op as soon as the stage is free and its input is done.
       const end = new Map<string, number>();
@@ -158,7 +161,7 @@ export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule
         schedule.ops.forEach((ops, stage) => {
           for (; next[stage] < ops.length; next[stage]++) {
             const op = ops[next[stage]];
-            const dependency = dependencyOf(op, stage, schedule.stages, schedule.chunks);
+            const dependency = dependencyOf(op, stage, schedule.stages, schedule.chunks, placementOf(schedule.kind));
             const ready = dependency === null ? 0 : end.get(opKey(dependency.stage, dependency.op.kind, dependency.op.microBatch, dependency.op.chunk));
             if (ready === undefined) return;
             const duration = took.get(opKey(stage, op.kind, op.microBatch, op.chunk));
