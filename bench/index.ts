@@ -329,3 +329,5 @@ details.seconds = round((performance.now() - started) / 1000, 1);
 say(`bench took ${details.seconds} s`);
 process.stdout.write('\n' + reportTable(figures) + '\n');
 if (json) process.stdout.write(JSON.stringify(reportJson(figures, details)) + '\n');
+// A process holding a Dawn GPU instance (section gpu) does not end by itself on every driver.
+if ((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu !== undefined) process.exit();

@@ -4,4 +4,8 @@ import { register } from 'tsx/esm/api';
 
 register();
 const { main } = await import('../src/cli/main.ts');
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+// A process holding a Dawn GPU instance does not end by itself while the instance lives (the webgpu
+// package's README, "Lifetime"): a command that ran on webgpu ends here once it is done.
+if (globalThis.navigator?.gpu !== undefined) process.exit(code);
+process.exitCode = code;

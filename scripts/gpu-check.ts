@@ -89,7 +89,8 @@ async function parity(name: string, config: string, steps: number, tolerance: nu
 }
 
 say('webgpu tests ...');
-const tests = await run('tests', process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1',
+// --test-force-exit: a test file that opened a Dawn GPU instance does not end by itself on every driver.
+const tests = await run('tests', process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-force-exit',
   ...['webgpu-ops', 'webgpu-fused-kernels', 'webgpu-device-errors', 'webgpu-training', 'select'].map((file) => `test/backend/${file}.test.ts`)], 240_000);
 const count = (label: string) => Number(tests.output.match(new RegExp(`^# ${label} (\\d+)`, 'm'))?.[1] ?? NaN);
 report.tests = { ok: tests.code === 0, pass: count('pass'), fail: count('fail') };
