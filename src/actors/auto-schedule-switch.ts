@@ -39,6 +39,8 @@ export class AutoScheduleSwitch {
   private readonly measured = new Map<number, StageCosts[]>();
   private firstStep: number | undefined;
   private adopted: AutoSchedule | undefined;
+  /** The latest step already answered: its answer stands, whatever arrives after (every replica runs it alike). */
+  private answeredThrough = -1;
 
   constructor(
     private readonly options: {
@@ -63,6 +65,8 @@ export class AutoScheduleSwitch {
   scheduleAt(step: number): AutoSchedule | undefined {
     this.firstStep ??= step;
     if (this.adopted !== undefined) return step >= this.adopted.fromStep ? this.adopted : undefined;
+    if (step <= this.answeredThrough) return undefined;
+    this.answeredThrough = step;
     if (step < this.firstStep + MEASURED_STEPS || !this.options.ranks.every(({ rank }) => this.measured.has(rank))) return undefined;
     const { config, pipeline, ranks } = this.options;
     const costs = Array.from({ length: pipeline }, (_, stage) => combineCosts(ranks.filter((r) => r.stage === stage).flatMap(({ rank }) => this.measured.get(rank)!)));
