@@ -60,7 +60,7 @@ const STEP_MODEL = { numLayers: 4, hiddenSize: 256, numAttentionHeads: 4, maxPos
  */
 const TINY = JSON.parse(readFileSync(new URL('../examples/tiny.json', import.meta.url), 'utf8')) as { model: BenchModel['model']; batchSize: number; seqLen: number };
 const JOB_MODEL = PIPELINE_JOB_MODEL;
-const ZERO_BUBBLE_SCHEDULES: ScheduleKind[] = ['zb-h1', 'zbv'];
+const ZERO_BUBBLE_SCHEDULES: ScheduleKind[] = ['zb-h1', 'zbv', 'auto-zb'];
 const PIPELINE_SCHEDULES: ScheduleKind[] = ['1f1b', ...ZERO_BUBBLE_SCHEDULES];
 const MICRO_BATCHES = PIPELINE_MICRO_BATCHES;
 const JOB_STEPS = quick ? FIRST_MEASURED_STEP + 1 : FIRST_MEASURED_STEP + 4;

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { theoreticalBubbleOf } from '../src/scheduler/measure.ts';
 import { buildSchedule } from '../src/scheduler/schedules.ts';
 import type { ScheduleKind } from '../src/scheduler/ops.ts';
-import { exposedCommFraction, pipelineShape, replayedBubble, type PipelineShape } from './trace-analysis.ts';
+import { exposedCommFraction, pipelineShape, replayedBubble, scheduleInTrace, type PipelineShape } from './trace-analysis.ts';
 import { stepPeriodMs, train, type BenchModel, type TrainRun } from './train-runs.ts';
 
 export const PIPELINE_STAGES = 2;
@@ -77,7 +77,8 @@ export function pipelineFigures(run: TrainRun, microBatches: number, aloneMs: nu
     stepMs,
     shape,
     theoreticalBubble: theory,
-    replayedBubble: replayedBubble(run.trace, buildSchedule(schedule, p, m, schedule === 'zbv' ? 2 : 1)),
+    // auto-zb's order (from step FIRST_MEASURED_STEP, where it switched) is the one its trace shows.
+    replayedBubble: replayedBubble(run.trace, schedule === 'auto-zb' ? scheduleInTrace(run.trace, schedule, p, m) : buildSchedule(schedule, p, m, schedule === 'zbv' ? 2 : 1)),
     commPerRank: comm.perRank,
     commByName: comm.byName,
   };

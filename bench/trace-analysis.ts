@@ -12,7 +12,7 @@
  * slowed by someone else's work should not move the figure.
  */
 import { meanBubble, measureBubbles } from '../src/scheduler/measure.ts';
-import { dependencyOf, type Schedule } from '../src/scheduler/ops.ts';
+import { dependencyOf, op, type OpKind, type Schedule, type ScheduleKind } from '../src/scheduler/ops.ts';
 import { placementOf } from '../src/scheduler/placement.ts';
 import type { TraceEvent } from '../src/trace/trace.ts';
 import { median } from './report.ts';
@@ -176,6 +176,21 @@ export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule
       return meanBubble(measureBubbles(intervals, schedule.stages));
     }),
   );
+}
+
+/**
+ * The order each stage ran its ops in `step` (1-based), as a schedule: what an auto-zb job ran after
+ * its switch, which no builder can rebuild without the op times it was placed from. Stage = pid.
+ */
+export function scheduleInTrace(events: readonly TraceEvent[], kind: ScheduleKind, stages: number, microBatches: number, step = FIRST_MEASURED_STEP): Schedule {
+  const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name) && stepOf(e) === step);
+  const ops = Array.from({ length: stages }, (_, stage) =>
+    compute
+      .filter((e) => e.pid === stage)
+      .sort((a, b) => a.ts - b.ts)
+      .map((e) => op(COMPUTE_OPS.get(e.name)! as OpKind, e.args!.microBatch as number, e.args!.chunk as number)),
+  );
+  return { kind, stages, microBatches, chunks: 1, ops };
 }
 
 /** The largest value of a counter's `field` on one rank, or undefined when that counter never appears. */

@@ -34,7 +34,9 @@ import type { RankFileRecord } from '../checkpoint/index.ts';
 import type { ActorStatus } from './actor-status.ts';
 import type { RemoteActors } from './remote.ts';
 import { SharedWeightActor } from './shared-weight-actor.ts';
-import { stageActionsOfStep } from './scheduler-actor.ts';
+import { lowerStageOfSchedule, stageActionsOfStep } from './scheduler-actor.ts';
+import { describeCosts } from './auto-schedule-switch.ts';
+import { simulatedBubble } from '../scheduler/auto-zero-bubble.ts';
 import { StageActor } from './stage-actor.ts';
 
 export interface SpawnRankOptions {
@@ -158,11 +160,14 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
     executor,
     expected: stageActionsOfStep(config, grid.pipeline)[pp],
     firstStep: startStep,
+    ...(config.schedule === 'auto-zb'
+      ? { adopt: { kind: config.schedule, stages: grid.pipeline, microBatches: config.numMicroBatches, chunks: config.numChunks, lower: (schedule) => lowerStageOfSchedule(config, schedule, pp) } }
+      : {}),
     actionTimeoutMs: options.actionTimeoutMs,
     log,
   });
   // Bubble = the part of the pipeline phase (first op to last op of a step) this stage spends not computing.
-  const bubbles: number[] = [];
+  const bubbles: { step: number; bubble: number }[] = [];
 
   return {
     startStep,
@@ -175,7 +180,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
       if (phase.length > 0) {
         const first = Math.min(...phase.map((e) => e.ts));
         const last = Math.max(...phase.map((e) => e.ts + (e.dur ?? 0)));
-        bubbles.push(1 - (stage.stepComputeMs * 1000) / Math.max(last - first, 1));
+        bubbles.push({ step, bubble: 1 - (stage.stepComputeMs * 1000) / Math.max(last - first, 1) });
       }
       return result;
     },
@@ -184,12 +189,21 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
     async finish(outDir) {
       const skippedLine = nonFinite.summary();
       if (skippedLine !== undefined && rank === 0) log(skippedLine);
-      // The first step pays one-time costs (kernel warm-up, heap growth): measure from the second on.
-      const measured = bubbles.length > 1 ? bubbles.slice(1) : bubbles;
+      // The first step pays one-time costs (kernel warm-up, heap growth): measure from the second on;
+      // an auto-zb job from the step its own order began.
+      const adopted = stageActor.adopted;
+      const since = adopted === undefined ? [] : bubbles.filter((b) => b.step >= adopted.fromStep);
+      const measured = since.length > 0 ? since : bubbles.length > 1 ? bubbles.slice(1) : bubbles;
       if (measured.length > 0) {
-        const mean = measured.reduce((a, b) => a + b, 0) / measured.length;
+        const mean = measured.reduce((sum, b) => sum + b.bubble, 0) / measured.length;
         const theory = theoreticalBubbleOf(config.schedule, grid.pipeline, config.numMicroBatches, config.numChunks);
-        log(`stage ${pp}: measured bubble ${mean.toFixed(3)}, theoretical ${theory.toFixed(3)} (${config.schedule}, p=${grid.pipeline}, m=${config.numMicroBatches}, chunks=${config.numChunks})`);
+        const auto =
+          config.schedule !== 'auto-zb'
+            ? ''
+            : adopted === undefined
+              ? '; auto-zb ran zb-h1 throughout (the job ended before its op times were measured)'
+              : `; auto-zb order from step ${adopted.fromStep + 1}, simulated bubble ${simulatedBubble(adopted.schedule, adopted.costs).toFixed(3)} with the measured op times (${describeCosts(adopted.costs)})`;
+        log(`stage ${pp}: measured bubble ${mean.toFixed(3)}, theoretical ${theory.toFixed(3)} (${config.schedule}, p=${grid.pipeline}, m=${config.numMicroBatches}, chunks=${config.numChunks})${auto}`);
       }
       trace.writePart(outDir);
       const tied = params.get(WORD_EMBEDDING);

@@ -6,6 +6,8 @@
  * [Note: one action a message] in protocol/stage-actions.ts), all at once so no stage waits for its next one.
  * The stage actors answer `step-finished`; the scheduler reports `running` until all have, then
  * `waiting` (for the gate), or `paused` while the job is paused at that boundary, and `stopped` at the end.
+ * With auto-zb the schedule changes once, at a step boundary (auto-schedule-switch.ts): the stages get
+ * the new ops first (see [Note: a schedule changed at a step boundary] in protocol/stage-actions.ts).
  */
 import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
@@ -16,11 +18,18 @@ import { actionToWire, lowerStageActions, tiedChunksOf, type StageAction } from 
 import { placementOf } from '../scheduler/placement.ts';
 import { buildSchedule } from '../scheduler/schedules.ts';
 import { validateSchedule } from '../scheduler/validate.ts';
+import { scheduleToJson, type Schedule, type ScheduleKind } from '../scheduler/ops.ts';
+import type { StageCosts } from '../scheduler/auto-zero-bubble.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
+import { AutoScheduleSwitch } from './auto-schedule-switch.ts';
 import { RemoteActors } from './remote.ts';
-import { readStepFinished, type StageActionPayload } from '../protocol/stage-actions.ts';
+import { readStepFinished, type SchedulePayload, type StageActionPayload } from '../protocol/stage-actions.ts';
 
-type SchedulerMessage = { type: 'start-step'; step: number } | { type: 'step-finished'; rank: number; step: number } | { type: 'paused'; paused: boolean } | { type: 'stop' };
+type SchedulerMessage =
+  | { type: 'start-step'; step: number }
+  | { type: 'step-finished'; rank: number; step: number; opMs?: StageCosts }
+  | { type: 'paused'; paused: boolean }
+  | { type: 'stop' };
 
 /**
  * Each pipeline stage's actions of one step: the schedule's ops for every accumulation round, the tied
@@ -28,11 +37,22 @@ type SchedulerMessage = { type: 'start-step'; step: number } | { type: 'step-fin
  * stage, the last virtual stage on the stage with the loss) when they are on different stages, and the update.
  */
 export function stageActionsOfStep(config: TrainConfig, pipeline: number): StageAction[][] {
-  const chunks = config.numChunks;
-  const schedule = validateSchedule(buildSchedule(config.schedule, pipeline, config.numMicroBatches, chunks));
-  return Array.from({ length: pipeline }, (_, stage) => {
-    return lowerStageActions(schedule, stage, { accumulation: config.gradientAccumulation, tiedChunks: tiedChunksOf(stage, pipeline, chunks, placementOf(config.schedule)) });
-  });
+  return lowerStages(config, pipeline, validateSchedule(buildSchedule(startingSchedule(config.schedule), pipeline, config.numMicroBatches, config.numChunks)));
+}
+
+/** The schedule a job's first steps run: auto-zb measures its op times under zb-h1 first. */
+export function startingSchedule(kind: ScheduleKind): ScheduleKind {
+  return kind === 'auto-zb' ? 'zb-h1' : kind;
+}
+
+/** Every stage's actions of one step of a validated schedule (the scheduler and each stage actor lower alike). */
+export function lowerStages(config: TrainConfig, pipeline: number, schedule: Schedule): StageAction[][] {
+  return Array.from({ length: pipeline }, (_, stage) => lowerStageOfSchedule(config, schedule, stage));
+}
+
+export function lowerStageOfSchedule(config: TrainConfig, schedule: Schedule, stage: number): StageAction[] {
+  const tiedChunks = tiedChunksOf(stage, schedule.stages, schedule.chunks, placementOf(schedule.kind));
+  return lowerStageActions(schedule, stage, { accumulation: config.gradientAccumulation, tiedChunks });
 }
 
 /**
@@ -51,6 +71,8 @@ export interface SchedulerActorOptions {
   replica: number;
   /** Each stage's actions of one step (stageActionsOfStep), lowered once for every replica. */
   actions: StageAction[][];
+  /** auto-zb: the switch every replica's scheduler asks which schedule a step runs. */
+  autoSwitch?: AutoScheduleSwitch;
   log: (line: string) => void;
 }
 
@@ -89,7 +111,7 @@ export class SchedulerActor {
     this.exposure = options.remote.expose({ rank: replica, role: 'scheduler' }, this.actor, (payload) => {
       const finished = readStepFinished(payload, grid.world);
       this.tally.queued();
-      return { type: 'step-finished' as const, rank: finished.rank, step: finished.step };
+      return { type: 'step-finished' as const, rank: finished.rank, step: finished.step, opMs: finished.opMs };
     });
   }
 
@@ -129,6 +151,7 @@ export class SchedulerActor {
         this.tally.done(`sent step ${message.step + 1}`);
         return;
       case 'step-finished': {
+        this.options.autoSwitch?.record(message.rank, message.step, message.opMs);
         // A rank of another replica, or a late word about another step (a restarted job's old worker), changes nothing.
         const running = this.running;
         if (running !== undefined && running.step === message.step && running.waiting.delete(message.rank) && running.waiting.size === 0) {
@@ -153,8 +176,13 @@ export class SchedulerActor {
   private emit(step: number): void {
     this.running = { step, waiting: new Set(this.ranks.map(({ rank }) => rank)) };
     this.tally.state = 'running';
+    const auto = this.options.autoSwitch?.scheduleAt(step);
+    if (auto?.fromStep === step) {
+      const payload: SchedulePayload = { type: 'schedule', fromStep: step, schedule: scheduleToJson(auto.schedule), costs: auto.costs };
+      for (const { rank } of this.ranks) this.options.remote.tell({ rank, role: 'stage' }, payload);
+    }
     for (const { rank, stage } of this.ranks) {
-      const actions = this.actions[stage];
+      const actions = (auto?.actions ?? this.actions)[stage];
       actions.forEach((action, index) => {
         const payload: StageActionPayload = { type: 'action', step, index, count: actions.length, action: actionToWire(action) };
         this.options.remote.tell({ rank, role: 'stage' }, payload);
@@ -173,8 +201,13 @@ export class SchedulerActors {
 
   constructor(options: { system: ActorSystemRef; bus: Bus; config: TrainConfig; grid: ParallelGrid; log: (line: string) => void }) {
     this.remote = new RemoteActors(options.bus, options.system, { rank: 'launcher' }, options.log);
-    const actions = stageActionsOfStep(options.config, options.grid.pipeline);
-    this.schedulers = Array.from({ length: options.grid.data }, (_, replica) => new SchedulerActor({ ...options, remote: this.remote, replica, actions }));
+    const { config, grid } = options;
+    const actions = stageActionsOfStep(config, grid.pipeline);
+    const autoSwitch =
+      config.schedule === 'auto-zb'
+        ? new AutoScheduleSwitch({ config, pipeline: grid.pipeline, ranks: allRanks(grid), lower: (schedule) => lowerStages(config, grid.pipeline, schedule), log: options.log })
+        : undefined;
+    this.schedulers = Array.from({ length: grid.data }, (_, replica) => new SchedulerActor({ ...options, remote: this.remote, replica, actions, autoSwitch }));
   }
 
   startStep(step: number): void {
@@ -196,4 +229,10 @@ export class SchedulerActors {
     for (const scheduler of this.schedulers) scheduler.stop();
     this.remote.close();
   }
+}
+
+function allRanks(grid: ParallelGrid): { rank: number; stage: number }[] {
+  const ranks: { rank: number; stage: number }[] = [];
+  for (let dp = 0; dp < grid.data; dp++) for (let pp = 0; pp < grid.pipeline; pp++) for (let tp = 0; tp < grid.tensor; tp++) ranks.push({ rank: grid.rankOf({ dp, pp, tp }), stage: pp });
+  return ranks;
 }

@@ -5,13 +5,19 @@
  * The rank's driver opens each step (`runStep`) once the coordinator's gate lets it, so actions sent
  * ahead wait until then (a checkpoint being saved at the boundary reads the weights undisturbed); the
  * step's last action, OPTIMIZER_STEP, settles it, and the actor tells its scheduler the step is done.
+ * An auto-zb job's scheduler may send a new schedule for the steps from a boundary on ([Note: a
+ * schedule changed at a step boundary] in protocol/stage-actions.ts): from that step the actor checks
+ * the actions against its own lowering of it.
  */
 import { dispatch, spawn, stop, type ActorSystemRef, type Ref } from 'nact';
 import { formatAction, sameAction, type StageAction } from '../scheduler/actions.ts';
+import type { StageCosts } from '../scheduler/auto-zero-bubble.ts';
+import { scheduleFromJson, type Schedule, type ScheduleKind } from '../scheduler/ops.ts';
+import { validateSchedule } from '../scheduler/validate.ts';
 import type { PipelineStepResult } from '../stages/pipeline-step.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
 import type { RemoteActors } from './remote.ts';
-import { readStageAction, type ReceivedAction, type StepFinishedPayload } from '../protocol/stage-actions.ts';
+import { isSchedulePayload, readSchedule, readStageAction, type ReceivedAction, type StepFinishedPayload } from '../protocol/stage-actions.ts';
 
 /** How long a stage waits for the next action of an open step before it says the message was lost. */
 export const DEFAULT_ACTION_TIMEOUT_MS = 120_000;
@@ -36,12 +42,26 @@ export interface StageActorOptions {
   expected: readonly StageAction[];
   /** The first step this actor will run (0, or a resumed checkpoint's): actions of earlier ones are stale. */
   firstStep: number;
+  /**
+   * Where the job's schedule may change at a step boundary (auto-zb): the kind and shape a new one must
+   * have, and this stage's lowering of it. Omitted: a schedule message is refused.
+   */
+  adopt?: { kind: ScheduleKind; stages: number; microBatches: number; chunks: number; lower: (schedule: Schedule) => StageAction[] };
   actionTimeoutMs?: number;
   log: (line: string) => void;
 }
 
+/** A schedule this stage took from its scheduler, and from which step on it runs. */
+export interface AdoptedSchedule {
+  fromStep: number;
+  schedule: Schedule;
+  /** Each stage's op times (milliseconds) it was placed for. */
+  costs: StageCosts[];
+}
+
 type StageMessage =
   | ({ type: 'action' } & ReceivedAction)
+  | { type: 'schedule'; fromStep: number }
   | { type: 'run-step' }
   | { type: 'timeout'; step: number; index: number }
   | { type: 'task'; label: string; run: () => Promise<unknown>; settle: (error: unknown, value?: unknown) => void };
@@ -68,10 +88,16 @@ export class StageActor {
   private readonly exposure: { unsubscribe(): void };
   /** Actions received twice (or after their step) and ignored. */
   duplicates = 0;
+  /** The expected actions of a step: those of the last entry whose `fromStep` is not after it. */
+  private readonly eras: { fromStep: number; actions: readonly StageAction[] }[];
+  /** The latest step of an action accepted so far: a schedule can only change after it. */
+  private latestActionStep = -1;
+  private adoptedSchedule: AdoptedSchedule | undefined;
 
   constructor(private readonly options: StageActorOptions) {
     this.tally = new ActorTally('stage', options.rank, 'idle');
     this.firstOpenStep = options.firstStep;
+    this.eras = [{ fromStep: 0, actions: options.expected }];
     const limits = {
       microBatches: Math.max(1, ...options.expected.map((a) => (a.kind === 'F' || a.kind === 'B' ? a.microBatch + 1 : 0))),
       chunks: Math.max(1, ...options.expected.map((a) => (a.kind === 'F' || a.kind === 'B' ? a.chunk + 1 : 0))),
@@ -89,7 +115,13 @@ export class StageActor {
       `stage-${options.rank}`,
       { initialState: null },
     );
-    this.exposure = options.remote.expose({ rank: options.rank, role: 'stage' }, this.actor, (payload) => {
+    this.exposure = options.remote.expose({ rank: options.rank, role: 'stage' }, this.actor, (payload): StageMessage => {
+      // Taken here, as it arrives, so the actions after it on the bus are checked against it.
+      if (isSchedulePayload(payload)) {
+        const fromStep = this.adopt(payload);
+        this.tally.queued();
+        return { type: 'schedule', fromStep };
+      }
       const action = readStageAction(payload, limits);
       this.checkExpected(action);
       this.tally.queued();
@@ -120,6 +152,11 @@ export class StageActor {
     });
   }
 
+  /** The schedule taken from the scheduler at a step boundary, if any (auto-zb). */
+  get adopted(): AdoptedSchedule | undefined {
+    return this.adoptedSchedule;
+  }
+
   /** Its mailbox counts the actions that arrived and wait for their turn too. */
   status(): ActorStatus {
     const status = this.tally.status();
@@ -138,12 +175,32 @@ export class StageActor {
    * at its index, of a step that is running or next: nothing else could come from its scheduler.
    */
   private checkExpected(received: ReceivedAction): void {
-    const expected = this.options.expected;
+    const expected = this.eras.findLast((era) => era.fromStep <= received.step)!.actions;
     if (received.count !== expected.length) throw new Error(`a step of stage actor ${this.options.rank} has ${expected.length} actions, not ${received.count}`);
     if (!sameAction(received.action, expected[received.index])) {
       throw new Error(`action ${received.index} of a step of stage actor ${this.options.rank} is ${formatAction(expected[received.index])}, not ${formatAction(received.action)}`);
     }
     if (received.step > this.firstOpenStep + 1) throw new Error(`step ${received.step + 1} is not the running or the next step of stage actor ${this.options.rank}`);
+    this.latestActionStep = Math.max(this.latestActionStep, received.step);
+  }
+
+  /**
+   * Checks a schedule message (throws, and it is dropped, unless it fits this job and changes steps no
+   * action has arrived for) and lowers this stage's part; returns the step it starts at.
+   */
+  private adopt(payload: unknown): number {
+    const adopt = this.options.adopt;
+    if (adopt === undefined) throw new Error(`stage actor ${this.options.rank} runs one schedule; it takes no schedule message`);
+    const received = readSchedule(payload, adopt);
+    if (received.schedule.kind !== adopt.kind) throw new Error(`the job runs ${adopt.kind}, not ${received.schedule.kind}`);
+    const last = this.eras.at(-1)!.fromStep;
+    if (received.fromStep < this.firstOpenStep || received.fromStep <= this.latestActionStep || received.fromStep <= last) {
+      throw new Error(`a schedule from step ${received.fromStep + 1} comes too late for stage actor ${this.options.rank}: its actions of step ${Math.max(this.latestActionStep, this.firstOpenStep, last) + 1} are already in`);
+    }
+    const schedule = validateSchedule(scheduleFromJson(received.schedule));
+    this.eras.push({ fromStep: received.fromStep, actions: adopt.lower(schedule) });
+    this.adoptedSchedule = { fromStep: received.fromStep, schedule, costs: received.costs };
+    return received.fromStep;
   }
 
   private async handle(message: StageMessage): Promise<void> {
@@ -153,6 +210,9 @@ export class StageActor {
       return;
     }
     switch (message.type) {
+      case 'schedule':
+        this.tally.done(`schedule from step ${message.fromStep + 1}`);
+        return;
       case 'action': {
         const key = `${message.step}.${message.index}`;
         const past = message.step < this.firstOpenStep || (this.open?.step === message.step && message.index < this.open.next);
@@ -236,7 +296,7 @@ export class StageActor {
       this.tally.state = 'idle';
       open.resolve(result!);
       try {
-        const finished: StepFinishedPayload = { type: 'step-finished', rank: this.options.rank, step: open.step };
+        const finished: StepFinishedPayload = { type: 'step-finished', rank: this.options.rank, step: open.step, ...(result!.opMs === undefined ? {} : { opMs: result!.opMs }) };
         this.options.remote.tell({ rank: this.options.replica, role: 'scheduler' }, finished);
       } catch (error) {
         // The scheduler's view is all that is lost (the bus closes as the rank ends); the step did finish.

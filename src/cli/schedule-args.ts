@@ -19,7 +19,7 @@ export interface ScheduleCommand {
 }
 
 export const SCHEDULE_SPEC: CommandSpec<ScheduleCommand> = {
-  summary: 'print a pipeline schedule (gpipe, 1f1b, interleaved, zb-h1, zbv) as a chart, JSON or SVG timeline',
+  summary: 'print a pipeline schedule (gpipe, 1f1b, interleaved, zb-h1, zbv, auto-zb) as a chart, JSON or SVG timeline',
   usage: `--kind ${SCHEDULE_KINDS.join('|')} --stages P --microbatches M [--chunks V] [--json] [--svg FILE]`,
   description:
     'Prints the order in which each pipeline stage runs the forward (F) and backward (B) passes of\n' +
@@ -30,7 +30,8 @@ export const SCHEDULE_SPEC: CommandSpec<ScheduleCommand> = {
     'micro-batches to be a multiple of the stages. The zero-bubble schedules zb-h1 and zbv split\n' +
     'each backward into B (the input gradient, which the stage before waits for) and W (the weight\n' +
     'gradient, W0.1), run where 1F1B would idle; zbv runs two chunks per stage in a V (chunk 0 down\n' +
-    'the stages, chunk 1 back up).',
+    'the stages, chunk 1 back up). auto-zb places its W\'s by simulation from measured op times in a\n' +
+    'run; here it is placed for F, B and W of equal length.',
   options: {
     kind: { type: 'string', placeholder: 'KIND', doc: `${SCHEDULE_KINDS.join(' | ')}` },
     stages: { type: 'string', placeholder: 'P', doc: 'pipeline stages' },

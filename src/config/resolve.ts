@@ -311,7 +311,7 @@ function checkDerived(config: TrainConfig, input: JsonObject, invalid: Set<strin
   if (valid('numChunks', 'schedule') && config.schedule === 'zbv' && config.numChunks !== 2) {
     add('numChunks', `schedule "zbv" needs numChunks 2 (${show('numChunks')}): its V runs one chunk down the stages and one back up`);
   } else if (valid('numChunks', 'schedule') && config.numChunks > 1 && config.schedule !== 'interleaved' && config.schedule !== 'zbv') {
-    add('numChunks', `${show('numChunks')} needs schedule "interleaved" or "zbv" (${show('schedule')}); gpipe, 1f1b and zb-h1 run one chunk per stage`);
+    add('numChunks', `${show('numChunks')} needs schedule "interleaved" or "zbv" (${show('schedule')}); gpipe, 1f1b, zb-h1 and auto-zb run one chunk per stage`);
   }
   if (valid('numChunks', 'parallel.pipeline') && config.numChunks > 1 && pp === 1) {
     add('numChunks', `${show('numChunks')} needs parallel.pipeline > 1 (interleaved 1F1B splits the layers over pipeline stages; ${show('parallel.pipeline')})`);

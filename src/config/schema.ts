@@ -88,7 +88,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
       values: SCHEDULE_KINDS,
       doc:
         'pipeline schedule: GPipe, Megatron 1F1B, interleaved 1F1B with numChunks chunks per stage (the default when numChunks > 1), ' +
-        'or zero bubble (backward split into input and weight gradients): zb-h1 (1F1B\'s memory, a third of its bubble) or zbv (numChunks 2 in a V)',
+        'or zero bubble (backward split into input and weight gradients): zb-h1 (1F1B\'s memory, a third of its bubble), zbv (numChunks 2 in a V) or auto-zb (zb-h1 for 2 steps, then W placed from the measured op times)',
     },
     partition: {
       kind: 'enum',

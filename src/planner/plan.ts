@@ -98,6 +98,7 @@ export function peakUnitsInFlight(schedule: ScheduleKind, pp: number, ppRank: nu
       return chunks === 1 ? Math.min(pp - ppRank, total) : Math.min((pp - ppRank - 1) * 2 + (chunks - 1) * pp + 1, total);
     case 'zb-h1':
     case 'zbv':
+    case 'auto-zb':
       return activationLimit(schedule, pp, ppRank, microBatches, chunks);
   }
 }

@@ -121,7 +121,8 @@ export function theoreticalBubble(stages: number, microBatches: number, chunks =
  * The theoretical bubble of a schedule kind, with F, B and W of equal length where the backward is split
  * (the zero-bubble paper's setting; in units of one op of one chunk): zb-h1 idles P - 1 slots around
  * 3M of work, a third of 1F1B's (P - 1) / (M + P - 1) as M grows; zbv idles only the P - 1 forwards
- * that fill its V, around 6M (two chunks, three ops each). Exact for M >= P (zb-h1) and M >= 2P - 1
+ * that fill its V, around 6M (two chunks, three ops each); auto-zb is placed by simulation and never
+ * slower than zb-h1, so zb-h1's figure bounds it. Exact for M >= P (zb-h1) and M >= 2P - 1
  * (zbv); with fewer micro-batches the pipeline never fills and the measured bubble is larger.
  */
 export function theoreticalBubbleOf(kind: ScheduleKind, stages: number, microBatches: number, chunks = 1): number {
@@ -131,6 +132,7 @@ export function theoreticalBubbleOf(kind: ScheduleKind, stages: number, microBat
     case 'interleaved':
       return theoreticalBubble(stages, microBatches, chunks);
     case 'zb-h1':
+    case 'auto-zb':
       return (stages - 1) / (3 * microBatches + stages - 1);
     case 'zbv':
       return (stages - 1) / (6 * microBatches + stages - 1);
@@ -147,6 +149,8 @@ export function theoreticalBubbleFormula(kind: ScheduleKind, chunks: number): st
       return `(p - 1) / (m + p - 1)${chunks > 1 ? ' / v' : ''}`;
     case 'zb-h1':
       return '(p - 1) / (3 m + p - 1) with F = B = W, for m >= p';
+    case 'auto-zb':
+      return "zb-h1's (p - 1) / (3 m + p - 1) with F = B = W; the measured times give its own";
     case 'zbv':
       return '(p - 1) / (6 m + p - 1) with F = B = W, for m >= 2p - 1';
   }

@@ -6,7 +6,7 @@
  *
  * GPipe holds everything; 1F1B stage r holds P - r (Megatron's warm-up plus the steady forward);
  * interleaved 1F1B its warm-up of 2 (P - r - 1) + (V - 1) P plus one (everything when M == P, where
- * every forward runs in the warm-up); ZB-H1 P on every stage, 1F1B's first-stage peak; ZB-V 2P pairs,
+ * every forward runs in the warm-up); ZB-H1 and auto-zb P on every stage, 1F1B's first-stage peak; ZB-V 2P pairs,
  * each half a stage's layers, the same memory.
  */
 import type { ScheduleKind } from './ops.ts';
@@ -21,6 +21,7 @@ export function activationLimit(kind: ScheduleKind, stages: number, stage: numbe
     case 'interleaved':
       return microBatches === stages ? total : Math.min(2 * (stages - stage - 1) + (chunks - 1) * stages + 1, total);
     case 'zb-h1':
+    case 'auto-zb':
       return Math.min(stages, total);
     case 'zbv':
       return Math.min(2 * stages, total);

@@ -27,7 +27,7 @@ export { placeOfVirtualStage, virtualStageOf } from './placement.ts';
 export const OP_KINDS = ['F', 'B', 'W'] as const;
 export type OpKind = (typeof OP_KINDS)[number];
 
-export const SCHEDULE_KINDS = ['gpipe', '1f1b', 'interleaved', 'zb-h1', 'zbv'] as const;
+export const SCHEDULE_KINDS = ['gpipe', '1f1b', 'interleaved', 'zb-h1', 'zbv', 'auto-zb'] as const;
 export type ScheduleKind = (typeof SCHEDULE_KINDS)[number];
 
 export interface PipelineOp {

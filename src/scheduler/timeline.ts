@@ -56,13 +56,16 @@ export type TimelineResult = { ok: true; events: TimedOp[]; makespan: number } |
 const key = (stage: number, operation: PipelineOp) => `${stage}:${operation.kind}${operation.microBatch}.${operation.chunk}`;
 
 /**
- * Runs the schedule with the given durations (ops whose inputs are never produced stall, they do not
+ * Runs the schedule with the given durations, one set for every stage or a set per stage (stages whose
+ * layers or head differ take different times; ops whose inputs are never produced stall, they do not
  * throw). Events come out sorted by start time, then stage.
  */
-export function simulateTimeline(schedule: Schedule, durations: OpDurations = DEFAULT_DURATIONS): TimelineResult {
+export function simulateTimeline(schedule: Schedule, durations: OpDurations | readonly OpDurations[] = DEFAULT_DURATIONS): TimelineResult {
   const { stages, chunks, ops } = schedule;
   const placement = placementOf(schedule.kind);
   const split = ops.map((stageOps) => splitsBackward(stageOps));
+  if (isPerStage(durations) && durations.length !== stages) throw new Error(`durations for ${durations.length} stages, but the schedule has ${stages}`);
+  const durationsOf = (stage: number): OpDurations => (isPerStage(durations) ? durations[stage]! : durations);
   const finishedAt = new Map<string, number>();
   const position = new Array<number>(stages).fill(0);
   const freeAt = new Array<number>(stages).fill(0);
@@ -79,7 +82,7 @@ export function simulateTimeline(schedule: Schedule, durations: OpDurations = DE
         const ready = dependency === null ? 0 : finishedAt.get(key(dependency.stage, dependency.op));
         if (ready === undefined) break;
         const start = Math.max(freeAt[stage]!, ready);
-        const end = start + durationOf(operation, durations, split[stage]!);
+        const end = start + durationOf(operation, durationsOf(stage), split[stage]!);
         finishedAt.set(key(stage, operation), end);
         freeAt[stage] = end;
         events.push({ stage, kind: operation.kind, microBatch: operation.microBatch, chunk: operation.chunk, start, end });
@@ -99,4 +102,8 @@ export function simulateTimeline(schedule: Schedule, durations: OpDurations = DE
     return { op: next, needs: `${formatOp(dependency.op)} on stage ${dependency.stage}` };
   });
   return { ok: false, events, stall: { completed: [...position], waiting } };
+}
+
+function isPerStage(durations: OpDurations | readonly OpDurations[]): durations is readonly OpDurations[] {
+  return Array.isArray(durations);
 }

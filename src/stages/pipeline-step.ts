@@ -25,6 +25,8 @@ import { NonFiniteGuard } from '../train/non-finite.ts';
 import { sumOfSquares, type AdamOptimizer } from '../train/optimizer.ts';
 import type { DataParallelRole } from '../train/trainer.ts';
 import { formatAction, type StageAction } from '../scheduler/actions.ts';
+import type { StageCosts } from '../scheduler/auto-zero-bubble.ts';
+import { costsOfStep } from '../scheduler/measured-costs.ts';
 import type { PipelineStage } from './stage.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
@@ -72,6 +74,8 @@ export interface PipelineStepResult {
   loss: number;
   gradNorm: number;
   samples: number;
+  /** This stage's median F, I and W time of the step (split backwards only): auto-zb places its W's from them. */
+  opMs?: StageCosts;
 }
 
 /** The compile-time proof that execute's switch handles every action kind. */
@@ -120,8 +124,11 @@ export class PipelineStepExecutor {
         return undefined;
       case 'OPTIMIZER_STEP': {
         const step = this.step;
+        // Taken before the update, whose own time is no op of the schedule.
+        const opMs = costsOfStep(this.context.stage.stepOpMs);
         try {
-          return await this.finish(step);
+          const result = await this.finish(step);
+          return opMs === undefined ? result : { ...result, opMs };
         } finally {
           this.step = -1;
           this.batches = new Map();

@@ -71,6 +71,8 @@ export class PipelineStage {
   private wordEmbeddingRows: WordEmbeddingRows[] = [];
   private lossSum = 0;
   private computeMs = 0;
+  /** How long each compute action of this step took, by kind (what auto-zb places its W's from). */
+  private opMs: Record<ComputeAction['kind'], number[]> = emptyOpTimes();
   private step = 0;
   private lossScale = 1;
   /** Whether this step's weights were packed for matmul while waiting for a first activation. */
@@ -146,6 +148,7 @@ export class PipelineStage {
     this.lossScale = lossScale;
     this.lossSum = 0;
     this.computeMs = 0;
+    this.opMs = emptyOpTimes();
     this.weightsWarmed = false;
     this.lookedUp?.fill(0);
     for (const grad of this.gradSums.values()) grad.dispose();
@@ -182,6 +185,11 @@ export class PipelineStage {
     return this.computeMs;
   }
 
+  /** The durations of this step's compute actions so far, by kind, in milliseconds. */
+  get stepOpMs(): Readonly<Record<ComputeAction['kind'], readonly number[]>> {
+    return this.opMs;
+  }
+
   /**
    * Bytes of the tensors kept for backwards not yet run (saved activations, received hidden states, the
    * head's early gradients): the activation memory a schedule trades against its bubble.
@@ -203,6 +211,7 @@ export class PipelineStage {
   private finishCompute(action: ComputeAction, start: number): void {
     const end = wallClockMs();
     this.computeMs += end - start;
+    this.opMs[action.kind].push(end - start);
     this.options.trace?.record(TRACE_NAMES[action.kind], 'compute', start, end, this.args(action));
   }
 
@@ -394,6 +403,10 @@ export class PipelineStage {
     if (wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(wordEmbeddingRows);
     for (const [name, grad] of grads) this.accumulate(name, grad);
   }
+}
+
+function emptyOpTimes(): Record<ComputeAction['kind'], number[]> {
+  return { F: [], B: [], I: [], W: [] };
 }
 
 /** The trace's name for each compute action (the bench and the rank's bubble read `compute` spans). */

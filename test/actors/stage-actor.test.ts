@@ -9,8 +9,10 @@ import { test } from 'node:test';
 import { start, stop, type ActorSystemRef } from 'nact';
 import { RemoteActors } from '../../src/actors/remote.ts';
 import { SchedulerActor, stageActionsOfStep } from '../../src/actors/scheduler-actor.ts';
-import { StageActor, type StepExecutor } from '../../src/actors/stage-actor.ts';
-import type { StageActionPayload } from '../../src/protocol/stage-actions.ts';
+import { StageActor, type StageActorOptions, type StepExecutor } from '../../src/actors/stage-actor.ts';
+import type { SchedulePayload, StageActionPayload } from '../../src/protocol/stage-actions.ts';
+import { lowerStageOfSchedule } from '../../src/actors/scheduler-actor.ts';
+import { buildAutoZeroBubble, scheduleToJson } from '../../src/scheduler/schedules.ts';
 import { Bus } from '../../src/comm/bus.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
@@ -23,12 +25,13 @@ const STEP_END: StageAction = { kind: 'OPTIMIZER_STEP' };
 
 class RecordingExecutor implements StepExecutor {
   readonly log: string[] = [];
+  opMs: { forward: number; backwardInput: number; backwardWeight: number } | undefined;
   begin(step: number): void {
     this.log.push(`begin ${step}`);
   }
   async execute(action: StageAction) {
     this.log.push(formatAction(action));
-    return action.kind === 'OPTIMIZER_STEP' ? { loss: 1, gradNorm: 0, samples: 4 } : undefined;
+    return action.kind === 'OPTIMIZER_STEP' ? { loss: 1, gradNorm: 0, samples: 4, ...(this.opMs === undefined ? {} : { opMs: this.opMs }) } : undefined;
   }
 }
 
@@ -44,7 +47,7 @@ interface Harness {
 }
 
 /** A stage actor (rank 3, replica 0) expecting `expected` each step, and a scheduler's end of the bus. */
-function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000): Harness {
+function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000, adopt?: StageActorOptions['adopt']): Harness {
   const network = new LocalNetwork();
   const buses = [0, 1].map(() => new Bus({ jobId: 'stage-actor', transport: network.connect(), log: () => {} }));
   const systems: ActorSystemRef[] = [start(), start()];
@@ -55,7 +58,7 @@ function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000): Ha
     if (message.kind === 'actor') finished.push(message.payload as { rank: number; step: number });
   });
   const executor = new RecordingExecutor();
-  const actor = new StageActor({ system: systems[1], remote: rank, rank: 3, replica: 0, executor, expected, firstStep: 0, actionTimeoutMs, log: () => {} });
+  const actor = new StageActor({ system: systems[1], remote: rank, rank: 3, replica: 0, executor, expected, firstStep: 0, actionTimeoutMs, log: () => {}, ...(adopt === undefined ? {} : { adopt }) });
   return {
     actor,
     executor,
@@ -115,6 +118,58 @@ test('stage actor - a zero-bubble step: its I and W actions, lowered as the sche
     for (let index = actions.length - 1; index >= 0; index--) h.send(0, index, actions);
     await h.actor.runStep(0);
     assert.deepEqual(h.executor.log, ['begin 0', ...actions.map(formatAction)]);
+  } finally {
+    await h.close();
+  }
+});
+
+test('stage actor - auto-zb: a schedule message takes effect at its step (the actions checked against the stage\'s own lowering of it), one too late or malformed is dropped; step-finished carries the op times', async () => {
+  const config = resolveTinyConfig({ model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 }, seqLen: 8, steps: 3, seed: 1, vocabSize: 24 }, { parallel: { pipeline: 2 }, numMicroBatches: 4, batchSize: 4, schedule: 'auto-zb' });
+  const start = stageActionsOfStep(config, 2)[1];
+  // Costs where the last stage's W's belong elsewhere than zb-h1 puts them.
+  const schedule = buildAutoZeroBubble(2, 4, [{ forward: 200, backwardInput: 50, backwardWeight: 150 }, { forward: 100, backwardInput: 50, backwardWeight: 200 }]);
+  const next = lowerStageOfSchedule(config, schedule, 1);
+  assert.notDeepEqual(next.map(formatAction), start.map(formatAction));
+  const h = harness(start, 10_000, { kind: 'auto-zb', stages: 2, microBatches: 4, chunks: 1, lower: (s) => lowerStageOfSchedule(config, s, 1) });
+  const costs = [{ forward: 200, backwardInput: 50, backwardWeight: 150 }, { forward: 100, backwardInput: 50, backwardWeight: 200 }];
+  const message = (fromStep: number): SchedulePayload => ({ type: 'schedule', fromStep, schedule: scheduleToJson(schedule), costs });
+  try {
+    h.executor.opMs = { forward: 1, backwardInput: 2, backwardWeight: 3 };
+    for (let index = 0; index < start.length; index++) h.send(0, index, start);
+    await h.actor.runStep(0);
+    // Step 0's actions are in: a schedule from step 0 comes too late; a broken one never counts.
+    h.sendRaw(message(0));
+    h.sendRaw({ ...message(1), costs: [costs[0]] });
+    // Stage 1's ops backwards: every W before its B.
+    h.sendRaw({ ...message(1), schedule: { ...scheduleToJson(schedule), ops: [schedule.ops[0]!, [...schedule.ops[1]!].reverse()].map((ops) => ops.map((o) => [o.kind, o.microBatch, o.chunk])) } });
+    await settle();
+    assert.equal(h.remote.malformed, 3);
+    const adopted = () => h.actor.adopted;
+    assert.equal(adopted(), undefined);
+    h.sendRaw(message(1));
+    // An action of step 1 as zb-h1 lowered it no longer fits.
+    const differs = start.findIndex((action, index) => formatAction(action) !== formatAction(next[index]!));
+    h.send(1, differs, start);
+    await settle();
+    assert.equal(h.remote.malformed, 4);
+    for (let index = 0; index < next.length; index++) h.send(1, index, next);
+    await h.actor.runStep(1);
+    await settle();
+    assert.deepEqual(h.executor.log.slice(start.length + 1), ['begin 1', ...next.map(formatAction)]);
+    assert.equal(adopted()?.fromStep, 1);
+    assert.deepEqual(adopted()?.costs, costs);
+    assert.deepEqual(h.finished.map((f) => (f as { opMs?: unknown }).opMs), [h.executor.opMs, h.executor.opMs]);
+  } finally {
+    await h.close();
+  }
+});
+
+test('stage actor - a schedule message to a stage whose job runs one schedule is dropped', async () => {
+  const h = harness(SHORT);
+  try {
+    h.sendRaw({ type: 'schedule', fromStep: 1, schedule: scheduleToJson(buildAutoZeroBubble(2, 1)), costs: [] });
+    await settle();
+    assert.equal(h.remote.malformed, 1);
   } finally {
     await h.close();
   }
