@@ -15,7 +15,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import { launch } from '../../src/launcher/launch.ts';
 import * as tf from '../../src/tf.ts';
 import type { RankProcess } from '../../src/launcher/simulated-rank.ts';
-import { assertSameLosses, losses, runCli, writeTestConfig } from '../support/cli.ts';
+import { assertSameLosses, losses, runCli, singleProcessLosses, writeTestConfig } from '../support/cli.ts';
 
 const configFile = writeTestConfig();
 const outDir = (name: string) => join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-sim-')), name);
@@ -28,10 +28,7 @@ const read = (path: string) => readFileSync(path, 'utf8');
 let reference: number[];
 
 before(async () => {
-  const out = outDir('reference');
-  const { code, output } = await runCli(['train', configFile, '--out', out, '--set', 'batchSize=8', '--quiet']);
-  assert.equal(code, 0, output);
-  reference = losses(join(out, 'metrics.jsonl'), read);
+  reference = await singleProcessLosses(configFile, ['batchSize=8']);
   assert.equal(reference.length, 4);
 });
 

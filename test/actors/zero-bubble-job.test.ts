@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
-import { assertSameLosses, losses, runCli, writeTestConfig } from '../support/cli.ts';
+import { assertSameLosses, losses, runCli, singleProcessLosses, writeTestConfig } from '../support/cli.ts';
 
 const configFile = writeTestConfig();
 const outDir = (name: string) => join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-zb-')), name);
@@ -20,10 +20,7 @@ const read = (path: string) => readFileSync(path, 'utf8');
 let reference: number[];
 
 before(async () => {
-  const out = outDir('reference');
-  const { code, output } = await runCli(['train', configFile, '--out', out, '--set', 'batchSize=8', '--quiet']);
-  assert.equal(code, 0, output);
-  reference = losses(join(out, 'metrics.jsonl'), read);
+  reference = await singleProcessLosses(configFile, ['batchSize=8']);
 });
 
 async function simulated(sets: string[]): Promise<{ losses: number[]; output: string }> {

@@ -1,4 +1,7 @@
-/** Test helpers: P pipeline stages (x dp replicas) in one process over the in-process transport. */
+/**
+ * Test helpers: P pipeline stages (x dp replicas) in one process over the in-process transport, and
+ * the small model and token data the stage tests train.
+ */
 import { Bus } from '../../src/comm/bus.ts';
 import { ProcessGroup } from '../../src/comm/collectives.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
@@ -18,6 +21,24 @@ import type { TraceRecorder } from '../../src/trace/trace.ts';
 import type * as tf from '../../src/tf.ts';
 import { DynamicLossScaler } from '../../src/train/loss-scaler.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';
+import { resolveTinyConfig } from '../support/tiny-train-config.ts';
+
+/** Sequence length of the stage tests' data. */
+export const STAGE_TEST_SEQ_LEN = 8;
+
+/** 32 samples of 8 ids below 23, every sample different; `stride` varies the data between test files. */
+export function stageTestDataset(stride: number): TokenizedDataset {
+  const numSamples = 32;
+  const inputIds = new Int32Array(numSamples * STAGE_TEST_SEQ_LEN);
+  for (let i = 0; i < inputIds.length; i++) inputIds[i] = (i * stride + Math.floor(i / STAGE_TEST_SEQ_LEN)) % 23;
+  return { inputIds, attentionMask: new Uint8Array(inputIds.length).fill(1), numSamples, seqLen: STAGE_TEST_SEQ_LEN };
+}
+
+/** A GPT of `numLayers` blocks of width 16 over a 24-word vocabulary, trained 3 steps, with `overrides`. */
+export function stageTestConfig(numLayers: number, seed: number, overrides: Record<string, unknown>): TrainConfig {
+  const model = { numLayers, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 };
+  return resolveTinyConfig({ model, seqLen: STAGE_TEST_SEQ_LEN, steps: 3, seed, vocabSize: 24 }, overrides);
+}
 
 export interface PipelineRun {
   losses: number[];

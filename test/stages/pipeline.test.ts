@@ -2,9 +2,7 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
-import { resolveTinyConfig } from '../support/tiny-train-config.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
-import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { GPT } from '../../src/model/gpt.ts';
 import { WORD_EMBEDDING, fullModelSlice, initialValues, paramsForSlice } from '../../src/model/params.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
@@ -14,23 +12,16 @@ import { partitionForRun } from '../../src/parallel/run-partition.ts';
 import type { ProcessGroup } from '../../src/comm/collectives.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import * as tf from '../../src/tf.ts';
-import { runPipeline } from './pipeline-helpers.ts';
+import { runPipeline, stageTestConfig, stageTestDataset } from './pipeline-helpers.ts';
 
 before(async () => {
   await initBackend('cpu', () => {});
 });
 
-const SEQ_LEN = 8;
-const dataset: TokenizedDataset = (() => {
-  const numSamples = 32;
-  const inputIds = new Int32Array(numSamples * SEQ_LEN);
-  for (let i = 0; i < inputIds.length; i++) inputIds[i] = (i * 7 + Math.floor(i / SEQ_LEN)) % 23;
-  return { inputIds, attentionMask: new Uint8Array(inputIds.length).fill(1), numSamples, seqLen: SEQ_LEN };
-})();
+const dataset = stageTestDataset(7);
 
 function config(overrides: Record<string, unknown>): TrainConfig {
-  const model = { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 };
-  return resolveTinyConfig({ model, seqLen: SEQ_LEN, steps: 3, seed: 11, vocabSize: 24 }, overrides);
+  return stageTestConfig(4, 11, overrides);
 }
 
 async function reference(batchSize: number, overrides: Record<string, unknown> = {}): Promise<number[]> {

@@ -6,31 +6,22 @@ import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
 import type { TrainConfig } from '../../src/config/types.ts';
-import type { TokenizedDataset } from '../../src/dataset/webtext.ts';
 import { GPT } from '../../src/model/gpt.ts';
 import { fullModelSlice } from '../../src/model/params.ts';
 import { buildSchedule, type ScheduleKind } from '../../src/scheduler/schedules.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { Trainer } from '../../src/train/trainer.ts';
 import { TraceRecorder } from '../../src/trace/trace.ts';
-import { resolveTinyConfig } from '../support/tiny-train-config.ts';
-import { runPipeline } from './pipeline-helpers.ts';
+import { runPipeline, stageTestConfig, stageTestDataset } from './pipeline-helpers.ts';
 
 before(async () => {
   await initBackend('cpu', () => {});
 });
 
-const SEQ_LEN = 8;
-const dataset: TokenizedDataset = (() => {
-  const numSamples = 32;
-  const inputIds = new Int32Array(numSamples * SEQ_LEN);
-  for (let i = 0; i < inputIds.length; i++) inputIds[i] = (i * 5 + Math.floor(i / SEQ_LEN)) % 23;
-  return { inputIds, attentionMask: new Uint8Array(inputIds.length).fill(1), numSamples, seqLen: SEQ_LEN };
-})();
+const dataset = stageTestDataset(5);
 
 function config(overrides: Record<string, unknown>): TrainConfig {
-  const model = { numLayers: 8, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 };
-  return resolveTinyConfig({ model, seqLen: SEQ_LEN, steps: 3, seed: 5, vocabSize: 24 }, overrides);
+  return stageTestConfig(8, 5, overrides);
 }
 
 let expected: number[];

@@ -1,7 +1,7 @@
 /** Test helpers: run the real `gpt-hybrid` CLI as a child process and watch its output. */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -101,6 +101,14 @@ export function losses(metricsFile: string, read: (path: string) => string): num
     .trim()
     .split('\n')
     .map((line) => (JSON.parse(line) as { loss: number }).loss);
+}
+
+/** The per-step losses of `config` trained in one process with `sets` (what a layout is compared with). */
+export async function singleProcessLosses(config: string, sets: string[]): Promise<number[]> {
+  const out = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-reference-')), 'run');
+  const { code, output } = await runCli(['train', config, '--out', out, ...sets.flatMap((set) => ['--set', set]), '--quiet']);
+  assert.equal(code, 0, output);
+  return losses(join(out, 'metrics.jsonl'), (path) => readFileSync(path, 'utf8'));
 }
 
 /** Losses equal within `relative` (1e-4: what the issue allows for float32 sums taken in another order). */
