@@ -10,6 +10,8 @@
 
 /** One Adam/AdamW step of a parameter from its gradient and both moments (wasm/adam.ts). */
 export const ADAM_UPDATE = 'GptHybridAdamUpdate';
+/** The same step with both moments in one tensor [2, ...shape], m then v (webgpu/adam.ts). */
+export const ADAM_UPDATE_PACKED = 'GptHybridAdamUpdatePacked';
 
 /** The scalars of one update; each is rounded to float32 as a tf scalar would be. */
 export interface AdamUpdateAttrs {

@@ -104,6 +104,12 @@ describe('webgpu fused kernels', () => {
     });
   }
 
+  test('adam update - the packed moments go through a checkpoint\'s save and restore', async () => {
+    const webgpu = await withBackend('webgpu', async () => readAll(await threeAdamSteps(ADAM_BASE, ADAM_SHAPES, true)));
+    const cpu = await withBackend('cpu', async () => readAll(await threeAdamSteps(ADAM_BASE, ADAM_SHAPES)));
+    webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `restored: tensor ${i}`, ELEMENTWISE));
+  });
+
   test('sum of squares - one value per tensor over more tensors than a shader binds, the empty one 0', async () => {
     const [webgpu, cpu] = await onWebgpuAndCpu(() => {
       const tensors = squaresInputs();
@@ -122,6 +128,7 @@ describe('webgpu fused kernels', () => {
       const before = tf.memory().numTensors;
       await readAll(tf.tidy(() => [...layerNormBoth(7, 12), ...layerNormBoth(5, 6), ...geluBoth([3, 5]), ...crossEntropyBoth(7, 16, 100)]));
       await readAll(await threeAdamSteps(ADAM_BASE, ADAM_SHAPES));
+      await readAll(await threeAdamSteps(ADAM_BASE, ADAM_SHAPES, true));
       const tensors = squaresInputs();
       await sumOfSquares(tensors);
       tf.dispose(tensors);
