@@ -30,6 +30,9 @@ export interface AdamUpdateAttrs {
   stepSize: number;
 }
 
+/** Column sums of a [rows, h] matrix, [h]: a linear's bias gradient (webgpu/column-sums.ts). */
+export const COLUMN_SUMS = 'GptHybridColumnSums';
+
 /** GELU (tanh form) and its backward (wasm/gelu.ts). */
 export const GELU = 'GptHybridGelu';
 export const GELU_GRAD = 'GptHybridGeluGrad';

@@ -8,7 +8,7 @@ import * as tf from '../../src/tf.ts';
 import { LAYER_NORM, LAYER_NORM_GRAD, SUM_OF_SQUARES } from '../../src/backend/kernel-names.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertGpuHealthy } from '../../src/backend/webgpu/activate.ts';
-import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy } from '../../src/model/manual/primitives.ts';
+import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy, sumRows } from '../../src/model/manual/primitives.ts';
 import { sumOfSquares } from '../../src/train/optimizer.ts';
 import { ADAM_BASE, ADAM_CASES, threeAdamSteps } from './adam-steps.ts';
 import { assertClose, randomValues } from './compare.ts';
@@ -94,6 +94,11 @@ describe('webgpu fused kernels', () => {
     const [losses] = await withBackend('webgpu', () => readAll(tf.tidy(() => crossEntropyBoth(3, 4, 10, (row) => (row === 1 ? 10 : row)))));
     assert.ok(Number.isNaN(losses!.values[1]!), `the bad row's loss is ${losses!.values[1]}`);
     assert.ok(Number.isFinite(losses!.values[0]!) && Number.isFinite(losses!.values[2]!), 'the other rows keep their losses');
+  });
+
+  test('sum over rows - a bias gradient matches the cpu ops, rows and widths with tails', async () => {
+    const [webgpu, cpu] = await onWebgpuAndCpu(() => [[7, 100], [301, 5], [1, 3], [2, 65]].map(([rows, h], i) => sumRows(tf.tensor2d(randomValues(rows! * h!, 20 + i), [rows!, h!]))));
+    webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `sums ${i}`, ELEMENTWISE));
   });
 
   for (const [what, config] of ADAM_CASES) {

@@ -1,6 +1,6 @@
 /**
  * Implements: installing (and, for comparisons, removing) this project's fused kernels on 'webgpu':
- * LayerNorm and GELU with their backwards, the Adam update, the gradients' sums of squares and the LM
+ * LayerNorm and GELU with their backwards, the Adam update, a linear's bias gradient, the gradients' sums of squares and the LM
  * head's softmax cross-entropy with its gradient (over untransposed logits). Model and optimizer
  * code looks them up by name on every op and falls back to tf ops where they are absent, so both
  * calls take effect at once, even on a running backend.
@@ -11,6 +11,7 @@
 import * as tf from '../../tf.ts';
 import type { KernelConfig } from '../../tf.ts';
 import { webgpuAdamUpdateConfig } from './adam.ts';
+import { webgpuColumnSumsConfig } from './column-sums.ts';
 import { webgpuGeluConfig } from './gelu.ts';
 import { webgpuGeluGradConfig } from './gelu-grad.ts';
 import { webgpuLayerNormConfig } from './layer-norm.ts';
@@ -24,6 +25,7 @@ export const WEBGPU_TRAINING_KERNELS: readonly KernelConfig[] = [
   webgpuGeluConfig,
   webgpuGeluGradConfig,
   webgpuAdamUpdateConfig,
+  webgpuColumnSumsConfig,
   webgpuSumOfSquaresConfig,
   webgpuSoftmaxCrossEntropyConfig,
 ];

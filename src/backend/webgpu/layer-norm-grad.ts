@@ -4,50 +4,12 @@
  * and dbeta = sum(dy) over rows (the contract of wasm/layer-norm.ts; primitives.ts layerNormBackward).
  *
  * Why: the tf-op form is 11 ops; this is three dispatches: dx by one workgroup per row, dgamma and
- * dbeta by one column-sum shader (64 columns a workgroup, 4 lanes of rows each, so a long batch of
- * rows is still read by 256 threads).
+ * dbeta by a column-sum shader each (column-sums.ts).
  */
 import type { KernelConfig, KernelFunc } from '../../tf.ts';
 import { LAYER_NORM_GRAD } from '../kernel-names.ts';
-import { asWebgpuBackend, rowProgram, runProgram, type WebgpuProgram } from './program.ts';
-
-const COLUMNS = 64;
-const LANES = 4;
-
-/** Column sums over rows of dy * xhat (`withXhat` 1) or of dy (0), [h]. */
-function columnSumProgram(rows: number, h: number, withXhat: boolean): WebgpuProgram {
-  return {
-    variableNames: ['dy', 'xhat'],
-    outputShape: [h],
-    shaderKey: 'gptColumnSums',
-    dispatchLayout: { x: [0] },
-    dispatch: [Math.ceil(h / COLUMNS), 1, 1],
-    workgroupSize: [COLUMNS, LANES, 1],
-    uniforms: 'rows : i32, withXhat : i32, ',
-    scalars: [{ name: 'rows', type: 'i32', value: rows }, { name: 'withXhat', type: 'i32', value: withXhat ? 1 : 0 }],
-    getUserCode: () => `
-      var<workgroup> lanes : array<array<f32, ${COLUMNS}>, ${LANES}>;
-      fn main(index : i32) {
-        let h = uniforms.outShape;
-        let column = i32(workgroupId.x) * ${COLUMNS} + i32(localId.x);
-        let lane = i32(localId.y);
-        var sum = 0.0;
-        for (var r = lane; column < h && r < uniforms.rows; r += ${LANES}) {
-          let i = r * h + column;
-          sum += select(dy[i], dy[i] * xhat[i], uniforms.withXhat == 1);
-        }
-        lanes[lane][localId.x] = sum;
-        workgroupBarrier();
-        if (lane == 0 && column < h) {
-          var total = lanes[0][localId.x];
-          for (var l = 1; l < ${LANES}; l++) {
-            total += lanes[l][localId.x];
-          }
-          result[column] = total;
-        }
-      }`,
-  };
-}
+import { columnSumProgram } from './column-sums.ts';
+import { asWebgpuBackend, rowProgram, runProgram } from './program.ts';
 
 const layerNormGradKernel: KernelFunc = (args) => {
   const backend = asWebgpuBackend(args.backend, LAYER_NORM_GRAD);
@@ -78,7 +40,7 @@ const layerNormGradKernel: KernelFunc = (args) => {
       result[i] = (dy[i] * gamma[c] - meanG - xhat[i] * meanGXhat) * rstd[row];
     }`), [dy, xhat, rstd, gamma], 'float32');
   const dgamma = runProgram(backend, columnSumProgram(rows, h, true), [dy, xhat], 'float32');
-  const dbeta = runProgram(backend, columnSumProgram(rows, h, false), [dy, xhat], 'float32');
+  const dbeta = runProgram(backend, columnSumProgram(rows, h, false), [dy], 'float32');
   return [dx, dgamma, dbeta];
 };
 

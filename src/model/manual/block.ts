@@ -23,7 +23,7 @@ import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { DropoutSite, dropoutMask, type DropoutContext } from '../dropout.ts';
 import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
-import { geluBackward, geluForward, layerNormBackward, layerNormForward, softmaxBackward, type GeluSaved, type LayerNormSaved } from './primitives.ts';
+import { geluBackward, geluForward, layerNormBackward, layerNormForward, softmaxBackward, sumRows, type GeluSaved, type LayerNormSaved } from './primitives.ts';
 
 /** A block's parameters (this rank's shards) by local name (params.ts: 'ln1.gamma', 'attn.qkv.weight', ...). */
 export type BlockParams = ReadonlyMap<string, tf.Tensor>;
@@ -256,7 +256,7 @@ export function blockBackwardWeight(work: BlockWeightWork): Map<string, tf.Tenso
     for (const name of LINEARS) {
       const { input, dOutput } = work.linears[name];
       out[`${name}.weight`] = tf.matMul(input, dOutput, true, false);
-      out[`${name}.bias`] = tf.sum(dOutput, 0);
+      out[`${name}.bias`] = sumRows(dOutput);
     }
     return out;
   });

@@ -7,7 +7,7 @@
  */
 import * as tf from '../../tf.ts';
 import {
-  GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS,
+  COLUMN_SUMS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS,
 } from '../../backend/kernel-names.ts';
 import { pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
@@ -90,6 +90,13 @@ export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
   const innerSlope = tf.add(tf.mul(tf.mul(x, x), 3 * GELU_A * GELU_C), GELU_C);
   const local = tf.add(tf.add(tf.mul(tanh, 0.5), 0.5), tf.mul(tf.mul(halfX, sech2), innerSlope));
   return tf.mul(dy, local);
+}
+
+/** The sum over rows of x [rows, h], [h]: a linear's bias gradient from its output gradient. */
+export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
+  // One dispatch where the reduction over rows would transpose first (backend/webgpu/column-sums.ts).
+  if (hasKernel(COLUMN_SUMS)) return tf.engine().runKernel(COLUMN_SUMS, { x }, {}) as tf.Tensor1D;
+  return tf.sum(x, 0);
 }
 
 /** Softmax over the last axis backward: dS = P * (dP - sum(dP * P)). */
