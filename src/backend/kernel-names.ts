@@ -33,6 +33,10 @@ export interface AdamUpdateAttrs {
 /** Column sums of a [rows, h] matrix, [h]: a linear's bias gradient (webgpu/column-sums.ts). */
 export const COLUMN_SUMS = 'GptHybridColumnSums';
 
+/** Attention's probabilities softmax(scores * scale + mask bias) and its scores' gradient (webgpu/). */
+export const ATTENTION_SOFTMAX = 'GptHybridAttentionSoftmax';
+export const SOFTMAX_GRAD = 'GptHybridSoftmaxGrad';
+
 /** GELU (tanh form) and its backward (wasm/gelu.ts). */
 export const GELU = 'GptHybridGelu';
 export const GELU_GRAD = 'GptHybridGeluGrad';

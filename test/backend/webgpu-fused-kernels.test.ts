@@ -1,14 +1,15 @@
 // Tests the fused webgpu kernels (src/backend/webgpu/) against the tf ops they replace, run on cpu
 // (where none is registered, so the callers fall back to the ops): LayerNorm and GELU with their
-// backwards, the LM head's cross-entropy, the Adam update and the sums of squares, over odd sizes, rows
-// and widths with tails, more tensors than one shader binds, and no tensor left behind.
+// backwards, the LM head's cross-entropy, the Adam update, the sums of squares, the sums over rows,
+// a linear with its bias and attention's softmax with its backward, over odd sizes, rows and widths
+// with tails, more tensors than one shader binds, and no tensor left behind.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../../src/tf.ts';
 import { LAYER_NORM, LAYER_NORM_GRAD, SUM_OF_SQUARES } from '../../src/backend/kernel-names.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertGpuHealthy } from '../../src/backend/webgpu/activate.ts';
-import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy, sumRows } from '../../src/model/manual/primitives.ts';
+import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy, linear, sumRows, attentionProbs, attentionScoresGrad } from '../../src/model/manual/primitives.ts';
 import { sumOfSquares } from '../../src/train/optimizer.ts';
 import { ADAM_BASE, ADAM_CASES, threeAdamSteps } from './adam-steps.ts';
 import { assertClose, randomValues } from './compare.ts';
@@ -99,6 +100,23 @@ describe('webgpu fused kernels', () => {
   test('sum over rows - a bias gradient matches the cpu ops, rows and widths with tails', async () => {
     const [webgpu, cpu] = await onWebgpuAndCpu(() => [[7, 100], [301, 5], [1, 3], [2, 65]].map(([rows, h], i) => sumRows(tf.tensor2d(randomValues(rows! * h!, 20 + i), [rows!, h!]))));
     webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `sums ${i}`, ELEMENTWISE));
+  });
+
+  test('linear - the matmul with its bias added matches the cpu ops', async () => {
+    const [webgpu, cpu] = await onWebgpuAndCpu(() => [[7, 20, 33], [128, 64, 192]].map(([rows, inputs, outputs], i) => linear(
+      tf.tensor2d(randomValues(rows! * inputs!, 30 + i), [rows!, inputs!]), tf.tensor2d(randomValues(inputs! * outputs!, 40 + i), [inputs!, outputs!]), tf.tensor1d(randomValues(outputs!, 50 + i)))));
+    webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `linear ${i}`, ELEMENTWISE));
+  });
+
+  test('attention softmax - probabilities and the scores\' gradient match the cpu ops, a bias per batch or shared', async () => {
+    const [webgpu, cpu] = await onWebgpuAndCpu(() => [[2, 3, 7, 2], [1, 2, 130, 1], [3, 1, 5, 1]].flatMap(([batch, heads, t, biasBatches], i) => {
+      const scores = tf.tensor4d(randomValues(batch! * heads! * t! * t!, 60 + i).map((v) => 8 * v), [batch!, heads!, t!, t!]);
+      const bias = tf.tensor4d(randomValues(biasBatches! * t! * t!, 70 + i).map((v) => (v > 0.3 ? -10000 : v)), [biasBatches!, 1, t!, t!]);
+      const probs = attentionProbs(scores, bias, 0.125);
+      const dprobs = tf.tensor4d(randomValues(batch! * heads! * t! * t!, 80 + i), [batch!, heads!, t!, t!]);
+      return [probs, attentionScoresGrad(dprobs, probs, 0.125)];
+    }));
+    webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `attention softmax ${i}`, ELEMENTWISE));
   });
 
   for (const [what, config] of ADAM_CASES) {

@@ -23,7 +23,7 @@ import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { DropoutSite, dropoutMask, type DropoutContext } from '../dropout.ts';
 import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
-import { geluBackward, geluForward, layerNormBackward, layerNormForward, softmaxBackward, sumRows, type GeluSaved, type LayerNormSaved } from './primitives.ts';
+import { attentionProbs, attentionScoresGrad, geluBackward, geluForward, layerNormBackward, layerNormForward, linear, sumRows, type GeluSaved, type LayerNormSaved } from './primitives.ts';
 
 /** A block's parameters (this rank's shards) by local name (params.ts: 'ln1.gamma', 'attn.qkv.weight', ...). */
 export type BlockParams = ReadonlyMap<string, tf.Tensor>;
@@ -117,10 +117,9 @@ export function* blockForwardSteps(
     const attention = tidyKeep(() => {
       const x2 = tf.reshape(x, [rows, hidden]) as tf.Tensor2D;
       const ln1 = layerNormForward(x2, param(params, 'ln1.gamma'), param(params, 'ln1.beta'), eps);
-      const qkv = tf.reshape(tf.add(tf.matMul(ln1.y, param(params, 'attn.qkv.weight') as tf.Tensor2D), param(params, 'attn.qkv.bias')), [batch, seqLen, heads, 3 * headDim]);
+      const qkv = tf.reshape(linear(ln1.y, param(params, 'attn.qkv.weight') as tf.Tensor2D, param(params, 'attn.qkv.bias')), [batch, seqLen, heads, 3 * headDim]);
       const [q, k, v] = tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D);
-      const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)), bias);
-      const probs = tf.softmax(scores) as tf.Tensor4D;
+      const probs = attentionProbs(tf.matMul(q, k, false, true), bias, 1 / Math.sqrt(headDim));
       const fullMask = maskFor(options, config.attnDropRate, DropoutSite.AttentionProbs, [config.numAttentionHeads, seqLen, seqLen]);
       const probsMask = fullMask === undefined || heads === config.numAttentionHeads
         ? fullMask
@@ -141,7 +140,7 @@ export function* blockForwardSteps(
       if (attnOutMask !== undefined) attnOut = tf.mul(attnOut, tf.reshape(attnOutMask, [rows, hidden]));
       const afterAttention = tf.add(tf.reshape(x, [rows, hidden]), attnOut) as tf.Tensor2D;
       const ln2 = layerNormForward(afterAttention, param(params, 'ln2.gamma'), param(params, 'ln2.beta'), eps);
-      const fc1 = tf.add(tf.matMul(ln2.y, param(params, 'mlp.fc1.weight') as tf.Tensor2D), param(params, 'mlp.fc1.bias'));
+      const fc1 = linear(ln2.y, param(params, 'mlp.fc1.weight') as tf.Tensor2D, param(params, 'mlp.fc1.bias'));
       const gelu = geluForward(fc1);
       const activated = gelu.y as tf.Tensor2D;
       const partial = tf.matMul(activated, param(params, 'mlp.fc2.weight') as tf.Tensor2D);
@@ -212,7 +211,7 @@ export function* blockBackwardInputSteps(
       const dv = tf.matMul(dropped, dContext, true, false);
       const dProbs = saved.probsMask === undefined ? dDropped : tf.mul(dDropped, saved.probsMask);
       // scores = q k^T * scale + bias; the bias is a constant.
-      const dScores = tf.mul(softmaxBackward(dProbs, saved.probs), 1 / Math.sqrt(headDim)) as tf.Tensor4D;
+      const dScores = attentionScoresGrad(dProbs as tf.Tensor4D, saved.probs, 1 / Math.sqrt(headDim));
       const dq = tf.matMul(dScores, saved.k);
       const dk = tf.matMul(dScores, saved.q, true, false);
       // Undo the split and the head transpose in one 4-D transpose: [B, heads, T, q|k|v] -> [B, T, heads, 3 headDim].

@@ -7,7 +7,7 @@
  */
 import * as tf from '../../tf.ts';
 import {
-  COLUMN_SUMS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS,
+  ATTENTION_SOFTMAX, COLUMN_SUMS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD,
 } from '../../backend/kernel-names.ts';
 import { pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
@@ -92,11 +92,34 @@ export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
   return tf.mul(dy, local);
 }
 
+/** x [rows, in] W [in, out] + b [out]. */
+export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor): tf.Tensor2D {
+  // On webgpu the stock fused matmul adds the bias as the matmul's last step, the same float32 add, a
+  // dispatch fewer. Elsewhere two ops: wasm's fused matmul starts its sums from the bias, which would
+  // move its results off the tape model's.
+  if (tf.getBackend() === 'webgpu') return tf.fused.matMul({ a: x, b: weight, bias }) as tf.Tensor2D;
+  return tf.add(tf.matMul(x, weight), bias) as tf.Tensor2D;
+}
+
 /** The sum over rows of x [rows, h], [h]: a linear's bias gradient from its output gradient. */
 export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
   // One dispatch where the reduction over rows would transpose first (backend/webgpu/column-sums.ts).
   if (hasKernel(COLUMN_SUMS)) return tf.engine().runKernel(COLUMN_SUMS, { x }, {}) as tf.Tensor1D;
   return tf.sum(x, 0);
+}
+
+/** Attention's probabilities softmax(scores * scale + bias), bias [B or 1, 1, T, T] added to every head. */
+export function attentionProbs(scores: tf.Tensor4D, bias: tf.Tensor4D, scale: number): tf.Tensor4D {
+  // One pass per row instead of three dispatches (backend/webgpu/attention-softmax.ts).
+  if (hasKernel(ATTENTION_SOFTMAX)) return tf.engine().runKernel(ATTENTION_SOFTMAX, { scores, bias }, { scale }) as tf.Tensor4D;
+  return tf.softmax(tf.add(tf.mul(scores, scale), bias)) as tf.Tensor4D;
+}
+
+/** The scores' gradient from the probabilities' through attentionProbs: softmaxBackward times the scale. */
+export function attentionScoresGrad(dprobs: tf.Tensor4D, probs: tf.Tensor4D, scale: number): tf.Tensor4D {
+  // One pass per row instead of five dispatches (backend/webgpu/softmax-grad.ts).
+  if (hasKernel(SOFTMAX_GRAD)) return tf.engine().runKernel(SOFTMAX_GRAD, { dprobs, probs }, { scale }) as tf.Tensor4D;
+  return tf.mul(softmaxBackward(dprobs, probs), scale) as tf.Tensor4D;
 }
 
 /** Softmax over the last axis backward: dS = P * (dP - sum(dP * P)). */
