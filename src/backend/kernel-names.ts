@@ -37,6 +37,10 @@ export const COLUMN_SUMS = 'GptHybridColumnSums';
 export const ATTENTION_SOFTMAX = 'GptHybridAttentionSoftmax';
 export const SOFTMAX_GRAD = 'GptHybridSoftmaxGrad';
 
+/** Attention's qkv split into heads and the heads' gradients merged back (webgpu/attention-heads.ts). */
+export const SPLIT_HEADS = 'GptHybridSplitHeads';
+export const MERGE_HEADS = 'GptHybridMergeHeads';
+
 /** GELU (tanh form) and its backward (wasm/gelu.ts). */
 export const GELU = 'GptHybridGelu';
 export const GELU_GRAD = 'GptHybridGeluGrad';

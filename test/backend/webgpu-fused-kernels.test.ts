@@ -1,15 +1,15 @@
 // Tests the fused webgpu kernels (src/backend/webgpu/) against the tf ops they replace, run on cpu
 // (where none is registered, so the callers fall back to the ops): LayerNorm and GELU with their
 // backwards, the LM head's cross-entropy, the Adam update, the sums of squares, the sums over rows,
-// a linear with its bias and attention's softmax with its backward, over odd sizes, rows and widths
-// with tails, more tensors than one shader binds, and no tensor left behind.
+// a linear with its bias, attention's softmax with its backward and its heads, over odd sizes, rows
+// and widths with tails, more tensors than one shader binds, and no tensor left behind.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../../src/tf.ts';
 import { LAYER_NORM, LAYER_NORM_GRAD, SUM_OF_SQUARES } from '../../src/backend/kernel-names.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertGpuHealthy } from '../../src/backend/webgpu/activate.ts';
-import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy, linear, sumRows, attentionProbs, attentionScoresGrad } from '../../src/model/manual/primitives.ts';
+import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy, linear, sumRows, attentionProbs, attentionScoresGrad, mergeHeads, splitHeads } from '../../src/model/manual/primitives.ts';
 import { sumOfSquares } from '../../src/train/optimizer.ts';
 import { ADAM_BASE, ADAM_CASES, threeAdamSteps } from './adam-steps.ts';
 import { assertClose, randomValues } from './compare.ts';
@@ -117,6 +117,15 @@ describe('webgpu fused kernels', () => {
       return [probs, attentionScoresGrad(dprobs, probs, 0.125)];
     }));
     webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `attention softmax ${i}`, ELEMENTWISE));
+  });
+
+  test('attention heads - the split of qkv and the merge of the gradients give the tf ops\' bits', async () => {
+    const [webgpu, cpu] = await onWebgpuAndCpu(() => [[2, 5, 3, 4], [1, 130, 2, 7]].flatMap(([batch, t, heads, headDim], i) => {
+      const qkv = tf.tensor4d(randomValues(batch! * t! * heads! * 3 * headDim!, 90 + i), [batch!, t!, heads!, 3 * headDim!]);
+      const [q, k, v] = splitHeads(qkv);
+      return [q, k, v, mergeHeads(tf.mul(q, 2), tf.mul(k, 3), tf.mul(v, 4))];
+    }));
+    webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `heads ${i}`, 0));
   });
 
   for (const [what, config] of ADAM_CASES) {

@@ -23,7 +23,7 @@ import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { DropoutSite, dropoutMask, type DropoutContext } from '../dropout.ts';
 import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
-import { attentionProbs, attentionScoresGrad, geluBackward, geluForward, layerNormBackward, layerNormForward, linear, sumRows, type GeluSaved, type LayerNormSaved } from './primitives.ts';
+import { attentionProbs, attentionScoresGrad, geluBackward, geluForward, layerNormBackward, layerNormForward, linear, mergeHeads, splitHeads, sumRows, type GeluSaved, type LayerNormSaved } from './primitives.ts';
 
 /** A block's parameters (this rank's shards) by local name (params.ts: 'ln1.gamma', 'attn.qkv.weight', ...). */
 export type BlockParams = ReadonlyMap<string, tf.Tensor>;
@@ -118,7 +118,7 @@ export function* blockForwardSteps(
       const x2 = tf.reshape(x, [rows, hidden]) as tf.Tensor2D;
       const ln1 = layerNormForward(x2, param(params, 'ln1.gamma'), param(params, 'ln1.beta'), eps);
       const qkv = tf.reshape(linear(ln1.y, param(params, 'attn.qkv.weight') as tf.Tensor2D, param(params, 'attn.qkv.bias')), [batch, seqLen, heads, 3 * headDim]);
-      const [q, k, v] = tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D);
+      const [q, k, v] = splitHeads(qkv as tf.Tensor4D);
       const probs = attentionProbs(tf.matMul(q, k, false, true), bias, 1 / Math.sqrt(headDim));
       const fullMask = maskFor(options, config.attnDropRate, DropoutSite.AttentionProbs, [config.numAttentionHeads, seqLen, seqLen]);
       const probsMask = fullMask === undefined || heads === config.numAttentionHeads
@@ -214,8 +214,7 @@ export function* blockBackwardInputSteps(
       const dScores = attentionScoresGrad(dProbs as tf.Tensor4D, saved.probs, 1 / Math.sqrt(headDim));
       const dq = tf.matMul(dScores, saved.k);
       const dk = tf.matMul(dScores, saved.q, true, false);
-      // Undo the split and the head transpose in one 4-D transpose: [B, heads, T, q|k|v] -> [B, T, heads, 3 headDim].
-      const dQkv = tf.reshape(tf.transpose(tf.concat([dq, dk, dv], 3), [0, 2, 1, 3]), [rows, 3 * heads * headDim]) as tf.Tensor2D;
+      const dQkv = tf.reshape(mergeHeads(dq as tf.Tensor4D, dk as tf.Tensor4D, dv as tf.Tensor4D), [rows, 3 * heads * headDim]) as tf.Tensor2D;
       // Column-parallel QKV: this rank's heads' share of the input gradient.
       const partial = tf.matMul(dQkv, param(params, 'attn.qkv.weight') as tf.Tensor2D, false, true);
       return { ln2: { dgamma: ln2.dgamma, dbeta: ln2.dbeta }, dAfterAttention, dAttnOut, dQkv, partial };

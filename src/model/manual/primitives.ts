@@ -7,7 +7,7 @@
  */
 import * as tf from '../../tf.ts';
 import {
-  ATTENTION_SOFTMAX, COLUMN_SUMS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD,
+  ATTENTION_SOFTMAX, COLUMN_SUMS, GELU, MERGE_HEADS, SPLIT_HEADS, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD,
 } from '../../backend/kernel-names.ts';
 import { pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
@@ -106,6 +106,20 @@ export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
   // One dispatch where the reduction over rows would transpose first (backend/webgpu/column-sums.ts).
   if (hasKernel(COLUMN_SUMS)) return tf.engine().runKernel(COLUMN_SUMS, { x }, {}) as tf.Tensor1D;
   return tf.sum(x, 0);
+}
+
+/** qkv [B, T, heads, 3 headDim], each head's q|k|v -> q, k, v [B, heads, T, headDim]. */
+export function splitHeads(qkv: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] {
+  // Three dispatches instead of six (backend/webgpu/attention-heads.ts).
+  if (hasKernel(SPLIT_HEADS)) return tf.engine().runKernel(SPLIT_HEADS, { qkv }, {}) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+  return tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3])) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+}
+
+/** splitHeads' inverse for the gradients: dq, dk, dv [B, heads, T, headDim] -> [B, T, heads, 3 headDim]. */
+export function mergeHeads(dq: tf.Tensor4D, dk: tf.Tensor4D, dv: tf.Tensor4D): tf.Tensor4D {
+  if (hasKernel(MERGE_HEADS)) return tf.engine().runKernel(MERGE_HEADS, { dq, dk, dv }, {}) as tf.Tensor4D;
+  // The split and the head transpose undone in one 4-D transpose.
+  return tf.transpose(tf.concat([dq, dk, dv], 3), [0, 2, 1, 3]);
 }
 
 /** Attention's probabilities softmax(scores * scale + bias), bias [B or 1, 1, T, T] added to every head. */
