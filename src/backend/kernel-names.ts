@@ -48,6 +48,8 @@ export const GELU_GRAD = 'GptHybridGeluGrad';
 /** LayerNorm over the last axis and its backward (wasm/layer-norm.ts). */
 export const LAYER_NORM = 'GptHybridLayerNorm';
 export const LAYER_NORM_GRAD = 'GptHybridLayerNormGrad';
+/** The backward with a residual gradient added to dx (webgpu/layer-norm-grad.ts). */
+export const LAYER_NORM_GRAD_RESIDUAL = 'GptHybridLayerNormGradResidual';
 
 /** The LM head's cross-entropy with its gradient, over transposed logits (wasm/softmax-cross-entropy.ts). */
 export const SOFTMAX_CROSS_ENTROPY = 'GptHybridSoftmaxCrossEntropy';

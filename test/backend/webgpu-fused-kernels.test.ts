@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../../src/tf.ts';
-import { LAYER_NORM, LAYER_NORM_GRAD, SUM_OF_SQUARES } from '../../src/backend/kernel-names.ts';
+import { LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, SUM_OF_SQUARES } from '../../src/backend/kernel-names.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertGpuHealthy } from '../../src/backend/webgpu/activate.ts';
 import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy, linear, sumRows, attentionProbs, attentionScoresGrad, mergeHeads, splitHeads } from '../../src/model/manual/primitives.ts';
@@ -24,13 +24,17 @@ function layerNormBoth(rows: number, h: number): tf.Tensor[] {
   const beta = tf.tensor1d(randomValues(h, 3));
   const dy = tf.tensor2d(randomValues(rows * h, 4), [rows, h]);
   // primitives.ts runs the kernel only for widths of a multiple of 4 (a wasm limit); ours has none.
+  const residual = tf.tensor2d(randomValues(rows * h, 6), [rows, h]);
   if (h % 4 !== 0 && tf.getBackend() === 'webgpu') {
     const [y, xhat, rstd] = tf.engine().runKernel(LAYER_NORM, { x, gamma, beta }, { epsilon: 1e-5 }) as tf.Tensor[];
-    return [y!, xhat!, rstd!, ...(tf.engine().runKernel(LAYER_NORM_GRAD, { dy, xhat: xhat!, rstd: rstd!, gamma }, {}) as tf.Tensor[])];
+    const saved = { dy, xhat: xhat!, rstd: rstd!, gamma };
+    const [dxResidual] = tf.engine().runKernel(LAYER_NORM_GRAD_RESIDUAL, { ...saved, residual }, {}) as tf.Tensor[];
+    return [y!, xhat!, rstd!, ...(tf.engine().runKernel(LAYER_NORM_GRAD, saved, {}) as tf.Tensor[]), dxResidual!];
   }
   const forward = layerNormForward(x, gamma, beta, 1e-5);
   const backward = layerNormBackward(dy, forward.saved, gamma);
-  return [forward.y, forward.saved.xhat, forward.saved.rstd, backward.dx, backward.dgamma, backward.dbeta];
+  const withResidual = layerNormBackward(dy, forward.saved, gamma, residual);
+  return [forward.y, forward.saved.xhat, forward.saved.rstd, backward.dx, backward.dgamma, backward.dbeta, withResidual.dx];
 }
 
 function geluBoth(shape: number[]): tf.Tensor[] {
@@ -69,10 +73,10 @@ before(async () => {
 after(() => assertGpuHealthy());
 
 describe('webgpu fused kernels', () => {
-  test('layer norm - y, xhat, rstd and the backward match the cpu ops', async () => {
+  test('layer norm - y, xhat, rstd and the backward, with and without a residual gradient, match the cpu ops', async () => {
     for (const [rows, h] of [[7, 12], [256, 64], [3, 256], [5, 6], [1, 4], [33, 1000], [300, 4]] as const) {
       const [webgpu, cpu] = await onWebgpuAndCpu(() => layerNormBoth(rows, h));
-      ['y', 'xhat', 'rstd', 'dx', 'dgamma', 'dbeta'].forEach((name, i) => assertClose(webgpu[i]!, cpu[i]!, `layer norm [${rows}, ${h}]: ${name}`, ELEMENTWISE));
+      ['y', 'xhat', 'rstd', 'dx', 'dgamma', 'dbeta', 'dx with a residual'].forEach((name, i) => assertClose(webgpu[i]!, cpu[i]!, `layer norm [${rows}, ${h}]: ${name}`, ELEMENTWISE));
     }
   });
 

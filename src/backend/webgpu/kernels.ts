@@ -17,7 +17,7 @@ import { webgpuColumnSumsConfig } from './column-sums.ts';
 import { webgpuGeluConfig } from './gelu.ts';
 import { webgpuGeluGradConfig } from './gelu-grad.ts';
 import { webgpuLayerNormConfig } from './layer-norm.ts';
-import { webgpuLayerNormGradConfig } from './layer-norm-grad.ts';
+import { webgpuLayerNormGradConfig, webgpuLayerNormGradResidualConfig } from './layer-norm-grad.ts';
 import { webgpuSoftmaxCrossEntropyConfig } from './softmax-cross-entropy.ts';
 import { webgpuSoftmaxGradConfig } from './softmax-grad.ts';
 import { webgpuSumOfSquaresConfig } from './sum-of-squares.ts';
@@ -25,6 +25,7 @@ import { webgpuSumOfSquaresConfig } from './sum-of-squares.ts';
 export const WEBGPU_TRAINING_KERNELS: readonly KernelConfig[] = [
   webgpuLayerNormConfig,
   webgpuLayerNormGradConfig,
+  webgpuLayerNormGradResidualConfig,
   webgpuGeluConfig,
   webgpuGeluGradConfig,
   webgpuAdamUpdateConfig,

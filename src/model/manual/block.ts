@@ -199,8 +199,8 @@ export function* blockBackwardInputSteps(
     held.push(dNormed2);
     // Attention branch: afterAttention = x + drop(proj(attention(qkv(ln1(x))))).
     const attention = tidyKeep(() => {
-      const ln2 = layerNormBackward(dNormed2, saved.ln2, param(params, 'ln2.gamma'));
-      const dAfterAttention = tf.add(tf.reshape(dy, [rows, hidden]), ln2.dx) as tf.Tensor2D;
+      const ln2 = layerNormBackward(dNormed2, saved.ln2, param(params, 'ln2.gamma'), tf.reshape(dy, [rows, hidden]) as tf.Tensor2D);
+      const dAfterAttention = ln2.dx;
       const dAttnOut = saved.attnOutMask === undefined
         ? dAfterAttention
         : (tf.mul(dAfterAttention, tf.reshape(saved.attnOutMask, [rows, hidden])) as tf.Tensor2D);
@@ -224,8 +224,8 @@ export function* blockBackwardInputSteps(
     const dNormed1 = (yield allReduce(attention.partial, 'sum', `${site} QKV input gradient`)) as tf.Tensor2D;
     held.push(dNormed1);
     const input = tidyKeep(() => {
-      const ln1 = layerNormBackward(dNormed1, saved.ln1, param(params, 'ln1.gamma'));
-      return { dx: tf.reshape(tf.add(attention.dAfterAttention, ln1.dx), [batch, seqLen, hidden]) as tf.Tensor3D, ln1: { dgamma: ln1.dgamma, dbeta: ln1.dbeta } };
+      const ln1 = layerNormBackward(dNormed1, saved.ln1, param(params, 'ln1.gamma'), attention.dAfterAttention);
+      return { dx: tf.reshape(ln1.dx, [batch, seqLen, hidden]) as tf.Tensor3D, ln1: { dgamma: ln1.dgamma, dbeta: ln1.dbeta } };
     });
     dNormed1.dispose();
     if (attention.dAfterAttention !== attention.dAttnOut) attention.dAfterAttention.dispose();

@@ -7,7 +7,8 @@
  */
 import * as tf from '../../tf.ts';
 import {
-  ATTENTION_SOFTMAX, COLUMN_SUMS, GELU, MERGE_HEADS, SPLIT_HEADS, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD,
+  ATTENTION_SOFTMAX, COLUMN_SUMS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, MERGE_HEADS,
+  SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD, SPLIT_HEADS,
 } from '../../backend/kernel-names.ts';
 import { pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
@@ -40,9 +41,20 @@ export function layerNormForward(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tens
 
 /**
  * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma; dgamma = sum(dy * xhat),
- * dbeta = sum(dy) over rows.
+ * dbeta = sum(dy) over rows. With `residual` (the gradient reaching the LayerNorm's input along the
+ * residual stream), dx is residual + that.
  */
-export function layerNormBackward(dy: tf.Tensor2D, saved: LayerNormSaved, gamma: tf.Tensor): { dx: tf.Tensor2D; dgamma: tf.Tensor1D; dbeta: tf.Tensor1D } {
+export function layerNormBackward(dy: tf.Tensor2D, saved: LayerNormSaved, gamma: tf.Tensor, residual?: tf.Tensor2D): { dx: tf.Tensor2D; dgamma: tf.Tensor1D; dbeta: tf.Tensor1D } {
+  if (residual !== undefined && dy.shape[1] % 4 === 0 && hasKernel(LAYER_NORM_GRAD_RESIDUAL)) {
+    // The residual add folded into the dx pass, a dispatch fewer (backend/webgpu/layer-norm-grad.ts).
+    const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD_RESIDUAL, { dy, xhat: saved.xhat, rstd: saved.rstd, gamma, residual }, {}) as tf.Tensor[];
+    return { dx: dx as tf.Tensor2D, dgamma: dgamma as tf.Tensor1D, dbeta: dbeta as tf.Tensor1D };
+  }
+  const grads = layerNormGradients(dy, saved, gamma);
+  return residual === undefined ? grads : { ...grads, dx: tf.add(residual, grads.dx) as tf.Tensor2D };
+}
+
+function layerNormGradients(dy: tf.Tensor2D, saved: LayerNormSaved, gamma: tf.Tensor): { dx: tf.Tensor2D; dgamma: tf.Tensor1D; dbeta: tf.Tensor1D } {
   const { xhat, rstd } = saved;
   if (dy.shape[1] % 4 === 0 && hasKernel(LAYER_NORM_GRAD)) {
     const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { dy, xhat, rstd, gamma }, {}) as tf.Tensor[];
