@@ -41,6 +41,9 @@ export const SOFTMAX_GRAD = 'GptHybridSoftmaxGrad';
 export const SPLIT_HEADS = 'GptHybridSplitHeads';
 export const MERGE_HEADS = 'GptHybridMergeHeads';
 
+/** A linear's output with its bias added to the residual stream: x + (y + bias) (webgpu/bias-residual.ts). */
+export const BIAS_RESIDUAL = 'GptHybridBiasResidual';
+
 /** GELU (tanh form) and its backward (wasm/gelu.ts). */
 export const GELU = 'GptHybridGelu';
 export const GELU_GRAD = 'GptHybridGeluGrad';

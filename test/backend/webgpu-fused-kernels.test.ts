@@ -1,15 +1,16 @@
 // Tests the fused webgpu kernels (src/backend/webgpu/) against the tf ops they replace, run on cpu
 // (where none is registered, so the callers fall back to the ops): LayerNorm and GELU with their
 // backwards, the LM head's cross-entropy, the Adam update, the sums of squares, the sums over rows,
-// a linear with its bias, attention's softmax with its backward and its heads, over odd sizes, rows
-// and widths with tails, more tensors than one shader binds, and no tensor left behind.
+// a linear with its bias, a bias and residual sum, attention's softmax with its backward and its
+// heads, over odd sizes, rows and widths with tails, more tensors than one shader binds, and no
+// tensor left behind.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '../../src/tf.ts';
 import { LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, SUM_OF_SQUARES } from '../../src/backend/kernel-names.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
 import { assertGpuHealthy } from '../../src/backend/webgpu/activate.ts';
-import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy, linear, sumRows, attentionProbs, attentionScoresGrad, mergeHeads, splitHeads } from '../../src/model/manual/primitives.ts';
+import { geluBackward, geluForward, layerNormBackward, layerNormForward, lmHeadCrossEntropy, linear, addBiasToResidual, sumRows, attentionProbs, attentionScoresGrad, mergeHeads, splitHeads } from '../../src/model/manual/primitives.ts';
 import { sumOfSquares } from '../../src/train/optimizer.ts';
 import { ADAM_BASE, ADAM_CASES, threeAdamSteps } from './adam-steps.ts';
 import { assertClose, randomValues } from './compare.ts';
@@ -104,6 +105,12 @@ describe('webgpu fused kernels', () => {
   test('sum over rows - a bias gradient matches the cpu ops, rows and widths with tails', async () => {
     const [webgpu, cpu] = await onWebgpuAndCpu(() => [[7, 100], [301, 5], [1, 3], [2, 65]].map(([rows, h], i) => sumRows(tf.tensor2d(randomValues(rows! * h!, 20 + i), [rows!, h!]))));
     webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `sums ${i}`, ELEMENTWISE));
+  });
+
+  test('bias and residual - x + (y + bias) gives the tf ops\' bits', async () => {
+    const [webgpu, cpu] = await onWebgpuAndCpu(() => [[7, 33], [128, 64]].map(([rows, h], i) => addBiasToResidual(
+      tf.tensor2d(randomValues(rows! * h!, 110 + i), [rows!, h!]), tf.tensor2d(randomValues(rows! * h!, 120 + i), [rows!, h!]), tf.tensor1d(randomValues(h!, 130 + i)))));
+    webgpu.forEach((result, i) => assertClose(result, cpu[i]!, `bias and residual ${i}`, 0));
   });
 
   test('linear - the matmul with its bias added matches the cpu ops', async () => {

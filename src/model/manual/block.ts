@@ -23,7 +23,7 @@ import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { DropoutSite, dropoutMask, type DropoutContext } from '../dropout.ts';
 import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
-import { attentionProbs, attentionScoresGrad, geluBackward, geluForward, layerNormBackward, layerNormForward, linear, mergeHeads, splitHeads, sumRows, type GeluSaved, type LayerNormSaved } from './primitives.ts';
+import { addBiasToResidual, attentionProbs, attentionScoresGrad, geluBackward, geluForward, layerNormBackward, layerNormForward, linear, mergeHeads, splitHeads, sumRows, type GeluSaved, type LayerNormSaved } from './primitives.ts';
 
 /** A block's parameters (this rank's shards) by local name (params.ts: 'ln1.gamma', 'attn.qkv.weight', ...). */
 export type BlockParams = ReadonlyMap<string, tf.Tensor>;
@@ -135,10 +135,11 @@ export function* blockForwardSteps(
     const attnSum = yield allReduce(attnPartial, 'sum', `${site} attention output`);
     held.push(attnSum);
     const mlp = tidyKeep(() => {
-      let attnOut: tf.Tensor = tf.add(attnSum, param(params, 'attn.proj.bias'));
       const attnOutMask = maskFor(options, config.dropRate, DropoutSite.AttentionOutput, [seqLen, hidden]);
-      if (attnOutMask !== undefined) attnOut = tf.mul(attnOut, tf.reshape(attnOutMask, [rows, hidden]));
-      const afterAttention = tf.add(tf.reshape(x, [rows, hidden]), attnOut) as tf.Tensor2D;
+      const x2 = tf.reshape(x, [rows, hidden]) as tf.Tensor2D;
+      const afterAttention = attnOutMask === undefined
+        ? addBiasToResidual(x2, attnSum as tf.Tensor2D, param(params, 'attn.proj.bias'))
+        : (tf.add(x2, tf.mul(tf.add(attnSum, param(params, 'attn.proj.bias')), tf.reshape(attnOutMask, [rows, hidden]))) as tf.Tensor2D);
       const ln2 = layerNormForward(afterAttention, param(params, 'ln2.gamma'), param(params, 'ln2.beta'), eps);
       const fc1 = linear(ln2.y, param(params, 'mlp.fc1.weight') as tf.Tensor2D, param(params, 'mlp.fc1.bias'));
       const gelu = geluForward(fc1);
@@ -152,10 +153,11 @@ export function* blockForwardSteps(
     const mlpSum = yield allReduce(mlpPartial, 'sum', `${site} MLP output`);
     held.push(mlpSum);
     const out = tidyKeep(() => {
-      let mlpOut: tf.Tensor = tf.add(mlpSum, param(params, 'mlp.fc2.bias'));
       const mlpOutMask = maskFor(options, config.dropRate, DropoutSite.MlpOutput, [seqLen, hidden]);
-      if (mlpOutMask !== undefined) mlpOut = tf.mul(mlpOut, tf.reshape(mlpOutMask, [rows, hidden]));
-      return { y: tf.reshape(tf.add(afterAttention, mlpOut), [batch, seqLen, hidden]) as tf.Tensor3D, mlpOutMask };
+      const y = mlpOutMask === undefined
+        ? addBiasToResidual(afterAttention, mlpSum as tf.Tensor2D, param(params, 'mlp.fc2.bias'))
+        : tf.add(afterAttention, tf.mul(tf.add(mlpSum, param(params, 'mlp.fc2.bias')), tf.reshape(mlpOutMask, [rows, hidden])));
+      return { y: tf.reshape(y, [batch, seqLen, hidden]) as tf.Tensor3D, mlpOutMask };
     });
     mlpSum.dispose();
     afterAttention.dispose();

@@ -7,7 +7,7 @@
  */
 import * as tf from '../../tf.ts';
 import {
-  ATTENTION_SOFTMAX, COLUMN_SUMS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, MERGE_HEADS,
+  ATTENTION_SOFTMAX, BIAS_RESIDUAL, COLUMN_SUMS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, MERGE_HEADS,
   SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD, SPLIT_HEADS,
 } from '../../backend/kernel-names.ts';
 import { pickLabels } from '../layers.ts';
@@ -111,6 +111,13 @@ export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor): tf
   // move its results off the tape model's.
   if (tf.getBackend() === 'webgpu') return tf.fused.matMul({ a: x, b: weight, bias }) as tf.Tensor2D;
   return tf.add(tf.matMul(x, weight), bias) as tf.Tensor2D;
+}
+
+/** x + (y + bias): a linear's output y [rows, h] with its bias [h], added to the residual stream x. */
+export function addBiasToResidual(x: tf.Tensor2D, y: tf.Tensor2D, bias: tf.Tensor): tf.Tensor2D {
+  // One dispatch instead of two (backend/webgpu/bias-residual.ts).
+  if (hasKernel(BIAS_RESIDUAL)) return tf.engine().runKernel(BIAS_RESIDUAL, { x, y, bias }, {}) as tf.Tensor2D;
+  return tf.add(x, tf.add(y, bias)) as tf.Tensor2D;
 }
 
 /** The sum over rows of x [rows, h], [h]: a linear's bias gradient from its output gradient. */
