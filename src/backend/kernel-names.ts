@@ -47,6 +47,9 @@ export const BIAS_RESIDUAL = 'GptHybridBiasResidual';
 /** GELU (tanh form) and its backward (wasm/gelu.ts). */
 export const GELU = 'GptHybridGelu';
 export const GELU_GRAD = 'GptHybridGeluGrad';
+/** GELU's y alone and a backward that recomputes the tanh (webgpu/gelu.ts, gelu-grad.ts). */
+export const GELU_Y = 'GptHybridGeluY';
+export const GELU_GRAD_RECOMPUTE = 'GptHybridGeluGradRecompute';
 
 /** LayerNorm over the last axis and its backward (wasm/layer-norm.ts). */
 export const LAYER_NORM = 'GptHybridLayerNorm';

@@ -15,8 +15,8 @@ import { webgpuMergeHeadsConfig, webgpuSplitHeadsConfig } from './attention-head
 import { webgpuAttentionSoftmaxConfig } from './attention-softmax.ts';
 import { webgpuBiasResidualConfig } from './bias-residual.ts';
 import { webgpuColumnSumsConfig } from './column-sums.ts';
-import { webgpuGeluConfig } from './gelu.ts';
-import { webgpuGeluGradConfig } from './gelu-grad.ts';
+import { webgpuGeluConfig, webgpuGeluYConfig } from './gelu.ts';
+import { webgpuGeluGradConfig, webgpuGeluGradRecomputeConfig } from './gelu-grad.ts';
 import { webgpuLayerNormConfig } from './layer-norm.ts';
 import { webgpuLayerNormGradConfig, webgpuLayerNormGradResidualConfig } from './layer-norm-grad.ts';
 import { webgpuSoftmaxCrossEntropyConfig } from './softmax-cross-entropy.ts';
@@ -29,6 +29,8 @@ export const WEBGPU_TRAINING_KERNELS: readonly KernelConfig[] = [
   webgpuLayerNormGradResidualConfig,
   webgpuGeluConfig,
   webgpuGeluGradConfig,
+  webgpuGeluYConfig,
+  webgpuGeluGradRecomputeConfig,
   webgpuAdamUpdateConfig,
   webgpuColumnSumsConfig,
   webgpuSumOfSquaresConfig,

@@ -7,7 +7,7 @@
  */
 import * as tf from '../../tf.ts';
 import {
-  ATTENTION_SOFTMAX, BIAS_RESIDUAL, COLUMN_SUMS, GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, MERGE_HEADS,
+  ATTENTION_SOFTMAX, BIAS_RESIDUAL, COLUMN_SUMS, GELU, GELU_GRAD, GELU_GRAD_RECOMPUTE, GELU_Y, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, MERGE_HEADS,
   SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD, SPLIT_HEADS,
 } from '../../backend/kernel-names.ts';
 import { pickLabels } from '../layers.ts';
@@ -75,12 +75,16 @@ const GELU_A = 0.044715;
 export interface GeluSaved {
   /** The pre-activation. */
   x: tf.Tensor;
-  /** tanh(C (x + A x^3)), kept so the backward needs no second Tanh. */
-  tanh: tf.Tensor;
+  /**
+   * tanh(C (x + A x^3)), kept so the backward needs no second Tanh; absent where the backend's
+   * backward recomputes it (webgpu: a dispatch fewer than writing it out).
+   */
+  tanh?: tf.Tensor;
 }
 
 /** GELU, tanh approximation, computed exactly as layers.ts's gelu. */
 export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
+  if (hasKernel(GELU_Y) && hasKernel(GELU_GRAD_RECOMPUTE)) return { y: tf.engine().runKernel(GELU_Y, { x }, {}) as tf.Tensor, saved: { x } };
   if (hasKernel(GELU)) {
     // One pass instead of 9 dispatches (backend/wasm/gelu.ts).
     const [y, tanh] = tf.engine().runKernel(GELU, { x }, {}) as tf.Tensor[];
@@ -95,7 +99,9 @@ export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
 
 /** d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) C (1 + 3 A x^2). */
 export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
-  const { x, tanh } = saved;
+  const { x } = saved;
+  if (saved.tanh === undefined && hasKernel(GELU_GRAD_RECOMPUTE)) return tf.engine().runKernel(GELU_GRAD_RECOMPUTE, { dy, x }, {}) as tf.Tensor;
+  const tanh = saved.tanh ?? tf.tanh(tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), GELU_A)), GELU_C));
   if (hasKernel(GELU_GRAD)) return tf.engine().runKernel(GELU_GRAD, { dy, x, tanh }, {}) as tf.Tensor;
   const halfX = tf.mul(x, 0.5);
   const sech2 = tf.sub(1, tf.mul(tanh, tanh));
