@@ -113,8 +113,8 @@ export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
 /** x [rows, in] W [in, out] + b [out]. */
 export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor): tf.Tensor2D {
   // On webgpu the stock fused matmul adds the bias as the matmul's last step, the same float32 add, a
-  // dispatch fewer. Elsewhere two ops: wasm's fused matmul starts its sums from the bias, which would
-  // move its results off the tape model's.
+  // dispatch fewer. Elsewhere two ops, as before: cpu and wasm gain nothing from a fused matmul's
+  // dispatch, and their results stay those of the tape model, which adds the bias apart.
   if (tf.getBackend() === 'webgpu') return tf.fused.matMul({ a: x, b: weight, bias }) as tf.Tensor2D;
   return tf.add(tf.matMul(x, weight), bias) as tf.Tensor2D;
 }
