@@ -10,6 +10,8 @@
 
 /** One Adam/AdamW step of a parameter from its gradient and both moments (wasm/adam.ts). */
 export const ADAM_UPDATE = 'GptHybridAdamUpdate';
+/** The same step with both moments in one tensor [2, ...shape], m then v (webgpu/adam.ts). */
+export const ADAM_UPDATE_PACKED = 'GptHybridAdamUpdatePacked';
 
 /** The scalars of one update; each is rounded to float32 as a tf scalar would be. */
 export interface AdamUpdateAttrs {
@@ -28,13 +30,32 @@ export interface AdamUpdateAttrs {
   stepSize: number;
 }
 
+/** Column sums of a [rows, h] matrix, [h]: a linear's bias gradient (webgpu/column-sums.ts). */
+export const COLUMN_SUMS = 'GptHybridColumnSums';
+
+/** Attention's probabilities softmax(scores * scale + mask bias) and its scores' gradient (webgpu/). */
+export const ATTENTION_SOFTMAX = 'GptHybridAttentionSoftmax';
+export const SOFTMAX_GRAD = 'GptHybridSoftmaxGrad';
+
+/** Attention's qkv split into heads and the heads' gradients merged back (webgpu/attention-heads.ts). */
+export const SPLIT_HEADS = 'GptHybridSplitHeads';
+export const MERGE_HEADS = 'GptHybridMergeHeads';
+
+/** A linear's output with its bias added to the residual stream: x + (y + bias) (webgpu/bias-residual.ts). */
+export const BIAS_RESIDUAL = 'GptHybridBiasResidual';
+
 /** GELU (tanh form) and its backward (wasm/gelu.ts). */
 export const GELU = 'GptHybridGelu';
 export const GELU_GRAD = 'GptHybridGeluGrad';
+/** GELU's y alone and a backward that recomputes the tanh (webgpu/gelu.ts, gelu-grad.ts). */
+export const GELU_Y = 'GptHybridGeluY';
+export const GELU_GRAD_RECOMPUTE = 'GptHybridGeluGradRecompute';
 
 /** LayerNorm over the last axis and its backward (wasm/layer-norm.ts). */
 export const LAYER_NORM = 'GptHybridLayerNorm';
 export const LAYER_NORM_GRAD = 'GptHybridLayerNormGrad';
+/** The backward with a residual gradient added to dx (webgpu/layer-norm-grad.ts). */
+export const LAYER_NORM_GRAD_RESIDUAL = 'GptHybridLayerNormGradResidual';
 
 /** The LM head's cross-entropy with its gradient, over transposed logits (wasm/softmax-cross-entropy.ts). */
 export const SOFTMAX_CROSS_ENTROPY = 'GptHybridSoftmaxCrossEntropy';

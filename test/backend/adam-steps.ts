@@ -17,12 +17,24 @@ export const ADAM_CASES: ReadonlyArray<[string, OptimizerConfig]> = [
   ['adam without decay', { ...ADAM_BASE, weightDecay: 0 }],
 ];
 
-/** Three updates of parameters of `shapes`; copies of the parameters and moments after them (the caller's to dispose). */
-export async function threeAdamSteps(config: OptimizerConfig, shapes: number[][]): Promise<tf.Tensor[]> {
+/**
+ * Three updates of parameters of `shapes`; copies of the parameters and moments after them (the
+ * caller's to dispose). With `restart`, the state after the first update is read out and loaded into
+ * a fresh optimizer, as a checkpoint's save and restore do.
+ */
+export async function threeAdamSteps(config: OptimizerConfig, shapes: number[][], restart = false): Promise<tf.Tensor[]> {
   const params = new Map(shapes.map((shape, i) => [`p${i}`, tf.tidy(() => tf.variable(tf.tensor(randomValues(shape.reduce((x, y) => x * y, 1), 10 + i), shape)))]));
-  const optimizer = new AdamOptimizer(config);
+  let optimizer = new AdamOptimizer(config);
   try {
     for (let step = 0; step < 3; step++) {
+      if (restart && step === 1) {
+        const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
+        for (const [name, { m, v }] of optimizer.state().moments) moments.set(name, { m: (await m.data()) as Float32Array, v: (await v.data()) as Float32Array });
+        const stepCount = optimizer.stepCount;
+        optimizer.dispose();
+        optimizer = new AdamOptimizer(config);
+        optimizer.loadState(stepCount, moments, params);
+      }
       const grads = new Map([...params].map(([name, p], i) => [name, tf.tidy(() => tf.mul(tf.tensor(randomValues(p.size, 100 * step + i), p.shape), 3))]));
       await optimizer.apply(params, grads);
       tf.dispose([...grads.values()]);

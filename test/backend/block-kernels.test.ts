@@ -26,7 +26,7 @@ function geluBoth(shape: number[]): Result[] {
     const x = tf.tensor(randomValues(size, 5).map((v) => 6 * v), shape);
     const dy = tf.tensor(randomValues(size, 6), shape);
     const forward = geluForward(x);
-    return [forward.y, forward.saved.tanh, geluBackward(dy, forward.saved)].map(take);
+    return [forward.y, forward.saved.tanh!, geluBackward(dy, forward.saved)].map(take);
   });
 }
 

@@ -1,14 +1,16 @@
 /**
- * Implements: `GptHybridAdamUpdate` on webgpu: one Adam/AdamW step of a parameter from its gradient
- * and both moments, returning the new parameter and moments (the contract of wasm/adam.ts;
- * src/train/optimizer.ts), with the fallback's float32 operations in its order.
+ * Implements: `GptHybridAdamUpdatePacked` on webgpu: one Adam/AdamW step of a parameter from its
+ * gradient and its moments packed as one tensor [2, ...shape] (m then v), returning the new parameter
+ * and the new packed moments (src/train/optimizer.ts), with the fallback's float32 operations in its
+ * order.
  *
- * Why: the tf-op update is 10-14 ops per parameter (more with clipping and decay); this is three
- * dispatches, one per output: each moment from the gradient (one shader, so one pipeline), then the
- * parameter from the new moments, which the dispatches before it have written.
+ * Why packed: a WebGPU program writes one output, so separate moments cost a dispatch each; packed,
+ * both come from one dispatch (the invocations of the first half write m, the second half v), and the
+ * parameter from a second one that reads the moments the first has written. Two dispatches per
+ * parameter where unpacked moments needed three, and the tf-op update 10-14 ops.
  */
 import type { KernelConfig, KernelFunc } from '../../tf.ts';
-import { ADAM_UPDATE, type AdamUpdateAttrs } from '../kernel-names.ts';
+import { ADAM_UPDATE_PACKED, type AdamUpdateAttrs } from '../kernel-names.ts';
 import { asWebgpuBackend, elementwiseProgram, runProgram } from './program.ts';
 
 const ATTR_NAMES: ReadonlyArray<keyof AdamUpdateAttrs> = [
@@ -16,42 +18,48 @@ const ATTR_NAMES: ReadonlyArray<keyof AdamUpdateAttrs> = [
 ];
 
 const adamUpdateKernel: KernelFunc = (args) => {
-  const backend = asWebgpuBackend(args.backend, ADAM_UPDATE);
-  const { param, grad, m, v } = args.inputs;
-  if (param === undefined || grad === undefined || m === undefined || v === undefined) {
-    throw new Error(`${ADAM_UPDATE}: expected inputs 'param', 'grad', 'm', 'v', got [${Object.keys(args.inputs)}].`);
+  const backend = asWebgpuBackend(args.backend, ADAM_UPDATE_PACKED);
+  const { param, grad, moments } = args.inputs;
+  if (param === undefined || grad === undefined || moments === undefined) {
+    throw new Error(`${ADAM_UPDATE_PACKED}: expected inputs 'param', 'grad', 'moments', got [${Object.keys(args.inputs)}].`);
   }
   const attrs = args.attrs as Partial<Record<keyof AdamUpdateAttrs, unknown>> | undefined;
   if (ATTR_NAMES.some((name) => typeof attrs?.[name] !== 'number')) {
-    throw new Error(`${ADAM_UPDATE}: attrs ${ATTR_NAMES.join(', ')} must all be numbers, got ${JSON.stringify(args.attrs)}.`);
+    throw new Error(`${ADAM_UPDATE_PACKED}: attrs ${ATTR_NAMES.join(', ')} must all be numbers, got ${JSON.stringify(args.attrs)}.`);
   }
   const a = attrs as AdamUpdateAttrs;
-  for (const [name, tensor] of Object.entries({ param, grad, m, v })) {
-    if (tensor.dtype !== 'float32' || tensor.shape.join() !== param.shape.join()) {
-      throw new Error(`${ADAM_UPDATE}: ${name} is ${tensor.dtype} [${tensor.shape}]; all four must be float32 shaped like the parameter [${param.shape}].`);
+  const packedShape = [2, ...param.shape];
+  for (const [name, tensor, shape] of [['param', param, param.shape], ['grad', grad, param.shape], ['moments', moments, packedShape]] as const) {
+    if (tensor.dtype !== 'float32' || tensor.shape.join() !== shape.join()) {
+      throw new Error(`${ADAM_UPDATE_PACKED}: ${name} is ${tensor.dtype} [${tensor.shape}]; it must be float32 [${shape}] (the parameter is [${param.shape}]).`);
     }
   }
-  const moment = (previous: typeof m, beta: number, oneMinusBeta: number, square: boolean) => runProgram(backend, elementwiseProgram('gptAdamMoment', ['param', 'grad', 'moment'], param.shape, `
-    let g = grad[index] * uniforms.clip + param[index] * uniforms.l2;
-    let update = select(g, g * g, uniforms.square == 1);
-    result[index] = moment[index] * uniforms.beta + update * uniforms.oneMinusBeta;`, [
+  const size = param.shape.reduce((product, dim) => product * dim, 1);
+  // `index` runs over both halves; `at` is the element of the parameter it belongs to.
+  const nextMoments = runProgram(backend, elementwiseProgram('gptAdamMoments', ['param', 'grad', 'moments'], packedShape, `
+    let second = index >= uniforms.half;
+    let at = select(index, index - uniforms.half, second);
+    let g = grad[at] * uniforms.clip + param[at] * uniforms.l2;
+    let update = select(g, g * g, second);
+    result[index] = moments[index] * select(uniforms.beta1, uniforms.beta2, second) + update * select(uniforms.oneMinusBeta1, uniforms.oneMinusBeta2, second);`, [
+    { name: 'half', type: 'i32', value: size },
     { name: 'clip', type: 'f32', value: a.clip },
     { name: 'l2', type: 'f32', value: a.l2 },
-    { name: 'beta', type: 'f32', value: beta },
-    { name: 'oneMinusBeta', type: 'f32', value: oneMinusBeta },
-    { name: 'square', type: 'i32', value: square ? 1 : 0 },
-  ]), [param, grad, previous], 'float32');
-  const nextM = moment(m, a.beta1, a.oneMinusBeta1, false);
-  const nextV = moment(v, a.beta2, a.oneMinusBeta2, true);
-  const nextParam = runProgram(backend, elementwiseProgram('gptAdamParam', ['param', 'm', 'v'], param.shape, `
-    let denom = sqrt(v[index]) / uniforms.sqrtBiasCorrection2 + uniforms.eps;
-    result[index] = param[index] * uniforms.decay - m[index] / denom * uniforms.stepSize;`, [
+    { name: 'beta1', type: 'f32', value: a.beta1 },
+    { name: 'oneMinusBeta1', type: 'f32', value: a.oneMinusBeta1 },
+    { name: 'beta2', type: 'f32', value: a.beta2 },
+    { name: 'oneMinusBeta2', type: 'f32', value: a.oneMinusBeta2 },
+  ]), [param, grad, moments], 'float32');
+  const nextParam = runProgram(backend, elementwiseProgram('gptAdamParam', ['param', 'moments'], param.shape, `
+    let denom = sqrt(moments[index + uniforms.half]) / uniforms.sqrtBiasCorrection2 + uniforms.eps;
+    result[index] = param[index] * uniforms.decay - moments[index] / denom * uniforms.stepSize;`, [
+    { name: 'half', type: 'i32', value: size },
     { name: 'decay', type: 'f32', value: a.decay },
     { name: 'sqrtBiasCorrection2', type: 'f32', value: a.sqrtBiasCorrection2 },
     { name: 'eps', type: 'f32', value: a.eps },
     { name: 'stepSize', type: 'f32', value: a.stepSize },
-  ]), [param, nextM, nextV], 'float32');
-  return [nextParam, nextM, nextV];
+  ]), [param, nextMoments], 'float32');
+  return [nextParam, nextMoments];
 };
 
-export const webgpuAdamUpdateConfig: KernelConfig = { kernelName: ADAM_UPDATE, backendName: 'webgpu', kernelFunc: adamUpdateKernel };
+export const webgpuAdamUpdateConfig: KernelConfig = { kernelName: ADAM_UPDATE_PACKED, backendName: 'webgpu', kernelFunc: adamUpdateKernel };

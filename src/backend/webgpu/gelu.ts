@@ -2,13 +2,14 @@
  * Implements: `GptHybridGelu` on webgpu: GELU (tanh form) of x returning y and the tanh it used (the
  * contract of wasm/gelu.ts; primitives.ts geluForward), in the fallback's float32 order.
  *
- * Why: the tf-op form is 9 ops; this is two element-wise dispatches (tanh, then y from it).
+ * Why: the tf-op form is 9 ops; this is two element-wise dispatches (tanh, then y from it), or one
+ * for y alone where the backward recomputes the tanh (`GptHybridGeluY`, with gelu-grad.ts).
  *
  * tanh is our own rather than WGSL's: drivers lower the builtin as (e^2x - 1) / (e^2x + 1) with
  * differing care for large |x| (an infinity over an infinity) and for small |x| (cancellation).
  */
 import type { KernelConfig, KernelFunc } from '../../tf.ts';
-import { GELU } from '../kernel-names.ts';
+import { GELU, GELU_Y } from '../kernel-names.ts';
 import { asWebgpuBackend, elementwiseProgram, f32, runProgram } from './program.ts';
 
 const GELU_C = Math.sqrt(2 / Math.PI);
@@ -29,13 +30,16 @@ export const STABLE_TANH = `
     return sign(v) * ((1.0 - e) / (1.0 + e));
   }`;
 
+/** WGSL: the tanh GELU uses at `v` (x[index]), the expression the backward recomputes (gelu-grad.ts). */
+export const GELU_INNER_TANH = `stableTanh((v + v * v * v * ${f32(GELU_A)}) * ${f32(GELU_C)})`;
+
 const geluKernel: KernelFunc = (args) => {
   const backend = asWebgpuBackend(args.backend, GELU);
   const { x } = args.inputs;
   if (x === undefined || x.dtype !== 'float32') throw new Error(`${GELU}: expected a float32 input 'x', got [${Object.keys(args.inputs)}] (${x?.dtype}).`);
   const tanhProgram = elementwiseProgram('gptGeluTanh', ['x'], x.shape, `
     let v = x[index];
-    result[index] = stableTanh((v + v * v * v * ${f32(GELU_A)}) * ${f32(GELU_C)});`);
+    result[index] = ${GELU_INNER_TANH};`);
   const withTanh = { ...tanhProgram, getUserCode: () => STABLE_TANH + tanhProgram.getUserCode() };
   const tanh = runProgram(backend, withTanh, [x], 'float32');
   const y = runProgram(backend, elementwiseProgram('gptGeluApply', ['x', 'tanh'], x.shape, `
@@ -43,4 +47,16 @@ const geluKernel: KernelFunc = (args) => {
   return [y, tanh];
 };
 
+/** y alone, its tanh not kept: one dispatch; the backward recomputes the tanh (`GptHybridGeluY`). */
+const geluYKernel: KernelFunc = (args) => {
+  const backend = asWebgpuBackend(args.backend, GELU_Y);
+  const { x } = args.inputs;
+  if (x === undefined || x.dtype !== 'float32') throw new Error(`${GELU_Y}: expected a float32 input 'x', got [${Object.keys(args.inputs)}] (${x?.dtype}).`);
+  const program = elementwiseProgram('gptGeluY', ['x'], x.shape, `
+    let v = x[index];
+    result[index] = v * 0.5 * (${GELU_INNER_TANH} + 1.0);`);
+  return runProgram(backend, { ...program, getUserCode: () => STABLE_TANH + program.getUserCode() }, [x], 'float32');
+};
+
 export const webgpuGeluConfig: KernelConfig = { kernelName: GELU, backendName: 'webgpu', kernelFunc: geluKernel };
+export const webgpuGeluYConfig: KernelConfig = { kernelName: GELU_Y, backendName: 'webgpu', kernelFunc: geluYKernel };

@@ -1,6 +1,6 @@
 /**
  * Implements: installing (and, for comparisons, removing) this project's fused kernels on 'webgpu':
- * LayerNorm and GELU with their backwards, the Adam update, the gradients' sums of squares and the LM
+ * LayerNorm and GELU with their backwards, the Adam update, a linear's bias gradient, attention's softmax with its backward its split into heads and back, the bias and residual sum after a row-parallel linear, the gradients' sums of squares and the LM
  * head's softmax cross-entropy with its gradient (over untransposed logits). Model and optimizer
  * code looks them up by name on every op and falls back to tf ops where they are absent, so both
  * calls take effect at once, even on a running backend.
@@ -11,21 +11,35 @@
 import * as tf from '../../tf.ts';
 import type { KernelConfig } from '../../tf.ts';
 import { webgpuAdamUpdateConfig } from './adam.ts';
-import { webgpuGeluConfig } from './gelu.ts';
-import { webgpuGeluGradConfig } from './gelu-grad.ts';
+import { webgpuMergeHeadsConfig, webgpuSplitHeadsConfig } from './attention-heads.ts';
+import { webgpuAttentionSoftmaxConfig } from './attention-softmax.ts';
+import { webgpuBiasResidualConfig } from './bias-residual.ts';
+import { webgpuColumnSumsConfig } from './column-sums.ts';
+import { webgpuGeluConfig, webgpuGeluYConfig } from './gelu.ts';
+import { webgpuGeluGradConfig, webgpuGeluGradRecomputeConfig } from './gelu-grad.ts';
 import { webgpuLayerNormConfig } from './layer-norm.ts';
-import { webgpuLayerNormGradConfig } from './layer-norm-grad.ts';
+import { webgpuLayerNormGradConfig, webgpuLayerNormGradResidualConfig } from './layer-norm-grad.ts';
 import { webgpuSoftmaxCrossEntropyConfig } from './softmax-cross-entropy.ts';
+import { webgpuSoftmaxGradConfig } from './softmax-grad.ts';
 import { webgpuSumOfSquaresConfig } from './sum-of-squares.ts';
 
 export const WEBGPU_TRAINING_KERNELS: readonly KernelConfig[] = [
   webgpuLayerNormConfig,
   webgpuLayerNormGradConfig,
+  webgpuLayerNormGradResidualConfig,
   webgpuGeluConfig,
   webgpuGeluGradConfig,
+  webgpuGeluYConfig,
+  webgpuGeluGradRecomputeConfig,
   webgpuAdamUpdateConfig,
+  webgpuColumnSumsConfig,
   webgpuSumOfSquaresConfig,
   webgpuSoftmaxCrossEntropyConfig,
+  webgpuAttentionSoftmaxConfig,
+  webgpuSoftmaxGradConfig,
+  webgpuSplitHeadsConfig,
+  webgpuMergeHeadsConfig,
+  webgpuBiasResidualConfig,
 ];
 
 /** Registers the kernels not yet registered (none of them is a stock kernel: nothing is replaced). */

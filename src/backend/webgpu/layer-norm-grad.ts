@@ -3,64 +3,35 @@
  * [h], dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma, dgamma = sum(dy * xhat)
  * and dbeta = sum(dy) over rows (the contract of wasm/layer-norm.ts; primitives.ts layerNormBackward).
  *
+ * With the gradient of the residual stream around the LayerNorm, that stream's total gradient comes
+ * out as dx, the add folded into the pass (a pre-LN block's backward adds it right after).
+ *
  * Why: the tf-op form is 11 ops; this is three dispatches: dx by one workgroup per row, dgamma and
- * dbeta by one column-sum shader (64 columns a workgroup, 4 lanes of rows each, so a long batch of
- * rows is still read by 256 threads).
+ * dbeta by a column-sum shader each (column-sums.ts).
  */
 import type { KernelConfig, KernelFunc } from '../../tf.ts';
-import { LAYER_NORM_GRAD } from '../kernel-names.ts';
-import { asWebgpuBackend, rowProgram, runProgram, type WebgpuProgram } from './program.ts';
+import { LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL } from '../kernel-names.ts';
+import { columnSumProgram } from './column-sums.ts';
+import { asWebgpuBackend, rowProgram, runProgram } from './program.ts';
 
-const COLUMNS = 64;
-const LANES = 4;
-
-/** Column sums over rows of dy * xhat (`withXhat` 1) or of dy (0), [h]. */
-function columnSumProgram(rows: number, h: number, withXhat: boolean): WebgpuProgram {
-  return {
-    variableNames: ['dy', 'xhat'],
-    outputShape: [h],
-    shaderKey: 'gptColumnSums',
-    dispatchLayout: { x: [0] },
-    dispatch: [Math.ceil(h / COLUMNS), 1, 1],
-    workgroupSize: [COLUMNS, LANES, 1],
-    uniforms: 'rows : i32, withXhat : i32, ',
-    scalars: [{ name: 'rows', type: 'i32', value: rows }, { name: 'withXhat', type: 'i32', value: withXhat ? 1 : 0 }],
-    getUserCode: () => `
-      var<workgroup> lanes : array<array<f32, ${COLUMNS}>, ${LANES}>;
-      fn main(index : i32) {
-        let h = uniforms.outShape;
-        let column = i32(workgroupId.x) * ${COLUMNS} + i32(localId.x);
-        let lane = i32(localId.y);
-        var sum = 0.0;
-        for (var r = lane; column < h && r < uniforms.rows; r += ${LANES}) {
-          let i = r * h + column;
-          sum += select(dy[i], dy[i] * xhat[i], uniforms.withXhat == 1);
-        }
-        lanes[lane][localId.x] = sum;
-        workgroupBarrier();
-        if (lane == 0 && column < h) {
-          var total = lanes[0][localId.x];
-          for (var l = 1; l < ${LANES}; l++) {
-            total += lanes[l][localId.x];
-          }
-          result[column] = total;
-        }
-      }`,
-  };
-}
-
-const layerNormGradKernel: KernelFunc = (args) => {
-  const backend = asWebgpuBackend(args.backend, LAYER_NORM_GRAD);
-  const { dy, xhat, rstd, gamma } = args.inputs;
+/** With `residual`, dx comes out with the residual stream's gradient added (`GptHybridLayerNormGradResidual`). */
+const layerNormGrad = (withResidual: boolean): KernelFunc => (args) => {
+  const kernel = withResidual ? LAYER_NORM_GRAD_RESIDUAL : LAYER_NORM_GRAD;
+  const backend = asWebgpuBackend(args.backend, kernel);
+  const { dy, xhat, rstd, gamma, residual } = args.inputs;
   if (dy === undefined || xhat === undefined || rstd === undefined || gamma === undefined) {
-    throw new Error(`${LAYER_NORM_GRAD}: expected inputs 'dy', 'xhat', 'rstd', 'gamma', got [${Object.keys(args.inputs)}].`);
+    throw new Error(`${kernel}: expected inputs 'dy', 'xhat', 'rstd', 'gamma', got [${Object.keys(args.inputs)}].`);
+  }
+  if (withResidual && (residual === undefined || residual.shape.join() !== dy.shape.join() || residual.dtype !== 'float32')) {
+    throw new Error(`${kernel}: needs a float32 input 'residual' shaped like dy [${dy.shape}], got ${residual === undefined ? 'none' : `${residual.dtype} [${residual.shape}]`}.`);
   }
   const [rows, h] = dy.shape as [number, number];
   if (dy.shape.length !== 2 || xhat.shape.join() !== dy.shape.join() || rstd.shape.join() !== `${rows},1` || gamma.shape.join() !== `${h}` ||
       [dy, xhat, rstd, gamma].some((t) => t.dtype !== 'float32')) {
-    throw new Error(`${LAYER_NORM_GRAD}: needs float32 dy and xhat [rows, h], rstd [rows, 1], gamma [h], got [${dy.shape}], [${xhat.shape}], [${rstd.shape}], [${gamma.shape}].`);
+    throw new Error(`${kernel}: needs float32 dy and xhat [rows, h], rstd [rows, 1], gamma [h], got [${dy.shape}], [${xhat.shape}], [${rstd.shape}], [${gamma.shape}].`);
   }
-  const dx = runProgram(backend, rowProgram('gptLayerNormGradDx', ['dy', 'xhat', 'rstd', 'gamma'], [rows, h], rows, h, (reduce) => `
+  const names = ['dy', 'xhat', 'rstd', 'gamma', ...(withResidual ? ['residual'] : [])];
+  const dx = runProgram(backend, rowProgram(withResidual ? 'gptLayerNormGradDxResidual' : 'gptLayerNormGradDx', names, [rows, h], rows, h, (reduce) => `
     let h = uniforms.gammaShape;
     var sumG = 0.0;
     var sumGXhat = 0.0;
@@ -75,11 +46,13 @@ const layerNormGradKernel: KernelFunc = (args) => {
     let meanGXhat = totalGXhat / f32(h);
     for (var c = tid; valid && c < h; c += threads) {
       let i = row * h + c;
-      result[i] = (dy[i] * gamma[c] - meanG - xhat[i] * meanGXhat) * rstd[row];
-    }`), [dy, xhat, rstd, gamma], 'float32');
+      let dx = (dy[i] * gamma[c] - meanG - xhat[i] * meanGXhat) * rstd[row];
+      result[i] = ${withResidual ? 'residual[i] + dx' : 'dx'};
+    }`), withResidual ? [dy, xhat, rstd, gamma, residual!] : [dy, xhat, rstd, gamma], 'float32');
   const dgamma = runProgram(backend, columnSumProgram(rows, h, true), [dy, xhat], 'float32');
-  const dbeta = runProgram(backend, columnSumProgram(rows, h, false), [dy, xhat], 'float32');
+  const dbeta = runProgram(backend, columnSumProgram(rows, h, false), [dy], 'float32');
   return [dx, dgamma, dbeta];
 };
 
-export const webgpuLayerNormGradConfig: KernelConfig = { kernelName: LAYER_NORM_GRAD, backendName: 'webgpu', kernelFunc: layerNormGradKernel };
+export const webgpuLayerNormGradConfig: KernelConfig = { kernelName: LAYER_NORM_GRAD, backendName: 'webgpu', kernelFunc: layerNormGrad(false) };
+export const webgpuLayerNormGradResidualConfig: KernelConfig = { kernelName: LAYER_NORM_GRAD_RESIDUAL, backendName: 'webgpu', kernelFunc: layerNormGrad(true) };

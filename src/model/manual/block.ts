@@ -23,7 +23,7 @@ import { tidyKeep } from './tidy.ts';
 import type { GPTConfig } from '../config.ts';
 import { DropoutSite, dropoutMask, type DropoutContext } from '../dropout.ts';
 import { allReduce, runLocally, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
-import { geluBackward, geluForward, layerNormBackward, layerNormForward, softmaxBackward, type GeluSaved, type LayerNormSaved } from './primitives.ts';
+import { addBiasToResidual, attentionProbs, attentionScoresGrad, geluBackward, geluForward, layerNormBackward, layerNormForward, linear, mergeHeads, splitHeads, sumRows, type GeluSaved, type LayerNormSaved } from './primitives.ts';
 
 /** A block's parameters (this rank's shards) by local name (params.ts: 'ln1.gamma', 'attn.qkv.weight', ...). */
 export type BlockParams = ReadonlyMap<string, tf.Tensor>;
@@ -117,10 +117,9 @@ export function* blockForwardSteps(
     const attention = tidyKeep(() => {
       const x2 = tf.reshape(x, [rows, hidden]) as tf.Tensor2D;
       const ln1 = layerNormForward(x2, param(params, 'ln1.gamma'), param(params, 'ln1.beta'), eps);
-      const qkv = tf.reshape(tf.add(tf.matMul(ln1.y, param(params, 'attn.qkv.weight') as tf.Tensor2D), param(params, 'attn.qkv.bias')), [batch, seqLen, heads, 3 * headDim]);
-      const [q, k, v] = tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3]) as tf.Tensor4D);
-      const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)), bias);
-      const probs = tf.softmax(scores) as tf.Tensor4D;
+      const qkv = tf.reshape(linear(ln1.y, param(params, 'attn.qkv.weight') as tf.Tensor2D, param(params, 'attn.qkv.bias')), [batch, seqLen, heads, 3 * headDim]);
+      const [q, k, v] = splitHeads(qkv as tf.Tensor4D);
+      const probs = attentionProbs(tf.matMul(q, k, false, true), bias, 1 / Math.sqrt(headDim));
       const fullMask = maskFor(options, config.attnDropRate, DropoutSite.AttentionProbs, [config.numAttentionHeads, seqLen, seqLen]);
       const probsMask = fullMask === undefined || heads === config.numAttentionHeads
         ? fullMask
@@ -136,12 +135,13 @@ export function* blockForwardSteps(
     const attnSum = yield allReduce(attnPartial, 'sum', `${site} attention output`);
     held.push(attnSum);
     const mlp = tidyKeep(() => {
-      let attnOut: tf.Tensor = tf.add(attnSum, param(params, 'attn.proj.bias'));
       const attnOutMask = maskFor(options, config.dropRate, DropoutSite.AttentionOutput, [seqLen, hidden]);
-      if (attnOutMask !== undefined) attnOut = tf.mul(attnOut, tf.reshape(attnOutMask, [rows, hidden]));
-      const afterAttention = tf.add(tf.reshape(x, [rows, hidden]), attnOut) as tf.Tensor2D;
+      const x2 = tf.reshape(x, [rows, hidden]) as tf.Tensor2D;
+      const afterAttention = attnOutMask === undefined
+        ? addBiasToResidual(x2, attnSum as tf.Tensor2D, param(params, 'attn.proj.bias'))
+        : (tf.add(x2, tf.mul(tf.add(attnSum, param(params, 'attn.proj.bias')), tf.reshape(attnOutMask, [rows, hidden]))) as tf.Tensor2D);
       const ln2 = layerNormForward(afterAttention, param(params, 'ln2.gamma'), param(params, 'ln2.beta'), eps);
-      const fc1 = tf.add(tf.matMul(ln2.y, param(params, 'mlp.fc1.weight') as tf.Tensor2D), param(params, 'mlp.fc1.bias'));
+      const fc1 = linear(ln2.y, param(params, 'mlp.fc1.weight') as tf.Tensor2D, param(params, 'mlp.fc1.bias'));
       const gelu = geluForward(fc1);
       const activated = gelu.y as tf.Tensor2D;
       const partial = tf.matMul(activated, param(params, 'mlp.fc2.weight') as tf.Tensor2D);
@@ -153,10 +153,11 @@ export function* blockForwardSteps(
     const mlpSum = yield allReduce(mlpPartial, 'sum', `${site} MLP output`);
     held.push(mlpSum);
     const out = tidyKeep(() => {
-      let mlpOut: tf.Tensor = tf.add(mlpSum, param(params, 'mlp.fc2.bias'));
       const mlpOutMask = maskFor(options, config.dropRate, DropoutSite.MlpOutput, [seqLen, hidden]);
-      if (mlpOutMask !== undefined) mlpOut = tf.mul(mlpOut, tf.reshape(mlpOutMask, [rows, hidden]));
-      return { y: tf.reshape(tf.add(afterAttention, mlpOut), [batch, seqLen, hidden]) as tf.Tensor3D, mlpOutMask };
+      const y = mlpOutMask === undefined
+        ? addBiasToResidual(afterAttention, mlpSum as tf.Tensor2D, param(params, 'mlp.fc2.bias'))
+        : tf.add(afterAttention, tf.mul(tf.add(mlpSum, param(params, 'mlp.fc2.bias')), tf.reshape(mlpOutMask, [rows, hidden])));
+      return { y: tf.reshape(y, [batch, seqLen, hidden]) as tf.Tensor3D, mlpOutMask };
     });
     mlpSum.dispose();
     afterAttention.dispose();
@@ -200,8 +201,8 @@ export function* blockBackwardInputSteps(
     held.push(dNormed2);
     // Attention branch: afterAttention = x + drop(proj(attention(qkv(ln1(x))))).
     const attention = tidyKeep(() => {
-      const ln2 = layerNormBackward(dNormed2, saved.ln2, param(params, 'ln2.gamma'));
-      const dAfterAttention = tf.add(tf.reshape(dy, [rows, hidden]), ln2.dx) as tf.Tensor2D;
+      const ln2 = layerNormBackward(dNormed2, saved.ln2, param(params, 'ln2.gamma'), tf.reshape(dy, [rows, hidden]) as tf.Tensor2D);
+      const dAfterAttention = ln2.dx;
       const dAttnOut = saved.attnOutMask === undefined
         ? dAfterAttention
         : (tf.mul(dAfterAttention, tf.reshape(saved.attnOutMask, [rows, hidden])) as tf.Tensor2D);
@@ -212,11 +213,10 @@ export function* blockBackwardInputSteps(
       const dv = tf.matMul(dropped, dContext, true, false);
       const dProbs = saved.probsMask === undefined ? dDropped : tf.mul(dDropped, saved.probsMask);
       // scores = q k^T * scale + bias; the bias is a constant.
-      const dScores = tf.mul(softmaxBackward(dProbs, saved.probs), 1 / Math.sqrt(headDim)) as tf.Tensor4D;
+      const dScores = attentionScoresGrad(dProbs as tf.Tensor4D, saved.probs, 1 / Math.sqrt(headDim));
       const dq = tf.matMul(dScores, saved.k);
       const dk = tf.matMul(dScores, saved.q, true, false);
-      // Undo the split and the head transpose in one 4-D transpose: [B, heads, T, q|k|v] -> [B, T, heads, 3 headDim].
-      const dQkv = tf.reshape(tf.transpose(tf.concat([dq, dk, dv], 3), [0, 2, 1, 3]), [rows, 3 * heads * headDim]) as tf.Tensor2D;
+      const dQkv = tf.reshape(mergeHeads(dq as tf.Tensor4D, dk as tf.Tensor4D, dv as tf.Tensor4D), [rows, 3 * heads * headDim]) as tf.Tensor2D;
       // Column-parallel QKV: this rank's heads' share of the input gradient.
       const partial = tf.matMul(dQkv, param(params, 'attn.qkv.weight') as tf.Tensor2D, false, true);
       return { ln2: { dgamma: ln2.dgamma, dbeta: ln2.dbeta }, dAfterAttention, dAttnOut, dQkv, partial };
@@ -226,8 +226,8 @@ export function* blockBackwardInputSteps(
     const dNormed1 = (yield allReduce(attention.partial, 'sum', `${site} QKV input gradient`)) as tf.Tensor2D;
     held.push(dNormed1);
     const input = tidyKeep(() => {
-      const ln1 = layerNormBackward(dNormed1, saved.ln1, param(params, 'ln1.gamma'));
-      return { dx: tf.reshape(tf.add(attention.dAfterAttention, ln1.dx), [batch, seqLen, hidden]) as tf.Tensor3D, ln1: { dgamma: ln1.dgamma, dbeta: ln1.dbeta } };
+      const ln1 = layerNormBackward(dNormed1, saved.ln1, param(params, 'ln1.gamma'), attention.dAfterAttention);
+      return { dx: tf.reshape(ln1.dx, [batch, seqLen, hidden]) as tf.Tensor3D, ln1: { dgamma: ln1.dgamma, dbeta: ln1.dbeta } };
     });
     dNormed1.dispose();
     if (attention.dAfterAttention !== attention.dAttnOut) attention.dAfterAttention.dispose();
@@ -256,7 +256,7 @@ export function blockBackwardWeight(work: BlockWeightWork): Map<string, tf.Tenso
     for (const name of LINEARS) {
       const { input, dOutput } = work.linears[name];
       out[`${name}.weight`] = tf.matMul(input, dOutput, true, false);
-      out[`${name}.bias`] = tf.sum(dOutput, 0);
+      out[`${name}.bias`] = sumRows(dOutput);
     }
     return out;
   });

@@ -10,6 +10,7 @@ import type { GPTConfig } from '../config.ts';
 import { DropoutSite, EMBEDDING_LAYER, dropoutMask, type DropoutContext } from '../dropout.ts';
 import { allReduce, type CollectiveSteps } from '../../tensor-parallel/collective-steps.ts';
 import { gradientRows, maskedLookup, type VocabRange } from '../../tensor-parallel/vocab-parallel.ts';
+import { sumRows } from './primitives.ts';
 
 export interface EmbeddingSaved {
   /** Per token (B*T, row-major) the word-embedding row of this rank's shard its gradient goes to; -1: another rank's (or no) row. */
@@ -102,7 +103,8 @@ function tokenRows(saved: EmbeddingSaved, d: tf.Tensor3D, config: GPTConfig): tf
 
 /** The position embedding's gradient: `d` (through dropout) summed over the batch, zero beyond seqLen. */
 function positionGradient(saved: EmbeddingSaved, d: tf.Tensor3D, config: GPTConfig): tf.Tensor2D {
-  const positionRows = tf.sum(d, 0) as tf.Tensor2D;
+  const [batch, seqLen, hidden] = d.shape;
+  const positionRows = tf.reshape(sumRows(tf.reshape(d, [batch, seqLen * hidden]) as tf.Tensor2D), [seqLen, hidden]) as tf.Tensor2D;
   const unused = config.maxPositionEmbeddings - saved.seqLen;
   return unused === 0 ? positionRows : (tf.pad(positionRows, [[0, unused], [0, 0]]) as tf.Tensor2D);
 }

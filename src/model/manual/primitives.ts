@@ -7,7 +7,8 @@
  */
 import * as tf from '../../tf.ts';
 import {
-  GELU, GELU_GRAD, LAYER_NORM, LAYER_NORM_GRAD, SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS,
+  ATTENTION_SOFTMAX, BIAS_RESIDUAL, COLUMN_SUMS, GELU, GELU_GRAD, GELU_GRAD_RECOMPUTE, GELU_Y, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, MERGE_HEADS,
+  SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD, SPLIT_HEADS,
 } from '../../backend/kernel-names.ts';
 import { pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
@@ -40,9 +41,20 @@ export function layerNormForward(x: tf.Tensor2D, gamma: tf.Tensor, beta: tf.Tens
 
 /**
  * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma; dgamma = sum(dy * xhat),
- * dbeta = sum(dy) over rows.
+ * dbeta = sum(dy) over rows. With `residual` (the gradient reaching the LayerNorm's input along the
+ * residual stream), dx is residual + that.
  */
-export function layerNormBackward(dy: tf.Tensor2D, saved: LayerNormSaved, gamma: tf.Tensor): { dx: tf.Tensor2D; dgamma: tf.Tensor1D; dbeta: tf.Tensor1D } {
+export function layerNormBackward(dy: tf.Tensor2D, saved: LayerNormSaved, gamma: tf.Tensor, residual?: tf.Tensor2D): { dx: tf.Tensor2D; dgamma: tf.Tensor1D; dbeta: tf.Tensor1D } {
+  if (residual !== undefined && dy.shape[1] % 4 === 0 && hasKernel(LAYER_NORM_GRAD_RESIDUAL)) {
+    // The residual add folded into the dx pass, a dispatch fewer (backend/webgpu/layer-norm-grad.ts).
+    const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD_RESIDUAL, { dy, xhat: saved.xhat, rstd: saved.rstd, gamma, residual }, {}) as tf.Tensor[];
+    return { dx: dx as tf.Tensor2D, dgamma: dgamma as tf.Tensor1D, dbeta: dbeta as tf.Tensor1D };
+  }
+  const grads = layerNormGradients(dy, saved, gamma);
+  return residual === undefined ? grads : { ...grads, dx: tf.add(residual, grads.dx) as tf.Tensor2D };
+}
+
+function layerNormGradients(dy: tf.Tensor2D, saved: LayerNormSaved, gamma: tf.Tensor): { dx: tf.Tensor2D; dgamma: tf.Tensor1D; dbeta: tf.Tensor1D } {
   const { xhat, rstd } = saved;
   if (dy.shape[1] % 4 === 0 && hasKernel(LAYER_NORM_GRAD)) {
     const [dx, dgamma, dbeta] = tf.engine().runKernel(LAYER_NORM_GRAD, { dy, xhat, rstd, gamma }, {}) as tf.Tensor[];
@@ -63,12 +75,16 @@ const GELU_A = 0.044715;
 export interface GeluSaved {
   /** The pre-activation. */
   x: tf.Tensor;
-  /** tanh(C (x + A x^3)), kept so the backward needs no second Tanh. */
-  tanh: tf.Tensor;
+  /**
+   * tanh(C (x + A x^3)), kept so the backward needs no second Tanh; absent where the backend's
+   * backward recomputes it (webgpu: a dispatch fewer than writing it out).
+   */
+  tanh?: tf.Tensor;
 }
 
 /** GELU, tanh approximation, computed exactly as layers.ts's gelu. */
 export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
+  if (hasKernel(GELU_Y) && hasKernel(GELU_GRAD_RECOMPUTE)) return { y: tf.engine().runKernel(GELU_Y, { x }, {}) as tf.Tensor, saved: { x } };
   if (hasKernel(GELU)) {
     // One pass instead of 9 dispatches (backend/wasm/gelu.ts).
     const [y, tanh] = tf.engine().runKernel(GELU, { x }, {}) as tf.Tensor[];
@@ -83,13 +99,66 @@ export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
 
 /** d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) C (1 + 3 A x^2). */
 export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
-  const { x, tanh } = saved;
+  const { x } = saved;
+  if (saved.tanh === undefined && hasKernel(GELU_GRAD_RECOMPUTE)) return tf.engine().runKernel(GELU_GRAD_RECOMPUTE, { dy, x }, {}) as tf.Tensor;
+  const tanh = saved.tanh ?? tf.tanh(tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), GELU_A)), GELU_C));
   if (hasKernel(GELU_GRAD)) return tf.engine().runKernel(GELU_GRAD, { dy, x, tanh }, {}) as tf.Tensor;
   const halfX = tf.mul(x, 0.5);
   const sech2 = tf.sub(1, tf.mul(tanh, tanh));
   const innerSlope = tf.add(tf.mul(tf.mul(x, x), 3 * GELU_A * GELU_C), GELU_C);
   const local = tf.add(tf.add(tf.mul(tanh, 0.5), 0.5), tf.mul(tf.mul(halfX, sech2), innerSlope));
   return tf.mul(dy, local);
+}
+
+/** x [rows, in] W [in, out] + b [out]. */
+export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias: tf.Tensor): tf.Tensor2D {
+  // On webgpu the stock fused matmul adds the bias as the matmul's last step, the same float32 add, a
+  // dispatch fewer. Elsewhere two ops, as before: cpu and wasm gain nothing from a fused matmul's
+  // dispatch, and their results stay those of the tape model, which adds the bias apart.
+  if (tf.getBackend() === 'webgpu') return tf.fused.matMul({ a: x, b: weight, bias }) as tf.Tensor2D;
+  return tf.add(tf.matMul(x, weight), bias) as tf.Tensor2D;
+}
+
+/** x + (y + bias): a linear's output y [rows, h] with its bias [h], added to the residual stream x. */
+export function addBiasToResidual(x: tf.Tensor2D, y: tf.Tensor2D, bias: tf.Tensor): tf.Tensor2D {
+  // One dispatch instead of two (backend/webgpu/bias-residual.ts).
+  if (hasKernel(BIAS_RESIDUAL)) return tf.engine().runKernel(BIAS_RESIDUAL, { x, y, bias }, {}) as tf.Tensor2D;
+  return tf.add(x, tf.add(y, bias)) as tf.Tensor2D;
+}
+
+/** The sum over rows of x [rows, h], [h]: a linear's bias gradient from its output gradient. */
+export function sumRows(x: tf.Tensor2D): tf.Tensor1D {
+  // One dispatch where the reduction over rows would transpose first (backend/webgpu/column-sums.ts).
+  if (hasKernel(COLUMN_SUMS)) return tf.engine().runKernel(COLUMN_SUMS, { x }, {}) as tf.Tensor1D;
+  return tf.sum(x, 0);
+}
+
+/** qkv [B, T, heads, 3 headDim], each head's q|k|v -> q, k, v [B, heads, T, headDim]. */
+export function splitHeads(qkv: tf.Tensor4D): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] {
+  // Three dispatches instead of six (backend/webgpu/attention-heads.ts).
+  if (hasKernel(SPLIT_HEADS)) return tf.engine().runKernel(SPLIT_HEADS, { qkv }, {}) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+  return tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3])) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+}
+
+/** splitHeads' inverse for the gradients: dq, dk, dv [B, heads, T, headDim] -> [B, T, heads, 3 headDim]. */
+export function mergeHeads(dq: tf.Tensor4D, dk: tf.Tensor4D, dv: tf.Tensor4D): tf.Tensor4D {
+  if (hasKernel(MERGE_HEADS)) return tf.engine().runKernel(MERGE_HEADS, { dq, dk, dv }, {}) as tf.Tensor4D;
+  // The split and the head transpose undone in one 4-D transpose.
+  return tf.transpose(tf.concat([dq, dk, dv], 3), [0, 2, 1, 3]);
+}
+
+/** Attention's probabilities softmax(scores * scale + bias), bias [B or 1, 1, T, T] added to every head. */
+export function attentionProbs(scores: tf.Tensor4D, bias: tf.Tensor4D, scale: number): tf.Tensor4D {
+  // One pass per row instead of three dispatches (backend/webgpu/attention-softmax.ts).
+  if (hasKernel(ATTENTION_SOFTMAX)) return tf.engine().runKernel(ATTENTION_SOFTMAX, { scores, bias }, { scale }) as tf.Tensor4D;
+  return tf.softmax(tf.add(tf.mul(scores, scale), bias)) as tf.Tensor4D;
+}
+
+/** The scores' gradient from the probabilities' through attentionProbs: softmaxBackward times the scale. */
+export function attentionScoresGrad(dprobs: tf.Tensor4D, probs: tf.Tensor4D, scale: number): tf.Tensor4D {
+  // One pass per row instead of five dispatches (backend/webgpu/softmax-grad.ts).
+  if (hasKernel(SOFTMAX_GRAD)) return tf.engine().runKernel(SOFTMAX_GRAD, { dprobs, probs }, { scale }) as tf.Tensor4D;
+  return tf.mul(softmaxBackward(dprobs, probs), scale) as tf.Tensor4D;
 }
 
 /** Softmax over the last axis backward: dS = P * (dP - sum(dP * P)). */
