@@ -81,28 +81,6 @@ function defaultSchedule(numChunks: number): ScheduleKind {
   return numChunks > 1 ? 'interleaved' : '1f1b';
 }
 
-/**
- * Peak (micro-batch, chunk) forwards a stage holds before their backward. GPipe: all of them. 1F1B
- * (Megatron's non-interleaved order): pp - ppRank warm-up forwards including the first steady one.
- * Interleaved: Megatron's warm-up of (pp - ppRank - 1)·2 + (chunks - 1)·pp, plus the steady forward.
- * Zero-bubble kinds: what their builders promise (memory-bound.ts), counted until W frees them.
- */
-export function peakUnitsInFlight(schedule: ScheduleKind, pp: number, ppRank: number, microBatches: number, chunks: number): number {
-  const total = microBatches * chunks;
-  switch (schedule) {
-    case 'gpipe':
-      return total;
-    case '1f1b':
-      return Math.min(pp - ppRank, total);
-    case 'interleaved':
-      return chunks === 1 ? Math.min(pp - ppRank, total) : Math.min((pp - ppRank - 1) * 2 + (chunks - 1) * pp + 1, total);
-    case 'zb-h1':
-    case 'zbv':
-    case 'auto-zb':
-      return activationLimit(schedule, pp, ppRank, microBatches, chunks);
-  }
-}
-
 function checkInput(input: PlanInput, schedule: ScheduleKind): void {
   const { numMicroBatches: m, numChunks: v, batchSize } = input;
   if (batchSize % m !== 0) {
@@ -181,7 +159,8 @@ function planPosition(
   const holdsHead = layers.some(([, end]) => end === model.numLayers);
   const wordEmbedding = held.find((p) => p.kind === 'vocab');
   const tiedCopyParams = holdsHead && !holdsEmbedding && wordEmbedding !== undefined ? wordEmbedding.numel : 0;
-  const unitsInFlight = peakUnitsInFlight(schedule, grid.pipeline, pp, input.numMicroBatches, input.numChunks);
+  // The builders' own bound (the validator checks every built schedule against it), not a second formula.
+  const unitsInFlight = activationLimit(schedule, grid.pipeline, pp, input.numMicroBatches, input.numChunks);
   const activations = stageActivationBytes({
     model,
     microBatchSize,

@@ -6,7 +6,10 @@ import { countParameters } from '../../src/model/params.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
 import { blockActivationElements, headActivationElements } from '../../src/planner/memory.ts';
 import { megatronParameterCount } from '../../src/planner/param-count.ts';
-import { peakUnitsInFlight, planTraining, type PlanInput } from '../../src/planner/plan.ts';
+import { planTraining, type PlanInput } from '../../src/planner/plan.ts';
+import { activationLimit } from '../../src/scheduler/memory-bound.ts';
+import { buildSchedule } from '../../src/scheduler/schedules.ts';
+import { inFlightByOrder } from '../../src/scheduler/measure.ts';
 
 function input(model: GPTConfig, over: Partial<Omit<PlanInput, 'model'>> & { pp?: number; tp?: number; dp?: number } = {}): PlanInput {
   const { pp = 1, tp = 1, dp = 1, ...rest } = over;
@@ -128,12 +131,17 @@ test('plan - dropout masks, checkpointing and the schedule change the activation
 });
 
 test('plan - micro-batches in flight per schedule', () => {
-  assert.deepEqual([0, 1, 2, 3].map((r) => peakUnitsInFlight('1f1b', 4, r, 8, 1)), [4, 3, 2, 1]);
-  assert.deepEqual([0, 1, 2, 3].map((r) => peakUnitsInFlight('1f1b', 4, r, 2, 1)), [2, 2, 2, 1]);
-  assert.deepEqual([0, 3].map((r) => peakUnitsInFlight('gpipe', 4, r, 8, 1)), [8, 8]);
+  assert.deepEqual([0, 1, 2, 3].map((r) => activationLimit('1f1b', 4, r, 8, 1)), [4, 3, 2, 1]);
+  assert.deepEqual([0, 1, 2, 3].map((r) => activationLimit('1f1b', 4, r, 2, 1)), [2, 2, 2, 1]);
+  assert.deepEqual([0, 3].map((r) => activationLimit('gpipe', 4, r, 8, 1)), [8, 8]);
   // Megatron interleaved: (pp - rank - 1)·2 + (chunks - 1)·pp warm-up forwards, plus the first steady one.
-  assert.deepEqual([0, 1, 2, 3].map((r) => peakUnitsInFlight('interleaved', 4, r, 8, 2)), [11, 9, 7, 5]);
-  assert.equal(peakUnitsInFlight('interleaved', 4, 0, 4, 3), 12);
+  assert.deepEqual([0, 1, 2, 3].map((r) => activationLimit('interleaved', 4, r, 8, 2)), [11, 9, 7, 5]);
+  assert.equal(activationLimit('interleaved', 4, 0, 4, 3), 12);
+  // What the built schedules hold, where the planner's own formula once said less (M == P, and one chunk).
+  for (const [kind, pp, m, chunks] of [['interleaved', 4, 4, 2], ['interleaved', 4, 4, 1], ['interleaved', 2, 4, 1], ['zb-h1', 4, 8, 1]] as const) {
+    const built = buildSchedule(kind, pp, m, chunks).ops.map((ops) => inFlightByOrder(ops));
+    assert.deepEqual(built.map((_, r) => activationLimit(kind, pp, r, m, chunks)), built, `${kind} p=${pp} m=${m} v=${chunks}`);
+  }
 });
 
 test('plan - replicas, grid order and refusals', () => {
