@@ -23,7 +23,7 @@ import { addGradient } from './gradient-sum.ts';
 import { attentionBias } from './layers.ts';
 import { BLOCK_PARAM_NAMES, blockBackwardInputSteps, blockBackwardWeight, blockForwardSteps, type BlockParams, type BlockSaved, type BlockWeightWork } from './manual/block.ts';
 import { embeddingBackward, embeddingForwardSteps, embeddingRowsBackward, type EmbeddingSaved, type WordEmbeddingRows } from './manual/embedding.ts';
-import { headForwardBackwardSteps, type HeadGrads } from './manual/head.ts';
+import { headBackwardInputSteps, headBackwardWeight, headForwardSteps, releaseHead, type HeadSaved, type HeadWeightWork } from './manual/head.ts';
 import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName, initialValues, paramsForSlice, type ModelSlice, type ParamSpec } from './params.ts';
 import { shardKind, shardRegion, tensorParallelProblems, type ShardKind } from './sharding.ts';
 import { SINGLE_RANK_GROUP, runOverGroup, type CollectiveSteps, type TensorParallelGroup } from '../tensor-parallel/collective-steps.ts';
@@ -68,13 +68,13 @@ export interface ChunkActivations {
   embedding?: EmbeddingSaved;
   /** One per layer of the chunk, in layer order. */
   blocks: BlockSaved[];
-  /** The head's gradients: the loss is the objective, so they come with the forward. */
-  head?: HeadGrads;
+  /** The head's norm and logits' gradient (the loss is the objective, so dLogits comes with the forward). */
+  head?: HeadSaved;
 }
 
 /** What backwardWeight needs, left by backwardInput. */
 interface WeightWork {
-  head?: Omit<HeadGrads, 'dx'>;
+  head?: HeadWeightWork;
   /** Per layer, from the last layer down. */
   blocks: { layer: number; work: BlockWeightWork }[];
   /** The embedding's saved ids and the gradient of its output. */
@@ -289,11 +289,11 @@ export function* chunkForwardSteps(
     }
     let output: tf.Tensor = x!;
     if (slice.hasHead) {
-      const head = yield* headForwardBackwardSteps(
+      const head = yield* headForwardSteps(
         model.param(WORD_EMBEDDING), model.param('norm.gamma'), model.param('norm.beta'), x!, batch.inputIds, layout.vocabRange, config, options.lossGrad ?? 1,
       );
       if (x !== hiddenIn) x!.dispose();
-      activations.head = head.grads;
+      activations.head = head.saved;
       output = head.loss;
     }
     done = true;
@@ -317,10 +317,11 @@ function* chunkBackwardInputSteps(
   let done = false;
   try {
     if (activations.head !== undefined) {
-      const { dx, ...head } = activations.head;
-      work.head = head;
+      const head = activations.head;
       activations.head = undefined;
-      dy = dx;
+      const back = yield* headBackwardInputSteps(head, model.param(WORD_EMBEDDING), model.param('norm.gamma'), config);
+      work.head = back.work;
+      dy = back.dx;
     } else if (outputGrad !== undefined) {
       dy = tf.clone(outputGrad);
     } else {
@@ -368,9 +369,11 @@ function chunkBackwardWeight(model: ChunkModel & { specs: ParamSpec[] }, work: W
   const { config, slice } = model;
   const grads = new Map<string, tf.Tensor>();
   if (work.head !== undefined) {
-    addGradient(grads, WORD_EMBEDDING, work.head.dWordEmbedding);
-    addGradient(grads, 'norm.gamma', work.head.dGamma);
-    addGradient(grads, 'norm.beta', work.head.dBeta);
+    const head = headBackwardWeight(work.head);
+    work.head = undefined;
+    addGradient(grads, WORD_EMBEDDING, head.dWordEmbedding);
+    addGradient(grads, 'norm.gamma', head.dGamma);
+    addGradient(grads, 'norm.beta', head.dBeta);
   }
   for (const { layer, work: blockWork } of work.blocks) {
     for (const [local, grad] of blockBackwardWeight(blockWork)) addGradient(grads, blockParamName(layer, local), grad);
@@ -400,14 +403,16 @@ function chunkBackwardWeight(model: ChunkModel & { specs: ParamSpec[] }, work: W
 }
 
 export function releaseActivations(activations: ChunkActivations): void {
-  tf.dispose([activations.embedding, activations.head, ...activations.blocks] as unknown as tf.TensorContainer);
+  if (activations.head !== undefined) releaseHead(activations.head);
+  tf.dispose([activations.embedding, ...activations.blocks] as unknown as tf.TensorContainer);
   activations.blocks = [];
   activations.embedding = undefined;
   activations.head = undefined;
 }
 
 function releaseWeightWork(work: WeightWork): void {
-  tf.dispose([work.head, work.embedding, ...work.blocks.map((b) => b.work)] as unknown as tf.TensorContainer);
+  if (work.head !== undefined) releaseHead(work.head);
+  tf.dispose([work.embedding, ...work.blocks.map((b) => b.work)] as unknown as tf.TensorContainer);
   work.blocks = [];
   work.head = undefined;
   work.embedding = undefined;

@@ -168,35 +168,45 @@ export function softmaxBackward(dprobs: tf.Tensor, probs: tf.Tensor): tf.Tensor 
 }
 
 /**
- * The tied LM head and its cross-entropy, forward and backward at once (the loss is the objective, so
- * its gradient is known with the forward; llm.c's fused classifier): normed [rows, H], W [V, H], int32
- * labels [rows] -> each row's loss log sum exp(l - max) - (l[label] - max) for logits l = normed W^T,
- * and with dLogits = (softmax - onehot) * gradScale, dNormed = dLogits W and dW = dLogits^T normed.
+ * What the tied LM head's backward keeps from its loss: the logits' gradient and the head's input rows.
+ * The halves take what they need: the input gradient reads `dLogits` (and frees it where the weight
+ * gradient has its own transposed copy), the weight gradient frees the rest.
+ */
+export interface LmHeadSaved {
+  /** Rows of the head's input before any padding. */
+  rows: number;
+  /** (softmax - onehot) * gradScale, [paddedRows, V]; undefined once the input gradient no longer needs it. */
+  dLogits?: tf.Tensor2D;
+  /** The same transposed, [V, paddedRows], where the backend's kernel writes it (wasm): dW's big operand on the left. */
+  dLogitsT?: tf.Tensor2D;
+  /** The head's input rows [paddedRows, H] (zero rows appended on wasm). */
+  inputs: tf.Tensor2D;
+}
+
+/**
+ * The tied LM head's loss: normed [rows, H], W [V, H], int32 labels [rows] -> each row's loss
+ * log sum exp(l - max) - (l[label] - max) for logits l = normed W^T, and what its backward keeps: the
+ * loss is the objective, so dLogits = (softmax - onehot) * gradScale comes with it (llm.c's fused
+ * classifier). The backward is split like a block's, so a zero-bubble schedule can defer the weight
+ * half: lmHeadInputGrad (dNormed = dLogits W) and lmHeadWeightGrad (dW = dLogits^T normed).
  * On wasm the fused kernel (backend/wasm/softmax-cross-entropy.ts) works on transposed logits so every big
  * operand of the matmuls stays on the left; rows are padded to a multiple of 4 with zero rows, which
  * add nothing to dW (their gradient columns meet zero inputs) and whose dNormed rows are dropped.
  * On webgpu the fused kernel (backend/webgpu/softmax-cross-entropy.ts) takes the logits as the matmul
  * leaves them. Elsewhere the same math from tf ops.
  */
-export function lmHeadCrossEntropy(
-  normed: tf.Tensor2D, wordEmbedding: tf.Tensor2D, labels: tf.Tensor1D, gradScale: number,
-): { losses: tf.Tensor1D; dNormed: tf.Tensor2D; dWordEmbedding: tf.Tensor2D } {
-  const [rows, hidden] = normed.shape;
+export function lmHeadLoss(normed: tf.Tensor2D, wordEmbedding: tf.Tensor2D, labels: tf.Tensor1D, gradScale: number): { losses: tf.Tensor1D; saved: LmHeadSaved } {
+  const [rows] = normed.shape;
   const vocab = wordEmbedding.shape[0];
   if (hasKernel(SOFTMAX_CROSS_ENTROPY)) {
     return tidyKeep(() => {
       const padding = (4 - (rows % 4)) % 4;
-      const padded = padding === 0 ? normed : (tf.pad(normed, [[0, padding], [0, 0]]) as tf.Tensor2D);
-      const logitsT = tf.matMul(wordEmbedding, padded, false, true);
+      const inputs = padding === 0 ? tf.clone(normed) : (tf.pad(normed, [[0, padding], [0, 0]]) as tf.Tensor2D);
+      const logitsT = tf.matMul(wordEmbedding, inputs, false, true);
       const [losses, dLogits, dLogitsT] = tf.engine().runKernel(SOFTMAX_CROSS_ENTROPY, { logitsT, labels }, { gradScale }) as tf.Tensor2D[];
       // [V, rows] buffers are 200 MB at GPT-2's vocabulary and batch 8 x 128: freed as soon as dead.
       logitsT.dispose();
-      const dPadded = tf.matMul(dLogits!, wordEmbedding);
-      dLogits!.dispose();
-      const dWordEmbedding = tf.matMul(dLogitsT!, padded) as tf.Tensor2D;
-      dLogitsT!.dispose();
-      const dNormed = (padding === 0 ? dPadded : tf.slice(dPadded, [0, 0], [rows, hidden])) as tf.Tensor2D;
-      return { losses: losses as unknown as tf.Tensor1D, dNormed, dWordEmbedding };
+      return { losses: losses as unknown as tf.Tensor1D, saved: { rows, dLogits, dLogitsT, inputs } };
     });
   }
   if (hasKernel(SOFTMAX_CROSS_ENTROPY_ROWS)) {
@@ -204,9 +214,7 @@ export function lmHeadCrossEntropy(
       const logits = tf.matMul(normed, wordEmbedding, false, true);
       const [losses, dLogits] = tf.engine().runKernel(SOFTMAX_CROSS_ENTROPY_ROWS, { logits, labels }, { gradScale }) as tf.Tensor[];
       logits.dispose();
-      const dNormed = tf.matMul(dLogits!, wordEmbedding) as tf.Tensor2D;
-      const dWordEmbedding = tf.matMul(dLogits!, normed, true, false) as tf.Tensor2D;
-      return { losses: losses as tf.Tensor1D, dNormed, dWordEmbedding };
+      return { losses: losses as tf.Tensor1D, saved: { rows, dLogits: dLogits as tf.Tensor2D, inputs: tf.clone(normed) } };
     });
   }
   return tidyKeep(() => {
@@ -220,6 +228,56 @@ export function lmHeadCrossEntropy(
     const oneHot = tf.cast(tf.oneHot(labels, vocab), 'float32');
     // The kernel's order: exp * (scale / sum), then scale off at the label.
     const dLogits = tf.sub(tf.mul(exps, tf.div(gradScale, sums)), tf.mul(oneHot, gradScale)) as tf.Tensor2D;
-    return { losses, dNormed: tf.matMul(dLogits, wordEmbedding), dWordEmbedding: tf.matMul(dLogits, normed, true, false) };
+    return { losses, saved: { rows, dLogits, inputs: tf.clone(normed) } };
   });
+}
+
+/**
+ * The head input's share of the backward, dNormed = dLogits W [rows, H] (without the padding rows);
+ * the partial sum of this rank's vocabulary when W is a shard. Frees dLogits where the weight half has
+ * its transposed copy.
+ */
+export function lmHeadInputGrad(saved: LmHeadSaved, wordEmbedding: tf.Tensor2D): tf.Tensor2D {
+  const dLogits = saved.dLogits;
+  if (dLogits === undefined) throw new Error('lmHeadInputGrad: the input gradient of this head was already taken');
+  const hidden = wordEmbedding.shape[1];
+  const dInputs = tf.matMul(dLogits, wordEmbedding) as tf.Tensor2D;
+  if (saved.dLogitsT !== undefined) {
+    dLogits.dispose();
+    saved.dLogits = undefined;
+  }
+  if (dInputs.shape[0] === saved.rows) return dInputs;
+  const dNormed = tf.slice(dInputs, [0, 0], [saved.rows, hidden]) as tf.Tensor2D;
+  dInputs.dispose();
+  return dNormed;
+}
+
+/** The tied word embedding's share from the head, dW = dLogits^T normed [V, H]. Frees everything `saved` holds. */
+export function lmHeadWeightGrad(saved: LmHeadSaved): tf.Tensor2D {
+  try {
+    if (saved.dLogitsT !== undefined) return tf.matMul(saved.dLogitsT, saved.inputs) as tf.Tensor2D;
+    if (saved.dLogits === undefined) throw new Error('lmHeadWeightGrad: nothing left of this head\'s logits gradient');
+    return tf.matMul(saved.dLogits, saved.inputs, true, false) as tf.Tensor2D;
+  } finally {
+    releaseLmHead(saved);
+  }
+}
+
+export function releaseLmHead(saved: LmHeadSaved): void {
+  tf.dispose([saved.dLogits, saved.dLogitsT, saved.inputs].filter((t): t is tf.Tensor2D => t !== undefined));
+  saved.dLogits = undefined;
+  saved.dLogitsT = undefined;
+}
+
+/** The tied LM head's loss and both halves of its backward at once (lmHeadLoss, lmHeadInputGrad, lmHeadWeightGrad). */
+export function lmHeadCrossEntropy(
+  normed: tf.Tensor2D, wordEmbedding: tf.Tensor2D, labels: tf.Tensor1D, gradScale: number,
+): { losses: tf.Tensor1D; dNormed: tf.Tensor2D; dWordEmbedding: tf.Tensor2D } {
+  const { losses, saved } = lmHeadLoss(normed, wordEmbedding, labels, gradScale);
+  try {
+    const dNormed = lmHeadInputGrad(saved, wordEmbedding);
+    return { losses, dNormed, dWordEmbedding: lmHeadWeightGrad(saved) };
+  } finally {
+    releaseLmHead(saved);
+  }
 }

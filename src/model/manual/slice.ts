@@ -10,6 +10,7 @@ import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName } from '../params.ts
 import { blockParamsOf, chunkForwardSteps, releaseActivations, type ChunkActivations, type ChunkForwardOptions } from '../chunk.ts';
 import { runLocally } from '../../tensor-parallel/collective-steps.ts';
 import { blockBackward } from './block.ts';
+import { headBackwardInputSteps, headBackwardWeight } from './head.ts';
 import { embeddingBackward, embeddingRowsBackward, type WordEmbeddingRows } from './embedding.ts';
 
 /** What sliceBackward needs from sliceForward; sliceBackward disposes it. */
@@ -34,7 +35,7 @@ export function sliceForward(model: GPT, batch: TokenBatch, hiddenIn: tf.Tensor3
 /**
  * The backward of sliceForward. `outputGrad` [B, T, H] is the gradient of the hidden states this slice
  * sent on (required without the head); with the head the objective is the loss (times the forward's
- * `lossGrad`), whose gradients the forward already computed.
+ * `lossGrad`), whose logits' gradient the forward already computed.
  * Returns every parameter's gradient by global name in `model.specs` order, and the gradient of
  * `hiddenIn` when the slice has no embedding. Disposes `saved` as it goes (peak memory falls layer by
  * layer); the caller keeps ownership of `outputGrad`.
@@ -74,10 +75,14 @@ export function* sliceBackwardParts(
   const addGrad = (name: string, grad: tf.Tensor) => addGradient(grads, name, grad);
   let dy: tf.Tensor3D;
   if (saved.head !== undefined) {
-    addGrad(WORD_EMBEDDING, saved.head.dWordEmbedding);
-    addGrad('norm.gamma', saved.head.dGamma);
-    addGrad('norm.beta', saved.head.dBeta);
-    dy = saved.head.dx;
+    const head = saved.head;
+    saved.head = undefined;
+    const back = runLocally(headBackwardInputSteps(head, model.param(WORD_EMBEDDING), model.param('norm.gamma'), config));
+    const headGrads = headBackwardWeight(back.work);
+    addGrad(WORD_EMBEDDING, headGrads.dWordEmbedding);
+    addGrad('norm.gamma', headGrads.dGamma);
+    addGrad('norm.beta', headGrads.dBeta);
+    dy = back.dx;
     // The tied word embedding also gets the lookup's gradient when this slice holds the embedding.
     yield finalOf(slice.hasEmbedding ? ['norm.gamma', 'norm.beta'] : [WORD_EMBEDDING, 'norm.gamma', 'norm.beta']);
   } else if (outputGrad !== undefined) {
