@@ -23,8 +23,9 @@
  * token-hidden unit with the fp16 halves doubled to float32 and the 1-byte masks dropped.
  * With model.checkpoint, a block keeps only its input (N·h) and backward recomputes one block at a
  * time, so the stage adds one block's full set once.
- * The last stage also keeps the final LayerNorm's input and output (2·N·h) and the fused cross-entropy's
- * vocab-parallel logits and their exponentials (2·N·V / t); the first stage the embedding dropout mask
+ * The last stage also keeps the final LayerNorm's input and output (2·N·h) and the gradient of its
+ * vocab-parallel logits (2·N·V / t: wasm's fused cross-entropy writes it in both orientations, so the
+ * head's input and weight halves each read theirs, manual/head.ts); the first stage the embedding dropout mask
  * (N·h) when embedDropRate > 0.
  * Not counted: transient buffers (gradients of activations during backward, the all-reduce buffers),
  * the attention bias constant, and framework overhead. Backward by recompute of the stage forward (the
@@ -67,7 +68,7 @@ export function embeddingActivationElements(shape: ActivationShape): number {
   return shape.model.embedDropRate > 0 ? shape.microBatchSize * shape.seqLen * shape.model.hiddenSize : 0;
 }
 
-/** Extra elements on the last stage: final LayerNorm input and output, vocab-parallel logits and exponentials. */
+/** Extra elements on the last stage: final LayerNorm input and output, the vocab-parallel logits' gradient in two orientations. */
 export function headActivationElements(shape: ActivationShape): number {
   const tokens = shape.microBatchSize * shape.seqLen;
   return tokens * (2 * shape.model.hiddenSize + (2 * shape.model.vocabSize) / shape.tp);
