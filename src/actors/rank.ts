@@ -50,6 +50,8 @@ export interface SpawnRankOptions {
   log: (line: string) => void;
   /** A verified checkpoint folder to start from ('' for a fresh start). */
   resume: string;
+  /** The run's length, for the learning rate schedule. */
+  totalSteps: number;
   /** How long the stage actor waits for a missing action (default: stage-actor.ts). */
   actionTimeoutMs?: number;
   /** Process-group receive timeout (default: collectives.ts). */
@@ -138,6 +140,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
   const nonFinite = new NonFiniteGuard(config.nonFinite, rank === 0 ? log : undefined);
   const executor = new PipelineStepExecutor({
     config,
+    totalSteps: options.totalSteps,
     dataset: options.dataset,
     sampler: globalBatchSampler(config, options.dataset.numSamples),
     stage,

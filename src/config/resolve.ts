@@ -18,6 +18,7 @@ import {
   type SectionSpec,
 } from './schema.ts';
 import { closestMatch } from './suggest.ts';
+import { lrScheduleProblem } from '../train/lr-schedule.ts';
 import type { TrainConfig } from './types.ts';
 
 /** GPT-2's BPE (r50k_base) emits ids up to 50256, so every embedding table needs at least this many rows. */
@@ -172,6 +173,10 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     optimizer: {
       kind: pick('optimizer.kind'),
       lr: pick('optimizer.lr'),
+      schedule: pick('optimizer.schedule'),
+      warmupSteps: pick('optimizer.warmupSteps'),
+      minLr: pick('optimizer.minLr'),
+      ...(given('optimizer.decaySteps') === undefined ? {} : { decaySteps: given('optimizer.decaySteps') as number }),
       beta1: pick('optimizer.beta1'),
       beta2: pick('optimizer.beta2'),
       eps: pick('optimizer.eps'),
@@ -289,6 +294,10 @@ function checkDerived(config: TrainConfig, input: JsonObject, invalid: Set<strin
   const { model, parallel } = config;
   const tp = parallel.tensor.size;
   const pp = parallel.pipeline;
+
+  // The run's length is known only with the data; the launcher checks decaySteps' default against it.
+  const lrProblem = valid('optimizer') ? lrScheduleProblem(config.optimizer, config.steps) : undefined;
+  if (lrProblem !== undefined) add(config.optimizer.minLr > config.optimizer.lr ? 'optimizer.minLr' : 'optimizer.decaySteps', lrProblem);
 
   if (valid('model.hiddenSize', 'model.numAttentionHeads') && model.hiddenSize % model.numAttentionHeads !== 0) {
     add('model.hiddenSize', `${show('model.hiddenSize')} is not divisible by ${show('model.numAttentionHeads')}; each head needs hiddenSize / numAttentionHeads dimensions`);

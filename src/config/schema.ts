@@ -6,6 +6,7 @@
 import { BACKEND_NAMES } from '../backend/names.ts';
 import { MODEL_DEFAULTS, MODEL_PRESETS } from '../model/config.ts';
 import { SCHEDULE_KINDS } from '../scheduler/ops.ts';
+import { LR_SCHEDULES } from '../train/lr-schedule.ts';
 import type { TrainConfig } from './types.ts';
 
 /** An interval of allowed numbers; a missing bound is unbounded. */
@@ -105,7 +106,15 @@ export const TRAIN_SCHEMA: SectionSpec = {
       doc: 'the optimizer',
       fields: {
         kind: { kind: 'enum', values: ['adam', 'adamw'], doc: 'adam adds weight decay to the gradient (torch.optim.Adam), adamw decouples it' },
-        lr: { kind: 'number', range: ABOVE_ZERO, doc: 'learning rate, > 0' },
+        lr: { kind: 'number', range: ABOVE_ZERO, doc: 'peak learning rate, > 0 (see schedule)' },
+        schedule: {
+          kind: 'enum',
+          values: LR_SCHEDULES,
+          doc: 'learning rate after warmup (Megatron\'s decay styles): constant, linear or cosine decay to minLr at decaySteps, or inverse-square-root',
+        },
+        warmupSteps: { kind: 'integer', range: NON_NEGATIVE, doc: 'steps of linear warmup from 0 to lr; 0: none' },
+        minLr: { kind: 'number', range: NON_NEGATIVE, doc: 'the learning rate linear and cosine decay end at, and inverse-square-root\'s floor; <= lr' },
+        decaySteps: positiveInt('the step where linear and cosine decay reach minLr (default: the run\'s steps)'),
         beta1: rate('first-moment decay, in [0, 1)'),
         beta2: rate('second-moment decay, in [0, 1)'),
         eps: { kind: 'number', range: ABOVE_ZERO, doc: 'denominator epsilon' },
@@ -177,7 +186,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   gradientAccumulation: 1,
   seqLen: 128,
   // The seed tutorial: torch.optim.Adam(lr=0.00015, weight_decay=1e-2) with torch's other defaults.
-  optimizer: { kind: 'adam', lr: 1.5e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 },
+  optimizer: { kind: 'adam', lr: 1.5e-4, schedule: 'constant', warmupSteps: 0, minLr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 },
   data: { skipBadLines: false, shuffle: true, dropLast: true },
   seed: 42,
   logInterval: 1,
@@ -239,6 +248,7 @@ export function listKeys(section: SectionSpec = TRAIN_SCHEMA, prefix = ''): Arra
 /** The default of a leaf key in words, for help: model keys show MODEL_DEFAULTS (a preset may change them). */
 export function describeDefault(path: string): string | undefined {
   if (path === 'epochs') return `${DEFAULT_EPOCHS} unless steps is given`;
+  if (path === 'optimizer.decaySteps') return "the run's steps";
   if (path === 'data.path' || path === 'steps' || path === 'model.preset' || path === 'backend') return undefined;
   const [head, ...rest] = path.split('.');
   let value: unknown = head === 'model' ? MODEL_DEFAULTS : (TRAIN_DEFAULTS as unknown as Record<string, unknown>)[head!];

@@ -6,6 +6,7 @@
 import type { BackendName } from '../backend/names.ts';
 import type { GPTConfig, ModelConfigInput } from '../model/config.ts';
 import type { ScheduleKind } from '../scheduler/ops.ts';
+import type { LrScheduleKind } from '../train/lr-schedule.ts';
 
 export interface ParallelConfig {
   pipeline: number;
@@ -21,7 +22,16 @@ export interface ParallelConfig {
 export interface OptimizerConfig {
   /** `adam`: torch.optim.Adam, weight decay added to the gradient (L2), as the seed uses. `adamw`: decoupled. */
   kind: 'adam' | 'adamw';
+  /** The peak learning rate: what warmup rises to and decay starts from (train/lr-schedule.ts). */
   lr: number;
+  /** How the learning rate changes over the run after warmup (train/lr-schedule.ts). */
+  schedule: LrScheduleKind;
+  /** Steps of linear warmup from 0 to lr; 0: none. */
+  warmupSteps: number;
+  /** Where linear and cosine decay end, and inverse-square-root's floor. */
+  minLr: number;
+  /** The step where linear and cosine decay reach minLr; undefined: the run's last step. */
+  decaySteps?: number;
   beta1: number;
   beta2: number;
   eps: number;

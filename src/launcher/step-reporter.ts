@@ -3,6 +3,7 @@
  * on, become the trainer hooks' StepResults (metrics.jsonl, progress, epochs), so a distributed job
  * reports through the same hooks as a single-process one.
  */
+import { learningRateAt } from '../train/lr-schedule.ts';
 import type { StepDoneMessage } from '../protocol/messages.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
@@ -41,7 +42,7 @@ export class StepReporter {
       samples: this.sampler.globalBatchSize,
       stepMs: report.stepMs,
       elapsedMs: performance.now() - this.started,
-      learningRate: this.state.config.optimizer.lr,
+      learningRate: learningRateAt(this.state.config.optimizer, report.step, this.state.totalSteps),
       gradNorm: report.gradNorm,
     };
     for (const hook of this.hooks) hook.afterStep?.(this.state, result);

@@ -204,6 +204,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
       dataset,
       log,
       resume: env.resume,
+      totalSteps: env.totalSteps,
       actionTimeoutMs: options.actionTimeoutMs,
       receiveTimeoutMs: options.receiveTimeoutMs,
     });

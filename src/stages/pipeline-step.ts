@@ -11,6 +11,7 @@
  * finite is caught before the update (config nonFinite): every rank sees the same reduced values, so the
  * whole job stops or skips the step together.
  */
+import { learningRateAt } from '../train/lr-schedule.ts';
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
 import * as tf from '../tf.ts';
@@ -32,6 +33,8 @@ import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
 export interface PipelineStepContext {
   config: TrainConfig;
+  /** The run's length: the learning rate schedule's default decaySteps. */
+  totalSteps: number;
   dataset: TokenizedDataset;
   sampler: BatchSampler;
   stage: PipelineStage;
@@ -199,7 +202,7 @@ export class PipelineStepExecutor {
       const what = guard.check(step + 1, { loss: reduced[1], gradNorm });
       if (what !== undefined) return skip(what);
       const optimizerStart = wallClockMs();
-      await optimizer.apply(params, means.grads, { gradNorm });
+      await optimizer.apply(params, means.grads, { gradNorm, learningRate: learningRateAt(config.optimizer, step + 1, context.totalSteps) });
       context.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
       for (const grad of means.grads.values()) grad.dispose();
       return { loss: means.loss, gradNorm, samples: globalBatch.length, lossScale };

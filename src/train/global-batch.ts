@@ -5,6 +5,7 @@
  */
 import type { TrainConfig } from '../config/types.ts';
 import { BatchSampler } from '../dataset/sampler.ts';
+import { lrScheduleProblem } from './lr-schedule.ts';
 
 export function globalBatchSampler(config: TrainConfig, numSamples: number): BatchSampler {
   return new BatchSampler({
@@ -16,7 +17,14 @@ export function globalBatchSampler(config: TrainConfig, numSamples: number): Bat
   });
 }
 
-/** The step a run stops at: an explicit override (--steps), else the config's steps, else its epochs (1) of the sampler's steps. */
+/**
+ * The step a run stops at: an explicit override (--steps), else the config's steps, else its epochs (1)
+ * of the sampler's steps. The learning rate schedule's decay ends there unless decaySteps says otherwise,
+ * so its settings are checked against it here, where the run's length is first known.
+ */
 export function totalStepsOf(config: TrainConfig, sampler: BatchSampler, override?: number): number {
-  return override ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
+  const totalSteps = override ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
+  const problem = lrScheduleProblem(config.optimizer, totalSteps);
+  if (problem !== undefined) throw new Error(`config: ${problem}`);
+  return totalSteps;
 }

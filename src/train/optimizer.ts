@@ -16,6 +16,8 @@ export interface OptimizerStepResult {
   gradNorm: number;
 }
 
+export type AdamConfig = Pick<OptimizerConfig, 'kind' | 'lr' | 'beta1' | 'beta2' | 'eps' | 'weightDecay' | 'gradClip'>;
+
 export class AdamOptimizer {
   /**
    * Each parameter's moments: apart, or packed as one tensor [2, ...shape] (m then v) where the backend
@@ -27,7 +29,8 @@ export class AdamOptimizer {
   /** Number of updates applied so far (torch's `state['step']`). */
   stepCount = 0;
 
-  constructor(readonly config: OptimizerConfig) {}
+  /** The schedule's keys are the caller's: each update gets its learning rate (train/lr-schedule.ts), lr is the default. */
+  constructor(readonly config: AdamConfig) {}
 
   /**
    * Applies one update. `grads` maps parameter names to gradients (ownership stays with the caller).

@@ -7,6 +7,7 @@
  * are the means over all micro-batches: equal to one big batch's, since micro-batches are equal-sized.
  * Hooks observe; the loop itself only computes.
  */
+import { learningRateAt } from './lr-schedule.ts';
 import * as tf from '../tf.ts';
 import { readScalar } from '../backend/tensor-view.ts';
 import type { TrainConfig } from '../config/types.ts';
@@ -127,7 +128,7 @@ export class Trainer {
         samples,
         stepMs: now - stepStart,
         elapsedMs: now - started,
-        learningRate: state.config.optimizer.lr,
+        learningRate: learningRateAt(state.config.optimizer, step + 1, state.totalSteps),
         gradNorm,
       };
       losses.push(loss);
@@ -199,7 +200,8 @@ export class Trainer {
       // The optimizer's own norm, computed first so the check sees it before any weight moves.
       const gradNorm = await globalNorm([...model.params.keys()].map((name) => means.grads.get(name)!));
       const skipped = this.nonFinite.check(step + 1, { loss: means.loss, gradNorm }) !== undefined;
-      if (!skipped) await this.optimizer.apply(model.params, means.grads, { gradNorm });
+      const learningRate = learningRateAt(config.optimizer, step + 1, this.state.totalSteps);
+      if (!skipped) await this.optimizer.apply(model.params, means.grads, { gradNorm, learningRate });
       return { loss: means.loss, gradNorm, samples: globalBatch.length, skipped };
     } finally {
       for (const grad of means.grads.values()) grad.dispose();

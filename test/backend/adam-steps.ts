@@ -3,14 +3,14 @@
  * updates of seeded random parameters by seeded random gradients, and the configurations compared.
  */
 import * as tf from '../../src/tf.ts';
-import type { OptimizerConfig } from '../../src/config/types.ts';
+import type { AdamConfig } from '../../src/train/optimizer.ts';
 import { AdamOptimizer } from '../../src/train/optimizer.ts';
 import { randomValues } from './compare.ts';
 
-export const ADAM_BASE: OptimizerConfig = { kind: 'adam', lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 };
+export const ADAM_BASE: AdamConfig = { kind: 'adam', lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 };
 
 /** Every variant the fused updates must match: L2 decay, decoupled decay, clipping, none. */
-export const ADAM_CASES: ReadonlyArray<[string, OptimizerConfig]> = [
+export const ADAM_CASES: ReadonlyArray<[string, AdamConfig]> = [
   ['adam with L2 decay', ADAM_BASE],
   ['adamw', { ...ADAM_BASE, kind: 'adamw' }],
   ['adam with clipping', { ...ADAM_BASE, gradClip: 0.5 }],
@@ -22,7 +22,7 @@ export const ADAM_CASES: ReadonlyArray<[string, OptimizerConfig]> = [
  * caller's to dispose). With `restart`, the state after the first update is read out and loaded into
  * a fresh optimizer, as a checkpoint's save and restore do.
  */
-export async function threeAdamSteps(config: OptimizerConfig, shapes: number[][], restart = false): Promise<tf.Tensor[]> {
+export async function threeAdamSteps(config: AdamConfig, shapes: number[][], restart = false): Promise<tf.Tensor[]> {
   const params = new Map(shapes.map((shape, i) => [`p${i}`, tf.tidy(() => tf.variable(tf.tensor(randomValues(shape.reduce((x, y) => x * y, 1), 10 + i), shape)))]));
   let optimizer = new AdamOptimizer(config);
   try {

@@ -6,14 +6,14 @@ import * as tf from '../../src/tf.ts';
 import { initBackend } from '../../src/backend/select.ts';
 import { registerWasmTrainingKernels, restoreStockWasmKernels } from '../../src/backend/wasm/kernels.ts';
 import { withBackend } from '../../src/backend/with-backend.ts';
-import type { OptimizerConfig } from '../../src/config/types.ts';
+import type { AdamConfig } from '../../src/train/optimizer.ts';
 import { ADAM_BASE, ADAM_CASES, threeAdamSteps } from './adam-steps.ts';
 import { assertClose, assertNoLeak } from './compare.ts';
 
 const SHAPES: number[][] = [[7], [33, 65], [5, 3], [4], [1]];
 
 /** threeAdamSteps on the current backend, read synchronously (wasm and cpu can). */
-async function threeSteps(config: OptimizerConfig): Promise<Float32Array[]> {
+async function threeSteps(config: AdamConfig): Promise<Float32Array[]> {
   const tensors = await threeAdamSteps(config, SHAPES);
   const values = tensors.map((t) => t.dataSync() as Float32Array);
   tf.dispose(tensors);

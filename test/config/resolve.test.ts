@@ -50,7 +50,7 @@ test('resolve - a minimal config gets every documented default', () => {
     gradientAccumulation: 1,
     seqLen: 128,
     epochs: 1,
-    optimizer: { kind: 'adam', lr: 1.5e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 },
+    optimizer: { kind: 'adam', lr: 1.5e-4, schedule: 'constant', warmupSteps: 0, minLr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 },
     data: { path: DATA.path, skipBadLines: false, shuffle: true, dropLast: true },
     seed: 42,
     logInterval: 1,
@@ -86,7 +86,7 @@ test('resolve - a preset plus explicit keys plus overrides', () => {
   assert.equal(config.steps, 10);
   assert.equal(config.epochs, undefined);
   assert.equal(config.backend, 'wasm');
-  assert.deepEqual(config.optimizer, { kind: 'adamw', lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 });
+  assert.deepEqual(config.optimizer, { kind: 'adamw', lr: 1e-3, schedule: 'constant', warmupSteps: 0, minLr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 });
   assert.deepEqual(config.data, { path: DATA.path, skipBadLines: false, shuffle: false, dropLast: true });
 });
 
@@ -137,7 +137,7 @@ test('resolve - data.path is required', () => {
 const RULES: Array<[string, Record<string, unknown>, string, RegExp]> = [
   ['unknown top-level key, near miss', { batchSzie: 8 }, 'batchSzie', /unknown key; did you mean batchSize\?/],
   ['unknown key in model', { model: { numLayer: 4 } }, 'model.numLayer', /did you mean model\.numLayers\?/],
-  ['unknown key in optimizer', { optimizer: { learningRate: 1 } }, 'optimizer.learningRate', /optimizer takes: kind, lr, beta1/],
+  ['unknown key in optimizer', { optimizer: { learningRate: 1 } }, 'optimizer.learningRate', /optimizer takes: kind, lr, schedule, warmupSteps, minLr, decaySteps, beta1/],
   ['unknown key in data', { data: { ...DATA, shufle: true } }, 'data.shufle', /did you mean data\.shuffle\?/],
   ['unknown key in parallel', { parallel: { pipline: 2 } }, 'parallel.pipline', /did you mean parallel\.pipeline\?/],
   ['unknown key in parallel.tensor', { parallel: { tensor: { sise: 2 } } }, 'parallel.tensor.sise', /did you mean parallel\.tensor\.size\?/],

@@ -98,7 +98,7 @@ export async function runPipeline(
     const results = await Promise.all(
       ranks.map((r) =>
         runStep(
-          { config, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name), mixedPrecision: r.mixedPrecision, trace: r.trace },
+          { config, totalSteps: steps, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name), mixedPrecision: r.mixedPrecision, trace: r.trace },
           step,
           opsFor(r.pp),
           { pp: r.pp, pipeline: grid.pipeline },

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { initBackend } from '../../src/backend/select.ts';
-import type { OptimizerConfig } from '../../src/config/types.ts';
+import type { AdamConfig } from '../../src/train/optimizer.ts';
 import * as tf from '../../src/tf.ts';
 import { AdamOptimizer, globalNorm } from '../../src/train/optimizer.ts';
 
@@ -9,10 +9,10 @@ before(async () => {
   await initBackend('cpu', () => {});
 });
 
-const BASE: OptimizerConfig = { kind: 'adam', lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 };
+const BASE: AdamConfig = { kind: 'adam', lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, gradClip: 0 };
 
 /** torch.optim.Adam / AdamW on plain numbers, one parameter at a time: the reference. */
-function reference(config: OptimizerConfig, start: number[], gradients: number[][]): number[] {
+function reference(config: AdamConfig, start: number[], gradients: number[][]): number[] {
   const p = start.slice();
   const m = p.map(() => 0);
   const v = p.map(() => 0);

@@ -45,7 +45,7 @@ export class LogMetricByStepHook implements Hook {
       appendFileSync(this.options.metricsPath, JSON.stringify(record) + '\n');
     }
     const summary =
-      `step ${result.step}/${state.totalSteps}  loss ${result.loss.toFixed(4)}  ` +
+      `step ${result.step}/${state.totalSteps}  loss ${result.loss.toFixed(4)}  lr ${result.learningRate.toExponential(3)}  ` +
       `${Math.round(m.tokens_per_s ?? 0)} tok/s  ${(m.model_gflops ?? 0).toFixed(2)} GFLOP/s  ` +
       `${(result.stepMs / 1000).toFixed(2)} s/step`;
     if (this.progressBar) {
