@@ -8,6 +8,7 @@
  * is done. Holding the answers is how `pause` lands on a step boundary, and asking once more after the
  * last step is how ranks say they finished.
  */
+import { stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
 import type { ReplyContext } from '../comm/bus.ts';
 import type {
   ActorStatus,
@@ -47,12 +48,13 @@ export type CoordinatorEvent =
   | { type: 'step-ready'; rank: number; step: number; reply: ReplyContext }
   | { type: 'step-done'; report: StepDoneMessage }
   /** `save` with `stop`: save a checkpoint at the step boundary where the job stops. */
-  | { type: 'control'; command: ControlCommand; reply: ReplyContext; save?: boolean }
+  | { type: 'control'; command: ControlCommand; reply: ReplyContext; save?: boolean; signal?: StopSignal }
   | { type: 'rank-exit'; rank: number; code: number | null; signal: string | null }
   /** `restartable` false: a deterministic failure (a non-finite loss) that a restart would only repeat. */
   | { type: 'fatal'; rank: number; reason: string; restartable?: boolean }
   | { type: 'checkpoint-saved'; rank: number; step: number; record: { [key: string]: unknown } }
-  | { type: 'interrupt'; reason: string }
+  /** A launcher (node 0's own, or another passing it on as a `stop` control) got SIGTERM or SIGINT. */
+  | { type: 'signal'; signal: StopSignal; where: string }
   /** A NATS connection of a worker (`rank`) or of the launcher of `node` dropped: messages may be lost. */
   | { type: 'connection-interrupted'; rank?: number; node: number; pid: number; server: string }
   | { type: 'tick' };
@@ -66,7 +68,7 @@ export type CoordinatorEffect =
   | { type: 'log'; line: string }
   | { type: 'step-done'; report: StepDoneMessage }
   /** `restartable`: a rank died or stopped answering (a restart from the last checkpoint may mend it). */
-  | { type: 'finished'; exitCode: number; reason: string; restartable?: boolean }
+  | { type: 'finished'; exitCode: number; reason: string; restartable?: boolean; signal?: StopSignal }
   /** Every rank wrote its shard of the checkpoint of `step` into `folder`: commit it. */
   | { type: 'commit-checkpoint'; step: number; folder: string; records: { [key: string]: unknown }[] };
 
@@ -91,6 +93,8 @@ export class CoordinatorLogic {
   private state: JobState = 'starting';
   private paused = false;
   private stopRequested = false;
+  /** The signal that asked the job to stop: the clean end then has its exit code; a second one quits at once. */
+  private stopSignal: StopSignal | undefined;
   private failure: { reason: string } | undefined;
   private lastLoss: number | null = null;
   private tokensPerS: number | null = null;
@@ -124,6 +128,9 @@ export class CoordinatorLogic {
       case 'step-done':
         return this.onStepDone(event.report);
       case 'control':
+        if (event.command === 'stop' && event.signal !== undefined) {
+          return [...this.onSignal(event.signal, 'a launcher'), this.controlReply(event.command, event.reply, true, `${event.signal} passed on`, now)];
+        }
         return this.onControl(event.command, event.reply, now, event.save === true);
       case 'rank-exit':
         return this.onRankExit(event);
@@ -131,8 +138,8 @@ export class CoordinatorLogic {
         return this.fail(`rank ${event.rank} failed: ${event.reason}`, 1, event.restartable !== false);
       case 'checkpoint-saved':
         return this.onCheckpointSaved(event);
-      case 'interrupt':
-        return this.fail(event.reason, 130);
+      case 'signal':
+        return this.onSignal(event.signal, event.where);
       case 'connection-interrupted':
         return this.onConnectionInterrupted(event);
       case 'tick':
@@ -268,6 +275,22 @@ export class CoordinatorLogic {
     return this.fail(`the NATS connection of ${who} was interrupted (${event.server}: server restart?); messages may be lost`, 1, true);
   }
 
+  /**
+   * SIGTERM (preemption) or SIGINT (Ctrl-C) at a launcher: the first is `stop` with a checkpoint at the
+   * next step boundary, and the job then ends with the signal's exit code, not as a failure; a second
+   * quits at once.
+   */
+  private onSignal(signal: StopSignal, where: string): CoordinatorEffect[] {
+    if (this.stopSignal !== undefined) return this.fail(`quit at once on a second stop signal (${signal} at ${where})`, stopExitCode(signal));
+    this.stopSignal = signal;
+    const saving = this.settings.checkpoint !== undefined && this.state !== 'stopping';
+    if (saving) this.checkpointRequested = true;
+    this.stopRequested = true;
+    const effects = this.openGateIfReady();
+    const what = saving ? 'saving a checkpoint there' : this.settings.checkpoint === undefined ? 'this job cannot save checkpoints' : 'the job was already stopping';
+    return [{ type: 'log', line: `${signal} at ${where}: stopping at the next step boundary, ${what} (${signal} again quits at once)` }, ...effects];
+  }
+
   private onControl(command: ControlCommand, reply: ReplyContext, now: number, save = false): CoordinatorEffect[] {
     switch (command) {
       case 'status':
@@ -340,6 +363,9 @@ export class CoordinatorLogic {
     if (!allExited) return [];
     this.finished = true;
     this.state = this.failure === undefined ? 'done' : 'failed';
+    if (this.stopSignal !== undefined) {
+      return [{ type: 'finished', exitCode: stopExitCode(this.stopSignal), reason: `stopped by ${this.stopSignal} after step ${this.stepsDone}`, signal: this.stopSignal }];
+    }
     return [{ type: 'finished', exitCode: 0, reason: this.stopRequested ? `stopped after step ${this.stepsDone}` : `done after step ${this.stepsDone}` }];
   }
 

@@ -3,6 +3,7 @@
  * for CoordinatorLogic, delivered one at a time through a nact actor's mailbox, and the logic's effects
  * are carried out here (answers, shutdown broadcast, logs, step reports).
  */
+import type { StopSignal } from '../protocol/stop-signals.ts';
 import { dispatch, spawn, stop, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
 import type { ActorStatus, JobState, StepDoneMessage } from '../protocol/messages.ts';
@@ -13,7 +14,8 @@ export interface CoordinatorCallbacks {
   log(line: string): void;
   onStep(report: StepDoneMessage): void;
   /** Everything is over (success, stop or failure): the launcher cleans up and exits with this code. */
-  onFinished(exitCode: number, reason: string, restartable: boolean): void;
+  /** `signal`: the job stopped cleanly because a launcher got it (its exit code is the signal's). */
+  onFinished(exitCode: number, reason: string, restartable: boolean, signal?: StopSignal): void;
   /** The job must end: the launcher stops its own workers after a grace period. */
   onShutdown(reason: string, exitCode: number): void;
   /** Every rank saved its shard of the checkpoint of `step` into `folder`. */
@@ -64,7 +66,7 @@ export class Coordinator {
     on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
     on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
     on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason, restartable: m.restartable !== false } : undefined));
-    on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply, save: m.save } : undefined));
+    on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply, save: m.save, signal: m.signal } : undefined));
     on(SUBJECTS.checkpointSaved, (m) => (m.kind === 'checkpoint-saved' ? { type: 'checkpoint-saved', rank: m.rank, step: m.step, record: m.record } : undefined));
     on(SUBJECTS.connectionInterrupted, (m) => (m.kind === 'connection-interrupted' ? { type: 'connection-interrupted', rank: m.rank, node: m.node, pid: m.pid, server: m.server } : undefined));
     this.timer = setInterval(() => dispatch(this.actor, { type: 'tick' }), TICK_MS);
@@ -106,7 +108,7 @@ export class Coordinator {
         this.callbacks.onStep(effect.report);
         return;
       case 'finished':
-        this.callbacks.onFinished(effect.exitCode, effect.reason, effect.restartable === true);
+        this.callbacks.onFinished(effect.exitCode, effect.reason, effect.restartable === true, effect.signal);
         return;
       case 'commit-checkpoint':
         this.callbacks.onCommitCheckpoint(effect.step, effect.folder, effect.records);

@@ -3,6 +3,7 @@
  * run folder (the resolved config, metrics.jsonl). Single process for now; parallel layouts are refused
  * here until the launcher exists.
  */
+import { STOP_SIGNALS, stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { initBackend } from '../backend/select.ts';
@@ -95,13 +96,17 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     `model: ${m.numLayers} layers, hidden ${m.hiddenSize}, ${m.numAttentionHeads} heads, vocab ${m.vocabSize}: ` +
       `${(countParameters(m) / 1e6).toFixed(2)}M parameters`,
   );
+  // SIGTERM (preemption) and Ctrl-C stop after the step in flight, with a checkpoint of it (trainer.ts);
+  // the run then exits with the signal's code. A second signal quits at once.
   const abort = new AbortController();
-  const onSigint = () => {
-    if (abort.signal.aborted) process.exit(130);
-    log('\ninterrupt: stopping after this step (Ctrl-C again to quit now)');
+  let stopSignal: StopSignal | undefined;
+  const onSignal = (signal: StopSignal) => {
+    if (stopSignal !== undefined) process.exit(stopExitCode(signal));
+    stopSignal = signal;
+    log(`\n${signal}: stopping after this step with a checkpoint (${signal} again quits at once)`);
     abort.abort();
   };
-  process.on('SIGINT', onSigint);
+  for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
   const checkpoint = { target: { root: join(outDir, 'checkpoints'), keep: config.checkpoint.keep }, every: config.checkpoint.every };
   const optimizer = new AdamOptimizer(config.optimizer);
   let startStep = 0;
@@ -120,10 +125,11 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     );
     const result = await trainer.fit();
     const last = result.losses.at(-1);
-    log(`${result.stopped ? 'stopped' : 'done'} after ${result.stepsDone} steps${last === undefined ? '' : `, last loss ${last.toFixed(4)}`}; metrics in ${metricsPath}`);
-    return result.stopped ? 130 : 0;
+    const how = result.stopped ? `stopped${stopSignal === undefined ? '' : ` by ${stopSignal}`}` : 'done';
+    log(`${how} after step ${startStep + result.stepsDone}${last === undefined ? '' : `, last loss ${last.toFixed(4)}`}; metrics in ${metricsPath}`);
+    return result.stopped ? stopExitCode(stopSignal ?? 'SIGINT') : 0;
   } finally {
-    process.off('SIGINT', onSigint);
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
     trainer.dispose();
     model.dispose();
   }

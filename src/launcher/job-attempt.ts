@@ -15,6 +15,7 @@ import { commitCheckpoint, stepDirName, type RankFileRecord } from '../checkpoin
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
+import { stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
 import { manifestParts } from '../train/checkpointing.ts';
 import type { Hook } from '../train/hooks/hook.ts';
@@ -25,6 +26,8 @@ import { StepReporter } from './step-reporter.ts';
 
 /** How long the workers get to exit by themselves before they are killed. */
 const GRACE_MS = 3000;
+/** How long another node's launcher waits for node 0 to take a stop signal it passes on. */
+const PASS_ON_TIMEOUT_MS = 10_000;
 /** Node 0: how long every other node gets to stop its workers and acknowledge a restart. */
 const RESTART_ACK_MS = 60_000;
 /**
@@ -78,6 +81,8 @@ export class JobAttempt {
   private readonly children = new Map<number, RankProcess>();
   private readonly killTimers: NodeJS.Timeout[] = [];
   private ending = false;
+  /** The first stop signal this launcher got; a second quits at once. */
+  private stopSignal: StopSignal | undefined;
   private finish: (result: AttemptResult) => void = () => {};
   private readonly finished = new Promise<AttemptResult>((resolve) => (this.finish = resolve));
   private coordinator: Coordinator | undefined;
@@ -103,7 +108,7 @@ export class JobAttempt {
     const connectionWatch = this.watchConnection();
     this.startRanks();
 
-    const onSignal = (signal: NodeJS.Signals) => this.interrupt(signal);
+    const onSignal = (signal: StopSignal) => this.interrupt(signal);
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
 
@@ -162,10 +167,11 @@ export class JobAttempt {
             ),
           );
         },
-        onFinished: (exitCode, reason, restartable) => {
+        onFinished: (exitCode, reason, restartable, signal) => {
           this.ending = true;
           reporter.end();
-          log(`${exitCode === 0 ? '' : 'FAILED: '}${reason}`);
+          // Stopped by a signal as asked (checkpoint saved, exit code 128 + its number): not a failure.
+          log(`${exitCode === 0 || signal !== undefined ? '' : 'FAILED: '}${reason}`);
           this.finish({ exitCode, reason, restartable });
         },
       },
@@ -246,7 +252,9 @@ export class JobAttempt {
       const endHere = () => {
         if (this.ending) return;
         this.ending = true;
-        this.finish({ exitCode: clean ? 0 : 1, reason: clean ? 'done' : 'a worker failed', restartable: false });
+        const signal = this.stopSignal;
+        if (clean && signal !== undefined) this.finish({ exitCode: stopExitCode(signal), reason: `stopped by ${signal}`, restartable: false });
+        else this.finish({ exitCode: clean ? 0 : 1, reason: clean ? 'done' : 'a worker failed', restartable: false });
       };
       // A death is the coordinator's to judge (it may restart the job): wait for its verdict first.
       if (clean) endHere();
@@ -254,18 +262,40 @@ export class JobAttempt {
     }
   }
 
-  private interrupt(signal: NodeJS.Signals): void {
+  /**
+   * SIGTERM or SIGINT at this launcher (its workers ignore them, worker.ts): the first stops the job at
+   * the next step boundary with a checkpoint, on node 0 through its coordinator, elsewhere passed on to
+   * it as a `stop` control; the second quits at once.
+   */
+  private interrupt(signal: StopSignal): void {
     const { bus, nodeRank, log } = this.job;
-    log(`${signal}: stopping the job`);
+    const again = this.stopSignal !== undefined;
+    this.stopSignal ??= signal;
     if (this.coordinator !== undefined) {
-      this.coordinator.tell({ type: 'interrupt', reason: `interrupted by ${signal} on node ${nodeRank}` });
-    } else {
-      bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank: this.firstRank, reason: `node ${nodeRank} launcher interrupted by ${signal}` });
-      this.ending = true;
-      this.stopWorkers(GRACE_MS);
-      this.finish({ exitCode: 130, reason: `interrupted by ${signal}`, restartable: false });
+      this.coordinator.tell({ type: 'signal', signal, where: `node ${nodeRank}` });
+      return;
     }
+    if (!again) {
+      log(`${signal}: asking node 0 to stop the job at the next step boundary with a checkpoint (${signal} again quits at once)`);
+      bus.request(SUBJECTS.control, { kind: 'control', command: 'stop', save: true, signal }, PASS_ON_TIMEOUT_MS).catch((error: unknown) => {
+        log(`${signal}: node 0 did not take the stop (${error instanceof Error ? error.message : String(error)}); quitting this node now`);
+        this.quitNow(signal);
+      });
+      return;
+    }
+    this.quitNow(signal);
   }
+
+  /** Ends this node's part at once: the coordinator hears of it as a fatal error of this node's first rank. */
+  private quitNow(signal: StopSignal): void {
+    const { bus, nodeRank } = this.job;
+    if (this.ending) return;
+    bus.publish(SUBJECTS.fatal, { kind: 'fatal', rank: this.firstRank, reason: `node ${nodeRank} launcher quit on ${signal}` });
+    this.ending = true;
+    this.stopWorkers(GRACE_MS);
+    this.finish({ exitCode: stopExitCode(signal), reason: `quit on ${signal}`, restartable: false });
+  }
+
 
   /** Workers get `graceMs` to exit by themselves after the shutdown, then are killed. */
   private stopWorkers(graceMs: number): void {

@@ -5,6 +5,7 @@
  * when the job ends or the coordinator says shut down. A simulated job (simulated-rank.ts) runs every
  * rank's runRank in one process over the in-process transport.
  */
+import { STOP_SIGNALS } from '../protocol/stop-signals.ts';
 import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { dispatch, spawn, start, stop as stopSystem } from 'nact';
@@ -53,6 +54,9 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   let exitNow: ((code: number) => void) | undefined;
   // The launcher holds the other end of the IPC channel: if it dies, so do we (no orphans).
   process.on('disconnect', () => exitNow?.(1));
+  // Stop signals are the launcher's to act on (it stops the job at a step boundary with a checkpoint,
+  // job-attempt.ts); a terminal's Ctrl-C reaches every process of its group, workers included.
+  for (const signal of STOP_SIGNALS) process.on(signal, () => log(`${signal}: left to the launcher, which stops the job`));
   return runRank({
     ...env,
     config,

@@ -5,6 +5,7 @@
  *
  * Tensors travel as `WireTensor`: dtype, shape and raw little-endian bytes.
  */
+import type { StopSignal } from './stop-signals.ts';
 
 /** 2: stage actions travel as actor messages (the step gate carries none), actor subjects are `actor.<role>.<rank>`, heartbeats list actors. */
 export const PROTOCOL_VERSION = 2;
@@ -115,6 +116,8 @@ export interface ControlMessage {
   command: ControlCommand;
   /** With `stop`: every rank saves a checkpoint at the step boundary where the job stops. */
   save?: boolean;
+  /** With `stop`: the signal a launcher got, passed on to node 0; the job ends with its exit code. */
+  signal?: StopSignal;
 }
 
 export interface RankStatus {

@@ -4,6 +4,7 @@
  * input, and names the first bad field. Loss and gradient norm may be NaN/Infinity: a diverged step must
  * still be reported rather than dropped as malformed.
  */
+import { STOP_SIGNALS } from './stop-signals.ts';
 import {
   CONTROL_COMMANDS,
   JOB_STATES,
@@ -237,10 +238,12 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
   }),
   control: (f) => {
     const save = field(f, 'save');
+    const signal = field(f, 'signal');
     return {
       kind: 'control',
       command: oneOf(field(f, 'command'), CONTROL_COMMANDS, 'command'),
       ...(save === undefined ? {} : { save: boolean(save, 'save') }),
+      ...(signal === undefined ? {} : { signal: oneOf(signal, STOP_SIGNALS, 'signal') }),
     };
   },
   'control-reply': (f) => {

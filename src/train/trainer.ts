@@ -141,8 +141,11 @@ export class Trainer {
     // The last gate call tells whoever runs the gate that this rank has finished.
     if (!stopped && this.options.gate !== undefined) await this.options.gate(step);
     const every = this.options.checkpoint?.every ?? 0;
-    // The end of the run is saved too (a checkpoint of any step), as the workers' coordinator does.
-    if (this.options.checkpoint !== undefined && every > 0 && step > state.startStep && step % every !== 0) await this.saveCheckpoint(step);
+    // The end of the run is saved too (a checkpoint of any step), as the workers' coordinator does; so is
+    // the step a stop signal ended the run after (preemption), whatever `every` says.
+    const savedInLoop = every > 0 && step % every === 0;
+    const stoppedBySignal = stopped && this.options.signal?.aborted === true;
+    if (this.options.checkpoint !== undefined && step > state.startStep && !savedInLoop && (every > 0 || stoppedBySignal)) await this.saveCheckpoint(step);
     if (epoch >= 0 && (step === state.totalSteps || stopped)) this.callHooks('afterEpoch', epoch);
     this.callHooks('afterTrain');
     const skippedLine = this.nonFinite.summary();

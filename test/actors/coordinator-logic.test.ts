@@ -197,6 +197,37 @@ test('coordinator - stop with a save: the last gate says stop and carries the fo
   assert.notEqual(plain.jobState, 'stopping', 'a refused stop --checkpoint does not stop the job');
 });
 
+test('coordinator - a stop signal: the next gate stops with a checkpoint, the job finishes with the signal\'s exit code (not failed); a second quits at once', () => {
+  const withCheckpoints = () => {
+    const logic = new CoordinatorLogic({ ...SETTINGS, totalSteps: 50, checkpoint: { every: 0, folderFor: (step) => `tmp-${step}` } }, 0);
+    for (const rank of [0, 1]) logic.handle({ type: 'register', rank, node: 0, pid: 10 + rank, host: 'h' }, 1);
+    return logic;
+  };
+  const gate = (logic: CoordinatorLogic, step: number) => {
+    logic.handle({ type: 'step-ready', rank: 0, step, reply: reply(0) }, 2);
+    return logic.handle({ type: 'step-ready', rank: 1, step, reply: reply(1) }, 2);
+  };
+  const logic = withCheckpoints();
+  gate(logic, 0);
+  gate(logic, 1);
+  const heard = logic.handle({ type: 'signal', signal: 'SIGTERM', where: 'node 0' }, 3);
+  assert.ok(heard.some((e) => e.type === 'log' && /SIGTERM at node 0: stopping at the next step boundary, saving a checkpoint there \(SIGTERM again quits at once\)/.test(e.line)));
+  const last = gate(logic, 2).filter((e) => e.type === 'respond').map((e) => (e as { message: StepGoMessage }).message);
+  assert.deepEqual(last.map((m) => [m.action, m.save]), [['stop', 'tmp-2'], ['stop', 'tmp-2']]);
+  logic.handle({ type: 'rank-exit', rank: 0, code: 0, signal: null }, 4);
+  const finished = logic.handle({ type: 'rank-exit', rank: 1, code: 0, signal: null }, 4).find((e) => e.type === 'finished');
+  assert.deepEqual(finished && { ...finished, reason: undefined }, { type: 'finished', exitCode: 143, reason: undefined, signal: 'SIGTERM' });
+  assert.match((finished as { reason: string }).reason, /^stopped by SIGTERM after step \d+$/);
+
+  // Passed on by another node's launcher as a control; then a second signal quits without waiting for a boundary.
+  const other = withCheckpoints();
+  gate(other, 0);
+  const passed = other.handle({ type: 'control', command: 'stop', save: true, signal: 'SIGINT', reply: { subject: 'ctl', reply: 'x' } }, 3);
+  assert.ok(passed.some((e) => e.type === 'log' && /SIGINT at a launcher: stopping/.test(e.line)));
+  const quit = other.handle({ type: 'signal', signal: 'SIGINT', where: 'node 1' }, 4);
+  assert.deepEqual(quit.find((e) => e.type === 'finished'), { type: 'finished', exitCode: 130, reason: 'quit at once on a second stop signal (SIGINT at node 1)', restartable: false });
+});
+
 test('coordinator - a NATS interruption while running rolls back (restartable), named; while stopping it is only logged', () => {
   const running = started();
   const effects = running.handle({ type: 'connection-interrupted', rank: 1, node: 0, pid: 101, server: '127.0.0.1:4222' }, 5);
