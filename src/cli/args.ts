@@ -9,6 +9,7 @@ import { closestMatch } from '../config/suggest.ts';
 import { CHECKPOINT_SPEC, type CheckpointCommand } from './checkpoint-args.ts';
 import { HELP_OPTION, PROGRAM, UsageError, type CommandSpec, type ParsedValues } from './command-spec.ts';
 import { CTL_SPEC, type CtlCommand } from './ctl-args.ts';
+import { GENERATE_SPEC, type GenerateCommand } from './generate-args.ts';
 import { formatCommandHelp, formatGeneralHelp } from './help.ts';
 import { PLAN_SPEC, type PlanCommand } from './plan-args.ts';
 import { SCHEDULE_SPEC, type ScheduleCommand } from './schedule-args.ts';
@@ -20,6 +21,7 @@ export type CliCommand =
   | PlanCommand
   | ScheduleCommand
   | CheckpointCommand
+  | GenerateCommand
   | { command: 'help'; text: string }
   | { command: 'version' };
 
@@ -30,6 +32,7 @@ const COMMANDS: Record<string, CommandSpec<CliCommand>> = {
   plan: PLAN_SPEC,
   schedule: SCHEDULE_SPEC,
   checkpoint: CHECKPOINT_SPEC,
+  generate: GENERATE_SPEC,
 };
 
 function usageLine(name: string): string {

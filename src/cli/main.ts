@@ -28,6 +28,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return (await import('./schedule.ts')).runSchedule(command);
       case 'checkpoint':
         return await (await import('./checkpoint.ts')).runCheckpoint(command);
+      case 'generate':
+        return await (await import('./generate.ts')).runGenerate(command);
     }
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {

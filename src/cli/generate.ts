@@ -1,0 +1,36 @@
+/**
+ * Implements: `gpt-hybrid generate`: loads the whole model of a checkpoint (generate/load-model.ts),
+ * generates (generate/generate.ts) and prints the prompt with its continuation on stdout; what was
+ * loaded and how it ended go to stderr, so stdout holds the text alone.
+ */
+import * as tf from '../tf.ts';
+import { initBackend } from '../backend/select.ts';
+import { generateText } from '../generate/generate.ts';
+import { loadModelFromCheckpoint } from '../generate/load-model.ts';
+import type { GenerateCommand } from './generate-args.ts';
+
+const ENDS = {
+  'max-new-tokens': (n: number) => `${n} new tokens`,
+  'end-of-text': (n: number) => `<|endoftext|> after ${n} new tokens`,
+  'context-full': (n: number) => `the model's context full after ${n} new tokens`,
+};
+
+export async function runGenerate(command: GenerateCommand): Promise<number> {
+  const log = (line: string) => process.stderr.write(`${line}\n`);
+  tf.enableProdMode();
+  // The backend is chosen before the checkpoint's config is known: the flag, else the fastest installed.
+  await initBackend(command.backend, log);
+  const { model, config, dir, step } = await loadModelFromCheckpoint(command.source);
+  try {
+    const m = config.model;
+    log(`model of ${dir} (after step ${step}): ${m.numLayers} layers, hidden ${m.hiddenSize}, vocab ${m.vocabSize}, context ${m.maxPositionEmbeddings}`);
+    const progress = process.stderr.isTTY === true ? (done: number, total: number) => process.stderr.write(`\rgenerating: ${done}/${total} tokens\x1b[K`) : undefined;
+    const generated = await generateText(model, command, progress);
+    if (progress !== undefined) process.stderr.write('\r\x1b[K');
+    process.stdout.write(`${generated.text}\n`);
+    log(`prompt ${generated.promptIds.length} tokens; stopped at ${ENDS[generated.end](generated.newIds.length)}`);
+    return 0;
+  } finally {
+    model.dispose();
+  }
+}
