@@ -9,7 +9,7 @@
  * The output is a run folder (`OUT/checkpoints/step-NNNNNN`, `OUT/checkpoints/latest`), never an existing,
  * non-empty one: nothing is overwritten, and a failed conversion leaves nothing behind.
  */
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { MODEL_DEFAULTS, type GPTConfig } from '../model/config.ts';
 import { paramsForRank, tensorParallelProblems } from '../model/sharding.ts';
@@ -17,6 +17,7 @@ import { DEFAULT_GRID_ORDER, ParallelGrid } from '../parallel/grid.ts';
 import { partitionForRun } from '../parallel/run-partition.ts';
 import { RUN_CHECKPOINTS_DIR, beginCheckpoint, commitCheckpoint, loadCheckpoint, resolveCheckpoint, writeRankShard } from './checkpoint.ts';
 import { CheckpointError } from './errors.ts';
+import { refuseNonEmptyFolder } from './new-folder.ts';
 import { MANIFEST_FILE, type CheckpointManifest, type JsonValue, type RankFileRecord } from './manifest.ts';
 import { loadRankState, rankTensorsToSave } from './rank-state.ts';
 
@@ -56,7 +57,7 @@ function isObject(value: JsonValue | undefined): value is JsonObject {
  * source, a layout the model cannot take, an existing non-empty `out`.
  */
 export async function convertCheckpoint(source: string, out: string, target: TargetLayout, options: ConvertOptions = {}): Promise<ConvertResult> {
-  const existed = await refuseExisting(out);
+  const existed = await refuseNonEmptyFolder(out, 'convert');
   const sourceDir = await resolveCheckpoint(source);
   if (!relative(resolve(sourceDir), resolve(out)).startsWith('..')) {
     throw new CheckpointError('invalid-argument', out, `is inside the source checkpoint ${sourceDir}; write the converted checkpoint somewhere else`);
@@ -109,21 +110,6 @@ export async function convertCheckpoint(source: string, out: string, target: Tar
 }
 
 /** Refuses an `out` that exists and is not an empty folder; says whether it exists (empty). */
-async function refuseExisting(out: string): Promise<boolean> {
-  let entries: string[];
-  try {
-    if (!(await stat(out)).isDirectory()) throw new CheckpointError('invalid-argument', out, 'exists and is not a folder; convert writes a new run folder: choose another --out');
-    entries = await readdir(out);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw error;
-  }
-  if (entries.length > 0) {
-    throw new CheckpointError('invalid-argument', out, `exists and is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''}); convert never overwrites: choose a new --out folder`);
-  }
-  return true;
-}
-
 /** The model the checkpoint is of, from its manifest's config (shapes are then checked against every tensor record). */
 function modelOf(manifest: CheckpointManifest, dir: string): GPTConfig {
   const model = isObject(manifest.config) ? manifest.config.model : undefined;

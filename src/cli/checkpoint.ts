@@ -1,9 +1,10 @@
 /**
  * Implements: `gpt-hybrid checkpoint convert` (a checkpoint rewritten in another layout, src/checkpoint/convert.ts)
- * and `gpt-hybrid checkpoint inspect` (a checkpoint checked file by file and summarized, src/checkpoint/inspect.ts).
- * No tfjs: both work on the files alone.
+ * and `gpt-hybrid checkpoint inspect` (a checkpoint checked file by file and summarized, src/checkpoint/inspect.ts),
+ * `export` and `import` (Hugging Face GPT-2 folders, src/checkpoint/hf-gpt2-files.ts). No tfjs: all work on the files alone.
  */
 import { convertCheckpoint, inspectCheckpoint, type CheckpointLayout, type CheckpointManifest, type CheckpointReport } from '../checkpoint/index.ts';
+import { exportHfGpt2, importHfGpt2 } from '../checkpoint/hf-gpt2-files.ts';
 import type { CheckpointCommand } from './checkpoint-args.ts';
 
 export async function runCheckpoint(command: CheckpointCommand): Promise<number> {
@@ -12,6 +13,20 @@ export async function runCheckpoint(command: CheckpointCommand): Promise<number>
     const report = await inspectCheckpoint(command.source);
     print(command.json ? JSON.stringify(reportJson(report), null, 2) : formatReport(report));
     return report.problems.length === 0 ? 0 : 1;
+  }
+  if (command.action === 'export') {
+    const exported = await exportHfGpt2(command.source, command.out);
+    print(`exported ${exported.sourceDir} (after step ${exported.step}) as a Hugging Face GPT-2 folder: ${command.out}/model.safetensors (${exported.tensors} float32 tensors) and config.json`);
+    print(`load it with transformers: GPT2LMHeadModel.from_pretrained(${JSON.stringify(command.out)})`);
+    return 0;
+  }
+  if (command.action === 'import') {
+    const imported = await importHfGpt2(command.source, command.out);
+    const m = imported.model;
+    print(`imported ${command.source}: ${m.numLayers} layers, hidden ${m.hiddenSize}, ${m.numAttentionHeads} heads, vocab ${m.vocabSize}, context ${m.maxPositionEmbeddings}${imported.skipped.length > 0 ? ` (skipped ${imported.skipped.length} buffers and tied copies)` : ''}`);
+    print(`wrote ${imported.dir} (step 0, no optimizer state)`);
+    print(`fine-tune it with: gpt-hybrid train <config.json with this model> --resume ${command.out} [--set parallel....]`);
+    return 0;
   }
   const result = await convertCheckpoint(command.source, command.out, command.layout);
   const { layout } = result.manifest;

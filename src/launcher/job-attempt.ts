@@ -17,7 +17,7 @@ import type { BatchSampler } from '../dataset/sampler.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
 import { stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
-import { manifestParts } from '../train/checkpointing.ts';
+import { manifestParts } from '../checkpoint/manifest-parts.ts';
 import type { Hook } from '../train/hooks/hook.ts';
 import { orderRestart, type RestartOrder } from './node-restart.ts';
 import { startRank, waitForExit, type RankHosting } from './rank-processes.ts';

@@ -10,12 +10,11 @@ import {
   loadCheckpoint,
   resolveCheckpoint,
   writeRankShard,
-  type JsonValue,
-  type ManifestParts,
   type RankFileRecord,
 } from '../checkpoint/index.ts';
 import { mkdir } from 'node:fs/promises';
-import { dataLoaderPosition, loadRankState, rankTensorsToSave } from '../checkpoint/rank-state.ts';
+import { manifestParts } from '../checkpoint/manifest-parts.ts';
+import { loadRankState, rankTensorsToSave } from '../checkpoint/rank-state.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { GPT } from '../model/gpt.ts';
 import { paramsForRank, type ShardedParam } from '../model/sharding.ts';
@@ -71,18 +70,6 @@ export async function restoreShard(dir: string, held: ShardedParam[], params: Ma
   } finally {
     checkpoint.close();
   }
-}
-
-/** The manifest's description of a run: everything but the rank files. */
-export function manifestParts(config: TrainConfig, world: number, completedSteps: number, stepsPerEpoch: number, ranks: RankFileRecord[]): ManifestParts {
-  return {
-    layout: { data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size, order: 'tp-dp-pp', world },
-    seed: config.seed,
-    dataLoader: dataLoaderPosition(completedSteps, stepsPerEpoch),
-    rng: { kind: 'counter', seed: config.seed },
-    config: JSON.parse(JSON.stringify(config)) as JsonValue,
-    ranks,
-  };
 }
 
 /** Saves the state after `completedSteps` optimizer steps; returns the checkpoint directory. */
