@@ -87,12 +87,29 @@ function parseCommand(name: string, spec: CommandSpec<CliCommand>, args: string[
   );
   let parsed: { values: ParsedValues; positionals: string[] };
   try {
-    parsed = parseNodeArgs({ args, options: nodeOptions, allowPositionals: true, strict: true }) as typeof parsed;
+    parsed = parseNodeArgs({ args: withKebabOptions(args, Object.keys(optionSpecs)), options: nodeOptions, allowPositionals: true, strict: true }) as typeof parsed;
   } catch (error) {
     throw new UsageError(explainParseError(error, name, Object.keys(optionSpecs)), usage);
   }
   if (parsed.values.help === true) return { command: 'help', text: commandHelp(name) };
   return spec.build(parsed.values, parsed.positionals, usage);
+}
+
+/**
+ * torchrun spells its options with underscores (--nproc_per_node, --node_rank, --max_restarts): every
+ * option of a command is taken in that spelling too, rewritten to the kebab-case name before parsing.
+ * Only up to a `--` that ends the options, and only names the command has.
+ */
+function withKebabOptions(args: readonly string[], optionNames: readonly string[]): string[] {
+  const known = new Set(optionNames);
+  const end = args.indexOf('--');
+  return args.map((arg, index) => {
+    if ((end >= 0 && index >= end) || !arg.startsWith('--') || !arg.includes('_')) return arg;
+    const equals = arg.indexOf('=');
+    const name = arg.slice(2, equals < 0 ? undefined : equals);
+    const kebab = name.replaceAll('_', '-');
+    return known.has(name) || !known.has(kebab) ? arg : `--${kebab}${equals < 0 ? '' : arg.slice(equals)}`;
+  });
 }
 
 /** Options users may expect from other tools that would put a secret on the command line, and what to use. */
@@ -106,7 +123,7 @@ function explainParseError(error: unknown, command: string, optionNames: string[
   const code = (error as { code?: string }).code;
   const message = (error as Error).message ?? String(error);
   // node names an option with a short form as '-o, --out <value>': prefer the long name.
-  const long = /--([A-Za-z0-9-]+)/.exec(message)?.[1];
+  const long = /--([A-Za-z0-9_-]+)/.exec(message)?.[1];
   const option = long === undefined ? (/'(-[^' ,]+)/.exec(message)?.[1] ?? '') : `--${long}`;
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
     const fromFile = SECRET_OPTIONS[option];

@@ -76,6 +76,7 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
     'node-rank': { type: 'string', placeholder: 'K', doc: 'this node, 0..nnodes-1; node 0 coordinates the job [0]' },
     'nproc-per-node': { type: 'string', placeholder: 'N', doc: 'worker processes on this node [world size / nnodes]' },
     'job-id': { type: 'string', placeholder: 'ID', doc: 'job id ([A-Za-z0-9_-]); the same on every node (required with --nnodes > 1)' },
+    'max-restarts': { type: 'string', placeholder: 'N', doc: 'restarts from the last checkpoint before the job fails (config restart.max)' },
     resume: {
       type: 'string',
       placeholder: 'DIR',
@@ -102,6 +103,35 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
 
 const JOB_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
+/**
+ * Launcher options a scheduler may set in the environment instead of argv: ours (GPT_HYBRID_*) first,
+ * then torchrun's (PET_*, what its elastic agent reads; PET_RDZV_ID is its job id). An option given on
+ * the command line wins over both.
+ */
+const LAUNCHER_ENVIRONMENT: Record<string, readonly string[]> = {
+  nnodes: ['GPT_HYBRID_NNODES', 'PET_NNODES'],
+  'node-rank': ['GPT_HYBRID_NODE_RANK', 'PET_NODE_RANK'],
+  'nproc-per-node': ['GPT_HYBRID_NPROC_PER_NODE', 'PET_NPROC_PER_NODE'],
+  'max-restarts': ['GPT_HYBRID_MAX_RESTARTS', 'PET_MAX_RESTARTS'],
+  'job-id': ['GPT_HYBRID_JOB_ID', 'PET_RDZV_ID'],
+};
+
+function fromEnvironment(option: string): { variable: string; value: string } | undefined {
+  for (const variable of LAUNCHER_ENVIRONMENT[option] ?? []) {
+    const value = process.env[variable];
+    if (value !== undefined && value !== '') return { variable, value };
+  }
+  return undefined;
+}
+
+/** A whole-number launcher option: the flag, else its environment variable, else undefined. */
+function launcherSetting(values: ParsedValues, option: string, usage: string, minimum = 1): number | undefined {
+  const flag = values[option] as string | undefined;
+  if (flag !== undefined) return positiveInteger(flag, `--${option}`, usage, minimum);
+  const given = fromEnvironment(option);
+  return given === undefined ? undefined : positiveInteger(given.value, `$${given.variable} (for --${option})`, usage, minimum);
+}
+
 function buildTrain(values: ParsedValues, positionals: string[], usage: string): TrainCommand {
   const [configPath, ...extra] = positionals;
   if (configPath === undefined || configPath === '') throw new UsageError('train needs a config file', usage);
@@ -119,18 +149,21 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
     sets: (values.set as string[] | undefined) ?? [],
     quiet: values.quiet === true,
     simulate: values.simulate === true,
-    nnodes: positiveInteger(values.nnodes as string | undefined, '--nnodes', usage) ?? 1,
-    nodeRank: positiveInteger(values['node-rank'] as string | undefined, '--node-rank', usage, 0) ?? 0,
+    nnodes: launcherSetting(values, 'nnodes', usage) ?? 1,
+    nodeRank: launcherSetting(values, 'node-rank', usage, 0) ?? 0,
   };
   if (command.nodeRank >= command.nnodes) {
     throw new UsageError(`--node-rank ${command.nodeRank} must be below --nnodes ${command.nnodes}`, usage);
   }
-  const nproc = positiveInteger(values['nproc-per-node'] as string | undefined, '--nproc-per-node', usage);
+  const nproc = launcherSetting(values, 'nproc-per-node', usage);
   if (nproc !== undefined) command.nprocPerNode = nproc;
+  const maxRestarts = launcherSetting(values, 'max-restarts', usage, 0);
+  // After the --set items: an explicit launcher option wins over the config, as torchrun's does.
+  if (maxRestarts !== undefined) command.sets = [...command.sets, `restart.max=${maxRestarts}`];
   if (values.nats !== undefined) command.nats = values.nats as string;
   const natsCredentials = natsCredentialFlags(values, usage);
   if (natsCredentials !== undefined) command.natsCredentials = natsCredentials;
-  const jobId = values['job-id'] as string | undefined;
+  const jobId = (values['job-id'] as string | undefined) ?? fromEnvironment('job-id')?.value;
   if (jobId !== undefined) {
     if (!JOB_ID_PATTERN.test(jobId)) throw new UsageError(`--job-id must be 1-64 characters of A-Z a-z 0-9 _ -, got "${jobId}"`, usage);
     command.jobId = jobId;

@@ -4,10 +4,11 @@
  * here until the launcher exists.
  */
 import { STOP_SIGNALS, stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { initBackend } from '../backend/select.ts';
 import { loadConfig } from '../config/load.ts';
+import type { TrainConfig } from '../config/types.ts';
 import { loadWebtextDataset } from '../dataset/webtext.ts';
 import { GPT } from '../model/gpt.ts';
 import { countParameters, fullModelSlice } from '../model/params.ts';
@@ -45,7 +46,21 @@ export async function runTrain(command: TrainCommand): Promise<number> {
       (resumeFrom === undefined ? undefined : runFolderOf(resumeFrom)) ??
       join('runs', `${basename(command.configPath, extname(command.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${timestamp()}`),
   );
+  // A start that fails (bad data, no server, a worker that cannot start) leaves no run folder behind
+  // unless it was there before: an empty one would only be mistaken for a run. Node 0's launcher judges
+  // (it writes the metrics); another node's folder may hold its workers' logs of steps that ran.
+  const createdOutDir = !existsSync(outDir) && command.nodeRank === 0;
   mkdirSync(outDir, { recursive: true });
+  let code: number | undefined;
+  try {
+    code = await trainInFolder(command, config, outDir, resumeFrom, log);
+    return code;
+  } finally {
+    if (createdOutDir && code !== 0) removeIfNothingRan(outDir, log);
+  }
+}
+
+async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir: string, resumeFrom: string | undefined, log: (line: string) => void): Promise<number> {
   const metricsPath = join(outDir, 'metrics.jsonl');
   // A resumed run appends to the metrics of the run it continues: the lines after the checkpoint's step
   // go only once the checkpoint has been verified (by the restore, or the launcher), so a resume that
@@ -133,6 +148,15 @@ export async function runTrain(command: TrainCommand): Promise<number> {
     trainer.dispose();
     model.dispose();
   }
+}
+
+/** Removes a run folder this command made when no step was recorded in it and no checkpoint saved. */
+function removeIfNothingRan(outDir: string, log: (line: string) => void): void {
+  const metrics = join(outDir, 'metrics.jsonl');
+  const stepsRecorded = existsSync(metrics) && readFileSync(metrics, 'utf8').trim() !== '';
+  if (stepsRecorded || existsSync(join(outDir, 'checkpoints'))) return;
+  rmSync(outDir, { recursive: true, force: true });
+  log(`removed the run folder ${outDir}: the run ended before its first step`);
 }
 
 function timestamp(): string {

@@ -180,6 +180,31 @@ test('args - distributed train flags and their errors', () => {
   assert.throws(() => parseCommandLine(['train', 'c.json', '--nproc-per-node', '0']), /positive integer/);
 });
 
+test('args - torchrun\'s underscore spellings, --max-restarts, and launcher options from GPT_HYBRID_* and PET_* variables (flags win)', () => {
+  const torchrun = parseCommandLine(['train', 'c.json', '--nnodes=2', '--node_rank', '1', '--nproc_per_node=1', '--max_restarts', '5', '--job_id', 'j1', '--set', 'seed=1']);
+  assert.deepEqual(torchrun, { command: 'train', configPath: 'c.json', sets: ['seed=1', 'restart.max=5'], quiet: false, simulate: false, nnodes: 2, nodeRank: 1, nprocPerNode: 1, jobId: 'j1' });
+  assertUsageError(['train', 'c.json', '--not_an_option'], /unknown option --not_an_option for train/);
+
+  const names = ['GPT_HYBRID_NNODES', 'PET_NNODES', 'PET_NODE_RANK', 'PET_NPROC_PER_NODE', 'PET_MAX_RESTARTS', 'PET_RDZV_ID', 'GPT_HYBRID_JOB_ID'];
+  const saved = Object.fromEntries(names.map((name) => [name, process.env[name]]));
+  try {
+    Object.assign(process.env, { PET_NNODES: '4', GPT_HYBRID_NNODES: '2', PET_NODE_RANK: '1', PET_NPROC_PER_NODE: '3', PET_MAX_RESTARTS: '0', PET_RDZV_ID: 'torch-job' });
+    assert.deepEqual(parseCommandLine(['train', 'c.json']), {
+      command: 'train', configPath: 'c.json', sets: ['restart.max=0'], quiet: false, simulate: false, nnodes: 2, nodeRank: 1, nprocPerNode: 3, jobId: 'torch-job',
+    });
+    const flagged = train(['train', 'c.json', '--node-rank', '0', '--job-id', 'mine']);
+    assert.deepEqual([flagged.nodeRank, flagged.jobId], [0, 'mine']);
+    process.env.PET_NNODES = '1:2';
+    delete process.env.GPT_HYBRID_NNODES;
+    assertUsageError(['train', 'c.json'], /\$PET_NNODES \(for --nnodes\) must be a positive integer, got "1:2"/);
+  } finally {
+    for (const name of names) {
+      if (saved[name] === undefined) delete process.env[name];
+      else process.env[name] = saved[name];
+    }
+  }
+});
+
 test('args - ctl takes a job and a control command', () => {
   assert.deepEqual(parseCommandLine(['ctl', 'runs/tiny', 'status']), { command: 'ctl', target: 'runs/tiny', action: 'status', timeoutMs: 5000 });
   assert.deepEqual(parseCommandLine(['ctl', 'j1', 'stop', '--nats', 'nats://x:1', '--timeout', '900']), {

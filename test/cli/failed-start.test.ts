@@ -1,0 +1,28 @@
+/**
+ * A run that fails before its first step (here: a malformed line in the data, found while tokenizing)
+ * leaves no run folder behind, unless the folder was there before it started.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { runCli, writeTestConfig } from '../support/cli.ts';
+
+test('train - a failed start removes the run folder it made, and keeps one that existed', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'gpt-hybrid-failed-start-'));
+  const data = join(root, 'bad.jsonl');
+  writeFileSync(data, '{"text": "fine"}\n{"text": \n');
+  const config = writeTestConfig({ data: { path: data } });
+  const fresh = join(root, 'fresh');
+  const run = await runCli(['train', config, '--out', fresh], { NATS_URL: 'nats://127.0.0.1:1' });
+  assert.equal(run.code, 1, run.output);
+  assert.match(run.output, /bad\.jsonl:2: not valid JSON/);
+  assert.match(run.output, /removed the run folder .*fresh: the run ended before its first step/);
+  assert.equal(existsSync(fresh), false, run.output);
+  const existing = join(root, 'existing');
+  mkdirSync(existing);
+  assert.equal((await runCli(['train', config, '--out', existing], { NATS_URL: 'nats://127.0.0.1:1' })).code, 1);
+  assert.ok(existsSync(existing));
+  assert.ok(readdirSync(existing).length > 0, 'the run wrote its config before failing; the folder is the user\'s to keep');
+});
