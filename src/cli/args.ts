@@ -9,6 +9,7 @@ import { closestMatch } from '../config/suggest.ts';
 import { CHECKPOINT_SPEC, type CheckpointCommand } from './checkpoint-args.ts';
 import { HELP_OPTION, PROGRAM, UsageError, type CommandSpec, type ParsedValues } from './command-spec.ts';
 import { CTL_SPEC, type CtlCommand } from './ctl-args.ts';
+import { EVAL_SPEC, type EvalCommand } from './eval-args.ts';
 import { GENERATE_SPEC, type GenerateCommand } from './generate-args.ts';
 import { formatCommandHelp, formatGeneralHelp } from './help.ts';
 import { PLAN_SPEC, type PlanCommand } from './plan-args.ts';
@@ -22,6 +23,7 @@ export type CliCommand =
   | ScheduleCommand
   | CheckpointCommand
   | GenerateCommand
+  | EvalCommand
   | { command: 'help'; text: string }
   | { command: 'version' };
 
@@ -33,6 +35,7 @@ const COMMANDS: Record<string, CommandSpec<CliCommand>> = {
   schedule: SCHEDULE_SPEC,
   checkpoint: CHECKPOINT_SPEC,
   generate: GENERATE_SPEC,
+  eval: EVAL_SPEC,
 };
 
 function usageLine(name: string): string {

@@ -6,7 +6,9 @@
  * Why apart from args.ts: the command files (train-args.ts, ctl-args.ts, ...) need these and args.ts
  * needs the command files; kept in args.ts, the two would import each other.
  */
+import { BACKEND_NAMES, type BackendName } from '../backend/names.ts';
 import { ConfigError } from '../config/errors.ts';
+import { closestMatch } from '../config/suggest.ts';
 import { parseOverrides } from '../config/overrides.ts';
 import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
 
@@ -84,6 +86,14 @@ export function positiveInteger(value: string | undefined, flag: string, usage: 
     throw new UsageError(`${flag} must be ${minimum === 0 ? 'a non-negative' : 'a positive'} integer, got "${value}"`, usage);
   }
   return n;
+}
+
+/** A --backend value: one of the backend names (suggesting the closest), or undefined when not given. */
+export function backendOption(value: string | undefined, usage: string): BackendName | undefined {
+  if (value === undefined) return undefined;
+  if ((BACKEND_NAMES as readonly string[]).includes(value)) return value as BackendName;
+  const guess = closestMatch(value, BACKEND_NAMES);
+  throw new UsageError(`--backend must be one of ${BACKEND_NAMES.join(', ')}, got "${value}"${guess === undefined ? '' : `; did you mean ${guess}?`}`, usage);
 }
 
 /** Malformed --set items are usage errors, reported before any work. */

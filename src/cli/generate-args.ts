@@ -4,9 +4,8 @@
  * args.ts imports every command's spec, main.ts loads generate.ts only to run it.
  */
 import { BACKEND_NAMES, type BackendName } from '../backend/names.ts';
-import { closestMatch } from '../config/suggest.ts';
 import { samplingProblems, type SamplingOptions } from '../generate/sampling.ts';
-import { positiveInteger, PROGRAM, UsageError, type CommandSpec, type ParsedValues } from './command-spec.ts';
+import { backendOption, positiveInteger, PROGRAM, UsageError, type CommandSpec, type ParsedValues } from './command-spec.ts';
 
 export const DEFAULT_MAX_NEW_TOKENS = 50;
 export const DEFAULT_GENERATE_SEED = 42;
@@ -74,13 +73,7 @@ function buildGenerate(values: ParsedValues, positionals: string[], usage: strin
   if (topP !== undefined) command.topP = topP;
   const problems = samplingProblems(command);
   if (problems.length > 0) throw new UsageError(problems.join('; '), usage);
-  const backend = values.backend as string | undefined;
-  if (backend !== undefined) {
-    if (!(BACKEND_NAMES as readonly string[]).includes(backend)) {
-      const guess = closestMatch(backend, BACKEND_NAMES);
-      throw new UsageError(`--backend must be one of ${BACKEND_NAMES.join(', ')}, got "${backend}"${guess === undefined ? '' : `; did you mean ${guess}?`}`, usage);
-    }
-    command.backend = backend as BackendName;
-  }
+  const backend = backendOption(values.backend as string | undefined, usage);
+  if (backend !== undefined) command.backend = backend;
   return command;
 }

@@ -30,6 +30,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await (await import('./checkpoint.ts')).runCheckpoint(command);
       case 'generate':
         return await (await import('./generate.ts')).runGenerate(command);
+      case 'eval':
+        return await (await import('./eval.ts')).runEval(command);
     }
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {

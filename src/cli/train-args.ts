@@ -6,9 +6,8 @@
  */
 import { BACKEND_NAMES, type BackendName } from '../backend/names.ts';
 import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
-import { closestMatch } from '../config/suggest.ts';
 import {
-  checkOverrides, natsCredentialFlags, NATS_CREDENTIAL_OPTIONS, positiveInteger, PROGRAM, UsageError,
+  backendOption, checkOverrides, natsCredentialFlags, NATS_CREDENTIAL_OPTIONS, positiveInteger, PROGRAM, UsageError,
   type CommandSpec, type ParsedValues,
 } from './command-spec.ts';
 import { configKeysHelp, OVERRIDES_HELP } from './help.ts';
@@ -191,17 +190,8 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
     if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--steps must be a positive integer, got "${steps}"`, usage);
     command.steps = n;
   }
-  const backend = values.backend as string | undefined;
-  if (backend !== undefined) {
-    if (!(BACKEND_NAMES as readonly string[]).includes(backend)) {
-      const guess = closestMatch(backend, BACKEND_NAMES);
-      throw new UsageError(
-        `--backend must be one of ${BACKEND_NAMES.join(', ')}, got "${backend}"${guess === undefined ? '' : `; did you mean ${guess}?`}`,
-        usage,
-      );
-    }
-    command.backend = backend as BackendName;
-  }
+  const backend = backendOption(values.backend as string | undefined, usage);
+  if (backend !== undefined) command.backend = backend;
   checkOverrides(command.sets, usage);
   return command;
 }
