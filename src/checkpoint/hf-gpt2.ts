@@ -77,7 +77,7 @@ export function fromHfValues(name: string, values: Float32Array, model: GPTConfi
   return name.endsWith('attn.qkv.weight') || name.endsWith('attn.qkv.bias') ? permuteQkvColumns(values, model.hiddenSize, model.numAttentionHeads, false) : values;
 }
 
-/** The tanh approximation GPT-2 trained with, under the names Hugging Face gives it. */
+/** The tanh approximation GPT-2 trained with, under the names Hugging Face gives it (its "gelu" is the exact one). */
 export const TANH_GELU_NAMES = ['gelu_new', 'gelu_pytorch_tanh', 'gelu_fast'] as const;
 
 /** GPT-2's config.json for a model (GPT2Config's keys). */
@@ -93,8 +93,8 @@ export function hfConfigOf(model: GPTConfig): Record<string, unknown> {
     n_layer: model.numLayers,
     n_head: model.numAttentionHeads,
     n_inner: inner === 4 * model.hiddenSize ? null : inner,
-    // The model's GELU is GPT-2's tanh approximation, which Hugging Face calls gelu_new.
-    activation_function: 'gelu_new',
+    // GPT-2's tanh approximation is Hugging Face's gelu_new; its "gelu" is the exact (erf) one.
+    activation_function: model.activation === 'gelu' ? 'gelu' : 'gelu_new',
     resid_pdrop: model.dropRate,
     embd_pdrop: model.embedDropRate,
     attn_pdrop: model.attnDropRate,
@@ -108,13 +108,14 @@ export function hfConfigOf(model: GPTConfig): Record<string, unknown> {
 }
 
 /** The model keys (as a config's `model` section takes them) of a GPT-2 config.json; throws naming what does not fit. */
-export function modelKeysOfHf(hf: unknown, source: string): Record<string, number> {
+export function modelKeysOfHf(hf: unknown, source: string): Record<string, number | string> {
   if (typeof hf !== 'object' || hf === null || Array.isArray(hf)) throw new Error(`${source}: config.json is not a JSON object`);
   const config = hf as Record<string, unknown>;
   if (config.model_type !== undefined && config.model_type !== 'gpt2') throw new Error(`${source}: model_type is ${JSON.stringify(config.model_type)}; only GPT-2 ("gpt2") converts`);
-  const activation = config.activation_function ?? 'gelu_new';
-  if (!(TANH_GELU_NAMES as readonly unknown[]).includes(activation)) {
-    throw new Error(`${source}: activation_function ${JSON.stringify(activation)}; this model computes GELU's tanh approximation (${TANH_GELU_NAMES.join(', ')})`);
+  const activationFunction = config.activation_function ?? 'gelu_new';
+  const tanh = (TANH_GELU_NAMES as readonly unknown[]).includes(activationFunction);
+  if (!tanh && activationFunction !== 'gelu') {
+    throw new Error(`${source}: activation_function ${JSON.stringify(activationFunction)}; this model computes GELU, exact ("gelu") or GPT-2's tanh approximation (${TANH_GELU_NAMES.join(', ')})`);
   }
   const integer = (key: string, fallback?: number): number => {
     const value = config[key] ?? fallback;
@@ -141,6 +142,7 @@ export function modelKeysOfHf(hf: unknown, source: string): Record<string, numbe
     attnDropRate: rate('attn_pdrop'),
     dropRate: rate('resid_pdrop'),
     layerNormEpsilon: epsilon,
+    activation: tanh ? 'gelu_tanh' : 'gelu',
   };
 }
 

@@ -18,6 +18,7 @@ export async function runCheckpoint(command: CheckpointCommand): Promise<number>
     const exported = await exportHfGpt2(command.source, command.out);
     print(`exported ${exported.sourceDir} (after step ${exported.step}) as a Hugging Face GPT-2 folder: ${command.out}/model.safetensors (${exported.tensors} float32 tensors) and config.json`);
     print(`load it with transformers: GPT2LMHeadModel.from_pretrained(${JSON.stringify(command.out)})`);
+    if (exported.model.activation === 'gelu') print('note: this model uses the exact GELU (activation_function "gelu"); read with GPT-2\'s gelu_new its outputs differ slightly');
     return 0;
   }
   if (command.action === 'import') {

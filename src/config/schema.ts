@@ -4,7 +4,7 @@
  * one table, so a key added here is checked, suggested and documented at once.
  */
 import { BACKEND_NAMES } from '../backend/names.ts';
-import { MODEL_DEFAULTS, MODEL_PRESETS } from '../model/config.ts';
+import { ACTIVATIONS, MODEL_DEFAULTS, MODEL_PRESETS } from '../model/config.ts';
 import { SCHEDULE_KINDS } from '../scheduler/ops.ts';
 import { LR_SCHEDULES } from '../train/lr-schedule.ts';
 import type { TrainConfig } from './types.ts';
@@ -54,6 +54,7 @@ export const MODEL_SCHEMA: SectionSpec = {
     dropRate: rate('dropout on block outputs, in [0, 1)'),
     layerNormEpsilon: { kind: 'number', range: ABOVE_ZERO, doc: 'LayerNorm epsilon' },
     checkpoint: { kind: 'boolean', doc: 'recompute activations in backward to save memory' },
+    activation: { kind: 'enum', values: ACTIVATIONS, doc: 'the MLP\'s GELU: gelu (exact, erf: the seed\'s) or gelu_tanh (GPT-2\'s, Hugging Face\'s gelu_new)' },
   },
 };
 

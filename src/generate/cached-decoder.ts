@@ -7,7 +7,7 @@
  */
 import * as tf from '../tf.ts';
 import type { GPT } from '../model/gpt.ts';
-import { gelu, layerNorm, linear } from '../model/layers.ts';
+import { activate, layerNorm, linear } from '../model/layers.ts';
 import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName } from '../model/params.ts';
 import { readTensorCopy } from '../backend/tensor-view.ts';
 
@@ -74,7 +74,7 @@ export class CachedDecoder {
         const context = tf.reshape(tf.transpose(tf.matMul(tf.softmax(scores), values), [0, 2, 1, 3]), [1, count, hidden]);
         const afterAttention = tf.add(x, linear(context, p(layer, 'attn.proj.weight'), p(layer, 'attn.proj.bias')));
         const normed = layerNorm(afterAttention, p(layer, 'ln2.gamma'), p(layer, 'ln2.beta'), config.layerNormEpsilon);
-        const mlp = linear(gelu(linear(normed, p(layer, 'mlp.fc1.weight'), p(layer, 'mlp.fc1.bias'))), p(layer, 'mlp.fc2.weight'), p(layer, 'mlp.fc2.bias'));
+        const mlp = linear(activate(linear(normed, p(layer, 'mlp.fc1.weight'), p(layer, 'mlp.fc1.bias')), config.activation), p(layer, 'mlp.fc2.weight'), p(layer, 'mlp.fc2.bias'));
         x = tf.add(afterAttention, mlp) as tf.Tensor3D;
       }
       const last = tf.reshape(tf.slice(x, [0, count - 1, 0], [1, 1, hidden]), [1, hidden]);

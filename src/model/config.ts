@@ -17,7 +17,12 @@ export interface GPTConfig {
   layerNormEpsilon: number;
   /** Activation checkpointing: backward recomputes a block's forward instead of keeping it. */
   checkpoint: boolean;
+  /** The MLP's GELU: exact (erf, the seed's F.gelu) or GPT-2's tanh approximation (Hugging Face's gelu_new). */
+  activation: Activation;
 }
+
+export const ACTIVATIONS = ['gelu', 'gelu_tanh'] as const;
+export type Activation = (typeof ACTIVATIONS)[number];
 
 export const MODEL_DEFAULTS: GPTConfig = {
   numLayers: 12,
@@ -31,16 +36,17 @@ export const MODEL_DEFAULTS: GPTConfig = {
   dropRate: 0,
   layerNormEpsilon: 1e-5,
   checkpoint: false,
+  activation: 'gelu_tanh',
 };
 
 export const MODEL_PRESETS: Record<string, Partial<GPTConfig>> = {
-  /** Small enough to train in seconds on two cores; used by tests and the demo. */
+  /** Small enough to train in seconds on two cores; used by tests and the demo. GPT-2's tanh GELU, as gpt2-small. */
   tiny: { numLayers: 4, hiddenSize: 64, numAttentionHeads: 4, maxPositionEmbeddings: 256 },
   'gpt2-small': { numLayers: 12, hiddenSize: 768, numAttentionHeads: 12 },
-  /** The seed tutorial's GPT2_exlarge_pipeline_hybrid. */
-  'gpt2-exlarge': { numLayers: 48, hiddenSize: 1600, numAttentionHeads: 32 },
-  /** The seed tutorial's GPT3_pipeline_hybrid. */
-  gpt3: { numLayers: 96, hiddenSize: 12288, numAttentionHeads: 96, maxPositionEmbeddings: 2048 },
+  /** The seed tutorial's GPT2_exlarge_pipeline_hybrid; its blocks use F.gelu, the exact GELU. */
+  'gpt2-exlarge': { numLayers: 48, hiddenSize: 1600, numAttentionHeads: 32, activation: 'gelu' },
+  /** The seed tutorial's GPT3_pipeline_hybrid (exact GELU, as the seed's blocks). */
+  gpt3: { numLayers: 96, hiddenSize: 12288, numAttentionHeads: 96, maxPositionEmbeddings: 2048, activation: 'gelu' },
 };
 
 export type ModelConfigInput = Partial<GPTConfig> & { preset?: string };

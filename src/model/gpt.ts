@@ -8,7 +8,7 @@
 import * as tf from '../tf.ts';
 import type { GPTConfig } from './config.ts';
 import { DropoutSite, EMBEDDING_LAYER, dropoutMask, type DropoutContext } from './dropout.ts';
-import { attentionBias, crossEntropy, gelu, layerNorm, linear } from './layers.ts';
+import { activate, attentionBias, crossEntropy, layerNorm, linear } from './layers.ts';
 import {
   POSITION_EMBEDDING,
   WORD_EMBEDDING,
@@ -83,7 +83,7 @@ export class GPT {
     const attended = this.attention(layer, normedIn, bias, options);
     const afterAttention = tf.add(x, attended) as tf.Tensor3D;
     const normed = layerNorm(afterAttention, p('ln2.gamma'), p('ln2.beta'), eps) as tf.Tensor3D;
-    const mlp = linear(gelu(linear(normed, p('mlp.fc1.weight'), p('mlp.fc1.bias'))), p('mlp.fc2.weight'), p('mlp.fc2.bias'));
+    const mlp = linear(activate(linear(normed, p('mlp.fc1.weight'), p('mlp.fc1.bias')), this.config.activation), p('mlp.fc2.weight'), p('mlp.fc2.bias'));
     const mlpOut = this.dropout(mlp as tf.Tensor3D, this.config.dropRate, layer, DropoutSite.MlpOutput, options);
     return tf.add(afterAttention, mlpOut) as tf.Tensor3D;
   }

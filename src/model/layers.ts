@@ -4,6 +4,7 @@
  * Shapes: B batch, T sequence, H hidden, N = B*T rows, V vocabulary.
  */
 import * as tf from '../tf.ts';
+import type { Activation } from './config.ts';
 
 /**
  * LayerNorm over the last axis from moments + rsqrt: measured 9 ms where tf.layers' layerNormalization
@@ -18,6 +19,16 @@ export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsil
 const GELU_C = Math.sqrt(2 / Math.PI);
 
 /** GELU, tanh approximation (GPT-2's own); tfjs-core has no gelu op. */
+/** The exact GELU, x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)): the seed's F.gelu. */
+export function geluExact(x: tf.Tensor): tf.Tensor {
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+}
+
+/** The MLP's activation a model config names. */
+export function activate(x: tf.Tensor, activation: Activation): tf.Tensor {
+  return activation === 'gelu' ? geluExact(x) : gelu(x);
+}
+
 export function gelu(x: tf.Tensor): tf.Tensor {
   const cube = tf.mul(tf.mul(x, x), x);
   const inner = tf.mul(tf.add(x, tf.mul(cube, 0.044715)), GELU_C);

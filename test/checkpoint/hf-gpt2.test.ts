@@ -183,7 +183,7 @@ test('import - refused with the reason: another activation, a missing tensor, an
     assert.equal(run.code, 1, run.output);
     assert.match(run.output, pattern);
   };
-  await refused(hubFolder(root, { activation_function: 'relu' }), /activation_function "relu"; this model computes GELU's tanh approximation/);
+  await refused(hubFolder(root, { activation_function: 'relu' }), /activation_function "relu"; this model computes GELU, exact \("gelu"\) or GPT-2's tanh approximation/);
   const missing = gpt2Tensors();
   missing.delete('h.1.mlp.c_fc.bias');
   await refused(hubFolder(root, {}, missing), /no tensor transformer\.h\.1\.mlp\.c_fc\.bias/);
@@ -195,4 +195,17 @@ test('import - refused with the reason: another activation, a missing tensor, an
   writeFileSync(join(occupied, 'keep.txt'), 'mine');
   await refused(hubFolder(root), /exists and is not empty \(keep\.txt\); import never overwrites/, occupied);
   assert.equal(readFileSync(join(occupied, 'keep.txt'), 'utf8'), 'mine');
+});
+
+test('exact GELU - a folder with activation_function "gelu" imports as model.activation gelu, and exports as "gelu" with a note', async () => {
+  const root = mkdtempSync(join(tmpdir(), 'gpt-hybrid-hf-'));
+  assert.equal((await runCli(['checkpoint', 'import', hubFolder(root, { activation_function: 'gelu' }), '--out', join(root, 'run')], offline)).code, 0);
+  const checkpoint = await loadCheckpoint(await resolveCheckpoint(join(root, 'run')), { verify: true });
+  const model = (checkpoint.manifest.config as { model: { activation: string } }).model;
+  checkpoint.close();
+  assert.equal(model.activation, 'gelu');
+  const exported = await runCli(['checkpoint', 'export', join(root, 'run'), '--format', 'hf-gpt2', '--out', join(root, 'hf')], offline);
+  assert.equal(exported.code, 0, exported.output);
+  assert.match(exported.output, /uses the exact GELU \(activation_function "gelu"\); read with GPT-2's gelu_new its outputs differ slightly/);
+  assert.equal((JSON.parse(readFileSync(join(root, 'hf', 'config.json'), 'utf8')) as { activation_function: string }).activation_function, 'gelu');
 });

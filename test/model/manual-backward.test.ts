@@ -5,6 +5,8 @@ import type { GPTConfig } from '../../src/model/config.ts';
 import { GPT, type TokenBatch } from '../../src/model/gpt.ts';
 import type { DropoutContext } from '../../src/model/dropout.ts';
 import { modelLossAndGrads, sliceBackward, sliceForward } from '../../src/model/manual/slice.ts';
+import { geluBackward, geluForward } from '../../src/model/manual/primitives.ts';
+import { geluExact } from '../../src/model/layers.ts';
 import { fullModelSlice, sliceForLayers } from '../../src/model/params.ts';
 import * as tf from '../../src/tf.ts';
 import { tinyBatch, tinyConfig } from './helpers.ts';
@@ -70,6 +72,34 @@ test('manual backward - every gradient and the loss match autodiff, without padd
 test('manual backward - every gradient and the loss match autodiff, with padding', () => {
   const config = tinyConfig({ numLayers: 3, hiddenSize: 24, numAttentionHeads: 3, vocabSize: 41, maxPositionEmbeddings: 10 });
   checkFullModel(config, tinyBatch(config, 2, 10, 6), 'padding');
+});
+
+test('manual backward - the exact (erf) GELU of the seed\'s presets: every gradient and the loss match autodiff, and differ from the tanh form', () => {
+  const exact = tinyConfig({ numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, vocabSize: 37, maxPositionEmbeddings: 12, activation: 'gelu' });
+  const batch = tinyBatch(exact, 2, 8);
+  checkFullModel(exact, batch, 'exact GELU');
+  const loss = (activation: 'gelu' | 'gelu_tanh') => {
+    const model = new GPT({ ...exact, activation }, fullModelSlice(exact), 3);
+    // At init the pre-activations are ~0.01, where the two forms agree to float32: widen them.
+    const fc1 = model.param('blocks.0.mlp.fc1.weight');
+    tf.tidy(() => fc1.assign(tf.mul(fc1, 100)));
+    const value = tf.tidy(() => model.loss(batch).dataSync()[0]!);
+    model.dispose();
+    return value;
+  };
+  assert.notEqual(loss('gelu'), loss('gelu_tanh'), 'the activation reaches the model');
+});
+
+test('manual backward - the exact GELU\'s derivative over [-3, 3] is autodiff\'s, and not the tanh form\'s', () => {
+  tf.tidy(() => {
+    const x = tf.linspace(-3, 3, 61);
+    const auto = tf.grad((t: tf.Tensor) => geluExact(t))(x).dataSync();
+    const exact = geluBackward(tf.onesLike(x), geluForward(x, 'gelu').saved).dataSync();
+    const tanh = geluBackward(tf.onesLike(x), geluForward(x, 'gelu_tanh').saved).dataSync();
+    const worst = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i]!)));
+    assert.ok(worst(exact, auto) < 1e-5, `exact vs autodiff ${worst(exact, auto)}`);
+    assert.ok(worst(tanh, auto) > 1e-4, `the tanh form's derivative differs: ${worst(tanh, auto)}`);
+  });
 });
 
 test('manual backward - with every dropout site active, gradients match autodiff under the same masks', () => {

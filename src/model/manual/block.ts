@@ -142,7 +142,7 @@ export function* blockForwardSteps(
         : (tf.add(x2, tf.mul(tf.add(attnSum, param(params, 'attn.proj.bias')), tf.reshape(attnOutMask, [rows, hidden]))) as tf.Tensor2D);
       const ln2 = layerNormForward(afterAttention, param(params, 'ln2.gamma'), param(params, 'ln2.beta'), eps);
       const fc1 = linear(ln2.y, param(params, 'mlp.fc1.weight') as tf.Tensor2D, param(params, 'mlp.fc1.bias'));
-      const gelu = geluForward(fc1);
+      const gelu = geluForward(fc1, config.activation);
       const activated = gelu.y as tf.Tensor2D;
       const partial = tf.matMul(activated, param(params, 'mlp.fc2.weight') as tf.Tensor2D);
       return { attnOutMask, afterAttention, ln2: ln2.saved, normed2: ln2.y, gelu: gelu.saved, activated, partial };

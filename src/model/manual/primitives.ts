@@ -10,7 +10,8 @@ import {
   ATTENTION_SOFTMAX, BIAS_RESIDUAL, COLUMN_SUMS, GELU, GELU_GRAD, GELU_GRAD_RECOMPUTE, GELU_Y, LAYER_NORM, LAYER_NORM_GRAD, LAYER_NORM_GRAD_RESIDUAL, MERGE_HEADS,
   SOFTMAX_CROSS_ENTROPY, SOFTMAX_CROSS_ENTROPY_ROWS, SOFTMAX_GRAD, SPLIT_HEADS,
 } from '../../backend/kernel-names.ts';
-import { pickLabels } from '../layers.ts';
+import type { Activation } from '../config.ts';
+import { geluExact, pickLabels } from '../layers.ts';
 import { tidyKeep } from './tidy.ts';
 
 /** Whether the current backend has one of this project's fused kernels (src/backend/wasm/, webgpu/). */
@@ -75,6 +76,8 @@ const GELU_A = 0.044715;
 export interface GeluSaved {
   /** The pre-activation. */
   x: tf.Tensor;
+  /** The exact GELU (erf) rather than the tanh approximation. */
+  exact?: boolean;
   /**
    * tanh(C (x + A x^3)), kept so the backward needs no second Tanh; absent where the backend's
    * backward recomputes it (webgpu: a dispatch fewer than writing it out).
@@ -82,8 +85,12 @@ export interface GeluSaved {
   tanh?: tf.Tensor;
 }
 
-/** GELU, tanh approximation, computed exactly as layers.ts's gelu. */
-export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
+/**
+ * The model's GELU as layers.ts's `activate` computes it: the tanh approximation (with the backends'
+ * fused kernels), or the exact one from tf ops (no fused kernel: the seed's presets alone use it).
+ */
+export function geluForward(x: tf.Tensor, activation: Activation = 'gelu_tanh'): { y: tf.Tensor; saved: GeluSaved } {
+  if (activation === 'gelu') return { y: geluExact(x), saved: { x, exact: true } };
   if (hasKernel(GELU_Y) && hasKernel(GELU_GRAD_RECOMPUTE)) return { y: tf.engine().runKernel(GELU_Y, { x }, {}) as tf.Tensor, saved: { x } };
   if (hasKernel(GELU)) {
     // One pass instead of 9 dispatches (backend/wasm/gelu.ts).
@@ -97,9 +104,17 @@ export function geluForward(x: tf.Tensor): { y: tf.Tensor; saved: GeluSaved } {
   return { y, saved: { x, tanh } };
 }
 
-/** d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) C (1 + 3 A x^2). */
+/**
+ * d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) C (1 + 3 A x^2) for the tanh form; for the exact one,
+ * Phi(x) + x phi(x) = 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi).
+ */
 export function geluBackward(dy: tf.Tensor, saved: GeluSaved): tf.Tensor {
   const { x } = saved;
+  if (saved.exact === true) {
+    const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
+    const pdf = tf.mul(tf.exp(tf.mul(tf.mul(x, x), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+    return tf.mul(dy, tf.add(cdf, tf.mul(x, pdf)));
+  }
   if (saved.tanh === undefined && hasKernel(GELU_GRAD_RECOMPUTE)) return tf.engine().runKernel(GELU_GRAD_RECOMPUTE, { dy, x }, {}) as tf.Tensor;
   const tanh = saved.tanh ?? tf.tanh(tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), GELU_A)), GELU_C));
   if (hasKernel(GELU_GRAD)) return tf.engine().runKernel(GELU_GRAD, { dy, x, tanh }, {}) as tf.Tensor;
