@@ -166,7 +166,7 @@ export async function commitCheckpoint(
   options: CommitOptions = {},
 ): Promise<{ dir: string; manifest: CheckpointManifest }> {
   const name = stepDirName(step);
-  const coverage = rankCoverageProblem(parts.ranks, parts.layout.world);
+  const coverage = rankCoverageProblem(parts.ranks, parts.layout);
   if (coverage !== undefined) throw new CheckpointError('invalid-argument', temporaryDir, `cannot commit checkpoint ${name}: ${coverage}`);
   for (const record of parts.ranks) {
     const path = join(temporaryDir, record.file);

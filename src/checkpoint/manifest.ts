@@ -6,6 +6,7 @@
  *
  * Version history: 1, the first.
  */
+import { ParallelGrid } from '../parallel/grid.ts';
 import { CheckpointError } from './errors.ts';
 
 export const CHECKPOINT_FORMAT = 'gpt-hybrid-checkpoint';
@@ -168,7 +169,7 @@ export function checkManifest(value: unknown, source: string): CheckpointManifes
       tensors,
     };
   });
-  const rankProblem = rankCoverageProblem(ranks, layout.world);
+  const rankProblem = rankCoverageProblem(ranks, layout);
   if (rankProblem !== undefined) fail('ranks', rankProblem);
   return {
     format: CHECKPOINT_FORMAT,
@@ -202,15 +203,30 @@ export function regionProblem(fullShape: readonly number[], region: TensorRegion
   return undefined;
 }
 
-/** Why the records are not exactly one per rank 0..world-1, or undefined. */
-export function rankCoverageProblem(ranks: readonly { rank: number }[], world: number): string | undefined {
+/**
+ * The ranks whose files hold a checkpoint of `layout`: one copy of every shard. Data-parallel replicas
+ * hold the same values, so replica 0's ranks alone write (Megatron saves one data-parallel copy too).
+ */
+export function writingRanks(layout: CheckpointLayout): number[] {
+  const grid = new ParallelGrid({ data: layout.data, pipeline: layout.pipeline, tensor: layout.tensor, order: layout.order });
+  return Array.from({ length: grid.world }, (_, rank) => rank).filter((rank) => grid.coordinates(rank).dp === 0);
+}
+
+/**
+ * Why the records are not one per rank of data-parallel replica 0 (writingRanks), or one per rank of the
+ * world (how checkpoints were written before, still read), or undefined.
+ */
+export function rankCoverageProblem(ranks: readonly { rank: number }[], layout: CheckpointLayout): string | undefined {
+  const { world } = layout;
   const seen = new Set<number>();
   for (const { rank } of ranks) {
     if (!Number.isInteger(rank) || rank < 0 || rank >= world) return `rank ${rank} is outside 0..${world - 1}`;
     if (seen.has(rank)) return `rank ${rank} is listed twice`;
     seen.add(rank);
   }
-  const missing = [];
-  for (let rank = 0; rank < world && missing.length < 8; rank++) if (!seen.has(rank)) missing.push(rank);
-  return missing.length === 0 ? undefined : `no file for rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of world ${world}`;
+  const expected = seen.size === world ? Array.from({ length: world }, (_, rank) => rank) : writingRanks(layout);
+  const missing = expected.filter((rank) => !seen.has(rank)).slice(0, 8);
+  if (missing.length > 0) return `no file for rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} of world ${world}${expected.length < world ? ' (data-parallel replica 0 writes)' : ''}`;
+  const extra = [...seen].filter((rank) => !expected.includes(rank));
+  return extra.length === 0 ? undefined : `rank ${extra[0]} is not of data-parallel replica 0, which alone writes unless every rank does`;
 }

@@ -159,7 +159,9 @@ export class JobAttempt {
         onStep: (report) => reporter.report(report),
         onShutdown: () => this.stopWorkers(GRACE_MS),
         onCommitCheckpoint: (step, folder, records) => {
-          const parts = manifestParts(config, grid.world, step, sampler.stepsPerEpoch, records as unknown as RankFileRecord[]);
+          // Data-parallel replicas other than 0 report in without a file (worker.ts): the manifest lists the files.
+          const files = records.filter((record) => typeof record.file === 'string') as unknown as RankFileRecord[];
+          const parts = manifestParts(config, grid.world, step, sampler.stepsPerEpoch, files);
           this.commits = this.commits.then(() =>
             commitCheckpoint(this.job.checkpointRoot, step, folder, parts, { keep: config.checkpoint.keep }).then(
               ({ dir }) => log(`checkpoint of step ${step}: ${dir}`),

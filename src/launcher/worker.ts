@@ -166,7 +166,8 @@ export async function runRank(options: RunRankOptions): Promise<number> {
         if (answer.kind !== 'step-go' || answer.step !== step) throw new Error(`unexpected answer to step-ready ${step}: ${answer.kind}`);
         if (answer.save !== undefined) {
           if (shardWriter === undefined) throw new Error('asked to save a checkpoint before the model exists');
-          const record = await shardWriter(answer.save, step);
+          // One copy of each shard: another data-parallel replica holds the same values and only says it is there.
+          const record = grid.coordinates(env.rank).dp === 0 ? await shardWriter(answer.save, step) : { rank: env.rank, replica: grid.coordinates(env.rank).dp };
           bus.publish(SUBJECTS.checkpointSaved, { kind: 'checkpoint-saved', rank: env.rank, step, record: record as unknown as { [key: string]: unknown } });
         }
         state = answer.action === 'run' ? 'training' : 'stopping';

@@ -187,7 +187,7 @@ test('checkpoint - commit refuses a missing or mis-sized rank file, and writers 
     const tmp = await beginCheckpoint(root, 1);
     const record = await writeRankShard(tmp, 0, new Map([['w', { values: Float32Array.from([1, 2]), shape: [2] }]]), { step: 1, optimizerStep: 1 });
     const parts = {
-      layout: { data: 2, pipeline: 1, tensor: 1, order: 'tp-dp-pp', world: 2 },
+      layout: { data: 1, pipeline: 2, tensor: 1, order: 'tp-dp-pp', world: 2 },
       seed: 1,
       dataLoader: { nextStep: 1, epoch: 0, stepInEpoch: 1 },
       config: null,
