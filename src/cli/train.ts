@@ -23,6 +23,7 @@ import { resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
 import { launch } from '../launcher/launch.ts';
+import { mergeTraceParts, TraceRecorder } from '../trace/trace.ts';
 import { maskProcessTitle } from '../comm/nats-credentials.ts';
 import { trainOverrides, type TrainCommand } from './train-args.ts';
 
@@ -130,7 +131,9 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
     startStep = restored.nextStep;
     log(`resumed from ${restored.dir}: continuing after step ${startStep}`);
   }
-  const trainer = new Trainer({ config, model, dataset, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer });
+  // The timeline a multi-process job writes per rank, here for the one process (trace.json at the end, also after a stop).
+  const trace = new TraceRecorder(0, 'rank 0: single process');
+  const trainer = new Trainer({ config, model, dataset, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer, trace });
   try {
     checkStepsLeft(startStep, trainer.state.totalSteps);
     if (command.resume !== undefined) keepMetricsThrough(metricsPath, startStep);
@@ -145,6 +148,9 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
     return result.stopped ? stopExitCode(stopSignal ?? 'SIGINT') : 0;
   } finally {
     for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
+    trace.writePart(outDir);
+    const merged = mergeTraceParts(outDir);
+    if (merged !== undefined) log(`timeline: ${merged} (open it in Perfetto or chrome://tracing)`);
     trainer.dispose();
     model.dispose();
   }

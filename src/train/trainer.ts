@@ -7,6 +7,7 @@
  * are the means over all micro-batches: equal to one big batch's, since micro-batches are equal-sized.
  * Hooks observe; the loop itself only computes.
  */
+import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 import { learningRateAt } from './lr-schedule.ts';
 import * as tf from '../tf.ts';
 import { readScalar } from '../backend/tensor-view.ts';
@@ -59,6 +60,8 @@ export interface TrainerOptions {
   checkpoint?: { target: CheckpointTarget; every: number };
   /** An optimizer with restored state (a resumed run); default: a fresh one. */
   optimizer?: AdamOptimizer;
+  /** Where each micro-batch's forward and backward and each update go as timeline events. */
+  trace?: TraceRecorder;
 }
 
 export interface FitResult {
@@ -194,7 +197,9 @@ export class Trainer {
         means = await this.lastBackwardReducing(batch, dropout, names, gradSums, await lossSumOf(), 1 / totalMicroBatches);
         break;
       }
+      const started = wallClockMs();
       const { loss, grads } = this.lossAndGradients(batch, dropout);
+      this.options.trace?.record('forward and backward', 'compute', started, wallClockMs(), { step: step + 1, microBatch: index });
       losses.push(loss);
       for (const spec of model.specs) addGradient(gradSums, spec.name, grads.get(spec.name)!);
     }
@@ -204,7 +209,9 @@ export class Trainer {
       const gradNorm = await globalNorm([...model.params.keys()].map((name) => means.grads.get(name)!));
       const skipped = this.nonFinite.check(step + 1, { loss: means.loss, gradNorm }) !== undefined;
       const learningRate = learningRateAt(config.optimizer, step + 1, this.state.totalSteps);
+      const optimizerStart = wallClockMs();
       if (!skipped) await this.optimizer.apply(model.params, means.grads, { gradNorm, learningRate });
+      if (!skipped) this.options.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
       return { loss: means.loss, gradNorm, samples: globalBatch.length, skipped };
     } finally {
       for (const grad of means.grads.values()) grad.dispose();

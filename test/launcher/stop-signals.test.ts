@@ -1,8 +1,8 @@
 /**
  * End to end: SIGTERM to a running job (what a cluster scheduler or a cloud sends before preempting a
  * machine) stops it at the next step boundary with a checkpoint of that step, exit code 143 and no
- * FAILED, in a single process and in a pp2 job's launcher (whose workers leave the signal to it); the
- * pp2 job still writes trace.json; resuming to step 20 gives the uninterrupted run's step-20 loss bit for bit.
+ * FAILED, in a single process and in a pp2 job's launcher (whose workers leave the signal to it); both
+ * write trace.json; resuming to step 20 gives the uninterrupted run's step-20 loss bit for bit.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -61,9 +61,13 @@ async function resumedAndWhole(sets: string[], out: string, natsUrl: string): Pr
   assert.equal(resumedLosses[19], losses(join(whole, 'metrics.jsonl'), read)[19]);
 }
 
-test('SIGTERM - a single-process run stops after the step in flight with its checkpoint and exit 143; resuming gives the uninterrupted step-20 loss', async () => {
+test('SIGTERM - a single-process run stops after the step in flight with its checkpoint, trace.json and exit 143; resuming gives the uninterrupted step-20 loss', async () => {
   const out = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-signal-')), 'single');
-  await stopBySigterm([], out, 'nats://127.0.0.1:1');
+  const stopped = await stopBySigterm([], out, 'nats://127.0.0.1:1');
+  const trace = JSON.parse(read(join(out, 'trace.json'))) as { traceEvents: { name: string; args?: { step?: number } }[] };
+  const updates = trace.traceEvents.filter((e) => e.name === 'optimizer step').map((e) => e.args?.step);
+  assert.deepEqual(updates, Array.from({ length: stopped }, (_, i) => i + 1));
+  assert.ok(trace.traceEvents.some((e) => e.name === 'forward and backward'));
   await resumedAndWhole([], out, 'nats://127.0.0.1:1');
 });
 
