@@ -2,13 +2,13 @@
  * Implements: decoding with a key/value cache (GPT-2's `past_key_values`): the prompt goes through the
  * model once, each block keeping its keys and values; then every new token costs one position's
  * forward, attending to the kept keys and values, instead of a forward over the whole sequence again.
- * The math is GPT.forward's (model/gpt.ts, the tape model every layout is tested against) in eval mode
- * (no dropout), so the logits equal a full forward's at every position.
+ * The blocks are GPT.block itself (model/gpt.ts, the tape model every layout is tested against) in eval
+ * mode (no dropout), given the cached keys and values, so the logits equal a full forward's at every position.
  */
 import * as tf from '../tf.ts';
-import type { GPT } from '../model/gpt.ts';
-import { activate, layerNorm, linear } from '../model/layers.ts';
-import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName } from '../model/params.ts';
+import type { GPT, KeysAndValues } from '../model/gpt.ts';
+import { layerNorm } from '../model/layers.ts';
+import { WORD_EMBEDDING } from '../model/params.ts';
 import { readTensorCopy } from '../backend/tensor-view.ts';
 
 /** attentionBias's value (model/layers.ts) where a query must not see a key. */
@@ -52,31 +52,21 @@ export class CachedDecoder {
     const start = this.fed;
     const count = ids.length;
     const hidden = config.hiddenSize;
-    const heads = config.numAttentionHeads;
-    const headDim = hidden / heads;
-    const p = (layer: number, local: string) => this.model.param(blockParamName(layer, local));
     const previous = [...this.keys, ...this.values];
+    // GPT.block's own math (eval mode), each layer's keys and values extended with the cached ones.
+    const withEarlierKeys: KeysAndValues = (layer, keys, values) => {
+      const earlierKeys = this.keys[layer];
+      const earlierValues = this.values[layer];
+      const allKeys = tf.keep(earlierKeys === undefined ? keys : (tf.concat([earlierKeys, keys], 2) as tf.Tensor4D));
+      const allValues = tf.keep(earlierValues === undefined ? values : (tf.concat([earlierValues, values], 2) as tf.Tensor4D));
+      this.keys[layer] = allKeys;
+      this.values[layer] = allValues;
+      return [allKeys, allValues];
+    };
     const logits = tf.tidy(() => {
-      const words = tf.gather(this.model.param(WORD_EMBEDDING), tf.tensor1d(Int32Array.from(ids), 'int32'));
-      const positions = tf.slice(this.model.param(POSITION_EMBEDDING), [start, 0], [count, hidden]);
-      let x = tf.reshape(tf.add(words, positions), [1, count, hidden]) as tf.Tensor3D;
+      let x = this.model.embed(tf.tensor2d(Int32Array.from(ids), [1, count], 'int32'), {}, start);
       const bias = causalBias(start, count);
-      for (let layer = 0; layer < config.numLayers; layer++) {
-        const normedIn = layerNorm(x, p(layer, 'ln1.gamma'), p(layer, 'ln1.beta'), config.layerNormEpsilon);
-        const qkv = tf.reshape(linear(normedIn, p(layer, 'attn.qkv.weight'), p(layer, 'attn.qkv.bias')), [1, count, heads, 3 * headDim]);
-        const [q, k, v] = tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3])) as tf.Tensor4D[];
-        const keys = tf.keep(this.keys[layer] === undefined ? k! : (tf.concat([this.keys[layer]!, k!], 2) as tf.Tensor4D));
-        const values = tf.keep(this.values[layer] === undefined ? v! : (tf.concat([this.values[layer]!, v!], 2) as tf.Tensor4D));
-        this.keys[layer] = keys;
-        this.values[layer] = values;
-        let scores = tf.mul(tf.matMul(q!, keys, false, true), 1 / Math.sqrt(headDim));
-        if (bias !== undefined) scores = tf.add(scores, bias);
-        const context = tf.reshape(tf.transpose(tf.matMul(tf.softmax(scores), values), [0, 2, 1, 3]), [1, count, hidden]);
-        const afterAttention = tf.add(x, linear(context, p(layer, 'attn.proj.weight'), p(layer, 'attn.proj.bias')));
-        const normed = layerNorm(afterAttention, p(layer, 'ln2.gamma'), p(layer, 'ln2.beta'), config.layerNormEpsilon);
-        const mlp = linear(activate(linear(normed, p(layer, 'mlp.fc1.weight'), p(layer, 'mlp.fc1.bias')), config.activation), p(layer, 'mlp.fc2.weight'), p(layer, 'mlp.fc2.bias'));
-        x = tf.add(afterAttention, mlp) as tf.Tensor3D;
-      }
+      for (let layer = 0; layer < config.numLayers; layer++) x = this.model.block(layer, x, bias, {}, withEarlierKeys);
       const last = tf.reshape(tf.slice(x, [0, count - 1, 0], [1, 1, hidden]), [1, hidden]);
       const normed = layerNorm(last, this.model.param('norm.gamma'), this.model.param('norm.beta'), config.layerNormEpsilon);
       return tf.reshape(tf.matMul(normed, this.model.param(WORD_EMBEDDING), false, true), [config.vocabSize]);

@@ -34,6 +34,9 @@ export interface ForwardOptions {
   dropout?: DropoutContext;
 }
 
+/** A block's keys and values of this call, extended with those of earlier positions: [keys, values]. */
+export type KeysAndValues = (layer: number, keys: tf.Tensor4D, values: tf.Tensor4D) => [tf.Tensor4D, tf.Tensor4D];
+
 export class GPT {
   readonly specs: ParamSpec[];
   readonly params: Map<string, tf.Variable>;
@@ -65,22 +68,29 @@ export class GPT {
     return value;
   }
 
-  /** Word + position embedding, then dropout. ids int32 [B, T] -> [B, T, H]. */
-  embed(ids: tf.Tensor2D, options: ForwardOptions): tf.Tensor3D {
+  /**
+   * Word + position embedding, then dropout. ids int32 [B, T] -> [B, T, H]; the ids sit at positions
+   * `firstPosition` on (a cached decoder feeds later positions alone).
+   */
+  embed(ids: tf.Tensor2D, options: ForwardOptions, firstPosition = 0): tf.Tensor3D {
     const [batch, seqLen] = ids.shape;
     const hidden = this.config.hiddenSize;
     const words = tf.gather(this.param(WORD_EMBEDDING), tf.reshape(ids, [batch * seqLen]));
-    const positions = tf.slice(this.param(POSITION_EMBEDDING), [0, 0], [seqLen, hidden]);
+    const positions = tf.slice(this.param(POSITION_EMBEDDING), [firstPosition, 0], [seqLen, hidden]);
     const x = tf.add(tf.reshape(words, [batch, seqLen, hidden]), positions) as tf.Tensor3D;
     return this.dropout(x, this.config.embedDropRate, EMBEDDING_LAYER, DropoutSite.Embedding, options);
   }
 
-  /** One pre-LN transformer block: x + attn(ln1(x)), then + mlp(ln2(x)). bias [B, 1, T, T]. */
-  block(layer: number, x: tf.Tensor3D, bias: tf.Tensor4D, options: ForwardOptions): tf.Tensor3D {
+  /**
+   * One pre-LN transformer block: x + attn(ln1(x)), then + mlp(ln2(x)). bias [B, 1, T, T keys], or
+   * undefined where every query sees every key. `withEarlierKeys` (a key/value cache) turns this call's
+   * keys and values [B, heads, T, headDim] into those of every position attended to.
+   */
+  block(layer: number, x: tf.Tensor3D, bias: tf.Tensor4D | undefined, options: ForwardOptions, withEarlierKeys?: KeysAndValues): tf.Tensor3D {
     const p = (local: string) => this.param(blockParamName(layer, local));
     const eps = this.config.layerNormEpsilon;
     const normedIn = layerNorm(x, p('ln1.gamma'), p('ln1.beta'), eps) as tf.Tensor3D;
-    const attended = this.attention(layer, normedIn, bias, options);
+    const attended = this.attention(layer, normedIn, bias, options, withEarlierKeys);
     const afterAttention = tf.add(x, attended) as tf.Tensor3D;
     const normed = layerNorm(afterAttention, p('ln2.gamma'), p('ln2.beta'), eps) as tf.Tensor3D;
     const mlp = linear(activate(linear(normed, p('mlp.fc1.weight'), p('mlp.fc1.bias')), this.config.activation), p('mlp.fc2.weight'), p('mlp.fc2.bias'));
@@ -88,7 +98,7 @@ export class GPT {
     return tf.add(afterAttention, mlpOut) as tf.Tensor3D;
   }
 
-  private attention(layer: number, x: tf.Tensor3D, bias: tf.Tensor4D, options: ForwardOptions): tf.Tensor3D {
+  private attention(layer: number, x: tf.Tensor3D, bias: tf.Tensor4D | undefined, options: ForwardOptions, withEarlierKeys?: KeysAndValues): tf.Tensor3D {
     const p = (local: string) => this.param(blockParamName(layer, local));
     const [batch, seqLen, hidden] = x.shape;
     const heads = this.config.numAttentionHeads;
@@ -96,8 +106,10 @@ export class GPT {
     // QKV columns are grouped per head ([head][q|k|v][headDim], see params.ts): split the last axis,
     // then the 4-D [0,2,1,3] transpose (a 5-D transpose costs 500x more on wasm).
     const qkv = tf.reshape(linear(x, p('attn.qkv.weight'), p('attn.qkv.bias')), [batch, seqLen, heads, 3 * headDim]);
-    const [q, k, v] = tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3])); // (B, heads, T, headDim)
-    const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(headDim)), bias); // (B, heads, T, T)
+    const [q, ownK, ownV] = tf.split(qkv, 3, 3).map((t) => tf.transpose(t, [0, 2, 1, 3])) as tf.Tensor4D[]; // (B, heads, T, headDim)
+    const [k, v] = withEarlierKeys === undefined ? [ownK!, ownV!] : withEarlierKeys(layer, ownK!, ownV!);
+    const scaled = tf.mul(tf.matMul(q!, k, false, true), 1 / Math.sqrt(headDim)); // (B, heads, T, T keys)
+    const scores = bias === undefined ? scaled : tf.add(scaled, bias);
     const probs = this.dropout(tf.softmax(scores), this.config.attnDropRate, layer, DropoutSite.AttentionProbs, options);
     const context = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [batch, seqLen, hidden]);
     const out = linear(context, p('attn.proj.weight'), p('attn.proj.bias')) as tf.Tensor3D;
