@@ -109,7 +109,6 @@ export async function convertCheckpoint(source: string, out: string, target: Tar
   }
 }
 
-/** Refuses an `out` that exists and is not an empty folder; says whether it exists (empty). */
 /** The model the checkpoint is of, from its manifest's config (shapes are then checked against every tensor record). */
 function modelOf(manifest: CheckpointManifest, dir: string): GPTConfig {
   const model = isObject(manifest.config) ? manifest.config.model : undefined;

@@ -13,23 +13,17 @@ import type { TrainConfig } from '../config/types.ts';
 import { decodeFloat16 } from '../comm/float16.ts';
 import type { GPTConfig } from '../model/config.ts';
 import { WORD_EMBEDDING } from '../model/params.ts';
-import { paramsForRank } from '../model/sharding.ts';
+import { wholeModelParams } from '../model/sharding.ts';
 import { RUN_CHECKPOINTS_DIR, beginCheckpoint, commitCheckpoint, loadCheckpoint, resolveCheckpoint, writeRankShard } from './checkpoint.ts';
 import { CheckpointError } from './errors.ts';
-import { fromHfValues, hfConfigOf, hfNameCandidates, hfNameOf, isHfBuffer, modelKeysOfHf, toHfValues } from './hf-gpt2.ts';
+import { hfConfigOf, hfLayoutValues, hfNameCandidates, hfNameOf, isHfBuffer, modelKeysOfHf } from './hf-gpt2.ts';
 import { manifestParts } from './manifest-parts.ts';
 import { refuseNonEmptyFolder } from './new-folder.ts';
-import { rankTensorsToSave } from './rank-state.ts';
-import { readRegion } from './reshard.ts';
+import { rankTensorsToSave, readParams } from './rank-state.ts';
 import { parseSafetensors, serializeSafetensors, type SafetensorsFile, type TensorToWrite } from './safetensors.ts';
 
 export const HF_WEIGHTS_FILE = 'model.safetensors';
 export const HF_CONFIG_FILE = 'config.json';
-
-/** The whole model's parameters, by global name, in the full model's order. */
-function fullModelParams(model: GPTConfig) {
-  return paramsForRank(model, { layerRanges: [[0, model.numLayers]], tp: 1, tpRank: 0 });
-}
 
 export async function exportHfGpt2(source: string, out: string): Promise<{ sourceDir: string; step: number; model: GPTConfig; tensors: number }> {
   await refuseNonEmptyFolder(out, 'export');
@@ -37,11 +31,10 @@ export async function exportHfGpt2(source: string, out: string): Promise<{ sourc
   const checkpoint = await loadCheckpoint(sourceDir, { verify: true });
   try {
     const config = resolveConfig(checkpoint.manifest.config, { checkDataFile: false });
+    const held = wholeModelParams(config.model);
+    const params = await readParams(checkpoint, held);
     const tensors = new Map<string, TensorToWrite>();
-    for (const { spec } of fullModelParams(config.model)) {
-      const values = await readRegion(checkpoint, { name: spec.name, fullShape: spec.shape });
-      tensors.set(hfNameOf(spec.name), { dtype: 'F32', shape: spec.shape, data: toHfValues(spec.name, values, config.model) });
-    }
+    for (const { spec } of held) tensors.set(hfNameOf(spec.name), { dtype: 'F32', shape: spec.shape, data: hfLayoutValues(spec.name, params.get(spec.name)!, config.model, true) });
     await mkdir(out, { recursive: true });
     await writeFile(join(out, HF_CONFIG_FILE), JSON.stringify(hfConfigOf(config.model), null, 2) + '\n');
     // `format: pt` is what transformers' safetensors loader asks of a PyTorch checkpoint.
@@ -53,6 +46,8 @@ export async function exportHfGpt2(source: string, out: string): Promise<{ sourc
 }
 
 export async function importHfGpt2(folder: string, out: string): Promise<{ dir: string; model: GPTConfig; skipped: string[] }> {
+  // Refused before anything is read: the weights may be gigabytes.
+  await refuseNonEmptyFolder(out, 'import');
   const configPath = join(folder, HF_CONFIG_FILE);
   const weightsPath = join(folder, HF_WEIGHTS_FILE);
   const hfConfig = JSON.parse(await readRequired(configPath, 'utf8')) as unknown;
@@ -60,16 +55,17 @@ export async function importHfGpt2(folder: string, out: string): Promise<{ dir: 
   // The run's config: the model from config.json; the data and the rest are the resuming run's to set.
   const config: TrainConfig = resolveConfig({ model: keys, seqLen: keys.maxPositionEmbeddings, steps: 1, data: { path: 'set-data.path-when-you-train.jsonl' } }, { checkDataFile: false });
   const file = parseSafetensors(new Uint8Array(await readRequired(weightsPath)), weightsPath);
+  const held = wholeModelParams(config.model);
   const params = new Map<string, Float32Array>();
   const used = new Set<string>();
-  for (const { spec } of fullModelParams(config.model)) {
+  for (const { spec } of held) {
     const name = hfNameCandidates(spec.name).find((candidate) => file.tensors.has(candidate));
     if (name === undefined) throw new CheckpointError('layout', weightsPath, `no tensor ${hfNameOf(spec.name)} (for ${spec.name}); is this a GPT-2 model of the config.json beside it?`);
     const entry = file.entry(name);
     if (entry.shape.length !== spec.shape.length || entry.shape.some((dim, i) => dim !== spec.shape[i])) {
       throw new CheckpointError('layout', weightsPath, `${name} has shape [${entry.shape}]; config.json's model needs [${spec.shape}]`);
     }
-    params.set(spec.name, fromHfValues(spec.name, float32Of(file, name, weightsPath), config.model));
+    params.set(spec.name, hfLayoutValues(spec.name, float32Of(file, name, weightsPath), config.model, false));
     used.add(name);
   }
   const skipped: string[] = [];
@@ -91,10 +87,9 @@ export async function importHfGpt2(folder: string, out: string): Promise<{ dir: 
     }
     throw new CheckpointError('layout', weightsPath, `unexpected tensor ${name}: not a GPT-2 parameter this model has`);
   }
-  await refuseNonEmptyFolder(out, 'import');
   const root = join(out, RUN_CHECKPOINTS_DIR);
   const temporary = await beginCheckpoint(root, 0);
-  const tensors = rankTensorsToSave(fullModelParams(config.model), { params, moments: new Map(), optimizerStep: 0 });
+  const tensors = rankTensorsToSave(held, { params, moments: new Map(), optimizerStep: 0 });
   const record = await writeRankShard(temporary, 0, tensors, { step: 0, optimizerStep: 0 });
   const { dir } = await commitCheckpoint(root, 0, temporary, manifestParts(config, 1, 0, 1, [record]), { keep: 1 });
   return { dir, model: config.model, skipped };

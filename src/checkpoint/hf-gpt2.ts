@@ -67,14 +67,9 @@ export function permuteQkvColumns(values: Float32Array, hidden: number, heads: n
   return out;
 }
 
-/** A parameter's values in GPT-2's layout (a copy where they differ). */
-export function toHfValues(name: string, values: Float32Array, model: GPTConfig): Float32Array {
-  return name.endsWith('attn.qkv.weight') || name.endsWith('attn.qkv.bias') ? permuteQkvColumns(values, model.hiddenSize, model.numAttentionHeads, true) : values;
-}
-
-/** A parameter's values from GPT-2's layout. */
-export function fromHfValues(name: string, values: Float32Array, model: GPTConfig): Float32Array {
-  return name.endsWith('attn.qkv.weight') || name.endsWith('attn.qkv.bias') ? permuteQkvColumns(values, model.hiddenSize, model.numAttentionHeads, false) : values;
+/** A parameter's values in GPT-2's layout (toHf) or back from it: a copy where the layouts differ (c_attn). */
+export function hfLayoutValues(name: string, values: Float32Array, model: GPTConfig, toHf: boolean): Float32Array {
+  return name.endsWith('attn.qkv.weight') || name.endsWith('attn.qkv.bias') ? permuteQkvColumns(values, model.hiddenSize, model.numAttentionHeads, toHf) : values;
 }
 
 /** The tanh approximation GPT-2 trained with, under the names Hugging Face gives it (its "gelu" is the exact one). */
@@ -100,6 +95,7 @@ export function hfConfigOf(model: GPTConfig): Record<string, unknown> {
     attn_pdrop: model.attnDropRate,
     layer_norm_epsilon: model.layerNormEpsilon,
     initializer_range: 0.02,
+    // <|endoftext|> (dataset/tokenizer.ts's EOS_TOKEN_ID, not imported: that module loads the BPE ranks).
     bos_token_id: 50256,
     eos_token_id: 50256,
     tie_word_embeddings: true,

@@ -61,6 +61,6 @@ export {
   type RegionRead,
   type RegionTarget,
 } from './reshard.ts';
-export { dataLoaderPosition, loadRankState, rankTensorsToSave, type RankState } from './rank-state.ts';
+export { dataLoaderPosition, loadRankState, rankTensorsToSave, readParams, type RankState } from './rank-state.ts';
 export { convertCheckpoint, type ConvertOptions, type ConvertResult, type TargetLayout } from './convert.ts';
 export { inspectCheckpoint, type CheckpointReport, type RankFileReport } from './inspect.ts';

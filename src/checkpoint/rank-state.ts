@@ -45,10 +45,9 @@ export function rankTensorsToSave(held: readonly ShardedParam[], state: RankStat
  */
 export async function loadRankState(checkpoint: Checkpoint, held: readonly ShardedParam[]): Promise<RankState> {
   const optimizerStep = optimizerStepOf(checkpoint.manifest, checkpoint.dir);
-  const params = new Map<string, Float32Array>();
+  const params = await readParams(checkpoint, held);
   const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
   for (const { spec, region } of held) {
-    params.set(spec.name, await readRegion(checkpoint, { name: spec.name, fullShape: spec.shape, region }));
     if (!checkpointHolds(checkpoint.manifest, firstMomentName(spec.name))) {
       if (optimizerStep > 0) throw new CheckpointError('layout', checkpoint.dir, `no Adam moments for ${spec.name} after ${optimizerStep} optimizer steps`);
       continue;
@@ -59,6 +58,13 @@ export async function loadRankState(checkpoint: Checkpoint, held: readonly Shard
     });
   }
   return { params, moments, optimizerStep };
+}
+
+/** The parameters alone of loadRankState (what generation and export read: no Adam moments). */
+export async function readParams(checkpoint: Checkpoint, held: readonly ShardedParam[]): Promise<Map<string, Float32Array>> {
+  const params = new Map<string, Float32Array>();
+  for (const { spec, region } of held) params.set(spec.name, await readRegion(checkpoint, { name: spec.name, fullShape: spec.shape, region }));
+  return params;
 }
 
 /** The data-loader position after `completedSteps` optimizer steps, for a sampler of `stepsPerEpoch`. */

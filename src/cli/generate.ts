@@ -3,10 +3,8 @@
  * generates (generate/generate.ts) and prints the prompt with its continuation on stdout; what was
  * loaded and how it ended go to stderr, so stdout holds the text alone.
  */
-import * as tf from '../tf.ts';
-import { initBackend } from '../backend/select.ts';
 import { generateText } from '../generate/generate.ts';
-import { loadModelFromCheckpoint } from '../generate/load-model.ts';
+import { withCheckpointModel } from '../generate/load-model.ts';
 import type { GenerateCommand } from './generate-args.ts';
 
 const ENDS = {
@@ -17,11 +15,7 @@ const ENDS = {
 
 export async function runGenerate(command: GenerateCommand): Promise<number> {
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  tf.enableProdMode();
-  // The backend is chosen before the checkpoint's config is known: the flag, else the fastest installed.
-  await initBackend(command.backend, log);
-  const { model, config, dir, step } = await loadModelFromCheckpoint(command.source);
-  try {
+  return withCheckpointModel(command.source, command.backend, log, async ({ model, config, dir, step }) => {
     const m = config.model;
     log(`model of ${dir} (after step ${step}): ${m.numLayers} layers, hidden ${m.hiddenSize}, vocab ${m.vocabSize}, context ${m.maxPositionEmbeddings}`);
     const progress = process.stderr.isTTY === true ? (done: number, total: number) => process.stderr.write(`\rgenerating: ${done}/${total} tokens\x1b[K`) : undefined;
@@ -30,7 +24,5 @@ export async function runGenerate(command: GenerateCommand): Promise<number> {
     process.stdout.write(`${generated.text}\n`);
     log(`prompt ${generated.promptIds.length} tokens; stopped at ${ENDS[generated.end](generated.newIds.length)}`);
     return 0;
-  } finally {
-    model.dispose();
-  }
+  });
 }

@@ -171,3 +171,8 @@ export function paramsForRank(config: GPTConfig, layout: RankLayout): ShardedPar
   }
   return held;
 }
+
+/** Every parameter whole: what one process holding the entire model holds (generation, export, import). */
+export function wholeModelParams(config: GPTConfig): ShardedParam[] {
+  return paramsForRank(config, { layerRanges: [[0, config.numLayers]], tp: 1, tpRank: 0 });
+}
