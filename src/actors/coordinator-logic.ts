@@ -283,12 +283,24 @@ export class CoordinatorLogic {
   private onSignal(signal: StopSignal, where: string): CoordinatorEffect[] {
     if (this.stopSignal !== undefined) return this.fail(`quit at once on a second stop signal (${signal} at ${where})`, stopExitCode(signal));
     this.stopSignal = signal;
-    const saving = this.settings.checkpoint !== undefined && this.state !== 'stopping';
-    if (saving) this.checkpointRequested = true;
+    // Unlike `ctl stop --checkpoint`, a signal stops the job even where no checkpoint can be saved.
+    const refused = this.checkpointRefusal();
+    const effects = this.beginStop(refused === undefined);
+    return [{ type: 'log', line: `${signal} at ${where}: stopping at the next step boundary, ${refused ?? 'saving a checkpoint there'} (${signal} again quits at once)` }, ...effects];
+  }
+
+  /** Why no checkpoint can be saved where the job stops, or undefined. */
+  private checkpointRefusal(): string | undefined {
+    if (this.settings.checkpoint === undefined) return 'this job cannot save checkpoints';
+    if (this.state === 'stopping') return `the job is already stopping after step ${this.stepsDone}: too late to save a checkpoint there`;
+    return undefined;
+  }
+
+  /** Stops at the next step boundary (with a checkpoint there when `save`): the answers to the ranks waiting now. */
+  private beginStop(save: boolean): CoordinatorEffect[] {
+    if (save) this.checkpointRequested = true;
     this.stopRequested = true;
-    const effects = this.openGateIfReady();
-    const what = saving ? 'saving a checkpoint there' : this.settings.checkpoint === undefined ? 'this job cannot save checkpoints' : 'the job was already stopping';
-    return [{ type: 'log', line: `${signal} at ${where}: stopping at the next step boundary, ${what} (${signal} again quits at once)` }, ...effects];
+    return this.openGateIfReady();
   }
 
   private onControl(command: ControlCommand, reply: ReplyContext, now: number, save = false): CoordinatorEffect[] {
@@ -317,18 +329,9 @@ export class CoordinatorLogic {
         ];
       }
       case 'stop': {
-        if (save) {
-          const refused =
-            this.settings.checkpoint === undefined
-              ? 'this job cannot save checkpoints'
-              : this.state === 'stopping'
-                ? `the job is already stopping after step ${this.stepsDone}: too late to save a checkpoint there`
-                : undefined;
-          if (refused !== undefined) return [this.controlReply(command, reply, false, refused, now)];
-          this.checkpointRequested = true;
-        }
-        this.stopRequested = true;
-        const effects = this.openGateIfReady();
+        const refused = save ? this.checkpointRefusal() : undefined;
+        if (refused !== undefined) return [this.controlReply(command, reply, false, refused, now)];
+        const effects = this.beginStop(save);
         const saving = save ? ', saving a checkpoint there' : '';
         return [
           { type: 'log', line: `stop requested${saving}` },

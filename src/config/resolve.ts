@@ -297,7 +297,7 @@ function checkDerived(config: TrainConfig, input: JsonObject, invalid: Set<strin
 
   // The run's length is known only with the data; the launcher checks decaySteps' default against it.
   const lrProblem = valid('optimizer') ? lrScheduleProblem(config.optimizer, config.steps) : undefined;
-  if (lrProblem !== undefined) add(config.optimizer.minLr > config.optimizer.lr ? 'optimizer.minLr' : 'optimizer.decaySteps', lrProblem);
+  if (lrProblem !== undefined) add(lrProblem.path, lrProblem.message);
 
   if (valid('model.hiddenSize', 'model.numAttentionHeads') && model.hiddenSize % model.numAttentionHeads !== 0) {
     add('model.hiddenSize', `${show('model.hiddenSize')} is not divisible by ${show('model.numAttentionHeads')}; each head needs hiddenSize / numAttentionHeads dimensions`);

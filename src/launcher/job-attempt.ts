@@ -15,7 +15,7 @@ import { commitCheckpoint, stepDirName, type RankFileRecord } from '../checkpoin
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
-import { stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
+import { STOP_SIGNALS, stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
 import { manifestParts } from '../checkpoint/manifest-parts.ts';
 import type { Hook } from '../train/hooks/hook.ts';
@@ -109,12 +109,10 @@ export class JobAttempt {
     this.startRanks();
 
     const onSignal = (signal: StopSignal) => this.interrupt(signal);
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
 
     const result = await this.finished;
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
     await waitForExit([...this.children.values()], GRACE_MS);
     for (const timer of this.killTimers) clearTimeout(timer);
     this.coordinator?.close();
@@ -297,7 +295,6 @@ export class JobAttempt {
     this.stopWorkers(GRACE_MS);
     this.finish({ exitCode: stopExitCode(signal), reason: `quit on ${signal}`, restartable: false });
   }
-
 
   /** Workers get `graceMs` to exit by themselves after the shutdown, then are killed. */
   private stopWorkers(graceMs: number): void {

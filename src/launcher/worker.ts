@@ -5,6 +5,7 @@
  * when the job ends or the coordinator says shut down. A simulated job (simulated-rank.ts) runs every
  * rank's runRank in one process over the in-process transport.
  */
+import { writingRanks } from '../checkpoint/manifest.ts';
 import { STOP_SIGNALS } from '../protocol/stop-signals.ts';
 import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
@@ -157,6 +158,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     }
     beat();
   };
+  const writesShard = writingRanks(grid).includes(env.rank);
   /** Set by the training path once its model exists: writes this rank's checkpoint shard. */
   let shardWriter: ((folder: string, completedSteps: number) => Promise<RankFileRecord>) | undefined;
   const gate = async (step: number): Promise<StepGoMessage> => {
@@ -166,8 +168,8 @@ export async function runRank(options: RunRankOptions): Promise<number> {
         if (answer.kind !== 'step-go' || answer.step !== step) throw new Error(`unexpected answer to step-ready ${step}: ${answer.kind}`);
         if (answer.save !== undefined) {
           if (shardWriter === undefined) throw new Error('asked to save a checkpoint before the model exists');
-          // One copy of each shard: another data-parallel replica holds the same values and only says it is there.
-          const record = grid.coordinates(env.rank).dp === 0 ? await shardWriter(answer.save, step) : { rank: env.rank, replica: grid.coordinates(env.rank).dp };
+          // One copy of each shard (manifest.ts writingRanks): another replica holds the same values and only says it is there.
+          const record = writesShard ? await shardWriter(answer.save, step) : { rank: env.rank, replica: grid.coordinates(env.rank).dp };
           bus.publish(SUBJECTS.checkpointSaved, { kind: 'checkpoint-saved', rank: env.rank, step, record: record as unknown as { [key: string]: unknown } });
         }
         state = answer.action === 'run' ? 'training' : 'stopping';

@@ -25,6 +25,6 @@ export function globalBatchSampler(config: TrainConfig, numSamples: number): Bat
 export function totalStepsOf(config: TrainConfig, sampler: BatchSampler, override?: number): number {
   const totalSteps = override ?? config.steps ?? (config.epochs ?? 1) * sampler.stepsPerEpoch;
   const problem = lrScheduleProblem(config.optimizer, totalSteps);
-  if (problem !== undefined) throw new Error(`config: ${problem}`);
+  if (problem !== undefined) throw new Error(`config: ${problem.message}`);
   return totalSteps;
 }

@@ -42,14 +42,14 @@ export function learningRateAt(config: LrScheduleConfig, step: number, runSteps:
   }
 }
 
-/** What is wrong with a schedule's settings for a run of `runSteps` steps, or undefined. */
-export function lrScheduleProblem(config: LrScheduleConfig, runSteps?: number): string | undefined {
-  if (config.minLr > config.lr) return `optimizer.minLr (${config.minLr}) is above optimizer.lr (${config.lr}); the schedule decays from lr down to minLr`;
+/** What is wrong with a schedule's settings for a run of `runSteps` steps, and the key to change, or undefined. */
+export function lrScheduleProblem(config: LrScheduleConfig, runSteps?: number): { path: string; message: string } | undefined {
+  if (config.minLr > config.lr) return { path: 'optimizer.minLr', message: `optimizer.minLr (${config.minLr}) is above optimizer.lr (${config.lr}); the schedule decays from lr down to minLr` };
   if (config.schedule !== 'linear' && config.schedule !== 'cosine') return undefined;
   const decaySteps = config.decaySteps ?? runSteps;
   if (decaySteps !== undefined && decaySteps <= config.warmupSteps) {
     const which = config.decaySteps === undefined ? `the run's ${decaySteps} steps (decaySteps' default)` : `optimizer.decaySteps (${decaySteps})`;
-    return `${which} must exceed optimizer.warmupSteps (${config.warmupSteps}) for a ${config.schedule} decay; give a longer decaySteps or fewer warmupSteps`;
+    return { path: 'optimizer.decaySteps', message: `${which} must exceed optimizer.warmupSteps (${config.warmupSteps}) for a ${config.schedule} decay; give a longer decaySteps or fewer warmupSteps` };
   }
   return undefined;
 }
