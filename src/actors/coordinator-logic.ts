@@ -6,7 +6,8 @@
  * [Note: the step gate] Before each step every rank asks `step-ready`; the coordinator answers all of
  * them at once when the last one has asked: `run`, or `stop` when a stop was requested or the last step
  * is done. Holding the answers is how `pause` lands on a step boundary, and asking once more after the
- * last step is how ranks say they finished.
+ * last step is how ranks say they finished. Where an evaluation is due at that boundary
+ * (train/evaluation-plan.ts), the answer says `evaluate` and the scheduler actors send its forwards.
  */
 import { stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
 import type { ReplyContext } from '../comm/bus.ts';
@@ -14,6 +15,7 @@ import type {
   ActorStatus,
   ControlCommand,
   ControlReplyMessage,
+  EvaluationDoneMessage,
   JobState,
   Message,
   RankStatus,
@@ -40,6 +42,8 @@ export interface CoordinatorSettings {
    * `folderFor(step)` is the temporary folder the ranks write their shards into.
    */
   checkpoint?: { every: number; folderFor: (step: number) => string };
+  /** Whether the job evaluates after this many steps (evaluation-plan.ts's evaluationDue); omitted: never. */
+  evaluateAfter?: (completedSteps: number) => boolean;
 }
 
 export type CoordinatorEvent =
@@ -47,6 +51,7 @@ export type CoordinatorEvent =
   | { type: 'heartbeat'; rank: number; step: number; state: WorkerState; actors?: ActorStatus[] }
   | { type: 'step-ready'; rank: number; step: number; reply: ReplyContext }
   | { type: 'step-done'; report: StepDoneMessage }
+  | { type: 'evaluation-done'; report: EvaluationDoneMessage }
   /** `save` with `stop`: save a checkpoint at the step boundary where the job stops. */
   | { type: 'control'; command: ControlCommand; reply: ReplyContext; save?: boolean; signal?: StopSignal }
   | { type: 'rank-exit'; rank: number; code: number | null; signal: string | null }
@@ -63,6 +68,9 @@ export type CoordinatorEffect =
   | { type: 'respond'; to: ReplyContext; message: Message }
   /** The gate let every rank run `step` (0-based): the scheduler actors send its actions. */
   | { type: 'step-started'; step: number }
+  /** The gate asked every rank to evaluate after `step` steps: the scheduler actors send the evaluation's forwards. */
+  | { type: 'evaluation-started'; step: number }
+  | { type: 'evaluation-done'; report: EvaluationDoneMessage }
   /** `restartable`: the other nodes' launchers wait for node 0's restart order instead of exiting. */
   | { type: 'shutdown'; reason: string; exitCode: number; restartable: boolean }
   | { type: 'log'; line: string }
@@ -127,6 +135,8 @@ export class CoordinatorLogic {
         return this.onStepReady(event, now);
       case 'step-done':
         return this.onStepDone(event.report);
+      case 'evaluation-done':
+        return [{ type: 'evaluation-done', report: event.report }];
       case 'control':
         if (event.command === 'stop' && event.signal !== undefined) {
           return [...this.onSignal(event.signal, 'a launcher'), this.controlReply(event.command, event.reply, true, `${event.signal} passed on`, now)];
@@ -200,11 +210,15 @@ export class CoordinatorLogic {
     }
     const action = this.stopRequested || finishedAll ? 'stop' : 'run';
     const save = this.checkpointDue(finishedAll);
+    // Not where the run starts (its predecessor evaluated there), nor where it stops early.
+    const evaluate = this.gateStep > this.settings.startStep && (action === 'run' || finishedAll) && this.settings.evaluateAfter?.(this.gateStep) === true;
     const effects: CoordinatorEffect[] = [...this.waiting].map(([, to]) => {
       const message: StepGoMessage = { kind: 'step-go', step: this.gateStep, action };
       if (save !== undefined) message.save = save;
+      if (evaluate) message.evaluate = true;
       return { type: 'respond' as const, to, message };
     });
+    if (evaluate) effects.push({ type: 'evaluation-started', step: this.gateStep });
     if (save !== undefined) effects.push({ type: 'log', line: `saving a checkpoint of step ${this.gateStep}` });
     else if (action === 'stop' && this.checkpointRequested) {
       const why = this.saving !== undefined ? `the checkpoint of step ${this.saving.step} is still being saved` : `no step has run since step ${this.gateStep}`;

@@ -6,13 +6,14 @@
 import type { StopSignal } from '../protocol/stop-signals.ts';
 import { dispatch, spawn, stop, type Ref } from 'nact';
 import type { Bus } from '../comm/bus.ts';
-import type { ActorStatus, JobState, StepDoneMessage } from '../protocol/messages.ts';
+import type { ActorStatus, EvaluationDoneMessage, JobState, StepDoneMessage } from '../protocol/messages.ts';
 import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorSettings } from './coordinator-logic.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
 
 export interface CoordinatorCallbacks {
   log(line: string): void;
   onStep(report: StepDoneMessage): void;
+  onEvaluation(report: EvaluationDoneMessage): void;
   /** Everything is over (success, stop or failure): the launcher cleans up and exits with this code. */
   /** `signal`: the job stopped cleanly because a launcher got it (its exit code is the signal's). */
   onFinished(exitCode: number, reason: string, restartable: boolean, signal?: StopSignal): void;
@@ -27,6 +28,8 @@ export interface CoordinatorCallbacks {
 /** What the coordinator tells the job-level actors hosted beside it. */
 export interface JobActors {
   startStep(step: number): void;
+  /** Every rank evaluates after `step` steps (before running the next). */
+  startEvaluation(step: number): void;
   jobStateChanged(state: JobState): void;
   statuses(): ActorStatus[];
 }
@@ -65,6 +68,7 @@ export class Coordinator {
     on(SUBJECTS.heartbeat, (m) => (m.kind === 'heartbeat' ? { type: 'heartbeat', rank: m.rank, step: m.step, state: m.state, actors: m.actors } : undefined));
     on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
     on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
+    on(SUBJECTS.evaluationDone, (m) => (m.kind === 'evaluation-done' ? { type: 'evaluation-done', report: m } : undefined));
     on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason, restartable: m.restartable !== false } : undefined));
     on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply, save: m.save, signal: m.signal } : undefined));
     on(SUBJECTS.checkpointSaved, (m) => (m.kind === 'checkpoint-saved' ? { type: 'checkpoint-saved', rank: m.rank, step: m.step, record: m.record } : undefined));
@@ -96,6 +100,12 @@ export class Coordinator {
       }
       case 'step-started':
         this.callbacks.schedulers?.startStep(effect.step);
+        return;
+      case 'evaluation-started':
+        this.callbacks.schedulers?.startEvaluation(effect.step);
+        return;
+      case 'evaluation-done':
+        this.callbacks.onEvaluation(effect.report);
         return;
       case 'shutdown':
         this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: effect.reason, exitCode: effect.exitCode, restartable: effect.restartable });

@@ -18,7 +18,9 @@ import { WORD_EMBEDDING } from '../model/params.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
 import { partitionForRun } from '../parallel/run-partition.ts';
 import { SharedWeights } from '../shared-weights/shared-weights.ts';
-import { PipelineStepExecutor, type PipelineStepResult } from '../stages/pipeline-step.ts';
+import { PipelineStepExecutor, type PipelineStepResult, type StageEvaluation } from '../stages/pipeline-step.ts';
+import { lowerEvaluationActions } from '../scheduler/actions.ts';
+import { evaluationMicroBatchCount } from '../train/evaluation-plan.ts';
 import { PipelineStage } from '../stages/stage.ts';
 import { TraceRecorder } from '../trace/trace.ts';
 import { theoreticalBubbleOf } from '../scheduler/measure.ts';
@@ -47,6 +49,8 @@ export interface SpawnRankOptions {
   system: ActorSystemRef;
   remote: RemoteActors;
   dataset: TokenizedDataset;
+  /** The held-out samples evaluations read (train/evaluation-plan.ts); omitted: none. */
+  validation?: TokenizedDataset;
   log: (line: string) => void;
   /** A verified checkpoint folder to start from ('' for a fresh start). */
   resume: string;
@@ -62,6 +66,8 @@ export interface RankActors {
   /** The first step to run (0, or the checkpoint's). */
   readonly startStep: number;
   runStep(step: number): Promise<PipelineStepResult>;
+  /** The evaluation after `step` steps, run by the stage actor from the scheduler's forwards. */
+  evaluate(step: number): Promise<StageEvaluation>;
   writeShard(folder: string, completedSteps: number): Promise<RankFileRecord>;
   /** The rank's actors as `ctl status` lists them. */
   statuses(): ActorStatus[];
@@ -142,6 +148,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
     config,
     totalSteps: options.totalSteps,
     dataset: options.dataset,
+    validation: options.validation,
     sampler: globalBatchSampler(config, options.dataset.numSamples),
     stage,
     params,
@@ -162,6 +169,9 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
     replica: dp,
     executor,
     expected: stageActionsOfStep(config, grid.pipeline)[pp],
+    ...(options.validation === undefined
+      ? {}
+      : { expectedEvaluation: lowerEvaluationActions(config.numChunks, evaluationMicroBatchCount(config, options.validation.numSamples), config.numMicroBatches) }),
     firstStep: startStep,
     ...(config.schedule === 'auto-zb'
       ? { adopt: { kind: config.schedule, stages: grid.pipeline, microBatches: config.numMicroBatches, chunks: config.numChunks, lower: (schedule) => lowerStageOfSchedule(config, schedule, pp) } }
@@ -187,6 +197,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
       }
       return result;
     },
+    evaluate: (step) => stageActor.runEvaluation(step),
     writeShard: (folder, completedSteps) => stageActor.between(`save checkpoint of step ${completedSteps}`, () => writeShard(folder, rank, completedSteps, held, params, optimizer)),
     statuses: () => [stageActor.status(), ...(sharedWeightActor === undefined ? [] : [sharedWeightActor.status()])],
     async finish(outDir) {

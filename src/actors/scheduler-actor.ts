@@ -6,6 +6,8 @@
  * [Note: one action a message] in protocol/stage-actions.ts), all at once so no stage waits for its next one.
  * The stage actors answer `step-finished`; the scheduler reports `running` until all have, then
  * `waiting` (for the gate), or `paused` while the job is paused at that boundary, and `stopped` at the end.
+ * Where the coordinator's gate asks for an evaluation, the scheduler sends every stage its forwards
+ * over the validation data first (lowerEvaluationActions), marked as that pass.
  * With auto-zb the schedule changes once, at a step boundary (auto-schedule-switch.ts): the stages get
  * the new ops first (see [Note: a schedule changed at a step boundary] in protocol/stage-actions.ts).
  */
@@ -27,6 +29,7 @@ import { readStepFinished, type SchedulePayload, type StageActionPayload } from 
 
 type SchedulerMessage =
   | { type: 'start-step'; step: number }
+  | { type: 'start-evaluation'; step: number }
   | { type: 'step-finished'; rank: number; step: number; opMs?: StageCosts }
   | { type: 'paused'; paused: boolean }
   | { type: 'stop' };
@@ -71,6 +74,8 @@ export interface SchedulerActorOptions {
   replica: number;
   /** Each stage's actions of one step (stageActionsOfStep), lowered once for every replica. */
   actions: StageAction[][];
+  /** Every stage's actions of an evaluation (lowerEvaluationActions); omitted: the job evaluates nothing. */
+  evaluation?: StageAction[];
   /** auto-zb: the switch every replica's scheduler asks which schedule a step runs. */
   autoSwitch?: AutoScheduleSwitch;
   log: (line: string) => void;
@@ -120,6 +125,11 @@ export class SchedulerActor {
     this.tell({ type: 'start-step', step });
   }
 
+  /** The coordinator asked every rank to evaluate after `step` steps: send the evaluation's forwards. */
+  startEvaluation(step: number): void {
+    this.tell({ type: 'start-evaluation', step });
+  }
+
   /** The job was paused (true) or resumed (false): a step boundary reached while paused reports `paused`. */
   setPaused(paused: boolean): void {
     this.tell({ type: 'paused', paused });
@@ -150,6 +160,10 @@ export class SchedulerActor {
         this.emit(message.step);
         this.tally.done(`sent step ${message.step + 1}`);
         return;
+      case 'start-evaluation':
+        this.emitEvaluation(message.step);
+        this.tally.done(`sent the evaluation after step ${message.step}`);
+        return;
       case 'step-finished': {
         this.options.autoSwitch?.record(message.rank, message.step, message.opMs);
         // A rank of another replica, or a late word about another step (a restarted job's old worker), changes nothing.
@@ -170,6 +184,17 @@ export class SchedulerActor {
         this.tally.state = 'stopped';
         this.tally.done('stop');
         return;
+    }
+  }
+
+  private emitEvaluation(step: number): void {
+    const actions = this.options.evaluation;
+    if (actions === undefined) throw new Error(`asked to evaluate after step ${step}, but the job has no validation data`);
+    for (const { rank } of this.ranks) {
+      actions.forEach((action, index) => {
+        const payload: StageActionPayload = { type: 'action', pass: 'evaluation', step, index, count: actions.length, action: actionToWire(action) };
+        this.options.remote.tell({ rank, role: 'stage' }, payload);
+      });
     }
   }
 
@@ -199,7 +224,7 @@ export class SchedulerActors {
   private readonly remote: RemoteActors;
   private readonly schedulers: SchedulerActor[];
 
-  constructor(options: { system: ActorSystemRef; bus: Bus; config: TrainConfig; grid: ParallelGrid; log: (line: string) => void }) {
+  constructor(options: { system: ActorSystemRef; bus: Bus; config: TrainConfig; grid: ParallelGrid; evaluation?: StageAction[]; log: (line: string) => void }) {
     this.remote = new RemoteActors(options.bus, options.system, { rank: 'launcher' }, options.log);
     const { config, grid } = options;
     const actions = stageActionsOfStep(config, grid.pipeline);
@@ -212,6 +237,10 @@ export class SchedulerActors {
 
   startStep(step: number): void {
     for (const scheduler of this.schedulers) scheduler.startStep(step);
+  }
+
+  startEvaluation(step: number): void {
+    for (const scheduler of this.schedulers) scheduler.startEvaluation(step);
   }
 
   jobStateChanged(state: JobState): void {

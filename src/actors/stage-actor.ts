@@ -5,6 +5,9 @@
  * The rank's driver opens each step (`runStep`) once the coordinator's gate lets it, so actions sent
  * ahead wait until then (a checkpoint being saved at the boundary reads the weights undisturbed); the
  * step's last action, OPTIMIZER_STEP, settles it, and the actor tells its scheduler the step is done.
+ * Between two steps the driver may open an evaluation (`runEvaluation`): its forward actions come from
+ * the scheduler marked as that pass, are checked against the evaluation's own list, and when the last
+ * has run the executor reports the validation loss.
  * An auto-zb job's scheduler may send a new schedule for the steps from a boundary on ([Note: a
  * schedule changed at a step boundary] in protocol/stage-actions.ts): from that step the actor checks
  * the actions against its own lowering of it.
@@ -17,7 +20,8 @@ import { validateSchedule } from '../scheduler/validate.ts';
 import type { PipelineStepResult } from '../stages/pipeline-step.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
 import type { RemoteActors } from './remote.ts';
-import { isSchedulePayload, readSchedule, readStageAction, type ReceivedAction, type StepFinishedPayload } from '../protocol/stage-actions.ts';
+import { isSchedulePayload, readSchedule, readStageAction, type ReceivedAction, type StagePass, type StepFinishedPayload } from '../protocol/stage-actions.ts';
+import type { StageEvaluation } from '../stages/pipeline-step.ts';
 
 /** How long a stage waits for the next action of an open step before it says the message was lost. */
 export const DEFAULT_ACTION_TIMEOUT_MS = 120_000;
@@ -26,6 +30,10 @@ export const DEFAULT_ACTION_TIMEOUT_MS = 120_000;
 export interface StepExecutor {
   begin(step: number): void;
   execute(action: StageAction): Promise<PipelineStepResult | undefined>;
+  /** Opens the evaluation after `step` steps: the forwards `execute` runs next are of the validation data. */
+  beginEvaluation(step: number): void;
+  /** After the evaluation's last forward: its loss (on the stage that computes it), summed over the replicas. */
+  finishEvaluation(): Promise<StageEvaluation>;
 }
 
 export interface StageActorOptions {
@@ -40,6 +48,8 @@ export interface StageActorOptions {
    * an action message that is not the one expected at its index (or counts another number) is dropped.
    */
   expected: readonly StageAction[];
+  /** This stage's actions of an evaluation (lowerEvaluationActions); omitted: evaluation messages are refused. */
+  expectedEvaluation?: readonly StageAction[];
   /** The first step this actor will run (0, or a resumed checkpoint's): actions of earlier ones are stale. */
   firstStep: number;
   /**
@@ -63,13 +73,14 @@ type StageMessage =
   | ({ type: 'action' } & ReceivedAction)
   | { type: 'schedule'; fromStep: number }
   | { type: 'run-step' }
-  | { type: 'timeout'; step: number; index: number }
+  | { type: 'timeout'; pass: StagePass; step: number; index: number }
   | { type: 'task'; label: string; run: () => Promise<unknown>; settle: (error: unknown, value?: unknown) => void };
 
 interface OpenStep {
+  pass: StagePass;
   step: number;
   next: number;
-  resolve: (result: PipelineStepResult) => void;
+  resolve: (result: PipelineStepResult | StageEvaluation) => void;
   reject: (error: Error) => void;
 }
 
@@ -79,6 +90,8 @@ export class StageActor {
   private readonly pending = new Map<string, ReceivedAction>();
   /** Steps below this one are over: their actions are stale repeats. */
   private firstOpenStep: number;
+  /** Evaluations after fewer steps than this are over (an evaluation after s steps comes before step s + 1). */
+  private firstOpenEvaluation: number;
   private open: OpenStep | undefined;
   /** A step asked for whose 'run-step' message is still in the mailbox. */
   private requested: Omit<OpenStep, 'next'> | undefined;
@@ -97,10 +110,12 @@ export class StageActor {
   constructor(private readonly options: StageActorOptions) {
     this.tally = new ActorTally('stage', options.rank, 'idle');
     this.firstOpenStep = options.firstStep;
+    this.firstOpenEvaluation = options.firstStep;
     this.eras = [{ fromStep: 0, actions: options.expected }];
+    const known = [...options.expected, ...(options.expectedEvaluation ?? [])];
     const limits = {
-      microBatches: Math.max(1, ...options.expected.map((a) => (a.kind === 'F' || a.kind === 'B' ? a.microBatch + 1 : 0))),
-      chunks: Math.max(1, ...options.expected.map((a) => (a.kind === 'F' || a.kind === 'B' ? a.chunk + 1 : 0))),
+      microBatches: Math.max(1, ...known.map((a) => (a.kind === 'F' || a.kind === 'B' ? a.microBatch + 1 : 0))),
+      chunks: Math.max(1, ...known.map((a) => (a.kind === 'F' || a.kind === 'B' ? a.chunk + 1 : 0))),
     };
     this.actor = spawn(
       options.system,
@@ -131,10 +146,20 @@ export class StageActor {
 
   /** Opens `step` (0-based) and resolves with its result when its OPTIMIZER_STEP has run. */
   runStep(step: number): Promise<PipelineStepResult> {
+    return this.request('step', step) as Promise<PipelineStepResult>;
+  }
+
+  /** Opens the evaluation after `step` steps and resolves with its result when its last forward has run. */
+  runEvaluation(step: number): Promise<StageEvaluation> {
+    return this.request('evaluation', step) as Promise<StageEvaluation>;
+  }
+
+  private request(pass: StagePass, step: number): Promise<PipelineStepResult | StageEvaluation> {
     return new Promise((resolve, reject) => {
       if (this.ended !== undefined) return reject(this.ended);
-      if (this.open !== undefined || this.requested !== undefined) return reject(new Error(`stage ${this.options.rank}: step ${step + 1} opened while another step runs`));
-      this.requested = { step, resolve, reject };
+      const what = pass === 'step' ? `step ${step + 1}` : `the evaluation after step ${step}`;
+      if (this.open !== undefined || this.requested !== undefined) return reject(new Error(`stage ${this.options.rank}: ${what} opened while another step runs`));
+      this.requested = { pass, step, resolve, reject };
       this.tally.queued();
       dispatch(this.actor, { type: 'run-step' });
     });
@@ -175,13 +200,14 @@ export class StageActor {
    * at its index, of a step that is running or next: nothing else could come from its scheduler.
    */
   private checkExpected(received: ReceivedAction): void {
-    const expected = this.eras.findLast((era) => era.fromStep <= received.step)!.actions;
+    const expected = received.pass === 'step' ? this.eras.findLast((era) => era.fromStep <= received.step)!.actions : this.options.expectedEvaluation;
+    if (expected === undefined) throw new Error(`stage actor ${this.options.rank} has no validation data: it runs no evaluation`);
     if (received.count !== expected.length) throw new Error(`a step of stage actor ${this.options.rank} has ${expected.length} actions, not ${received.count}`);
     if (!sameAction(received.action, expected[received.index])) {
       throw new Error(`action ${received.index} of a step of stage actor ${this.options.rank} is ${formatAction(expected[received.index])}, not ${formatAction(received.action)}`);
     }
     if (received.step > this.firstOpenStep + 1) throw new Error(`step ${received.step + 1} is not the running or the next step of stage actor ${this.options.rank}`);
-    this.latestActionStep = Math.max(this.latestActionStep, received.step);
+    if (received.pass === 'step') this.latestActionStep = Math.max(this.latestActionStep, received.step);
   }
 
   /**
@@ -214,8 +240,10 @@ export class StageActor {
         this.tally.done(`schedule from step ${message.fromStep + 1}`);
         return;
       case 'action': {
-        const key = `${message.step}.${message.index}`;
-        const past = message.step < this.firstOpenStep || (this.open?.step === message.step && message.index < this.open.next);
+        const key = pendingKey(message.pass, message.step, message.index);
+        const firstOpen = message.pass === 'step' ? this.firstOpenStep : this.firstOpenEvaluation;
+        const open = this.open;
+        const past = message.step < firstOpen || (open?.pass === message.pass && open.step === message.step && message.index < open.next);
         if (past || this.pending.has(key)) {
           this.duplicates++;
           this.tally.done();
@@ -231,14 +259,20 @@ export class StageActor {
         if (requested === undefined) return;
         // Opened here, in mailbox order, so no action runs before the executor knows its step.
         this.open = { ...requested, next: 0 };
-        this.options.executor.begin(requested.step);
-        this.tally.state = 'running';
-        this.tally.done(`open step ${requested.step + 1}`);
+        if (requested.pass === 'step') {
+          this.options.executor.begin(requested.step);
+          this.tally.state = 'running';
+          this.tally.done(`open step ${requested.step + 1}`);
+        } else {
+          this.options.executor.beginEvaluation(requested.step);
+          this.tally.state = 'evaluating';
+          this.tally.done(`open the evaluation after step ${requested.step}`);
+        }
         break;
       }
       case 'task': {
         if (this.open !== undefined) {
-          message.settle(new Error(`stage actor of rank ${this.options.rank}: cannot ${message.label} while step ${this.open.step + 1} runs`));
+          message.settle(new Error(`stage actor of rank ${this.options.rank}: cannot ${message.label} while ${describeOpen(this.open)} runs`));
           this.tally.done();
           return;
         }
@@ -252,9 +286,9 @@ export class StageActor {
       }
       case 'timeout': {
         const open = this.open;
-        if (open === undefined || open.step !== message.step || open.next !== message.index) return;
+        if (open === undefined || open.pass !== message.pass || open.step !== message.step || open.next !== message.index) return;
         throw new Error(
-          `stage actor of rank ${this.options.rank} got no action ${message.index} of step ${message.step + 1} from its scheduler within ` +
+          `stage actor of rank ${this.options.rank} got no action ${message.index} of ${describeOpen(open)} from its scheduler within ` +
             `${Number((this.timeoutMs / 1000).toFixed(3))} s: the message was lost (the job rolls back to its last checkpoint)`,
         );
       }
@@ -272,27 +306,41 @@ export class StageActor {
     for (;;) {
       const open = this.open;
       if (open === undefined) return;
-      const key = `${open.step}.${open.next}`;
+      const key = pendingKey(open.pass, open.step, open.next);
       const received = this.pending.get(key);
       if (received === undefined) {
-        this.timer = setTimeout(() => dispatch(this.actor, { type: 'timeout', step: open.step, index: open.next }), this.timeoutMs);
+        this.timer = setTimeout(() => dispatch(this.actor, { type: 'timeout', pass: open.pass, step: open.step, index: open.next }), this.timeoutMs);
         return;
       }
       this.pending.delete(key);
       const what = formatAction(received.action);
       const last = open.next + 1 === received.count;
-      // Checked before it runs: an update must never run in the middle of a step.
-      if (last !== (received.action.kind === 'OPTIMIZER_STEP')) {
-        throw new Error(`stage actor of rank ${this.options.rank}: action ${received.index} of ${received.count} of step ${open.step + 1} is ${what}; a step ends with OPTIMIZER_STEP, and only there`);
+      // Checked before it runs: an update must never run in the middle of a step, nor in an evaluation.
+      if (open.pass === 'step' ? last !== (received.action.kind === 'OPTIMIZER_STEP') : received.action.kind !== 'F') {
+        const rule = open.pass === 'step' ? 'a step ends with OPTIMIZER_STEP, and only there' : 'an evaluation runs forwards only';
+        throw new Error(`stage actor of rank ${this.options.rank}: action ${received.index} of ${received.count} of ${describeOpen(open)} is ${what}; ${rule}`);
       }
-      this.tally.lastAction = `${what} (step ${open.step + 1})`;
+      this.tally.lastAction = `${what} (${describeOpen(open)})`;
       const result = await this.options.executor.execute(received.action);
       if (this.open !== open) return;
       open.next++;
       if (!last) continue;
+      if (open.pass === 'evaluation') {
+        const evaluation = await this.options.executor.finishEvaluation();
+        if (this.open !== open) return;
+        this.open = undefined;
+        this.firstOpenEvaluation = open.step + 1;
+        this.dropPendingThrough('evaluation', open.step);
+        this.tally.state = 'idle';
+        open.resolve(evaluation);
+        continue;
+      }
       this.open = undefined;
       this.firstOpenStep = open.step + 1;
-      for (const stale of [...this.pending.keys()]) if (Number(stale.split('.')[0]) <= open.step) this.pending.delete(stale);
+      // The evaluation after s steps comes before step s + 1: once that step ran, it is over too.
+      this.firstOpenEvaluation = Math.max(this.firstOpenEvaluation, open.step + 1);
+      this.dropPendingThrough('step', open.step);
+      this.dropPendingThrough('evaluation', open.step);
       this.tally.state = 'idle';
       open.resolve(result!);
       try {
@@ -303,6 +351,10 @@ export class StageActor {
         this.options.log(`stage actor: could not tell the scheduler step ${open.step + 1} finished: ${error instanceof Error ? error.message : String(error)}`);
       }
     }
+  }
+
+  private dropPendingThrough(pass: StagePass, step: number): void {
+    for (const [key, action] of this.pending) if (action.pass === pass && action.step <= step) this.pending.delete(key);
   }
 
   private fail(error: Error): void {
@@ -320,4 +372,12 @@ export class StageActor {
     this.open = undefined;
     this.requested = undefined;
   }
+}
+
+function pendingKey(pass: StagePass, step: number, index: number): string {
+  return `${pass}.${step}.${index}`;
+}
+
+function describeOpen(open: Pick<OpenStep, 'pass' | 'step'>): string {
+  return open.pass === 'step' ? `step ${open.step + 1}` : `the evaluation after step ${open.step}`;
 }

@@ -9,7 +9,7 @@ import { basename, extname, join, resolve } from 'node:path';
 import { initBackend } from '../backend/select.ts';
 import { loadConfig } from '../config/load.ts';
 import type { TrainConfig } from '../config/types.ts';
-import { loadWebtextDataset } from '../dataset/webtext.ts';
+import { loadRunDatasets } from '../dataset/validation-split.ts';
 import { GPT } from '../model/gpt.ts';
 import { countParameters, fullModelSlice } from '../model/params.ts';
 import * as tf from '../tf.ts';
@@ -99,12 +99,7 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
   tf.enableProdMode();
   await initBackend(config.backend, log);
 
-  const dataset = await loadWebtextDataset(config.data.path, {
-    seqLen: config.seqLen,
-    skipBadLines: config.data.skipBadLines,
-    log,
-    onProgress: progressPrinter('tokenizing', command.quiet),
-  });
+  const { train: dataset, validation } = await loadRunDatasets(config, { log, onProgress: progressPrinter('tokenizing', command.quiet) });
 
   const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
   const m = config.model;
@@ -133,7 +128,7 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
   }
   // The timeline a multi-process job writes per rank, here for the one process (trace.json at the end, also after a stop).
   const trace = new TraceRecorder(0, 'rank 0: single process');
-  const trainer = new Trainer({ config, model, dataset, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer, trace });
+  const trainer = new Trainer({ config, model, dataset, validation, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer, trace });
   try {
     checkStepsLeft(startStep, trainer.state.totalSteps);
     if (command.resume !== undefined) keepMetricsThrough(metricsPath, startStep);

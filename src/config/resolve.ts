@@ -184,7 +184,8 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
       gradClip: pick('optimizer.gradClip'),
     },
     data: {
-      path: resolveDataPath(given('data.path') as string | undefined, opts, invalid, problems),
+      path: resolveDataPath('data.path', given('data.path') as string | undefined, opts, invalid, problems),
+      validFraction: pick('data.validFraction'),
       skipBadLines: pick('data.skipBadLines'),
       shuffle: pick('data.shuffle'),
       dropLast: pick('data.dropLast'),
@@ -192,9 +193,12 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     seed: pick('seed'),
     logInterval: pick('logInterval'),
     checkpoint: { every: pick('checkpoint.every'), keep: pick('checkpoint.keep') },
+    eval: { every: pick('eval.every'), ...(given('eval.batches') === undefined ? {} : { batches: given('eval.batches') as number }) },
     restart: { max: pick('restart.max') },
     nonFinite: pick('nonFinite'),
   };
+  const validPath = given('data.validPath') as string | undefined;
+  if (validPath !== undefined) config.data.validPath = resolveDataPath('data.validPath', validPath, opts, invalid, problems);
   const epochs = given('epochs') as number | undefined;
   const steps = given('steps') as number | undefined;
   if (epochs !== undefined && steps !== undefined) {
@@ -235,7 +239,7 @@ function resolveModel(given: (path: string) => unknown): GPTConfig {
   return resolveModelConfig(modelInput);
 }
 
-function resolveDataPath(path: string | undefined, opts: ResolveOptions, invalid: Set<string>, problems: ConfigProblem[]): string {
+function resolveDataPath(key: 'data.path' | 'data.validPath', path: string | undefined, opts: ResolveOptions, invalid: Set<string>, problems: ConfigProblem[]): string {
   if (path === undefined) {
     if (!invalid.has('data.path') && !invalid.has('data')) {
       problems.push({
@@ -250,12 +254,12 @@ function resolveDataPath(path: string | undefined, opts: ResolveOptions, invalid
     const written = path === absolute ? '' : ` (written ${JSON.stringify(path)}, relative to ${opts.configDir === undefined ? 'the current directory' : 'the config file\'s folder'})`;
     try {
       if (!statSync(absolute).isFile()) {
-        problems.push({ path: 'data.path', message: `${absolute} is not a file${written}; expected a JSONL file` });
+        problems.push({ path: key, message: `${absolute} is not a file${written}; expected a JSONL file` });
       }
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       const reason = code === 'ENOENT' ? 'no such file' : `cannot read it (${code ?? String(error)})`;
-      problems.push({ path: 'data.path', message: `${absolute}: ${reason}${written}` });
+      problems.push({ path: key, message: `${absolute}: ${reason}${written}` });
     }
   }
   return absolute;
@@ -298,6 +302,19 @@ function checkDerived(config: TrainConfig, input: JsonObject, invalid: Set<strin
   // The run's length is known only with the data; the launcher checks decaySteps' default against it.
   const lrProblem = valid('optimizer') ? lrScheduleProblem(config.optimizer, config.steps) : undefined;
   if (lrProblem !== undefined) add(lrProblem.path, lrProblem.message);
+
+  // Validation: one source of held-out text, and evaluation only where there is some.
+  if (valid('data.validPath', 'data.validFraction') && config.data.validPath !== undefined && config.data.validFraction > 0) {
+    add('data.validFraction', `${show('data.validFraction')} and data.validPath both name validation data; keep one`);
+  }
+  const validates = config.data.validPath !== undefined || config.data.validFraction > 0;
+  // eval.every 0 is the default a saved config repeats: only a request to evaluate needs the data.
+  for (const key of ['eval.every', 'eval.batches']) {
+    const value = lookup(input, key);
+    if (valid(key, 'data') && !validates && !isAbsent(value) && value !== 0) {
+      add(key, `${key} is set but the run has no validation data: set data.validPath (a held-out JSONL file) or data.validFraction (e.g. 0.05)`);
+    }
+  }
 
   if (valid('model.hiddenSize', 'model.numAttentionHeads') && model.hiddenSize % model.numAttentionHeads !== 0) {
     add('model.hiddenSize', `${show('model.hiddenSize')} is not divisible by ${show('model.numAttentionHeads')}; each head needs hiddenSize / numAttentionHeads dimensions`);

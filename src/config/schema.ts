@@ -128,6 +128,8 @@ export const TRAIN_SCHEMA: SectionSpec = {
       doc: 'the training text',
       fields: {
         path: { kind: 'string', doc: 'JSONL file, one {"text": ...} per line (required)' },
+        validPath: { kind: 'string', doc: 'JSONL file of held-out text for validation (not with validFraction)' },
+        validFraction: rate('share of data.path\'s samples held out for validation, spread evenly through the file, never trained on; 0: none'),
         skipBadLines: { kind: 'boolean', doc: 'count and skip malformed lines instead of failing' },
         shuffle: { kind: 'boolean', doc: 'seeded shuffle of the samples' },
         dropLast: { kind: 'boolean', doc: 'drop the last incomplete batch' },
@@ -147,6 +149,14 @@ export const TRAIN_SCHEMA: SectionSpec = {
       fields: {
         every: { kind: 'integer', range: NON_NEGATIVE, doc: 'save every this many steps and at the end of the run; 0: only when asked (ctl checkpoint)' },
         keep: positiveInt('checkpoints kept (the oldest are pruned)'),
+      },
+    },
+    eval: {
+      kind: 'section',
+      doc: 'validation loss and perplexity during training (needs data.validPath or data.validFraction)',
+      fields: {
+        every: { kind: 'integer', range: NON_NEGATIVE, doc: 'evaluate every this many steps and at the end of the run; 0: only at the end' },
+        batches: positiveInt('global batches evaluated each time (default: every whole global batch of the validation data)'),
       },
     },
     restart: {
@@ -188,10 +198,11 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   seqLen: 128,
   // The seed tutorial: torch.optim.Adam(lr=0.00015, weight_decay=1e-2) with torch's other defaults.
   optimizer: { kind: 'adam', lr: 1.5e-4, schedule: 'constant', warmupSteps: 0, minLr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 },
-  data: { skipBadLines: false, shuffle: true, dropLast: true },
+  data: { validFraction: 0, skipBadLines: false, shuffle: true, dropLast: true },
   seed: 42,
   logInterval: 1,
   checkpoint: { every: 0, keep: 3 },
+  eval: { every: 0 },
   restart: { max: 3 },
   nonFinite: 'error',
 };
@@ -250,7 +261,8 @@ export function listKeys(section: SectionSpec = TRAIN_SCHEMA, prefix = ''): Arra
 export function describeDefault(path: string): string | undefined {
   if (path === 'epochs') return `${DEFAULT_EPOCHS} unless steps is given`;
   if (path === 'optimizer.decaySteps') return "the run's steps";
-  if (path === 'data.path' || path === 'steps' || path === 'model.preset' || path === 'backend') return undefined;
+  if (path === 'eval.batches') return 'every whole global batch of the validation data';
+  if (path === 'data.path' || path === 'data.validPath' || path === 'steps' || path === 'model.preset' || path === 'backend') return undefined;
   const [head, ...rest] = path.split('.');
   let value: unknown = head === 'model' ? MODEL_DEFAULTS : (TRAIN_DEFAULTS as unknown as Record<string, unknown>)[head!];
   for (const part of rest) {

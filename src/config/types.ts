@@ -55,6 +55,16 @@ export interface Fp16Config {
 export interface DataConfig {
   /** Loose JSON: one {"text": ...} object per line. */
   path: string;
+  /**
+   * A separate loose-JSON file of held-out text to evaluate on; excludes validFraction. Omitted (and
+   * validFraction 0): the run evaluates nothing.
+   */
+  validPath?: string;
+  /**
+   * The share of data.path's samples held out for validation, spread evenly through the file
+   * (dataset/validation-split.ts); no training batch ever contains one. 0: none.
+   */
+  validFraction: number;
   /** Count and skip lines that are not valid JSON or lack `text`, instead of failing. */
   skipBadLines: boolean;
   shuffle: boolean;
@@ -87,9 +97,18 @@ export interface TrainConfig {
   /** Mixed precision on the wire; omitted: everything float32. */
   fp16?: Fp16Config;
   checkpoint: CheckpointConfig;
+  /** Validation during training, on data.validPath or data.validFraction's held-out samples. */
+  eval: EvalConfig;
   restart: { /** Restarts from the last checkpoint after a rank dies or stops answering (single-node jobs). */ max: number };
   /** A float32 step whose loss or gradient norm is not finite: stop with an error, or skip its update. */
   nonFinite: 'error' | 'skip';
+}
+
+export interface EvalConfig {
+  /** Evaluate every this many steps, and at the end of the run; 0: only at the end. */
+  every: number;
+  /** Global batches evaluated each time; undefined: every whole global batch of the validation data. */
+  batches?: number;
 }
 
 export interface CheckpointConfig {
@@ -119,6 +138,7 @@ export interface TrainConfigInput {
   logInterval?: number;
   fp16?: Partial<Fp16Config>;
   checkpoint?: Partial<CheckpointConfig>;
+  eval?: Partial<EvalConfig>;
   restart?: { max?: number };
   nonFinite?: 'error' | 'skip';
 }

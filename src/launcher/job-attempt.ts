@@ -23,6 +23,8 @@ import { orderRestart, type RestartOrder } from './node-restart.ts';
 import { startRank, waitForExit, type RankHosting } from './rank-processes.ts';
 import type { RankProcess } from './simulated-rank.ts';
 import { StepReporter } from './step-reporter.ts';
+import { lowerEvaluationActions } from '../scheduler/actions.ts';
+import { evaluationDue, evaluationMicroBatchCount } from '../train/evaluation-plan.ts';
 
 /** How long the workers get to exit by themselves before they are killed. */
 const GRACE_MS = 3000;
@@ -58,6 +60,8 @@ export interface JobHost {
   ranks: RankHosting;
   totalSteps: number;
   sampler: BatchSampler;
+  /** Samples of the validation data; undefined: the job evaluates nothing. */
+  validationSamples?: number;
   hooks: Hook[];
   outDir: string;
   checkpointRoot: string;
@@ -136,7 +140,10 @@ export class JobAttempt {
   private hostCoordinator(): void {
     const { config, grid, log, system, bus, sampler } = this.job;
     const reporter = new StepReporter(config, this.job.totalSteps, this.from.startStep, sampler, this.job.hooks, log);
-    if (usesStageActors(config)) this.schedulers = new SchedulerActors({ system, bus, config, grid, log });
+    const validationSamples = this.job.validationSamples;
+    const evaluation =
+      validationSamples === undefined ? undefined : lowerEvaluationActions(config.numChunks, evaluationMicroBatchCount(config, validationSamples), config.numMicroBatches);
+    if (usesStageActors(config)) this.schedulers = new SchedulerActors({ system, bus, config, grid, evaluation, log });
     this.coordinator = new Coordinator(
       system,
       bus,
@@ -145,6 +152,7 @@ export class JobAttempt {
         world: grid.world,
         totalSteps: this.job.totalSteps,
         startStep: this.from.startStep,
+        ...(validationSamples === undefined ? {} : { evaluateAfter: (steps: number) => evaluationDue(config, steps, this.job.totalSteps) }),
         checkpoint: { every: config.checkpoint.every, folderFor: (step) => join(this.job.checkpointRoot, `.${stepDirName(step)}.tmp-${this.job.jobId}`) },
         registerTimeoutMs: this.job.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),
         // Simulated ranks share one thread: a step of one holds every other's heartbeat.
@@ -155,6 +163,7 @@ export class JobAttempt {
         log,
         schedulers: this.schedulers,
         onStep: (report) => reporter.report(report),
+        onEvaluation: (report) => reporter.reportEvaluation(report),
         onShutdown: () => this.stopWorkers(GRACE_MS),
         onCommitCheckpoint: (step, folder, records) => {
           // Data-parallel replicas other than 0 report in without a file (worker.ts): the manifest lists the files.

@@ -21,7 +21,8 @@ import { connectNats, type NatsTransport } from '../comm/nats-transport.ts';
 import type { Transport } from '../comm/transport.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
-import { loadWebtextDataset, type TokenizedDataset } from '../dataset/webtext.ts';
+import { loadRunDatasets, type RunDatasets } from '../dataset/validation-split.ts';
+import { evaluationBatches } from '../train/evaluation-plan.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
 import * as tf from '../tf.ts';
@@ -84,7 +85,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const nats: ResolvedNats = network !== undefined ? { url: 'in-process', privateServer: undefined, urlCredentials: undefined } : await resolveNats(options.nats, nodeRank === 0, log);
 
   const prepared = await prepareNode(options, jobId, nats, network);
-  const { transport, natsTransport, natsCredentials, natsLogin, sampler, dataset, totalSteps } = prepared;
+  const { transport, natsTransport, natsCredentials, natsLogin, sampler, data, totalSteps } = prepared;
   let { resumeDir, startStep } = prepared;
   const checkpointRoot = join(options.outDir, 'checkpoints');
 
@@ -121,10 +122,11 @@ export async function launch(options: LaunchOptions): Promise<number> {
     transport,
     ranks:
       network !== undefined
-        ? { kind: 'simulated', network, dataset, actionTimeoutMs: simulate?.actionTimeoutMs, receiveTimeoutMs: simulate?.receiveTimeoutMs, onRank: simulate?.onRank }
+        ? { kind: 'simulated', network, data, actionTimeoutMs: simulate?.actionTimeoutMs, receiveTimeoutMs: simulate?.receiveTimeoutMs, onRank: simulate?.onRank }
         : { kind: 'process', natsUrl: nats.url, natsCredentials, configFile },
     totalSteps,
     sampler,
+    validationSamples: data.validation?.numSamples,
     hooks: options.hooks,
     outDir: options.outDir,
     checkpointRoot,
@@ -211,7 +213,7 @@ interface PreparedNode {
   natsTransport: NatsTransport | undefined;
   natsCredentials: NatsCredentials;
   natsLogin: string;
-  dataset: TokenizedDataset;
+  data: RunDatasets;
   sampler: BatchSampler;
   totalSteps: number;
   /** The checkpoint to resume from ('' for the start), and the steps it has done. */
@@ -236,13 +238,15 @@ async function prepareNode(options: LaunchOptions, jobId: string, nats: Resolved
       transport = natsTransport;
     }
     // Tokenize here once: the workers then read the cache instead of racing to build it.
-    const dataset = await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log });
+    const data = await loadRunDatasets(config, { log });
+    // Refused before any worker starts: a validation set smaller than one global batch.
+    if (data.validation !== undefined) evaluationBatches(config, data.validation.numSamples);
     if (network !== undefined) {
       // Simulated ranks share this process, hence its backend.
       tf.enableProdMode();
       await initBackend(config.backend, log);
     }
-    const sampler = globalBatchSampler(config, dataset.numSamples);
+    const sampler = globalBatchSampler(config, data.train.numSamples);
     const totalSteps = totalStepsOf(config, sampler, options.steps);
     let resumeDir = '';
     let startStep = 0;
@@ -256,7 +260,7 @@ async function prepareNode(options: LaunchOptions, jobId: string, nats: Resolved
       checkStepsLeft(startStep, totalSteps);
       if (nodeRank === 0) keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
     }
-    return { transport, natsTransport, natsCredentials, natsLogin, dataset, sampler, totalSteps, resumeDir, startStep };
+    return { transport, natsTransport, natsCredentials, natsLogin, data, sampler, totalSteps, resumeDir, startStep };
   } catch (error) {
     // An open connection or a private server would keep this process alive after the error.
     await transport?.close().catch(() => undefined);

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { LocalNetwork } from '../comm/local-transport.ts';
 import type { NatsCredentials } from '../comm/nats-credentials.ts';
 import type { TrainConfig } from '../config/types.ts';
-import type { TokenizedDataset } from '../dataset/webtext.ts';
+import type { RunDatasets } from '../dataset/validation-split.ts';
 import { SimulatedRank, type RankProcess } from './simulated-rank.ts';
 import { WORKER_NODE_FLAGS, workerEnvironmentVariables } from './worker-env.ts';
 
@@ -27,7 +27,7 @@ export type RankHosting =
       kind: 'simulated';
       network: LocalNetwork;
       /** Tokenized once by the launcher and shared, since every simulated rank lives in this process. */
-      dataset: TokenizedDataset;
+      data: RunDatasets;
       actionTimeoutMs?: number;
       receiveTimeoutMs?: number;
       /** Lets a test reach a rank it started (to kill it, say). */
@@ -58,7 +58,7 @@ export function startRank(hosting: RankHosting, start: RankStart): RankProcess {
       totalSteps: start.totalSteps,
       outDir: start.outDir,
       resume: start.resume,
-      dataset: hosting.dataset,
+      data: hosting.data,
       log: start.log,
       actionTimeoutMs: hosting.actionTimeoutMs,
       receiveTimeoutMs: hosting.receiveTimeoutMs,

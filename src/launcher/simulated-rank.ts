@@ -7,7 +7,7 @@
 import { EventEmitter } from 'node:events';
 import type { LocalNetwork } from '../comm/local-transport.ts';
 import type { TrainConfig } from '../config/types.ts';
-import type { TokenizedDataset } from '../dataset/webtext.ts';
+import type { RunDatasets } from '../dataset/validation-split.ts';
 import { runRank } from './worker.ts';
 
 /** What the launcher needs of a rank it started: a worker process or a simulated rank. */
@@ -29,7 +29,7 @@ export interface SimulatedRankOptions {
   totalSteps: number;
   outDir: string;
   resume: string;
-  dataset: TokenizedDataset;
+  data: RunDatasets;
   log: (line: string) => void;
   actionTimeoutMs?: number;
   receiveTimeoutMs?: number;
@@ -55,7 +55,7 @@ export class SimulatedRank extends EventEmitter implements RankProcess {
       config: options.config,
       transport: network.connect(),
       log: (line) => options.log(`[rank ${rank}] ${line}`),
-      dataset: options.dataset,
+      data: options.data,
       backendReady: true,
       onExitHandle: (exit) => (this.exitNow = exit),
       actionTimeoutMs: options.actionTimeoutMs,

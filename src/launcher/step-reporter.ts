@@ -1,10 +1,10 @@
 /**
  * Implements: node 0's view of training progress: rank 0's step reports, as the coordinator passes them
  * on, become the trainer hooks' StepResults (metrics.jsonl, progress, epochs), so a distributed job
- * reports through the same hooks as a single-process one.
+ * reports through the same hooks as a single-process one; so do its evaluations.
  */
 import { learningRateAt } from '../train/lr-schedule.ts';
-import type { StepDoneMessage } from '../protocol/messages.ts';
+import type { EvaluationDoneMessage, StepDoneMessage } from '../protocol/messages.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
 import type { Hook, StepResult, TrainerState } from '../train/hooks/hook.ts';
@@ -46,6 +46,11 @@ export class StepReporter {
       gradNorm: report.gradNorm,
     };
     for (const hook of this.hooks) hook.afterStep?.(this.state, result);
+  }
+
+  reportEvaluation(report: EvaluationDoneMessage): void {
+    const result = { step: report.step, loss: report.loss, perplexity: Math.exp(report.loss), samples: report.samples, elapsedMs: report.elapsedMs };
+    for (const hook of this.hooks) hook.afterEvaluation?.(this.state, result);
   }
 
   end(): void {

@@ -21,7 +21,7 @@ import type { Message, StepGoMessage, WorkerState } from '../protocol/messages.t
 import { connectNats } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
 import type { TrainConfig } from '../config/types.ts';
-import { loadWebtextDataset, type TokenizedDataset } from '../dataset/webtext.ts';
+import { loadRunDatasets, type RunDatasets } from '../dataset/validation-split.ts';
 import { GPT } from '../model/gpt.ts';
 import { fullModelSlice } from '../model/params.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
@@ -82,8 +82,8 @@ export interface RunRankOptions {
   log: (line: string) => void;
   /** Worker processes: heartbeats from a thread of their own with its own connection; absent: from this loop. */
   heartbeatThread?: { natsUrl: string; natsCredentials: NatsCredentials };
-  /** Already tokenized (the simulated job loads it once for every rank); absent: read from the cache. */
-  dataset?: TokenizedDataset;
+  /** Already tokenized (the simulated job loads them once for every rank); absent: read from the cache. */
+  data?: RunDatasets;
   /** The process's backend is already set up (simulated ranks share the launcher's); absent: set it up. */
   backendReady?: boolean;
   /** Receives the function that ends the rank at once with a code (a lost launcher, a killed simulated rank). */
@@ -158,6 +158,11 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     }
     beat();
   };
+  /** The reporting rank tells the coordinator a validation loss (every replica's, already reduced). */
+  const reportEvaluation = (result: { step: number; loss: number; samples: number; elapsedMs: number }) => {
+    if (env.rank !== reporter) return;
+    bus.publish(SUBJECTS.evaluationDone, { kind: 'evaluation-done', rank: env.rank, step: result.step, loss: result.loss, samples: result.samples, elapsedMs: result.elapsedMs });
+  };
   const writesShard = writingRanks(grid).includes(env.rank);
   /** Set by the training path once its model exists: writes this rank's checkpoint shard. */
   let shardWriter: ((folder: string, completedSteps: number) => Promise<RankFileRecord>) | undefined;
@@ -186,12 +191,12 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const train = async (): Promise<number> => {
     tf.enableProdMode();
     if (options.backendReady !== true) await initBackend(config.backend, log);
-    const dataset = options.dataset ?? (await loadWebtextDataset(config.data.path, { seqLen: config.seqLen, skipBadLines: config.data.skipBadLines, log: () => {} }));
+    const data = options.data ?? (await loadRunDatasets(config, { log: () => {} }));
     state = 'ready';
     if (usesStageActors(config)) {
-      await drivePipelineRank(dataset);
+      await drivePipelineRank(data);
     } else {
-      await trainDataParallelRank(dataset, report, gate);
+      await trainDataParallelRank(data, report, gate);
     }
     state = 'done';
     beat();
@@ -200,7 +205,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   };
 
   /** Opens every step the gate lets run in the rank's stage actor, which runs the scheduler's actions. */
-  const drivePipelineRank = async (dataset: TokenizedDataset): Promise<void> => {
+  const drivePipelineRank = async (data: RunDatasets): Promise<void> => {
     const actors = await spawnRank({
       config,
       grid,
@@ -208,7 +213,8 @@ export async function runRank(options: RunRankOptions): Promise<number> {
       bus,
       system,
       remote,
-      dataset,
+      dataset: data.train,
+      validation: data.validation,
       log,
       resume: env.resume,
       totalSteps: env.totalSteps,
@@ -220,6 +226,11 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     try {
       for (let step = actors.startStep; ; step++) {
         const go = await gate(step);
+        if (go.evaluate === true) {
+          const started = performance.now();
+          const evaluation = await actors.evaluate(step);
+          if (evaluation.loss !== undefined) reportEvaluation({ step, loss: evaluation.loss, samples: evaluation.samples, elapsedMs: performance.now() - started });
+        }
         if (go.action === 'stop' || step >= env.totalSteps) break;
         const started = performance.now();
         const result = await actors.runStep(step);
@@ -232,7 +243,8 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     }
   };
 
-  const trainDataParallelRank = async (dataset: TokenizedDataset, onStep: typeof report, askGate: typeof gate): Promise<void> => {
+  const trainDataParallelRank = async (data: RunDatasets, onStep: typeof report, askGate: typeof gate): Promise<void> => {
+    const dataset = data.train;
     const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
     const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank, log });
     // A NATS publish before the peer has subscribed is lost: meet every member once before any collective.
@@ -247,11 +259,13 @@ export async function runRank(options: RunRankOptions): Promise<number> {
       config,
       model,
       dataset,
+      validation: data.validation,
       totalSteps: env.totalSteps,
       log,
       gate: async (step) => (await askGate(step)).action,
       dataParallel: { rank: grid.coordinates(env.rank).dp, size: grid.data, allReduce: (values) => dpGroup.allReduce(values, 'sum', { inPlace: true }) },
-      hooks: [{ name: 'report', afterStep: (_state, result) => onStep(result) }],
+      // The trainer evaluates by the same rule as the coordinator's gate (train/evaluation-plan.ts).
+      hooks: [{ name: 'report', afterStep: (_state, result) => onStep(result), afterEvaluation: (_state, result) => reportEvaluation(result) }],
     });
     try {
       await trainer.fit();

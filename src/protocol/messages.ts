@@ -88,6 +88,8 @@ export interface StepGoMessage {
   action: 'run' | 'stop';
   /** Save this rank's shard into this (temporary checkpoint) folder before going on. */
   save?: string;
+  /** Evaluate on the validation data (after the save) before the step, or before stopping (train/evaluation-plan.ts). */
+  evaluate?: boolean;
 }
 
 /** A rank wrote its shard of a checkpoint; `record` is its RankFileRecord (src/checkpoint/manifest.ts), checked when the checkpoint loads. */
@@ -109,6 +111,17 @@ export interface StepDoneMessage {
   tokens: number;
   stepMs: number;
   gradNorm: number;
+}
+
+/** A replica's loss stage after an evaluation: the validation loss over every replica (train/evaluation-plan.ts). */
+export interface EvaluationDoneMessage {
+  kind: 'evaluation-done';
+  rank: number;
+  /** 1-based: the steps done when it ran. */
+  step: number;
+  loss: number;
+  samples: number;
+  elapsedMs: number;
 }
 
 export interface ControlMessage {
@@ -231,6 +244,7 @@ export type Message =
   | StepReadyMessage
   | StepGoMessage
   | StepDoneMessage
+  | EvaluationDoneMessage
   | ControlMessage
   | ControlReplyMessage
   | CollectiveMessage

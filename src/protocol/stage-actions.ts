@@ -19,14 +19,22 @@ import { actionFromWire, type StageAction, type WireAction } from '../scheduler/
 import type { StageCosts } from '../scheduler/auto-zero-bubble.ts';
 import { OP_KINDS, SCHEDULE_KINDS, type OpKind, type ScheduleJson, type ScheduleKind } from '../scheduler/ops.ts';
 
-/** Scheduler -> stage actor: action `index` (0-based) of the `count` actions of step `step` (0-based). */
+/**
+ * Scheduler -> stage actor: action `index` (0-based) of the `count` actions of step `step` (0-based),
+ * or with `pass: 'evaluation'`, of the evaluation after `step` steps (the forwards only, on the
+ * validation data; train/evaluation-plan.ts).
+ */
 export interface StageActionPayload {
   type: 'action';
   step: number;
   index: number;
   count: number;
   action: WireAction;
+  pass?: 'evaluation';
 }
+
+/** What a stage actor runs: an optimizer step, or an evaluation between two. */
+export type StagePass = 'step' | 'evaluation';
 
 /** Stage actor -> its replica's scheduler actor: this rank ran every action of `step`. */
 export interface StepFinishedPayload {
@@ -50,6 +58,7 @@ export interface SchedulePayload {
 const MAX_ACTIONS = 1 << 20;
 
 export interface ReceivedAction {
+  pass: StagePass;
   step: number;
   index: number;
   count: number;
@@ -72,7 +81,9 @@ export function readStageAction(payload: unknown, limits: { microBatches: number
   if (fields.type !== 'action') throw new Error(`a stage actor takes 'action' messages, got type ${JSON.stringify(fields.type)}`);
   const count = countField(fields, 'count', MAX_ACTIONS + 1);
   if (count === 0) throw new Error('count must be at least 1');
-  return { step: countField(fields, 'step'), index: countField(fields, 'index', count), count, action: actionFromWire(fields.action, limits) };
+  if (fields.pass !== undefined && fields.pass !== 'evaluation') throw new Error(`pass must be 'evaluation' or absent, got ${JSON.stringify(fields.pass)}`);
+  const pass: StagePass = fields.pass === 'evaluation' ? 'evaluation' : 'step';
+  return { pass, step: countField(fields, 'step'), index: countField(fields, 'index', count), count, action: actionFromWire(fields.action, limits) };
 }
 
 export function readStepFinished(payload: unknown, world: number): StepFinishedPayload {

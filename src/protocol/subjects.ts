@@ -4,6 +4,7 @@ export const SUBJECTS = {
   heartbeat: 'coord.heartbeat',
   gate: 'coord.gate',
   stepDone: 'coord.step',
+  evaluationDone: 'coord.evaluation',
   fatal: 'coord.fatal',
   control: 'coord.control',
   checkpointSaved: 'coord.checkpoint',

@@ -219,6 +219,8 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     };
     const save = field(f, 'save');
     if (save !== undefined) message.save = string(save, 'save', true);
+    const evaluate = field(f, 'evaluate');
+    if (evaluate !== undefined) message.evaluate = boolean(evaluate, 'evaluate');
     return message;
   },
   'checkpoint-saved': (f) => ({
@@ -235,6 +237,14 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     tokens: count(field(f, 'tokens'), 'tokens'),
     stepMs: finite(field(f, 'stepMs'), 'stepMs', 0),
     gradNorm: anyNumber(field(f, 'gradNorm'), 'gradNorm'),
+  }),
+  'evaluation-done': (f) => ({
+    kind: 'evaluation-done',
+    rank: count(field(f, 'rank'), 'rank'),
+    step: count(field(f, 'step'), 'step'),
+    loss: anyNumber(field(f, 'loss'), 'loss'),
+    samples: count(field(f, 'samples'), 'samples'),
+    elapsedMs: finite(field(f, 'elapsedMs'), 'elapsedMs', 0),
   }),
   control: (f) => {
     const save = field(f, 'save');

@@ -101,6 +101,26 @@ export function lowerStageOps(ops: readonly PipelineOp[], microBatches: number, 
   return actions;
 }
 
+/**
+ * An evaluation's actions on any stage: forwards only (no backward, no update), of `microBatches`
+ * micro-batches taken `roundSize` at a time, each round through the stage's `chunks` in order. Every
+ * forward depends only on forwards of the same round, micro-batch and an earlier chunk or stage, all
+ * earlier in every stage's list, so the stages never wait on each other in a cycle; a round at a time
+ * bounds the activations held between stages to one round's.
+ */
+export function lowerEvaluationActions(chunks: number, microBatches: number, roundSize: number): ComputeAction[] {
+  if (!(Number.isInteger(roundSize) && roundSize >= 1 && microBatches % roundSize === 0)) {
+    throw new Error(`an evaluation of ${microBatches} micro-batches does not split into rounds of ${roundSize}`);
+  }
+  const actions: ComputeAction[] = [];
+  for (let first = 0; first < microBatches; first += roundSize) {
+    for (let chunk = 0; chunk < chunks; chunk++) {
+      for (let microBatch = first; microBatch < first + roundSize; microBatch++) actions.push({ kind: 'F', microBatch, chunk });
+    }
+  }
+  return actions;
+}
+
 /** On the wire an action is a small map: `{kind}`, plus micro-batch and chunk for compute actions. */
 export type WireAction = { kind: ActionKind; microBatch?: number; chunk?: number };
 

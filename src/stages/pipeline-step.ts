@@ -10,8 +10,12 @@
  * scaled once by 1 / (micro-batches x accumulation rounds x dp). A loss or gradient norm that is not
  * finite is caught before the update (config nonFinite): every rank sees the same reduced values, so the
  * whole job stops or skips the step together.
+ *
+ * Between steps the executor also runs an evaluation: forwards of the validation data only
+ * (train/evaluation-plan.ts), whose loss the stage holding the head sums and reduces over the replicas.
  */
 import { learningRateAt } from '../train/lr-schedule.ts';
+import { evaluationMicroBatches } from '../train/evaluation-plan.ts';
 import type { ProcessGroup } from '../comm/collectives.ts';
 import type { TrainConfig } from '../config/types.ts';
 import * as tf from '../tf.ts';
@@ -36,6 +40,8 @@ export interface PipelineStepContext {
   /** The run's length: the learning rate schedule's default decaySteps. */
   totalSteps: number;
   dataset: TokenizedDataset;
+  /** The held-out samples evaluations read; omitted: the job evaluates nothing. */
+  validation?: TokenizedDataset;
   sampler: BatchSampler;
   stage: PipelineStage;
   /** All parameters of the stage by name (its chunks merged). */
@@ -81,6 +87,14 @@ export interface PipelineStepResult {
   opMs?: StageCosts;
 }
 
+/** What a stage knows after an evaluation: the loss where it computes it (every replica's, reduced). */
+export interface StageEvaluation {
+  /** The mean of the evaluated micro-batch losses over every replica; undefined on stages without the head. */
+  loss?: number;
+  /** Samples evaluated, over every replica. */
+  samples: number;
+}
+
 /** The compile-time proof that execute's switch handles every action kind. */
 function unknownAction(action: never): never {
   throw new Error(`unknown action ${JSON.stringify(action)}`);
@@ -94,8 +108,30 @@ export class PipelineStepExecutor {
   private step = -1;
   private batches = new Map<number, TokenBatch>();
   private microBatchIds: Int32Array[] = [];
+  /** The evaluation running (between steps), after `step` steps. */
+  private evaluation: { step: number; microBatchIds: Int32Array[]; batches: Map<number, TokenBatch> } | undefined;
 
   constructor(private readonly context: PipelineStepContext) {}
+
+  beginEvaluation(step: number): void {
+    const { config, validation, dataParallel, stage } = this.context;
+    if (validation === undefined) throw new Error(`asked to evaluate after step ${step}, but this rank has no validation data`);
+    if (this.step >= 0) throw new Error(`the evaluation after step ${step} opened while step ${this.step + 1} runs`);
+    this.evaluation = { step, microBatchIds: evaluationMicroBatches(config, validation.numSamples, dataParallel.rank), batches: new Map() };
+    stage.beginEvaluation();
+  }
+
+  async finishEvaluation(): Promise<StageEvaluation> {
+    const evaluation = this.evaluation;
+    if (evaluation === undefined) throw new Error('finishEvaluation without an evaluation');
+    this.evaluation = undefined;
+    const { stage, dataParallel } = this.context;
+    const samples = evaluation.microBatchIds.reduce((sum, ids) => sum + ids.length, 0);
+    if (!stage.computesLoss) return { samples: samples * dataParallel.size };
+    let sums: Float32Array = Float32Array.of(stage.evaluationLossSum, evaluation.microBatchIds.length, samples);
+    if (dataParallel.size > 1) sums = await dataParallel.allReduce(sums);
+    return { loss: sums[0] / sums[1], samples: sums[2] };
+  }
 
   begin(step: number): void {
     const { config, sampler, stage, dataParallel } = this.context;
@@ -114,6 +150,12 @@ export class PipelineStepExecutor {
 
   /** Runs one action; returns the step's result after OPTIMIZER_STEP, undefined before. */
   async execute(action: StageAction): Promise<PipelineStepResult | undefined> {
+    const evaluation = this.evaluation;
+    if (evaluation !== undefined) {
+      if (action.kind !== 'F') throw new Error(`action ${formatAction(action)} in the evaluation after step ${evaluation.step}: an evaluation runs forwards only`);
+      await this.context.stage.evaluationForward(action, this.evaluationBatchOf(evaluation, action.microBatch), evaluation.step);
+      return undefined;
+    }
     if (this.step < 0) throw new Error(`action ${formatAction(action)} arrived outside a step`);
     switch (action.kind) {
       case 'F':
@@ -149,6 +191,16 @@ export class PipelineStepExecutor {
     if (sampleIds === undefined) throw new Error(`micro-batch ${microBatch} is not part of step ${this.step + 1} (${this.microBatchIds.length} micro-batches)`);
     const batch = { ...gatherBatch(this.context.dataset, sampleIds), sampleIds };
     this.batches.set(microBatch, batch);
+    return batch;
+  }
+
+  private evaluationBatchOf(evaluation: NonNullable<typeof this.evaluation>, microBatch: number): TokenBatch {
+    const known = evaluation.batches.get(microBatch);
+    if (known !== undefined) return known;
+    const sampleIds = evaluation.microBatchIds[microBatch];
+    if (sampleIds === undefined) throw new Error(`micro-batch ${microBatch} is not part of the evaluation (${evaluation.microBatchIds.length} micro-batches)`);
+    const batch = { ...gatherBatch(this.context.validation!, sampleIds), sampleIds };
+    evaluation.batches.set(microBatch, batch);
     return batch;
   }
 

@@ -70,6 +70,7 @@ export class PipelineStage {
   /** The word embedding's gradient rows of this step's backwards, in order, merged into gradSums when read. */
   private wordEmbeddingRows: WordEmbeddingRows[] = [];
   private lossSum = 0;
+  private evaluationLosses = 0;
   private computeMs = 0;
   /** How long each compute action of this step took, by kind (what auto-zb places its W's from). */
   private opMs: Record<ComputeAction['kind'], number[]> = emptyOpTimes();
@@ -220,17 +221,20 @@ export class PipelineStage {
     addGradient(this.gradSums, name, grad);
   }
 
-  private args(op: ComputeAction): Record<string, number> {
-    return { step: this.step + 1, microBatch: op.microBatch, chunk: op.chunk };
+  /** An evaluation's events name the steps before it, not a step: a step's bubble counts its own ops only. */
+  private args(op: ComputeAction, evaluationAfter?: number): Record<string, number> {
+    const when: Record<string, number> = evaluationAfter === undefined ? { step: this.step + 1 } : { evaluationAfterStep: evaluationAfter };
+    return { ...when, microBatch: op.microBatch, chunk: op.chunk };
   }
 
-  private async send(op: ComputeAction, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor): Promise<void> {
+  /** `evaluationAfter`: an evaluation's activation (its own tags, float32 whatever the wire's training precision). */
+  private async send(op: ComputeAction, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor, evaluationAfter?: number): Promise<void> {
     const start = wallClockMs();
     const values = await readTensor(tensor);
-    this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual), values, tensor.shape, {
-      half: this.options.halfPrecisionWire === true,
+    this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual, evaluationAfter), values, tensor.shape, {
+      half: this.options.halfPrecisionWire === true && evaluationAfter === undefined,
     });
-    this.options.trace?.record(kind === 'act' ? 'send activation' : 'send gradient', 'comm', start, wallClockMs(), { ...this.args(op), to });
+    this.options.trace?.record(kind === 'act' ? 'send activation' : 'send gradient', 'comm', start, wallClockMs(), { ...this.args(op, evaluationAfter), to });
   }
 
   /** Sum of this stage's micro-batch losses in this step (non-zero only on the last virtual stage). */
@@ -269,25 +273,26 @@ export class PipelineStage {
     return this.options.stageRanks[placeOfVirtualStage(virtual, this.options.pipelineSize, this.options.placement).stage];
   }
 
-  private tag(kind: 'act' | 'grad', microBatch: number, virtual: number): string {
-    return `${kind}.${this.step}.${microBatch}.${virtual}`;
+  private tag(kind: 'act' | 'grad', microBatch: number, virtual: number, evaluationAfter?: number): string {
+    return evaluationAfter === undefined ? `${kind}.${this.step}.${microBatch}.${virtual}` : `eval-${kind}.${evaluationAfter}.${microBatch}.${virtual}`;
   }
 
   /**
    * Activations and their gradients between stages always have the seed's TENSOR_SHAPE,
    * (micro-batch size, seqLen, hidden): anything else is refused before it is used.
    */
-  private async receive(kind: 'act' | 'grad', op: ComputeAction, from: number, virtual: number, expectedShape: number[]): Promise<tf.Tensor> {
+  private async receive(kind: 'act' | 'grad', op: ComputeAction, from: number, virtual: number, expectedShape: number[], evaluationAfter?: number): Promise<tf.Tensor> {
     const what = kind === 'act' ? 'activation' : 'output gradient';
-    const where = `stage ${this.options.pipelineRank} (op ${formatAction(op)}, step ${this.step + 1})`;
+    const when = evaluationAfter === undefined ? `step ${this.step + 1}` : `the evaluation after step ${evaluationAfter}`;
+    const where = `stage ${this.options.pipelineRank} (op ${formatAction(op)}, ${when})`;
     const start = wallClockMs();
     let received: { values: Float32Array; shape: number[] };
     try {
-      received = await this.options.pipelineGroup.recv(from, this.tag(kind, op.microBatch, virtual));
+      received = await this.options.pipelineGroup.recv(from, this.tag(kind, op.microBatch, virtual, evaluationAfter));
     } catch (error) {
       throw new Error(`${where} got no ${what} of micro-batch ${op.microBatch} from rank ${from}: ${error instanceof Error ? error.message : String(error)}`);
     }
-    this.options.trace?.record(kind === 'act' ? 'receive activation' : 'receive gradient', 'comm', start, wallClockMs(), { ...this.args(op), from });
+    this.options.trace?.record(kind === 'act' ? 'receive activation' : 'receive gradient', 'comm', start, wallClockMs(), { ...this.args(op, evaluationAfter), from });
     const { values, shape } = received;
     if (shape.length !== expectedShape.length || shape.some((dim, i) => dim !== expectedShape[i]) || values.length !== shape.reduce((a, b) => a * b, 1)) {
       throw new Error(`${where} received an ${what} of shape [${shape}] (${values.length} values) from rank ${from}; expected [${expectedShape}]`);
@@ -331,6 +336,47 @@ export class PipelineStage {
       else await this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, forward.output);
     } finally {
       forward.output.dispose();
+    }
+  }
+
+  /** Whether a chunk of this stage holds the head, i.e. computes the loss. */
+  get computesLoss(): boolean {
+    return this.chunks.some((_, index) => this.virtualStage(index) === this.virtualStages - 1);
+  }
+
+  /** Starts an evaluation's loss sum; the step's own state (gradients, losses) is left alone. */
+  beginEvaluation(): void {
+    this.evaluationLosses = 0;
+  }
+
+  /** Sum of the losses of the evaluation's forwards so far (non-zero only on the stage with the head). */
+  get evaluationLossSum(): number {
+    return this.evaluationLosses;
+  }
+
+  /**
+   * One forward of an evaluation (after `afterStep` steps): no dropout, no gradient; what it saved is
+   * released at once, and with the head the loss is added to the evaluation's sum.
+   */
+  async evaluationForward(op: ComputeAction, batch: TokenBatch, afterStep: number): Promise<void> {
+    const virtual = this.virtualStage(op.chunk);
+    const chunk = this.chunks[op.chunk];
+    const hidden = virtual === 0 ? undefined : ((await this.receive('act', op, this.rankOfVirtual(virtual - 1), virtual, this.hiddenShape(batch), afterStep)) as tf.Tensor3D);
+    const start = wallClockMs();
+    let output: tf.Tensor;
+    try {
+      const forward = await chunk.forward(batch, hidden);
+      chunk.release(forward.saved);
+      output = forward.output;
+    } finally {
+      hidden?.dispose();
+    }
+    this.options.trace?.record('evaluation forward', 'compute', start, wallClockMs(), this.args(op, afterStep));
+    try {
+      if (virtual === this.virtualStages - 1) this.evaluationLosses += await readScalar(output);
+      else await this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, output, afterStep);
+    } finally {
+      output.dispose();
     }
   }
 

@@ -16,7 +16,7 @@ import { gatherBatch, microBatches, rankSlice, type BatchSampler } from '../data
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { DropoutContext } from '../model/dropout.ts';
 import type { GPT, TokenBatch } from '../model/gpt.ts';
-import { modelLossAndGrads, sliceBackwardParts, sliceForward } from '../model/manual/slice.ts';
+import { disposeSliceSaved, modelLossAndGrads, sliceBackwardParts, sliceForward } from '../model/manual/slice.ts';
 import { numElements } from '../model/params.ts';
 import { addGradient } from '../model/gradient-sum.ts';
 import { BucketedGradientReduction } from './bucketed-reduction.ts';
@@ -26,6 +26,7 @@ import { averageOverGlobalBatch, meansOfReduced, type StepMeans } from './gradie
 import { saveCheckpoint, type CheckpointTarget } from './checkpointing.ts';
 import { NonFiniteGuard } from './non-finite.ts';
 import { AdamOptimizer, globalNorm } from './optimizer.ts';
+import { evaluationBatches, evaluationDue, evaluationMicroBatches, type EvaluationResult } from './evaluation-plan.ts';
 
 /**
  * This process is one data-parallel rank of `size`: it trains on its own slice of each global batch and
@@ -42,6 +43,8 @@ export interface TrainerOptions {
   config: TrainConfig;
   model: GPT;
   dataset: TokenizedDataset;
+  /** Held-out samples, evaluated when evaluation-plan.ts says (config.eval); omitted: none. */
+  validation?: TokenizedDataset;
   hooks?: Hook[];
   /** Stop after this 1-based step; default from config.steps or config.epochs. */
   totalSteps?: number;
@@ -90,6 +93,8 @@ export class Trainer {
       throw new Error(`dataset was tokenized with seqLen ${dataset.seqLen} but the config says ${config.seqLen}`);
     }
     const totalSteps = totalStepsOf(config, this.sampler, options.totalSteps);
+    // Refused now, not at the first evaluation: a validation set smaller than one global batch.
+    if (options.validation !== undefined) evaluationBatches(config, options.validation.numSamples);
     this.optimizer = options.optimizer ?? new AdamOptimizer(config.optimizer);
     this.hooks = options.hooks ?? [];
     this.variableList = options.model.variables();
@@ -138,6 +143,9 @@ export class Trainer {
       this.callHooks('afterStep', result);
       const every = this.options.checkpoint?.every ?? 0;
       if (every > 0 && (step + 1) % every === 0) await this.saveCheckpoint(step + 1);
+      if (this.options.validation !== undefined && evaluationDue(state.config, step + 1, state.totalSteps)) {
+        this.callHooks('afterEvaluation', await this.evaluate(step + 1));
+      }
       // Yield so signals, timers and output get their turn between steps.
       await new Promise((resolve) => setImmediate(resolve));
     }
@@ -215,6 +223,42 @@ export class Trainer {
       return { loss: means.loss, gradNorm, samples: globalBatch.length, skipped };
     } finally {
       for (const grad of means.grads.values()) grad.dispose();
+    }
+  }
+
+  /**
+   * The validation loss after `completedSteps` steps: the mean of the micro-batch losses over this
+   * process's share of the evaluated samples (evaluation-plan.ts), summed over the data-parallel ranks.
+   */
+  async evaluate(completedSteps: number): Promise<EvaluationResult> {
+    const { config, model, dataParallel, validation } = this.options;
+    if (validation === undefined) throw new Error('evaluate: the trainer was given no validation data');
+    const started = performance.now();
+    const traceStart = wallClockMs();
+    const dpRanks = dataParallel === undefined ? Array.from({ length: config.parallel.data }, (_, r) => r) : [dataParallel.rank];
+    // Read after the loop, all at once: a GPU read waits for the work queued before it.
+    const losses: tf.Tensor[] = [];
+    let samples = 0;
+    try {
+      for (const dpRank of dpRanks) {
+        for (const sampleIds of evaluationMicroBatches(config, validation.numSamples, dpRank)) {
+          const batch: TokenBatch = { ...gatherBatch(validation, sampleIds), sampleIds };
+          // The training forward (what every stage runs too), its saved activations dropped at once.
+          const { output, saved } = sliceForward(model, batch, undefined);
+          disposeSliceSaved(saved);
+          losses.push(output);
+          samples += batch.batch;
+        }
+      }
+      let lossSum = 0;
+      for (const loss of losses) lossSum += await readScalar(loss);
+      let sums: Float32Array = Float32Array.of(lossSum, losses.length, samples);
+      if (dataParallel !== undefined && dataParallel.size > 1) sums = await dataParallel.allReduce(sums);
+      this.options.trace?.record('evaluation', 'compute', traceStart, wallClockMs(), { afterStep: completedSteps });
+      const loss = sums[0] / sums[1];
+      return { step: completedSteps, loss, perplexity: Math.exp(loss), samples: sums[2], elapsedMs: performance.now() - started };
+    } finally {
+      for (const loss of losses) loss.dispose();
     }
   }
 

@@ -40,6 +40,30 @@ test('coordinator - the gate opens only when every rank has asked, then runs to 
   assert.deepEqual(finished.filter((e) => e.type === 'finished').map((e) => (e as { exitCode: number }).exitCode), [0]);
 });
 
+test('coordinator - evaluations: the gate asks for one where due (and at the last step), never at the step the run starts from nor where it stops early, and the scheduler actors are told', () => {
+  const gates = (settings: CoordinatorSettings, stopBefore?: number) => {
+    const logic = started(settings);
+    const seen: { step: number; evaluate: boolean; started: boolean }[] = [];
+    for (let step = settings.startStep; step <= settings.totalSteps; step++) {
+      if (step === stopBefore) control(logic, 'stop');
+      logic.handle({ type: 'step-ready', rank: 0, step, reply: reply(0) }, 5);
+      const effects = logic.handle({ type: 'step-ready', rank: 1, step, reply: reply(1) }, 5);
+      const go = effects.filter((e) => e.type === 'respond' && e.message.kind === 'step-go').map((e) => (e as { message: StepGoMessage }).message);
+      assert.equal(go.length, 2);
+      assert.equal(go[0].evaluate, go[1].evaluate);
+      seen.push({ step, evaluate: go[0].evaluate === true, started: effects.some((e) => e.type === 'evaluation-started' && e.step === step) });
+      if (go[0].action === 'stop') break;
+    }
+    for (const gate of seen) assert.equal(gate.started, gate.evaluate, `step ${gate.step}: the scheduler actors must be told exactly when the ranks are`);
+    return seen.filter((gate) => gate.evaluate).map((gate) => gate.step);
+  };
+  const every2 = { ...SETTINGS, totalSteps: 5, evaluateAfter: (steps: number) => steps % 2 === 0 || steps === 5 };
+  assert.deepEqual(gates(every2), [2, 4, 5]);
+  assert.deepEqual(gates({ ...every2, startStep: 2 }), [4, 5], 'a resumed run evaluated its start step already');
+  assert.deepEqual(gates(every2, 4), [2], 'a stop at the boundary after step 4, where one was due, ends the run without it');
+  assert.deepEqual(gates(SETTINGS), [], 'a job without validation data never evaluates');
+});
+
 test('coordinator - pause holds the gate, status still answers, resume releases it', () => {
   const logic = started();
   assert.equal(control(logic, 'pause').reply.ok, true);

@@ -17,6 +17,7 @@ import { Bus } from '../../src/comm/bus.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { ParallelGrid } from '../../src/parallel/grid.ts';
 import { actionToWire, formatAction, type StageAction } from '../../src/scheduler/actions.ts';
+import { lowerEvaluationActions } from '../../src/scheduler/actions.ts';
 import { resolveTinyConfig } from '../support/tiny-train-config.ts';
 
 const F = (microBatch: number): StageAction => ({ kind: 'F', microBatch, chunk: 0 });
@@ -33,13 +34,20 @@ class RecordingExecutor implements StepExecutor {
     this.log.push(formatAction(action));
     return action.kind === 'OPTIMIZER_STEP' ? { loss: 1, gradNorm: 0, samples: 4, ...(this.opMs === undefined ? {} : { opMs: this.opMs }) } : undefined;
   }
+  beginEvaluation(step: number): void {
+    this.log.push(`evaluate ${step}`);
+  }
+  async finishEvaluation() {
+    this.log.push('evaluated');
+    return { loss: 2.5, samples: 8 };
+  }
 }
 
 interface Harness {
   actor: StageActor;
   executor: RecordingExecutor;
   /** Sends action `index` of `actions` of `step`, as the scheduler would (or any payload). */
-  send(step: number, index: number, actions: readonly StageAction[]): void;
+  send(step: number, index: number, actions: readonly StageAction[], pass?: 'evaluation'): void;
   sendRaw(payload: unknown): void;
   finished: { rank: number; step: number }[];
   remote: RemoteActors;
@@ -47,7 +55,7 @@ interface Harness {
 }
 
 /** A stage actor (rank 3, replica 0) expecting `expected` each step, and a scheduler's end of the bus. */
-function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000, adopt?: StageActorOptions['adopt']): Harness {
+function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000, adopt?: StageActorOptions['adopt'], expectedEvaluation?: readonly StageAction[]): Harness {
   const network = new LocalNetwork();
   const buses = [0, 1].map(() => new Bus({ jobId: 'stage-actor', transport: network.connect(), log: () => {} }));
   const systems: ActorSystemRef[] = [start(), start()];
@@ -58,14 +66,18 @@ function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000, ado
     if (message.kind === 'actor') finished.push(message.payload as { rank: number; step: number });
   });
   const executor = new RecordingExecutor();
-  const actor = new StageActor({ system: systems[1], remote: rank, rank: 3, replica: 0, executor, expected, firstStep: 0, actionTimeoutMs, log: () => {}, ...(adopt === undefined ? {} : { adopt }) });
+  const actor = new StageActor({
+    system: systems[1], remote: rank, rank: 3, replica: 0, executor, expected, firstStep: 0, actionTimeoutMs, log: () => {},
+    ...(adopt === undefined ? {} : { adopt }),
+    ...(expectedEvaluation === undefined ? {} : { expectedEvaluation }),
+  });
   return {
     actor,
     executor,
     finished,
     remote: rank,
-    send: (step, index, actions) => {
-      const payload: StageActionPayload = { type: 'action', step, index, count: actions.length, action: actionToWire(actions[index]) };
+    send: (step, index, actions, pass) => {
+      const payload: StageActionPayload = { type: 'action', step, index, count: actions.length, action: actionToWire(actions[index]), ...(pass === undefined ? {} : { pass }) };
       scheduler.tell({ rank: 3, role: 'stage' }, payload);
     },
     sendRaw: (payload) => scheduler.tell({ rank: 3, role: 'stage' }, payload),
@@ -103,6 +115,46 @@ test('stage actor - actions sent ahead, reordered and repeated run once each, in
     assert.deepEqual(h.actor.status(), { kind: 'stage', rank: 3, state: 'idle', mailbox: 1, lastAction: 'OPTIMIZER_STEP (step 1)' });
   } finally {
     await h.close();
+  }
+});
+
+test('stage actor - an evaluation between steps: its forwards, sent with the next step\'s actions, run in its own pass; a backward in it, or one from a job without validation data, is refused; a repeat after it is stale', async () => {
+  const evaluation = lowerEvaluationActions(1, 4, 2);
+  assert.deepEqual(evaluation.map(formatAction), ['F0', 'F1', 'F2', 'F3']);
+  const h = harness(SHORT, 10_000, undefined, evaluation);
+  try {
+    for (let index = 0; index < SHORT.length; index++) h.send(0, index, SHORT);
+    await h.actor.runStep(0);
+    // The scheduler sends the evaluation after step 1 and step 2's actions at once, interleaved.
+    for (let index = evaluation.length - 1; index >= 0; index--) {
+      h.send(1, index, evaluation, 'evaluation');
+      if (index < SHORT.length) h.send(1, index, SHORT);
+    }
+    h.sendRaw({ type: 'action', pass: 'evaluation', step: 1, index: 1, count: 4, action: { kind: 'B', microBatch: 1, chunk: 0 } });
+    h.sendRaw({ type: 'action', pass: 'training', step: 1, index: 1, count: 4, action: { kind: 'F', microBatch: 1, chunk: 0 } });
+    await settle();
+    assert.equal(h.remote.malformed, 2);
+    const result = await h.actor.runEvaluation(1);
+    assert.deepEqual(result, { loss: 2.5, samples: 8 });
+    await h.actor.runStep(1);
+    assert.deepEqual(h.executor.log, ['begin 0', 'F0', 'B0', 'OPTIMIZER_STEP', 'evaluate 1', 'F0', 'F1', 'F2', 'F3', 'evaluated', 'begin 1', 'F0', 'B0', 'OPTIMIZER_STEP']);
+    // Step-finished goes to the scheduler for steps only.
+    await settle();
+    assert.deepEqual(h.finished.map((f) => f.step), [0, 1]);
+    const before = h.actor.duplicates;
+    h.send(1, 2, evaluation, 'evaluation');
+    await settle();
+    assert.equal(h.actor.duplicates, before + 1);
+  } finally {
+    await h.close();
+  }
+  const without = harness(SHORT);
+  try {
+    without.send(0, 0, evaluation, 'evaluation');
+    await settle();
+    assert.equal(without.remote.malformed, 1);
+  } finally {
+    await without.close();
   }
 });
 

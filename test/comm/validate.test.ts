@@ -12,6 +12,7 @@ const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
   heartbeat: { kind: 'heartbeat', rank: 1, step: 0, state: 'ready', rssMb: 300, actors: [{ kind: 'stage', rank: 1, state: 'idle', mailbox: 0, lastAction: 'F3 (step 2)' }] },
   'step-ready': { kind: 'step-ready', rank: 2, step: 5 },
   'step-go': { kind: 'step-go', step: 5, action: 'run' },
+  'evaluation-done': { kind: 'evaluation-done', rank: 2, step: 10, loss: 7.25, samples: 64, elapsedMs: 950.5 },
   'step-done': { kind: 'step-done', rank: 0, step: 6, loss: 3.25, tokens: 1024, stepMs: 812.5, gradNorm: 1.5 },
   control: { kind: 'control', command: 'pause' },
   'control-reply': {
@@ -118,6 +119,9 @@ const badFields: Array<[MessageKind, Record<string, unknown>, RegExp]> = [
   ['actor', { from: 'me' }, /from must be a map/],
   ['checkpoint-saved', { record: 'file' }, /record must be a map/],
   ['step-go', { save: '' }, /save must be a non-empty string/],
+  ['step-go', { evaluate: 'yes' }, /evaluate must be a boolean/],
+  ['evaluation-done', { samples: 1.5 }, /samples must be an integer >= 0/],
+  ['evaluation-done', { loss: null }, /loss must be a number/],
   ['connection-interrupted', { rank: -3 }, /rank must be an integer >= 0/],
   ['restart', { startStep: -1 }, /startStep must be an integer >= 0/],
   ['restart-ready', { attempt: 'one' }, /attempt must be an integer >= 0/],

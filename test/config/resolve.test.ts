@@ -51,10 +51,11 @@ test('resolve - a minimal config gets every documented default', () => {
     seqLen: 128,
     epochs: 1,
     optimizer: { kind: 'adam', lr: 1.5e-4, schedule: 'constant', warmupSteps: 0, minLr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 },
-    data: { path: DATA.path, skipBadLines: false, shuffle: true, dropLast: true },
+    data: { path: DATA.path, validFraction: 0, skipBadLines: false, shuffle: true, dropLast: true },
     seed: 42,
     logInterval: 1,
     checkpoint: { every: 0, keep: 3 },
+    eval: { every: 0 },
     restart: { max: 3 },
     nonFinite: 'error',
   };
@@ -87,7 +88,7 @@ test('resolve - a preset plus explicit keys plus overrides', () => {
   assert.equal(config.epochs, undefined);
   assert.equal(config.backend, 'wasm');
   assert.deepEqual(config.optimizer, { kind: 'adamw', lr: 1e-3, schedule: 'constant', warmupSteps: 0, minLr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 1e-2, gradClip: 0 });
-  assert.deepEqual(config.data, { path: DATA.path, skipBadLines: false, shuffle: false, dropLast: true });
+  assert.deepEqual(config.data, { path: DATA.path, validFraction: 0, skipBadLines: false, shuffle: false, dropLast: true });
 });
 
 test('resolve - every preset resolves with its own shape', () => {

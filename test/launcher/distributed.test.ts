@@ -12,7 +12,14 @@ import { assertSameLosses, losses, pidAlive, runCli, startCli, writeTestConfig }
 
 let server: NatsServerHandle;
 let reference: number[];
+let referenceValidation: number[];
 const config = writeTestConfig();
+/** Held-out text of its own (data.validPath): evaluating it changes nothing the training runs see. */
+const validationFile = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-valid-')), 'valid.jsonl');
+writeFileSync(validationFile, Array.from({ length: 8 }, (_, i) => JSON.stringify({ text: `Held-out sentence number ${i} is about ${['rivers', 'stars', 'bread', 'music'][i % 4]} and nothing else.` })).join('\n') + '\n');
+const EVALUATE = ['--set', `data.validPath=${validationFile}`, '--set', 'eval.every=2'];
+const validationLosses = (file: string) =>
+  read(file).trim().split('\n').map((line) => JSON.parse(line) as { step: number; val_loss?: number }).filter((m) => m.val_loss !== undefined).map((m) => [m.step, m.val_loss!]);
 const read = (path: string) => readFileSync(path, 'utf8');
 const outDir = (name: string) => join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-run-')), name);
 /** Worker pids by rank, from the coordinator's registration lines. */
@@ -25,10 +32,13 @@ const registeredPids = (output: string) => {
 before(async () => {
   server = await startNatsServer();
   const out = outDir('reference');
-  const { code, output } = await runCli(['train', config, '--out', out, '--set', 'batchSize=4', '--quiet']);
+  const { code, output } = await runCli(['train', config, '--out', out, '--set', 'batchSize=4', ...EVALUATE, '--quiet']);
   assert.equal(code, 0, output);
   reference = losses(join(out, 'metrics.jsonl'), read);
   assert.equal(reference.length, 4);
+  const validation = validationLosses(join(out, 'metrics.jsonl'));
+  assert.deepEqual(validation.map(([step]) => step), [2, 4]);
+  referenceValidation = validation.map(([, loss]) => loss!);
 });
 
 after(async () => {
@@ -171,12 +181,17 @@ test('pipeline - 2 stages under 1f1b and interleaved equal the single-process ru
   }
 });
 
-test('tensor parallel - pipeline 2 x tensor 2 over 4 workers equals the single-process run; tied shards identical per tp rank', async () => {
+test('tensor parallel - pipeline 2 x tensor 2 over 4 workers equals the single-process run, validation losses too; tied shards identical per tp rank', async () => {
   const out = outDir('pp2-tp2');
-  const { code, output } = await runCli(['train', config, '--out', out, '--set', 'parallel.pipeline=2', '--set', 'parallel.tensor.size=2', '--set', 'numMicroBatches=4', '--nats', server.url], {}, 240_000);
+  const { code, output } = await runCli(['train', config, '--out', out, '--set', 'parallel.pipeline=2', '--set', 'parallel.tensor.size=2', '--set', 'numMicroBatches=4', ...EVALUATE, '--nats', server.url], {}, 240_000);
   assert.equal(code, 0, output);
   // Tensor parallelism reorders float32 sums; the issue allows 1e-4 relative.
   assertSameLosses(losses(join(out, 'metrics.jsonl'), read), reference);
+  // The evaluations' forwards ran through the stage actors of 4 worker processes: the same samples, the same losses.
+  const validation = validationLosses(join(out, 'metrics.jsonl'));
+  assert.deepEqual(validation.map(([step]) => step), [2, 4]);
+  validation.forEach(([, loss], i) => assert.ok(Math.abs(loss! - referenceValidation[i]!) <= 1e-5 * referenceValidation[i]!, `${loss} vs ${referenceValidation[i]}`));
+  assert.match(output, /validation after step 4\/4 {2}val_loss/);
   const checksum = (rank: number) => output.match(new RegExp(`\\[rank ${rank}\\] tied word embedding sha256 ([0-9a-f]{64})`))?.[1];
   // World order tp-dp-pp: stage 0 is ranks 0 (tp 0) and 1 (tp 1), stage 1 is ranks 2 and 3.
   assert.ok(checksum(0) !== undefined && checksum(1) !== undefined, output);

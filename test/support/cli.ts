@@ -100,7 +100,10 @@ export function losses(metricsFile: string, read: (path: string) => string): num
   return read(metricsFile)
     .trim()
     .split('\n')
-    .map((line) => (JSON.parse(line) as { loss: number }).loss);
+    .map((line) => JSON.parse(line) as { loss?: number })
+    // A validation line (val_loss, no loss) is not a step's.
+    .filter((record) => record.loss !== undefined)
+    .map((record) => record.loss!);
 }
 
 /** The per-step losses of `config` trained in one process with `sets` (what a layout is compared with). */

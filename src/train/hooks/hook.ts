@@ -4,6 +4,7 @@
  * `state.metrics` that later ones (loggers) read, so order the list producers first.
  */
 import type { TrainConfig } from '../../config/types.ts';
+import type { EvaluationResult } from '../evaluation-plan.ts';
 
 /** What one optimizer step produced. */
 export interface StepResult {
@@ -40,6 +41,8 @@ export interface Hook {
   beforeEpoch?(state: TrainerState, epoch: number): void;
   beforeStep?(state: TrainerState, step: number): void;
   afterStep?(state: TrainerState, result: StepResult): void;
+  /** A validation loss measured after a step (config.eval; train/evaluation-plan.ts). */
+  afterEvaluation?(state: TrainerState, result: EvaluationResult): void;
   afterEpoch?(state: TrainerState, epoch: number): void;
   afterTrain?(state: TrainerState): void;
 }

@@ -1,9 +1,11 @@
 /**
  * Implements: LogMetricByStepHook: one JSON object per optimizer step appended to `metrics.jsonl`, and
  * the live view: a progress bar redrawn in place on a terminal, plain lines every `logInterval` steps
- * otherwise (logs, CI, pipes).
+ * otherwise (logs, CI, pipes). An evaluation adds a line of its own to both, `val_loss` and `val_ppl`
+ * at the step it followed (a metrics line with `val_loss` and no `loss`).
  */
 import { appendFileSync } from 'node:fs';
+import type { EvaluationResult } from '../evaluation-plan.ts';
 import type { Hook, StepResult, TrainerState } from './hook.ts';
 
 export interface LogByStepOptions {
@@ -61,6 +63,19 @@ export class LogMetricByStepHook implements Hook {
     }
   }
 
+  afterEvaluation(state: TrainerState, result: EvaluationResult): void {
+    if (this.options.metricsPath !== undefined) {
+      const record = { step: result.step, val_loss: result.loss, val_ppl: result.perplexity, val_samples: result.samples, val_ms: round(result.elapsedMs, 3) };
+      appendFileSync(this.options.metricsPath, JSON.stringify(record) + '\n');
+    }
+    // Megatron prints validation on a line of its own, between the step lines.
+    this.endBarLine();
+    this.stream.write(
+      `validation after step ${result.step}/${state.totalSteps}  val_loss ${result.loss.toFixed(4)}  val_ppl ${formatPerplexity(result.perplexity)}  ` +
+        `(${result.samples} samples, ${(result.elapsedMs / 1000).toFixed(2)} s)\n`,
+    );
+  }
+
   /** Ends the bar's line so what others print next starts on a line of its own. */
   afterEpoch(): void {
     this.endBarLine();
@@ -74,6 +89,10 @@ export class LogMetricByStepHook implements Hook {
     if (this.barDrawn) this.stream.write('\n');
     this.barDrawn = false;
   }
+}
+
+function formatPerplexity(perplexity: number): string {
+  return perplexity < 1e5 ? perplexity.toFixed(2) : perplexity.toExponential(3);
 }
 
 function round(value: number, digits: number): number {
