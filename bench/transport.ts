@@ -5,8 +5,10 @@
  *   costs in a job), timed by rank 0 from the first send to rank 1's acknowledgement of the last;
  * - `nats_vs_tcp`: that over the same bytes on a raw TCP loopback socket (length-prefixed, reassembled
  *   into one buffer per message: the least any framing costs);
+ * - `p2p_gbps` and `p2p_vs_tcp`: the same sends through the ProcessGroup over the data plane's direct
+ *   links (comm/data-plane.ts: msgpackr envelopes on a proven TCP connection), against the raw TCP figure;
  * - `allreduce_ratio`: the all-reduce of a 10M-parameter float32 gradient over 2 ranks (the algorithm
- *   the process group picks at that size) over one send of those bytes, from the collectives test's
+ *   the process group picks at that size) over one send of those bytes, both over the data plane, from the collectives test's
  *   worker in its 'big' mode (the same program the test checks for correctness).
  *
  * Run as `node --import tsx bench/transport.ts --peer <nats url> <job id> <rank> <tcp port> <rounds>` it
@@ -16,7 +18,9 @@ import { readFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { createHash } from 'node:crypto';
 import { Bus } from '../src/comm/bus.ts';
+import { DataPlane } from '../src/comm/data-plane.ts';
 import { chooseAllReduceAlgorithm, ProcessGroup } from '../src/comm/collectives.ts';
 import { freePort } from '../src/comm/nats-server.ts';
 import { connectNats } from '../src/comm/nats-transport.ts';
@@ -38,6 +42,8 @@ export interface TransportResult {
   natsGbps: number;
   tcpGbps: number;
   natsVsTcp: number;
+  p2pGbps: number;
+  p2pVsTcp: number;
   /** CPU milliseconds per megabyte through NATS, on each side (not counting the server's). */
   senderCpuMsPerMb: number;
   receiverCpuMsPerMb: number;
@@ -56,7 +62,7 @@ export interface TransportResult {
 
 /** `serverPid`: the NATS server's process, whose CPU time is read from /proc where there is one. */
 export async function measureTransport(options: { natsUrl: string; rounds: number; serverPid?: number }, say: (line: string) => void): Promise<TransportResult> {
-  say(`  ${PER_ROUND} x 4 MB tensors from one process to another, through NATS and through raw TCP (${options.rounds} rounds each) ...`);
+  say(`  ${PER_ROUND} x 4 MB tensors from one process to another, through NATS, the data plane and raw TCP (${options.rounds} rounds each) ...`);
   const port = await freePort();
   const job = `bench-p2p-${process.pid}-${Date.now().toString(36)}`;
   const serverCpuBefore = processCpuMs(options.serverPid);
@@ -66,10 +72,11 @@ export async function measureTransport(options: { natsUrl: string; rounds: numbe
   const serverCpuMsPerMb =
     serverCpuBefore === undefined || serverCpuAfter === undefined ? undefined : (serverCpuAfter - serverCpuBefore) / (((options.rounds + 1) * PER_ROUND * TENSOR_BYTES) / 1e6);
   const maxPayload = sender.json!.maxPayload as number;
-  const { natsMs, tcpMs } = sender.json as { natsMs: number[]; tcpMs: number[] };
+  const { natsMs, tcpMs, directMs } = sender.json as { natsMs: number[]; tcpMs: number[]; directMs: number[] };
   const gbps = (ms: number) => (PER_ROUND * TENSOR_BYTES) / (ms / 1000) / 1e9;
   const natsGbps = gbps(median(natsMs));
   const tcpGbps = gbps(median(tcpMs));
+  const p2pGbps = gbps(median(directMs));
   const senderCpuMsPerMb = sender.json!.natsCpuMsPerMb as number;
   const receiverCpuMsPerMb = receiver.json!.natsCpuMsPerMb as number;
   const senderGcMsPerMb = sender.json!.natsGcMsPerMb as number;
@@ -77,13 +84,14 @@ export async function measureTransport(options: { natsUrl: string; rounds: numbe
   say(
     `    NATS ${natsGbps.toFixed(2)} GB/s (max_payload ${(maxPayload / 1048576).toFixed(0)} MiB; CPU per MB: sender ${senderCpuMsPerMb.toFixed(2)} ms, ` +
       `receiver ${receiverCpuMsPerMb.toFixed(2)} ms, of which GC ${senderGcMsPerMb.toFixed(2)} and ${receiverGcMsPerMb.toFixed(2)} ms; ` +
-      `server ${serverCpuMsPerMb === undefined ? 'not measured' : `${serverCpuMsPerMb.toFixed(2)} ms`}), TCP ${tcpGbps.toFixed(2)} GB/s`,
+      `server ${serverCpuMsPerMb === undefined ? 'not measured' : `${serverCpuMsPerMb.toFixed(2)} ms`}), data plane ${p2pGbps.toFixed(2)} GB/s, TCP ${tcpGbps.toFixed(2)} GB/s`,
   );
 
   const algorithm = chooseAllReduceAlgorithm(ALL_REDUCE_ELEMENTS, 2);
-  say(`  all-reduce of 10M float32 over 2 ranks (${algorithm}, the default at that size) against one send of the same bytes ...`);
+  say(`  all-reduce of 10M float32 over 2 ranks (${algorithm}, the default at that size) against one send of the same bytes, over the data plane ...`);
   const bigJob = `bench-allreduce-${process.pid}-${Date.now().toString(36)}`;
-  const [first] = await runPeers(COLLECTIVES_WORKER, 2, (rank) => [options.natsUrl, bigJob, String(rank), '2', 'big', '60000'], 180_000);
+  // Over the data plane, as a job's data-parallel groups run it.
+  const [first] = await runPeers(COLLECTIVES_WORKER, 2, (rank) => [options.natsUrl, bigJob, String(rank), '2', 'big+tcp', '60000'], 180_000);
   const records = first.stdout
     .trim()
     .split('\n')
@@ -97,7 +105,7 @@ export async function measureTransport(options: { natsUrl: string; rounds: numbe
   const allReduceMs = median(timesOf(`big-${algorithm}`));
   const oneSendMs = median(timesOf('one-send'));
   say(`    all-reduce ${allReduceMs.toFixed(0)} ms, one send ${oneSendMs.toFixed(0)} ms`);
-  return { natsGbps, tcpGbps, natsVsTcp: natsGbps / tcpGbps, senderCpuMsPerMb, receiverCpuMsPerMb, senderGcMsPerMb, receiverGcMsPerMb, serverCpuMsPerMb, maxPayload, allReduceMs, oneSendMs, allReduceRatio: allReduceMs / oneSendMs, allReduceAlgorithm: algorithm };
+  return { natsGbps, tcpGbps, natsVsTcp: natsGbps / tcpGbps, p2pGbps, p2pVsTcp: p2pGbps / tcpGbps, senderCpuMsPerMb, receiverCpuMsPerMb, senderGcMsPerMb, receiverGcMsPerMb, serverCpuMsPerMb, maxPayload, allReduceMs, oneSendMs, allReduceRatio: allReduceMs / oneSendMs, allReduceAlgorithm: algorithm };
 }
 
 async function peer(args: string[]): Promise<void> {
@@ -163,12 +171,39 @@ async function peer(args: string[]): Promise<void> {
     await group.barrier();
     socket?.destroy();
     listening?.close();
+    // The data plane: the same sends through a group whose pieces take the direct links.
+    const plane = await DataPlane.listen({ bus, jobId: job, rank, key: createHash('sha256').update(job).digest(), host: '127.0.0.1', log: (line) => process.stderr.write(`${line}\n`) });
+    const direct = new ProcessGroup({ bus, name: 'p2p-direct', ranks: [0, 1], rank, dataPlane: plane });
+    const directMs: number[] = [];
+    try {
+      await direct.ready();
+      for (let round = 0; round <= rounds; round++) {
+        await group.barrier();
+        const start = performance.now();
+        if (rank === 0) {
+          for (let i = 0; i < PER_ROUND; i++) direct.send(1, 'tensor', payload, [TENSOR_ELEMENTS]);
+          await direct.recv(1, 'ack');
+        } else {
+          for (let i = 0; i < PER_ROUND; i++) {
+            const { values } = await direct.recv(0, 'tensor');
+            if (values.length !== TENSOR_ELEMENTS || values[1000] !== payload[1000]) throw new Error(`tensor ${i} of round ${round} arrived wrong over the data plane`);
+          }
+          direct.send(0, 'ack', Float32Array.of(1));
+        }
+        if (round > 0) directMs.push(performance.now() - start);
+      }
+      if (plane.stats.sent === 0 && plane.stats.received === 0) throw new Error('nothing went over the data plane');
+      await group.barrier();
+    } finally {
+      direct.close();
+      await plane.close();
+    }
     // CPU per megabyte moved, this rank's side (barriers included, a small part): less at the mercy of a busy machine than wall time.
     const megabytes = (rounds * PER_ROUND * TENSOR_BYTES) / 1e6;
     const natsCpuMsPerMb = natsCpuMs / megabytes;
     const natsGcMsPerMb = gcMs / megabytes;
     const maxPayload = transport.maxPayload;
-    process.stdout.write(JSON.stringify(rank === 0 ? { natsMs, tcpMs, natsCpuMsPerMb, natsGcMsPerMb, maxPayload } : { natsCpuMsPerMb, natsGcMsPerMb }) + '\n');
+    process.stdout.write(JSON.stringify(rank === 0 ? { natsMs, tcpMs, directMs, natsCpuMsPerMb, natsGcMsPerMb, maxPayload } : { natsCpuMsPerMb, natsGcMsPerMb }) + '\n');
   } finally {
     group.close();
     await bus.close();

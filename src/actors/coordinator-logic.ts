@@ -61,7 +61,7 @@ export type CoordinatorEvent =
   /** A launcher (node 0's own, or another passing it on as a `stop` control) got SIGTERM or SIGINT. */
   | { type: 'signal'; signal: StopSignal; where: string }
   /** A NATS connection of a worker (`rank`) or of the launcher of `node` dropped: messages may be lost. */
-  | { type: 'connection-interrupted'; rank?: number; node: number; pid: number; server: string }
+  | { type: 'connection-interrupted'; rank?: number; node: number; pid: number; server: string; peer?: number }
   | { type: 'tick' };
 
 export type CoordinatorEffect =
@@ -286,6 +286,7 @@ export class CoordinatorLogic {
       const unsaved = this.saving === undefined ? '' : `; the checkpoint of step ${this.saving.step} may not be committed`;
       return [{ type: 'log', line: `the NATS connection of ${who} was interrupted (${event.server}) while the job was stopping${unsaved}` }];
     }
+    if (event.peer !== undefined) return this.fail(`the data plane link between rank ${event.rank} and rank ${event.peer} broke (${event.server}); tensors may be lost`, 1, true);
     return this.fail(`the NATS connection of ${who} was interrupted (${event.server}: server restart?); messages may be lost`, 1, true);
   }
 

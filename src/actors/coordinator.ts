@@ -72,7 +72,7 @@ export class Coordinator {
     on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason, restartable: m.restartable !== false } : undefined));
     on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply, save: m.save, signal: m.signal } : undefined));
     on(SUBJECTS.checkpointSaved, (m) => (m.kind === 'checkpoint-saved' ? { type: 'checkpoint-saved', rank: m.rank, step: m.step, record: m.record } : undefined));
-    on(SUBJECTS.connectionInterrupted, (m) => (m.kind === 'connection-interrupted' ? { type: 'connection-interrupted', rank: m.rank, node: m.node, pid: m.pid, server: m.server } : undefined));
+    on(SUBJECTS.connectionInterrupted, (m) => (m.kind === 'connection-interrupted' ? { type: 'connection-interrupted', rank: m.rank, node: m.node, pid: m.pid, server: m.server, peer: m.peer } : undefined));
     this.timer = setInterval(() => dispatch(this.actor, { type: 'tick' }), TICK_MS);
   }
 

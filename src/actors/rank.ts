@@ -12,6 +12,7 @@ import type { ActorSystemRef } from 'nact';
 import { readTensor } from '../backend/tensor-view.ts';
 import type { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
+import type { DataPlane } from '../comm/data-plane.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../model/params.ts';
@@ -56,6 +57,8 @@ export interface SpawnRankOptions {
   resume: string;
   /** The run's length, for the learning rate schedule. */
   totalSteps: number;
+  /** The rank's direct links for tensors; absent: every piece goes through the bus. */
+  dataPlane?: DataPlane;
   /** How long the stage actor waits for a missing action (default: stage-actor.ts). */
   actionTimeoutMs?: number;
   /** Process-group receive timeout (default: collectives.ts). */
@@ -85,7 +88,8 @@ export interface RankActors {
 export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> {
   const { config, grid, rank, bus, log } = options;
   const { pp, dp, tp } = grid.coordinates(rank);
-  const group = (name: string, ranks: number[]) => new ProcessGroup({ bus, name, ranks, rank, log, ...(options.receiveTimeoutMs === undefined ? {} : { timeoutMs: options.receiveTimeoutMs }) });
+  const group = (name: string, ranks: number[]) =>
+    new ProcessGroup({ bus, name, ranks, rank, log, dataPlane: options.dataPlane, ...(options.receiveTimeoutMs === undefined ? {} : { timeoutMs: options.receiveTimeoutMs }) });
   const pipelineGroup = group(grid.groupName('pp', rank), grid.pipelineGroup(rank));
   const dpGroup = group(grid.groupName('dp', rank), grid.dataGroup(rank));
   const tensorGroup = group(grid.groupName('tp', rank), grid.tensorGroup(rank));

@@ -4,6 +4,7 @@
  * Apart from train.ts so that parsing and help load none of the command's dependencies (train's
  * include tfjs): args.ts imports every command's spec, main.ts loads train.ts only to run it.
  */
+import { isIP } from 'node:net';
 import { BACKEND_NAMES, type BackendName } from '../backend/names.ts';
 import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
 import {
@@ -36,6 +37,8 @@ export interface TrainCommand {
   resume?: string;
   /** Every rank's actors in this one process over the in-process transport: no worker process, no NATS server. */
   simulate: boolean;
+  /** The address this node's workers' data planes listen on (comm.dataPlane "tcp"). */
+  dataPlaneHost?: string;
 }
 
 export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
@@ -76,6 +79,11 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
     'nproc-per-node': { type: 'string', placeholder: 'N', doc: 'worker processes on this node [world size / nnodes]' },
     'job-id': { type: 'string', placeholder: 'ID', doc: 'job id ([A-Za-z0-9_-]); the same on every node (required with --nnodes > 1)' },
     'max-restarts': { type: 'string', placeholder: 'N', doc: 'restarts from the last checkpoint before the job fails (config restart.max)' },
+    'data-plane-host': {
+      type: 'string',
+      placeholder: 'ADDRESS',
+      doc: 'where this node\'s workers listen for the direct tensor links of the other ranks:\nan address of the interface they reach [127.0.0.1 on one node, else the\nfirst non-loopback IPv4 address]',
+    },
     resume: {
       type: 'string',
       placeholder: 'DIR',
@@ -166,6 +174,11 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
   if (jobId !== undefined) {
     if (!JOB_ID_PATTERN.test(jobId)) throw new UsageError(`--job-id must be 1-64 characters of A-Z a-z 0-9 _ -, got "${jobId}"`, usage);
     command.jobId = jobId;
+  }
+  const dataPlaneHost = values['data-plane-host'] as string | undefined;
+  if (dataPlaneHost !== undefined) {
+    if (!isIP(dataPlaneHost)) throw new UsageError(`--data-plane-host must be an IP address of this machine, got "${dataPlaneHost}"`, usage);
+    command.dataPlaneHost = dataPlaneHost;
   }
   const resume = values.resume as string | undefined;
   if (resume !== undefined) {

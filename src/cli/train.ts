@@ -87,6 +87,7 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
       nodeRank: command.nodeRank,
       nprocPerNode: command.nprocPerNode,
       jobId: command.jobId,
+      ...(command.dataPlaneHost === undefined ? {} : { dataPlaneHost: command.dataPlaneHost }),
       hooks: command.nodeRank === 0 ? hooks : [],
       log,
       resume: command.resume,

@@ -18,6 +18,11 @@ export function encodeEnvelope(envelope: Envelope, room = 0): Uint8Array {
   return room === 0 ? packr.pack(envelope) : packr.pack(envelope, RESERVE_START_SPACE | room);
 }
 
+/** Any value in the same encoding (the data plane's handshake, which is no envelope). */
+export function encodeValue(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
 /** Throws on bytes that are not one complete msgpack value. */
 export function decodeEnvelope(bytes: Uint8Array): unknown {
   return packr.unpack(bytes);

@@ -26,8 +26,9 @@
  * back the input itself; otherwise results are new arrays (possibly views into received bytes).
  */
 import type { Bus } from './bus.ts';
+import type { DataPlane } from './data-plane.ts';
 import { CollectiveMailbox, type CallIdentity, type OpenCall } from './collective-mailbox.ts';
-import type { CollectiveMessage, WireTensor } from '../protocol/messages.ts';
+import type { CollectiveMessage, Message, WireTensor } from '../protocol/messages.ts';
 import { checkReduceOp, chunkBounds, combineInto, divideInPlace, type ReduceOp, type ReduceValues } from './reduce-ops.ts';
 import { fromWireTensor, toWireTensor } from './tensor-wire.ts';
 
@@ -122,6 +123,11 @@ export interface ProcessGroupOptions {
   segmentElements?: number;
   /** Bytes of all-reduce segments in flight towards one rank (default ALL_REDUCE_IN_FLIGHT_BYTES). */
   allReduceInFlightBytes?: number;
+  /**
+   * This rank's direct links (data-plane.ts): pieces to a member `ready()` could reach go there, the
+   * rest (and everything without one) through the bus. Pieces are taken from both.
+   */
+  dataPlane?: DataPlane;
   log?: (line: string) => void;
 }
 
@@ -157,6 +163,8 @@ export class ProcessGroup {
   private readonly mailbox: CollectiveMailbox;
   private readonly subscription: { unsubscribe(): void };
   private readonly readySubscription: { unsubscribe(): void };
+  private readonly dataPlane: DataPlane | undefined;
+  private readonly dataPlaneSubscription: { unsubscribe(): void } | undefined;
   /** Next sequence number of this group's collectives (shared by all ops). */
   private nextSeq = 0;
   /** Per (peer, tag): next seq to send to / expect from it. */
@@ -195,7 +203,7 @@ export class ProcessGroup {
     const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
     this.mailbox = new CollectiveMailbox({ group: name, rank, log, isSpent: (piece) => this.isSpent(piece) });
     // A group of one never messages, except send/recv to itself; subscribe anyway so that works.
-    this.subscription = bus.subscribe(this.inboxSubject(rank), (message) => {
+    const onPiece = (message: Message) => {
       if (message.kind !== 'collective') {
         log(`process group '${name}' rank ${rank}: dropped a '${message.kind}' message on its collective subject`);
         this.mailbox.dropped += 1;
@@ -205,7 +213,10 @@ export class ProcessGroup {
       } else {
         this.mailbox.deliver(message);
       }
-    });
+    };
+    this.subscription = bus.subscribe(this.inboxSubject(rank), onPiece);
+    this.dataPlane = options.dataPlane;
+    this.dataPlaneSubscription = options.dataPlane?.subscribe(this.inboxSubject(rank), onPiece);
     // Subscribed after the pieces' subject: an answered hello then proves both subscriptions exist.
     this.readySubscription = bus.subscribe(this.readySubject(rank), (message, context) => {
       if (message.kind === 'collective' && message.tag === READY_TAG && context.reply !== undefined) {
@@ -245,6 +256,9 @@ export class ProcessGroup {
           'check that every member process is running and creates this group',
       );
     }
+    // Every member listens: dial the direct links (a member that cannot be reached stays on the bus).
+    const dataPlane = this.dataPlane;
+    if (dataPlane !== undefined) await Promise.all(this.ranks.filter((member) => member !== this.rank).map((member) => dataPlane.connect(member)));
   }
 
   /** Pieces dropped as late, repeated, foreign or mismatched since the group was made. */
@@ -373,6 +387,7 @@ export class ProcessGroup {
     this.closed = true;
     this.subscription.unsubscribe();
     this.readySubscription.unsubscribe();
+    this.dataPlaneSubscription?.unsubscribe();
     this.mailbox.failAll(new Error(`process group '${this.name}' was closed on rank ${this.rank} while a call was waiting`));
   }
 
@@ -438,7 +453,9 @@ export class ProcessGroup {
   }
 
   private publish(to: number, fields: Pick<CollectiveMessage, 'op' | 'seq' | 'tag' | 'part'>, tensor: WireTensor): void {
-    this.bus.publish(this.inboxSubject(to), { kind: 'collective', group: this.name, from: this.rank, ...fields, tensor });
+    const message: CollectiveMessage = { kind: 'collective', group: this.name, from: this.rank, ...fields, tensor };
+    if (this.dataPlane?.send(to, this.inboxSubject(to), message) === true) return;
+    this.bus.publish(this.inboxSubject(to), message);
   }
 
   private float32Of(piece: CollectiveMessage, what: string): Float32Array {

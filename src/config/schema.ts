@@ -159,6 +159,17 @@ export const TRAIN_SCHEMA: SectionSpec = {
         batches: positiveInt('global batches evaluated each time (default: every whole global batch of the validation data)'),
       },
     },
+    comm: {
+      kind: 'section',
+      doc: 'how ranks exchange tensors',
+      fields: {
+        dataPlane: {
+          kind: 'enum',
+          values: ['tcp', 'nats'],
+          doc: 'tcp: direct links between ranks, NATS for control only (a rank that cannot be reached falls back to NATS, logged); nats: tensors through the broker too',
+        },
+      },
+    },
     restart: {
       kind: 'section',
       doc: 'recovery of multi-process jobs on one node',
@@ -203,6 +214,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   logInterval: 1,
   checkpoint: { every: 0, keep: 3 },
   eval: { every: 0 },
+  comm: { dataPlane: 'tcp' },
   restart: { max: 3 },
   nonFinite: 'error',
 };

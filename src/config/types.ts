@@ -99,9 +99,19 @@ export interface TrainConfig {
   checkpoint: CheckpointConfig;
   /** Validation during training, on data.validPath or data.validFraction's held-out samples. */
   eval: EvalConfig;
+  comm: CommConfig;
   restart: { /** Restarts from the last checkpoint after a rank dies or stops answering (single-node jobs). */ max: number };
   /** A float32 step whose loss or gradient norm is not finite: stop with an error, or skip its update. */
   nonFinite: 'error' | 'skip';
+}
+
+export interface CommConfig {
+  /**
+   * Where the tensors between ranks travel: `tcp`, direct links between the ranks (comm/data-plane.ts),
+   * NATS carrying only control; `nats`, through the broker like every other message (for sites where
+   * ranks cannot reach each other directly).
+   */
+  dataPlane: 'tcp' | 'nats';
 }
 
 export interface EvalConfig {
@@ -139,6 +149,7 @@ export interface TrainConfigInput {
   fp16?: Partial<Fp16Config>;
   checkpoint?: Partial<CheckpointConfig>;
   eval?: Partial<EvalConfig>;
+  comm?: Partial<CommConfig>;
   restart?: { max?: number };
   nonFinite?: 'error' | 'skip';
 }

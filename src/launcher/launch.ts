@@ -34,6 +34,7 @@ import { keepMetricsThrough } from '../train/metrics-file.ts';
 import { JobAttempt, type JobHost } from './job-attempt.ts';
 import { resolveNats, serversFor, type ResolvedNats } from './nats-url.ts';
 import { RestartOrders, type RestartOrder } from './node-restart.ts';
+import { prepareDataPlane } from './data-plane-setup.ts';
 import type { RankProcess } from './simulated-rank.ts';
 
 export interface LaunchOptions {
@@ -55,6 +56,8 @@ export interface LaunchOptions {
   heartbeatTimeoutMs?: number;
   /** A checkpoint folder, or a run folder meaning its latest checkpoint. */
   resume?: string;
+  /** The address this node's workers' data planes listen on (comm.dataPlane "tcp"); default: data-plane-setup.ts. */
+  dataPlaneHost?: string;
   /**
    * Run every rank in this process over the in-process transport (no NATS server, no worker process);
    * `network` lets a test inject faults; the timeouts let it see a lost message sooner.
@@ -92,6 +95,14 @@ export async function launch(options: LaunchOptions): Promise<number> {
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
   const bus = new Bus({ jobId, transport, log });
+  let dataPlane: Awaited<ReturnType<typeof prepareDataPlane>>;
+  try {
+    dataPlane = network === undefined ? await prepareDataPlane(bus, { config, nnodes, nodeRank, host: options.dataPlaneHost, log }) : undefined;
+  } catch (error) {
+    await bus.close().catch(() => undefined);
+    await nats.privateServer?.stop();
+    throw error;
+  }
   const system = start();
 
   if (network !== undefined) {
@@ -123,7 +134,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     ranks:
       network !== undefined
         ? { kind: 'simulated', network, data, actionTimeoutMs: simulate?.actionTimeoutMs, receiveTimeoutMs: simulate?.receiveTimeoutMs, onRank: simulate?.onRank }
-        : { kind: 'process', natsUrl: nats.url, natsCredentials, configFile },
+        : { kind: 'process', natsUrl: nats.url, natsCredentials, configFile, ...(dataPlane === undefined ? {} : { dataPlane: dataPlane.settings }) },
     totalSteps,
     sampler,
     validationSamples: data.validation?.numSamples,
@@ -188,6 +199,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     );
   }
   restartOrders?.close();
+  dataPlane?.close();
   const trace = mergeTraceParts(options.outDir);
   if (trace !== undefined) log(`timeline of every rank: ${trace} (open it in Perfetto or chrome://tracing)`);
   await bus.flush().catch(() => undefined);

@@ -22,6 +22,8 @@ export type RankHosting =
       natsCredentials: NatsCredentials;
       /** The config as this launcher resolved it: a worker reads it instead of resolving its own. */
       configFile: string;
+      /** The job key (hex) and the address the workers' data planes listen on; absent: tensors go through NATS. */
+      dataPlane?: { key: string; host: string };
     }
   | {
       kind: 'simulated';
@@ -81,6 +83,7 @@ export function startRank(hosting: RankHosting, start: RankStart): RankProcess {
         outDir: start.outDir,
         resume: start.resume,
         natsCredentials: hosting.natsCredentials,
+        ...(hosting.dataPlane === undefined ? {} : { dataPlane: hosting.dataPlane }),
       }),
     },
   });

@@ -20,6 +20,8 @@ export interface WorkerEnvironment {
   resume: string;
   /** What the launcher logs in to NATS with. */
   natsCredentials: NatsCredentials;
+  /** The direct data plane (comm/data-plane.ts): the job key and the address to listen on; absent: tensors go through NATS. */
+  dataPlane?: { key: string; host: string };
 }
 
 const NAMES = {
@@ -34,10 +36,16 @@ const NAMES = {
   resume: 'GPT_HYBRID_RESUME',
 } as const;
 
+/** The job key travels like a NATS secret: in the environment, never in argv. */
+const DATA_PLANE_KEY = 'GPT_HYBRID_DATA_PLANE_KEY';
+const DATA_PLANE_HOST = 'GPT_HYBRID_DATA_PLANE_HOST';
+
 /** The worker's variables; credential variables not in use are undefined, so inherited ones are dropped. */
 export function workerEnvironmentVariables(env: WorkerEnvironment): Record<string, string | undefined> {
   const out: Record<string, string | undefined> = natsCredentialVariables(env.natsCredentials);
   for (const [key, name] of Object.entries(NAMES)) out[name] = String(env[key as keyof typeof NAMES]);
+  out[DATA_PLANE_KEY] = env.dataPlane?.key;
+  out[DATA_PLANE_HOST] = env.dataPlane?.host;
   return out;
 }
 
@@ -65,9 +73,19 @@ export function readWorkerEnvironment(source: NodeJS.ProcessEnv = process.env): 
     outDir: text('outDir'),
     resume: source[NAMES.resume] ?? '',
     natsCredentials: resolveNatsCredentials({}, {}, source).credentials,
+    ...dataPlaneOf(source),
   };
   if (env.rank >= env.world) throw new Error(`${NAMES.rank}=${env.rank} is not below ${NAMES.world}=${env.world}`);
   return env;
+}
+
+function dataPlaneOf(source: NodeJS.ProcessEnv): Pick<WorkerEnvironment, 'dataPlane'> {
+  const key = source[DATA_PLANE_KEY];
+  const host = source[DATA_PLANE_HOST];
+  if ((key === undefined || key === '') && (host === undefined || host === '')) return {};
+  if (key === undefined || !/^[0-9a-f]{64}$/.test(key)) throw new Error(`${DATA_PLANE_KEY} must be 64 hex digits (the job key its launcher made)`);
+  if (host === undefined || host === '') throw new Error(`${DATA_PLANE_HOST} is not set but ${DATA_PLANE_KEY} is: the launcher sets both`);
+  return { dataPlane: { key, host } };
 }
 
 /**

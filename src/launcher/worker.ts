@@ -17,6 +17,7 @@ import { escalateToJob } from '../actors/supervision.ts';
 import { initBackend } from '../backend/select.ts';
 import { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
+import { DataPlane } from '../comm/data-plane.ts';
 import type { Message, StepGoMessage, WorkerState } from '../protocol/messages.ts';
 import { connectNats } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
@@ -42,6 +43,8 @@ import { lossStageOf, placementOf } from '../scheduler/placement.ts';
 const HEARTBEAT_INTERVAL_MS = 1000;
 /** A gate request unanswered this long is asked again (the job may be paused). */
 const GATE_RETRY_MS = 5000;
+/** How long a rank waits before it reports a broken data plane link (see its use). */
+const BROKEN_LINK_REPORT_MS = 2000;
 /** How long an ending rank waits for its driver to unwind after failing what it waited on. */
 const DRIVER_UNWIND_MS = 5000;
 
@@ -58,12 +61,14 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   // Stop signals are the launcher's to act on (it stops the job at a step boundary with a checkpoint,
   // job-attempt.ts); a terminal's Ctrl-C reaches every process of its group, workers included.
   for (const signal of STOP_SIGNALS) process.on(signal, () => log(`${signal}: left to the launcher, which stops the job`));
+  const { dataPlane, ...rankEnv } = env;
   return runRank({
-    ...env,
+    ...rankEnv,
     config,
     transport,
     log,
     heartbeatThread: { natsUrl: servers.join(','), natsCredentials: env.natsCredentials },
+    ...(dataPlane === undefined ? {} : { dataPlane: { key: Buffer.from(dataPlane.key, 'hex'), host: dataPlane.host } }),
     onExitHandle: (exit) => (exitNow = exit),
   });
 }
@@ -88,6 +93,8 @@ export interface RunRankOptions {
   backendReady?: boolean;
   /** Receives the function that ends the rank at once with a code (a lost launcher, a killed simulated rank). */
   onExitHandle?: (exit: (code: number) => void) => void;
+  /** Direct links for tensors (comm/data-plane.ts): the job key and the address to listen on; absent: through the bus. */
+  dataPlane?: { key: Uint8Array; host: string };
   /** The stage actor's wait for a missing action, and process groups' receive timeout (tests shorten them). */
   actionTimeoutMs?: number;
   receiveTimeoutMs?: number;
@@ -105,6 +112,23 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     if (event.type === 'disconnect') lostServer = event.server;
     else bus.publish(SUBJECTS.connectionInterrupted, { kind: 'connection-interrupted', rank: env.rank, node: env.node, pid: process.pid, server: lostServer });
   });
+  // See [Note: data plane links] in comm/data-plane.ts: a broken link loses pieces, like a dropped NATS connection.
+  const dataPlane =
+    options.dataPlane === undefined
+      ? undefined
+      : await DataPlane.listen({
+          bus,
+          jobId: env.jobId,
+          rank: env.rank,
+          key: options.dataPlane.key,
+          host: options.dataPlane.host,
+          log,
+          // Told after a moment: when the peer died, its launcher's word of the death (the clearer reason) comes first.
+          onBroken: (peer, reason) =>
+            setTimeout(() => {
+              if (!ending) bus.publish(SUBJECTS.connectionInterrupted, { kind: 'connection-interrupted', rank: env.rank, node: env.node, pid: process.pid, server: reason, peer });
+            }, BROKEN_LINK_REPORT_MS).unref(),
+        });
   const system = start();
   const remote = new RemoteActors(bus, system, { rank: env.rank }, log);
   let rankActors: RankActors | undefined;
@@ -215,6 +239,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
       remote,
       dataset: data.train,
       validation: data.validation,
+      dataPlane,
       log,
       resume: env.resume,
       totalSteps: env.totalSteps,
@@ -246,7 +271,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const trainDataParallelRank = async (data: RunDatasets, onStep: typeof report, askGate: typeof gate): Promise<void> => {
     const dataset = data.train;
     const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
-    const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank, log });
+    const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank, log, dataPlane });
     // A NATS publish before the peer has subscribed is lost: meet every member once before any collective.
     await dpGroup.ready();
     const held = paramsForRank(config.model, { layerRanges: [[0, config.model.numLayers]], tp: 1, tpRank: 0 });
@@ -315,6 +340,11 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   clearInterval(mainThreadBeats);
   await heartbeats?.stop();
   remote.close();
+  if (dataPlane !== undefined) {
+    await dataPlane.close().catch(() => undefined);
+    const { sent, received, rejected } = dataPlane.stats;
+    log(`data plane: ${sent} messages sent and ${received} received over direct links${rejected === 0 ? '' : `, ${rejected} refused`}`);
+  }
   await bus.flush().catch(() => undefined);
   await bus.close().catch(() => undefined);
   stopSystem(system);

@@ -199,6 +199,33 @@ export interface ConnectionInterruptedMessage {
   pid: number;
   /** The server it lost. */
   server: string;
+  /** Set when what broke is the data plane link (comm/data-plane.ts) to this rank, not a NATS connection. */
+  peer?: number;
+}
+
+/** Another node's launcher asks node 0's for the job's data plane key (comm/data-plane.ts). */
+export interface DataPlaneKeyRequestMessage {
+  kind: 'data-plane-key-request';
+  node: number;
+}
+
+export interface DataPlaneKeyMessage {
+  kind: 'data-plane-key';
+  /** 64 hex digits. */
+  key: string;
+}
+
+/** A rank asks `rank` where its data plane listens (comm/data-plane.ts). */
+export interface DataPlaneAddressRequestMessage {
+  kind: 'data-plane-address-request';
+  rank: number;
+}
+
+export interface DataPlaneAddressMessage {
+  kind: 'data-plane-address';
+  rank: number;
+  host: string;
+  port: number;
 }
 
 /** The coordinator tells every rank to end now (after a failure or at the end of the job). */
@@ -253,6 +280,10 @@ export type Message =
   | ActorMessage
   | CheckpointSavedMessage
   | ConnectionInterruptedMessage
+  | DataPlaneAddressRequestMessage
+  | DataPlaneAddressMessage
+  | DataPlaneKeyRequestMessage
+  | DataPlaneKeyMessage
   | RestartMessage
   | RestartReadyMessage;
 

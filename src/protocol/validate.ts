@@ -287,13 +287,27 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
   },
   'connection-interrupted': (f) => {
     const rank = field(f, 'rank');
+    const peer = field(f, 'peer');
     return {
       kind: 'connection-interrupted',
       ...(rank === undefined ? {} : { rank: count(rank, 'rank') }),
       node: count(field(f, 'node'), 'node'),
       pid: count(field(f, 'pid'), 'pid'),
       server: string(field(f, 'server'), 'server'),
+      ...(peer === undefined ? {} : { peer: count(peer, 'peer') }),
     };
+  },
+  'data-plane-key-request': (f) => ({ kind: 'data-plane-key-request', node: count(field(f, 'node'), 'node') }),
+  'data-plane-key': (f) => {
+    const key = string(field(f, 'key'), 'key');
+    if (!/^[0-9a-f]{64}$/.test(key)) fail('key', '64 hex digits', key);
+    return { kind: 'data-plane-key', key };
+  },
+  'data-plane-address-request': (f) => ({ kind: 'data-plane-address-request', rank: count(field(f, 'rank'), 'rank') }),
+  'data-plane-address': (f) => {
+    const port = count(field(f, 'port'), 'port');
+    if (port < 1 || port > 65535) fail('port', 'a TCP port in [1, 65535]', port);
+    return { kind: 'data-plane-address', rank: count(field(f, 'rank'), 'rank'), host: string(field(f, 'host'), 'host', true), port };
   },
   shutdown: (f) => {
     const restartable = field(f, 'restartable');

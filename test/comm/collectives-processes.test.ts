@@ -86,9 +86,10 @@ function expectedSum(world: number, length: number): number[] {
 }
 
 describe('collectives across worker processes', () => {
-  for (const world of [2, 3]) {
-    test(`${world} processes: exact all-reduce (direct, ring, mean, int32), broadcast, all-gather, send/recv`, async () => {
-      const results = await runWorkers(world, 'basic');
+  for (const [world, link] of [[2, 'nats'], [3, 'nats'], [3, 'tcp']] as const) {
+    const over = link === 'tcp' ? ' over the data plane (direct TCP links)' : ' over NATS';
+    test(`${world} processes${over}: exact all-reduce (direct, ring, mean, int32), broadcast, all-gather, send/recv`, async () => {
+      const results = await runWorkers(world, link === 'tcp' ? 'basic+tcp' : 'basic');
       for (const result of results) {
         assert.equal(result.code, 0, `rank ${result.rank} exited with ${result.code}: ${result.stderr.slice(-2000)}`);
         for (const algorithm of ['direct', 'ring']) {
@@ -104,7 +105,8 @@ describe('collectives across worker processes', () => {
         assert.deepEqual(step(result, 'all-gather').values, ranks.map((rank) => [rank, rank * 10]));
         const left = (result.rank + world - 1) % world;
         assert.deepEqual(step(result, 'recv'), { rank: result.rank, step: 'recv', values: [left, left + 0.5], shape: [1, 2] });
-        step(result, 'done');
+        const direct = step(result, 'done').direct as { sent: number; received: number; rejected: number } | undefined;
+        if (link === 'tcp') assert.ok(direct !== undefined && direct.sent > 0 && direct.received > 0 && direct.rejected === 0, JSON.stringify(direct));
       }
     });
   }

@@ -3,6 +3,7 @@
  * single-process reference (one node and two simulated nodes), control messages, and worker death.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -168,11 +169,17 @@ test('launch - a worker that stops answering (SIGSTOP) is named within 10 s and 
   }
 });
 
-test('pipeline - 2 stages under 1f1b and interleaved equal the single-process run; tied embeddings bit-identical', async () => {
-  for (const schedule of [['--set', 'schedule=1f1b'], ['--set', 'schedule=interleaved', '--set', 'numChunks=2']]) {
+test('pipeline - 2 stages under 1f1b (tensors over the data plane) and interleaved (through NATS) equal the single-process run; tied embeddings bit-identical', async () => {
+  for (const [schedule, link] of [[['--set', 'schedule=1f1b'], 'tcp'], [['--set', 'schedule=interleaved', '--set', 'numChunks=2'], 'nats']] as const) {
     const out = outDir(`pp2-${schedule[1]}`);
-    const { code, output } = await runCli(['train', config, '--out', out, '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=4', ...schedule, '--nats', server.url]);
+    const { code, output } = await runCli(['train', config, '--out', out, '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=4', ...schedule, '--set', `comm.dataPlane=${link}`, '--nats', server.url]);
     assert.equal(code, 0, output);
+    if (link === 'nats') {
+      assert.match(output, /data plane: tensors travel through NATS \(comm.dataPlane "nats"\)/);
+      assert.doesNotMatch(output, /over direct links/);
+    } else {
+      assert.equal([...output.matchAll(/\[rank \d\] data plane: [1-9]\d* messages sent and [1-9]\d* received over direct links/g)].length, 2, output);
+    }
     assertSameLosses(losses(join(out, 'metrics.jsonl'), read), reference);
     const checksums = [...output.matchAll(/\[rank (\d)\] tied word embedding sha256 ([0-9a-f]{64})/g)].map((m) => [Number(m[1]), m[2]]);
     assert.equal(checksums.length, 2, output);
@@ -211,6 +218,43 @@ test('checkpoint - a corrupt checkpoint is refused with the reason, and nothing 
   const resumed = await runCli(['train', config, '--out', out, '--resume', out, '--steps', '4']);
   assert.notEqual(resumed.code, 0);
   assert.match(resumed.output, /checksum|sha256|SHA-256/i);
+});
+
+/**
+ * Breaks every data plane connection of process `pid` (its TCP links other than those to the NATS server
+ * on `natsPort`) with `ss -K`, as a failing network would; returns how many it broke.
+ */
+function breakDataPlaneLinks(pid: number, natsPort: number): number {
+  const lines = execFileSync('ss', ['-tnpH', 'state', 'established'], { encoding: 'utf8' }).split('\n');
+  let broken = 0;
+  for (const line of lines) {
+    if (!line.includes(`pid=${pid},`)) continue;
+    const [local, peer] = line.trim().split(/\s+/).slice(2, 4) as [string, string];
+    if (local.endsWith(`:${natsPort}`) || peer.endsWith(`:${natsPort}`)) continue;
+    execFileSync('ss', ['-K', '-tn', 'state', 'established', 'src', local, 'dst', peer]);
+    broken++;
+  }
+  return broken;
+}
+
+test('recovery - a data plane link broken mid-run is reported, the job rolls back to its last checkpoint and ends with the same losses', async () => {
+  const common = ['train', config, '--set', 'steps=8', '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--set', 'checkpoint.every=2', '--nats', server.url];
+  const undisturbed = outDir('links-undisturbed');
+  const clean = await runCli([...common, '--out', undisturbed, '--quiet']);
+  assert.equal(clean.code, 0, clean.output);
+  assert.match(clean.output, /\[rank 1\] data plane: [1-9]\d* messages sent and [1-9]\d* received over direct links/);
+  const out = outDir('links-broken');
+  const job = startCli([...common, '--out', out]);
+  try {
+    await job.waitFor(/checkpoint of step 2: /, 90_000);
+    assert.ok(breakDataPlaneLinks(registeredPids(job.output())[1], Number(new URL(server.url).port)) > 0, 'no data plane link to break');
+    const exit = await job.exited;
+    assert.equal(exit.code, 0, job.output());
+    assert.match(job.output(), /restart 1 of 3: the data plane link between rank \d and rank \d broke \([^)]*\); tensors may be lost; rolling every rank back to the checkpoint of step [2-8]/);
+    assert.deepEqual(losses(join(out, 'metrics.jsonl'), read), losses(join(undisturbed, 'metrics.jsonl'), read));
+  } finally {
+    job.child.kill('SIGKILL');
+  }
 });
 
 test('recovery - a worker killed mid-run is restarted from the last checkpoint and the run ends with the same losses', async () => {
