@@ -82,7 +82,7 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
     'data-plane-host': {
       type: 'string',
       placeholder: 'ADDRESS',
-      doc: 'where this node\'s workers listen for the direct tensor links of the other ranks:\nan address of the interface they reach [127.0.0.1 on one node, else the\nfirst non-loopback IPv4 address]',
+      doc: 'where this node\'s workers listen for tensor links: an address of the\ninterface the other nodes reach [127.0.0.1 on one node, else the\nfirst non-loopback IPv4 address]',
     },
     resume: {
       type: 'string',

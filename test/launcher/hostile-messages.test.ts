@@ -62,6 +62,9 @@ test('hostile messages - a live pipeline-2 job under thousands of hostile payloa
     const listener = attacker.subscribe(`${prefix}>`, (message) => subjects.add(message.subject.slice(prefix.length)));
     await job.waitFor(new RegExp(`step 2/${STEPS}`), 120_000);
     listener.unsubscribe();
+    // Collective pieces travel over the data plane, but every rank still listens on its groups' inboxes
+    // (`coll.<group>.<rank>`, beside the `coll-ready.` subjects their hellos used): attack those too.
+    for (const subject of [...subjects]) if (subject.startsWith('coll-ready.')) subjects.add(`coll.${subject.slice('coll-ready.'.length)}`);
     const targets = [...subjects].sort();
     assert.ok(targets.some((s) => s.startsWith('coord.')) && targets.some((s) => s.startsWith('coll.')), `subjects seen: ${targets.join(', ')}`);
 

@@ -1,6 +1,6 @@
 /** Test helpers: run the real `gpt-hybrid` CLI as a child process and watch its output. */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -17,8 +17,11 @@ export interface RunningCli {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): RunningCli {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** `spawner`: how the process starts (default: here; e.g. inside a network namespace, support/netns.ts). */
+export type Spawner = (command: string, args: string[], options: SpawnOptions) => ChildProcess;
+
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, spawner: Spawner = spawn): RunningCli {
+  const child = spawner(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
   const listeners = new Set<() => void>();
   const append = (chunk: Buffer) => {
