@@ -3,9 +3,15 @@
  * job (its coordinator's and every rank's collective inboxes, learned by listening to the job's traffic)
  * while it trains. The job must finish with exit 0 and the losses of an undisturbed run, bit for bit, no
  * worker may crash or restart, and every process must say at the end how many messages it ignored; the
- * coordinator's count must match, payload for payload, what was sent to it.
+ * coordinator's count must match, payload for payload, what was sent to it. Strangers also connect to
+ * every worker's data plane listener (garbage, a forged proof, a message before any proof): each is
+ * refused and counted, and the job's tensors keep their links.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { encodeValue } from '../../src/comm/codec.ts';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,6 +43,33 @@ after(async () => {
   await server.stop();
 });
 
+/** The TCP ports process `pid` listens on (a worker: its data plane's). */
+function listeningPorts(pid: number): number[] {
+  return execFileSync('ss', ['-tlnpH'], { encoding: 'utf8' })
+    .split('\n')
+    .filter((line) => line.includes(`pid=${pid},`))
+    .map((line) => Number(line.trim().split(/\s+/)[3]!.split(':').at(-1)));
+}
+
+/**
+ * Three connections without the job key, each refused by the listener at once: garbage (a length no
+ * proof can have), a forged proof after the challenge, a message frame before any proof. Not awaited:
+ * the job's own output says what it refused.
+ */
+function knockWithoutTheKey(port: number): void {
+  const frame = (type: number, body: Uint8Array) => Buffer.concat([Buffer.from(Uint32Array.of(1 + body.byteLength).buffer), Buffer.of(type), body]);
+  const attempts: ((socket: Socket) => void)[] = [
+    (socket) => socket.write(Buffer.concat([Buffer.from([0xff, 0xff, 0xff, 0xff]), randomBytes(252)])),
+    (socket) => socket.once('data', () => socket.write(frame(2, encodeValue({ kind: 'data-plane-proof', job: 'x', from: 0, to: 1, proof: randomBytes(32) })))),
+    (socket) => socket.write(frame(0, randomBytes(64))),
+  ];
+  for (const attempt of attempts) {
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    attempt(socket);
+  }
+}
+
 /** `[rank r] bus <job>: ignored N malformed messages, M from other jobs …` lines by process ('launcher' or the rank). */
 function ignoredCounts(output: string, jobId: string): Map<string, { malformed: number; other: number }> {
   const counts = new Map<string, { malformed: number; other: number }>();
@@ -66,6 +99,10 @@ test('hostile messages - a live pipeline-2 job under thousands of hostile payloa
     // (`coll.<group>.<rank>`, beside the `coll-ready.` subjects their hellos used): attack those too.
     for (const subject of [...subjects]) if (subject.startsWith('coll-ready.')) subjects.add(`coll.${subject.slice('coll-ready.'.length)}`);
     const targets = [...subjects].sort();
+    const workers = [...job.output().matchAll(/rank (\d+) registered \(node \d+, pid (\d+)/g)].map((match) => Number(match[2]));
+    const ports = workers.flatMap(listeningPorts);
+    assert.equal(ports.length, 2, `the workers' data plane listeners: ${ports.join(', ')}`);
+    for (const port of ports) knockWithoutTheKey(port);
     assert.ok(targets.some((s) => s.startsWith('coord.')) && targets.some((s) => s.startsWith('coll.')), `subjects seen: ${targets.join(', ')}`);
 
     const payloads = new HostilePayloads(jobId, 'hostile messages');
@@ -103,6 +140,7 @@ test('hostile messages - a live pipeline-2 job under thousands of hostile payloa
     for (const rank of ['0', '1']) {
       const { malformed, other } = counts.get(rank)!;
       assert.ok(malformed > 100 && other > 100, `rank ${rank}: ${malformed} malformed, ${other} other`);
+      assert.match(output, new RegExp(`\\[rank ${rank}\\] data plane: [1-9]\\d* messages sent and [1-9]\\d* received over direct links, 3 refused`));
     }
     assert.equal(({} as { polluted?: unknown }).polluted, undefined);
   } finally {
