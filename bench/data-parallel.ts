@@ -1,7 +1,7 @@
 /**
  * Implements: `comm_fraction_dp2`, exposed communication over step time in data parallel 2: two
  * processes each run the real Trainer on half of the global batch, with the gradient all-reduce through
- * a ProcessGroup over NATS, and record every step and every all-reduce on a timeline the way pipeline
+ * a ProcessGroup over the data plane's direct links (as a job's ranks do by default), and record every step and every all-reduce on a timeline the way pipeline
  * ranks do (the launcher's data-parallel workers write no trace yet). The timelines are merged and read
  * like the pipeline job's (trace-analysis.ts). With overlapGradReduce every bucket is an all-reduce of
  * its own during the backward; as for any collective, what counts is what follows the last one's start.
@@ -11,7 +11,9 @@
  */
 import { mkdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
 import { Bus } from '../src/comm/bus.ts';
+import { DataPlane } from '../src/comm/data-plane.ts';
 import { ProcessGroup } from '../src/comm/collectives.ts';
 import { connectNats } from '../src/comm/nats-transport.ts';
 import { mergeTraceParts, TraceRecorder, wallClockMs, type TraceEvent } from '../src/trace/trace.ts';
@@ -56,7 +58,8 @@ async function peer(args: string[]): Promise<void> {
   const rank = Number(rankText);
   const { config, dataset, model } = await setUpTraining(configPath, dataParallelSets(Number(globalBatchText), overlapText === 'true'));
   const bus = new Bus({ jobId: job, transport: await connectNats({ url: natsUrl, name: `${job} rank ${rank}` }) });
-  const group = new ProcessGroup({ bus, name: 'dp', ranks: [0, 1], rank });
+  const dataPlane = await DataPlane.listen({ bus, jobId: job, rank, key: createHash('sha256').update(job).digest(), host: '127.0.0.1', log: (line) => process.stderr.write(`${line}\n`) });
+  const group = new ProcessGroup({ bus, name: 'dp', ranks: [0, 1], rank, dataPlane });
   await group.ready();
   const trace = new TraceRecorder(rank, `rank ${rank}: replica ${rank}`);
   let step = 0;
@@ -91,6 +94,7 @@ async function peer(args: string[]): Promise<void> {
     trainer.dispose();
     model.dispose();
     group.close();
+    await dataPlane.close();
     await bus.close();
   }
 }

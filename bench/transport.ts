@@ -134,18 +134,8 @@ async function peer(args: string[]): Promise<void> {
         natsCpu = process.cpuUsage();
         gc.observe({ entryTypes: ['gc'] });
       }
-      const start = performance.now();
-      if (rank === 0) {
-        for (let i = 0; i < PER_ROUND; i++) group.send(1, 'tensor', payload, [TENSOR_ELEMENTS]);
-        await group.recv(1, 'ack');
-      } else {
-        for (let i = 0; i < PER_ROUND; i++) {
-          const { values } = await group.recv(0, 'tensor');
-          if (values.length !== TENSOR_ELEMENTS || values[1000] !== payload[1000]) throw new Error(`tensor ${i} of round ${round} arrived wrong`);
-        }
-        group.send(0, 'ack', Float32Array.of(1));
-      }
-      if (round > 0) natsMs.push(performance.now() - start);
+      const ms = await timedRound(group, rank, payload, `round ${round}`);
+      if (round > 0) natsMs.push(ms);
     }
     const natsCpuMs = cpuMs(process.cpuUsage(natsCpu));
     // Entries are delivered asynchronously: let the last ones in before counting.
@@ -179,18 +169,8 @@ async function peer(args: string[]): Promise<void> {
       await direct.ready();
       for (let round = 0; round <= rounds; round++) {
         await group.barrier();
-        const start = performance.now();
-        if (rank === 0) {
-          for (let i = 0; i < PER_ROUND; i++) direct.send(1, 'tensor', payload, [TENSOR_ELEMENTS]);
-          await direct.recv(1, 'ack');
-        } else {
-          for (let i = 0; i < PER_ROUND; i++) {
-            const { values } = await direct.recv(0, 'tensor');
-            if (values.length !== TENSOR_ELEMENTS || values[1000] !== payload[1000]) throw new Error(`tensor ${i} of round ${round} arrived wrong over the data plane`);
-          }
-          direct.send(0, 'ack', Float32Array.of(1));
-        }
-        if (round > 0) directMs.push(performance.now() - start);
+        const ms = await timedRound(direct, rank, payload, `round ${round} over the data plane`);
+        if (round > 0) directMs.push(ms);
       }
       if (plane.stats.sent === 0 && plane.stats.received === 0) throw new Error('nothing went over the data plane');
       await group.barrier();
@@ -208,6 +188,22 @@ async function peer(args: string[]): Promise<void> {
     group.close();
     await bus.close();
   }
+}
+
+/** PER_ROUND tensors rank 0 -> 1, up to rank 1's acknowledgement; milliseconds. */
+async function timedRound(group: ProcessGroup, rank: number, payload: Float32Array, what: string): Promise<number> {
+  const start = performance.now();
+  if (rank === 0) {
+    for (let i = 0; i < PER_ROUND; i++) group.send(1, 'tensor', payload, [TENSOR_ELEMENTS]);
+    await group.recv(1, 'ack');
+  } else {
+    for (let i = 0; i < PER_ROUND; i++) {
+      const { values } = await group.recv(0, 'tensor');
+      if (values.length !== TENSOR_ELEMENTS || values[1000] !== payload[1000]) throw new Error(`tensor ${i} of ${what} arrived wrong`);
+    }
+    group.send(0, 'ack', Float32Array.of(1));
+  }
+  return performance.now() - start;
 }
 
 function cpuMs(usage: NodeJS.CpuUsage): number {
