@@ -27,6 +27,7 @@ import { decodeEnvelope, encodeEnvelope, encodeValue } from './codec.ts';
 import { PROTOCOL_VERSION, type Envelope, type Message } from '../protocol/messages.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES } from './chunking.ts';
 import type { Subscription } from './transport.ts';
+import { requestUntil } from './request-until.ts';
 
 /** Bytes of a job key (HMAC-SHA256's own size). */
 export const DATA_PLANE_KEY_BYTES = 32;
@@ -463,20 +464,14 @@ function addressSubject(rank: number): string {
 }
 
 /** Asks `peer` for its data plane address until it answers (it may still be starting). */
-async function requestAddress(bus: Bus, peer: number): Promise<DataPlaneAddress> {
-  const deadline = Date.now() + ADDRESS_TIMEOUT_MS;
-  let last = 'no answer';
-  while (Date.now() < deadline) {
-    try {
-      const answer = await bus.request(addressSubject(peer), { kind: 'data-plane-address-request', rank: peer }, 1000);
-      if (answer.kind === 'data-plane-address' && answer.rank === peer) return { host: answer.host, port: answer.port };
-      last = `an answer of kind ${answer.kind}`;
-    } catch (error) {
-      last = error instanceof Error ? error.message : String(error);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-  throw new Error(`rank ${peer} announced no data plane address within ${ADDRESS_TIMEOUT_MS / 1000} s (${last})`);
+function requestAddress(bus: Bus, peer: number): Promise<DataPlaneAddress> {
+  return requestUntil(bus, addressSubject(peer), { kind: 'data-plane-address-request', rank: peer }, {
+    accept: (answer) => (answer.kind === 'data-plane-address' && answer.rank === peer ? { host: answer.host, port: answer.port } : undefined),
+    deadlineMs: ADDRESS_TIMEOUT_MS,
+    attemptMs: 1000,
+    pauseMs: 100,
+    failure: `rank ${peer} announced no data plane address`,
+  });
 }
 
 /** The peer rank a proof frame proves, or why it proves nothing. */

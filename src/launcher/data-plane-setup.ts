@@ -10,6 +10,7 @@ import type { Bus } from '../comm/bus.ts';
 import { DATA_PLANE_KEY_BYTES } from '../comm/data-plane.ts';
 import type { TrainConfig } from '../config/types.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
+import { requestUntil } from '../comm/request-until.ts';
 
 export interface DataPlaneSettings {
   /** The job key, hex. */
@@ -49,20 +50,14 @@ export async function prepareDataPlane(
   return { settings: { key, host }, close };
 }
 
-async function requestKey(bus: Bus, nodeRank: number): Promise<string> {
-  const deadline = Date.now() + KEY_WAIT_MS;
-  let last = '';
-  while (Date.now() < deadline) {
-    try {
-      const answer = await bus.request(SUBJECTS.dataPlaneKey, { kind: 'data-plane-key-request', node: nodeRank }, 2000);
-      if (answer.kind === 'data-plane-key') return answer.key;
-      last = `an answer of kind ${answer.kind}`;
-    } catch (error) {
-      last = error instanceof Error ? error.message : String(error);
-      await new Promise((resolve) => setTimeout(resolve, 500));
-    }
-  }
-  throw new Error(`node 0's launcher handed out no data plane key within ${KEY_WAIT_MS / 1000} s (${last}): is it running with the same --job-id and NATS server?`);
+function requestKey(bus: Bus, nodeRank: number): Promise<string> {
+  return requestUntil(bus, SUBJECTS.dataPlaneKey, { kind: 'data-plane-key-request', node: nodeRank }, {
+    accept: (answer) => (answer.kind === 'data-plane-key' ? answer.key : undefined),
+    deadlineMs: KEY_WAIT_MS,
+    attemptMs: 2000,
+    pauseMs: 500,
+    failure: "node 0's launcher handed out no data plane key (is it running with the same --job-id and NATS server?)",
+  });
 }
 
 function externalAddress(): string {

@@ -95,6 +95,17 @@ export interface StageEvaluation {
   samples: number;
 }
 
+/** Micro-batch `microBatch`'s tokens (every action on it reads them), gathered once into `batches`. */
+function memoizedBatch(batches: Map<number, TokenBatch>, microBatchIds: Int32Array[], dataset: TokenizedDataset, microBatch: number, what: string): TokenBatch {
+  const known = batches.get(microBatch);
+  if (known !== undefined) return known;
+  const sampleIds = microBatchIds[microBatch];
+  if (sampleIds === undefined) throw new Error(`micro-batch ${microBatch} is not part of ${what} (${microBatchIds.length} micro-batches)`);
+  const batch = { ...gatherBatch(dataset, sampleIds), sampleIds };
+  batches.set(microBatch, batch);
+  return batch;
+}
+
 /** The compile-time proof that execute's switch handles every action kind. */
 function unknownAction(action: never): never {
   throw new Error(`unknown action ${JSON.stringify(action)}`);
@@ -185,23 +196,11 @@ export class PipelineStepExecutor {
   }
 
   private batchOf(microBatch: number): TokenBatch {
-    const known = this.batches.get(microBatch);
-    if (known !== undefined) return known;
-    const sampleIds = this.microBatchIds[microBatch];
-    if (sampleIds === undefined) throw new Error(`micro-batch ${microBatch} is not part of step ${this.step + 1} (${this.microBatchIds.length} micro-batches)`);
-    const batch = { ...gatherBatch(this.context.dataset, sampleIds), sampleIds };
-    this.batches.set(microBatch, batch);
-    return batch;
+    return memoizedBatch(this.batches, this.microBatchIds, this.context.dataset, microBatch, `step ${this.step + 1}`);
   }
 
   private evaluationBatchOf(evaluation: NonNullable<typeof this.evaluation>, microBatch: number): TokenBatch {
-    const known = evaluation.batches.get(microBatch);
-    if (known !== undefined) return known;
-    const sampleIds = evaluation.microBatchIds[microBatch];
-    if (sampleIds === undefined) throw new Error(`micro-batch ${microBatch} is not part of the evaluation (${evaluation.microBatchIds.length} micro-batches)`);
-    const batch = { ...gatherBatch(this.context.validation!, sampleIds), sampleIds };
-    evaluation.batches.set(microBatch, batch);
-    return batch;
+    return memoizedBatch(evaluation.batches, evaluation.microBatchIds, this.context.validation!, microBatch, 'the evaluation');
   }
 
   /** The first stage's word-embedding gradient is +0 outside the rows its lookups gathered. */
