@@ -8,8 +8,9 @@
  * - `p2p_gbps` and `p2p_vs_tcp`: the same sends through the ProcessGroup over the data plane's direct
  *   links (comm/data-plane.ts: msgpackr envelopes on a proven TCP connection), against the raw TCP figure;
  * - `allreduce_ratio`: the all-reduce of a 10M-parameter float32 gradient over 2 ranks (the algorithm
- *   the process group picks at that size) over one send of those bytes, both over the data plane, from the collectives test's
- *   worker in its 'big' mode (the same program the test checks for correctness).
+ *   the process group picks at that size, in place as a job reduces its step's gradient buffer) over one
+ *   send of those bytes, both over the data plane, medians of 9, from the collectives test's worker in
+ *   its 'big-bench' mode (the same program the test checks for correctness).
  *
  * Run as `node --import tsx bench/transport.ts --peer <nats url> <job id> <rank> <tcp port> <rounds>` it
  * is one of the two ranks.
@@ -91,7 +92,7 @@ export async function measureTransport(options: { natsUrl: string; rounds: numbe
   say(`  all-reduce of 10M float32 over 2 ranks (${algorithm}, the default at that size) against one send of the same bytes, over the data plane ...`);
   const bigJob = `bench-allreduce-${process.pid}-${Date.now().toString(36)}`;
   // Over the data plane, as a job's data-parallel groups run it.
-  const [first] = await runPeers(COLLECTIVES_WORKER, 2, (rank) => [options.natsUrl, bigJob, String(rank), '2', 'big+tcp', '60000'], 180_000);
+  const [first] = await runPeers(COLLECTIVES_WORKER, 2, (rank) => [options.natsUrl, bigJob, String(rank), '2', 'big-bench+tcp', '60000'], 180_000);
   const records = first.stdout
     .trim()
     .split('\n')
@@ -102,7 +103,7 @@ export async function measureTransport(options: { natsUrl: string; rounds: numbe
     if ((record.mismatches ?? 0) > 0) throw new Error(`the ${step} all-reduce gave ${record.mismatches} wrong sums`);
     return record.ms;
   };
-  const allReduceMs = median(timesOf(`big-${algorithm}`));
+  const allReduceMs = median(timesOf(`big-${algorithm}-in-place`));
   const oneSendMs = median(timesOf('one-send'));
   say(`    all-reduce ${allReduceMs.toFixed(0)} ms, one send ${oneSendMs.toFixed(0)} ms`);
   return { natsGbps, tcpGbps, natsVsTcp: natsGbps / tcpGbps, p2pGbps, p2pVsTcp: p2pGbps / tcpGbps, senderCpuMsPerMb, receiverCpuMsPerMb, senderGcMsPerMb, receiverGcMsPerMb, serverCpuMsPerMb, maxPayload, allReduceMs, oneSendMs, allReduceRatio: allReduceMs / oneSendMs, allReduceAlgorithm: algorithm };

@@ -29,7 +29,7 @@ import type { Bus } from './bus.ts';
 import type { DataPlane } from './data-plane.ts';
 import { CollectiveMailbox, type CallIdentity, type OpenCall } from './collective-mailbox.ts';
 import type { CollectiveMessage, Message, WireTensor } from '../protocol/messages.ts';
-import { checkReduceOp, chunkBounds, combineInto, divideInPlace, type ReduceOp, type ReduceValues } from './reduce-ops.ts';
+import { checkReduceOp, chunkBounds, combineInto, combineOf, divideInPlace, type ReduceOp, type ReduceValues } from './reduce-ops.ts';
 import { fromWireTensor, toWireTensor } from './tensor-wire.ts';
 
 export { CollectiveMismatchError, CollectiveTimeoutError } from './collective-mailbox.ts';
@@ -360,15 +360,19 @@ export class ProcessGroup {
     const segmentElements = this.segmentElements;
     return this.run('all-reduce', async (call, seq) => {
       // Segments reduce independently, a few at a time (segmentsInFlight), each with its own part
-      // numbers; the result is assembled in place, so no message (and no copy of one) is larger than a segment.
-      const result = options.inPlace === true ? values : values.slice();
+      // numbers; the result is assembled in place, so no message (and no copy of one) is larger than a
+      // segment. Not in place, the input is read where it is and every result chunk written once (a copy
+      // of the input first cost 10-20 ms and 40 MB of fresh pages for 10M floats).
+      const result = options.inPlace === true ? values : new (values.constructor as Float32ArrayConstructor | Int32ArrayConstructor)(values.length);
       const count = Math.max(1, Math.ceil(values.length / segmentElements));
       const reduceSegment = (segment: number): Promise<void> => {
         const start = segment * segmentElements;
-        const work = result.subarray(start, Math.min(values.length, start + segmentElements));
+        const end = Math.min(values.length, start + segmentElements);
+        const input = values.subarray(start, end);
+        const output = result.subarray(start, end);
         const label = values.length > segmentElements ? ` segment ${segment}` : '';
         const where: SegmentPlace = { call, seq, partBase: segment * PARTS_PER_SEGMENT, label };
-        return algorithm === 'direct' ? this.allReduceDirect(work, op, where) : this.allReduceRing(work, op, where);
+        return algorithm === 'direct' ? this.allReduceDirect(input, output, op, where) : this.allReduceRing(input, output, op, where);
       };
       // A rank starts another segment only when one of its own is done, which needs its peers' pieces of
       // it: no peer gets more than a window ahead of what this rank has read.
@@ -391,48 +395,75 @@ export class ProcessGroup {
     this.mailbox.failAll(new Error(`process group '${this.name}' was closed on rank ${this.rank} while a call was waiting`));
   }
 
-  /** `work` holds this rank's values and receives the result. */
-  private async allReduceDirect(work: ReduceValues, op: ReduceOp, where: SegmentPlace): Promise<void> {
+  /** `input`: this rank's values; `output` (a view of the same memory when in place) receives the result. */
+  private async allReduceDirect(input: ReduceValues, output: ReduceValues, op: ReduceOp, where: SegmentPlace): Promise<void> {
     const { call, seq, partBase, label } = where;
-    const wire = toWireTensor(work, [work.length]);
+    // Copied into each frame: `input` may be `output`, which the sums below overwrite.
+    const wire = toWireTensor(input, [input.length]);
     for (const member of this.ranks) if (member !== this.rank) this.publish(member, { op: 'all-reduce', seq, tag: '', part: partBase }, wire);
+    // In place, this rank's own values must outlive the first sums when they come third or later.
+    const own = input.buffer === output.buffer && this.groupRank >= 2 ? input.slice() : input;
+    const pieces: (CollectiveMessage | undefined)[] = [];
     const contributions = await Promise.all(
-      this.ranks.map(async (member) =>
-        member === this.rank ? work.slice() : this.valuesOf(await call.take(member, partBase), work, `all-reduce #${seq}${label} from rank ${member}`),
-      ),
+      this.ranks.map(async (member, index) => {
+        if (member === this.rank) return own;
+        const piece = await call.take(member, partBase);
+        pieces[index] = piece;
+        return this.valuesOf(piece, input, `all-reduce #${seq}${label} from rank ${member}`);
+      }),
     );
-    work.set(contributions[0]);
     // Rank order, whatever the arrival order: result = ((x0 + x1) + x2) + ...
-    for (let i = 1; i < contributions.length; i++) combineInto(work, 0, contributions[i], op === 'mean' ? 'sum' : op);
-    if (op === 'mean') divideInPlace(work, 0, work.length, this.size);
+    const combineOp = op === 'mean' ? 'sum' : op;
+    combineOf(output, 0, contributions[1]!, contributions[0]!, combineOp);
+    for (let i = 2; i < contributions.length; i++) combineInto(output, 0, contributions[i]!, combineOp);
+    if (op === 'mean') divideInPlace(output, 0, output.length, this.size);
+    for (const piece of pieces) if (piece !== undefined) this.release(piece);
   }
 
-  /** `work` holds this rank's values and receives the result. */
-  private async allReduceRing(work: ReduceValues, op: ReduceOp, where: SegmentPlace): Promise<void> {
+  /**
+   * `input`: this rank's values; `output` (a view of the same memory when in place) receives the result. Chunks go
+   * out without a copy (the data plane writes them from where they are), so before this rank overwrites
+   * a chunk it sent, that send must have been written.
+   */
+  private async allReduceRing(input: ReduceValues, output: ReduceValues, op: ReduceOp, where: SegmentPlace): Promise<void> {
     const { call, seq, partBase, label } = where;
     const n = this.size;
     const me = this.groupRank;
     const right = this.ranks[(me + 1) % n];
     const left = this.ranks[(me + n - 1) % n];
-    const bounds = (chunk: number) => chunkBounds(work.length, n, ((chunk % n) + n) % n);
+    const chunkOf = (chunk: number) => ((chunk % n) + n) % n;
+    const bounds = (chunk: number) => chunkBounds(output.length, n, chunkOf(chunk));
     const combineOp = op === 'mean' ? 'sum' : op;
-    // Reduce-scatter: at step s, pass chunk (me - s) on and add own values into chunk (me - s - 1).
+    const sending = new Map<number, Promise<void>>();
+    const send = (chunk: number, from: ReduceValues, part: number) => {
+      const [start, end] = bounds(chunk);
+      sending.set(chunkOf(chunk), this.publish(right, { op: 'all-reduce', seq, tag: '', part }, toWireTensor(from.subarray(start, end), [end - start]), { borrowed: true }));
+    };
+    // Reduce-scatter: at step s, pass chunk (me - s) on and add own values into chunk (me - s - 1). The
+    // first chunk passed on is this rank's input; the others are partial sums in the output.
     for (let step = 0; step < n - 1; step++) {
-      const [sendStart, sendEnd] = bounds(me - step);
-      this.publish(right, { op: 'all-reduce', seq, tag: '', part: partBase + 1 + step }, toWireTensor(work.subarray(sendStart, sendEnd), [sendEnd - sendStart]));
+      send(me - step, step === 0 ? input : output, partBase + 1 + step);
       const [start, end] = bounds(me - step - 1);
-      const incoming = this.valuesOf(await call.take(left, partBase + 1 + step), work.subarray(start, end), `all-reduce #${seq}${label} ring step ${step} from rank ${left}`);
-      combineInto(work, start, incoming, combineOp);
+      const piece = await call.take(left, partBase + 1 + step);
+      const incoming = this.valuesOf(piece, output.subarray(start, end), `all-reduce #${seq}${label} ring step ${step} from rank ${left}`);
+      await sending.get(chunkOf(me - step - 1));
+      combineOf(output, start, incoming, input.subarray(start, end), combineOp);
+      this.release(piece);
     }
     const [ownStart, ownEnd] = bounds(me + 1);
-    if (op === 'mean') divideInPlace(work, ownStart, ownEnd, n);
+    if (op === 'mean') divideInPlace(output, ownStart, ownEnd, n);
     // All-gather: pass on the finished chunk received last, starting with the one this rank finished.
     for (let step = 0; step < n - 1; step++) {
-      const [sendStart, sendEnd] = bounds(me + 1 - step);
-      this.publish(right, { op: 'all-reduce', seq, tag: '', part: partBase + n + step }, toWireTensor(work.subarray(sendStart, sendEnd), [sendEnd - sendStart]));
+      send(me + 1 - step, output, partBase + n + step);
       const [start, end] = bounds(me - step);
-      work.set(this.valuesOf(await call.take(left, partBase + n + step), work.subarray(start, end), `all-reduce #${seq}${label} ring gather ${step} from rank ${left}`), start);
+      const piece = await call.take(left, partBase + n + step);
+      const incoming = this.valuesOf(piece, output.subarray(start, end), `all-reduce #${seq}${label} ring gather ${step} from rank ${left}`);
+      await sending.get(chunkOf(me - step));
+      output.set(incoming, start);
+      this.release(piece);
     }
+    // The caller may change its buffers once this resolves.
+    await Promise.all(sending.values());
   }
 
   /** Opens the next collective of the group, runs it, and always closes it. */
@@ -452,10 +483,21 @@ export class ProcessGroup {
     return piece.seq < this.nextSeq;
   }
 
-  private publish(to: number, fields: Pick<CollectiveMessage, 'op' | 'seq' | 'tag' | 'part'>, tensor: WireTensor): void {
+  /**
+   * Resolves once the tensor's bytes are no longer needed: at once through the bus (it encodes a copy),
+   * once written on a direct link. `borrowed`: the data plane writes them from where they are.
+   */
+  private publish(to: number, fields: Pick<CollectiveMessage, 'op' | 'seq' | 'tag' | 'part'>, tensor: WireTensor, options: { borrowed?: boolean } = {}): Promise<void> {
     const message: CollectiveMessage = { kind: 'collective', group: this.name, from: this.rank, ...fields, tensor };
-    if (this.dataPlane?.send(to, this.inboxSubject(to), message) === true) return;
+    const written = this.dataPlane?.send(to, this.inboxSubject(to), message, options);
+    if (written !== undefined) return written;
     this.bus.publish(this.inboxSubject(to), message);
+    return Promise.resolve();
+  }
+
+  /** A piece whose values were consumed (summed or copied out): its receive buffer may serve again. */
+  private release(piece: CollectiveMessage): void {
+    this.dataPlane?.release(piece.tensor.data);
   }
 
   private float32Of(piece: CollectiveMessage, what: string): Float32Array {
