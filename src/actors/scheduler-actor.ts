@@ -58,15 +58,6 @@ export function lowerStageOfSchedule(config: TrainConfig, schedule: Schedule, st
   return lowerStageActions(schedule, stage, { accumulation: config.gradientAccumulation, tiedChunks });
 }
 
-/**
- * Whether a job's ranks are stage actors fed by scheduler actors: every layout but data parallelism
- * with `parallel.overlapGradReduce`, whose all-reduce overlapped with the last backward lives in the
- * single-process trainer's step (src/train/trainer.ts) and has no action form yet.
- */
-export function usesStageActors(config: TrainConfig): boolean {
-  return config.parallel.pipeline > 1 || config.parallel.tensor.size > 1 || !config.parallel.overlapGradReduce;
-}
-
 export interface SchedulerActorOptions {
   system: ActorSystemRef;
   remote: RemoteActors;

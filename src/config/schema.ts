@@ -79,7 +79,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
         data: positiveInt('data-parallel replicas, or "auto": world / (pipeline x tensor.size), the world being --nnodes x --nproc-per-node'),
         overlapGradReduce: {
           kind: 'boolean',
-          doc: "data parallel without pipeline or tensor parallelism: all-reduce gradient buckets during the last backward (Megatron's --overlap-grad-reduce); pays where a core is free for it",
+          doc: "data parallel: all-reduce gradient buckets as the step's last backward finishes them (Megatron's --overlap-grad-reduce); default true, false reduces everything after the backward",
         },
       },
     },
@@ -199,7 +199,7 @@ export const TRAIN_SCHEMA: SectionSpec = {
 export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'steps' | 'backend'> & {
   data: Omit<TrainConfig['data'], 'path'>;
 } = {
-  parallel: { pipeline: 1, tensor: { mode: '1d', size: 1 }, data: 1, overlapGradReduce: false },
+  parallel: { pipeline: 1, tensor: { mode: '1d', size: 1 }, data: 1, overlapGradReduce: true },
   numMicroBatches: 1,
   numChunks: 1,
   schedule: '1f1b',

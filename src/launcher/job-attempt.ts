@@ -8,7 +8,7 @@
 import { join } from 'node:path';
 import type { ActorSystemRef } from 'nact';
 import { Coordinator } from '../actors/coordinator.ts';
-import { SchedulerActors, usesStageActors } from '../actors/scheduler-actor.ts';
+import { SchedulerActors } from '../actors/scheduler-actor.ts';
 import type { Bus } from '../comm/bus.ts';
 import type { Transport } from '../comm/transport.ts';
 import { commitCheckpoint, stepDirName, type RankFileRecord } from '../checkpoint/index.ts';
@@ -136,14 +136,14 @@ export class JobAttempt {
     this.finish({ exitCode: 1, reason: 'node 0 restarts the job', restartable: true });
   }
 
-  /** Node 0: the coordinator judges the job; the scheduler actors feed the stage actors (every layout but overlapGradReduce's). */
+  /** Node 0: the coordinator judges the job; the scheduler actors feed the stage actors. */
   private hostCoordinator(): void {
     const { config, grid, log, system, bus, sampler } = this.job;
     const reporter = new StepReporter(config, this.job.totalSteps, this.from.startStep, sampler, this.job.hooks, log);
     const validationSamples = this.job.validationSamples;
     const evaluation =
       validationSamples === undefined ? undefined : lowerEvaluationActions(config.numChunks, evaluationMicroBatchCount(config, validationSamples), config.numMicroBatches);
-    if (usesStageActors(config)) this.schedulers = new SchedulerActors({ system, bus, config, grid, evaluation, log });
+    this.schedulers = new SchedulerActors({ system, bus, config, grid, evaluation, log });
     this.coordinator = new Coordinator(
       system,
       bus,

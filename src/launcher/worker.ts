@@ -12,7 +12,6 @@ import { readFileSync } from 'node:fs';
 import { dispatch, spawn, start, stop as stopSystem } from 'nact';
 import { RemoteActors } from '../actors/remote.ts';
 import { spawnRank, type RankActors } from '../actors/rank.ts';
-import { usesStageActors } from '../actors/scheduler-actor.ts';
 import { escalateToJob } from '../actors/supervision.ts';
 import { initBackend } from '../backend/select.ts';
 import { Bus } from '../comm/bus.ts';
@@ -23,14 +22,8 @@ import { connectNats } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
 import type { TrainConfig } from '../config/types.ts';
 import { loadRunDatasets, type RunDatasets } from '../dataset/validation-split.ts';
-import { GPT } from '../model/gpt.ts';
-import { fullModelSlice } from '../model/params.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import * as tf from '../tf.ts';
-import { restoreShard, writeShard } from '../train/checkpointing.ts';
-import { AdamOptimizer } from '../train/optimizer.ts';
-import { Trainer } from '../train/trainer.ts';
-import { paramsForRank } from '../model/sharding.ts';
 import type { RankFileRecord } from '../checkpoint/index.ts';
 import { HeartbeatThread } from './heartbeat.ts';
 import { serversFor } from './nats-url.ts';
@@ -217,11 +210,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     if (options.backendReady !== true) await initBackend(config.backend, log);
     const data = options.data ?? (await loadRunDatasets(config, { log: () => {} }));
     state = 'ready';
-    if (usesStageActors(config)) {
-      await drivePipelineRank(data);
-    } else {
-      await trainDataParallelRank(data, report, gate);
-    }
+    await drivePipelineRank(data);
     state = 'done';
     beat();
     await bus.flush();
@@ -268,38 +257,6 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     }
   };
 
-  const trainDataParallelRank = async (data: RunDatasets, onStep: typeof report, askGate: typeof gate): Promise<void> => {
-    const dataset = data.train;
-    const model = new GPT(config.model, fullModelSlice(config.model), config.seed);
-    const dpGroup = new ProcessGroup({ bus, name: grid.groupName('dp', env.rank), ranks: grid.dataGroup(env.rank), rank: env.rank, log, dataPlane });
-    // A NATS publish before the peer has subscribed is lost: meet every member once before any collective.
-    await dpGroup.ready();
-    const held = paramsForRank(config.model, { layerRanges: [[0, config.model.numLayers]], tp: 1, tpRank: 0 });
-    const optimizer = new AdamOptimizer(config.optimizer);
-    const startStep = env.resume === '' ? 0 : await restoreShard(env.resume, held, model.params, optimizer, false);
-    shardWriter = (folder, completedSteps) => writeShard(folder, env.rank, completedSteps, held, model.params, optimizer);
-    const trainer = new Trainer({
-      optimizer,
-      startStep,
-      config,
-      model,
-      dataset,
-      validation: data.validation,
-      totalSteps: env.totalSteps,
-      log,
-      gate: async (step) => (await askGate(step)).action,
-      dataParallel: { rank: grid.coordinates(env.rank).dp, size: grid.data, allReduce: (values) => dpGroup.allReduce(values, 'sum', { inPlace: true }) },
-      // The trainer evaluates by the same rule as the coordinator's gate (train/evaluation-plan.ts).
-      hooks: [{ name: 'report', afterStep: (_state, result) => onStep(result), afterEvaluation: (_state, result) => reportEvaluation(result) }],
-    });
-    try {
-      await trainer.fit();
-    } finally {
-      trainer.dispose();
-      model.dispose();
-      dpGroup.close();
-    }
-  };
 
   const escalate = escalateToJob({
     bus,
@@ -311,8 +268,8 @@ export async function runRank(options: RunRankOptions): Promise<number> {
       exitRequested?.(1);
     },
   });
-  // The rank's driver: it asks the gate before each step and opens the step in the stage actor (or, with
-  // overlapGradReduce, runs the trainer's step), holding its own mailbox for the run, which is why
+  // The rank's driver: it asks the gate before each step and opens the step in the stage actor,
+  // holding its own mailbox for the run, which is why
   // heartbeats and shutdown live elsewhere. A crash is escalated to the job as a fatal message naming
   // this rank.
   const driverActor = spawn(

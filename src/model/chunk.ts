@@ -217,6 +217,18 @@ export class ModelChunk implements ChunkModel {
     return chunkBackwardWeight(this, work, this.options.wordEmbeddingRows === true);
   }
 
+  /**
+   * backwardWeight a part at a time (chunkBackwardWeightParts): each yielded map holds parameters whose
+   * gradient for this micro-batch is complete. Ends `saved`.
+   */
+  backwardWeightParts(saved: ChunkSaved): Generator<Map<string, tf.Tensor>, { wordEmbeddingRows?: WordEmbeddingRows }, void> {
+    const work = saved.weightWork;
+    if (work === undefined) throw new Error('model chunk: backwardWeight before backwardInput (or twice, or after release()); run backwardInput on this forward first');
+    saved.weightWork = undefined;
+    saved.stage = 'ended';
+    return chunkBackwardWeightParts(this, work, this.options.wordEmbeddingRows === true);
+  }
+
   /** Frees what a forward or a backwardInput kept, whatever state it is in. */
   release(saved: ChunkSaved): void {
     saved.stage = 'ended';
@@ -366,32 +378,11 @@ function* chunkBackwardInputSteps(
  * single-process backward adds them). Consumes `work`.
  */
 function chunkBackwardWeight(model: ChunkModel & { specs: ParamSpec[] }, work: WeightWork, wordEmbeddingRows: boolean): ChunkGradients {
-  const { config, slice } = model;
   const grads = new Map<string, tf.Tensor>();
-  if (work.head !== undefined) {
-    const head = headBackwardWeight(work.head);
-    work.head = undefined;
-    addGradient(grads, WORD_EMBEDDING, head.dWordEmbedding);
-    addGradient(grads, 'norm.gamma', head.dGamma);
-    addGradient(grads, 'norm.beta', head.dBeta);
-  }
-  for (const { layer, work: blockWork } of work.blocks) {
-    for (const [local, grad] of blockBackwardWeight(blockWork)) addGradient(grads, blockParamName(layer, local), grad);
-  }
-  let rows: WordEmbeddingRows | undefined;
-  if (work.embedding !== undefined) {
-    const { saved, dy } = work.embedding;
-    if (wordEmbeddingRows && !slice.hasHead) {
-      const embedding = embeddingRowsBackward(saved, dy, config);
-      rows = embedding.dWordEmbeddingRows;
-      addGradient(grads, POSITION_EMBEDDING, embedding.dPositionEmbedding);
-    } else {
-      const embedding = embeddingBackward(saved, dy, config);
-      addGradient(grads, WORD_EMBEDDING, embedding.dWordEmbedding);
-      addGradient(grads, POSITION_EMBEDDING, embedding.dPositionEmbedding);
-    }
-    tf.dispose([saved as unknown as tf.TensorContainer, dy]);
-  }
+  const parts = chunkBackwardWeightParts(model, work, wordEmbeddingRows);
+  let part = parts.next();
+  for (; part.done !== true; part = parts.next()) for (const [name, grad] of part.value) addGradient(grads, name, grad);
+  const rows = part.value.wordEmbeddingRows;
   const ordered = new Map<string, tf.Tensor>();
   for (const spec of model.specs) {
     if (rows !== undefined && spec.name === WORD_EMBEDDING) continue;
@@ -400,6 +391,59 @@ function chunkBackwardWeight(model: ChunkModel & { specs: ParamSpec[] }, work: W
     ordered.set(spec.name, grad);
   }
   return rows === undefined ? { grads: ordered } : { grads: ordered, wordEmbeddingRows: rows };
+}
+
+/**
+ * The weight-gradient half one part at a time (the head, each block from the last, the embedding), each
+ * part's gradients complete for this micro-batch, so a caller can hand them on (a data-parallel
+ * all-reduce bucket) and yield between parts. The tied word embedding's head gradient waits for the
+ * lookup's and comes out as their sum, added in the single-process order. Consumes `work`.
+ */
+function* chunkBackwardWeightParts(
+  model: ChunkModel, work: WeightWork, wordEmbeddingRows: boolean,
+): Generator<Map<string, tf.Tensor>, { wordEmbeddingRows?: WordEmbeddingRows }, void> {
+  const { config, slice } = model;
+  let headWordEmbedding: tf.Tensor | undefined;
+  try {
+    if (work.head !== undefined) {
+      const head = headBackwardWeight(work.head);
+      work.head = undefined;
+      headWordEmbedding = head.dWordEmbedding;
+      yield new Map([['norm.gamma', head.dGamma], ['norm.beta', head.dBeta]]);
+    }
+    while (work.blocks.length > 0) {
+      const { layer, work: blockWork } = work.blocks.shift()!;
+      const part = new Map<string, tf.Tensor>();
+      for (const [local, grad] of blockBackwardWeight(blockWork)) addGradient(part, blockParamName(layer, local), grad);
+      yield part;
+    }
+    let rows: WordEmbeddingRows | undefined;
+    const last = new Map<string, tf.Tensor>();
+    if (headWordEmbedding !== undefined) last.set(WORD_EMBEDDING, headWordEmbedding);
+    headWordEmbedding = undefined;
+    if (work.embedding !== undefined) {
+      const { saved, dy } = work.embedding;
+      work.embedding = undefined;
+      try {
+        if (wordEmbeddingRows && !slice.hasHead) {
+          const embedding = embeddingRowsBackward(saved, dy, config);
+          rows = embedding.dWordEmbeddingRows;
+          addGradient(last, POSITION_EMBEDDING, embedding.dPositionEmbedding);
+        } else {
+          const embedding = embeddingBackward(saved, dy, config);
+          addGradient(last, WORD_EMBEDDING, embedding.dWordEmbedding);
+          addGradient(last, POSITION_EMBEDDING, embedding.dPositionEmbedding);
+        }
+      } finally {
+        tf.dispose([saved as unknown as tf.TensorContainer, dy]);
+      }
+    }
+    if (last.size > 0) yield last;
+    return rows === undefined ? {} : { wordEmbeddingRows: rows };
+  } finally {
+    headWordEmbedding?.dispose();
+    releaseWeightWork(work);
+  }
 }
 
 export function releaseActivations(activations: ChunkActivations): void {

@@ -24,7 +24,8 @@ import type { TokenizedDataset } from '../dataset/webtext.ts';
 import type { TokenBatch } from '../model/gpt.ts';
 import { WORD_EMBEDDING } from '../model/params.ts';
 import type { ReductionOptions } from '../shared-weights/shared-weights.ts';
-import { averageOverGlobalBatch } from '../train/gradient-reduction.ts';
+import { averageOverGlobalBatch, meansOfReduced, type StepMeans } from '../train/gradient-reduction.ts';
+import { BucketedGradientReduction } from '../train/bucketed-reduction.ts';
 import type { DynamicLossScaler } from '../train/loss-scaler.ts';
 import { NonFiniteGuard } from '../train/non-finite.ts';
 import { sumOfSquares, type AdamOptimizer } from '../train/optimizer.ts';
@@ -32,7 +33,7 @@ import type { DataParallelRole } from '../train/trainer.ts';
 import { formatAction, type StageAction } from '../scheduler/actions.ts';
 import type { StageCosts } from '../scheduler/auto-zero-bubble.ts';
 import { costsOfStep } from '../scheduler/measured-costs.ts';
-import type { PipelineStage } from './stage.ts';
+import type { FinalGradients, PipelineStage } from './stage.ts';
 import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
 export interface PipelineStepContext {
@@ -63,6 +64,8 @@ export interface PipelineStepContext {
   mixedPrecision?: { scaler: DynamicLossScaler; worldGroup: ProcessGroup };
   /** The run's non-finite policy and skip count; omitted: config.nonFinite, uncounted. */
   nonFinite?: NonFiniteGuard;
+  /** With config.parallel.overlapGradReduce: bytes of gradient per all-reduce bucket (default BUCKET_BYTES, DDP's 25 MB). */
+  gradientBucketBytes?: number;
 }
 
 /** What REDUCE_TIED and OPTIMIZER_STEP ask of the SharedWeight side (shared-weights.ts has the details). */
@@ -119,6 +122,8 @@ export class PipelineStepExecutor {
   private step = -1;
   private batches = new Map<number, TokenBatch>();
   private microBatchIds: Int32Array[] = [];
+  /** overlapGradReduce: this step's data-parallel all-reduce, in buckets started as gradients become final. */
+  private reduction: BucketedGradientReduction | undefined;
   /** The evaluation running (between steps), after `step` steps. */
   private evaluation: { step: number; microBatchIds: Int32Array[]; batches: Map<number, TokenBatch> } | undefined;
 
@@ -156,7 +161,52 @@ export class PipelineStepExecutor {
       const indices = rankSlice(globalBatch, { dp: dataParallel.size, dpRank: dataParallel.rank, gradientAccumulation: config.gradientAccumulation, accumIndex });
       this.microBatchIds.push(...microBatches(indices, m));
     }
-    stage.beginStep(step, this.context.mixedPrecision?.scaler.scale ?? 1);
+    this.reduction = undefined;
+    let finals: FinalGradients | undefined;
+    if (dataParallel.size > 1 && config.parallel.overlapGradReduce) {
+      const names = [...this.context.params.keys()];
+      const sizes = names.map((name) => this.context.params.get(name)!.size);
+      const reduction = new BucketedGradientReduction(names, sizes, (values) => this.span(step, 'all-reduce data parallel', () => dataParallel.allReduce(values)), this.context.gradientBucketBytes);
+      // Stages without the head hold a loss sum of 0 all along.
+      if (!stage.computesLoss) reduction.setLoss(0);
+      finals = {
+        weightActionsPerChunk: m * config.gradientAccumulation,
+        gradientFinal: (name, sum) => reduction.setGradient(name, sum),
+        lossFinal: (lossSum) => reduction.setLoss(lossSum),
+      };
+      this.reduction = reduction;
+    }
+    stage.beginStep(step, this.context.mixedPrecision?.scaler.scale ?? 1, finals);
+  }
+
+  /** `work` as a span of the step on the timeline, when there is one. */
+  private span<T>(step: number, name: string, work: () => Promise<T>): Promise<T> {
+    const trace = this.context.trace;
+    return trace === undefined ? work() : trace.span(name, 'comm', { step: step + 1 }, work);
+  }
+
+  /**
+   * The step's means over the global batch: what the buckets started during the backward did not cover
+   * (the tied word embedding, after its SharedWeight reduction; the loss) goes now, or, without
+   * overlapGradReduce, the whole flat buffer in one all-reduce.
+   */
+  private async stepMeans(step: number, grads: Map<string, tf.Tensor>, scale: number): Promise<StepMeans> {
+    const { params, stage, dataParallel } = this.context;
+    const names = [...params.keys()];
+    const reduction = this.reduction;
+    if (reduction === undefined) {
+      const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => this.span(step, 'all-reduce data parallel', () => dataParallel.allReduce(flat));
+      return averageOverGlobalBatch(names, grads, stage.stepLossSum, scale, allReduce);
+    }
+    this.reduction = undefined;
+    for (const name of names) {
+      if (!reduction.isPending(name)) continue;
+      const sum = grads.get(name);
+      if (sum === undefined) throw new Error(`no gradient for parameter ${name}: the backward pass did not reach it`);
+      reduction.setGradient(name, sum);
+    }
+    if (!reduction.lossGiven) reduction.setLoss(stage.stepLossSum);
+    return meansOfReduced(names, grads, await reduction.finish(), scale);
   }
 
   /** Runs one action; returns the step's result after OPTIMIZER_STEP, undefined before. */
@@ -215,12 +265,11 @@ export class PipelineStepExecutor {
     const globalBatch = sampler.globalBatch(step);
     const lossScale = context.mixedPrecision?.scaler.scale ?? 1;
     const m = config.numMicroBatches;
-    const span = <T>(name: string, work: () => Promise<T>): Promise<T> => (context.trace === undefined ? work() : context.trace.span(name, 'comm', { step: step + 1 }, work));
+    const span = <T>(name: string, work: () => Promise<T>): Promise<T> => this.span(step, name, work);
     const grads = stage.stepGradients;
     await sharedWeights.reduceGradients(grads, this.tiedOptions());
     const scale = 1 / (m * config.gradientAccumulation * dataParallel.size);
-    const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => span('all-reduce data parallel', () => dataParallel.allReduce(flat));
-    const means = await averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
+    const means = await this.stepMeans(step, grads, scale);
     const guard = context.nonFinite ?? new NonFiniteGuard(config.nonFinite);
     const skip = (nonFinite?: string): PipelineStepResult => {
       for (const grad of means.grads.values()) grad.dispose();

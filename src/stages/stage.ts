@@ -80,6 +80,10 @@ export class PipelineStage {
   private weightsWarmed = false;
   /** Virtual stage 0: which rows of the word embedding (this shard's) the step's lookups gathered. */
   private readonly lookedUp?: Uint8Array;
+  private finals: FinalGradients | undefined;
+  /** This step's forwards and weight-gradient actions so far, by chunk. */
+  private forwardsDone: number[] = [];
+  private weightsDone: number[] = [];
 
   constructor(private readonly options: StageOptions) {
     const { config, chunkLayers, pipelineSize } = options;
@@ -143,10 +147,16 @@ export class PipelineStage {
     return this.chunks.map((chunk) => chunk.params);
   }
 
-  /** `lossScale`: the backward starts from loss x lossScale (fp16 mode's dynamic loss scale). */
-  beginStep(step: number, lossScale = 1): void {
+  /**
+   * `lossScale`: the backward starts from loss x lossScale (fp16 mode's dynamic loss scale).
+   * `finals`: told each gradient sum as soon as it is final for the step (overlapGradReduce).
+   */
+  beginStep(step: number, lossScale = 1, finals?: FinalGradients): void {
     this.step = step;
     this.lossScale = lossScale;
+    this.finals = finals;
+    this.forwardsDone = this.chunks.map(() => 0);
+    this.weightsDone = this.chunks.map(() => 0);
     this.lossSum = 0;
     this.computeMs = 0;
     this.opMs = emptyOpTimes();
@@ -169,14 +179,14 @@ export class PipelineStage {
         return this.forward(action, batchOf(action.microBatch));
       case 'B': {
         const start = await this.backwardInput(action, batchOf(action.microBatch));
-        this.backwardWeight(action, start);
+        await this.backwardWeight(action, start);
         return;
       }
       case 'I':
         this.finishCompute(action, await this.backwardInput(action, batchOf(action.microBatch)));
         return;
       case 'W':
-        this.backwardWeight(action, wallClockMs());
+        await this.backwardWeight(action, wallClockMs());
         return;
     }
   }
@@ -331,6 +341,7 @@ export class PipelineStage {
     this.finishCompute(op, start);
     this.saved.set(`${op.microBatch}.${op.chunk}`, forward.saved);
     this.noteSaved();
+    this.forwardsDone[op.chunk]++;
     try {
       if (virtual === this.virtualStages - 1) this.lossSum += await readScalar(forward.output);
       else await this.send(op, 'act', this.rankOfVirtual(virtual + 1), virtual + 1, forward.output);
@@ -429,26 +440,68 @@ export class PipelineStage {
     return start;
   }
 
-  /** The weight half: backwardWeight, its gradients added to the step's sums; the compute began at `start`. */
-  private backwardWeight(action: ComputeAction, start: number): void {
+  /**
+   * The weight half: backwardWeight, its gradients added to the step's sums; the compute began at
+   * `start`. On a chunk's last one of the step, with `finals`, each sum is handed over as soon as its
+   * part is done, and the event loop runs between parts so that what was handed over moves meanwhile.
+   */
+  private async backwardWeight(action: ComputeAction, start: number): Promise<void> {
     const chunk = this.chunks[action.chunk];
     const key = `${action.microBatch}.${action.chunk}`;
     const saved = this.awaitingWeight.get(key);
     if (saved === undefined) throw new Error(`stage ${this.options.pipelineRank}: backward-weight ${formatAction(action)} before its backward-input`);
     this.awaitingWeight.delete(key);
-    let weights: ReturnType<typeof chunk.backwardWeight>;
+    const finals = this.finals;
+    const lastOfChunk = finals !== undefined && this.weightsDone[action.chunk] === finals.weightActionsPerChunk - 1;
+    if (lastOfChunk && this.virtualStage(action.chunk) === this.virtualStages - 1 && this.forwardsDone[action.chunk] === finals.weightActionsPerChunk) {
+      finals.lossFinal(this.lossSum);
+    }
+    let parts: ReturnType<typeof chunk.backwardWeightParts>;
     try {
-      weights = chunk.backwardWeight(saved);
+      parts = chunk.backwardWeightParts(saved);
     } catch (error) {
       chunk.release(saved);
       throw error;
     }
-    const { grads, wordEmbeddingRows } = weights;
-    this.finishCompute(action, start);
+    let part = parts.next();
+    let computeMs = 0;
+    let partStart = start;
+    for (; part.done !== true; part = parts.next()) {
+      for (const [name, grad] of part.value) {
+        this.accumulate(name, grad);
+        if (lastOfChunk && this.isFinalAfter(name, action.chunk)) finals.gradientFinal(name, this.gradSums.get(name)!);
+      }
+      if (lastOfChunk) {
+        computeMs += wallClockMs() - partStart;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        partStart = wallClockMs();
+      }
+    }
+    this.weightsDone[action.chunk]++;
+    // The compute's own time: the waits between parts are other work's (the trace shows them as the op's gaps).
+    this.finishCompute(action, lastOfChunk ? partStart - computeMs : start);
     this.noteSaved();
-    if (wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(wordEmbeddingRows);
-    for (const [name, grad] of grads) this.accumulate(name, grad);
+    if (part.value.wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(part.value.wordEmbeddingRows);
   }
+
+  /**
+   * Whether `name`'s sum is final once chunk `chunkIndex` finished its last weight action: held by that
+   * chunk alone, and not the word embedding (its dense gradient is built when read, and the
+   * SharedWeight reduction adds the other end's before the data-parallel one).
+   */
+  private isFinalAfter(name: string, chunkIndex: number): boolean {
+    if (name === WORD_EMBEDDING) return false;
+    return this.chunks.every((chunk, index) => index === chunkIndex || !chunk.params.has(name));
+  }
+}
+
+/** Where a stage hands each gradient sum once it is final for the step (a bucketed data-parallel all-reduce). */
+export interface FinalGradients {
+  /** Weight-gradient actions (B or W) each chunk runs in a step: one per micro-batch. */
+  weightActionsPerChunk: number;
+  gradientFinal(name: string, sum: tf.Tensor): void;
+  /** The step's loss sum, once the head's last forward is done (stages with the head). */
+  lossFinal(lossSum: number): void;
 }
 
 function emptyOpTimes(): Record<ComputeAction['kind'], number[]> {

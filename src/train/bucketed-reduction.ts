@@ -66,6 +66,15 @@ export class BucketedGradientReduction {
     }
   }
 
+  /** Whether `name`'s gradient is still to be given. */
+  isPending(name: string): boolean {
+    return this.bucketOf.has(name);
+  }
+
+  get lossGiven(): boolean {
+    return this.lossSet;
+  }
+
   /** The loss summed over this rank's micro-batches. */
   setLoss(lossSum: number): void {
     if (this.lossSet) throw new Error('bucketed all-reduce: the loss was given twice');

@@ -41,7 +41,7 @@ test('resolve - a minimal config gets every documented default', () => {
   const config = resolveConfig({ data: DATA });
   const expected: TrainConfig = {
     model: MODEL_DEFAULTS,
-    parallel: { pipeline: 1, tensor: { mode: '1d', size: 1 }, data: 1, overlapGradReduce: false },
+    parallel: { pipeline: 1, tensor: { mode: '1d', size: 1 }, data: 1, overlapGradReduce: true },
     numMicroBatches: 1,
     numChunks: 1,
     schedule: '1f1b',
@@ -82,7 +82,7 @@ test('resolve - a preset plus explicit keys plus overrides', () => {
     maxPositionEmbeddings: 256,
     dropRate: 0.1,
   });
-  assert.deepEqual(config.parallel, { pipeline: 2, tensor: { mode: '1d', size: 2 }, data: 1, overlapGradReduce: false });
+  assert.deepEqual(config.parallel, { pipeline: 2, tensor: { mode: '1d', size: 2 }, data: 1, overlapGradReduce: true });
   assert.equal(config.numMicroBatches, 4);
   assert.equal(config.seqLen, 256);
   assert.equal(config.steps, 10);

@@ -64,7 +64,7 @@ export async function runPipeline(
   dataset: TokenizedDataset,
   steps: number,
   opsFor: (pipelineRank: number) => PipelineOp[],
-  options: { trace?: (rank: number) => TraceRecorder; sharedWeights?: () => SharedWeights } = {},
+  options: { trace?: (rank: number) => TraceRecorder; sharedWeights?: () => SharedWeights; gradientBucketBytes?: number } = {},
 ): Promise<PipelineRun> {
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   const network = new LocalNetwork(64 * 1024);
@@ -98,7 +98,7 @@ export async function runPipeline(
     const results = await Promise.all(
       ranks.map((r) =>
         runStep(
-          { config, totalSteps: steps, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name), mixedPrecision: r.mixedPrecision, trace: r.trace },
+          { config, totalSteps: steps, dataset, sampler, stage: r.stage, params: r.params, optimizer: r.optimizer, sharedWeights: r.sharedWeights, dataParallel: r.dataParallel, modelParallelGroup: r.modelParallelGroup, countsInNorm: (name) => r.stage.countsInNorm(name), mixedPrecision: r.mixedPrecision, trace: r.trace, gradientBucketBytes: options.gradientBucketBytes },
           step,
           opsFor(r.pp),
           { pp: r.pp, pipeline: grid.pipeline },

@@ -13,6 +13,7 @@ import type { ProcessGroup } from '../../src/comm/collectives.ts';
 import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import * as tf from '../../src/tf.ts';
 import { runPipeline, stageTestConfig, stageTestDataset } from './pipeline-helpers.ts';
+import { TraceRecorder } from '../../src/trace/trace.ts';
 
 before(async () => {
   await initBackend('cpu', () => {});
@@ -190,3 +191,27 @@ async function assertSameTiedBits(c: TrainConfig, ops: (rank: number) => Pipelin
     assert.ok(Buffer.from(rows.embeddings.get(rank)!.buffer).equals(Buffer.from(embedding.buffer)), `rank ${rank} of ${what}`);
   }
 }
+
+test('pipeline - overlapGradReduce: data 2 buckets go out during the last backward, with the bits of one all-reduce after it, alone and beside pipeline 2', async () => {
+  const layouts: [Record<string, unknown>, ReturnType<typeof opsOf>][] = [
+    [{ data: 2 }, opsOf('1f1b', 1, 2)],
+    [{ pipeline: 2, data: 2 }, opsOf('1f1b', 2, 2)],
+  ];
+  for (const [parallel, ops] of layouts) {
+    const traces = [0, 1, 2, 3].map((rank) => new TraceRecorder(rank, `rank ${rank}`));
+    const run = (overlapGradReduce: boolean, trace?: (rank: number) => TraceRecorder) =>
+      runPipeline(config({ parallel: { ...parallel, overlapGradReduce }, batchSize: 2, numMicroBatches: 2 }), dataset, 3, ops, { gradientBucketBytes: 4096, trace });
+    const overlapped = await run(true, (rank) => traces[rank]);
+    const afterBackward = await run(false);
+    const layout = JSON.stringify(parallel);
+    assert.deepEqual(overlapped.losses, afterBackward.losses, layout);
+    for (const [rank, embedding] of afterBackward.embeddings) assert.deepEqual(overlapped.embeddings.get(rank), embedding, `${layout} rank ${rank}'s word embedding`);
+    for (const trace of traces.slice(0, 2 * ((parallel.pipeline as number | undefined) ?? 1))) {
+      const ofStep = trace.events.filter((event) => event.ph === 'X' && event.args?.step === 2);
+      const reductions = ofStep.filter((event) => event.name === 'all-reduce data parallel');
+      const backwardEnd = Math.max(...ofStep.filter((event) => event.name === 'backward').map((event) => event.ts + (event.dur ?? 0)));
+      assert.ok(reductions.length > 1, `${layout} rank ${trace.rank}: ${reductions.length} all-reduce buckets in step 2`);
+      assert.ok(Math.min(...reductions.map((event) => event.ts)) < backwardEnd, `${layout} rank ${trace.rank}: the first bucket waited for the backward to end`);
+    }
+  }
+});
