@@ -6,7 +6,9 @@
  * Exposed communication is the time a rank spends on communication that is not waiting for another
  * rank's compute: a send's whole span (encoding and publishing block the rank); of a receive, the part
  * after the matching send began (encode, wire, decode); of an all-reduce, the part after the last member
- * entered it. Waiting for a slower peer is the bubble's or the imbalance's, not communication's.
+ * entered it (the k-th of that name on each rank being one collective: buckets run in order), less what
+ * of it the rank spent computing (a bucket reduced while the backward goes on is hidden behind it).
+ * Waiting for a slower peer is the bubble's or the imbalance's, not communication's.
  *
  * Per-step values are summarized by their median over the measured steps: on a shared machine one step
  * slowed by someone else's work should not move the figure.
@@ -62,10 +64,12 @@ export function exposedCommFraction(events: readonly TraceEvent[], fromStep = FI
     const stepUs = Math.max(...ranks.map((rank) => windowOf(inStep.filter((e) => e.pid === rank))));
     stepsMs.push(stepUs / 1000);
     const sendsFor = sendQueues(inStep);
+    const entries = collectiveEntries(inStep);
     for (const rank of ranks) {
       const byName = new Map<string, number>();
+      const computing = inStep.filter((e) => e.pid === rank && e.cat === 'compute');
       for (const event of inStep.filter((e) => e.pid === rank && e.cat === 'comm')) {
-        byName.set(event.name, (byName.get(event.name) ?? 0) + exposedPart(event, inStep, sendsFor) / Math.max(stepUs, 1));
+        byName.set(event.name, (byName.get(event.name) ?? 0) + exposedPart(event, sendsFor, entries, computing) / Math.max(stepUs, 1));
       }
       fractions.get(rank)!.push([...byName.values()].reduce((a, b) => a + b, 0));
       for (const [name, fraction] of byName) named.get(rank)!.set(name, [...(named.get(rank)!.get(name) ?? []), fraction]);
@@ -94,7 +98,46 @@ function sendQueues(inStep: readonly Span[]): Map<string, Span[]> {
   return queues;
 }
 
-function exposedPart(event: Span, inStep: readonly Span[], sendsFor: Map<string, Span[]>): number {
+/**
+ * For each collective span (not a send or receive), when the last member entered that collective: the
+ * k-th span of a name on one rank meets the k-th of that name on the others.
+ */
+function collectiveEntries(inStep: readonly Span[]): Map<Span, number> {
+  const byRankAndName = new Map<string, Span[]>();
+  for (const event of [...inStep].filter((e) => e.cat === 'comm' && !e.name.startsWith('send ') && !e.name.startsWith('receive ')).sort((a, b) => a.ts - b.ts)) {
+    const key = `${event.pid}/${event.name}`;
+    byRankAndName.set(key, [...(byRankAndName.get(key) ?? []), event]);
+  }
+  const byName = new Map<string, Span[][]>();
+  for (const [key, events] of byRankAndName) {
+    const name = key.slice(key.indexOf('/') + 1);
+    byName.set(name, [...(byName.get(name) ?? []), events]);
+  }
+  const entries = new Map<Span, number>();
+  for (const perRank of byName.values()) {
+    for (const events of perRank) {
+      events.forEach((event, k) => entries.set(event, Math.max(...perRank.map((other) => other[k]?.ts ?? event.ts))));
+    }
+  }
+  return entries;
+}
+
+/** Microseconds of [start, end) not covered by any of `busy`. */
+function uncovered(start: number, end: number, busy: readonly Span[]): number {
+  let covered = 0;
+  let cursor = start;
+  for (const span of [...busy].sort((a, b) => a.ts - b.ts)) {
+    const from = Math.max(cursor, span.ts);
+    const to = Math.min(end, span.ts + span.dur);
+    if (to > from) {
+      covered += to - from;
+      cursor = to;
+    }
+  }
+  return Math.max(0, end - start - covered);
+}
+
+function exposedPart(event: Span, sendsFor: Map<string, Span[]>, entries: Map<Span, number>, computing: readonly Span[]): number {
   const end = event.ts + event.dur;
   if (event.name.startsWith('send ')) return event.dur;
   if (event.name.startsWith('receive ')) {
@@ -103,10 +146,9 @@ function exposedPart(event: Span, inStep: readonly Span[], sendsFor: Map<string,
     // No matching send in the trace (it belongs to another step): count the whole wait.
     return send === undefined ? event.dur : Math.max(0, end - Math.max(event.ts, send.ts));
   }
-  // A collective: from the moment the last member entered it.
-  const members = inStep.filter((e) => e.name === event.name && e.cat === 'comm');
-  const lastEntry = Math.max(...members.map((e) => e.ts));
-  return Math.max(0, Math.min(event.dur, end - lastEntry));
+  // A collective: from the moment the last member entered it, less this rank's compute meanwhile.
+  const lastEntry = Math.max(event.ts, entries.get(event) ?? event.ts);
+  return lastEntry >= end ? 0 : uncovered(lastEntry, end, computing);
 }
 
 export interface PipelineShape {
