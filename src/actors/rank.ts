@@ -14,6 +14,7 @@ import type { Bus } from '../comm/bus.ts';
 import { ProcessGroup } from '../comm/collectives.ts';
 import type { DataPlane } from '../comm/data-plane.ts';
 import type { TrainConfig } from '../config/types.ts';
+import { wirePrecisionOf } from '../comm/tensor-wire.ts';
 import type { TokenizedDataset } from '../dataset/webtext.ts';
 import { WORD_EMBEDDING } from '../model/params.ts';
 import type { ParallelGrid } from '../parallel/grid.ts';
@@ -123,7 +124,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
     stageRanks: grid.pipelineGroup(rank),
     trace,
     tensorGroup,
-    halfPrecisionWire: config.fp16 !== undefined,
+    wirePrecision: wirePrecisionOf(config),
     placement,
   });
   const params = new Map<string, tf.Variable>();

@@ -1,6 +1,7 @@
 /**
- * Implements: float32 <-> IEEE 754 half-precision conversion for tensors on the wire (the fp16 mode:
- * compute stays float32, activations and their gradients travel as 2-byte halves).
+ * Implements: float32 <-> the 2-byte formats of tensors on the wire: IEEE 754 half precision (the fp16
+ * mode, or comm.wirePrecision "float16") and bfloat16 (comm.wirePrecision "bfloat16": float32's range,
+ * 8 bits of mantissa). Compute stays float32; activations and their gradients travel in half the bytes.
  *
  * Encoding uses @petamoriken/float16 (round to nearest even, overflow to ±Infinity). Decoding goes
  * through a 65536-entry table built once from that library: its element-wise Float16Array read path
@@ -32,4 +33,24 @@ export function decodeFloat16(bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);
   for (let i = 0; i < bits.length; i++) out[i] = lookup[bits[i]];
   return out;
+}
+
+/**
+ * bfloat16 bit patterns of `values`: the upper half of each float32, rounded to nearest even (a NaN
+ * stays a NaN: rounding could carry its payload into the exponent). No library needed: it is a shift.
+ */
+export function encodeBfloat16(values: Float32Array): Uint16Array {
+  const words = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Uint16Array(values.length);
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i]!;
+    out[i] = (word & 0x7fffffff) > 0x7f800000 ? (word >>> 16) | 0x0040 : (word + 0x7fff + ((word >>> 16) & 1)) >>> 16;
+  }
+  return out;
+}
+
+export function decodeBfloat16(bits: Uint16Array): Float32Array {
+  const words = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) words[i] = bits[i]! << 16;
+  return new Float32Array(words.buffer);
 }

@@ -2,7 +2,7 @@
  * Implements: typed arrays to and from `WireTensor` (dtype, shape, little-endian bytes). Encoding is a view
  * (no copy); decoding is a zero-copy view when the bytes sit at a 4-aligned offset, else one copy.
  */
-import { decodeFloat16, encodeFloat16 } from './float16.ts';
+import { decodeBfloat16, decodeFloat16, encodeBfloat16, encodeFloat16 } from './float16.ts';
 import type { WireDType, WireTensor } from '../protocol/messages.ts';
 
 // Every host this runs on is little-endian; the wire format relies on it, so refuse to run otherwise.
@@ -29,19 +29,23 @@ export function shapeSize(shape: readonly number[]): number {
 
 /** Bytes per element of a wire dtype. */
 export function wireElementBytes(dtype: WireDType): number {
-  return dtype === 'float16' ? 2 : WIRE_ELEMENT_BYTES;
+  return dtype === 'float16' || dtype === 'bfloat16' ? 2 : WIRE_ELEMENT_BYTES;
 }
 
-/** `half`: float32 values travel as IEEE halves (half the bytes; the receiver gets float32 back). */
-export function toWireTensor(values: Float32Array | Int32Array, shape: readonly number[], options: { half?: boolean } = {}): WireTensor {
+/** How float32 values travel: as they are, or as 2-byte IEEE halves or bfloat16 (the receiver gets float32 back). */
+export type WirePrecision = 'float32' | 'float16' | 'bfloat16';
+
+/** `precision`: float32 values travel as float32 (the default), IEEE halves or bfloat16 (half the bytes). */
+export function toWireTensor(values: Float32Array | Int32Array, shape: readonly number[], options: { precision?: WirePrecision } = {}): WireTensor {
   const size = shapeSize(shape);
   if (size !== values.length) {
     throw new Error(`tensor of ${values.length} elements does not fit shape [${shape.join(', ')}] (${size} elements)`);
   }
-  if (options.half === true) {
-    if (!(values instanceof Float32Array)) throw new Error('only float32 tensors can travel as float16');
-    const bits = encodeFloat16(values);
-    return { dtype: 'float16', shape: [...shape], data: new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength) };
+  const precision = options.precision ?? 'float32';
+  if (precision !== 'float32') {
+    if (!(values instanceof Float32Array)) throw new Error(`only float32 tensors can travel as ${precision}`);
+    const bits = precision === 'float16' ? encodeFloat16(values) : encodeBfloat16(values);
+    return { dtype: precision, shape: [...shape], data: new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength) };
   }
   const dtype: WireDType = values instanceof Float32Array ? 'float32' : 'int32';
   return { dtype, shape: [...shape], data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
@@ -53,12 +57,18 @@ export function fromWireTensor(wire: WireTensor): Float32Array | Int32Array {
   if (wire.data.byteLength !== bytes) {
     throw new Error(`wire tensor of shape [${wire.shape.join(', ')}] needs ${bytes} bytes, got ${wire.data.byteLength}`);
   }
-  if (wire.dtype === 'float16') {
+  if (wire.dtype === 'float16' || wire.dtype === 'bfloat16') {
     const aligned = wire.data.byteOffset % 2 === 0 ? wire.data : wire.data.slice();
-    return decodeFloat16(new Uint16Array(aligned.buffer as ArrayBuffer, aligned.byteOffset, size));
+    const bits = new Uint16Array(aligned.buffer as ArrayBuffer, aligned.byteOffset, size);
+    return wire.dtype === 'float16' ? decodeFloat16(bits) : decodeBfloat16(bits);
   }
   const View = wire.dtype === 'float32' ? Float32Array : wire.dtype === 'int32' ? Int32Array : undefined;
   if (View === undefined) throw new Error(`wire tensor dtype ${JSON.stringify(wire.dtype)} is not float32 or int32`);
   if (wire.data.byteOffset % WIRE_ELEMENT_BYTES === 0) return new View(wire.data.buffer as ArrayBuffer, wire.data.byteOffset, size);
   return new View(wire.data.slice().buffer, 0, size);
+}
+
+/** The precision of a run's activations on the wire: comm.wirePrecision, float16 in fp16 mode unless bfloat16 is asked for. */
+export function wirePrecisionOf(config: { comm: { wirePrecision: WirePrecision }; fp16?: unknown }): WirePrecision {
+  return config.comm.wirePrecision === 'float32' && config.fp16 !== undefined ? 'float16' : config.comm.wirePrecision;
 }

@@ -193,7 +193,7 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     seed: pick('seed'),
     logInterval: pick('logInterval'),
     checkpoint: { every: pick('checkpoint.every'), keep: pick('checkpoint.keep') },
-    comm: { dataPlane: pick('comm.dataPlane') },
+    comm: { dataPlane: pick('comm.dataPlane'), wirePrecision: pick('comm.wirePrecision') },
     eval: { every: pick('eval.every'), ...(given('eval.batches') === undefined ? {} : { batches: given('eval.batches') as number }) },
     restart: { max: pick('restart.max') },
     nonFinite: pick('nonFinite'),

@@ -168,6 +168,11 @@ export const TRAIN_SCHEMA: SectionSpec = {
           values: ['tcp', 'nats'],
           doc: 'tcp: direct links between ranks, NATS for control only (a rank that cannot be reached falls back to NATS, logged); nats: tensors through the broker too',
         },
+        wirePrecision: {
+          kind: 'enum',
+          values: ['float32', 'float16', 'bfloat16'],
+          doc: 'how pipeline activations and their gradients travel: float16 or bfloat16 halve the bytes at that precision (fp16 mode sends float16 unless this says bfloat16)',
+        },
       },
     },
     restart: {
@@ -214,7 +219,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   logInterval: 1,
   checkpoint: { every: 0, keep: 3 },
   eval: { every: 0 },
-  comm: { dataPlane: 'tcp' },
+  comm: { dataPlane: 'tcp', wirePrecision: 'float32' },
   restart: { max: 3 },
   nonFinite: 'error',
 };

@@ -112,6 +112,11 @@ export interface CommConfig {
    * ranks cannot reach each other directly).
    */
   dataPlane: 'tcp' | 'nats';
+  /**
+   * How pipeline activations and their gradients travel: `float32`, or in half the bytes as `float16`
+   * or `bfloat16` (compute stays float32). fp16 mode sends float16 unless this says bfloat16.
+   */
+  wirePrecision: 'float32' | 'float16' | 'bfloat16';
 }
 
 export interface EvalConfig {

@@ -11,7 +11,7 @@ import type { StopSignal } from './stop-signals.ts';
 export const PROTOCOL_VERSION = 2;
 
 /** float16: float32 values sent as IEEE halves (the fp16 mode's activations and gradients); decoded to float32. */
-export type WireDType = 'float32' | 'int32' | 'float16';
+export type WireDType = 'float32' | 'int32' | 'float16' | 'bfloat16';
 
 export interface WireTensor {
   dtype: WireDType;

@@ -144,7 +144,7 @@ function actorAddress(value: unknown, path: string): ActorAddress {
 
 export function wireTensor(value: unknown, path: string): WireTensor {
   const fields = record(value, path);
-  const dtype = oneOf(field(fields, 'dtype'), ['float32', 'int32', 'float16'] as const, `${path}.dtype`);
+  const dtype = oneOf(field(fields, 'dtype'), ['float32', 'int32', 'float16', 'bfloat16'] as const, `${path}.dtype`);
   const rawShape = field(fields, 'shape');
   if (!Array.isArray(rawShape) || rawShape.length > MAX_TENSOR_RANK) fail(`${path}.shape`, `an array of at most ${MAX_TENSOR_RANK} sizes`, rawShape);
   const shape: number[] = [];
@@ -156,7 +156,7 @@ export function wireTensor(value: unknown, path: string): WireTensor {
   }
   const data = field(fields, 'data');
   if (!(data instanceof Uint8Array)) fail(`${path}.data`, 'bytes', data);
-  const bytes = size * (dtype === 'float16' ? 2 : 4);
+  const bytes = size * (dtype === 'float16' || dtype === 'bfloat16' ? 2 : 4);
   if (data.byteLength !== bytes) {
     fail(`${path}.data`, `${bytes} bytes for shape [${shape.join(', ')}] of ${dtype}`, data);
   }

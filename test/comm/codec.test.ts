@@ -78,6 +78,28 @@ test('a __proto__ key in a decoded map never becomes a prototype', () => {
   assert.equal(({} as { polluted?: unknown }).polluted, undefined);
 });
 
+test('tensor-wire - bfloat16 halves the bytes, keeps float32\'s range, rounds to nearest even, keeps NaN', async () => {
+  const { toWireTensor, fromWireTensor } = await import('../../src/comm/tensor-wire.ts');
+  const { validateMessage } = await import('../../src/protocol/validate.ts');
+  const { PROTOCOL_VERSION } = await import('../../src/protocol/messages.ts');
+  // 1 + 2^-8 is halfway between two bfloat16 values: ties go to the even one (1); 1 + 3 * 2^-8 rounds up.
+  const values = Float32Array.from([0, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3e38, 1e-30, Infinity, Number.NaN, 1 / 3]);
+  const wire = toWireTensor(values, [values.length], { precision: 'bfloat16' });
+  assert.equal(wire.dtype, 'bfloat16');
+  assert.equal(wire.data.byteLength, 2 * values.length);
+  const back = fromWireTensor(wire) as Float32Array;
+  assert.deepEqual(Array.from(back.subarray(0, 4)), [0, -2.5, 1, 1 + 4 * 2 ** -8]);
+  assert.ok(Math.abs(back[4] - 3e38) / 3e38 < 2 ** -8, 'float32\'s range: no overflow where float16 would');
+  assert.ok(back[5] > 0 && Math.abs(back[5] - 1e-30) / 1e-30 < 2 ** -8, 'no underflow either');
+  assert.equal(back[6], Infinity);
+  assert.ok(Number.isNaN(back[7]));
+  assert.ok(Math.abs(back[8] - 1 / 3) < 2 ** -9);
+  const message = { v: PROTOCOL_VERSION, job: 'j', kind: 'collective', group: 'g', op: 'send', seq: 0, tag: 't', from: 0, part: 0, tensor: wire };
+  assert.ok(validateMessage(message, 'j').ok, 'a bfloat16 tensor is a valid message');
+  const short = { ...message, tensor: { ...wire, data: wire.data.subarray(2) } };
+  assert.ok(!validateMessage(short, 'j').ok, 'a bfloat16 tensor missing bytes is refused');
+});
+
 test('bytes that are not one msgpack value throw', () => {
   assert.throws(() => decodeEnvelope(new Uint8Array([0x93, 0x01])));
   assert.throws(() => decodeEnvelope(new Uint8Array([1, 2, 3])));
@@ -86,7 +108,7 @@ test('bytes that are not one msgpack value throw', () => {
 test('tensor-wire - float16 halves the bytes and comes back as float32 within half precision', async () => {
   const { toWireTensor, fromWireTensor } = await import('../../src/comm/tensor-wire.ts');
   const values = Float32Array.from([0, 1, -2.5, 1 / 3, 65504, 70000, 1e-8]);
-  const wire = toWireTensor(values, [7], { half: true });
+  const wire = toWireTensor(values, [7], { precision: 'float16' });
   assert.equal(wire.dtype, 'float16');
   assert.equal(wire.data.byteLength, 14);
   const back = fromWireTensor(wire) as Float32Array;

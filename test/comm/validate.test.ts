@@ -111,7 +111,7 @@ const badFields: Array<[MessageKind, Record<string, unknown>, RegExp]> = [
   ['collective', { op: 'all-to-all' }, /op must be one of/],
   ['collective', { group: '' }, /group must be a non-empty string/],
   ['collective', { tensor: { dtype: 'float32', shape: [2, 2], data: new Uint8Array(15) } }, /tensor\.data must be 16 bytes for shape \[2, 2\]/],
-  ['collective', { tensor: { dtype: 'bfloat16', shape: [1], data: new Uint8Array(2) } }, /tensor\.dtype must be one of/],
+  ['collective', { tensor: { dtype: 'float64', shape: [1], data: new Uint8Array(2) } }, /tensor\.dtype must be one of/],
   ['collective', { tensor: { dtype: 'int32', shape: [-1], data: new Uint8Array(0) } }, /tensor\.shape\[0\] must be an integer >= 0/],
   ['collective', { tensor: { dtype: 'int32', shape: 4, data: new Uint8Array(16) } }, /tensor\.shape must be an array/],
   ['collective', { tensor: { dtype: 'int32', shape: [4], data: [0, 0, 0, 0] } }, /tensor\.data must be bytes/],

@@ -56,7 +56,7 @@ test('resolve - a minimal config gets every documented default', () => {
     logInterval: 1,
     checkpoint: { every: 0, keep: 3 },
     eval: { every: 0 },
-    comm: { dataPlane: 'tcp' },
+    comm: { dataPlane: 'tcp', wirePrecision: 'float32' },
     restart: { max: 3 },
     nonFinite: 'error',
   };

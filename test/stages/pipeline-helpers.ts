@@ -15,6 +15,7 @@ import { SharedWeights } from '../../src/shared-weights/shared-weights.ts';
 import type { PipelineOp } from '../../src/scheduler/ops.ts';
 import { lossStageOf, placementOf, tiedWeightCrossesStages } from '../../src/scheduler/placement.ts';
 import { lowerStageOps, tiedChunksOf } from '../../src/scheduler/actions.ts';
+import { wirePrecisionOf } from '../../src/comm/tensor-wire.ts';
 import { PipelineStepExecutor, type PipelineStepContext, type PipelineStepResult } from '../../src/stages/pipeline-step.ts';
 import { PipelineStage } from '../../src/stages/stage.ts';
 import type { TraceRecorder } from '../../src/trace/trace.ts';
@@ -78,7 +79,7 @@ export async function runPipeline(
     const tensorGroup = new ProcessGroup({ bus, name: grid.groupName('tp', rank), ranks: grid.tensorGroup(rank), rank, timeoutMs: 20_000 });
     const modelParallelGroup = new ProcessGroup({ bus, name: grid.groupName('tp-pp', rank), ranks: grid.group('tp-pp', rank), rank, timeoutMs: 20_000 });
     const trace = options.trace?.(rank);
-    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, halfPrecisionWire: config.fp16 !== undefined, trace, placement: placementOf(config.schedule) });
+    const stage = new PipelineStage({ config, pipelineRank: pp, pipelineSize: grid.pipeline, chunkLayers: partition[pp], pipelineGroup, stageRanks: grid.pipelineGroup(rank), tensorGroup, wirePrecision: wirePrecisionOf(config), trace, placement: placementOf(config.schedule) });
     const mixedPrecision =
       config.fp16 === undefined
         ? undefined
