@@ -30,7 +30,7 @@ import type { DataPlane } from './data-plane.ts';
 import { CollectiveMailbox, type CallIdentity, type OpenCall } from './collective-mailbox.ts';
 import type { CollectiveMessage, Message, WireTensor } from '../protocol/messages.ts';
 import { checkReduceOp, chunkBounds, combineInto, combineOf, divideInPlace, type ReduceOp, type ReduceValues } from './reduce-ops.ts';
-import { fromWireTensor, toWireTensor } from './tensor-wire.ts';
+import { fromWireTensor, toWireTensor, type WirePrecision } from './tensor-wire.ts';
 
 export { CollectiveMismatchError, CollectiveTimeoutError } from './collective-mailbox.ts';
 export type { ReduceOp } from './reduce-ops.ts';
@@ -276,8 +276,8 @@ export class ProcessGroup {
     return `coll.${this.name}.${rank}`;
   }
 
-  /** `half`: travel as float16 (half the bytes, float16 precision); recv returns float32 either way. */
-  send(to: number, tag: string, values: Float32Array, shape: number[] = [values.length], options: { half?: boolean } = {}): void {
+  /** `precision`: float16 or bfloat16 travel in half the bytes, at that precision; recv returns float32 either way. */
+  send(to: number, tag: string, values: Float32Array, shape: number[] = [values.length], options: { precision?: WirePrecision } = {}): void {
     this.checkOpen();
     this.checkMember(to, 'send to');
     const stream = JSON.stringify([to, tag]);

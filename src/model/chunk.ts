@@ -221,12 +221,12 @@ export class ModelChunk implements ChunkModel {
    * backwardWeight a part at a time (chunkBackwardWeightParts): each yielded map holds parameters whose
    * gradient for this micro-batch is complete. Ends `saved`.
    */
-  backwardWeightParts(saved: ChunkSaved): Generator<Map<string, tf.Tensor>, { wordEmbeddingRows?: WordEmbeddingRows }, void> {
+  backwardWeightParts(saved: ChunkSaved, options: WeightPartsOptions = {}): Generator<Map<string, tf.Tensor>, { wordEmbeddingRows?: WordEmbeddingRows }, void> {
     const work = saved.weightWork;
     if (work === undefined) throw new Error('model chunk: backwardWeight before backwardInput (or twice, or after release()); run backwardInput on this forward first');
     saved.weightWork = undefined;
     saved.stage = 'ended';
-    return chunkBackwardWeightParts(this, work, this.options.wordEmbeddingRows === true);
+    return chunkBackwardWeightParts(this, work, this.options.wordEmbeddingRows === true, options);
   }
 
   /** Frees what a forward or a backwardInput kept, whatever state it is in. */
@@ -393,6 +393,11 @@ function chunkBackwardWeight(model: ChunkModel & { specs: ParamSpec[] }, work: W
   return rows === undefined ? { grads: ordered } : { grads: ordered, wordEmbeddingRows: rows };
 }
 
+export interface WeightPartsOptions {
+  /** Shown the head's share of the word embedding's gradient as soon as it exists (the caller must not keep or dispose it). */
+  headWordEmbedding?: (headPart: tf.Tensor) => void;
+}
+
 /**
  * The weight-gradient half one part at a time (the head, each block from the last, the embedding), each
  * part's gradients complete for this micro-batch, so a caller can hand them on (a data-parallel
@@ -400,7 +405,7 @@ function chunkBackwardWeight(model: ChunkModel & { specs: ParamSpec[] }, work: W
  * lookup's and comes out as their sum, added in the single-process order. Consumes `work`.
  */
 function* chunkBackwardWeightParts(
-  model: ChunkModel, work: WeightWork, wordEmbeddingRows: boolean,
+  model: ChunkModel, work: WeightWork, wordEmbeddingRows: boolean, options: WeightPartsOptions = {},
 ): Generator<Map<string, tf.Tensor>, { wordEmbeddingRows?: WordEmbeddingRows }, void> {
   const { config, slice } = model;
   let headWordEmbedding: tf.Tensor | undefined;
@@ -409,6 +414,7 @@ function* chunkBackwardWeightParts(
       const head = headBackwardWeight(work.head);
       work.head = undefined;
       headWordEmbedding = head.dWordEmbedding;
+      options.headWordEmbedding?.(headWordEmbedding);
       yield new Map([['norm.gamma', head.dGamma], ['norm.beta', head.dBeta]]);
     }
     while (work.blocks.length > 0) {

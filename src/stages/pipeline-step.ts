@@ -124,6 +124,10 @@ export class PipelineStepExecutor {
   private microBatchIds: Int32Array[] = [];
   /** overlapGradReduce: this step's data-parallel all-reduce, in buckets started as gradients become final. */
   private reduction: BucketedGradientReduction | undefined;
+  /** Its parameters in the flat buffer's order: the word embedding last when it goes early (with the first bucket). */
+  private reductionNames: string[] = [];
+  /** The word embedding's early sum (FinalGradients.wordEmbeddingEarly) and the rows still to reduce at the end. */
+  private earlyWordEmbedding: { sum: tf.Tensor; rows: Int32Array } | undefined;
   /** The evaluation running (between steps), after `step` steps. */
   private evaluation: { step: number; microBatchIds: Int32Array[]; batches: Map<number, TokenBatch> } | undefined;
 
@@ -162,10 +166,16 @@ export class PipelineStepExecutor {
       this.microBatchIds.push(...microBatches(indices, m));
     }
     this.reduction = undefined;
+    this.disposeEarlyWordEmbedding();
     let finals: FinalGradients | undefined;
     if (dataParallel.size > 1 && config.parallel.overlapGradReduce) {
-      const names = [...this.context.params.keys()];
-      const sizes = names.map((name) => this.context.params.get(name)!.size);
+      const { params, sharedWeights } = this.context;
+      // Untied (pipeline 1), the word embedding (a third of the bytes) can go with the first bucket, the
+      // flat buffer being cut from its end; tied, it waits for the SharedWeight reduction.
+      const early = params.has(WORD_EMBEDDING) && !sharedWeights.parameterNames.includes(WORD_EMBEDDING);
+      const names = early ? [...[...params.keys()].filter((name) => name !== WORD_EMBEDDING), WORD_EMBEDDING] : [...params.keys()];
+      this.reductionNames = names;
+      const sizes = names.map((name) => params.get(name)!.size);
       const reduction = new BucketedGradientReduction(names, sizes, (values) => this.span(step, 'all-reduce data parallel', () => dataParallel.allReduce(values)), this.context.gradientBucketBytes);
       // Stages without the head hold a loss sum of 0 all along.
       if (!stage.computesLoss) reduction.setLoss(0);
@@ -173,6 +183,14 @@ export class PipelineStepExecutor {
         weightActionsPerChunk: m * config.gradientAccumulation,
         gradientFinal: (name, sum) => reduction.setGradient(name, sum),
         lossFinal: (lossSum) => reduction.setLoss(lossSum),
+        ...(early
+          ? {
+              wordEmbeddingEarly: (sum: tf.Tensor, rows: Int32Array) => {
+                this.earlyWordEmbedding = { sum, rows };
+                reduction.setGradient(WORD_EMBEDDING, sum);
+              },
+            }
+          : {}),
       };
       this.reduction = reduction;
     }
@@ -199,14 +217,47 @@ export class PipelineStepExecutor {
       return averageOverGlobalBatch(names, grads, stage.stepLossSum, scale, allReduce);
     }
     this.reduction = undefined;
-    for (const name of names) {
+    const order = this.reductionNames;
+    for (const name of order) {
       if (!reduction.isPending(name)) continue;
       const sum = grads.get(name);
       if (sum === undefined) throw new Error(`no gradient for parameter ${name}: the backward pass did not reach it`);
       reduction.setGradient(name, sum);
     }
     if (!reduction.lossGiven) reduction.setLoss(stage.stepLossSum);
-    return meansOfReduced(names, grads, await reduction.finish(), scale);
+    const flat = await reduction.finish();
+    if (this.earlyWordEmbedding !== undefined) await this.reduceLastLookupRows(step, flat, reduction.offsetOf(WORD_EMBEDDING), grads.get(WORD_EMBEDDING)!);
+    this.disposeEarlyWordEmbedding();
+    return meansOfReduced(order, grads, flat, scale);
+  }
+
+  /**
+   * The word embedding went early, right but for the rows the step's last lookup added to, on any
+   * replica: those rows of the final sums are all-reduced now (a few hundred rows instead of the whole
+   * table) and written over the early result. Which rows: every replica's, summed as a 0/1 mask.
+   */
+  private async reduceLastLookupRows(step: number, flat: Float32Array, offset: number, finalSum: tf.Tensor): Promise<void> {
+    const { dataParallel } = this.context;
+    const [vocab, hidden] = finalSum.shape as [number, number];
+    const mask = new Float32Array(vocab);
+    for (const row of this.earlyWordEmbedding!.rows) mask[row] = 1;
+    const everyReplica = await this.span(step, 'all-reduce data parallel', () => dataParallel.allReduce(mask));
+    const rows = Int32Array.from(Array.from(everyReplica.keys()).filter((row) => everyReplica[row] > 0));
+    if (rows.length === 0) return;
+    const picked = tf.gather(finalSum, rows);
+    let values: Float32Array;
+    try {
+      values = (await picked.data()) as Float32Array;
+    } finally {
+      picked.dispose();
+    }
+    const reduced = await this.span(step, 'all-reduce data parallel', () => dataParallel.allReduce(values));
+    rows.forEach((row, i) => flat.set(reduced.subarray(i * hidden, (i + 1) * hidden), offset + row * hidden));
+  }
+
+  private disposeEarlyWordEmbedding(): void {
+    this.earlyWordEmbedding?.sum.dispose();
+    this.earlyWordEmbedding = undefined;
   }
 
   /** Runs one action; returns the step's result after OPTIMIZER_STEP, undefined before. */

@@ -19,6 +19,7 @@
  * their gradients add up under its name, and no reduction between stages is needed.
  */
 import type { ProcessGroup } from '../comm/collectives.ts';
+import type { WirePrecision } from '../comm/tensor-wire.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { TokenBatch } from '../model/gpt.ts';
 import { ModelChunk, type ChunkSaved } from '../model/chunk.ts';
@@ -52,8 +53,8 @@ export interface StageOptions {
    * rank's shards and runs its all-reduces over it. Omitted: a group of one.
    */
   tensorGroup?: ProcessGroup;
-  /** fp16 mode: activations and their gradients travel as float16. */
-  halfPrecisionWire?: boolean;
+  /** How activations and their gradients travel (wirePrecisionOf: comm.wirePrecision, float16 in fp16 mode); default float32. */
+  wirePrecision?: WirePrecision;
   /** Which virtual stage each chunk holds (the schedule kind's, placement.ts); default looped. */
   placement?: ChunkPlacement;
 }
@@ -179,14 +180,14 @@ export class PipelineStage {
         return this.forward(action, batchOf(action.microBatch));
       case 'B': {
         const start = await this.backwardInput(action, batchOf(action.microBatch));
-        await this.backwardWeight(action, start);
+        await this.backwardWeight(action, start, batchOf(action.microBatch));
         return;
       }
       case 'I':
         this.finishCompute(action, await this.backwardInput(action, batchOf(action.microBatch)));
         return;
       case 'W':
-        await this.backwardWeight(action, wallClockMs());
+        await this.backwardWeight(action, wallClockMs(), batchOf(action.microBatch));
         return;
     }
   }
@@ -242,7 +243,7 @@ export class PipelineStage {
     const start = wallClockMs();
     const values = await readTensor(tensor);
     this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual, evaluationAfter), values, tensor.shape, {
-      half: this.options.halfPrecisionWire === true && evaluationAfter === undefined,
+      precision: evaluationAfter === undefined ? this.options.wirePrecision : 'float32',
     });
     this.options.trace?.record(kind === 'act' ? 'send activation' : 'send gradient', 'comm', start, wallClockMs(), { ...this.args(op, evaluationAfter), to });
   }
@@ -445,7 +446,7 @@ export class PipelineStage {
    * `start`. On a chunk's last one of the step, with `finals`, each sum is handed over as soon as its
    * part is done, and the event loop runs between parts so that what was handed over moves meanwhile.
    */
-  private async backwardWeight(action: ComputeAction, start: number): Promise<void> {
+  private async backwardWeight(action: ComputeAction, start: number, batch: TokenBatch): Promise<void> {
     const chunk = this.chunks[action.chunk];
     const key = `${action.microBatch}.${action.chunk}`;
     const saved = this.awaitingWeight.get(key);
@@ -456,9 +457,10 @@ export class PipelineStage {
     if (lastOfChunk && this.virtualStage(action.chunk) === this.virtualStages - 1 && this.forwardsDone[action.chunk] === finals.weightActionsPerChunk) {
       finals.lossFinal(this.lossSum);
     }
+    const early = lastOfChunk && finals.wordEmbeddingEarly !== undefined && this.holdsEmbeddingAndHead(action.chunk) ? finals.wordEmbeddingEarly : undefined;
     let parts: ReturnType<typeof chunk.backwardWeightParts>;
     try {
-      parts = chunk.backwardWeightParts(saved);
+      parts = chunk.backwardWeightParts(saved, early === undefined ? {} : { headWordEmbedding: (headPart) => early(this.earlyWordEmbedding(headPart), this.lookupRows(action.chunk, batch)) });
     } catch (error) {
       chunk.release(saved);
       throw error;
@@ -484,6 +486,32 @@ export class PipelineStage {
     if (part.value.wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(part.value.wordEmbeddingRows);
   }
 
+  /** A chunk holding the lookup and the head, alone in its stage (pipeline 1): its word embedding is tied to nobody else. */
+  private holdsEmbeddingAndHead(chunkIndex: number): boolean {
+    const slice = this.chunks[chunkIndex].slice;
+    return this.chunks.length === 1 && slice.hasEmbedding && slice.hasHead;
+  }
+
+  /**
+   * The word embedding's step sum as it will be everywhere but on the rows the last micro-batch looks up:
+   * the sum so far plus the head's share, which is then all the last micro-batch adds there (its lookup's
+   * gradient is exactly +0 on those rows; `+ 0` turns a -0 into +0 just as adding that +0 does).
+   */
+  private earlyWordEmbedding(headPart: tf.Tensor): tf.Tensor {
+    const sum = this.gradSums.get(WORD_EMBEDDING);
+    return tf.tidy(() => {
+      const canonical = tf.add(headPart, 0);
+      return sum === undefined ? canonical : tf.add(sum, canonical);
+    });
+  }
+
+  /** The rows of this shard's word embedding `batch` looks up, ascending. */
+  private lookupRows(chunkIndex: number, batch: TokenBatch): Int32Array {
+    const rows = new Set<number>();
+    for (const row of gradientRows(batch.inputIds, this.chunks[chunkIndex].vocabRange)) if (row >= 0) rows.add(row);
+    return Int32Array.from([...rows].sort((a, b) => a - b));
+  }
+
   /**
    * Whether `name`'s sum is final once chunk `chunkIndex` finished its last weight action: held by that
    * chunk alone, and not the word embedding (its dense gradient is built when read, and the
@@ -502,6 +530,11 @@ export interface FinalGradients {
   gradientFinal(name: string, sum: tf.Tensor): void;
   /** The step's loss sum, once the head's last forward is done (stages with the head). */
   lossFinal(lossSum: number): void;
+  /**
+   * Pipeline 1 only: the word embedding's sum, final except on `rows` (those the step's last lookup
+   * adds to), as soon as the head's last share exists (taken over). Undefined: it waits for the end.
+   */
+  wordEmbeddingEarly?(sum: tf.Tensor, rows: Int32Array): void;
 }
 
 function emptyOpTimes(): Record<ComputeAction['kind'], number[]> {

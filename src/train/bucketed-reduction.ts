@@ -66,6 +66,13 @@ export class BucketedGradientReduction {
     }
   }
 
+  /** Where `name`'s values start in `flat`. */
+  offsetOf(name: string): number {
+    const offset = this.offsets.get(name);
+    if (offset === undefined) throw new Error(`bucketed all-reduce: ${name} is not a parameter of this reduction`);
+    return offset;
+  }
+
   /** Whether `name`'s gradient is still to be given. */
   isPending(name: string): boolean {
     return this.bucketOf.has(name);

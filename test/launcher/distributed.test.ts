@@ -242,7 +242,7 @@ test('recovery - a data plane link broken mid-run is reported, the job rolls bac
   const single = outDir('links-single');
   const reference8 = await runCli(['train', config, '--out', single, '--set', 'steps=8', '--quiet']);
   assert.equal(reference8.code, 0, reference8.output);
-  const common = ['train', config, '--set', 'steps=8', '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--set', 'checkpoint.every=2', '--nats', server.url];
+  const common = ['train', config, '--set', 'comm.dataPlane=tcp', '--set', 'steps=8', '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--set', 'checkpoint.every=2', '--nats', server.url];
   const out = outDir('links-broken');
   const job = startCli([...common, '--out', out]);
   try {

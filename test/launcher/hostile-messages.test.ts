@@ -86,7 +86,7 @@ test('hostile messages - a live pipeline-2 job under thousands of hostile payloa
 
   const jobId = `hostile-${process.pid}`;
   const out = outDir('attacked');
-  const job = startCli(['train', config, '--out', out, '--nats', server.url, '--job-id', jobId]);
+  const job = startCli(['train', config, '--out', out, '--nats', server.url, '--job-id', jobId, '--set', 'comm.dataPlane=tcp']);
   const attacker = await connectNats({ url: server.url, name: 'gpt-hybrid hostile test', log: () => {} });
   try {
     // The subjects the job's processes listen on are the ones its traffic goes to.

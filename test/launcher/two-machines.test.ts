@@ -15,7 +15,7 @@ import { machinePair, type Machine } from '../support/netns.ts';
 
 const read = (path: string) => readFileSync(path, 'utf8');
 const config = writeTestConfig();
-const common = ['train', config, '--set', 'steps=6', '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--set', 'checkpoint.every=2'];
+const common = ['train', config, '--set', 'comm.dataPlane=tcp', '--set', 'steps=6', '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--set', 'checkpoint.every=2'];
 
 /**
  * Node `node` of a two-node job, launched inside `machine`. Both get the servers in one order: node k's

@@ -136,6 +136,15 @@ test('fp16 - float16 on the wire tracks the float32 run; an overflowing scale sk
   assert.deepEqual(huge.embeddings.get(0), initialValues(spec, c.seed));
 });
 
+test('comm.wirePrecision - bfloat16 and float16 activations on the wire track the float32 run', async () => {
+  const expected = await reference(4);
+  for (const wirePrecision of ['bfloat16', 'float16']) {
+    const run = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, comm: { wirePrecision } }), dataset, 3, opsOf('1f1b', 2, 4));
+    run.losses.forEach((loss, i) => assert.ok(Math.abs(loss - expected[i]) <= 1e-2 * expected[i], `${wirePrecision} step ${i + 1}: ${loss} vs ${expected[i]}`));
+    assert.ok(run.losses.some((loss, i) => loss !== expected[i]), `${wirePrecision}: the losses are float32's bit for bit, so nothing travelled at lower precision`);
+  }
+});
+
 test('pipeline - activation checkpointing (recompute in backward) gives the same losses as saved activations', async () => {
   const expected = await reference(4);
   const recompute = await runPipeline(config({ parallel: { pipeline: 2 }, numMicroBatches: 4, model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16, checkpoint: true } }), dataset, 3, opsOf('1f1b', 2, 4));
@@ -192,9 +201,10 @@ async function assertSameTiedBits(c: TrainConfig, ops: (rank: number) => Pipelin
   }
 }
 
-test('pipeline - overlapGradReduce: data 2 buckets go out during the last backward, with the bits of one all-reduce after it, alone and beside pipeline 2', async () => {
+test('pipeline - overlapGradReduce: data 2 buckets go out during the last backward (the untied word embedding with the first), with the bits of one all-reduce after it, alone, beside tensor 2 and beside pipeline 2', async () => {
   const layouts: [Record<string, unknown>, ReturnType<typeof opsOf>][] = [
     [{ data: 2 }, opsOf('1f1b', 1, 2)],
+    [{ data: 2, tensor: { size: 2 } }, opsOf('1f1b', 1, 2)],
     [{ pipeline: 2, data: 2 }, opsOf('1f1b', 2, 2)],
   ];
   for (const [parallel, ops] of layouts) {
@@ -206,7 +216,8 @@ test('pipeline - overlapGradReduce: data 2 buckets go out during the last backwa
     const layout = JSON.stringify(parallel);
     assert.deepEqual(overlapped.losses, afterBackward.losses, layout);
     for (const [rank, embedding] of afterBackward.embeddings) assert.deepEqual(overlapped.embeddings.get(rank), embedding, `${layout} rank ${rank}'s word embedding`);
-    for (const trace of traces.slice(0, 2 * ((parallel.pipeline as number | undefined) ?? 1))) {
+    const world = ((parallel.pipeline as number | undefined) ?? 1) * 2 * ((parallel.tensor as { size: number } | undefined)?.size ?? 1);
+    for (const trace of traces.slice(0, world)) {
       const ofStep = trace.events.filter((event) => event.ph === 'X' && event.args?.step === 2);
       const reductions = ofStep.filter((event) => event.name === 'all-reduce data parallel');
       const backwardEnd = Math.max(...ofStep.filter((event) => event.name === 'backward').map((event) => event.ts + (event.dur ?? 0)));

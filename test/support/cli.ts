@@ -20,8 +20,20 @@ export interface RunningCli {
 /** `spawner`: how the process starts (default: here; e.g. inside a network namespace, support/netns.ts). */
 export type Spawner = (command: string, args: string[], options: SpawnOptions) => ChildProcess;
 
+/**
+ * GPT_HYBRID_TEST_DATA_PLANE=tcp|nats runs every `train` the tests start with that comm.dataPlane
+ * (`npm run test:nats`: the real-process jobs with their tensors through the broker), except where a
+ * test sets it itself (what only the direct links do: breaking one, two machines, knocking on them).
+ */
+function withTestDataPlane(args: string[]): string[] {
+  const dataPlane = process.env.GPT_HYBRID_TEST_DATA_PLANE;
+  if (dataPlane === undefined || dataPlane === '' || args[0] !== 'train' || args.some((arg) => arg.startsWith('comm.dataPlane='))) return args;
+  if (dataPlane !== 'tcp' && dataPlane !== 'nats') throw new Error(`GPT_HYBRID_TEST_DATA_PLANE=${dataPlane}: use tcp or nats`);
+  return [...args, '--set', `comm.dataPlane=${dataPlane}`];
+}
+
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, spawner: Spawner = spawn): RunningCli {
-  const child = spawner(process.execPath, [BIN, ...args], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawner(process.execPath, [BIN, ...withTestDataPlane(args)], { cwd: REPO, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
   const listeners = new Set<() => void>();
   const append = (chunk: Buffer) => {
