@@ -77,9 +77,10 @@ type Handler = (message: Message) => void;
 
 /** A connection this rank dialed, to send on. */
 interface OutgoingLink {
-  socket: Socket;
-  ready: Promise<void>;
-  open: boolean;
+  /** The socket once the listener accepted this rank's proof; rejects when the peer cannot be reached. */
+  dialed: Promise<Socket>;
+  /** That socket while it carries messages: undefined before the proof and after a break. */
+  open: Socket | undefined;
 }
 
 /** Frames of one socket, as they complete. */
@@ -207,21 +208,19 @@ export class DataPlane {
   async connect(peer: number): Promise<boolean> {
     let link = this.outgoing.get(peer);
     if (link === undefined) {
-      const socketPromise = this.dial(peer);
-      const ready = socketPromise.then(() => undefined);
-      link = { socket: undefined as unknown as Socket, ready, open: false };
-      this.outgoing.set(peer, link);
-      const entry = link;
-      socketPromise.then(
+      const entry: OutgoingLink = { dialed: this.dial(peer), open: undefined };
+      // Registered first, so the link is open by the time any awaiting caller resumes.
+      entry.dialed.then(
         (socket) => {
-          entry.socket = socket;
-          entry.open = true;
+          entry.open = socket;
         },
         () => undefined,
       );
+      this.outgoing.set(peer, entry);
+      link = entry;
     }
     try {
-      await link.ready;
+      await link.dialed;
       return true;
     } catch (error) {
       this.options.log(`data plane: rank ${this.options.rank} cannot reach rank ${peer} (${error instanceof Error ? error.message : String(error)}); its tensors go through NATS`);
@@ -237,8 +236,8 @@ export class DataPlane {
    * before it overwrites a chunk it sent).
    */
   send(peer: number, subject: string, message: Message, options: { borrowed?: boolean } = {}): Promise<void> | undefined {
-    const link = this.outgoing.get(peer);
-    if (link === undefined || !link.open || this.closing) return undefined;
+    const socket = this.outgoing.get(peer)?.open;
+    if (socket === undefined || this.closing) return undefined;
     const subjectBytes = Buffer.from(subject, 'utf8');
     if (subjectBytes.byteLength > MAX_SUBJECT_BYTES) return undefined;
     const data = message.kind === 'collective' ? message.tensor.data : EMPTY;
@@ -261,13 +260,13 @@ export class DataPlane {
     this.stats.sent++;
     if (!borrowed) {
       frame.set(data, dataOffset);
-      return new Promise<void>((resolve) => link.socket.write(frame, () => (this.recycle(buffer), resolve())));
+      return new Promise<void>((resolve) => socket.write(frame, () => (this.recycle(buffer), resolve())));
     }
     // Corked, the head and the tensor's own bytes leave in one writev.
-    link.socket.cork();
-    link.socket.write(frame);
-    const written = new Promise<void>((resolve) => link.socket.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength), () => resolve()));
-    link.socket.uncork();
+    socket.cork();
+    socket.write(frame);
+    const written = new Promise<void>((resolve) => socket.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength), () => resolve()));
+    socket.uncork();
     return written;
   }
 
@@ -316,7 +315,7 @@ export class DataPlane {
     this.closing = true;
     this.addressSubscription.unsubscribe();
     const goodbye = frameOf(FRAME.goodbye, new Uint8Array(0));
-    const sockets = [...this.incoming, ...[...this.outgoing.values()].filter((link) => link.open).map((link) => link.socket)];
+    const sockets = [...this.incoming, ...[...this.outgoing.values()].flatMap((link) => (link.open === undefined ? [] : [link.open]))];
     await Promise.all(
       sockets.map(
         (socket) =>
@@ -460,7 +459,7 @@ export class DataPlane {
 
   private broken(peer: number, socket: Socket, reason: string): void {
     const link = this.outgoing.get(peer);
-    if (link?.socket === socket) link.open = false;
+    if (link?.open === socket) link.open = undefined;
     if (this.closing || this.ended.has(socket)) return;
     // Reported once per socket.
     this.ended.add(socket);
