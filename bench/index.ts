@@ -263,7 +263,7 @@ try {
     try {
       // Both modes, alternating, so each sees the same machine: the default's figure, the other's beside it.
       const runsOf = { overlap: [] as Awaited<ReturnType<typeof measureDataParallel>>[], after: [] as Awaited<ReturnType<typeof measureDataParallel>>[] };
-      for (let round = 0; round < (quick ? 1 : 2); round++) {
+      for (let round = 0; round < (quick ? 1 : 3); round++) {
         for (const overlapGradReduce of [true, false]) {
           const result = await measureDataParallel({ config: jobConfig, globalBatch: JOB_MODEL.batchSize, natsUrl: nats!.url, dir: join(dir, `dp2-round${round}`), steps: JOB_STEPS, overlapGradReduce }, say);
           runsOf[overlapGradReduce ? 'overlap' : 'after'].push(result);

@@ -23,7 +23,7 @@ import { addGradient } from './gradient-sum.ts';
 import { attentionBias } from './layers.ts';
 import { BLOCK_PARAM_NAMES, blockBackwardInputSteps, blockBackwardWeight, blockForwardSteps, type BlockParams, type BlockSaved, type BlockWeightWork } from './manual/block.ts';
 import { embeddingBackward, embeddingForwardSteps, embeddingRowsBackward, type EmbeddingSaved, type WordEmbeddingRows } from './manual/embedding.ts';
-import { headBackwardInputSteps, headBackwardWeight, headForwardSteps, releaseHead, type HeadSaved, type HeadWeightWork } from './manual/head.ts';
+import { headBackwardInputSteps, headBackwardWeight, headForwardSteps, releaseHead, type HeadGrads, type HeadSaved, type HeadWeightWork } from './manual/head.ts';
 import { POSITION_EMBEDDING, WORD_EMBEDDING, blockParamName, initialValues, paramsForSlice, type ModelSlice, type ParamSpec } from './params.ts';
 import { shardKind, shardRegion, tensorParallelProblems, type ShardKind } from './sharding.ts';
 import { SINGLE_RANK_GROUP, runOverGroup, type CollectiveSteps, type TensorParallelGroup } from '../tensor-parallel/collective-steps.ts';
@@ -75,6 +75,8 @@ export interface ChunkActivations {
 /** What backwardWeight needs, left by backwardInput. */
 interface WeightWork {
   head?: HeadWeightWork;
+  /** The head's weight gradients when backwardInput computed them already (BackwardInputOptions.headWordEmbedding). */
+  headGrads?: HeadGrads;
   /** Per layer, from the last layer down. */
   blocks: { layer: number; work: BlockWeightWork }[];
   /** The embedding's saved ids and the gradient of its output. */
@@ -189,7 +191,7 @@ export class ModelChunk implements ChunkModel {
    * the head; the caller keeps it); with the head, of the loss times the forward's `lossGrad`. Undefined
    * for a chunk holding the embedding. Leaves in `saved` what backwardWeight needs.
    */
-  async backwardInput(saved: ChunkSaved, outputGrad?: tf.Tensor3D): Promise<tf.Tensor3D | undefined> {
+  async backwardInput(saved: ChunkSaved, outputGrad?: tf.Tensor3D, options: BackwardInputOptions = {}): Promise<tf.Tensor3D | undefined> {
     if (saved.stage === 'input-done') throw new Error('model chunk: backwardInput called twice for one forward');
     if (saved.stage === 'ended') throw new Error('model chunk: backwardInput after release() or backwardWeight; pass the saved state of a forward not yet taken back');
     saved.stage = 'input-done';
@@ -203,7 +205,9 @@ export class ModelChunk implements ChunkModel {
     }
     const activations = saved.activations;
     saved.activations = undefined;
-    const { inputGrad, work } = await runOverGroup(this.group, chunkBackwardInputSteps(this, activations, outputGrad));
+    const { inputGrad, work } = await runOverGroup(this.group, chunkBackwardInputSteps(this, activations, outputGrad, options.headWordEmbedding), {
+      yieldToEventLoop: options.yieldToEventLoop,
+    });
     saved.weightWork = work;
     return inputGrad;
   }
@@ -321,7 +325,7 @@ export function* chunkForwardSteps(
 
 /** The input-gradient half of the backward, as collective steps. Consumes `activations`. */
 function* chunkBackwardInputSteps(
-  model: ChunkModel, activations: ChunkActivations, outputGrad: tf.Tensor3D | undefined,
+  model: ChunkModel, activations: ChunkActivations, outputGrad: tf.Tensor3D | undefined, headWordEmbedding?: (headPart: tf.Tensor) => void,
 ): CollectiveSteps<{ inputGrad?: tf.Tensor3D; work: WeightWork }> {
   const { config, slice } = model;
   const work: WeightWork = { blocks: [] };
@@ -334,6 +338,12 @@ function* chunkBackwardInputSteps(
       const back = yield* headBackwardInputSteps(head, model.param(WORD_EMBEDDING), model.param('norm.gamma'), config);
       work.head = back.work;
       dy = back.dx;
+      if (headWordEmbedding !== undefined) {
+        // Its weight gradients now rather than in the weight half: the word embedding's share can go at once.
+        work.headGrads = headBackwardWeight(work.head);
+        work.head = undefined;
+        headWordEmbedding(work.headGrads.dWordEmbedding);
+      }
     } else if (outputGrad !== undefined) {
       dy = tf.clone(outputGrad);
     } else {
@@ -393,6 +403,16 @@ function chunkBackwardWeight(model: ChunkModel & { specs: ParamSpec[] }, work: W
   return rows === undefined ? { grads: ordered } : { grads: ordered, wordEmbeddingRows: rows };
 }
 
+export interface BackwardInputOptions {
+  /** Let the event loop run between the backward's steps (see runOverGroup). */
+  yieldToEventLoop?: boolean;
+  /**
+   * Compute the head's weight gradients in this half and show its share of the word embedding's at
+   * once (the caller must not keep or dispose it); backwardWeight then skips that work.
+   */
+  headWordEmbedding?: (headPart: tf.Tensor) => void;
+}
+
 export interface WeightPartsOptions {
   /** Shown the head's share of the word embedding's gradient as soon as it exists (the caller must not keep or dispose it). */
   headWordEmbedding?: (headPart: tf.Tensor) => void;
@@ -410,11 +430,13 @@ function* chunkBackwardWeightParts(
   const { config, slice } = model;
   let headWordEmbedding: tf.Tensor | undefined;
   try {
-    if (work.head !== undefined) {
-      const head = headBackwardWeight(work.head);
+    if (work.head !== undefined || work.headGrads !== undefined) {
+      const early = work.headGrads !== undefined;
+      const head = work.headGrads ?? headBackwardWeight(work.head!);
       work.head = undefined;
+      work.headGrads = undefined;
       headWordEmbedding = head.dWordEmbedding;
-      options.headWordEmbedding?.(headWordEmbedding);
+      if (!early) options.headWordEmbedding?.(headWordEmbedding);
       yield new Map([['norm.gamma', head.dGamma], ['norm.beta', head.dBeta]]);
     }
     while (work.blocks.length > 0) {
@@ -462,6 +484,8 @@ export function releaseActivations(activations: ChunkActivations): void {
 
 function releaseWeightWork(work: WeightWork): void {
   if (work.head !== undefined) releaseHead(work.head);
+  if (work.headGrads !== undefined) tf.dispose([work.headGrads.dWordEmbedding, work.headGrads.dGamma, work.headGrads.dBeta]);
+  work.headGrads = undefined;
   tf.dispose([work.embedding, ...work.blocks.map((b) => b.work)] as unknown as tf.TensorContainer);
   work.blocks = [];
   work.head = undefined;

@@ -22,7 +22,7 @@ import type { ProcessGroup } from '../comm/collectives.ts';
 import type { WirePrecision } from '../comm/tensor-wire.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { TokenBatch } from '../model/gpt.ts';
-import { ModelChunk, type ChunkSaved } from '../model/chunk.ts';
+import { ModelChunk, type BackwardInputOptions, type ChunkSaved } from '../model/chunk.ts';
 import { denseWordEmbeddingGradient, type WordEmbeddingRows } from '../model/manual/embedding.ts';
 import { warmMatmulOperands } from '../backend/warm-matmul.ts';
 import { gradientRows } from '../tensor-parallel/vocab-parallel.ts';
@@ -84,7 +84,10 @@ export class PipelineStage {
   private finals: FinalGradients | undefined;
   /** This step's forwards and weight-gradient actions so far, by chunk. */
   private forwardsDone: number[] = [];
+  private inputsDone: number[] = [];
   private weightsDone: number[] = [];
+  /** Whether `finals` was told the step's loss sum. */
+  private lossGiven = false;
 
   constructor(private readonly options: StageOptions) {
     const { config, chunkLayers, pipelineSize } = options;
@@ -157,7 +160,9 @@ export class PipelineStage {
     this.lossScale = lossScale;
     this.finals = finals;
     this.forwardsDone = this.chunks.map(() => 0);
+    this.inputsDone = this.chunks.map(() => 0);
     this.weightsDone = this.chunks.map(() => 0);
+    this.lossGiven = false;
     this.lossSum = 0;
     this.computeMs = 0;
     this.opMs = emptyOpTimes();
@@ -425,7 +430,7 @@ export class PipelineStage {
       const outputGrad = last ? undefined : ((await this.receive('grad', action, this.rankOfVirtual(virtual + 1), virtual, this.hiddenShape(batch))) as tf.Tensor3D);
       start = wallClockMs();
       try {
-        inputGrad = await chunk.backwardInput(saved, outputGrad);
+        inputGrad = await chunk.backwardInput(saved, outputGrad, this.backwardInputOptions(action, batch));
       } finally {
         outputGrad?.dispose();
       }
@@ -454,13 +459,11 @@ export class PipelineStage {
     this.awaitingWeight.delete(key);
     const finals = this.finals;
     const lastOfChunk = finals !== undefined && this.weightsDone[action.chunk] === finals.weightActionsPerChunk - 1;
-    if (lastOfChunk && this.virtualStage(action.chunk) === this.virtualStages - 1 && this.forwardsDone[action.chunk] === finals.weightActionsPerChunk) {
-      finals.lossFinal(this.lossSum);
-    }
-    const early = lastOfChunk && finals.wordEmbeddingEarly !== undefined && this.holdsEmbeddingAndHead(action.chunk) ? finals.wordEmbeddingEarly : undefined;
+    if (lastOfChunk) this.giveLossIfFinal(action.chunk);
+    const early = lastOfChunk ? this.wordEmbeddingEarly(action.chunk, batch) : undefined;
     let parts: ReturnType<typeof chunk.backwardWeightParts>;
     try {
-      parts = chunk.backwardWeightParts(saved, early === undefined ? {} : { headWordEmbedding: (headPart) => early(this.earlyWordEmbedding(headPart), this.lookupRows(action.chunk, batch)) });
+      parts = chunk.backwardWeightParts(saved, { headWordEmbedding: early });
     } catch (error) {
       chunk.release(saved);
       throw error;
@@ -484,6 +487,37 @@ export class PipelineStage {
     this.finishCompute(action, lastOfChunk ? partStart - computeMs : start);
     this.noteSaved();
     if (part.value.wordEmbeddingRows !== undefined) this.wordEmbeddingRows.push(part.value.wordEmbeddingRows);
+  }
+
+  /**
+   * With `finals`, the chunk's last backward-input, all its other weight gradients done (always, unless
+   * a zero-bubble schedule still holds some W back): the loss is final, the head's weight gradients are
+   * computed at once so the word embedding's bucket can go, and the event loop runs between the steps.
+   */
+  private backwardInputOptions(action: ComputeAction, batch: TokenBatch): BackwardInputOptions {
+    const finals = this.finals;
+    const chunkIndex = action.chunk;
+    const last = finals !== undefined && this.inputsDone[chunkIndex] === finals.weightActionsPerChunk - 1;
+    this.inputsDone[chunkIndex]++;
+    if (!last) return {};
+    this.giveLossIfFinal(chunkIndex);
+    if (this.weightsDone[chunkIndex] !== finals.weightActionsPerChunk - 1) return {};
+    return { yieldToEventLoop: true, headWordEmbedding: this.wordEmbeddingEarly(chunkIndex, batch) };
+  }
+
+  /** Tells `finals` the loss sum once the head's forwards are all done (once a step). */
+  private giveLossIfFinal(chunkIndex: number): void {
+    const finals = this.finals!;
+    if (this.lossGiven || this.virtualStage(chunkIndex) !== this.virtualStages - 1 || this.forwardsDone[chunkIndex] !== finals.weightActionsPerChunk) return;
+    this.lossGiven = true;
+    finals.lossFinal(this.lossSum);
+  }
+
+  /** Where the head's share of the last micro-batch's word embedding gradient goes, when it can go early. */
+  private wordEmbeddingEarly(chunkIndex: number, batch: TokenBatch): ((headPart: tf.Tensor) => void) | undefined {
+    const early = this.finals?.wordEmbeddingEarly;
+    if (early === undefined || !this.holdsEmbeddingAndHead(chunkIndex)) return undefined;
+    return (headPart) => early(this.earlyWordEmbedding(headPart), this.lookupRows(chunkIndex, batch));
   }
 
   /** A chunk holding the lookup and the head, alone in its stage (pipeline 1): its word embedding is tied to nobody else. */

@@ -56,11 +56,16 @@ export function runLocally<T>(steps: CollectiveSteps<T>): T {
  * all-reduces pair up by order. A failed collective disposes the pending tensor, lets the generator
  * release what it holds (its `finally` blocks run on return) and rethrows naming the site and rank.
  */
-export async function runOverGroup<T>(group: TensorParallelGroup, steps: CollectiveSteps<T>): Promise<T> {
+/**
+ * `yieldToEventLoop`: with a group of one, let the event loop run at every request too (a few times a
+ * block), so that messages (a data-parallel bucket's) move while a long backward computes.
+ */
+export async function runOverGroup<T>(group: TensorParallelGroup, steps: CollectiveSteps<T>, options: { yieldToEventLoop?: boolean } = {}): Promise<T> {
   let next = steps.next();
   while (next.done !== true) {
     const request = next.value;
     if (group.size === 1) {
+      if (options.yieldToEventLoop === true) await new Promise<void>((resolve) => setImmediate(resolve));
       next = steps.next(request.tensor);
       continue;
     }
