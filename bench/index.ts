@@ -172,7 +172,7 @@ try {
   if (runs('transport')) {
     startSection('transport', 'point-to-point and all-reduce between two processes');
     try {
-      const transport = await measureTransport({ natsUrl: nats!.url, rounds: quick ? 2 : 5, serverPid: nats!.process.pid }, say);
+      const transport = await measureTransport({ natsUrl: nats!.url, rounds: quick ? 2 : 9, serverPid: nats!.process.pid }, say);
       figure('nats_gbps', transport.natsGbps, '4 MB tensors rank to rank through Bus + ProcessGroup over NATS, GB/s');
       figure('nats_vs_tcp', transport.natsVsTcp, `nats_gbps over raw TCP loopback (${transport.tcpGbps.toFixed(2)} GB/s)`);
       figure('p2p_gbps', transport.p2pGbps, '4 MB tensors rank to rank through Bus + ProcessGroup over the data plane (direct TCP links), GB/s');
