@@ -5,7 +5,7 @@
  */
 import type { StopSignal } from '../protocol/stop-signals.ts';
 import { dispatch, spawn, stop, type Ref } from 'nact';
-import type { Bus } from '../comm/bus.ts';
+import type { Bus, ReplyContext } from '../comm/bus.ts';
 import type { ActorStatus, EvaluationDoneMessage, JobState, StepDoneMessage } from '../protocol/messages.ts';
 import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorSettings } from './coordinator-logic.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
@@ -42,6 +42,8 @@ export class Coordinator {
   private readonly actor: Ref<CoordinatorEvent>;
   private readonly timer: NodeJS.Timeout;
   private readonly unsubscribe: (() => void)[] = [];
+  /** Requests that came as plain publishes (nowhere to answer), by kind: dropped and counted. */
+  private readonly unanswerable = new Map<string, number>();
 
   constructor(parent: Parameters<typeof spawn>[0], private readonly bus: Bus, settings: CoordinatorSettings, private readonly callbacks: CoordinatorCallbacks) {
     this.logic = new CoordinatorLogic(settings, Date.now());
@@ -66,14 +68,29 @@ export class Coordinator {
     };
     on(SUBJECTS.register, (m) => (m.kind === 'register' ? { type: 'register', rank: m.rank, node: m.node, pid: m.pid, host: m.host } : undefined));
     on(SUBJECTS.heartbeat, (m) => (m.kind === 'heartbeat' ? { type: 'heartbeat', rank: m.rank, step: m.step, state: m.state, actors: m.actors } : undefined));
-    on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
+    on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' && this.answerable(m.kind, reply) ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
     on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
     on(SUBJECTS.evaluationDone, (m) => (m.kind === 'evaluation-done' ? { type: 'evaluation-done', report: m } : undefined));
     on(SUBJECTS.fatal, (m) => (m.kind === 'fatal' ? { type: 'fatal', rank: m.rank, reason: m.reason, restartable: m.restartable !== false } : undefined));
-    on(SUBJECTS.control, (m, reply) => (m.kind === 'control' ? { type: 'control', command: m.command, reply, save: m.save, signal: m.signal } : undefined));
+    on(SUBJECTS.control, (m, reply) => (m.kind === 'control' && this.answerable(m.kind, reply) ? { type: 'control', command: m.command, reply, save: m.save, signal: m.signal } : undefined));
     on(SUBJECTS.checkpointSaved, (m) => (m.kind === 'checkpoint-saved' ? { type: 'checkpoint-saved', rank: m.rank, step: m.step, record: m.record } : undefined));
     on(SUBJECTS.connectionInterrupted, (m) => (m.kind === 'connection-interrupted' ? { type: 'connection-interrupted', rank: m.rank, node: m.node, pid: m.pid, server: m.server, peer: m.peer } : undefined));
     this.timer = setInterval(() => dispatch(this.actor, { type: 'tick' }), TICK_MS);
+  }
+
+  /**
+   * Whether a request can be answered: one published without a reply subject (`nats pub` rather than a
+   * request) has nowhere for its answer to go, so it is dropped and counted before it reaches the logic.
+   */
+  private answerable(kind: string, reply: ReplyContext): boolean {
+    if (reply.reply !== undefined) return true;
+    const count = (this.unanswerable.get(kind) ?? 0) + 1;
+    this.unanswerable.set(kind, count);
+    // The first, then every power of two: a flood does not flood the log.
+    if ((count & (count - 1)) === 0) {
+      this.callbacks.log(`coordinator: dropped a '${kind}' message published without a reply subject (${count} so far): send it as a request, as \`gpt-hybrid ctl\` does`);
+    }
+    return false;
   }
 
   /** Events from outside the bus: local worker exits, Ctrl-C, this launcher's NATS connection dropping. */
@@ -95,7 +112,12 @@ export class Coordinator {
         if (message.kind === 'control-reply' && message.status !== undefined && this.callbacks.schedulers !== undefined) {
           message.status.actors = [...message.status.actors, ...this.callbacks.schedulers.statuses()];
         }
-        this.bus.respond(effect.to, message);
+        try {
+          this.bus.respond(effect.to, message);
+        } catch (error) {
+          // An answer that cannot leave (the bus closing) must not take the job's judge down with it.
+          this.callbacks.log(`coordinator: could not answer on ${effect.to.subject}: ${error instanceof Error ? error.message : String(error)}`);
+        }
         return;
       }
       case 'step-started':

@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { LocalNetwork, type FaultRule, type InjectedFault } from '../../src/comm/local-transport.ts';
+import { Bus } from '../../src/comm/bus.ts';
+import { SUBJECTS } from '../../src/protocol/subjects.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { launch } from '../../src/launcher/launch.ts';
 import * as tf from '../../src/tf.ts';
@@ -56,7 +58,7 @@ const DATA_2_PIPELINE_2_TENSOR_2 = ['parallel.data=2', 'parallel.pipeline=2', 'p
 /** A job on the reference's global batch (pipeline 2 unless `layout` says otherwise) simulated with `faults` injected. */
 async function simulatePipeline(
   faults: (network: LocalNetwork, jobId: string) => void,
-  options: { onRank?: (rank: number, handle: RankProcess) => void; layout?: string[] } = {},
+  options: { onRank?: (rank: number, handle: RankProcess) => void; layout?: string[]; afterStep?: (network: LocalNetwork, jobId: string, step: number) => void } = {},
 ): Promise<SimulatedRun> {
   const config = loadConfig(configFile, [...(options.layout ?? PIPELINE_2), 'restart.max=2']);
   const network = new LocalNetwork(8 * 1024 * 1024);
@@ -71,7 +73,15 @@ async function simulatePipeline(
     nnodes: 1,
     nodeRank: 0,
     jobId,
-    hooks: [{ name: 'collect', afterStep: (_state, result) => byStep.set(result.step, result.loss) }],
+    hooks: [
+      {
+        name: 'collect',
+        afterStep: (_state, result) => {
+          byStep.set(result.step, result.loss);
+          options.afterStep?.(network, jobId, result.step);
+        },
+      },
+    ],
     log: (line) => lines.push(line),
     simulate: { network, actionTimeoutMs: 2_000, receiveTimeoutMs: 4_000, onRank: options.onRank },
   });
@@ -85,6 +95,24 @@ test('simulate faults - dp2 x pp2 x tp2: a lost action message is noticed by its
   assert.equal(run.code, 0, run.lines.join('\n'));
   assert.ok(run.lines.some((line) => /got no action \d+ of step \d+ from its scheduler/.test(line)), run.lines.join('\n'));
   assert.ok(run.lines.some((line) => /^restart 1 of 2: .*rolling every rank back to the start/.test(line)), run.lines.join('\n'));
+  assertSameLosses(run.losses, reference);
+});
+
+test('simulate faults - control and gate messages published (not requested) by a stranger are dropped and counted; the job goes on', { timeout: 120_000 }, async () => {
+  let stranger: Bus | undefined;
+  const run = await simulatePipeline(() => {}, {
+    afterStep: (network, jobId, step) => {
+      if (step !== 1) return;
+      stranger = new Bus({ jobId, transport: network.connect() });
+      for (const command of ['status', 'pause', 'stop', 'checkpoint'] as const) stranger.publish(SUBJECTS.control, { kind: 'control', command });
+      stranger.publish(SUBJECTS.gate, { kind: 'step-ready', rank: 0, step: 1 });
+    },
+  });
+  await stranger?.close();
+  assert.equal(run.code, 0, run.lines.join('\n'));
+  assert.ok(run.lines.some((line) => /dropped a 'control' message published without a reply subject \(1 so far\)/.test(line)), run.lines.join('\n'));
+  assert.ok(run.lines.some((line) => /dropped a 'step-ready' message published without a reply subject/.test(line)), run.lines.join('\n'));
+  assert.ok(!run.lines.some((line) => /^restart|paused|crashed|faulted/i.test(line)), run.lines.join('\n'));
   assertSameLosses(run.losses, reference);
 });
 
