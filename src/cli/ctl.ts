@@ -10,6 +10,7 @@ import { maskProcessTitle, resolveNatsCredentials, splitUrlCredentials } from '.
 import { connectNats, DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
+import { checkJobId } from '../comm/subjects.ts';
 import type { CtlCommand } from './ctl-args.ts';
 
 export async function runCtl(command: CtlCommand): Promise<number> {
@@ -23,10 +24,18 @@ export async function runCtl(command: CtlCommand): Promise<number> {
     jobId = job.jobId;
     natsUrl = command.nats ?? job.nats;
   }
+  // Before connecting: an open connection would keep the process alive after the error.
+  checkJobId(jobId);
   const { servers, credentials: fromUrl } = splitUrlCredentials(natsServerList(natsUrl ?? DEFAULT_NATS_URL));
   const { credentials } = resolveNatsCredentials(command.natsCredentials ?? {}, fromUrl);
   const transport = await connectNats({ url: servers, ...credentials, name: `gpt-hybrid ctl ${jobId}` });
-  const bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`) });
+  let bus: Bus;
+  try {
+    bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`) });
+  } catch (error) {
+    await transport.close().catch(() => undefined);
+    throw error;
+  }
   try {
     const answer = await bus.request(SUBJECTS.control, { kind: 'control', command: command.action, ...(command.save === true ? { save: true } : {}) }, command.timeoutMs);
     if (answer.kind !== 'control-reply') throw new Error(`job ${jobId} answered with an unexpected ${answer.kind} message`);

@@ -26,3 +26,12 @@ test('train - a failed start removes the run folder it made, and keeps one that 
   assert.ok(existsSync(existing));
   assert.ok(readdirSync(existing).length > 0, 'the run wrote its config before failing; the folder is the user\'s to keep');
 });
+
+test('ctl - a job id NATS cannot carry (a dot) is refused with the reason, and ctl exits at once', async () => {
+  const started = Date.now();
+  // Killed after 15 s: before the fix the process printed the error and then never exited.
+  const run = await runCli(['ctl', 'a.b', 'status'], {}, 15_000);
+  assert.equal(run.code, 1, run.output);
+  assert.match(run.output, /job id "a\.b" is not usable in a NATS subject/);
+  assert.ok(Date.now() - started < 10_000, `ctl took ${Date.now() - started} ms to exit`);
+});
