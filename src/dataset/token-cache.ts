@@ -95,14 +95,25 @@ export function decodeTokenCache(bytes: Uint8Array, path: string): TokenCacheCon
   if (!payloadHash.equals(bytes.subarray(64, 64 + HASH_BYTES))) throw new TokenCacheError(path, 'payload checksum mismatch');
   const inputIds = new Int32Array(numSamples * seqLen);
   const lengths = new Uint32Array(numSamples);
+  const vocabSize = view.getUint32(24, true);
   let offset = HEADER_BYTES;
-  for (let i = 0; i < inputIds.length; i++, offset += 2) inputIds[i] = view.getUint16(offset, true);
-  for (let i = 0; i < numSamples; i++, offset += 4) lengths[i] = view.getUint32(offset, true);
+  // The checksum says the bytes are whole, not that whoever wrote them was this code: every id and
+  // length is checked, since one id past the vocabulary would break every later run's lookups.
+  for (let i = 0; i < inputIds.length; i++, offset += 2) {
+    const id = view.getUint16(offset, true);
+    if (id >= vocabSize) throw new TokenCacheError(path, `token id ${id} of sample ${Math.floor(i / seqLen)} is outside the vocabulary of ${vocabSize}`);
+    inputIds[i] = id;
+  }
+  for (let i = 0; i < numSamples; i++, offset += 4) {
+    const length = view.getUint32(offset, true);
+    if (length > seqLen) throw new TokenCacheError(path, `sample ${i} claims ${length} tokens, more than the ${seqLen} a sample holds`);
+    lengths[i] = length;
+  }
   return {
     seqLen,
     numSamples,
     badLines: view.getUint32(20, true),
-    vocabSize: view.getUint32(24, true),
+    vocabSize,
     padId: view.getUint32(28, true),
     inputHash: Buffer.from(bytes.subarray(32, 32 + HASH_BYTES)).toString('hex'),
     inputIds,

@@ -1,5 +1,6 @@
 // Tests: WebtextDataset loading (padding, truncation, masks) and its token cache (reuse, stale, corrupt, unwritable).
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,6 +97,8 @@ const corruptions: [string, (cachePath: string) => void, RegExp][] = [
   ['truncation', (p) => truncateSync(p, readFileSync(p).length - 3), /truncated/],
   ['truncation inside the header', (p) => truncateSync(p, 10), /shorter than/],
   ['an unknown version', (p) => flipByte(p, 8), /format version/],
+  ['a crafted token id past the vocabulary, checksum recomputed', (p) => craftPayload(p, (payload) => payload.writeUInt16LE(0xffff, 2)), /token id 65535 of sample 0 is outside the vocabulary of 50257/],
+  ['a crafted sample length past seqLen, checksum recomputed', (p) => craftPayload(p, (payload) => payload.writeUInt32LE(9, payload.length - 4)), /claims 9 tokens, more than the 8/],
 ];
 for (const [name, corrupt, reason] of corruptions) {
   test(`webtext - a cache damaged by ${name} is rebuilt with a log line saying why`, async () => {
@@ -109,6 +112,14 @@ for (const [name, corrupt, reason] of corruptions) {
     const third = await load(path, 8);
     assert.equal(third.dataset.fromCache, true, 'the rebuilt cache must be valid');
   });
+}
+
+/** Rewrites the cache's payload (after the 96-byte header) and its SHA-256 (header bytes 64-95), as a crafted file would. */
+function craftPayload(path: string, change: (payload: Buffer) => void): void {
+  const bytes = readFileSync(path);
+  change(bytes.subarray(96));
+  createHash('sha256').update(bytes.subarray(96)).digest().copy(bytes, 64);
+  writeFileSync(path, bytes);
 }
 
 function flipByte(path: string, offset: number): void {
