@@ -166,6 +166,8 @@ export class NatsTransport implements Transport {
   }
 
   flush(): Promise<void> {
+    // A client that gave up reconnecting never answers a flush: there is nothing left to deliver.
+    if (this.connection.isClosed()) return Promise.resolve();
     return this.connection.flush();
   }
 

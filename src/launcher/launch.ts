@@ -66,7 +66,15 @@ export interface LaunchOptions {
 }
 
 /** How long a restart waits for a lost NATS server to answer again (the client's own reconnect window). */
-const NATS_RETURN_MS = 30_000;
+const NATS_RETURN_MS = natsReturnMs(process.env.GPT_HYBRID_NATS_RETURN_MS);
+
+/** GPT_HYBRID_NATS_RETURN_MS: how long a launcher waits for a dropped NATS server before giving up (default 30 s). */
+function natsReturnMs(text: string | undefined): number {
+  if (text === undefined || text === '') return 30_000;
+  const ms = Number(text);
+  if (!Number.isSafeInteger(ms) || ms < 0) throw new Error(`GPT_HYBRID_NATS_RETURN_MS=${text}: give a whole number of milliseconds`);
+  return ms;
+}
 /** Another node: how long it waits for node 0's restart order (or its final word) after a restartable failure. */
 const RESTART_ORDER_MS = 120_000;
 
@@ -202,11 +210,22 @@ export async function launch(options: LaunchOptions): Promise<number> {
   dataPlane?.close();
   const trace = mergeTraceParts(options.outDir);
   if (trace !== undefined) log(`timeline of every rank: ${trace} (open it in Perfetto or chrome://tracing)`);
-  await bus.flush().catch(() => undefined);
-  await bus.close().catch(() => undefined);
+  // Bounded: with the server gone these could wait for it forever, and the launcher must still end.
+  await settledWithin(bus.flush(), CLEANUP_WAIT_MS);
+  await settledWithin(bus.close(), CLEANUP_WAIT_MS);
   stopSystem(system);
   await nats.privateServer?.stop();
   return exitCode;
+}
+
+/** How long the launcher's last flush and close may wait for a server that may be gone. */
+const CLEANUP_WAIT_MS = 5_000;
+
+/** Waits for `work` to settle, at most `ms`; its outcome does not matter. */
+async function settledWithin(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 /** The newest committed checkpoint under `root` (its `latest`), or undefined when there is none yet. */
