@@ -28,7 +28,19 @@ export interface StartNatsServerOptions {
   timeoutMs?: number;
   /** Extra lines for the server's config file (e.g. `cluster { ... }`). */
   extraConfig?: string;
+  /**
+   * The server goes away with this process, even when it is killed (SIGKILL leaves no chance to stop
+   * it): a launcher's private server. nats-server has no parent-death option, so a shell starts it and
+   * waits on a pipe from this process; the pipe closes when this process ends, however it ends.
+   */
+  diesWithParent?: boolean;
 }
+
+/**
+ * The guard of a server that dies with its parent: it prints the server's pid, waits for its stdin (the
+ * parent's pipe) to close, then stops the server and removes its folder. 127: no nats-server on the PATH.
+ */
+const PARENT_GUARD = 'command -v nats-server >/dev/null || exit 127; nats-server -c "$1" & server=$!; echo "$server"; cat >/dev/null; kill "$server" 2>/dev/null; wait "$server"; rm -rf "\${1%/*}"';
 
 /**
  * max_payload of the servers started here: 8 MiB, the most NATS advises (above it the server warns),
@@ -74,7 +86,15 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
   lines.push(`max_payload: ${options.maxPayload ?? PRIVATE_SERVER_MAX_PAYLOAD}`);
   if (options.extraConfig !== undefined) lines.push(options.extraConfig);
   writeFileSync(configPath, lines.join('\n') + '\n');
-  const child = spawn('nats-server', ['-c', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const guarded = options.diesWithParent === true;
+  const child = guarded
+    ? spawn('sh', ['-c', PARENT_GUARD, 'sh', configPath], { stdio: ['pipe', 'pipe', 'pipe'] })
+    : spawn('nats-server', ['-c', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The guard's pid line: the server itself, to kill at once like a crash.
+  let serverPid: number | undefined;
+  child.stdout?.on('data', (chunk: Buffer) => {
+    serverPid ??= Number.parseInt(chunk.toString(), 10);
+  });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-4000);
@@ -92,15 +112,43 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
           : `could not start nats-server: ${failed.message}`,
       );
     }
+    if (child.exitCode === 127 && guarded) {
+      rmSync(folder, { recursive: true, force: true });
+      throw new Error('nats-server is not installed: install it (Debian: apt-get install nats-server) or pass --nats URL of a running server');
+    }
     if (child.exitCode !== null) break;
     if (await portAnswers('127.0.0.1', port, 200)) {
-      return {
-        url: `nats://127.0.0.1:${port}`,
-        port,
-        process: child,
-        stop: () => stopProcess(child).then(() => rmSync(folder, { recursive: true, force: true })),
-        kill: () => stopProcess(child, 'SIGKILL').then(() => rmSync(folder, { recursive: true, force: true })),
+      const removeFolder = () => rmSync(folder, { recursive: true, force: true });
+      if (!guarded) {
+        return { url: `nats://127.0.0.1:${port}`, port, process: child, stop: () => stopProcess(child).then(removeFolder), kill: () => stopProcess(child, 'SIGKILL').then(removeFolder) };
+      }
+      // Closing the pipe is the guard's signal to stop the server (SIGTERM) and end.
+      const stopGuarded = async (signal: NodeJS.Signals) => {
+        if (signal === 'SIGKILL' && serverPid !== undefined) {
+          try {
+            process.kill(serverPid, 'SIGKILL');
+          } catch {
+            // Gone already.
+          }
+        }
+        const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve()));
+        child.stdin?.end();
+        // The guard stops the server and ends; should it not, both are killed.
+        const timer = setTimeout(() => {
+          if (serverPid !== undefined) {
+            try {
+              process.kill(serverPid, 'SIGKILL');
+            } catch {
+              // Gone already.
+            }
+          }
+          child.kill('SIGKILL');
+        }, 5000);
+        await exited;
+        clearTimeout(timer);
+        removeFolder();
       };
+      return { url: `nats://127.0.0.1:${port}`, port, process: child, stop: () => stopGuarded('SIGTERM'), kill: () => stopGuarded('SIGKILL') };
     }
   }
   child.kill('SIGKILL');

@@ -30,7 +30,8 @@ export async function resolveNats(explicit: string | undefined, mayStartServer: 
     throw new Error(`no NATS server answers at ${DEFAULT_NATS_URL}; give every node the job's server with --nats URL`);
   }
   log(`no NATS server answers at ${DEFAULT_NATS_URL}: starting a private nats-server for this job`);
-  const server = await startNatsServer();
+  // Gone with this launcher, even after SIGKILL: nothing of the job may outlive it.
+  const server = await startNatsServer({ diesWithParent: true });
   log(`private NATS server at ${server.url}`);
   return { url: server.url, privateServer: server };
 }
