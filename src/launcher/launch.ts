@@ -94,6 +94,10 @@ export async function launch(options: LaunchOptions): Promise<number> {
   // A simulated job's messages fit what a private nats-server's do.
   const network = simulate === undefined ? undefined : (simulate.network ?? new LocalNetwork(PRIVATE_SERVER_MAX_PAYLOAD));
   const nats: ResolvedNats = network !== undefined ? { url: 'in-process', privateServer: undefined, urlCredentials: undefined } : await resolveNats(options.nats, nodeRank === 0, log);
+  if (nats.urlCredentials !== undefined && options.nats !== undefined) {
+    // This process shows it masked, but the shell and npm that started it keep the command line as typed.
+    log('warning: the NATS login in --nats stays readable in `ps` in the processes that started this one (a shell, npm); pass it as $NATS_TOKEN (or $NATS_USER and $NATS_PASSWORD) or with --nats-token-file FILE instead');
+  }
 
   const prepared = await prepareNode(options, jobId, nats, network);
   const { transport, natsTransport, natsCredentials, natsLogin, sampler, data, totalSteps } = prepared;

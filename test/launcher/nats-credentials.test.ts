@@ -56,6 +56,7 @@ test('nats credentials - a token in the URL: the job trains to exit 0, its proce
     const exit = await job.exited;
     assert.equal(exit.code, 0, job.output());
     assert.match(job.output(), new RegExp(`NATS ${server.url} \\(a token from the URL\\)`));
+    assert.match(job.output(), /warning: the NATS login in --nats stays readable in `ps` in the processes that started this one .* \$NATS_TOKEN .* --nats-token-file FILE instead/);
     assert.match(job.output(), /done after step 2/);
     // Every connection logged in: the workers', and their heartbeat threads'.
     assert.doesNotMatch(job.output(), /could not connect|heartbeat thread failed/);
