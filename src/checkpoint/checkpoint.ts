@@ -15,7 +15,8 @@
  * `latest` (temporary file, fsync, rename, fsync). A crash at any point leaves `latest` naming a complete
  * checkpoint; a leftover `.tmp` directory is never read and is deleted by the next commit.
  */
-import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { constants as bufferConstants } from 'node:buffer';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CheckpointError } from './errors.ts';
 import { replaceFileAtomically, sha256Hex, syncDirectory, writeFileDurably } from './durable-fs.ts';
@@ -412,16 +413,12 @@ function checkLayout(source: string, actual: CheckpointLayout, expected: Expecte
 
 async function readRankFile(dir: string, record: RankFileRecord): Promise<SafetensorsFile> {
   const path = join(dir, record.file);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new CheckpointError('missing-rank', path, `rank ${record.rank}'s file is missing from the checkpoint`);
-    throw error;
+  const size = await fileSize(path);
+  if (size === undefined) throw new CheckpointError('missing-rank', path, `rank ${record.rank}'s file is missing from the checkpoint`);
+  if (size !== record.bytes) {
+    throw new CheckpointError('truncated', path, `rank ${record.rank}'s file has ${size} bytes but the manifest says ${record.bytes}`);
   }
-  if (bytes.byteLength !== record.bytes) {
-    throw new CheckpointError('truncated', path, `rank ${record.rank}'s file has ${bytes.byteLength} bytes but the manifest says ${record.bytes}`);
-  }
+  const bytes = await readWhole(path, size, record.rank);
   const digest = sha256Hex(bytes);
   if (digest !== record.sha256) {
     throw new CheckpointError('checksum', path, `SHA-256 ${digest} differs from the manifest's ${record.sha256}: the file is corrupt; resume from an earlier checkpoint`);
@@ -435,6 +432,35 @@ async function readRankFile(dir: string, record: RankFileRecord): Promise<Safete
     }
   }
   return file;
+}
+
+/** Bytes read at a time: fs.readFile refuses files above 2 GiB, and one read call moves at most that. */
+const READ_CHUNK_BYTES = 1 << 30;
+
+/**
+ * The whole file in one buffer, read a chunk at a time so that a rank's file above 2 GiB loads (up to
+ * the largest buffer this Node makes); a larger one is refused naming the file.
+ */
+async function readWhole(path: string, size: number, rank: number): Promise<Buffer> {
+  if (size > bufferConstants.MAX_LENGTH) {
+    throw new CheckpointError(
+      'too-large',
+      path,
+      `rank ${rank}'s file has ${size} bytes, more than one buffer holds here (${bufferConstants.MAX_LENGTH}): save with more pipeline or tensor parallelism, so each rank's share is smaller`,
+    );
+  }
+  const bytes = Buffer.allocUnsafe(size);
+  const handle = await open(path, 'r');
+  try {
+    for (let offset = 0; offset < size; ) {
+      const { bytesRead } = await handle.read(bytes, offset, Math.min(READ_CHUNK_BYTES, size - offset), offset);
+      if (bytesRead === 0) throw new CheckpointError('truncated', path, `rank ${rank}'s file ended after ${offset} of its ${size} bytes while it was read`);
+      offset += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
+  return bytes;
 }
 
 async function fileSize(path: string): Promise<number | undefined> {

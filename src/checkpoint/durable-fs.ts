@@ -65,6 +65,11 @@ export async function replaceFileAtomically(path: string, contents: string, toke
   await syncDirectory(dirname(path));
 }
 
+/** A hash update takes at most 2 GiB - 1 bytes ("data is too long"): larger files go in pieces. */
+const HASH_CHUNK_BYTES = 1 << 30;
+
 export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+  const hash = createHash('sha256');
+  for (let offset = 0; offset < bytes.byteLength; offset += HASH_CHUNK_BYTES) hash.update(bytes.subarray(offset, offset + HASH_CHUNK_BYTES));
+  return hash.digest('hex');
 }

@@ -13,6 +13,8 @@ export type CheckpointProblem =
   | 'checksum'
   /** A rank file named by the manifest does not exist. */
   | 'missing-rank'
+  /** A rank file is larger than one buffer of this Node holds. */
+  | 'too-large'
   /** manifest.json is missing, not JSON, or lacks a field. */
   | 'manifest'
   /** The manifest's format version is not one this code reads. */

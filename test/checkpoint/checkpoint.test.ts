@@ -144,6 +144,16 @@ test('checkpoint - damaged checkpoints are refused with the reason', async () =>
     await assertRefused(loadCheckpoint(dir), 'missing-rank', /rank-00002\.safetensors: rank 2's file is missing from the checkpoint/);
     await restore();
 
+    // Above 2 GiB (sparse, its size in the manifest): read whole and checked, where fs.readFile threw a
+    // RangeError naming no file.
+    const big = 2 ** 31 + 4096;
+    await truncate(rankFile, big);
+    const bigManifest = JSON.parse(pristineManifest) as { ranks: { file: string; bytes: number }[] };
+    bigManifest.ranks.find((record) => record.file === 'rank-00002.safetensors')!.bytes = big;
+    await writeFile(manifestPath, JSON.stringify(bigManifest));
+    await assertRefused(loadCheckpoint(dir), 'checksum', /rank-00002\.safetensors: SHA-256 [0-9a-f]{64} differs from the manifest's/);
+    await restore();
+
     // A bad header length or garbage header, with the manifest's checksum updated to match: the format check catches it.
     const withHeader = async (mutateFile: (bytes: Buffer) => void): Promise<void> => {
       const bytes = Buffer.from(pristineRank);
