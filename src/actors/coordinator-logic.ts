@@ -429,7 +429,7 @@ export class CoordinatorLogic {
       ranks.push(
         record === undefined
           ? { rank, state: 'starting', step: 0, lastSeenMs: -1 }
-          : { rank, state: record.state, step: record.step, lastSeenMs: Math.round(now - record.lastSeen) },
+          : { rank, state: record.state, step: record.step, lastSeenMs: Math.round(now - record.lastSeen), node: record.node, pid: record.pid },
       );
     }
     const reply: ControlReplyMessage = {

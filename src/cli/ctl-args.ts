@@ -18,6 +18,8 @@ export interface CtlCommand {
   action: ControlCommand;
   /** stop --checkpoint: save a checkpoint at the step boundary where the job stops. */
   save?: boolean;
+  /** status --json: the answer's object instead of the table. */
+  json?: boolean;
   nats?: string;
   /** Present when a NATS login or TLS option was given. */
   natsCredentials?: NatsCredentialFlags;
@@ -26,15 +28,18 @@ export interface CtlCommand {
 
 export const CTL_SPEC: CommandSpec<CtlCommand> = {
   summary: 'send a control message to a running job',
-  usage: `<job-id|run-folder> ${CONTROL_COMMANDS.join('|')} [--checkpoint] [--nats URL] [--timeout MS]`,
+  usage: `<job-id|run-folder> ${CONTROL_COMMANDS.join('|')} [--checkpoint] [--json] [--nats URL] [--timeout MS]`,
   description:
-    'Sends status, pause, resume, checkpoint or stop to a running job and prints its answer as JSON.\n' +
+    'Sends status, pause, resume, checkpoint or stop to a running job and prints its answer: status as\n' +
+    'a table (the job, then a row per rank; --json for the object), the others as JSON. Given a run\n' +
+    'folder whose job has ended, status says how it ended.\n' +
     'The job id is printed when training starts and kept in <run-folder>/job.json, which also\n' +
     'records the NATS server, so a run folder is enough (not its credentials: give ctl the same NATS\n' +
     'credential options or variables as the job). Pause and stop take effect at the next step\n' +
     'boundary; stop ends the job with exit code 0 (stop --checkpoint saves a checkpoint there first).',
   options: {
     checkpoint: { type: 'boolean', doc: 'with stop: every rank saves a checkpoint at the step where the job stops' },
+    json: { type: 'boolean', doc: 'with status: print the answer as JSON instead of a table' },
     nats: { type: 'string', placeholder: 'URL', doc: "NATS server (default: the run folder's, else $NATS_URL, else nats://127.0.0.1:4222)" },
     ...NATS_CREDENTIAL_OPTIONS,
     timeout: { type: 'string', placeholder: 'MS', doc: 'how long to wait for the answer [5000]' },
@@ -55,6 +60,7 @@ function buildCtl(values: ParsedValues, positionals: string[], usage: string): C
   if (values.nats !== undefined) command.nats = values.nats as string;
   const natsCredentials = natsCredentialFlags(values, usage);
   if (natsCredentials !== undefined) command.natsCredentials = natsCredentials;
+  if (values.json === true) command.json = true;
   if (values.checkpoint === true) {
     if (action !== 'stop') throw new UsageError(`--checkpoint goes with stop (a checkpoint where the job stops); for one now, use: ctl ${target} checkpoint`, usage);
     command.save = true;

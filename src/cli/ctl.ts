@@ -1,10 +1,10 @@
 /**
- * Implements: `gpt-hybrid ctl`: one control message to a running job, its answer printed as JSON.
+ * Implements: `gpt-hybrid ctl`: one control message to a running job, its answer printed (status as a
+ * table, status-table.ts; the rest as JSON), or for a run folder whose job has ended, how it ended.
  * The target is a job id or a run folder whose job.json names the job and its NATS server; the NATS
  * credentials come from ctl's own options and variables, as the job's did (job.json holds none).
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
 import { Bus } from '../comm/bus.ts';
 import { maskProcessTitle, resolveNatsCredentials, splitUrlCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
@@ -12,17 +12,26 @@ import { TransportTimeoutError } from '../comm/transport.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
 import { checkJobId } from '../comm/subjects.ts';
 import type { CtlCommand } from './ctl-args.ts';
+import { readJobFile, type JobFile } from '../launcher/job-file.ts';
+import { endedSummary, statusTable } from './status-table.ts';
 
 export async function runCtl(command: CtlCommand): Promise<number> {
   maskProcessTitle();
   let jobId = command.target;
   let natsUrl = command.nats ?? process.env.NATS_URL;
-  const jobFile = join(command.target, 'job.json');
-  if (existsSync(command.target) && statSync(command.target).isDirectory()) {
-    if (!existsSync(jobFile)) throw new Error(`${command.target} is a folder without job.json: give a run folder of a multi-process job, or the job id`);
-    const job = JSON.parse(readFileSync(jobFile, 'utf8')) as { jobId: string; nats: string };
+  let job: JobFile | undefined;
+  const runFolder = existsSync(command.target) && statSync(command.target).isDirectory() ? command.target : undefined;
+  if (runFolder !== undefined) {
+    job = readJobFile(runFolder);
+    if (job === undefined) throw new Error(`${runFolder} is a folder without job.json: give a run folder of a multi-process job, or the job id`);
     jobId = job.jobId;
     natsUrl = command.nats ?? job.nats;
+    const ended = job.ended;
+    if (ended !== undefined) {
+      if (command.action !== 'status') throw new Error(`job ${jobId} has ended (exit ${ended.exitCode} at ${ended.at}: ${ended.reason}): nothing to ${command.action}`);
+      process.stdout.write(command.json === true ? JSON.stringify({ jobId, state: ended.exitCode === 0 ? 'done' : 'failed', ended }, null, 2) + '\n' : endedSummary({ ...job, ended }, runFolder));
+      return 0;
+    }
   }
   // Before connecting: an open connection would keep the process alive after the error.
   checkJobId(jobId);
@@ -39,7 +48,11 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   try {
     const answer = await bus.request(SUBJECTS.control, { kind: 'control', command: command.action, ...(command.save === true ? { save: true } : {}) }, command.timeoutMs);
     if (answer.kind !== 'control-reply') throw new Error(`job ${jobId} answered with an unexpected ${answer.kind} message`);
-    process.stdout.write(JSON.stringify(command.action === 'status' ? answer.status : { ok: answer.ok, message: answer.message, state: answer.status?.state, step: answer.status?.step }, null, 2) + '\n');
+    if (command.action === 'status' && command.json !== true && answer.status !== undefined) {
+      process.stdout.write(statusTable(answer.status, { job, runFolder }));
+    } else {
+      process.stdout.write(JSON.stringify(command.action === 'status' ? answer.status : { ok: answer.ok, message: answer.message, state: answer.status?.state, step: answer.status?.step }, null, 2) + '\n');
+    }
     return answer.ok ? 0 : 1;
   } catch (error) {
     if (error instanceof TransportTimeoutError) {

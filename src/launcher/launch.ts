@@ -35,6 +35,7 @@ import { JobAttempt, type JobHost } from './job-attempt.ts';
 import { resolveNats, serversFor, type ResolvedNats } from './nats-url.ts';
 import { RestartOrders, type RestartOrder } from './node-restart.ts';
 import { prepareDataPlane } from './data-plane-setup.ts';
+import { readJobFile, writeJobFile } from './job-file.ts';
 import type { RankProcess } from './simulated-rank.ts';
 
 export interface LaunchOptions {
@@ -120,10 +121,16 @@ export async function launch(options: LaunchOptions): Promise<number> {
   if (network !== undefined) {
     log(`job ${jobId}: ${grid.describe()} simulated in this process (in-process transport, no worker processes)`);
   } else if (nodeRank === 0) {
-    writeFileSync(
-      join(options.outDir, 'job.json'),
-      JSON.stringify({ jobId, nats: nats.url, world: grid.world, nnodes, layout: grid.describe(), launcherPid: process.pid, startedAt: new Date().toISOString() }, null, 2) + '\n',
-    );
+    writeJobFile(options.outDir, {
+      jobId,
+      nats: nats.url,
+      world: grid.world,
+      nnodes,
+      layout: grid.describe(),
+      parallel: { data: grid.data, pipeline: grid.pipeline, tensor: grid.tensor, order: grid.order },
+      launcherPid: process.pid,
+      startedAt: new Date().toISOString(),
+    });
     log(`job ${jobId}: ${grid.describe()} on ${nnodes} node(s), NATS ${nats.url} (${natsLogin})`);
     log(
       `control it with: gpt-hybrid ctl ${jobId} status|pause|resume|checkpoint|stop${options.nats || process.env.NATS_URL || nats.privateServer ? ` --nats ${nats.url}` : ''}` +
@@ -165,12 +172,14 @@ export async function launch(options: LaunchOptions): Promise<number> {
   // Recovery: a rank that died or stopped answering, or a dropped NATS connection, restarts every worker
   // (on every node) from the last committed checkpoint (or the start), up to restart.max times.
   let exitCode: number;
+  let endReason = '';
   let restart: RestartOrder | undefined;
   for (let restarts = 0; ; restarts++) {
     attempt = new JobAttempt(job, { resumeDir, startStep, restart });
     const result = await attempt.run();
     attempt = undefined;
     exitCode = result.exitCode;
+    endReason = result.reason;
     if (restartOrders !== undefined) {
       if (!result.restartable) break;
       log('waiting for node 0 to restart the job');
@@ -212,6 +221,11 @@ export async function launch(options: LaunchOptions): Promise<number> {
   }
   restartOrders?.close();
   dataPlane?.close();
+  // How the job ended, for `ctl status` after it (read from the run folder).
+  if (network === undefined && nodeRank === 0) {
+    const started = readJobFile(options.outDir);
+    if (started !== undefined) writeJobFile(options.outDir, { ...started, ended: { at: new Date().toISOString(), exitCode, reason: endReason } });
+  }
   const trace = mergeTraceParts(options.outDir);
   if (trace !== undefined) log(`timeline of every rank: ${trace} (open it in Perfetto or chrome://tracing)`);
   // Bounded: with the server gone these could wait for it forever, and the launcher must still end.

@@ -137,8 +137,11 @@ export interface RankStatus {
   rank: number;
   state: WorkerState;
   step: number;
-  /** Milliseconds since the last heartbeat. */
+  /** Milliseconds since the last heartbeat; -1 before the rank registered. */
   lastSeenMs: number;
+  /** Where it runs, once registered: its node and process id. */
+  node?: number;
+  pid?: number;
 }
 
 export interface ControlReplyMessage {

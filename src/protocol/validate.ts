@@ -169,7 +169,10 @@ function rankStatus(value: unknown, path: string): RankStatus {
     rank: count(field(fields, 'rank'), `${path}.rank`),
     state: oneOf(field(fields, 'state'), WORKER_STATES, `${path}.state`),
     step: count(field(fields, 'step'), `${path}.step`),
-    lastSeenMs: finite(field(fields, 'lastSeenMs'), `${path}.lastSeenMs`, 0),
+    // -1: not registered yet (a status asked while the job starts).
+    lastSeenMs: finite(field(fields, 'lastSeenMs'), `${path}.lastSeenMs`, -1),
+    ...(field(fields, 'node') === undefined ? {} : { node: count(field(fields, 'node'), `${path}.node`) }),
+    ...(field(fields, 'pid') === undefined ? {} : { pid: count(field(fields, 'pid'), `${path}.pid`) }),
   };
 }
 

@@ -49,7 +49,7 @@ test('actors - pipeline 2 x 8 micro-batches: the scheduler sends each stage acto
     assert.deepEqual([...subjects].sort(), [`gh.${jobId}.actor.stage.0`, `gh.${jobId}.actor.stage.1`]);
 
     const ctl = async (command: string) => {
-      const { code, output } = await runCli(['ctl', out, command]);
+      const { code, output } = await runCli(['ctl', out, command, ...(command === 'status' ? ['--json'] : [])]);
       assert.equal(code, 0, output);
       return JSON.parse(output);
     };

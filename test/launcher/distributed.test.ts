@@ -79,9 +79,17 @@ test('ctl - status answers within 2 s, pause holds the step counter, resume cont
     await job.waitFor(/step 1\/500/, 60_000);
     const ctl = async (command: string) => {
       const started = performance.now();
-      const { code, output } = await runCli(['ctl', out, command]);
+      const { code, output } = await runCli(['ctl', out, command, ...(command === 'status' ? ['--json'] : [])]);
       return { code, output, ms: performance.now() - started, json: JSON.parse(output) };
     };
+    // For people: the job line, then a row per rank with its node, pid and coordinates.
+    const table = await runCli(['ctl', out, 'status']);
+    assert.equal(table.code, 0, table.output);
+    assert.match(table.output, /^job \S+  running  step \d+\/500  loss \d+\.\d{4}  \d+ tokens\/s  ETA .+  no checkpoint yet\n/);
+    assert.match(table.output, /\nrank +node +pid +dp +pp +tp +state +step +heartbeat\n/);
+    for (const [rank, pid] of registeredPids(job.output()).entries()) {
+      assert.match(table.output, new RegExp(`\\n${rank} +0 +${pid} +${rank} +0 +0 +(training|ready) +\\d+ +\\d+\\.\\d s ago`), table.output);
+    }
     const status = await ctl('status');
     assert.equal(status.code, 0, status.output);
     assert.ok(status.ms < 2000 + 1500, `status took ${status.ms} ms (including the CLI's start)`);
@@ -110,6 +118,10 @@ test('ctl - status answers within 2 s, pause holds the step counter, resume cont
     const exit = await job.exited;
     assert.equal(exit.code, 0, job.output());
     assert.match(job.output(), /stopped after step \d+/);
+    // Ended: the run folder says how, and ctl exits 0.
+    const ended = await runCli(['ctl', out, 'status']);
+    assert.equal(ended.code, 0, ended.output);
+    assert.match(ended.output, /^job \S+  ended  exit 0  at \S+  stopped .*  last step \d+  loss \d+\.\d{4}  last checkpoint step-\d+/);
     assert.ok(registeredPids(job.output()).every((pid) => !pidAlive(pid)), 'a worker outlived the job');
   } finally {
     job.child.kill('SIGKILL');

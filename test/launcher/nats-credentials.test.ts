@@ -65,11 +65,16 @@ test('nats credentials - a token in the URL: the job trains to exit 0, its proce
     assertNoSecret(jobFile, 'job.json');
     assert.equal(JSON.parse(jobFile).nats, server.url);
 
-    // The job is over: a ctl that logs in waits for an answer in vain; one without the token is refused.
-    const loggedIn = await runCli(['ctl', out, 'status', '--timeout', '300'], { ...NO_CREDENTIALS, NATS_TOKEN: TOKEN });
+    // The job is over: its run folder says so without asking the server; asked by its id, a ctl that
+    // logs in waits for an answer in vain, and one without the token is refused.
+    const ended = await runCli(['ctl', out, 'status'], NO_CREDENTIALS);
+    assert.equal(ended.code, 0, ended.output);
+    assert.match(ended.output, /^job \S+  ended  exit 0  at \S+  done after step 2  last step 2  loss \d+\.\d{4}  no checkpoint\n/);
+    const jobId = JSON.parse(jobFile).jobId as string;
+    const loggedIn = await runCli(['ctl', jobId, 'status', '--timeout', '300', '--nats', server.url], { ...NO_CREDENTIALS, NATS_TOKEN: TOKEN });
     assert.equal(loggedIn.code, 1);
     assert.match(loggedIn.output, new RegExp(`did not answer within 300 ms at ${server.url}`));
-    const refused = await runCli(['ctl', out, 'status'], NO_CREDENTIALS);
+    const refused = await runCli(['ctl', jobId, 'status', '--nats', server.url], NO_CREDENTIALS);
     assert.equal(refused.code, 1);
     assert.match(refused.output, /The server refused our credentials: .* \(none was given\)\. To gpt-hybrid train and ctl, pass them with --nats-token-file FILE or \$NATS_TOKEN/);
     assertNoSecret(loggedIn.output + refused.output, 'the output of ctl');
@@ -112,7 +117,7 @@ test('nats credentials - user, password and mutual TLS: the workers and ctl log 
     try {
       await job.waitFor(/step 1\/500/, 60_000);
       assert.match(job.output(), /\(a user and password from options, TLS with a CA and a client certificate\)/);
-      const status = await runCli(['ctl', out, 'status', ...login], env);
+      const status = await runCli(['ctl', out, 'status', '--json', ...login], env);
       assert.equal(status.code, 0, status.output);
       assert.equal(JSON.parse(status.output).state, 'running');
       const withoutCertificate = await runCli(['ctl', out, 'status', '--nats-user', 'rank', '--nats-tls-ca', tls('ca.pem')], env);
