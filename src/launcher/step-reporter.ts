@@ -44,6 +44,9 @@ export class StepReporter {
       elapsedMs: performance.now() - this.started,
       learningRate: learningRateAt(this.state.config.optimizer, report.step, this.state.totalSteps),
       gradNorm: report.gradNorm,
+      ...(report.skipped === undefined ? {} : { skipped: report.skipped }),
+      ...(report.nonFinite === undefined ? {} : { nonFinite: report.nonFinite }),
+      ...(report.lossScale === undefined ? {} : { lossScale: report.lossScale }),
     };
     for (const hook of this.hooks) hook.afterStep?.(this.state, result);
   }

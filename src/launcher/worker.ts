@@ -160,7 +160,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
 
   // The stage holding the head computes the loss: the last one, or the first in zbv's V.
   const reporter = grid.rankOf({ dp: 0, pp: lossStageOf(grid.pipeline, config.numChunks, placementOf(config.schedule)), tp: 0 });
-  const report = (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number }) => {
+  const report = (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number; skipped?: boolean; nonFinite?: string; lossScale?: number }) => {
     stepsDone = result.step;
     if (env.rank === reporter) {
       bus.publish(SUBJECTS.stepDone, {
@@ -171,6 +171,8 @@ export async function runRank(options: RunRankOptions): Promise<number> {
         tokens: result.samples * config.seqLen,
         stepMs: result.stepMs,
         gradNorm: result.gradNorm,
+        ...(result.skipped === true ? { skipped: true, ...(result.nonFinite === undefined ? {} : { nonFinite: true }) } : {}),
+        ...(result.lossScale === undefined ? {} : { lossScale: result.lossScale }),
       });
     }
     beat();
@@ -248,7 +250,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
         if (go.action === 'stop' || step >= env.totalSteps) break;
         const started = performance.now();
         const result = await actors.runStep(step);
-        report({ step: step + 1, loss: result.loss, gradNorm: result.gradNorm, stepMs: performance.now() - started, samples: result.samples });
+        report({ ...result, step: step + 1, stepMs: performance.now() - started });
       }
       await actors.finish(env.outDir);
     } finally {

@@ -111,6 +111,12 @@ export interface StepDoneMessage {
   tokens: number;
   stepMs: number;
   gradNorm: number;
+  /** The update was skipped (fp16 overflow, or a non-finite loss or norm under nonFinite "skip"). */
+  skipped?: boolean;
+  /** Skipped because the loss or gradient norm was not finite. */
+  nonFinite?: boolean;
+  /** fp16 mode: the loss scale the step used. */
+  lossScale?: number;
 }
 
 /** A replica's loss stage after an evaluation: the validation loss over every replica (train/evaluation-plan.ts). */

@@ -240,6 +240,9 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     tokens: count(field(f, 'tokens'), 'tokens'),
     stepMs: finite(field(f, 'stepMs'), 'stepMs', 0),
     gradNorm: anyNumber(field(f, 'gradNorm'), 'gradNorm'),
+    ...(field(f, 'skipped') === undefined ? {} : { skipped: boolean(field(f, 'skipped'), 'skipped') }),
+    ...(field(f, 'nonFinite') === undefined ? {} : { nonFinite: boolean(field(f, 'nonFinite'), 'nonFinite') }),
+    ...(field(f, 'lossScale') === undefined ? {} : { lossScale: finite(field(f, 'lossScale'), 'lossScale', 0) }),
   }),
   'evaluation-done': (f) => ({
     kind: 'evaluation-done',

@@ -126,7 +126,7 @@ export class Trainer {
       state.metrics = {};
       this.callHooks('beforeStep', step + 1);
       const stepStart = performance.now();
-      const { loss, gradNorm, samples } = await this.trainStep(step);
+      const { loss, gradNorm, samples, skipped } = await this.trainStep(step);
       const now = performance.now();
       const result: StepResult = {
         step: step + 1,
@@ -138,6 +138,8 @@ export class Trainer {
         elapsedMs: now - started,
         learningRate: learningRateAt(state.config.optimizer, step + 1, state.totalSteps),
         gradNorm,
+        // The single-process trainer skips a step only for a non-finite loss or norm (nonFinite "skip").
+        ...(skipped === true ? { skipped: true, nonFinite: true } : {}),
       };
       losses.push(loss);
       this.callHooks('afterStep', result);

@@ -80,7 +80,9 @@ test('trainer - tensor count is stable across steps', async () => {
 test('trainer - metrics.jsonl gets one record per step with the documented fields', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'gpt-hybrid-metrics-'));
   const metricsPath = join(dir, 'metrics.jsonl');
-  const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+  const lines: string[] = [];
+  const sink = { write: (text: string) => lines.push(text), isTTY: false } as unknown as NodeJS.WriteStream;
+  const startedAt = Date.now();
   const result = await train(tinyTrainConfig({ steps: 3 }), [
     new LossHook(),
     new ThroughputHook(),
@@ -89,11 +91,24 @@ test('trainer - metrics.jsonl gets one record per step with the documented field
   const records = readFileSync(metricsPath, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
   assert.deepEqual(records.map((r) => r.step), [1, 2, 3]);
   assert.deepEqual(records.map((r) => r.loss), result.losses);
+  assert.deepEqual(records.map((r) => r.consumed_samples), [4, 8, 12]);
   for (const record of records) {
     assert.equal(record.tokens, 4 * SEQ_LEN);
     assert.ok(record.elapsed_ms > 0 && record.tokens_per_s > 0 && record.model_gflops > 0);
+    assert.ok(Date.parse(record.time) >= startedAt - 1000 && Date.parse(record.time) <= Date.now(), record.time);
+    assert.equal(record.skipped_steps, 0);
+    assert.equal(record.nan_steps, 0);
+    assert.equal(record.loss_scale, undefined, 'no loss scale outside fp16 mode');
   }
   assert.ok(records[2].elapsed_ms >= records[1].elapsed_ms);
+  // Megatron's log line: timestamp, step of total, consumed samples, ms a step, GFLOP/s per rank, lr, loss, grad norm, skipped and nan steps.
+  assert.equal(lines.length, 3, lines.join(''));
+  for (const [i, line] of lines.entries()) {
+    assert.match(
+      line,
+      new RegExp(`^\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z  step ${i + 1}/3  consumed samples ${4 * (i + 1)}  \\d+\\.\\d ms/step  \\d+\\.\\d\\d GFLOP/s per rank  lr \\d\\.\\d{3}e-\\d  loss ${result.losses[i]!.toFixed(4)}  grad norm \\d+\\.\\d{3}  skipped 0  nan 0\\n$`),
+    );
+  }
 });
 
 test('trainer - an aborted signal stops cleanly between steps', async () => {

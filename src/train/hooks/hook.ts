@@ -21,6 +21,12 @@ export interface StepResult {
   elapsedMs: number;
   learningRate: number;
   gradNorm: number;
+  /** The update was skipped (fp16 overflow, or a non-finite loss or norm under nonFinite "skip"). */
+  skipped?: boolean;
+  /** Skipped because the loss or gradient norm was not finite. */
+  nonFinite?: boolean;
+  /** fp16 mode: the loss scale the step used. */
+  lossScale?: number;
 }
 
 export interface TrainerState {

@@ -1,7 +1,9 @@
 /**
  * Implements: LogMetricByStepHook: one JSON object per optimizer step appended to `metrics.jsonl`, and
- * the live view: a progress bar redrawn in place on a terminal, plain lines every `logInterval` steps
- * otherwise (logs, CI, pipes). An evaluation adds a line of its own to both, `val_loss` and `val_ppl`
+ * the live view: a progress bar redrawn in place on a terminal, otherwise (logs, CI, pipes) a line every
+ * `logInterval` steps with what Megatron's log line holds: an ISO timestamp, step of total, consumed
+ * samples, ms a step, model GFLOP/s per rank, lr, loss, grad norm, loss scale (fp16), skipped and nan
+ * steps. An evaluation adds a line of its own to both, `val_loss` and `val_ppl`
  * at the step it followed (a metrics line with `val_loss` and no `loss`).
  */
 import { appendFileSync } from 'node:fs';
@@ -22,6 +24,9 @@ export class LogMetricByStepHook implements Hook {
   private readonly stream: NodeJS.WriteStream;
   private readonly progressBar: boolean;
   private barDrawn = false;
+  /** Steps of this run whose update was skipped, and of those the ones with a non-finite loss or norm. */
+  private skippedSteps = 0;
+  private nanSteps = 0;
 
   constructor(private readonly options: LogByStepOptions = {}) {
     this.stream = options.stream ?? process.stdout;
@@ -30,9 +35,16 @@ export class LogMetricByStepHook implements Hook {
 
   afterStep(state: TrainerState, result: StepResult): void {
     const m = state.metrics;
+    if (result.skipped === true) this.skippedSteps++;
+    if (result.nonFinite === true) this.nanSteps++;
+    const time = new Date().toISOString();
+    const consumedSamples = result.step * result.samples;
+    const lossScale = state.config.fp16 === undefined ? undefined : result.lossScale;
     if (this.options.metricsPath !== undefined) {
       const record = {
         step: result.step,
+        time,
+        consumed_samples: consumedSamples,
         epoch: result.epoch,
         loss: result.loss,
         tokens: result.tokens,
@@ -43,6 +55,9 @@ export class LogMetricByStepHook implements Hook {
         model_gflops: m.model_gflops === undefined ? undefined : round(m.model_gflops, 4),
         lr: result.learningRate,
         grad_norm: result.gradNorm,
+        loss_scale: lossScale,
+        skipped_steps: this.skippedSteps,
+        nan_steps: this.nanSteps,
       };
       appendFileSync(this.options.metricsPath, JSON.stringify(record) + '\n');
     }
@@ -59,7 +74,22 @@ export class LogMetricByStepHook implements Hook {
       this.stream.write(`\r[${'='.repeat(filled)}${' '.repeat(width - filled)}] ${summary}  eta ${eta.toFixed(0)} s\x1b[K`);
       this.barDrawn = true;
     } else if (result.step % state.config.logInterval === 0 || result.step === state.totalSteps) {
-      this.stream.write(summary + '\n');
+      const { data, pipeline, tensor } = state.config.parallel;
+      const perRank = (m.model_gflops ?? 0) / (data * pipeline * tensor.size);
+      const parts = [
+        time,
+        `step ${result.step}/${state.totalSteps}`,
+        `consumed samples ${consumedSamples}`,
+        `${result.stepMs.toFixed(1)} ms/step`,
+        perRank >= 1000 ? `${(perRank / 1000).toFixed(2)} TFLOP/s per rank` : `${perRank.toFixed(2)} GFLOP/s per rank`,
+        `lr ${result.learningRate.toExponential(3)}`,
+        `loss ${result.loss.toFixed(4)}`,
+        `grad norm ${formatNorm(result.gradNorm)}`,
+        ...(lossScale === undefined ? [] : [`loss scale ${lossScale}`]),
+        `skipped ${this.skippedSteps}`,
+        `nan ${this.nanSteps}`,
+      ];
+      this.stream.write(parts.join('  ') + '\n');
     }
   }
 
@@ -89,6 +119,10 @@ export class LogMetricByStepHook implements Hook {
     if (this.barDrawn) this.stream.write('\n');
     this.barDrawn = false;
   }
+}
+
+function formatNorm(norm: number): string {
+  return Number.isFinite(norm) ? norm.toFixed(3) : String(norm);
 }
 
 function formatPerplexity(perplexity: number): string {
