@@ -47,6 +47,7 @@ export class StepReporter {
       ...(report.skipped === undefined ? {} : { skipped: report.skipped }),
       ...(report.nonFinite === undefined ? {} : { nonFinite: report.nonFinite }),
       ...(report.lossScale === undefined ? {} : { lossScale: report.lossScale }),
+      ...(report.rssMb === undefined ? {} : { rssMb: report.rssMb }),
     };
     for (const hook of this.hooks) hook.afterStep?.(this.state, result);
   }

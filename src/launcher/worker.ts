@@ -173,6 +173,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
         gradNorm: result.gradNorm,
         ...(result.skipped === true ? { skipped: true, ...(result.nonFinite === undefined ? {} : { nonFinite: true }) } : {}),
         ...(result.lossScale === undefined ? {} : { lossScale: result.lossScale }),
+        rssMb: Math.round(process.memoryUsage.rss() / 2 ** 20),
       });
     }
     beat();

@@ -117,6 +117,8 @@ export interface StepDoneMessage {
   nonFinite?: boolean;
   /** fp16 mode: the loss scale the step used. */
   lossScale?: number;
+  /** Resident memory of the reporting rank's process, MiB. */
+  rssMb?: number;
 }
 
 /** A replica's loss stage after an evaluation: the validation loss over every replica (train/evaluation-plan.ts). */

@@ -243,6 +243,7 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     ...(field(f, 'skipped') === undefined ? {} : { skipped: boolean(field(f, 'skipped'), 'skipped') }),
     ...(field(f, 'nonFinite') === undefined ? {} : { nonFinite: boolean(field(f, 'nonFinite'), 'nonFinite') }),
     ...(field(f, 'lossScale') === undefined ? {} : { lossScale: finite(field(f, 'lossScale'), 'lossScale', 0) }),
+    ...(field(f, 'rssMb') === undefined ? {} : { rssMb: finite(field(f, 'rssMb'), 'rssMb', 0) }),
   }),
   'evaluation-done': (f) => ({
     kind: 'evaluation-done',

@@ -140,6 +140,7 @@ export class Trainer {
         gradNorm,
         // The single-process trainer skips a step only for a non-finite loss or norm (nonFinite "skip").
         ...(skipped === true ? { skipped: true, nonFinite: true } : {}),
+        rssMb: Math.round(process.memoryUsage.rss() / 2 ** 20),
       };
       losses.push(loss);
       this.callHooks('afterStep', result);

@@ -55,8 +55,9 @@ test('non-finite - pipeline 2: "skip" skips the diverging updates on every rank,
   // metrics.jsonl writes a NaN loss as null.
   assert.deepEqual(recorded.slice(1), [null, null, null]);
   // The running counts of skipped and nan steps, in metrics.jsonl and the log line.
-  const records = read(join(out, 'metrics.jsonl')).trim().split('\n').map((line) => JSON.parse(line) as { skipped_steps: number; nan_steps: number });
+  const records = read(join(out, 'metrics.jsonl')).trim().split('\n').map((line) => JSON.parse(line) as { skipped_steps: number; nan_steps: number; rss_mb: number });
   assert.deepEqual(records.map((r) => [r.skipped_steps, r.nan_steps]), [[0, 0], [1, 1], [2, 2], [3, 3]]);
+  assert.ok(records.every((r) => r.rss_mb > 50), 'every step records the reporting rank\'s resident memory');
   assert.match(output, /step 4\/4  consumed samples \d+ .* skipped 3  nan 3\n/);
   // Both stages hold the same tied embedding after the skips: neither updated alone.
   const checksums = [...output.matchAll(/tied word embedding sha256 ([0-9a-f]{64})/g)].map((m) => m[1]);

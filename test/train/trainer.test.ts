@@ -99,6 +99,7 @@ test('trainer - metrics.jsonl gets one record per step with the documented field
     assert.equal(record.skipped_steps, 0);
     assert.equal(record.nan_steps, 0);
     assert.equal(record.loss_scale, undefined, 'no loss scale outside fp16 mode');
+    assert.ok(record.rss_mb > 50 && record.rss_mb < 64 * 1024, `rss_mb ${record.rss_mb}`);
   }
   assert.ok(records[2].elapsed_ms >= records[1].elapsed_ms);
   // Megatron's log line: timestamp, step of total, consumed samples, ms a step, GFLOP/s per rank, lr, loss, grad norm, skipped and nan steps.

@@ -27,6 +27,8 @@ export interface StepResult {
   nonFinite?: boolean;
   /** fp16 mode: the loss scale the step used. */
   lossScale?: number;
+  /** Resident memory of the process that ran (or, in a job, reported) the step, MiB. */
+  rssMb?: number;
 }
 
 export interface TrainerState {

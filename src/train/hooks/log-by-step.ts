@@ -58,6 +58,7 @@ export class LogMetricByStepHook implements Hook {
         loss_scale: lossScale,
         skipped_steps: this.skippedSteps,
         nan_steps: this.nanSteps,
+        rss_mb: result.rssMb,
       };
       appendFileSync(this.options.metricsPath, JSON.stringify(record) + '\n');
     }
