@@ -93,3 +93,30 @@ test('nats faults - one server of a 3-server cluster killed mid-run: its ranks f
     await Promise.all(cluster.map((server) => server.stop()));
   }
 });
+
+test('nats faults - the server killed for good: once the clients give up reconnecting (30 s) the launcher ends with exit 1, the way to resume, and no process left', async () => {
+  const server = await startNatsServer();
+  const out = outDir('gone');
+  const cli = startCli([...job, '--out', out, '--nats', server.url]);
+  try {
+    await cli.waitFor(/checkpoint of step 2: /, 90_000);
+    const workers = [...cli.output().matchAll(/rank \d+ registered \(node \d+, pid (\d+)/g)].map((match) => Number(match[1]));
+    await server.kill();
+    // Before its last flush was bounded, a launcher whose client had given up never finished it: Node ended it with exit 13.
+    const { code } = await ended(cli, 90_000);
+    assert.equal(code, 1, cli.output());
+    assert.match(cli.output(), new RegExp(`giving up: no NATS server of ${server.url} answered within 30 s; start it \\(or another of the cluster\\) and resume with --resume `));
+    for (const pid of workers) {
+      let alive = true;
+      try {
+        process.kill(pid, 0);
+      } catch {
+        alive = false;
+      }
+      assert.equal(alive, false, `worker ${pid} outlived its launcher`);
+    }
+  } finally {
+    cli.child.kill('SIGKILL');
+    await server.stop();
+  }
+});
