@@ -140,6 +140,28 @@ class FrameReader {
   }
 }
 
+/**
+ * Frame buffers used again once done with: fresh pages cost more than the copy into them (first touch,
+ * and the collector's time), so a tensor-sized buffer serves step after step.
+ */
+class BufferPool {
+  private readonly spare: Buffer[] = [];
+
+  /** A buffer of at least `bytes` (at most twice that); small ones come fresh from Node's pool. */
+  take(bytes: number): Buffer {
+    if (bytes < RECYCLE_MIN_BYTES) return Buffer.allocUnsafe(bytes);
+    const index = this.spare.findIndex((buffer) => buffer.byteLength >= bytes && buffer.byteLength <= 2 * bytes);
+    return index >= 0 ? this.spare.splice(index, 1)[0]! : Buffer.allocUnsafeSlow(bytes);
+  }
+
+  give(buffer: Buffer): void {
+    if (buffer.byteLength < RECYCLE_MIN_BYTES) return;
+    this.spare.push(buffer);
+    // The oldest go: what a step sends changes little, so a few of each size are enough.
+    if (this.spare.length > MAX_SPARE_BUFFERS) this.spare.shift();
+  }
+}
+
 function frameOf(type: number, body: Uint8Array): Buffer {
   const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + body.byteLength);
   frame.writeUInt32LE(1 + body.byteLength, 0);
@@ -162,10 +184,10 @@ export class DataPlane {
   private readonly addressSubscription: Subscription;
   private readonly maxMessageBytes: number;
   private closing = false;
-  private readonly spareBuffers: Buffer[] = [];
+  private readonly sendBuffers = new BufferPool();
+  private readonly receiveBuffers = new BufferPool();
   /** Frame buffers handed out with received messages, by their memory, until released. */
-  private readonly receiveBuffers = new WeakMap<ArrayBufferLike, Buffer>();
-  private readonly spareReceiveBuffers: Buffer[] = [];
+  private readonly lentReceiveBuffers = new WeakMap<ArrayBufferLike, Buffer>();
 
   private constructor(
     private readonly options: DataPlaneOptions,
@@ -249,7 +271,7 @@ export class DataPlane {
       throw new Error(`${message.kind} message of ${dataOffset + data.byteLength} bytes is above maxMessageBytes ${this.maxMessageBytes}`);
     }
     const borrowed = options.borrowed === true && data.byteLength >= RECYCLE_MIN_BYTES;
-    const buffer = borrowed ? Buffer.allocUnsafe(dataOffset) : this.sendBuffer(dataOffset + data.byteLength);
+    const buffer = borrowed ? Buffer.allocUnsafe(dataOffset) : this.sendBuffers.take(dataOffset + data.byteLength);
     const frame = buffer.subarray(0, borrowed ? dataOffset : dataOffset + data.byteLength);
     frame.writeUInt32LE(dataOffset + data.byteLength - 4, 0);
     frame[4] = FRAME.message;
@@ -260,7 +282,12 @@ export class DataPlane {
     this.stats.sent++;
     if (!borrowed) {
       frame.set(data, dataOffset);
-      return new Promise<void>((resolve) => socket.write(frame, () => (this.recycle(buffer), resolve())));
+      return new Promise<void>((resolve) =>
+        socket.write(frame, () => {
+          if (!this.closing) this.sendBuffers.give(buffer);
+          resolve();
+        }),
+      );
     }
     // Corked, the head and the tensor's own bytes leave in one writev.
     socket.cork();
@@ -276,37 +303,18 @@ export class DataPlane {
    * ones cost a page fault each (first touch) and the collector's time. Anything else is ignored.
    */
   release(data: Uint8Array): void {
-    const buffer = this.receiveBuffers.get(data.buffer);
+    const buffer = this.lentReceiveBuffers.get(data.buffer);
     if (buffer === undefined || this.closing) return;
-    this.receiveBuffers.delete(data.buffer);
-    this.spareReceiveBuffers.push(buffer);
-    if (this.spareReceiveBuffers.length > MAX_SPARE_BUFFERS) this.spareReceiveBuffers.shift();
+    this.lentReceiveBuffers.delete(data.buffer);
+    this.receiveBuffers.give(buffer);
   }
 
   /** A buffer for a received frame of `bytes` spread over several socket chunks. */
   private receiveBuffer(bytes: number): Buffer {
-    if (bytes < RECYCLE_MIN_BYTES) return Buffer.allocUnsafe(bytes);
-    const index = this.spareReceiveBuffers.findIndex((buffer) => buffer.byteLength >= bytes && buffer.byteLength <= 2 * bytes);
-    const buffer = index >= 0 ? this.spareReceiveBuffers.splice(index, 1)[0]! : Buffer.allocUnsafeSlow(bytes);
-    this.receiveBuffers.set(buffer.buffer, buffer);
+    const buffer = this.receiveBuffers.take(bytes);
+    // Small ones are slices of Node's shared pool: nothing to lend or give back.
+    if (bytes >= RECYCLE_MIN_BYTES) this.lentReceiveBuffers.set(buffer.buffer, buffer);
     return buffer.subarray(0, bytes);
-  }
-
-  /**
-   * A buffer for a frame of `bytes`: a written one again where one is big enough. Fresh pages cost more
-   * than the copy into them (first touch); a tensor-sized buffer is reused from step to step.
-   */
-  private sendBuffer(bytes: number): Buffer {
-    const index = this.spareBuffers.findIndex((buffer) => buffer.byteLength >= bytes && buffer.byteLength <= 2 * bytes);
-    if (index >= 0) return this.spareBuffers.splice(index, 1)[0]!;
-    return Buffer.allocUnsafeSlow(bytes);
-  }
-
-  private recycle(buffer: Buffer): void {
-    if (buffer.byteLength < RECYCLE_MIN_BYTES || this.closing) return;
-    this.spareBuffers.push(buffer);
-    // The oldest go: what a step sends changes little, so a few of each size are enough.
-    if (this.spareBuffers.length > MAX_SPARE_BUFFERS) this.spareBuffers.shift();
   }
 
   /** Says goodbye on every link, closes them and the listener. */

@@ -122,26 +122,22 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
       if (!guarded) {
         return { url: `nats://127.0.0.1:${port}`, port, process: child, stop: () => stopProcess(child).then(removeFolder), kill: () => stopProcess(child, 'SIGKILL').then(removeFolder) };
       }
+      const killServer = () => {
+        if (serverPid === undefined) return;
+        try {
+          process.kill(serverPid, 'SIGKILL');
+        } catch {
+          // Gone already.
+        }
+      };
       // Closing the pipe is the guard's signal to stop the server (SIGTERM) and end.
       const stopGuarded = async (signal: NodeJS.Signals) => {
-        if (signal === 'SIGKILL' && serverPid !== undefined) {
-          try {
-            process.kill(serverPid, 'SIGKILL');
-          } catch {
-            // Gone already.
-          }
-        }
+        if (signal === 'SIGKILL') killServer();
         const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => child.once('exit', () => resolve()));
         child.stdin?.end();
         // The guard stops the server and ends; should it not, both are killed.
         const timer = setTimeout(() => {
-          if (serverPid !== undefined) {
-            try {
-              process.kill(serverPid, 'SIGKILL');
-            } catch {
-              // Gone already.
-            }
-          }
+          killServer();
           child.kill('SIGKILL');
         }, 5000);
         await exited;

