@@ -214,11 +214,7 @@ export class ModelChunk implements ChunkModel {
 
   /** This micro-batch's parameter gradients (the caller owns them), after its backwardInput. Ends `saved`. */
   backwardWeight(saved: ChunkSaved): ChunkGradients {
-    const work = saved.weightWork;
-    if (work === undefined) throw new Error('model chunk: backwardWeight before backwardInput (or twice, or after release()); run backwardInput on this forward first');
-    saved.weightWork = undefined;
-    saved.stage = 'ended';
-    return chunkBackwardWeight(this, work, this.options.wordEmbeddingRows === true);
+    return collectWeightParts(this, this.backwardWeightParts(saved));
   }
 
   /**
@@ -383,13 +379,11 @@ function* chunkBackwardInputSteps(
 }
 
 /**
- * The weight-gradient half: every parameter's gradient by global name, in the parameter table's
- * order, added up where the tied word embedding gets two (head first, then the lookup, as the
- * single-process backward adds them). Consumes `work`.
+ * The weight-gradient half's parts gathered: every parameter's gradient by global name, in the
+ * parameter table's order (the tied word embedding's two shares already added by the parts).
  */
-function chunkBackwardWeight(model: ChunkModel & { specs: ParamSpec[] }, work: WeightWork, wordEmbeddingRows: boolean): ChunkGradients {
+function collectWeightParts(model: { specs: ParamSpec[] }, parts: ReturnType<typeof chunkBackwardWeightParts>): ChunkGradients {
   const grads = new Map<string, tf.Tensor>();
-  const parts = chunkBackwardWeightParts(model, work, wordEmbeddingRows);
   let part = parts.next();
   for (; part.done !== true; part = parts.next()) for (const [name, grad] of part.value) addGradient(grads, name, grad);
   const rows = part.value.wordEmbeddingRows;

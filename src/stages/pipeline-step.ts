@@ -122,12 +122,11 @@ export class PipelineStepExecutor {
   private step = -1;
   private batches = new Map<number, TokenBatch>();
   private microBatchIds: Int32Array[] = [];
-  /** overlapGradReduce: this step's data-parallel all-reduce, in buckets started as gradients become final. */
-  private reduction: BucketedGradientReduction | undefined;
-  /** Its parameters in the flat buffer's order: the word embedding last when it goes early (with the first bucket). */
-  private reductionNames: string[] = [];
-  /** The word embedding's early sum (FinalGradients.wordEmbeddingEarly) and the rows still to reduce at the end. */
-  private earlyWordEmbedding: { sum: tf.Tensor; rows: Int32Array } | undefined;
+  /**
+   * overlapGradReduce: this step's data-parallel all-reduce, in buckets started as gradients become
+   * final, and where the word embedding went early, its early sum and the rows still to reduce at the end.
+   */
+  private overlap: { reduction: BucketedGradientReduction; early?: { sum: tf.Tensor; rows: Int32Array } } | undefined;
   /** The evaluation running (between steps), after `step` steps. */
   private evaluation: { step: number; microBatchIds: Int32Array[]; batches: Map<number, TokenBatch> } | undefined;
 
@@ -165,20 +164,20 @@ export class PipelineStepExecutor {
       const indices = rankSlice(globalBatch, { dp: dataParallel.size, dpRank: dataParallel.rank, gradientAccumulation: config.gradientAccumulation, accumIndex });
       this.microBatchIds.push(...microBatches(indices, m));
     }
-    this.reduction = undefined;
-    this.disposeEarlyWordEmbedding();
+    this.endOverlap();
     let finals: FinalGradients | undefined;
     if (dataParallel.size > 1 && config.parallel.overlapGradReduce) {
-      const { params, sharedWeights } = this.context;
-      // Untied (pipeline 1), the word embedding (a third of the bytes) can go with the first bucket, the
-      // flat buffer being cut from its end; tied, it waits for the SharedWeight reduction.
-      const early = params.has(WORD_EMBEDDING) && !sharedWeights.parameterNames.includes(WORD_EMBEDDING);
+      const { params } = this.context;
+      // Held whole (pipeline 1), the word embedding (a third of the bytes) can go with the first bucket,
+      // the flat buffer being cut from its end; elsewhere it waits for the end (tied: the SharedWeight reduction).
+      const early = stage.holdsWholeWordEmbedding;
       const names = early ? [...[...params.keys()].filter((name) => name !== WORD_EMBEDDING), WORD_EMBEDDING] : [...params.keys()];
-      this.reductionNames = names;
       const sizes = names.map((name) => params.get(name)!.size);
       const reduction = new BucketedGradientReduction(names, sizes, (values) => this.span(step, 'all-reduce data parallel', () => dataParallel.allReduce(values)), this.context.gradientBucketBytes);
       // Stages without the head hold a loss sum of 0 all along.
       if (!stage.computesLoss) reduction.setLoss(0);
+      const overlap: NonNullable<typeof this.overlap> = { reduction };
+      this.overlap = overlap;
       finals = {
         weightActionsPerChunk: m * config.gradientAccumulation,
         gradientFinal: (name, sum) => reduction.setGradient(name, sum),
@@ -186,13 +185,12 @@ export class PipelineStepExecutor {
         ...(early
           ? {
               wordEmbeddingEarly: (sum: tf.Tensor, rows: Int32Array) => {
-                this.earlyWordEmbedding = { sum, rows };
+                overlap.early = { sum, rows };
                 reduction.setGradient(WORD_EMBEDDING, sum);
               },
             }
           : {}),
       };
-      this.reduction = reduction;
     }
     stage.beginStep(step, this.context.mixedPrecision?.scaler.scale ?? 1, finals);
   }
@@ -210,15 +208,13 @@ export class PipelineStepExecutor {
    */
   private async stepMeans(step: number, grads: Map<string, tf.Tensor>, scale: number): Promise<StepMeans> {
     const { params, stage, dataParallel } = this.context;
-    const names = [...params.keys()];
-    const reduction = this.reduction;
-    if (reduction === undefined) {
+    const overlap = this.overlap;
+    if (overlap === undefined) {
       const allReduce = dataParallel.size === 1 ? undefined : (flat: Float32Array) => this.span(step, 'all-reduce data parallel', () => dataParallel.allReduce(flat));
-      return averageOverGlobalBatch(names, grads, stage.stepLossSum, scale, allReduce);
+      return averageOverGlobalBatch([...params.keys()], grads, stage.stepLossSum, scale, allReduce);
     }
-    this.reduction = undefined;
-    const order = this.reductionNames;
-    for (const name of order) {
+    const { reduction, early } = overlap;
+    for (const name of reduction.names) {
       if (!reduction.isPending(name)) continue;
       const sum = grads.get(name);
       if (sum === undefined) throw new Error(`no gradient for parameter ${name}: the backward pass did not reach it`);
@@ -226,9 +222,9 @@ export class PipelineStepExecutor {
     }
     if (!reduction.lossGiven) reduction.setLoss(stage.stepLossSum);
     const flat = await reduction.finish();
-    if (this.earlyWordEmbedding !== undefined) await this.reduceLastLookupRows(step, flat, reduction.offsetOf(WORD_EMBEDDING), grads.get(WORD_EMBEDDING)!);
-    this.disposeEarlyWordEmbedding();
-    return meansOfReduced(order, grads, flat, scale);
+    if (early !== undefined) await this.reduceLastLookupRows(step, flat, reduction.offsetOf(WORD_EMBEDDING), grads.get(WORD_EMBEDDING)!, early.rows);
+    this.endOverlap();
+    return meansOfReduced(reduction.names, grads, flat, scale);
   }
 
   /**
@@ -236,11 +232,11 @@ export class PipelineStepExecutor {
    * replica: those rows of the final sums are all-reduced now (a few hundred rows instead of the whole
    * table) and written over the early result. Which rows: every replica's, summed as a 0/1 mask.
    */
-  private async reduceLastLookupRows(step: number, flat: Float32Array, offset: number, finalSum: tf.Tensor): Promise<void> {
+  private async reduceLastLookupRows(step: number, flat: Float32Array, offset: number, finalSum: tf.Tensor, lastLookupRows: Int32Array): Promise<void> {
     const { dataParallel } = this.context;
     const [vocab, hidden] = finalSum.shape as [number, number];
     const mask = new Float32Array(vocab);
-    for (const row of this.earlyWordEmbedding!.rows) mask[row] = 1;
+    for (const row of lastLookupRows) mask[row] = 1;
     const everyReplica = await this.span(step, 'all-reduce data parallel', () => dataParallel.allReduce(mask));
     const rows = Int32Array.from(Array.from(everyReplica.keys()).filter((row) => everyReplica[row] > 0));
     if (rows.length === 0) return;
@@ -255,9 +251,10 @@ export class PipelineStepExecutor {
     rows.forEach((row, i) => flat.set(reduced.subarray(i * hidden, (i + 1) * hidden), offset + row * hidden));
   }
 
-  private disposeEarlyWordEmbedding(): void {
-    this.earlyWordEmbedding?.sum.dispose();
-    this.earlyWordEmbedding = undefined;
+  /** Forgets the step's overlapped reduction, freeing the word embedding's early sum. */
+  private endOverlap(): void {
+    this.overlap?.early?.sum.dispose();
+    this.overlap = undefined;
   }
 
   /** Runs one action; returns the step's result after OPTIMIZER_STEP, undefined before. */

@@ -516,13 +516,16 @@ export class PipelineStage {
   /** Where the head's share of the last micro-batch's word embedding gradient goes, when it can go early. */
   private wordEmbeddingEarly(chunkIndex: number, batch: TokenBatch): ((headPart: tf.Tensor) => void) | undefined {
     const early = this.finals?.wordEmbeddingEarly;
-    if (early === undefined || !this.holdsEmbeddingAndHead(chunkIndex)) return undefined;
+    if (early === undefined || !this.holdsWholeWordEmbedding) return undefined;
     return (headPart) => early(this.earlyWordEmbedding(headPart), this.lookupRows(chunkIndex, batch));
   }
 
-  /** A chunk holding the lookup and the head, alone in its stage (pipeline 1): its word embedding is tied to nobody else. */
-  private holdsEmbeddingAndHead(chunkIndex: number): boolean {
-    const slice = this.chunks[chunkIndex].slice;
+  /**
+   * One chunk holds the lookup and the head (pipeline 1): the word embedding's gradient is tied to
+   * nobody else and can go early (FinalGradients.wordEmbeddingEarly).
+   */
+  get holdsWholeWordEmbedding(): boolean {
+    const slice = this.chunks[0].slice;
     return this.chunks.length === 1 && slice.hasEmbedding && slice.hasHead;
   }
 

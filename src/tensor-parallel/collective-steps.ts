@@ -55,8 +55,6 @@ export function runLocally<T>(steps: CollectiveSteps<T>): T {
  * Runs steps over `group`. Every rank of the group must run the same steps in the same order: the
  * all-reduces pair up by order. A failed collective disposes the pending tensor, lets the generator
  * release what it holds (its `finally` blocks run on return) and rethrows naming the site and rank.
- */
-/**
  * `yieldToEventLoop`: with a group of one, let the event loop run at every request too (a few times a
  * block), so that messages (a data-parallel bucket's) move while a long backward computes.
  */

@@ -38,9 +38,12 @@ export class BucketedGradientReduction {
   private readonly copies: Promise<void>[] = [];
   private lossSet = false;
 
-  /** `sizes[i]` values of parameter `names[i]`; `allReduce` sums over the data-parallel group. */
+  /**
+   * `sizes[i]` values of parameter `names[i]` (the flat buffer's order, which meansOfReduced reads it
+   * in); `allReduce` sums over the data-parallel group.
+   */
   constructor(
-    names: readonly string[],
+    readonly names: readonly string[],
     sizes: readonly number[],
     private readonly allReduce: (values: Float32Array) => Promise<Float32Array>,
     bucketBytes = BUCKET_BYTES,
