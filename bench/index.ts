@@ -17,7 +17,7 @@ import * as tf from '../src/tf.ts';
 import { initBackend } from '../src/backend/select.ts';
 import { startNatsServer, type NatsServerHandle } from '../src/comm/nats-server.ts';
 import { firstStagePeak, measureActivationPeak } from './activation-peak.ts';
-import { measureDataParallel } from './data-parallel.ts';
+import { measureDataParallel, type DataParallelResult } from './data-parallel.ts';
 import { measureGpuMatmulGflops, measureGpuStep, measureTorchStep, type GpuBenchModel } from './gpu.ts';
 import { activateBackend } from '../src/backend/select.ts';
 import { findGpuAdapter } from '../src/backend/webgpu/dawn.ts';
@@ -262,21 +262,21 @@ try {
     startSection('data', `data parallel 2, global batch ${JOB_MODEL.batchSize} x ${JOB_MODEL.seqLen}`);
     try {
       // Both modes, alternating, so each sees the same machine: the default's figure, the other's beside it.
-      const runsOf = { overlap: [] as Awaited<ReturnType<typeof measureDataParallel>>[], after: [] as Awaited<ReturnType<typeof measureDataParallel>>[] };
+      const runsOf: { overlap: DataParallelResult[]; after: DataParallelResult[] } = { overlap: [], after: [] };
       for (let round = 0; round < (quick ? 1 : 3); round++) {
         for (const overlapGradReduce of [true, false]) {
           const result = await measureDataParallel({ config: jobConfig, globalBatch: JOB_MODEL.batchSize, natsUrl: nats!.url, dir: join(dir, `dp2-round${round}`), steps: JOB_STEPS, overlapGradReduce }, say);
           runsOf[overlapGradReduce ? 'overlap' : 'after'].push(result);
         }
       }
-      const medianOf = (results: typeof runsOf.overlap, pick: (r: (typeof runsOf.overlap)[number]) => number) => median(results.map(pick));
-      commDp2 = medianOf(runsOf.overlap, (r) => r.commFraction);
-      const overlapMs = medianOf(runsOf.overlap, (r) => r.stepMs);
-      const afterMs = medianOf(runsOf.after, (r) => r.stepMs);
+      commDp2 = median(runsOf.overlap.map((r) => r.commFraction));
+      const overlapMs = median(runsOf.overlap.map((r) => r.stepMs));
+      const afterMs = median(runsOf.after.map((r) => r.stepMs));
+      const summary = (r: DataParallelResult) => ({ stepMs: round(r.stepMs, 1), commFraction: round(r.commFraction, 3), byName: roundAll(r.byName) });
       figure('comm_fraction_dp2', commDp2, `data 2 job: exposed all-reduce time / step time (worst rank, overlapGradReduce; ${overlapMs.toFixed(0)} ms/step, after the backward ${afterMs.toFixed(0)} ms/step)`);
       details.data = {
-        overlap: runsOf.overlap.map((r) => ({ stepMs: round(r.stepMs, 1), commFraction: round(r.commFraction, 3), byName: roundAll(r.byName) })),
-        after_backward: runsOf.after.map((r) => ({ stepMs: round(r.stepMs, 1), commFraction: round(r.commFraction, 3), byName: roundAll(r.byName) })),
+        overlap: runsOf.overlap.map(summary),
+        after_backward: runsOf.after.map(summary),
         step_ms_overlap_over_after: round(overlapMs / afterMs, 3),
       };
     } catch (error) {

@@ -103,18 +103,16 @@ function sendQueues(inStep: readonly Span[]): Map<string, Span[]> {
  * k-th span of a name on one rank meets the k-th of that name on the others.
  */
 function collectiveEntries(inStep: readonly Span[]): Map<Span, number> {
-  const byRankAndName = new Map<string, Span[]>();
+  // By name, then by rank, each rank's spans in time order.
+  const byName = new Map<string, Map<number, Span[]>>();
   for (const event of [...inStep].filter((e) => e.cat === 'comm' && !e.name.startsWith('send ') && !e.name.startsWith('receive ')).sort((a, b) => a.ts - b.ts)) {
-    const key = `${event.pid}/${event.name}`;
-    byRankAndName.set(key, [...(byRankAndName.get(key) ?? []), event]);
-  }
-  const byName = new Map<string, Span[][]>();
-  for (const [key, events] of byRankAndName) {
-    const name = key.slice(key.indexOf('/') + 1);
-    byName.set(name, [...(byName.get(name) ?? []), events]);
+    const byRank = byName.get(event.name) ?? new Map<number, Span[]>();
+    byName.set(event.name, byRank);
+    byRank.set(event.pid, [...(byRank.get(event.pid) ?? []), event]);
   }
   const entries = new Map<Span, number>();
-  for (const perRank of byName.values()) {
+  for (const byRank of byName.values()) {
+    const perRank = [...byRank.values()];
     for (const events of perRank) {
       events.forEach((event, k) => entries.set(event, Math.max(...perRank.map((other) => other[k]?.ts ?? event.ts))));
     }

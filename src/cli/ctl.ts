@@ -38,13 +38,7 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   const { servers, credentials: fromUrl } = splitUrlCredentials(natsServerList(natsUrl ?? DEFAULT_NATS_URL));
   const { credentials } = resolveNatsCredentials(command.natsCredentials ?? {}, fromUrl);
   const transport = await connectNats({ url: servers, ...credentials, name: `gpt-hybrid ctl ${jobId}` });
-  let bus: Bus;
-  try {
-    bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`) });
-  } catch (error) {
-    await transport.close().catch(() => undefined);
-    throw error;
-  }
+  const bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`) });
   try {
     const answer = await bus.request(SUBJECTS.control, { kind: 'control', command: command.action, ...(command.save === true ? { save: true } : {}) }, command.timeoutMs);
     if (answer.kind !== 'control-reply') throw new Error(`job ${jobId} answered with an unexpected ${answer.kind} message`);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { LATEST_FILE, RUN_CHECKPOINTS_DIR } from '../checkpoint/index.ts';
 import type { JobFile } from '../launcher/job-file.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
+import { median } from '../scheduler/measured-costs.ts';
 import type { ControlReplyMessage } from '../protocol/messages.ts';
 
 type JobStatus = NonNullable<ControlReplyMessage['status']>;
@@ -48,11 +49,6 @@ function duration(ms: number): string {
   const minutes = Math.floor(seconds / 60);
   if (minutes < 60) return `${minutes} min ${seconds % 60} s`;
   return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 /** Left-aligned columns, two spaces apart. */
