@@ -22,9 +22,10 @@ import { FIRST_MEASURED_STEP } from './train-runs.ts';
 
 type Span = TraceEvent & { dur: number };
 
-/** A stage's compute spans by name (stage.ts), and the op kind each replays as. */
+/** A stage's compute spans by their `op` (stage.ts), and the op kind each replays as. */
 const COMPUTE_OPS = new Map([['forward', 'F'], ['backward', 'B'], ['backward input', 'B'], ['backward weight', 'W']]);
-const COMPUTE = new Set(COMPUTE_OPS.keys());
+const opOf = (e: TraceEvent): string => String(e.args?.op ?? '');
+const isComputeOp = (e: TraceEvent): boolean => e.cat === 'compute' && COMPUTE_OPS.has(opOf(e));
 
 function spans(events: readonly TraceEvent[]): Span[] {
   return events.filter((e): e is Span => e.ph === 'X' && e.dur !== undefined && typeof e.args?.step === 'number');
@@ -162,7 +163,7 @@ export interface PipelineShape {
 
 /** Stage of an event = its pid (rank): true for a job of one pipeline without data or tensor parallelism. */
 export function pipelineShape(events: readonly TraceEvent[], stages: number, fromStep = FIRST_MEASURED_STEP): PipelineShape {
-  const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name));
+  const compute = spans(events).filter((e) => isComputeOp(e));
   const steps = measuredSteps(compute, fromStep);
   if (steps.length === 0) throw new Error(`the trace has no forward or backward of step ${fromStep} or later`);
   const perStep = steps.map((step) => measureBubbles(compute.filter((e) => stepOf(e) === step).map((e) => ({ stage: e.pid, start: e.ts, end: e.ts + e.dur })), stages));
@@ -182,7 +183,7 @@ export function pipelineShape(events: readonly TraceEvent[], stages: number, fro
  * The measured bubble over this one is what the runtime (messages, waits, scheduling) adds.
  */
 export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule, fromStep = FIRST_MEASURED_STEP): number {
-  const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name));
+  const compute = spans(events).filter((e) => isComputeOp(e));
   const steps = measuredSteps(compute, fromStep);
   if (steps.length === 0) throw new Error(`the trace has no forward or backward of step ${fromStep} or later`);
   const opKey = (stage: number, kind: string, microBatch: number, chunk: number) => `${stage}:${kind}${microBatch}.${chunk}`;
@@ -190,7 +191,7 @@ export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule
     steps.map((step) => {
       const took = new Map<string, number>();
       for (const e of compute.filter((c) => stepOf(c) === step)) {
-        took.set(opKey(e.pid, COMPUTE_OPS.get(e.name)!, e.args!.microBatch as number, e.args!.chunk as number), e.dur);
+        took.set(opKey(e.pid, COMPUTE_OPS.get(opOf(e))!, e.args!.microBatch as number, e.args!.chunk as number), e.dur);
       }
       // Each stage runs its list in order, every op as soon as the stage is free and its input is done.
       const end = new Map<string, number>();
@@ -223,12 +224,12 @@ export function replayedBubble(events: readonly TraceEvent[], schedule: Schedule
  * its switch, which no builder can rebuild without the op times it was placed from. Stage = pid.
  */
 export function scheduleInTrace(events: readonly TraceEvent[], kind: ScheduleKind, stages: number, microBatches: number, step = FIRST_MEASURED_STEP): Schedule {
-  const compute = spans(events).filter((e) => e.cat === 'compute' && COMPUTE.has(e.name) && stepOf(e) === step);
+  const compute = spans(events).filter((e) => isComputeOp(e) && stepOf(e) === step);
   const ops = Array.from({ length: stages }, (_, stage) =>
     compute
       .filter((e) => e.pid === stage)
       .sort((a, b) => a.ts - b.ts)
-      .map((e) => op(COMPUTE_OPS.get(e.name)! as OpKind, e.args!.microBatch as number, e.args!.chunk as number)),
+      .map((e) => op(COMPUTE_OPS.get(opOf(e))! as OpKind, e.args!.microBatch as number, e.args!.chunk as number)),
   );
   return { kind, stages, microBatches, chunks: 1, ops };
 }

@@ -24,6 +24,7 @@ import { PipelineStepExecutor, type PipelineStepResult, type StageEvaluation } f
 import { lowerEvaluationActions } from '../scheduler/actions.ts';
 import { evaluationMicroBatchCount } from '../train/evaluation-plan.ts';
 import { PipelineStage } from '../stages/stage.ts';
+import { TracePart } from '../trace/trace-parts.ts';
 import { TraceRecorder } from '../trace/trace.ts';
 import { theoreticalBubbleOf } from '../scheduler/measure.ts';
 import { placementOf, tiedWeightCrossesStages } from '../scheduler/placement.ts';
@@ -64,6 +65,8 @@ export interface SpawnRankOptions {
   actionTimeoutMs?: number;
   /** Process-group receive timeout (default: collectives.ts). */
   receiveTimeoutMs?: number;
+  /** The run folder the rank's timeline streams into (its trace part), step by step; absent: kept in memory. */
+  traceFolder?: string;
 }
 
 export interface RankActors {
@@ -75,8 +78,8 @@ export interface RankActors {
   writeShard(folder: string, completedSteps: number): Promise<RankFileRecord>;
   /** The rank's actors as `ctl status` lists them. */
   statuses(): ActorStatus[];
-  /** After the last step: the measured bubble, the trace part, the tied copies' hash. */
-  finish(outDir: string): Promise<void>;
+  /** After the last step: the measured bubble, the trace's last events, the tied copies' hash. */
+  finish(): Promise<void>;
   /**
    * The rank is ending before its run did (shut down, killed in a simulated job): the stage actor stops
    * and the process groups close, so whatever waits on a step or a receive fails at once and the driver
@@ -114,7 +117,11 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
 
   const layers = partitionForRun(config)[pp];
   log(`stage ${pp}: layers ${layers.map(([start, end]) => `[${start}, ${end})`).join(' ')}`);
-  const trace = new TraceRecorder(rank, `rank ${rank}: stage ${pp}${grid.tensor > 1 ? `, shard ${tp}` : ''}${grid.data > 1 ? `, replica ${dp}` : ''}`);
+  const trace = new TraceRecorder(
+    rank,
+    `rank ${rank}: stage ${pp}${grid.tensor > 1 ? `, shard ${tp}` : ''}${grid.data > 1 ? `, replica ${dp}` : ''}`,
+    options.traceFolder === undefined ? undefined : new TracePart(options.traceFolder, rank),
+  );
   const stage = new PipelineStage({
     config,
     pipelineRank: pp,
@@ -200,12 +207,13 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
         const last = Math.max(...phase.map((e) => e.ts + (e.dur ?? 0)));
         bubbles.push({ step, bubble: 1 - (stage.stepComputeMs * 1000) / Math.max(last - first, 1) });
       }
+      trace.flush();
       return result;
     },
     evaluate: (step) => stageActor.runEvaluation(step),
     writeShard: (folder, completedSteps) => stageActor.between(`save checkpoint of step ${completedSteps}`, () => writeShard(folder, rank, completedSteps, held, params, optimizer)),
     statuses: () => [stageActor.status(), ...(sharedWeightActor === undefined ? [] : [sharedWeightActor.status()])],
-    async finish(outDir) {
+    async finish() {
       const skippedLine = nonFinite.summary();
       if (skippedLine !== undefined && rank === 0) log(skippedLine);
       // The first step pays one-time costs (kernel warm-up, heap growth): measure from the second on;
@@ -224,7 +232,7 @@ export async function spawnRank(options: SpawnRankOptions): Promise<RankActors> 
               : `; auto-zb order from step ${adopted.fromStep + 1}, simulated bubble ${simulatedBubble(adopted.schedule, adopted.costs).toFixed(3)} with the measured op times (${describeCosts(adopted.costs)})`;
         log(`stage ${pp}: measured bubble ${mean.toFixed(3)}, theoretical ${theory.toFixed(3)} (${config.schedule}, p=${grid.pipeline}, m=${config.numMicroBatches}, chunks=${config.numChunks})${auto}`);
       }
-      trace.writePart(outDir);
+      trace.flush();
       const tied = params.get(WORD_EMBEDDING);
       if (tied !== undefined && grid.pipeline > 1) {
         // Lets a person (and the tests) see that the SharedWeight copies ended bit-identical.

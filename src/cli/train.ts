@@ -16,6 +16,7 @@ import * as tf from '../tf.ts';
 import { LogMetricByEpochHook } from '../train/hooks/log-by-epoch.ts';
 import { LogMetricByStepHook } from '../train/hooks/log-by-step.ts';
 import { LossHook } from '../train/hooks/loss.ts';
+import { TensorBoardHook } from '../train/hooks/tensorboard.ts';
 import { ThroughputHook } from '../train/hooks/throughput.ts';
 import { checkStepsLeft, restoreCheckpoint } from '../train/checkpointing.ts';
 import { keepMetricsThrough } from '../train/metrics-file.ts';
@@ -23,7 +24,8 @@ import { resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
 import { launch } from '../launcher/launch.ts';
-import { mergeTraceParts, TraceRecorder } from '../trace/trace.ts';
+import { TraceFile } from '../trace/trace-file.ts';
+import { TraceRecorder } from '../trace/trace.ts';
 import { maskProcessTitle } from '../comm/nats-credentials.ts';
 import { trainOverrides, type TrainCommand } from './train-args.ts';
 
@@ -72,6 +74,7 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
     new LossHook(),
     new ThroughputHook(),
     new LogMetricByStepHook({ metricsPath, progressBar: command.quiet ? false : undefined, stream: command.quiet ? devNull() : undefined }),
+    new TensorBoardHook(join(outDir, 'tb')),
     new LogMetricByEpochHook(),
   ];
   if (config.parallel.data * config.parallel.pipeline * config.parallel.tensor.size > 1 || command.nnodes > 1 || command.simulate) {
@@ -127,8 +130,9 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
     startStep = restored.nextStep;
     log(`resumed from ${restored.dir}: continuing after step ${startStep}`);
   }
-  // The timeline a multi-process job writes per rank, here for the one process (trace.json at the end, also after a stop).
-  const trace = new TraceRecorder(0, 'rank 0: single process');
+  // The timeline a multi-process job writes per rank, here for the one process: on disk step by step.
+  const traceFile = new TraceFile(join(outDir, 'trace.json'));
+  const trace = new TraceRecorder(0, 'rank 0: single process', traceFile);
   const trainer = new Trainer({ config, model, dataset, validation, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer, trace });
   try {
     checkStepsLeft(startStep, trainer.state.totalSteps);
@@ -144,9 +148,9 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
     return result.stopped ? stopExitCode(stopSignal ?? 'SIGINT') : 0;
   } finally {
     for (const signal of STOP_SIGNALS) process.off(signal, onSignal);
-    trace.writePart(outDir);
-    const merged = mergeTraceParts(outDir);
-    if (merged !== undefined) log(`timeline: ${merged} (open it in Perfetto or chrome://tracing)`);
+    trace.flush();
+    traceFile.close();
+    log(`timeline: ${traceFile.path} (open it in Perfetto or chrome://tracing)`);
     trainer.dispose();
     model.dispose();
   }

@@ -26,7 +26,7 @@ import { evaluationBatches } from '../train/evaluation-plan.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
 import * as tf from '../tf.ts';
-import { mergeTraceParts } from '../trace/trace.ts';
+import { TraceCollector } from '../trace/trace-parts.ts';
 import { checkStepsLeft } from '../train/checkpointing.ts';
 import { globalBatchSampler, totalStepsOf } from '../train/global-batch.ts';
 import type { Hook } from '../train/hooks/hook.ts';
@@ -117,6 +117,9 @@ export async function launch(options: LaunchOptions): Promise<number> {
     throw error;
   }
   const system = start();
+  // Node 0 gathers every rank's timeline (the folder is shared) into trace.json as the ranks write it.
+  const traceCollector = nodeRank === 0 ? new TraceCollector(options.outDir) : undefined;
+  const traceTimer = traceCollector === undefined ? undefined : setInterval(() => collectTrace(traceCollector, log), TRACE_COLLECT_MS).unref();
 
   if (network !== undefined) {
     log(`job ${jobId}: ${grid.describe()} simulated in this process (in-process transport, no worker processes)`);
@@ -226,14 +229,26 @@ export async function launch(options: LaunchOptions): Promise<number> {
     const started = readJobFile(options.outDir);
     if (started !== undefined) writeJobFile(options.outDir, { ...started, ended: { at: new Date().toISOString(), exitCode, reason: endReason } });
   }
-  const trace = mergeTraceParts(options.outDir);
-  if (trace !== undefined) log(`timeline of every rank: ${trace} (open it in Perfetto or chrome://tracing)`);
+  clearInterval(traceTimer);
+  if (traceCollector !== undefined) log(`timeline of every rank: ${traceCollector.finish()} (open it in Perfetto or chrome://tracing)`);
   // Bounded: with the server gone these could wait for it forever, and the launcher must still end.
   await settledWithin(bus.flush(), CLEANUP_WAIT_MS);
   await settledWithin(bus.close(), CLEANUP_WAIT_MS);
   stopSystem(system);
   await nats.privateServer?.stop();
   return exitCode;
+}
+
+/** How often node 0 copies the ranks' new timeline events into trace.json. */
+const TRACE_COLLECT_MS = 1_000;
+
+/** A timeline that cannot be copied (a full disk) is reported, and the job goes on. */
+function collectTrace(collector: TraceCollector, log: (line: string) => void): void {
+  try {
+    collector.collect();
+  } catch (error) {
+    log(`warning: trace.json not updated: ${error instanceof Error ? error.message : String(error)}`);
+  }
 }
 
 /** How long the launcher's last flush and close may wait for a server that may be gone. */

@@ -237,6 +237,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
       totalSteps: env.totalSteps,
       actionTimeoutMs: options.actionTimeoutMs,
       receiveTimeoutMs: options.receiveTimeoutMs,
+      traceFolder: env.outDir,
     });
     rankActors = actors;
     shardWriter = (folder, completedSteps) => actors.writeShard(folder, completedSteps);
@@ -253,7 +254,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
         const result = await actors.runStep(step);
         report({ ...result, step: step + 1, stepMs: performance.now() - started });
       }
-      await actors.finish(env.outDir);
+      await actors.finish();
     } finally {
       rankActors = undefined;
       actors.dispose();

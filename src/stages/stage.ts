@@ -33,7 +33,7 @@ import * as tf from '../tf.ts';
 import { readScalar, readTensor } from '../backend/tensor-view.ts';
 import { formatAction, type ComputeAction } from '../scheduler/actions.ts';
 import { placeOfVirtualStage, virtualStageOf, type ChunkPlacement } from '../scheduler/placement.ts';
-import { wallClockMs, type TraceRecorder } from '../trace/trace.ts';
+import { actionSliceName, flowId, wallClockMs, type TraceRecorder } from '../trace/trace.ts';
 
 export interface StageOptions {
   config: TrainConfig;
@@ -229,7 +229,8 @@ export class PipelineStage {
     const end = wallClockMs();
     this.computeMs += end - start;
     this.opMs[action.kind].push(end - start);
-    this.options.trace?.record(TRACE_NAMES[action.kind], 'compute', start, end, this.args(action));
+    const name = actionSliceName(action.kind, action.microBatch, action.chunk, this.chunks.length);
+    this.options.trace?.record(name, 'compute', start, end, { ...this.args(action), op: TRACE_NAMES[action.kind] });
   }
 
   /** Adds a micro-batch's gradient (taken over) to the step's sum for that parameter. */
@@ -247,10 +248,14 @@ export class PipelineStage {
   private async send(op: ComputeAction, kind: 'act' | 'grad', to: number, virtual: number, tensor: tf.Tensor, evaluationAfter?: number): Promise<void> {
     const start = wallClockMs();
     const values = await readTensor(tensor);
-    this.options.pipelineGroup.send(to, this.tag(kind, op.microBatch, virtual, evaluationAfter), values, tensor.shape, {
+    const tag = this.tag(kind, op.microBatch, virtual, evaluationAfter);
+    this.options.pipelineGroup.send(to, tag, values, tensor.shape, {
       precision: evaluationAfter === undefined ? this.options.wirePrecision : 'float32',
     });
-    this.options.trace?.record(kind === 'act' ? 'send activation' : 'send gradient', 'comm', start, wallClockMs(), { ...this.args(op, evaluationAfter), to });
+    const end = wallClockMs();
+    const name = kind === 'act' ? 'send activation' : 'send gradient';
+    this.options.trace?.record(name, 'comm', start, end, { ...this.args(op, evaluationAfter), to });
+    this.options.trace?.flow('start', flowId(tag, this.ownRank, to), name, start, end);
   }
 
   /** Sum of this stage's micro-batch losses in this step (non-zero only on the last virtual stage). */
@@ -281,6 +286,11 @@ export class PipelineStage {
     }
   }
 
+  /** This stage's global rank (the ranks messages name). */
+  private get ownRank(): number {
+    return this.options.stageRanks[this.options.pipelineRank];
+  }
+
   private virtualStage(chunk: number): number {
     return virtualStageOf(this.options.pipelineRank, chunk, this.options.pipelineSize, this.options.placement);
   }
@@ -302,13 +312,17 @@ export class PipelineStage {
     const when = evaluationAfter === undefined ? `step ${this.step + 1}` : `the evaluation after step ${evaluationAfter}`;
     const where = `stage ${this.options.pipelineRank} (op ${formatAction(op)}, ${when})`;
     const start = wallClockMs();
+    const tag = this.tag(kind, op.microBatch, virtual, evaluationAfter);
     let received: { values: Float32Array; shape: number[] };
     try {
-      received = await this.options.pipelineGroup.recv(from, this.tag(kind, op.microBatch, virtual, evaluationAfter));
+      received = await this.options.pipelineGroup.recv(from, tag);
     } catch (error) {
       throw new Error(`${where} got no ${what} of micro-batch ${op.microBatch} from rank ${from}: ${error instanceof Error ? error.message : String(error)}`);
     }
-    this.options.trace?.record(kind === 'act' ? 'receive activation' : 'receive gradient', 'comm', start, wallClockMs(), { ...this.args(op, evaluationAfter), from });
+    const end = wallClockMs();
+    const name = kind === 'act' ? 'receive activation' : 'receive gradient';
+    this.options.trace?.record(name, 'comm', start, end, { ...this.args(op, evaluationAfter), from });
+    this.options.trace?.flow('finish', flowId(tag, from, this.ownRank), name, start, end);
     const { values, shape } = received;
     if (shape.length !== expectedShape.length || shape.some((dim, i) => dim !== expectedShape[i]) || values.length !== shape.reduce((a, b) => a * b, 1)) {
       throw new Error(`${where} received an ${what} of shape [${shape}] (${values.length} values) from rank ${from}; expected [${expectedShape}]`);

@@ -223,6 +223,7 @@ export class Trainer {
       const optimizerStart = wallClockMs();
       if (!skipped) await this.optimizer.apply(model.params, means.grads, { gradNorm, learningRate });
       if (!skipped) this.options.trace?.record('optimizer step', 'compute', optimizerStart, wallClockMs(), { step: step + 1 });
+      this.options.trace?.flush();
       return { loss: means.loss, gradNorm, samples: globalBatch.length, skipped };
     } finally {
       for (const grad of means.grads.values()) grad.dispose();
@@ -258,6 +259,7 @@ export class Trainer {
       let sums: Float32Array = Float32Array.of(lossSum, losses.length, samples);
       if (dataParallel !== undefined && dataParallel.size > 1) sums = await dataParallel.allReduce(sums);
       this.options.trace?.record('evaluation', 'compute', traceStart, wallClockMs(), { afterStep: completedSteps });
+      this.options.trace?.flush();
       const loss = sums[0] / sums[1];
       return { step: completedSteps, loss, perplexity: Math.exp(loss), samples: sums[2], elapsedMs: performance.now() - started };
     } finally {

@@ -4,12 +4,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
+import { readEvents } from '../../src/train/tensorboard-events.ts';
 import { assertSameLosses, losses, pidAlive, runCli, startCli, writeTestConfig } from '../support/cli.ts';
+import { assertTraceOfEveryRank } from '../support/trace.ts';
 
 let server: NatsServerHandle;
 let reference: number[];
@@ -40,6 +42,7 @@ before(async () => {
   const validation = validationLosses(join(out, 'metrics.jsonl'));
   assert.deepEqual(validation.map(([step]) => step), [2, 4]);
   referenceValidation = validation.map(([, loss]) => loss!);
+  assertTraceOfEveryRank(out, 1);
 });
 
 after(async () => {
@@ -51,9 +54,12 @@ test('launch - data parallel 2 over NATS equals the single-process run, and leav
   const { code, output } = await runCli(['train', config, '--out', out, '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nats', server.url]);
   assert.equal(code, 0, output);
   assertSameLosses(losses(join(out, 'metrics.jsonl'), read), reference);
+  // The launcher writes TensorBoard's events (train/hooks/tensorboard.ts): a loss per metrics.jsonl line.
+  assert.equal(readdirSync(join(out, 'tb')).flatMap((name) => readEvents(readFileSync(join(out, 'tb', name)))).flatMap((e) => e.scalars).filter((s) => s.tag === 'train/loss').length, read(join(out, 'metrics.jsonl')).trim().split('\n').length);
   const pids = registeredPids(output);
   assert.equal(pids.length, 2);
   assert.ok(pids.every((pid) => !pidAlive(pid)), 'a worker outlived the job');
+  assertTraceOfEveryRank(out, 2);
   const job = JSON.parse(read(join(out, 'job.json')));
   assert.match(job.jobId, /^config-[0-9a-f]{6}$/);
   assert.equal(job.nats, server.url);
@@ -193,6 +199,7 @@ test('pipeline - 2 stages under 1f1b (tensors over the data plane) and interleav
       assert.equal([...output.matchAll(/\[rank \d\] data plane: [1-9]\d* messages sent and [1-9]\d* received over direct links/g)].length, 2, output);
     }
     assertSameLosses(losses(join(out, 'metrics.jsonl'), read), reference);
+    assertTraceOfEveryRank(out, 2, { pipeline: true });
     const checksums = [...output.matchAll(/\[rank (\d)\] tied word embedding sha256 ([0-9a-f]{64})/g)].map((m) => [Number(m[1]), m[2]]);
     assert.equal(checksums.length, 2, output);
     assert.notEqual(checksums[0][0], checksums[1][0]);
@@ -217,6 +224,7 @@ test('tensor parallel - pipeline 2 x tensor 2 over 4 workers equals the single-p
   assert.equal(checksum(0), checksum(2));
   assert.equal(checksum(1), checksum(3));
   assert.notEqual(checksum(0), checksum(1));
+  assertTraceOfEveryRank(out, 4, { pipeline: true });
 });
 
 test('checkpoint - a corrupt checkpoint is refused with the reason, and nothing runs', async () => {

@@ -64,10 +64,13 @@ test('zb-h1 - pp2 and pp4: the single-process losses; I and W appear on the trac
   assertClose(run.losses, expected, 'zb-h1 pp2');
   assert.deepEqual(run.embeddings.get(0), run.embeddings.get(1));
   for (const trace of traces.values()) {
-    const names = trace.events.filter((e) => e.cat === 'compute').map((e) => e.name);
-    assert.equal(names.filter((name) => name === 'backward input').length, 3 * 4);
-    assert.equal(names.filter((name) => name === 'backward weight').length, 3 * 4);
-    assert.equal(names.filter((name) => name === 'backward').length, 0);
+    const compute = trace.events.filter((e) => e.cat === 'compute' && e.args?.op !== undefined);
+    const ops = compute.map((e) => e.args?.op);
+    assert.equal(ops.filter((op) => op === 'backward input').length, 3 * 4);
+    assert.equal(ops.filter((op) => op === 'backward weight').length, 3 * 4);
+    assert.equal(ops.filter((op) => op === 'backward').length, 0);
+    // Slices are named by action and micro-batch, as in the schedule's notation.
+    for (const e of compute) assert.equal(e.name, `${{ forward: 'F', 'backward input': 'I', 'backward weight': 'W' }[e.args!.op as string]}${e.args!.microBatch}`);
   }
   await assertParity('zb-h1', { pipeline: 4 });
 });

@@ -1,0 +1,90 @@
+/**
+ * Implements: a job's one trace.json from its ranks' timelines as they run. Each worker appends its
+ * flushed events to its own part, `trace.rankN.jsonl` (one event a line, appended: several processes
+ * cannot share one positioned writer, and a restarted worker simply continues its part); node 0's
+ * launcher follows the parts (`collect`, about once a second) and appends whole lines to trace.json, so a
+ * launcher killed mid-run leaves a trace.json that parses, and `finish` removes the parts.
+ */
+import { appendFileSync, closeSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { TraceFile } from './trace-file.ts';
+import type { TraceEvent, TraceSink } from './trace.ts';
+
+const PART = /^trace\.rank\d+\.jsonl$/;
+
+/** A worker's sink: appends to its rank's part in the run folder. */
+export class TracePart implements TraceSink {
+  readonly path: string;
+
+  constructor(folder: string, rank: number) {
+    this.path = join(folder, `trace.rank${rank}.jsonl`);
+  }
+
+  append(events: readonly TraceEvent[]): void {
+    appendFileSync(this.path, events.map((event) => `${JSON.stringify(event)}\n`).join(''));
+  }
+}
+
+export class TraceCollector {
+  private readonly file: TraceFile;
+  /** Bytes of each part already copied (whole lines only). */
+  private readonly copied = new Map<string, number>();
+
+  /** Starts trace.json afresh; parts left by an earlier launch in this folder belong to its trace, not this one's. */
+  constructor(private readonly folder: string) {
+    for (const name of this.parts()) rmSync(join(folder, name));
+    this.file = new TraceFile(join(folder, 'trace.json'));
+  }
+
+  get path(): string {
+    return this.file.path;
+  }
+
+  /** Copies the parts' complete new lines into trace.json. */
+  collect(): void {
+    for (const name of this.parts()) {
+      const path = join(this.folder, name);
+      const from = this.copied.get(name) ?? 0;
+      const size = statSync(path).size;
+      if (size <= from) continue;
+      const bytes = Buffer.alloc(size - from);
+      const fd = openSync(path, 'r');
+      try {
+        readSync(fd, bytes, 0, bytes.length, from);
+      } finally {
+        closeSync(fd);
+      }
+      const complete = bytes.lastIndexOf(0x0a) + 1;
+      if (complete === 0) continue;
+      const events = bytes
+        .subarray(0, complete)
+        .toString('utf8')
+        .split('\n')
+        .flatMap((line) => parsedEvent(line) ?? []);
+      this.file.append(events);
+      this.copied.set(name, from + complete);
+    }
+  }
+
+  /** The last lines, then the parts go; returns trace.json's path. */
+  finish(): string {
+    this.collect();
+    this.file.close();
+    for (const name of this.parts()) rmSync(join(this.folder, name));
+    return this.file.path;
+  }
+
+  private parts(): string[] {
+    return readdirSync(this.folder).filter((name) => PART.test(name));
+  }
+}
+
+/** A line a worker killed mid-write left torn is skipped: the rest of its part is still good. */
+function parsedEvent(line: string): TraceEvent | undefined {
+  if (line === '') return undefined;
+  try {
+    return JSON.parse(line) as TraceEvent;
+  } catch {
+    return undefined;
+  }
+}

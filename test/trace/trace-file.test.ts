@@ -1,0 +1,112 @@
+/**
+ * trace.json as the run goes: the file parses after every append and after a writer is killed -9 in the
+ * middle of appending; node 0 copies the ranks' parts line by line (a torn line skipped); and a real pp2
+ * job whose launcher is killed -9 mid-run leaves a trace.json that parses, with both ranks' slices.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
+import { TraceFile } from '../../src/trace/trace-file.ts';
+import { TraceCollector, TracePart } from '../../src/trace/trace-parts.ts';
+import type { TraceEvent } from '../../src/trace/trace.ts';
+import { pidAlive, REPO, startCli, writeTestConfig } from '../support/cli.ts';
+import { readTrace } from '../support/trace.ts';
+
+const folder = () => mkdtempSync(join(tmpdir(), 'gpt-hybrid-trace-'));
+const slice = (pid: number, i: number): TraceEvent => ({ name: `F${i}`, cat: 'compute', ph: 'X', ts: 1_000 + i, dur: 5, pid, tid: 0, args: { step: 1, microBatch: i } });
+
+let server: NatsServerHandle;
+before(async () => {
+  server = await startNatsServer();
+});
+after(async () => {
+  await server.stop();
+});
+
+test('TraceFile - parses after every append, with every event appended so far', () => {
+  const dir = folder();
+  const file = new TraceFile(join(dir, 'trace.json'));
+  assert.deepEqual(readTrace(dir), []);
+  for (let i = 0; i < 5; i++) {
+    file.append([slice(0, 2 * i), slice(1, 2 * i + 1)]);
+    assert.deepEqual(readTrace(dir).map((e) => e.name), Array.from({ length: 2 * i + 2 }, (_, k) => `F${k}`));
+  }
+  file.append([]);
+  file.close();
+  assert.equal(readTrace(dir).length, 10);
+});
+
+test('TraceFile - a writer killed -9 while appending leaves a trace that parses', async () => {
+  const dir = folder();
+  const script = join(dir, 'writer.ts');
+  writeFileSync(
+    script,
+    `import { TraceFile } from ${JSON.stringify(join(REPO, 'src/trace/trace-file.ts'))};\n` +
+      `const file = new TraceFile(${JSON.stringify(join(dir, 'trace.json'))});\n` +
+      `const event = (i: number) => ({ name: 'F' + i, cat: 'compute', ph: 'X', ts: i, dur: 1, pid: 0, tid: 0, args: { pad: 'x'.repeat(2000) } });\n` +
+      `for (let i = 0; ; i++) { file.append(Array.from({ length: 50 }, (_, k) => event(i * 50 + k))); if (i === 20) process.stdout.write('writing\\n'); }\n`,
+  );
+  const writer = spawn(process.execPath, ['--import', 'tsx', script], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve) => writer.stdout.once('data', () => resolve()));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  writer.kill('SIGKILL');
+  await new Promise((resolve) => writer.once('exit', resolve));
+  const events = readTrace(dir);
+  assert.ok(events.length >= 21 * 50, `${events.length} events`);
+  assert.deepEqual(events.map((e) => e.name).slice(0, 3), ['F0', 'F1', 'F2']);
+});
+
+test('TraceCollector - copies whole lines as they come, skips a torn line, removes stale and finished parts', () => {
+  const dir = folder();
+  writeFileSync(join(dir, 'trace.rank7.jsonl'), `${JSON.stringify(slice(7, 0))}\n`);
+  const collector = new TraceCollector(dir);
+  assert.equal(existsSync(join(dir, 'trace.rank7.jsonl')), false, 'a part of an earlier launch was kept');
+  const parts = [new TracePart(dir, 0), new TracePart(dir, 1)];
+  parts[0].append([slice(0, 0), slice(0, 1)]);
+  collector.collect();
+  assert.deepEqual(readTrace(dir).map((e) => `${e.pid}:${e.name}`), ['0:F0', '0:F1']);
+  // Half a line (being written): not copied until it is whole.
+  appendFileSync(parts[1].path, JSON.stringify(slice(1, 0)).slice(0, 20));
+  collector.collect();
+  assert.equal(readTrace(dir).length, 2);
+  // The worker was killed mid-line and its restart appends after it: the torn line is skipped.
+  appendFileSync(parts[1].path, '\n');
+  parts[1].append([slice(1, 1)]);
+  parts[0].append([slice(0, 2)]);
+  collector.collect();
+  assert.deepEqual(readTrace(dir).map((e) => `${e.pid}:${e.name}`).sort(), ['0:F0', '0:F1', '0:F2', '1:F1']);
+  assert.equal(collector.finish(), join(dir, 'trace.json'));
+  assert.equal(existsSync(parts[0].path) || existsSync(parts[1].path), false);
+  assert.equal(readTrace(dir).length, 4);
+});
+
+test('trace - kill -9 of a pp2 job\'s launcher mid-run leaves a trace.json that parses, with both ranks\' slices, and no worker', async () => {
+  const config = writeTestConfig({ steps: 200 });
+  const out = join(folder(), 'pp2');
+  const job = startCli(['train', config, '--out', out, '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--nats', server.url]);
+  try {
+    await job.waitFor(/step 3\/200/, 120_000);
+    // The launcher copies the ranks' new events about once a second.
+    const deadline = Date.now() + 10_000;
+    const ranksIn = () => new Set(readTrace(out).filter((e) => e.ph === 'X' && e.cat === 'compute').map((e) => e.pid));
+    while (ranksIn().size < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+    job.child.kill('SIGKILL');
+    await job.exited;
+    const events = readTrace(out);
+    for (const rank of [0, 1]) {
+      assert.ok(events.some((e) => e.pid === rank && e.ph === 'X' && /^[FB]\d+$/.test(e.name)), `no F/B slice of rank ${rank}`);
+    }
+    const pids = [...job.output().matchAll(/rank \d+ registered \(node \d+, pid (\d+)/g)].map((m) => Number(m[1]));
+    assert.equal(pids.length, 2, job.output());
+    const gone = Date.now() + 10_000;
+    while (pids.some(pidAlive) && Date.now() < gone) await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.ok(!pids.some(pidAlive), 'a worker outlived its killed launcher');
+    assert.ok(readFileSync(join(out, 'trace.json'), 'utf8').endsWith(']}\n'));
+  } finally {
+    job.child.kill('SIGKILL');
+  }
+});
