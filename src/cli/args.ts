@@ -13,6 +13,7 @@ import { EVAL_SPEC, type EvalCommand } from './eval-args.ts';
 import { GENERATE_SPEC, type GenerateCommand } from './generate-args.ts';
 import { formatCommandHelp, formatGeneralHelp } from './help.ts';
 import { PLAN_SPEC, type PlanCommand } from './plan-args.ts';
+import { PLOT_SPEC, type PlotCommand } from './plot-args.ts';
 import { SCHEDULE_SPEC, type ScheduleCommand } from './schedule-args.ts';
 import { TRAIN_SPEC, type TrainCommand } from './train-args.ts';
 
@@ -24,6 +25,7 @@ export type CliCommand =
   | CheckpointCommand
   | GenerateCommand
   | EvalCommand
+  | PlotCommand
   | { command: 'help'; text: string }
   | { command: 'version' };
 
@@ -36,6 +38,7 @@ const COMMANDS: Record<string, CommandSpec<CliCommand>> = {
   checkpoint: CHECKPOINT_SPEC,
   generate: GENERATE_SPEC,
   eval: EVAL_SPEC,
+  plot: PLOT_SPEC,
 };
 
 function usageLine(name: string): string {

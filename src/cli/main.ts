@@ -32,6 +32,8 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await (await import('./generate.ts')).runGenerate(command);
       case 'eval':
         return await (await import('./eval.ts')).runEval(command);
+      case 'plot':
+        return (await import('./plot.ts')).runPlot(command);
     }
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {
