@@ -44,11 +44,13 @@ export interface CoordinatorSettings {
   checkpoint?: { every: number; folderFor: (step: number) => string };
   /** Whether the job evaluates after this many steps (evaluation-plan.ts's evaluationDue); omitted: never. */
   evaluateAfter?: (completedSteps: number) => boolean;
+  /** Restarts before this attempt (its status says how often the job was rolled back). */
+  restarts?: number;
 }
 
 export type CoordinatorEvent =
   | { type: 'register'; rank: number; node: number; pid: number; host: string }
-  | { type: 'heartbeat'; rank: number; step: number; state: WorkerState; actors?: ActorStatus[] }
+  | { type: 'heartbeat'; rank: number; step: number; state: WorkerState; rssMb?: number; stepMs?: number; actors?: ActorStatus[] }
   | { type: 'step-ready'; rank: number; step: number; reply: ReplyContext }
   | { type: 'step-done'; report: StepDoneMessage }
   | { type: 'evaluation-done'; report: EvaluationDoneMessage }
@@ -92,6 +94,8 @@ interface RankRecord {
   started: boolean;
   /** Its actors as its latest heartbeat from the main loop listed them. */
   actors: ActorStatus[];
+  rssMb?: number;
+  stepMs?: number;
 }
 
 export class CoordinatorLogic {
@@ -180,6 +184,8 @@ export class CoordinatorLogic {
     record.state = event.state;
     record.step = event.step;
     if (event.actors !== undefined) record.actors = event.actors;
+    if (event.rssMb !== undefined) record.rssMb = event.rssMb;
+    if (event.stepMs !== undefined) record.stepMs = event.stepMs;
     // A worker's last word before a clean exit; remote ranks' process exits are not seen here.
     if (event.state === 'done' && !record.exited) return this.onRankExit({ type: 'rank-exit', rank: event.rank, code: 0, signal: null });
     return [];
@@ -429,7 +435,16 @@ export class CoordinatorLogic {
       ranks.push(
         record === undefined
           ? { rank, state: 'starting', step: 0, lastSeenMs: -1 }
-          : { rank, state: record.state, step: record.step, lastSeenMs: Math.round(now - record.lastSeen), node: record.node, pid: record.pid },
+          : {
+              rank,
+              state: record.state,
+              step: record.step,
+              lastSeenMs: Math.round(now - record.lastSeen),
+              node: record.node,
+              pid: record.pid,
+              ...(record.rssMb === undefined ? {} : { rssMb: record.rssMb }),
+              ...(record.stepMs === undefined ? {} : { stepMs: record.stepMs }),
+            },
       );
     }
     const reply: ControlReplyMessage = {
@@ -444,6 +459,7 @@ export class CoordinatorLogic {
         totalSteps: this.settings.totalSteps,
         lastLoss: this.lastLoss,
         tokensPerS: this.tokensPerS,
+        restarts: this.settings.restarts ?? 0,
         ranks,
         actors: [...this.ranks.keys()].sort((a, b) => a - b).flatMap((rank) => this.ranks.get(rank)!.actors),
       },

@@ -67,7 +67,7 @@ export class Coordinator {
       this.unsubscribe.push(() => subscription.unsubscribe());
     };
     on(SUBJECTS.register, (m) => (m.kind === 'register' ? { type: 'register', rank: m.rank, node: m.node, pid: m.pid, host: m.host } : undefined));
-    on(SUBJECTS.heartbeat, (m) => (m.kind === 'heartbeat' ? { type: 'heartbeat', rank: m.rank, step: m.step, state: m.state, actors: m.actors } : undefined));
+    on(SUBJECTS.heartbeat, (m) => (m.kind === 'heartbeat' ? { type: 'heartbeat', rank: m.rank, step: m.step, state: m.state, rssMb: m.rssMb, stepMs: m.stepMs, actors: m.actors } : undefined));
     on(SUBJECTS.gate, (m, reply) => (m.kind === 'step-ready' && this.answerable(m.kind, reply) ? { type: 'step-ready', rank: m.rank, step: m.step, reply } : undefined));
     on(SUBJECTS.stepDone, (m) => (m.kind === 'step-done' ? { type: 'step-done', report: m } : undefined));
     on(SUBJECTS.evaluationDone, (m) => (m.kind === 'evaluation-done' ? { type: 'evaluation-done', report: m } : undefined));

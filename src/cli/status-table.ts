@@ -1,6 +1,7 @@
 /**
  * Implements: what `ctl RUN status` prints for people: a job line (state, step of total, loss, tokens/s,
- * ETA, last checkpoint) and a row per rank (node, pid, coordinates, state, step, heartbeat age), and
+ * ETA, restarts, last checkpoint) and a row per rank (node, pid, coordinates, state, step, step time,
+ * memory, heartbeat age), and
  * for a job that has ended, how it ended. The run folder, when ctl was given one, adds what the answer
  * lacks: the layout (coordinates), the step times (ETA) and the last checkpoint.
  */
@@ -65,11 +66,12 @@ export function statusTable(status: JobStatus, context: { job?: JobFile; runFold
   if (status.lastLoss !== null) parts.push(`loss ${status.lastLoss.toFixed(4)}`);
   if (status.tokensPerS !== null) parts.push(`${Math.round(status.tokensPerS)} tokens/s`);
   if (stepTimes.length > 0 && remaining > 0 && status.state === 'running') parts.push(`ETA ${duration(remaining * median(stepTimes))}`);
+  if (status.restarts !== undefined) parts.push(`${status.restarts} restart${status.restarts === 1 ? '' : 's'}`);
   const checkpoint = lastCheckpoint(context.runFolder);
   parts.push(checkpoint === undefined ? 'no checkpoint yet' : `last checkpoint ${checkpoint}`);
   const parallel = context.job?.parallel;
   const grid = parallel === undefined ? undefined : new ParallelGrid(parallel);
-  const rows = [['rank', 'node', 'pid', 'dp', 'pp', 'tp', 'state', 'step', 'heartbeat']];
+  const rows = [['rank', 'node', 'pid', 'dp', 'pp', 'tp', 'state', 'step', 'step ms', 'memory', 'heartbeat']];
   for (const rank of status.ranks) {
     const at = grid?.coordinates(rank.rank);
     rows.push([
@@ -81,6 +83,8 @@ export function statusTable(status: JobStatus, context: { job?: JobFile; runFold
       at === undefined ? '-' : String(at.tp),
       rank.state,
       String(rank.step),
+      rank.stepMs === undefined ? '-' : String(Math.round(rank.stepMs)),
+      rank.rssMb === undefined ? '-' : `${rank.rssMb} MiB`,
       rank.lastSeenMs < 0 ? 'not yet' : `${(rank.lastSeenMs / 1000).toFixed(1)} s ago`,
     ]);
   }

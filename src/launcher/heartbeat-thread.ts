@@ -17,13 +17,16 @@ const log = (line: string) => process.stderr.write(`[rank ${data.rank} heartbeat
 // A lost heartbeat costs nothing (the next one follows in a second): this connection's interruptions are only logged.
 const transport = await connectNats({ url: data.natsUrl, ...data.natsCredentials, name: `gpt-hybrid ${data.jobId} rank ${data.rank} heartbeat`, log });
 const bus = new Bus({ jobId: data.jobId, transport, log });
-const beat = () =>
+const beat = () => {
+  const stepMs = Atomics.load(shared, HEARTBEAT_SLOTS.stepMs);
   bus.publish(SUBJECTS.heartbeat, {
     kind: 'heartbeat',
     rank: data.rank,
     step: Atomics.load(shared, HEARTBEAT_SLOTS.step),
     state: stateFromCode(Atomics.load(shared, HEARTBEAT_SLOTS.state)),
     rssMb: Math.round(process.memoryUsage().rss / 2 ** 20),
+    ...(stepMs > 0 ? { stepMs } : {}),
   });
+};
 beat();
 setInterval(beat, data.intervalMs);

@@ -6,7 +6,8 @@ import { Worker } from 'node:worker_threads';
 import { WORKER_STATES as STATES, type WorkerState } from '../protocol/messages.ts';
 import type { NatsCredentials } from '../comm/nats-credentials.ts';
 
-export const HEARTBEAT_SLOTS = { state: 0, step: 1 } as const;
+/** stepMs: whole milliseconds of the last step, 0 before the first. */
+export const HEARTBEAT_SLOTS = { state: 0, step: 1, stepMs: 2 } as const;
 
 export interface HeartbeatThreadData {
   natsUrl: string;
@@ -22,7 +23,7 @@ export function stateFromCode(code: number): WorkerState {
 }
 
 export class HeartbeatThread {
-  private readonly shared = new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT);
+  private readonly shared = new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT);
   private readonly view = new Int32Array(this.shared);
   private readonly thread: Worker;
 
@@ -36,9 +37,10 @@ export class HeartbeatThread {
     this.thread.unref();
   }
 
-  update(state: WorkerState, step: number): void {
+  update(state: WorkerState, step: number, stepMs: number | undefined): void {
     Atomics.store(this.view, HEARTBEAT_SLOTS.state, STATES.indexOf(state));
     Atomics.store(this.view, HEARTBEAT_SLOTS.step, step);
+    Atomics.store(this.view, HEARTBEAT_SLOTS.stepMs, Math.round(stepMs ?? 0));
   }
 
   async stop(): Promise<void> {

@@ -79,6 +79,8 @@ export interface AttemptStart {
    * listens, before any worker starts.
    */
   restart?: RestartOrder;
+  /** Restarts before this attempt, for the job's status. */
+  restarts: number;
 }
 
 export class JobAttempt {
@@ -152,6 +154,7 @@ export class JobAttempt {
         world: grid.world,
         totalSteps: this.job.totalSteps,
         startStep: this.from.startStep,
+        restarts: this.from.restarts,
         ...(validationSamples === undefined ? {} : { evaluateAfter: (steps: number) => evaluationDue(config, steps, this.job.totalSteps) }),
         checkpoint: { every: config.checkpoint.every, folderFor: (step) => join(this.job.checkpointRoot, `.${stepDirName(step)}.tmp-${this.job.jobId}`) },
         registerTimeoutMs: this.job.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),

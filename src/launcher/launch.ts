@@ -178,7 +178,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
   let endReason = '';
   let restart: RestartOrder | undefined;
   for (let restarts = 0; ; restarts++) {
-    attempt = new JobAttempt(job, { resumeDir, startStep, restart });
+    attempt = new JobAttempt(job, { resumeDir, startStep, restart, restarts });
     const result = await attempt.run();
     attempt = undefined;
     exitCode = result.exitCode;

@@ -130,6 +130,8 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   let ending = false;
   let state: WorkerState = 'starting';
   let stepsDone = 0;
+  /** How long this rank's last step took (heartbeats carry it to `ctl status` and the live page). */
+  let lastStepMs: number | undefined;
   let exitRequested: ((code: number) => void) | undefined;
   const exitCode = new Promise<number>((resolve) => (exitRequested = resolve));
   options.onExitHandle?.((code) => exitRequested?.(code));
@@ -143,9 +145,10 @@ export async function runRank(options: RunRankOptions): Promise<number> {
         );
   /** Shares the state with the heartbeat thread and, for changes worth telling at once, sends one now (with the rank's actors). */
   const beat = () => {
-    heartbeats?.update(state, stepsDone);
+    heartbeats?.update(state, stepsDone, lastStepMs);
     const actors = rankActors?.statuses() ?? [];
-    bus.publish(SUBJECTS.heartbeat, { kind: 'heartbeat', rank: env.rank, step: stepsDone, state, rssMb: Math.round(process.memoryUsage().rss / 2 ** 20), actors });
+    const rssMb = Math.round(process.memoryUsage().rss / 2 ** 20);
+    bus.publish(SUBJECTS.heartbeat, { kind: 'heartbeat', rank: env.rank, step: stepsDone, state, rssMb, ...(lastStepMs === undefined ? {} : { stepMs: Math.round(lastStepMs) }), actors });
   };
 
   bus.subscribe(SUBJECTS.shutdown, (message) => {
@@ -162,6 +165,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const reporter = grid.rankOf({ dp: 0, pp: lossStageOf(grid.pipeline, config.numChunks, placementOf(config.schedule)), tp: 0 });
   const report = (result: { step: number; loss: number; gradNorm: number; stepMs: number; samples: number; skipped?: boolean; nonFinite?: string; lossScale?: number }) => {
     stepsDone = result.step;
+    lastStepMs = result.stepMs;
     if (env.rank === reporter) {
       bus.publish(SUBJECTS.stepDone, {
         kind: 'step-done',

@@ -70,6 +70,8 @@ export interface HeartbeatMessage {
   step: number;
   state: WorkerState;
   rssMb: number;
+  /** How long the rank's last step took, ms (absent before its first). */
+  stepMs?: number;
   /** The rank's actors (sent from the rank's main loop; the heartbeat thread's beats omit them). */
   actors?: ActorStatus[];
 }
@@ -150,6 +152,9 @@ export interface RankStatus {
   /** Where it runs, once registered: its node and process id. */
   node?: number;
   pid?: number;
+  /** From its latest heartbeat: resident memory (MiB) and its last step's time (ms). */
+  rssMb?: number;
+  stepMs?: number;
 }
 
 export interface ControlReplyMessage {
@@ -164,6 +169,8 @@ export interface ControlReplyMessage {
     totalSteps: number;
     lastLoss: number | null;
     tokensPerS: number | null;
+    /** Times this launch has rolled the job back and restarted it. */
+    restarts?: number;
     ranks: RankStatus[];
     /** Every actor of the job: stage and SharedWeight actors of each rank, the scheduler of each replica. */
     actors: ActorStatus[];

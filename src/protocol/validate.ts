@@ -173,6 +173,8 @@ function rankStatus(value: unknown, path: string): RankStatus {
     lastSeenMs: finite(field(fields, 'lastSeenMs'), `${path}.lastSeenMs`, -1),
     ...(field(fields, 'node') === undefined ? {} : { node: count(field(fields, 'node'), `${path}.node`) }),
     ...(field(fields, 'pid') === undefined ? {} : { pid: count(field(fields, 'pid'), `${path}.pid`) }),
+    ...(field(fields, 'rssMb') === undefined ? {} : { rssMb: finite(field(fields, 'rssMb'), `${path}.rssMb`, 0) }),
+    ...(field(fields, 'stepMs') === undefined ? {} : { stepMs: finite(field(fields, 'stepMs'), `${path}.stepMs`, 0) }),
   };
 }
 
@@ -187,6 +189,7 @@ function controlStatus(value: unknown, path: string): NonNullable<Extract<Messag
     totalSteps: count(field(fields, 'totalSteps'), `${path}.totalSteps`),
     lastLoss: nullable(field(fields, 'lastLoss'), `${path}.lastLoss`, anyNumber),
     tokensPerS: nullable(field(fields, 'tokensPerS'), `${path}.tokensPerS`, finite),
+    ...(field(fields, 'restarts') === undefined ? {} : { restarts: count(field(fields, 'restarts'), `${path}.restarts`) }),
     ranks: ranks.map((entry, index) => rankStatus(entry, `${path}.ranks[${index}]`)),
     actors: actorStatuses(field(fields, 'actors'), `${path}.actors`),
   };
@@ -207,6 +210,7 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
     step: count(field(f, 'step'), 'step'),
     state: oneOf(field(f, 'state'), WORKER_STATES, 'state'),
     rssMb: finite(field(f, 'rssMb'), 'rssMb', 0),
+    ...(field(f, 'stepMs') === undefined ? {} : { stepMs: finite(field(f, 'stepMs'), 'stepMs', 0) }),
     ...(field(f, 'actors') === undefined ? {} : { actors: actorStatuses(field(f, 'actors'), 'actors') }),
   }),
   'step-ready': (f) => ({

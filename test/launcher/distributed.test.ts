@@ -91,10 +91,10 @@ test('ctl - status answers within 2 s, pause holds the step counter, resume cont
     // For people: the job line, then a row per rank with its node, pid and coordinates.
     const table = await runCli(['ctl', out, 'status']);
     assert.equal(table.code, 0, table.output);
-    assert.match(table.output, /^job \S+  running  step \d+\/500  loss \d+\.\d{4}  \d+ tokens\/s  ETA .+  no checkpoint yet\n/);
-    assert.match(table.output, /\nrank +node +pid +dp +pp +tp +state +step +heartbeat\n/);
+    assert.match(table.output, /^job \S+  running  step \d+\/500  loss \d+\.\d{4}  \d+ tokens\/s  ETA .+  0 restarts  no checkpoint yet\n/);
+    assert.match(table.output, /\nrank +node +pid +dp +pp +tp +state +step +step ms +memory +heartbeat\n/);
     for (const [rank, pid] of registeredPids(job.output()).entries()) {
-      assert.match(table.output, new RegExp(`\\n${rank} +0 +${pid} +${rank} +0 +0 +(training|ready) +\\d+ +\\d+\\.\\d s ago`), table.output);
+      assert.match(table.output, new RegExp(`\\n${rank} +0 +${pid} +${rank} +0 +0 +(training|ready) +\\d+ +[1-9]\\d* +[1-9]\\d* MiB +\\d+\\.\\d s ago`), table.output);
     }
     const status = await ctl('status');
     assert.equal(status.code, 0, status.output);
