@@ -242,6 +242,7 @@ export class JobAttempt {
         totalSteps: job.totalSteps,
         outDir: job.outDir,
         resume: this.from.resumeDir,
+        attempt: this.from.restarts,
         log: job.log,
       });
       this.children.set(rank, child);

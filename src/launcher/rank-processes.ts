@@ -9,6 +9,7 @@ import type { LocalNetwork } from '../comm/local-transport.ts';
 import type { NatsCredentials } from '../comm/nats-credentials.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { RunDatasets } from '../dataset/validation-split.ts';
+import { keepRankLog } from './rank-log.ts';
 import { SimulatedRank, type RankProcess } from './simulated-rank.ts';
 import { WORKER_NODE_FLAGS, workerEnvironmentVariables } from './worker-env.ts';
 
@@ -46,6 +47,8 @@ export interface RankStart {
   outDir: string;
   /** The checkpoint to start from, '' for the start. */
   resume: string;
+  /** 0 for the first start, then one more per restart (marked in the rank's log file). */
+  attempt: number;
   log: (line: string) => void;
 }
 
@@ -68,8 +71,8 @@ export function startRank(hosting: RankHosting, start: RankStart): RankProcess {
     hosting.onRank?.(start.rank, rank);
     return rank;
   }
-  return spawnProcess(process.execPath, [...WORKER_NODE_FLAGS, '--import', 'tsx', WORKER_ENTRY], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  const child = spawnProcess(process.execPath, [...WORKER_NODE_FLAGS, '--import', 'tsx', WORKER_ENTRY], {
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env: {
       ...process.env,
       ...workerEnvironmentVariables({
@@ -87,6 +90,8 @@ export function startRank(hosting: RankHosting, start: RankStart): RankProcess {
       }),
     },
   });
+  keepRankLog(start.outDir, start.rank, start.attempt, { stdout: child.stdout!, stderr: child.stderr! });
+  return child;
 }
 
 /** Waits for every rank to exit; after `graceMs` kills the rest and waits for them too. */

@@ -60,6 +60,14 @@ test('launch - data parallel 2 over NATS equals the single-process run, and leav
   assert.equal(pids.length, 2);
   assert.ok(pids.every((pid) => !pidAlive(pid)), 'a worker outlived the job');
   assertTraceOfEveryRank(out, 2);
+  // Each worker's output, kept per rank with the time of each line.
+  for (const rank of [0, 1]) {
+    const lines = read(join(out, 'logs', `rank-${rank}.log`)).trim().split('\n');
+    assert.match(lines[0]!, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z --- rank \d starts \(attempt 1\)$/);
+    assert.ok(lines.every((line) => /^\d{4}-\d\d-\d\dT[\d:.]+Z /.test(line)), 'a line without its time');
+    assert.ok(lines.some((line) => line.includes(`[rank ${rank}] `)), `rank ${rank}'s own lines are not in its log`);
+    assert.ok(!lines.some((line) => line.includes(`[rank ${1 - rank}] `)), `rank ${1 - rank}'s lines in rank ${rank}'s log`);
+  }
   const job = JSON.parse(read(join(out, 'job.json')));
   assert.match(job.jobId, /^config-[0-9a-f]{6}$/);
   assert.equal(job.nats, server.url);
