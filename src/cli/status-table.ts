@@ -38,7 +38,7 @@ function metricsOf(runFolder: string | undefined): MetricsLine[] {
   return lines;
 }
 
-function lastCheckpoint(runFolder: string | undefined): string | undefined {
+export function lastCheckpoint(runFolder: string | undefined): string | undefined {
   if (runFolder === undefined) return undefined;
   const latest = join(runFolder, RUN_CHECKPOINTS_DIR, LATEST_FILE);
   return existsSync(latest) ? readFileSync(latest, 'utf8').trim() : undefined;

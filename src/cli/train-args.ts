@@ -7,6 +7,7 @@
 import { isIP } from 'node:net';
 import { BACKEND_NAMES, type BackendName } from '../backend/names.ts';
 import type { NatsCredentialFlags } from '../comm/nats-credentials.ts';
+import { parseDashboardAddress, type DashboardAddress } from '../dashboard/address.ts';
 import {
   backendOption, checkOverrides, natsCredentialFlags, NATS_CREDENTIAL_OPTIONS, positiveInteger, PROGRAM, UsageError,
   type CommandSpec, type ParsedValues,
@@ -39,6 +40,8 @@ export interface TrainCommand {
   simulate: boolean;
   /** The address this node's workers' data planes listen on (comm.dataPlane "tcp"). */
   dataPlaneHost?: string;
+  /** Where node 0's launcher serves the live job page. */
+  dashboard?: DashboardAddress;
 }
 
 export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
@@ -89,6 +92,11 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
       placeholder: 'DIR',
       doc: 'continue from a checkpoint folder, or a run folder (its latest checkpoint);\n--steps N is then the step to stop at',
     },
+    dashboard: {
+      type: 'string',
+      placeholder: '[HOST:]PORT',
+      doc: 'serve a live page of the job (loss, lr, throughput, ranks, timeline, log;\npause, resume, checkpoint, stop) from node 0\'s launcher; 127.0.0.1 unless\na HOST is given (then with a token, printed at start); PORT 0 picks one',
+    },
     simulate: {
       type: 'boolean',
       doc: 'run every rank\'s actors of the layout in this one process (simulated actors):\nno worker processes, no NATS server; the same losses as the real job',
@@ -104,6 +112,7 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
     `${PROGRAM} train tiny.json --out runs/a --steps 40 --set checkpoint.every=10`,
     `${PROGRAM} train tiny.json --out runs/a --steps 60 --resume runs/a`,
     `${PROGRAM} train tiny.json --simulate --set parallel.pipeline=2 --set numMicroBatches=4`,
+    `${PROGRAM} train tiny.json --set parallel.pipeline=2 --dashboard 8080`,
   ],
   build: buildTrain,
 };
@@ -179,6 +188,12 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
   if (dataPlaneHost !== undefined) {
     if (!isIP(dataPlaneHost)) throw new UsageError(`--data-plane-host must be an IP address of this machine, got "${dataPlaneHost}"`, usage);
     command.dataPlaneHost = dataPlaneHost;
+  }
+  const dashboard = values.dashboard as string | undefined;
+  if (dashboard !== undefined) {
+    const address = parseDashboardAddress(dashboard);
+    if (address === undefined) throw new UsageError(`--dashboard takes [HOST:]PORT (e.g. 8080, 0.0.0.0:8080, [::1]:0), got "${dashboard}"`, usage);
+    command.dashboard = address;
   }
   const resume = values.resume as string | undefined;
   if (resume !== undefined) {

@@ -77,7 +77,8 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
     new TensorBoardHook(join(outDir, 'tb')),
     new LogMetricByEpochHook(),
   ];
-  if (config.parallel.data * config.parallel.pipeline * config.parallel.tensor.size > 1 || command.nnodes > 1 || command.simulate) {
+  // The live page controls the job through its coordinator: a one-rank job with a page runs as a launched job of one worker.
+  if (config.parallel.data * config.parallel.pipeline * config.parallel.tensor.size > 1 || command.nnodes > 1 || command.simulate || command.dashboard !== undefined) {
 
     return launch({
       config,
@@ -95,6 +96,7 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
       log,
       resume: command.resume,
       ...(command.simulate ? { simulate: {} } : {}),
+      ...(command.dashboard === undefined ? {} : { dashboard: command.dashboard }),
     });
   }
   writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');

@@ -26,6 +26,9 @@ import { evaluationBatches } from '../train/evaluation-plan.ts';
 import { ParallelGrid } from '../parallel/grid.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
 import * as tf from '../tf.ts';
+import type { DashboardAddress } from '../dashboard/address.ts';
+import { JobView } from '../dashboard/job-view.ts';
+import { startDashboard, type Dashboard } from '../dashboard/server.ts';
 import { TraceCollector } from '../trace/trace-parts.ts';
 import { checkStepsLeft } from '../train/checkpointing.ts';
 import { globalBatchSampler, totalStepsOf } from '../train/global-batch.ts';
@@ -64,6 +67,8 @@ export interface LaunchOptions {
    * `network` lets a test inject faults; the timeouts let it see a lost message sooner.
    */
   simulate?: { network?: LocalNetwork; actionTimeoutMs?: number; receiveTimeoutMs?: number; onRank?: (rank: number, handle: RankProcess) => void };
+  /** Serve the live job page there (node 0 only). */
+  dashboard?: DashboardAddress;
 }
 
 /** How long a restart waits for a lost NATS server to answer again (the client's own reconnect window). */
@@ -79,7 +84,21 @@ function natsReturnMs(text: string | undefined): number {
 /** Another node: how long it waits for node 0's restart order (or its final word) after a restartable failure. */
 const RESTART_ORDER_MS = 120_000;
 
-export async function launch(options: LaunchOptions): Promise<number> {
+export async function launch(given: LaunchOptions): Promise<number> {
+  // The live page shows node 0's log lines and step metrics, so it hears them from the start.
+  const view = given.dashboard !== undefined && given.nodeRank === 0 ? new JobView() : undefined;
+  if (given.dashboard !== undefined && given.nodeRank !== 0) given.log(`--dashboard: node 0's launcher serves the job page; node ${given.nodeRank} serves none`);
+  const options: LaunchOptions =
+    view === undefined
+      ? given
+      : {
+          ...given,
+          hooks: [...given.hooks, view.hook],
+          log: (line) => {
+            given.log(line);
+            view.log(line);
+          },
+        };
   const { config, log, nnodes, nodeRank } = options;
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   const nprocPerNode = options.nprocPerNode ?? grid.world / nnodes;
@@ -109,16 +128,23 @@ export async function launch(options: LaunchOptions): Promise<number> {
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
   const bus = new Bus({ jobId, transport, log });
   let dataPlane: Awaited<ReturnType<typeof prepareDataPlane>>;
+  let dashboard: Dashboard | undefined;
   try {
     dataPlane = network === undefined ? await prepareDataPlane(bus, { config, nnodes, nodeRank, host: options.dataPlaneHost, log }) : undefined;
+    if (view !== undefined) {
+      const coordinates = Array.from({ length: grid.world }, (_, rank) => grid.coordinates(rank));
+      dashboard = await startDashboard(options.dashboard!, { jobId, runFolder: options.outDir, layout: grid.describe(), coordinates, totalSteps, bus, view, log });
+      log(`live job page: ${dashboard.url}`);
+    }
   } catch (error) {
+    dataPlane?.close();
     await bus.close().catch(() => undefined);
     await nats.privateServer?.stop();
     throw error;
   }
   const system = start();
   // Node 0 gathers every rank's timeline (the folder is shared) into trace.json as the ranks write it.
-  const traceCollector = nodeRank === 0 ? new TraceCollector(options.outDir) : undefined;
+  const traceCollector = nodeRank === 0 ? new TraceCollector(options.outDir, view === undefined ? undefined : (events) => view.traceEvents(events)) : undefined;
   const traceTimer = traceCollector === undefined ? undefined : setInterval(() => collectTrace(traceCollector, log), TRACE_COLLECT_MS).unref();
 
   if (network !== undefined) {
@@ -230,6 +256,7 @@ export async function launch(options: LaunchOptions): Promise<number> {
     if (started !== undefined) writeJobFile(options.outDir, { ...started, ended: { at: new Date().toISOString(), exitCode, reason: endReason } });
   }
   clearInterval(traceTimer);
+  await dashboard?.close();
   if (traceCollector !== undefined) log(`timeline of every rank: ${traceCollector.finish()} (open it in Perfetto or chrome://tracing)`);
   // Bounded: with the server gone these could wait for it forever, and the launcher must still end.
   await settledWithin(bus.flush(), CLEANUP_WAIT_MS);

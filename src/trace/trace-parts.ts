@@ -31,7 +31,11 @@ export class TraceCollector {
   private readonly copied = new Map<string, number>();
 
   /** Starts trace.json afresh; parts left by an earlier launch in this folder belong to its trace, not this one's. */
-  constructor(private readonly folder: string) {
+  /** `onEvents`: told each batch copied (the live job page draws the latest steps from them). */
+  constructor(
+    private readonly folder: string,
+    private readonly onEvents?: (events: readonly TraceEvent[]) => void,
+  ) {
     for (const name of this.parts()) rmSync(join(folder, name));
     this.file = new TraceFile(join(folder, 'trace.json'));
   }
@@ -63,6 +67,7 @@ export class TraceCollector {
         .flatMap((line) => parsedEvent(line) ?? []);
       this.file.append(events);
       this.copied.set(name, from + complete);
+      this.onEvents?.(events);
     }
   }
 
