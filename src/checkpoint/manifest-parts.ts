@@ -8,8 +8,8 @@ import type { ManifestParts } from './checkpoint.ts';
 import type { JsonValue, RankFileRecord } from './manifest.ts';
 import { dataLoaderPosition } from './rank-state.ts';
 
-/** The manifest's description of a run: everything but the rank files. */
-export function manifestParts(config: TrainConfig, world: number, completedSteps: number, stepsPerEpoch: number, ranks: RankFileRecord[]): ManifestParts {
+/** The manifest's description of a run: everything but the rank files; `runId` (run-id.ts) names the run. */
+export function manifestParts(config: TrainConfig, world: number, completedSteps: number, stepsPerEpoch: number, ranks: RankFileRecord[], runId?: string): ManifestParts {
   return {
     layout: { data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size, order: 'tp-dp-pp', world },
     seed: config.seed,
@@ -17,6 +17,7 @@ export function manifestParts(config: TrainConfig, world: number, completedSteps
     rng: { kind: 'counter', seed: config.seed },
     config: JSON.parse(JSON.stringify(config)) as JsonValue,
     ranks,
+    ...(runId === undefined ? {} : { extra: { runId } }),
   };
 }
 

@@ -42,6 +42,8 @@ export interface TrainCommand {
   dataPlaneHost?: string;
   /** Where node 0's launcher serves the live job page. */
   dashboard?: DashboardAddress;
+  /** Remove an earlier run's files from --out before training (without it such a folder is refused). */
+  overwrite: boolean;
 }
 
 export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
@@ -86,6 +88,10 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
       type: 'string',
       placeholder: 'ADDRESS',
       doc: 'where this node\'s workers listen for tensor links: an address of the\ninterface the other nodes reach [127.0.0.1 on one node, else the\nfirst non-loopback IPv4 address]',
+    },
+    overwrite: {
+      type: 'boolean',
+      doc: 'train a new run in an --out folder that holds an earlier run, removing that\nrun\'s metrics, checkpoints, trace and logs first (without it, or --resume,\nsuch a folder is refused)',
     },
     resume: {
       type: 'string',
@@ -165,6 +171,7 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
     sets: (values.set as string[] | undefined) ?? [],
     quiet: values.quiet === true,
     simulate: values.simulate === true,
+    overwrite: values.overwrite === true,
     nnodes: launcherSetting(values, 'nnodes', usage) ?? 1,
     nodeRank: launcherSetting(values, 'node-rank', usage, 0) ?? 0,
   };
@@ -199,6 +206,9 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
   if (resume !== undefined) {
     if (resume === '') throw new UsageError('--resume needs a checkpoint or run folder', usage);
     command.resume = resume;
+  }
+  if (command.overwrite && command.resume !== undefined) {
+    throw new UsageError('--overwrite starts a new run and --resume continues one: give one of them', usage);
   }
   if (command.simulate && (command.nnodes > 1 || command.nprocPerNode !== undefined || command.nats !== undefined || command.natsCredentials !== undefined)) {
     throw new UsageError('--simulate runs the whole job in this process: drop --nnodes, --nproc-per-node and the NATS options', usage);

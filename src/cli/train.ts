@@ -21,12 +21,15 @@ import { ThroughputHook } from '../train/hooks/throughput.ts';
 import { checkStepsLeft, restoreCheckpoint } from '../train/checkpointing.ts';
 import { keepMetricsThrough } from '../train/metrics-file.ts';
 import { resolveCheckpoint, runFolderOf } from '../checkpoint/index.ts';
+import { newRunId } from '../checkpoint/run-id.ts';
 import { AdamOptimizer } from '../train/optimizer.ts';
 import { Trainer } from '../train/trainer.ts';
 import { launch } from '../launcher/launch.ts';
 import { TraceFile } from '../trace/trace-file.ts';
 import { TraceRecorder } from '../trace/trace.ts';
 import { maskProcessTitle } from '../comm/nats-credentials.ts';
+import { earlierRunIn, removeEarlierRun } from '../launcher/run-folder.ts';
+import { PROGRAM, UsageError } from './command-spec.ts';
 import { trainOverrides, type TrainCommand } from './train-args.ts';
 
 export async function runTrain(command: TrainCommand): Promise<number> {
@@ -53,6 +56,18 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   // unless it was there before: an empty one would only be mistaken for a run. Node 0's launcher judges
   // (it writes the metrics); another node's folder may hold its workers' logs of steps that ran.
   const createdOutDir = !existsSync(outDir) && command.nodeRank === 0;
+  // Node 0 judges: the other nodes' launchers share its folder and write into it only once it runs.
+  const earlier = command.nodeRank === 0 && command.resume === undefined ? earlierRunIn(outDir) : undefined;
+  if (earlier !== undefined) {
+    if (!command.overwrite) {
+      throw new UsageError(
+        `${outDir} already holds a run (${earlier}): continue it with --resume ${outDir}, replace it with --overwrite, or give another --out`,
+        `${PROGRAM} train <config.json> --out DIR [--resume DIR | --overwrite]`,
+      );
+    }
+    removeEarlierRun(outDir);
+    log(`--overwrite: removed the earlier run's files (${earlier}) from ${outDir}`);
+  }
   mkdirSync(outDir, { recursive: true });
   let code: number | undefined;
   try {
@@ -124,14 +139,16 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
     abort.abort();
   };
   for (const signal of STOP_SIGNALS) process.on(signal, onSignal);
-  const checkpoint = { target: { root: join(outDir, 'checkpoints'), keep: config.checkpoint.keep }, every: config.checkpoint.every };
   const optimizer = new AdamOptimizer(config.optimizer);
   let startStep = 0;
+  let runId: string | undefined;
   if (command.resume !== undefined) {
     const restored = await restoreCheckpoint(command.resume, config, model, optimizer);
     startStep = restored.nextStep;
+    runId = restored.runId;
     log(`resumed from ${restored.dir}: continuing after step ${startStep}`);
   }
+  const checkpoint = { target: { root: join(outDir, 'checkpoints'), keep: config.checkpoint.keep, runId: runId ?? newRunId() }, every: config.checkpoint.every };
   // The timeline a multi-process job writes per rank, here for the one process: on disk step by step.
   const traceFile = new TraceFile(join(outDir, 'trace.json'));
   const trace = new TraceRecorder(0, 'rank 0: single process', traceFile);

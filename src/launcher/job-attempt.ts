@@ -49,6 +49,8 @@ export interface AttemptResult {
 /** What one node's launcher holds for the whole job, the same for every attempt. */
 export interface JobHost {
   jobId: string;
+  /** The run its checkpoints belong to (checkpoint/run-id.ts). */
+  runId: string;
   config: TrainConfig;
   grid: ParallelGrid;
   nnodes: number;
@@ -171,7 +173,7 @@ export class JobAttempt {
         onCommitCheckpoint: (step, folder, records) => {
           // Data-parallel replicas other than 0 report in without a file (worker.ts): the manifest lists the files.
           const files = records.filter((record) => typeof record.file === 'string') as unknown as RankFileRecord[];
-          const parts = manifestParts(config, grid.world, step, sampler.stepsPerEpoch, files);
+          const parts = manifestParts(config, grid.world, step, sampler.stepsPerEpoch, files, this.job.runId);
           this.commits = this.commits.then(() =>
             commitCheckpoint(this.job.checkpointRoot, step, folder, parts, { keep: config.checkpoint.keep }).then(
               ({ dir }) => log(`checkpoint of step ${step}: ${dir}`),

@@ -10,6 +10,8 @@ export const JOB_FILE = 'job.json';
 
 export interface JobFile {
   jobId: string;
+  /** The run its checkpoints record (checkpoint/run-id.ts); older files lack it. */
+  runId?: string;
   /** The server URL(s), without any login. */
   nats: string;
   world: number;

@@ -12,7 +12,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { start, stop as stopSystem } from 'nact';
 import { initBackend } from '../backend/select.ts';
-import { LATEST_FILE, loadCheckpoint, resolveCheckpoint } from '../checkpoint/index.ts';
+import { loadCheckpoint, resolveCheckpoint } from '../checkpoint/index.ts';
+import { latestCheckpointOfRun, newRunId, runIdOf } from '../checkpoint/run-id.ts';
 import { Bus } from '../comm/bus.ts';
 import { LocalNetwork } from '../comm/local-transport.ts';
 import { PRIVATE_SERVER_MAX_PAYLOAD } from '../comm/nats-server.ts';
@@ -120,8 +121,9 @@ export async function launch(given: LaunchOptions): Promise<number> {
   }
 
   const prepared = await prepareNode(options, jobId, nats, network);
-  const { transport, natsTransport, natsCredentials, natsLogin, sampler, data, totalSteps } = prepared;
+  const { transport, natsTransport, natsCredentials, natsLogin, sampler, data, totalSteps, runId } = prepared;
   let { resumeDir, startStep } = prepared;
+  const resumedFrom = resumeDir === '' ? undefined : { dir: resumeDir, step: startStep };
   const checkpointRoot = join(options.outDir, 'checkpoints');
 
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
@@ -152,6 +154,7 @@ export async function launch(given: LaunchOptions): Promise<number> {
   } else if (nodeRank === 0) {
     writeJobFile(options.outDir, {
       jobId,
+      runId,
       nats: nats.url,
       world: grid.world,
       nnodes,
@@ -171,6 +174,7 @@ export async function launch(given: LaunchOptions): Promise<number> {
 
   const job: JobHost = {
     jobId,
+    runId,
     config,
     grid,
     nnodes,
@@ -237,7 +241,8 @@ export async function launch(given: LaunchOptions): Promise<number> {
         break;
       }
     }
-    const latest = await latestCheckpoint(checkpointRoot);
+    // Only this run's checkpoints; before its first, the checkpoint this launch resumed from.
+    const latest = (await latestCheckpointOfRun(checkpointRoot, runId, (dir, other) => log(`passing over ${dir}: a checkpoint of another run (${other})`))) ?? resumedFrom;
     resumeDir = latest?.dir ?? '';
     startStep = latest?.step ?? 0;
     keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
@@ -288,16 +293,6 @@ async function settledWithin(work: Promise<unknown>, ms: number): Promise<void> 
   clearTimeout(timer);
 }
 
-/** The newest committed checkpoint under `root` (its `latest`), or undefined when there is none yet. */
-async function latestCheckpoint(root: string): Promise<{ dir: string; step: number } | undefined> {
-  if (!existsSync(join(root, LATEST_FILE))) return undefined;
-  const dir = await resolveCheckpoint(root);
-  const checkpoint = await loadCheckpoint(dir, { verify: true });
-  const step = checkpoint.manifest.dataLoader.nextStep;
-  checkpoint.close();
-  return { dir, step };
-}
-
 interface PreparedNode {
   transport: Transport;
   /** Set unless simulated: the restart loop waits on it after a dropped link. */
@@ -310,6 +305,8 @@ interface PreparedNode {
   /** The checkpoint to resume from ('' for the start), and the steps it has done. */
   resumeDir: string;
   startStep: number;
+  /** The run the checkpoints belong to: the resumed checkpoint's, else a new one (run-id.ts). */
+  runId: string;
 }
 
 /** Connects this node, loads the data and checks the checkpoint to resume; on failure leaves nothing open. */
@@ -341,17 +338,19 @@ async function prepareNode(options: LaunchOptions, jobId: string, nats: Resolved
     const totalSteps = totalStepsOf(config, sampler, options.steps);
     let resumeDir = '';
     let startStep = 0;
+    let runId: string | undefined;
     // Resuming: verify the whole checkpoint once here; the workers then read only their regions of it.
     if (options.resume !== undefined) {
       resumeDir = await resolveCheckpoint(options.resume);
       const checkpoint = await loadCheckpoint(resumeDir, { verify: true });
       startStep = checkpoint.manifest.dataLoader.nextStep;
+      runId = runIdOf(checkpoint.manifest);
       checkpoint.close();
       log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
       checkStepsLeft(startStep, totalSteps);
       if (nodeRank === 0) keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
     }
-    return { transport, natsTransport, natsCredentials, natsLogin, data, sampler, totalSteps, resumeDir, startStep };
+    return { transport, natsTransport, natsCredentials, natsLogin, data, sampler, totalSteps, resumeDir, startStep, runId: runId ?? newRunId() };
   } catch (error) {
     // An open connection or a private server would keep this process alive after the error.
     await transport?.close().catch(() => undefined);

@@ -8,12 +8,14 @@ import {
   beginCheckpoint,
   commitCheckpoint,
   loadCheckpoint,
+  readManifest,
   resolveCheckpoint,
   writeRankShard,
   type RankFileRecord,
 } from '../checkpoint/index.ts';
 import { mkdir } from 'node:fs/promises';
 import { manifestParts } from '../checkpoint/manifest-parts.ts';
+import { runIdOf } from '../checkpoint/run-id.ts';
 import { loadRankState, rankTensorsToSave } from '../checkpoint/rank-state.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { GPT } from '../model/gpt.ts';
@@ -26,6 +28,8 @@ export interface CheckpointTarget {
   /** Folder holding step-NNNNNN/ directories and the `latest` pointer. */
   root: string;
   keep: number;
+  /** The run the checkpoints belong to (run-id.ts). */
+  runId?: string;
 }
 
 function heldBy(config: TrainConfig, model: GPT) {
@@ -83,7 +87,7 @@ export async function saveCheckpoint(
 ): Promise<string> {
   const temporary = await beginCheckpoint(target.root, completedSteps);
   const record = await writeShard(temporary, 0, completedSteps, heldBy(config, model), model.params, optimizer);
-  const { dir } = await commitCheckpoint(target.root, completedSteps, temporary, manifestParts(config, 1, completedSteps, stepsPerEpoch, [record]), { keep: target.keep });
+  const { dir } = await commitCheckpoint(target.root, completedSteps, temporary, manifestParts(config, 1, completedSteps, stepsPerEpoch, [record], target.runId), { keep: target.keep });
   return dir;
 }
 
@@ -96,10 +100,10 @@ export async function restoreCheckpoint(
   config: TrainConfig,
   model: GPT,
   optimizer: AdamOptimizer,
-): Promise<{ nextStep: number; dir: string }> {
+): Promise<{ nextStep: number; dir: string; runId: string | undefined }> {
   const dir = await resolveCheckpoint(pathOrRunDir);
   const nextStep = await restoreShard(dir, heldBy(config, model), model.params, optimizer, true);
-  return { nextStep, dir };
+  return { nextStep, dir, runId: runIdOf(await readManifest(dir)) };
 }
 
 /** Refuses a resume with nothing left to run (one process or many alike), saying how to go on. */
