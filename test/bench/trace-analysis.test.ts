@@ -10,9 +10,10 @@ import { simulateTimeline } from '../../src/scheduler/timeline.ts';
 import { reportJson, reportTable } from '../../bench/report.ts';
 import { FIRST_MEASURED_STEP } from '../../bench/train-runs.ts';
 
-/** A complete event in milliseconds (the trace stores microseconds). */
+/** A complete event in milliseconds (the trace stores microseconds); compute slices carry their op, as stage.ts records them. */
 function span(pid: number, name: string, cat: string, startMs: number, endMs: number, args: Record<string, number> = {}): TraceEvent {
-  return { name, cat, ph: 'X', ts: startMs * 1000, dur: (endMs - startMs) * 1000, pid, tid: 0, args: { step: FIRST_MEASURED_STEP, ...args } };
+  const op = cat === 'compute' ? { op: name } : {};
+  return { name, cat, ph: 'X', ts: startMs * 1000, dur: (endMs - startMs) * 1000, pid, tid: 0, args: { step: FIRST_MEASURED_STEP, ...op, ...args } };
 }
 
 // The first measured step of a two-stage pipeline, one micro-batch: rank 1 waits for rank 0's forward (not communication),
