@@ -23,6 +23,8 @@ export interface CtlCommand {
   nats?: string;
   /** Present when a NATS login or TLS option was given. */
   natsCredentials?: NatsCredentialFlags;
+  /** The job key's file (else $GPT_HYBRID_JOB_KEY, else the run folder's job.key). */
+  jobKeyFile?: string;
   timeoutMs: number;
 }
 
@@ -35,16 +37,19 @@ export const CTL_SPEC: CommandSpec<CtlCommand> = {
     'folder whose job has ended, status says how it ended.\n' +
     'The job id is printed when training starts and kept in <run-folder>/job.json, which also\n' +
     'records the NATS server, so a run folder is enough (not its credentials: give ctl the same NATS\n' +
-    'credential options or variables as the job). Pause and stop take effect at the next step\n' +
+    'credential options or variables as the job). The job obeys only messages signed with its key,\n' +
+    'which ctl reads from <run-folder>/job.key (readable by its owner only), --job-key-file or\n' +
+    '$GPT_HYBRID_JOB_KEY. Pause and stop take effect at the next step\n' +
     'boundary; stop ends the job with exit code 0 (stop --checkpoint saves a checkpoint there first).',
   options: {
     checkpoint: { type: 'boolean', doc: 'with stop: every rank saves a checkpoint at the step where the job stops' },
     json: { type: 'boolean', doc: 'with status: print the answer as JSON instead of a table' },
     nats: { type: 'string', placeholder: 'URL', doc: "NATS server (default: the run folder's, else $NATS_URL, else nats://127.0.0.1:4222)" },
     ...NATS_CREDENTIAL_OPTIONS,
+    'job-key-file': { type: 'string', placeholder: 'FILE', doc: "the job's key (default: $GPT_HYBRID_JOB_KEY, else the run folder's job.key)" },
     timeout: { type: 'string', placeholder: 'MS', doc: 'how long to wait for the answer [5000]' },
   },
-  examples: [`${PROGRAM} ctl runs/tiny status`, `${PROGRAM} ctl runs/tiny stop --checkpoint`, `${PROGRAM} ctl tiny-3f9a2c pause --nats nats://10.0.0.5:4222`],
+  examples: [`${PROGRAM} ctl runs/tiny status`, `${PROGRAM} ctl runs/tiny stop --checkpoint`, `${PROGRAM} ctl tiny-3f9a2c pause --nats nats://10.0.0.5:4222 --job-key-file job.key`],
   build: buildCtl,
 };
 
@@ -61,6 +66,7 @@ function buildCtl(values: ParsedValues, positionals: string[], usage: string): C
   const natsCredentials = natsCredentialFlags(values, usage);
   if (natsCredentials !== undefined) command.natsCredentials = natsCredentials;
   if (values.json === true) command.json = true;
+  if (values['job-key-file'] !== undefined) command.jobKeyFile = values['job-key-file'] as string;
   if (values.checkpoint === true) {
     if (action !== 'stop') throw new UsageError(`--checkpoint goes with stop (a checkpoint where the job stops); for one now, use: ctl ${target} checkpoint`, usage);
     command.save = true;

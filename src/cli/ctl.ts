@@ -5,6 +5,7 @@
  * credentials come from ctl's own options and variables, as the job's did (job.json holds none).
  */
 import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { Bus } from '../comm/bus.ts';
 import { maskProcessTitle, resolveNatsCredentials, splitUrlCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
@@ -14,6 +15,19 @@ import { checkJobId } from '../comm/subjects.ts';
 import type { CtlCommand } from './ctl-args.ts';
 import { readJobFile, type JobFile } from '../launcher/job-file.ts';
 import { endedSummary, statusTable } from './status-table.ts';
+import { givenJobKey, JOB_KEY_FILE, JOB_KEY_VARIABLE, readJobKeyFile } from '../comm/job-key.ts';
+
+/** The job obeys only messages signed with its key: --job-key-file, else the variable, else the run folder's file. */
+function ctlJobKey(command: CtlCommand, runFolder: string | undefined): Buffer {
+  const given = givenJobKey(command.jobKeyFile);
+  if (given !== undefined) return given;
+  const inFolder = runFolder === undefined ? undefined : join(runFolder, JOB_KEY_FILE);
+  if (inFolder !== undefined && existsSync(inFolder)) return readJobKeyFile(inFolder);
+  throw new Error(
+    `no key for job ${command.target}: the job obeys only messages signed with its key, which its launcher keeps in ` +
+      `<run-folder>/${JOB_KEY_FILE} (readable by its owner only); give ctl the run folder${inFolder === undefined ? '' : ' (this one has none: is it the folder of node 0?)'}, --job-key-file FILE or $${JOB_KEY_VARIABLE}`,
+  );
+}
 
 export async function runCtl(command: CtlCommand): Promise<number> {
   maskProcessTitle();
@@ -35,10 +49,11 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   }
   // Before connecting: an open connection would keep the process alive after the error.
   checkJobId(jobId);
+  const key = ctlJobKey(command, runFolder);
   const { servers, credentials: fromUrl } = splitUrlCredentials(natsServerList(natsUrl ?? DEFAULT_NATS_URL));
   const { credentials } = resolveNatsCredentials(command.natsCredentials ?? {}, fromUrl);
   const transport = await connectNats({ url: servers, ...credentials, name: `gpt-hybrid ctl ${jobId}` });
-  const bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`) });
+  const bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`), key });
   try {
     const answer = await bus.request(SUBJECTS.control, { kind: 'control', command: command.action, ...(command.save === true ? { save: true } : {}) }, command.timeoutMs);
     if (answer.kind !== 'control-reply') throw new Error(`job ${jobId} answered with an unexpected ${answer.kind} message`);

@@ -44,6 +44,8 @@ export interface TrainCommand {
   dashboard?: DashboardAddress;
   /** Remove an earlier run's files from --out before training (without it such a folder is refused). */
   overwrite: boolean;
+  /** The job key's file (every node's the same; comm/job-key.ts). */
+  jobKeyFile?: string;
 }
 
 export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
@@ -83,6 +85,11 @@ export const TRAIN_SPEC: CommandSpec<TrainCommand> = {
     'node-rank': { type: 'string', placeholder: 'K', doc: 'this node, 0..nnodes-1; node 0 coordinates the job [0]' },
     'nproc-per-node': { type: 'string', placeholder: 'N', doc: 'worker processes on this node [world size / nnodes]' },
     'job-id': { type: 'string', placeholder: 'ID', doc: 'job id ([A-Za-z0-9_-]); the same on every node (required with --nnodes > 1)' },
+    'job-key-file': {
+      type: 'string',
+      placeholder: 'FILE',
+      doc: "the key the job's messages are signed with (64 hex digits, mode 600;\nelse $GPT_HYBRID_JOB_KEY; one node makes its own); the same file on\nevery node with --nnodes > 1",
+    },
     'max-restarts': { type: 'string', placeholder: 'N', doc: 'restarts from the last checkpoint before the job fails (config restart.max)' },
     'data-plane-host': {
       type: 'string',
@@ -191,6 +198,7 @@ function buildTrain(values: ParsedValues, positionals: string[], usage: string):
     if (!JOB_ID_PATTERN.test(jobId)) throw new UsageError(`--job-id must be 1-64 characters of A-Z a-z 0-9 _ -, got "${jobId}"`, usage);
     command.jobId = jobId;
   }
+  if (values['job-key-file'] !== undefined) command.jobKeyFile = values['job-key-file'] as string;
   const dataPlaneHost = values['data-plane-host'] as string | undefined;
   if (dataPlaneHost !== undefined) {
     if (!isIP(dataPlaneHost)) throw new UsageError(`--data-plane-host must be an IP address of this machine, got "${dataPlaneHost}"`, usage);

@@ -112,6 +112,7 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
       resume: command.resume,
       ...(command.simulate ? { simulate: {} } : {}),
       ...(command.dashboard === undefined ? {} : { dashboard: command.dashboard }),
+      ...(command.jobKeyFile === undefined ? {} : { jobKeyFile: command.jobKeyFile }),
     });
   }
   writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');

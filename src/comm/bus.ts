@@ -7,6 +7,7 @@
  */
 import { Chunker, Reassembler, parseFrame, DEFAULT_CHUNK_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, WHOLE_HEADER_BYTES } from './chunking.ts';
 import { decodeEnvelope, encodeEnvelope } from './codec.ts';
+import { FrameSigner, SIGNATURE_TRAILER_BYTES, type SignatureProblem } from './frame-signing.ts';
 import { PROTOCOL_VERSION, type Envelope, type Message } from '../protocol/messages.ts';
 import { checkJobId, jobSubject } from './subjects.ts';
 import type { IncomingMessage, Subscription, Transport } from './transport.ts';
@@ -20,6 +21,11 @@ export interface BusOptions {
   maxMessageBytes?: number;
   /** How long an incomplete chunked message may wait for its next chunk; default 30 s. */
   chunkTimeoutMs?: number;
+  /**
+   * The job key (frame-signing.ts): every frame sent is signed with it, and frames received without its
+   * valid signature are dropped and counted. Absent: frames travel unsigned (tests of the codec).
+   */
+  key?: Buffer;
 }
 
 export interface ReplyContext {
@@ -27,7 +33,7 @@ export interface ReplyContext {
   reply?: string;
 }
 
-export type BusRejectReason = 'version' | 'job' | 'malformed' | 'unknown-kind' | 'oversized' | 'chunk';
+export type BusRejectReason = 'version' | 'job' | 'malformed' | 'unknown-kind' | 'oversized' | 'chunk' | SignatureProblem;
 
 export interface BusStats {
   sent: number;
@@ -61,7 +67,7 @@ export class Bus {
     sent: 0,
     received: 0,
     chunksSent: 0,
-    rejected: { version: 0, job: 0, malformed: 0, 'unknown-kind': 0, oversized: 0, chunk: 0 },
+    rejected: { version: 0, job: 0, malformed: 0, 'unknown-kind': 0, oversized: 0, chunk: 0, unsigned: 0, forged: 0, replayed: 0 },
     handlerErrors: 0,
   };
   private readonly transport: Transport;
@@ -69,6 +75,7 @@ export class Bus {
   private readonly maxMessageBytes: number;
   private readonly chunkTimeoutMs: number;
   private readonly chunker: Chunker;
+  private readonly signer: FrameSigner | undefined;
   private readonly subscriptions = new Set<{ subscription: Subscription; reassembler: Reassembler }>();
   private readonly logWindows = new Map<string, { start: number; logged: number; suppressed: number }>();
   private closed = false;
@@ -79,7 +86,9 @@ export class Bus {
     this.log = options.log ?? ((line) => process.stderr.write(line + '\n'));
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.chunkTimeoutMs = options.chunkTimeoutMs ?? DEFAULT_CHUNK_TIMEOUT_MS;
-    this.chunker = new Chunker(this.transport.maxPayload);
+    this.signer = options.key === undefined ? undefined : new FrameSigner(options.key);
+    // Each frame grows by its signature: chunks are cut that much smaller.
+    this.chunker = new Chunker(this.transport.maxPayload - (this.signer === undefined ? 0 : SIGNATURE_TRAILER_BYTES));
   }
 
   /** Full subject for a job-relative one: `gh.<jobId>.<relative>`. */
@@ -100,7 +109,7 @@ export class Bus {
       );
     }
     const frames = this.chunker.framesInPlace(roomAndBytes);
-    for (const frame of frames) this.transport.publish(subject, frame);
+    for (const frame of frames) this.transport.publish(subject, this.signed(frame));
     this.stats.sent++;
     if (frames.length > 1) this.stats.chunksSent += frames.length;
   }
@@ -132,7 +141,9 @@ export class Bus {
     const subject = jobSubject(this.jobId, relative);
     const frame = this.singleFrame(message, subject);
     this.stats.sent++;
-    const answer = await this.transport.request(subject, frame, timeoutMs);
+    const signedAnswer = await this.transport.request(subject, this.signed(frame), timeoutMs);
+    const answer = this.verified(signedAnswer, `reply on ${subject}`);
+    if (answer === undefined) throw new Error(`the reply to ${message.kind} on ${subject} is not signed with the job's key`);
     const parsed = parseFrame(answer);
     if (parsed.type !== 'whole') {
       const detail = parsed.type === 'bad' ? parsed.detail : 'a reply must fit one payload, got a chunk';
@@ -153,8 +164,21 @@ export class Bus {
     if (context.reply === undefined) {
       throw new Error(`cannot answer the message on ${context.subject}: its sender used publish, not request`);
     }
-    this.transport.publish(context.reply, this.singleFrame(message, context.reply));
+    this.transport.publish(context.reply, this.signed(this.singleFrame(message, context.reply)));
     this.stats.sent++;
+  }
+
+  private signed(frame: Uint8Array): Uint8Array {
+    return this.signer === undefined ? frame : this.signer.sign(frame);
+  }
+
+  /** The frame's payload, or undefined (counted and logged) when its signature is missing, wrong or replayed. */
+  private verified(data: Uint8Array, where: string): Uint8Array | undefined {
+    if (this.signer === undefined) return data;
+    const result = this.signer.verify(data);
+    if (result.ok) return result.payload;
+    this.reject(result.reason, `${where}: ${result.detail}`);
+    return undefined;
   }
 
   flush(): Promise<void> {
@@ -166,14 +190,16 @@ export class Bus {
    * nothing was refused. Malformed covers undecodable, unknown kinds, bad chunks and oversized messages.
    */
   rejectionSummary(): string | undefined {
-    const { version, job, ...bad } = this.stats.rejected;
+    const { version, job, unsigned, forged, replayed, ...bad } = this.stats.rejected;
     const malformed = Object.values(bad).reduce((a, b) => a + b, 0);
-    if (malformed + version + job === 0) return undefined;
+    const unkeyed = unsigned + forged + replayed;
+    if (malformed + version + job + unkeyed === 0) return undefined;
     const reasons = Object.entries(this.stats.rejected)
       .filter(([, n]) => n > 0)
       .map(([reason, n]) => `${reason} ${n}`)
       .join(', ');
-    return `ignored ${malformed} malformed message${malformed === 1 ? '' : 's'}, ${version + job} from other jobs or protocol versions (${reasons})`;
+    const signatures = unkeyed === 0 ? '' : `, ${unkeyed} without the job key's signature or replayed`;
+    return `ignored ${malformed} malformed message${malformed === 1 ? '' : 's'}, ${version + job} from other jobs or protocol versions${signatures} (${reasons})`;
   }
 
   /** Unsubscribes everything and closes the transport (the bus owns it); says what it refused, if anything. */
@@ -216,7 +242,9 @@ export class Bus {
     handler: (message: Message, context: ReplyContext) => void,
   ): void {
     if (this.closed) return;
-    const frame = parseFrame(incoming.data);
+    const payload = this.verified(incoming.data, `on ${incoming.subject}`);
+    if (payload === undefined) return;
+    const frame = parseFrame(payload);
     let bytes: Uint8Array;
     if (frame.type === 'bad') {
       this.reject('malformed', `on ${incoming.subject}: ${frame.detail}`);

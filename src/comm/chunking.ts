@@ -147,8 +147,13 @@ export function parseFrame(data: Uint8Array): Frame {
 
 export interface ReassemblerOptions {
   maxMessageBytes?: number;
-  /** Cap on the declared bytes of all incomplete messages together; default maxMessageBytes. */
+  /** Cap on the declared bytes of all incomplete messages together; default 4 x maxMessageBytes. */
   maxPendingBytes?: number;
+  /**
+   * Cap on one sender's incomplete messages (a sender is a bus; its id is under the job key's signature):
+   * default maxMessageBytes, so one sender's stalled or fake messages leave room for the others'.
+   */
+  maxSenderPendingBytes?: number;
   timeoutMs?: number;
   /** Told about every dropped message, once per message. */
   onDrop?: (reason: 'chunk' | 'oversized', detail: string) => void;
@@ -174,7 +179,10 @@ interface PartialMessage {
 export class Reassembler {
   readonly maxMessageBytes: number;
   readonly maxPendingBytes: number;
+  readonly maxSenderPendingBytes: number;
   readonly timeoutMs: number;
+  /** Declared bytes of each sender's incomplete messages. */
+  private readonly reservedBySender = new Map<string, number>();
   private readonly partials = new Map<string, PartialMessage>();
   /** Sum of the incomplete messages' declared totals (what their buffers reserve). */
   private reservedBytes = 0;
@@ -192,7 +200,8 @@ export class Reassembler {
 
   constructor(options: ReassemblerOptions = {}) {
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-    this.maxPendingBytes = options.maxPendingBytes ?? this.maxMessageBytes;
+    this.maxPendingBytes = options.maxPendingBytes ?? 4 * this.maxMessageBytes;
+    this.maxSenderPendingBytes = options.maxSenderPendingBytes ?? this.maxMessageBytes;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_CHUNK_TIMEOUT_MS;
     this.onDrop = options.onDrop;
     this.now = options.now ?? Date.now;
@@ -228,6 +237,15 @@ export class Reassembler {
       if (header.count * bytes.byteLength < header.totalBytes || (header.count - 1) * bytes.byteLength >= header.totalBytes) {
         return this.drop(key, 'chunk', `message ${key}: ${header.count} chunks of ${bytes.byteLength} bytes cannot make the announced ${header.totalBytes} bytes`);
       }
+      const sender = senderOf(key);
+      const senderReserved = this.reservedBySender.get(sender) ?? 0;
+      if (senderReserved + header.totalBytes > this.maxSenderPendingBytes) {
+        return this.drop(
+          key,
+          'oversized',
+          `message ${key} of ${header.totalBytes} bytes would bring sender ${sender}'s incomplete messages to ${senderReserved + header.totalBytes} bytes, above maxSenderPendingBytes ${this.maxSenderPendingBytes}`,
+        );
+      }
       if (this.reservedBytes + header.totalBytes > this.maxPendingBytes) {
         return this.drop(
           key,
@@ -245,6 +263,7 @@ export class Reassembler {
       };
       this.partials.set(key, partial);
       this.reservedBytes += partial.totalBytes;
+      this.reservedBySender.set(sender, senderReserved + partial.totalBytes);
       this.scheduleSweep();
     }
     if (header.index !== partial.nextIndex || header.count !== partial.count || header.totalBytes !== partial.totalBytes) {
@@ -322,6 +341,10 @@ export class Reassembler {
     if (partial === undefined) return;
     this.partials.delete(key);
     this.reservedBytes -= partial.totalBytes;
+    const sender = senderOf(key);
+    const left = (this.reservedBySender.get(sender) ?? 0) - partial.totalBytes;
+    if (left > 0) this.reservedBySender.set(sender, left);
+    else this.reservedBySender.delete(sender);
   }
 
   private drop(key: string, reason: 'chunk' | 'oversized', detail: string): AcceptResult {
@@ -343,4 +366,9 @@ export class Reassembler {
     if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
   }
+}
+
+/** The sending bus of a message key (`senderHigh:senderLow:counter`). */
+function senderOf(key: string): string {
+  return key.slice(0, key.lastIndexOf(':'));
 }

@@ -16,7 +16,7 @@ const shared = new Int32Array(data.shared);
 const log = (line: string) => process.stderr.write(`[rank ${data.rank} heartbeat] ${line}\n`);
 // A lost heartbeat costs nothing (the next one follows in a second): this connection's interruptions are only logged.
 const transport = await connectNats({ url: data.natsUrl, ...data.natsCredentials, name: `gpt-hybrid ${data.jobId} rank ${data.rank} heartbeat`, log });
-const bus = new Bus({ jobId: data.jobId, transport, log });
+const bus = new Bus({ jobId: data.jobId, transport, log, key: Buffer.from(data.jobKey, 'hex') });
 const beat = () => {
   const stepMs = Atomics.load(shared, HEARTBEAT_SLOTS.stepMs);
   bus.publish(SUBJECTS.heartbeat, {

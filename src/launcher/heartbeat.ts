@@ -13,6 +13,8 @@ export interface HeartbeatThreadData {
   natsUrl: string;
   natsCredentials: NatsCredentials;
   jobId: string;
+  /** The job key, hex (the thread's own bus signs its beats). */
+  jobKey: string;
   rank: number;
   intervalMs: number;
   shared: SharedArrayBuffer;

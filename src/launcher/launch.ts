@@ -19,6 +19,7 @@ import { LocalNetwork } from '../comm/local-transport.ts';
 import { PRIVATE_SERVER_MAX_PAYLOAD } from '../comm/nats-server.ts';
 import { resolveNatsCredentials, type NatsCredentialFlags, type NatsCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, type NatsTransport } from '../comm/nats-transport.ts';
+import { launcherJobKey, writeJobKeyFile } from '../comm/job-key.ts';
 import type { Transport } from '../comm/transport.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
@@ -70,6 +71,8 @@ export interface LaunchOptions {
   simulate?: { network?: LocalNetwork; actionTimeoutMs?: number; receiveTimeoutMs?: number; onRank?: (rank: number, handle: RankProcess) => void };
   /** Serve the live job page there (node 0 only). */
   dashboard?: DashboardAddress;
+  /** The job key's file (else $GPT_HYBRID_JOB_KEY, else one is made: one node only); comm/job-key.ts. */
+  jobKeyFile?: string;
 }
 
 /** How long a restart waits for a lost NATS server to answer again (the client's own reconnect window). */
@@ -112,6 +115,8 @@ export async function launch(given: LaunchOptions): Promise<number> {
   const jobId = options.jobId ?? `${basename(options.configPath, extname(options.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${randomBytes(3).toString('hex')}`;
   const simulate = options.simulate;
   if (simulate !== undefined && nnodes > 1) throw new Error('a simulated job runs in one process: drop --nnodes or --simulate');
+  // Before connecting: a job on several nodes without its key fails here, saying how to make one.
+  const jobKey = launcherJobKey(options.jobKeyFile, nnodes);
   // A simulated job's messages fit what a private nats-server's do.
   const network = simulate === undefined ? undefined : (simulate.network ?? new LocalNetwork(PRIVATE_SERVER_MAX_PAYLOAD));
   const nats: ResolvedNats = network !== undefined ? { url: 'in-process', privateServer: undefined, urlCredentials: undefined } : await resolveNats(options.nats, nodeRank === 0, log);
@@ -128,7 +133,7 @@ export async function launch(given: LaunchOptions): Promise<number> {
 
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
-  const bus = new Bus({ jobId, transport, log });
+  const bus = new Bus({ jobId, transport, log, key: jobKey });
   let dataPlane: Awaited<ReturnType<typeof prepareDataPlane>>;
   let dashboard: Dashboard | undefined;
   try {
@@ -152,6 +157,8 @@ export async function launch(given: LaunchOptions): Promise<number> {
   if (network !== undefined) {
     log(`job ${jobId}: ${grid.describe()} simulated in this process (in-process transport, no worker processes)`);
   } else if (nodeRank === 0) {
+    // ctl reads it here (its owner only): a client of the server without it is refused.
+    writeJobKeyFile(options.outDir, jobKey);
     writeJobFile(options.outDir, {
       jobId,
       runId,
@@ -165,7 +172,8 @@ export async function launch(given: LaunchOptions): Promise<number> {
     });
     log(`job ${jobId}: ${grid.describe()} on ${nnodes} node(s), NATS ${nats.url} (${natsLogin})`);
     log(
-      `control it with: gpt-hybrid ctl ${jobId} status|pause|resume|checkpoint|stop${options.nats || process.env.NATS_URL || nats.privateServer ? ` --nats ${nats.url}` : ''}` +
+      // The run folder holds what ctl needs besides a login: the job id, the server and the job's key.
+      `control it with: gpt-hybrid ctl ${options.outDir} status|pause|resume|checkpoint|stop` +
         (Object.keys(natsCredentials).length === 0 ? '' : ' and the same NATS credential options or variables'),
     );
   } else {
@@ -185,8 +193,8 @@ export async function launch(given: LaunchOptions): Promise<number> {
     transport,
     ranks:
       network !== undefined
-        ? { kind: 'simulated', network, data, actionTimeoutMs: simulate?.actionTimeoutMs, receiveTimeoutMs: simulate?.receiveTimeoutMs, onRank: simulate?.onRank }
-        : { kind: 'process', natsUrl: nats.url, natsCredentials, configFile, ...(dataPlane === undefined ? {} : { dataPlane: dataPlane.settings }) },
+        ? { kind: 'simulated', network, data, jobKey, actionTimeoutMs: simulate?.actionTimeoutMs, receiveTimeoutMs: simulate?.receiveTimeoutMs, onRank: simulate?.onRank }
+        : { kind: 'process', natsUrl: nats.url, natsCredentials, configFile, jobKey, ...(dataPlane === undefined ? {} : { dataPlane: dataPlane.settings }) },
     totalSteps,
     sampler,
     validationSamples: data.validation?.numSamples,

@@ -25,12 +25,15 @@ export type RankHosting =
       configFile: string;
       /** The job key (hex) and the address the workers' data planes listen on; absent: tensors go through NATS. */
       dataPlane?: { key: string; host: string };
+      /** What the job's messages are signed with. */
+      jobKey: Buffer;
     }
   | {
       kind: 'simulated';
       network: LocalNetwork;
       /** Tokenized once by the launcher and shared, since every simulated rank lives in this process. */
       data: RunDatasets;
+      jobKey: Buffer;
       actionTimeoutMs?: number;
       receiveTimeoutMs?: number;
       /** Lets a test reach a rank it started (to kill it, say). */
@@ -64,6 +67,7 @@ export function startRank(hosting: RankHosting, start: RankStart): RankProcess {
       outDir: start.outDir,
       resume: start.resume,
       data: hosting.data,
+      jobKey: hosting.jobKey,
       log: start.log,
       actionTimeoutMs: hosting.actionTimeoutMs,
       receiveTimeoutMs: hosting.receiveTimeoutMs,
@@ -86,6 +90,7 @@ export function startRank(hosting: RankHosting, start: RankStart): RankProcess {
         outDir: start.outDir,
         resume: start.resume,
         natsCredentials: hosting.natsCredentials,
+        jobKey: hosting.jobKey.toString('hex'),
         ...(hosting.dataPlane === undefined ? {} : { dataPlane: hosting.dataPlane }),
       }),
     },

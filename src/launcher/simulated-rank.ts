@@ -30,6 +30,7 @@ export interface SimulatedRankOptions {
   outDir: string;
   resume: string;
   data: RunDatasets;
+  jobKey: Buffer;
   log: (line: string) => void;
   actionTimeoutMs?: number;
   receiveTimeoutMs?: number;
@@ -54,6 +55,7 @@ export class SimulatedRank extends EventEmitter implements RankProcess {
       resume: options.resume,
       config: options.config,
       transport: network.connect(),
+      jobKey: options.jobKey,
       log: (line) => options.log(`[rank ${rank}] ${line}`),
       data: options.data,
       backendReady: true,

@@ -3,6 +3,8 @@
  * variables: one environment variable per fact, read and checked in one place. NATS credentials travel
  * the same way, under the `nats` CLI's names (NATS_TOKEN, NATS_CREDS, ...), never in argv.
  */
+import { parseJobKey } from '../comm/frame-signing.ts';
+import { JOB_KEY_VARIABLE } from '../comm/job-key.ts';
 import { natsCredentialVariables, resolveNatsCredentials, type NatsCredentials } from '../comm/nats-credentials.ts';
 
 export interface WorkerEnvironment {
@@ -22,6 +24,8 @@ export interface WorkerEnvironment {
   natsCredentials: NatsCredentials;
   /** The direct data plane (comm/data-plane.ts): the job key and the address to listen on; absent: tensors go through NATS. */
   dataPlane?: { key: string; host: string };
+  /** The key the job's messages are signed with (comm/frame-signing.ts), hex. */
+  jobKey: string;
 }
 
 const NAMES = {
@@ -44,6 +48,7 @@ const DATA_PLANE_HOST = 'GPT_HYBRID_DATA_PLANE_HOST';
 export function workerEnvironmentVariables(env: WorkerEnvironment): Record<string, string | undefined> {
   const out: Record<string, string | undefined> = natsCredentialVariables(env.natsCredentials);
   for (const [key, name] of Object.entries(NAMES)) out[name] = String(env[key as keyof typeof NAMES]);
+  out[JOB_KEY_VARIABLE] = env.jobKey;
   out[DATA_PLANE_KEY] = env.dataPlane?.key;
   out[DATA_PLANE_HOST] = env.dataPlane?.host;
   return out;
@@ -73,6 +78,7 @@ export function readWorkerEnvironment(source: NodeJS.ProcessEnv = process.env): 
     outDir: text('outDir'),
     resume: source[NAMES.resume] ?? '',
     natsCredentials: resolveNatsCredentials({}, {}, source).credentials,
+    jobKey: parseJobKey(source[JOB_KEY_VARIABLE] ?? '', `$${JOB_KEY_VARIABLE} (set by the launcher)`).toString('hex'),
     ...dataPlaneOf(source),
   };
   if (env.rank >= env.world) throw new Error(`${NAMES.rank}=${env.rank} is not below ${NAMES.world}=${env.world}`);

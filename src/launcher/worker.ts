@@ -54,9 +54,10 @@ export async function runWorker(env: WorkerEnvironment): Promise<number> {
   // Stop signals are the launcher's to act on (it stops the job at a step boundary with a checkpoint,
   // job-attempt.ts); a terminal's Ctrl-C reaches every process of its group, workers included.
   for (const signal of STOP_SIGNALS) process.on(signal, () => log(`${signal}: left to the launcher, which stops the job`));
-  const { dataPlane, ...rankEnv } = env;
+  const { dataPlane, jobKey, ...rankEnv } = env;
   return runRank({
     ...rankEnv,
+    jobKey: Buffer.from(jobKey, 'hex'),
     config,
     transport,
     log,
@@ -77,6 +78,8 @@ export interface RunRankOptions {
   config: TrainConfig;
   /** The rank's own connection (the bus built on it is closed when the rank ends). */
   transport: Transport;
+  /** What the job's messages are signed with. */
+  jobKey: Buffer;
   log: (line: string) => void;
   /** Worker processes: heartbeats from a thread of their own with its own connection; absent: from this loop. */
   heartbeatThread?: { natsUrl: string; natsCredentials: NatsCredentials };
@@ -98,7 +101,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
   const { config, log, transport } = options;
   const grid = new ParallelGrid({ data: config.parallel.data, pipeline: config.parallel.pipeline, tensor: config.parallel.tensor.size });
   if (grid.world !== env.world) throw new Error(`the config's layout has ${grid.world} ranks but this job has ${env.world}`);
-  const bus = new Bus({ jobId: env.jobId, transport, log });
+  const bus = new Bus({ jobId: env.jobId, transport, log, key: options.jobKey });
   // See [Note: NATS interruptions] in actors/coordinator-logic.ts: told once the link is back (nothing gets through before).
   let lostServer = '';
   transport.onConnectionChange((event) => {
@@ -140,7 +143,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     options.heartbeatThread === undefined
       ? undefined
       : new HeartbeatThread(
-          { ...options.heartbeatThread, jobId: env.jobId, rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
+          { ...options.heartbeatThread, jobId: env.jobId, jobKey: options.jobKey.toString('hex'), rank: env.rank, intervalMs: HEARTBEAT_INTERVAL_MS },
           (error) => log(`heartbeat thread failed: ${error.message}`),
         );
   /** Shares the state with the heartbeat thread and, for changes worth telling at once, sends one now (with the rank's actors). */

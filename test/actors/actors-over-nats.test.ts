@@ -8,6 +8,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { newJobKey } from '../../src/comm/frame-signing.ts';
 import { Bus } from '../../src/comm/bus.ts';
 import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
 import { connectNats } from '../../src/comm/nats-transport.ts';
@@ -24,7 +25,9 @@ after(async () => {
 test('actors - pipeline 2 x 8 micro-batches: the scheduler sends each stage actor one message per action; ctl status lists every actor; pause reaches the scheduler', async () => {
   const jobId = `actors-${process.pid}`;
   const out = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-actors-')), 'run');
-  const watcher = new Bus({ jobId, transport: await connectNats({ url: server.url, name: 'actor watcher' }), log: () => {} });
+  // The watcher reads the job's signed messages, so it holds the job's key (given to the launcher in its environment).
+  const key = newJobKey();
+  const watcher = new Bus({ jobId, transport: await connectNats({ url: server.url, name: 'actor watcher' }), log: () => {}, key });
   /** Compute actions seen per step and stage actor, and every action's (micro-batch, chunk) naming. */
   const computeByStep = new Map<number, number>();
   const subjects = new Set<string>();
@@ -41,7 +44,7 @@ test('actors - pipeline 2 x 8 micro-batches: the scheduler sends each stage acto
   });
   await watcher.flush();
   const sets = ['steps=500', 'parallel.pipeline=2', 'numMicroBatches=8', 'batchSize=8'].flatMap((s) => ['--set', s]);
-  const job = startCli(['train', writeTestConfig(), '--out', out, '--job-id', jobId, '--nats', server.url, ...sets]);
+  const job = startCli(['train', writeTestConfig(), '--out', out, '--job-id', jobId, '--nats', server.url, ...sets], { GPT_HYBRID_JOB_KEY: key.toString('hex') });
   try {
     await job.waitFor(/step 3\/500/, 90_000);
     // Steps 1 and 2 are complete: 2 stages x 8 micro-batches x (F and B) actions each.

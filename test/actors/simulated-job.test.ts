@@ -6,12 +6,13 @@
  * checkpoint (here: the start) and ends with the losses of an undisturbed run, or shrugs it off.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, test } from 'node:test';
 import { LocalNetwork, type FaultRule, type InjectedFault } from '../../src/comm/local-transport.ts';
 import { Bus } from '../../src/comm/bus.ts';
+import { newJobKey } from '../../src/comm/frame-signing.ts';
 import { SUBJECTS } from '../../src/protocol/subjects.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import { launch } from '../../src/launcher/launch.ts';
@@ -58,7 +59,7 @@ const DATA_2_PIPELINE_2_TENSOR_2 = ['parallel.data=2', 'parallel.pipeline=2', 'p
 /** A job on the reference's global batch (pipeline 2 unless `layout` says otherwise) simulated with `faults` injected. */
 async function simulatePipeline(
   faults: (network: LocalNetwork, jobId: string) => void,
-  options: { onRank?: (rank: number, handle: RankProcess) => void; layout?: string[]; afterStep?: (network: LocalNetwork, jobId: string, step: number) => void } = {},
+  options: { onRank?: (rank: number, handle: RankProcess) => void; layout?: string[]; afterStep?: (network: LocalNetwork, jobId: string, step: number) => void; jobKeyFile?: string } = {},
 ): Promise<SimulatedRun> {
   const config = loadConfig(configFile, [...(options.layout ?? PIPELINE_2), 'restart.max=2']);
   const network = new LocalNetwork(8 * 1024 * 1024);
@@ -84,6 +85,7 @@ async function simulatePipeline(
     ],
     log: (line) => lines.push(line),
     simulate: { network, actionTimeoutMs: 2_000, receiveTimeoutMs: 4_000, onRank: options.onRank },
+    ...(options.jobKeyFile === undefined ? {} : { jobKeyFile: options.jobKeyFile }),
   });
   return { code, losses: [...byStep.keys()].sort((a, b) => a - b).map((step) => byStep.get(step)!), lines };
 }
@@ -98,20 +100,30 @@ test('simulate faults - dp2 x pp2 x tp2: a lost action message is noticed by its
   assertSameLosses(run.losses, reference);
 });
 
-test('simulate faults - control and gate messages published (not requested) by a stranger are dropped and counted; the job goes on', { timeout: 120_000 }, async () => {
-  let stranger: Bus | undefined;
+test('simulate faults - control and gate messages published (not requested) with the key, or sent without it, are dropped and counted; the job goes on', { timeout: 120_000 }, async () => {
+  const strangers: Bus[] = [];
+  const key = newJobKey();
+  const keyFile = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-key-')), 'job.key');
+  writeFileSync(keyFile, key.toString('hex'), { mode: 0o600 });
   const run = await simulatePipeline(() => {}, {
+    jobKeyFile: keyFile,
     afterStep: (network, jobId, step) => {
       if (step !== 1) return;
-      stranger = new Bus({ jobId, transport: network.connect() });
-      for (const command of ['status', 'pause', 'stop', 'checkpoint'] as const) stranger.publish(SUBJECTS.control, { kind: 'control', command });
-      stranger.publish(SUBJECTS.gate, { kind: 'step-ready', rank: 0, step: 1 });
+      // One holds the key but publishes where a request is due; the other lacks the key: it may request all it likes.
+      strangers.push(new Bus({ jobId, transport: network.connect(), key }), new Bus({ jobId, transport: network.connect() }));
+      for (const stranger of strangers) {
+        for (const command of ['status', 'pause', 'stop', 'checkpoint'] as const) stranger.publish(SUBJECTS.control, { kind: 'control', command });
+        stranger.publish(SUBJECTS.gate, { kind: 'step-ready', rank: 0, step: 1 });
+      }
+      void strangers[1]!.request(SUBJECTS.control, { kind: 'control', command: 'stop' }, 500).catch(() => undefined);
+      strangers[1]!.publish(SUBJECTS.register, { kind: 'register', rank: 1, node: 0, pid: 1, host: 'x' });
     },
   });
-  await stranger?.close();
+  for (const stranger of strangers) await stranger.close();
   assert.equal(run.code, 0, run.lines.join('\n'));
   assert.ok(run.lines.some((line) => /dropped a 'control' message published without a reply subject \(1 so far\)/.test(line)), run.lines.join('\n'));
   assert.ok(run.lines.some((line) => /dropped a 'step-ready' message published without a reply subject/.test(line)), run.lines.join('\n'));
+  assert.ok(run.lines.some((line) => /dropped a message \((unsigned|forged)\) on gh\.\S+\.coord\.control/.test(line)), run.lines.join('\n'));
   assert.ok(!run.lines.some((line) => /^restart|paused|crashed|faulted/i.test(line)), run.lines.join('\n'));
   assertSameLosses(run.losses, reference);
 });

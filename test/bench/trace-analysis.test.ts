@@ -12,7 +12,7 @@ import { FIRST_MEASURED_STEP } from '../../bench/train-runs.ts';
 
 /** A complete event in milliseconds (the trace stores microseconds); compute slices carry their op, as stage.ts records them. */
 function span(pid: number, name: string, cat: string, startMs: number, endMs: number, args: Record<string, number> = {}): TraceEvent {
-  const op = cat === 'compute' ? { op: name } : {};
+  const op: Record<string, string> = cat === 'compute' ? { op: name } : {};
   return { name, cat, ph: 'X', ts: startMs * 1000, dur: (endMs - startMs) * 1000, pid, tid: 0, args: { step: FIRST_MEASURED_STEP, ...op, ...args } };
 }
 

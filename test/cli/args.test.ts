@@ -34,7 +34,7 @@ function assertUsageError(argv: string[], pattern: RegExp, usageOf = 'train'): v
 }
 
 test('args - train with only a config file', () => {
-  assert.deepEqual(parseCommandLine(['train', 'tiny.json']), { command: 'train', configPath: 'tiny.json', sets: [], quiet: false, simulate: false, nnodes: 1, nodeRank: 0 });
+  assert.deepEqual(parseCommandLine(['train', 'tiny.json']), { command: 'train', configPath: 'tiny.json', sets: [], quiet: false, simulate: false, overwrite: false, nnodes: 1, nodeRank: 0 });
 });
 
 test('args - train with every flag, long and short, and repeated --set in order', () => {
@@ -57,6 +57,7 @@ test('args - train with every flag, long and short, and repeated --set in order'
     backend: 'wasm',
     quiet: true,
     simulate: false,
+    overwrite: false,
     nnodes: 1,
     nodeRank: 0,
   });
@@ -168,6 +169,7 @@ test('args - distributed train flags and their errors', () => {
     sets: [],
     quiet: false,
     simulate: false,
+    overwrite: false,
     nnodes: 2,
     nodeRank: 1,
     nprocPerNode: 1,
@@ -182,7 +184,7 @@ test('args - distributed train flags and their errors', () => {
 
 test('args - torchrun\'s underscore spellings, --max-restarts, and launcher options from GPT_HYBRID_* and PET_* variables (flags win)', () => {
   const torchrun = parseCommandLine(['train', 'c.json', '--nnodes=2', '--node_rank', '1', '--nproc_per_node=1', '--max_restarts', '5', '--job_id', 'j1', '--set', 'seed=1']);
-  assert.deepEqual(torchrun, { command: 'train', configPath: 'c.json', sets: ['seed=1', 'restart.max=5'], quiet: false, simulate: false, nnodes: 2, nodeRank: 1, nprocPerNode: 1, jobId: 'j1' });
+  assert.deepEqual(torchrun, { command: 'train', configPath: 'c.json', sets: ['seed=1', 'restart.max=5'], quiet: false, simulate: false, overwrite: false, nnodes: 2, nodeRank: 1, nprocPerNode: 1, jobId: 'j1' });
   assertUsageError(['train', 'c.json', '--not_an_option'], /unknown option --not_an_option for train/);
 
   const names = ['GPT_HYBRID_NNODES', 'PET_NNODES', 'PET_NODE_RANK', 'PET_NPROC_PER_NODE', 'PET_MAX_RESTARTS', 'PET_RDZV_ID', 'GPT_HYBRID_JOB_ID'];
@@ -190,7 +192,7 @@ test('args - torchrun\'s underscore spellings, --max-restarts, and launcher opti
   try {
     Object.assign(process.env, { PET_NNODES: '4', GPT_HYBRID_NNODES: '2', PET_NODE_RANK: '1', PET_NPROC_PER_NODE: '3', PET_MAX_RESTARTS: '0', PET_RDZV_ID: 'torch-job' });
     assert.deepEqual(parseCommandLine(['train', 'c.json']), {
-      command: 'train', configPath: 'c.json', sets: ['restart.max=0'], quiet: false, simulate: false, nnodes: 2, nodeRank: 1, nprocPerNode: 3, jobId: 'torch-job',
+      command: 'train', configPath: 'c.json', sets: ['restart.max=0'], quiet: false, simulate: false, overwrite: false, nnodes: 2, nodeRank: 1, nprocPerNode: 3, jobId: 'torch-job',
     });
     const flagged = train(['train', 'c.json', '--node-rank', '0', '--job-id', 'mine']);
     assert.deepEqual([flagged.nodeRank, flagged.jobId], [0, 'mine']);

@@ -81,7 +81,7 @@ test('a message carrying another job id or version on our subject is counted, ne
   raw.publish('gh.job-a.x', new Uint8Array([9]));
   await settle();
   assert.equal(got.length, 0);
-  assert.deepEqual(receiver.stats.rejected, { version: 1, job: 1, malformed: 3, 'unknown-kind': 1, oversized: 0, chunk: 0 });
+  assert.deepEqual(receiver.stats.rejected, { version: 1, job: 1, malformed: 3, 'unknown-kind': 1, oversized: 0, chunk: 0, unsigned: 0, forged: 0, replayed: 0 });
   assert.ok(logs.some((line) => /dropped a message \(job\) on gh\.job-a\.x: message of job "job-b"/.test(line)), logs.join('\n'));
   assert.ok(logs.some((line) => /rank must be an integer/.test(line)));
 });

@@ -80,7 +80,7 @@ test('hostile chunks - a first chunk cannot announce more than its count of chun
 
 test('hostile chunks - incomplete messages may reserve at most maxPendingBytes; finished and dropped ones give it back', () => {
   const drops: string[] = [];
-  const reassembler = new Reassembler({ maxMessageBytes: 1000, maxPendingBytes: 1500, onDrop: (reason, detail) => drops.push(`${reason}: ${detail}`) });
+  const reassembler = new Reassembler({ maxMessageBytes: 1000, maxPendingBytes: 1500, maxSenderPendingBytes: 3000, onDrop: (reason, detail) => drops.push(`${reason}: ${detail}`) });
   const first = (counter: number) => reassembler.accept(header({ counter, count: 2, totalBytes: 1000 }), new Uint8Array(500)).status;
   assert.equal(first(1), 'pending');
   assert.equal(first(2), 'dropped');
@@ -91,6 +91,22 @@ test('hostile chunks - incomplete messages may reserve at most maxPendingBytes; 
   // A lost chunk drops it: free again.
   assert.equal(reassembler.accept(header({ counter: 3, index: 1, count: 2, totalBytes: 999 }), new Uint8Array(499)).status, 'dropped');
   assert.equal(first(4), 'pending');
+  reassembler.dispose();
+});
+
+test('hostile chunks - one sender\'s incomplete messages take at most its own budget; another sender\'s still fit', () => {
+  const drops: string[] = [];
+  const reassembler = new Reassembler({ maxMessageBytes: 1000, onDrop: (reason, detail) => drops.push(`${reason}: ${detail}`) });
+  const first = (senderLow: number, counter: number) => reassembler.accept(header({ senderLow, counter, count: 2, totalBytes: 600 }), new Uint8Array(300)).status;
+  assert.equal(first(1, 1), 'pending');
+  // Sender 1 (stalled, or sending fake first chunks) is over its budget; sender 2's real message is not starved.
+  assert.equal(first(1, 2), 'dropped');
+  assert.match(drops[0]!, /^oversized: message 7:1:2 of 600 bytes would bring sender 7:1's incomplete messages to 1200 bytes, above maxSenderPendingBytes 1000$/);
+  assert.equal(first(2, 1), 'pending');
+  assert.equal(reassembler.accept(header({ senderLow: 2, counter: 1, index: 1, count: 2, totalBytes: 600 }), new Uint8Array(300)).status, 'complete');
+  // Sender 1's stalled message expires: its budget comes back.
+  assert.equal(reassembler.sweep(Date.now() + reassembler.timeoutMs + 1), 1);
+  assert.equal(first(1, 3), 'pending');
   reassembler.dispose();
 });
 
