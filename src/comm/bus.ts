@@ -7,7 +7,7 @@
  */
 import { Chunker, Reassembler, parseFrame, DEFAULT_CHUNK_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, WHOLE_HEADER_BYTES } from './chunking.ts';
 import { decodeEnvelope, encodeEnvelope } from './codec.ts';
-import { FrameSigner, SIGNATURE_TRAILER_BYTES, type SignatureProblem } from './frame-signing.ts';
+import { FrameSigner, REPLY_SUBJECT, SIGNATURE_TRAILER_BYTES, type SignatureProblem } from './frame-signing.ts';
 import { PROTOCOL_VERSION, type Envelope, type Message } from '../protocol/messages.ts';
 import { checkJobId, jobSubject } from './subjects.ts';
 import type { IncomingMessage, Subscription, Transport } from './transport.ts';
@@ -109,7 +109,7 @@ export class Bus {
       );
     }
     const frames = this.chunker.framesInPlace(roomAndBytes);
-    for (const frame of frames) this.transport.publish(subject, this.signed(frame));
+    for (const frame of frames) this.transport.publish(subject, this.signed(frame, subject));
     this.stats.sent++;
     if (frames.length > 1) this.stats.chunksSent += frames.length;
   }
@@ -141,8 +141,8 @@ export class Bus {
     const subject = jobSubject(this.jobId, relative);
     const frame = this.singleFrame(message, subject);
     this.stats.sent++;
-    const signedAnswer = await this.transport.request(subject, this.signed(frame), timeoutMs);
-    const answer = this.verified(signedAnswer, `reply on ${subject}`);
+    const signedAnswer = await this.transport.request(subject, this.signed(frame, subject), timeoutMs);
+    const answer = this.verified(signedAnswer, REPLY_SUBJECT, `reply on ${subject}`);
     if (answer === undefined) throw new Error(`the reply to ${message.kind} on ${subject} is not signed with the job's key`);
     const parsed = parseFrame(answer);
     if (parsed.type !== 'whole') {
@@ -164,18 +164,18 @@ export class Bus {
     if (context.reply === undefined) {
       throw new Error(`cannot answer the message on ${context.subject}: its sender used publish, not request`);
     }
-    this.transport.publish(context.reply, this.signed(this.singleFrame(message, context.reply)));
+    this.transport.publish(context.reply, this.signed(this.singleFrame(message, context.reply), REPLY_SUBJECT));
     this.stats.sent++;
   }
 
-  private signed(frame: Uint8Array): Uint8Array {
-    return this.signer === undefined ? frame : this.signer.sign(frame);
+  private signed(frame: Uint8Array, subject: string): Uint8Array {
+    return this.signer === undefined ? frame : this.signer.sign(frame, subject);
   }
 
-  /** The frame's payload, or undefined (counted and logged) when its signature is missing, wrong or replayed. */
-  private verified(data: Uint8Array, where: string): Uint8Array | undefined {
+  /** The frame's payload, or undefined (counted and logged) when its signature for `subject` is missing, wrong or replayed. */
+  private verified(data: Uint8Array, subject: string, where: string): Uint8Array | undefined {
     if (this.signer === undefined) return data;
-    const result = this.signer.verify(data);
+    const result = this.signer.verify(data, subject);
     if (result.ok) return result.payload;
     this.reject(result.reason, `${where}: ${result.detail}`);
     return undefined;
@@ -242,7 +242,7 @@ export class Bus {
     handler: (message: Message, context: ReplyContext) => void,
   ): void {
     if (this.closed) return;
-    const payload = this.verified(incoming.data, `on ${incoming.subject}`);
+    const payload = this.verified(incoming.data, incoming.subject, `on ${incoming.subject}`);
     if (payload === undefined) return;
     const frame = parseFrame(payload);
     let bytes: Uint8Array;

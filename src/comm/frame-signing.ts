@@ -1,16 +1,16 @@
 /**
  * Implements: signed job messages. Every frame a bus publishes (a whole message or one chunk of a large
  * one) ends in a trailer: the sending bus's random id, its sequence number and an HMAC-SHA256 tag over
- * the frame, the id and the number, under the job's key. A receiver drops, before reading anything else,
- * a frame without a valid tag (a client of the server that lacks the key: it cannot pause, stop,
- * register, restart or write metrics, nor reserve memory with fake first chunks) and a frame it has
- * already accepted from that sender (a replay).
+ * the subject, the frame, the id and the number, under the job's key. A receiver drops, before reading
+ * anything else, a frame without a valid tag (a client of the server that lacks the key: it cannot pause,
+ * stop, register, restart or write metrics, nor reserve memory with fake first chunks), a frame moved to
+ * another subject (a captured action for stage 0 replayed to stage 1) and a frame it has already
+ * accepted from that sender (a replay).
  *
- * Replays are caught per receiving bus: a sender's numbers only grow, and a window of the latest
- * REPLAY_WINDOW numbers is remembered, so frames that arrive out of order (one publisher's frames on
- * several subjects) still pass once. The subject is not signed (a reply's inbox is not known to the
- * requester); a frame moved to another subject is still refused by every bus that saw it, and its
- * content is what the key's holder sent.
+ * A reply is signed for REPLY_SUBJECT instead of its inbox, which the requester never learns; so a reply
+ * passes only as a reply, and a published frame never does. Replays are caught per receiving bus: a
+ * sender's numbers only grow, and a window of the latest REPLAY_WINDOW numbers is remembered, so frames
+ * that arrive out of order (one publisher's frames on several subjects) still pass once.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
@@ -21,6 +21,9 @@ const TAG_BYTES = 32;
 export const SIGNATURE_TRAILER_BYTES = SENDER_BYTES + SEQUENCE_BYTES + TAG_BYTES;
 /** Frames a sender may have in flight out of order. */
 const REPLAY_WINDOW = 4096;
+
+/** What replies are signed for (no subject of the job's is empty). */
+export const REPLY_SUBJECT = '';
 
 export type SignatureProblem = 'unsigned' | 'forged' | 'replayed';
 
@@ -64,8 +67,8 @@ export class FrameSigner {
     if (key.byteLength !== JOB_KEY_BYTES) throw new Error(`a job key has ${JOB_KEY_BYTES} bytes, got ${key.byteLength}`);
   }
 
-  /** The frame with its trailer (a copy: the frame may be a view into a buffer still being sent). */
-  sign(frame: Uint8Array): Uint8Array {
+  /** The frame with its trailer for `subject` (a copy: the frame may be a view into a buffer still being sent). */
+  sign(frame: Uint8Array, subject: string): Uint8Array {
     const signed = Buffer.allocUnsafe(frame.byteLength + SIGNATURE_TRAILER_BYTES);
     signed.set(frame, 0);
     let at = frame.byteLength;
@@ -73,17 +76,17 @@ export class FrameSigner {
     const sequence = this.sequence++;
     at = signed.writeUInt32BE(Math.floor(sequence / 2 ** 32), at);
     at = signed.writeUInt32BE(sequence % 2 ** 32, at);
-    this.tag(signed.subarray(0, at)).copy(signed, at);
+    this.tag(subject, signed.subarray(0, at)).copy(signed, at);
     return signed;
   }
 
-  /** The frame without its trailer, when its tag is the job key's and its sequence number is new. */
-  verify(signed: Uint8Array): VerifiedFrame {
+  /** The frame without its trailer, when its tag is the job key's for `subject` and its sequence number is new. */
+  verify(signed: Uint8Array, subject: string): VerifiedFrame {
     if (signed.byteLength < SIGNATURE_TRAILER_BYTES) return { ok: false, reason: 'unsigned', detail: `a ${signed.byteLength}-byte frame has no signature` };
     const tagAt = signed.byteLength - TAG_BYTES;
-    const expected = this.tag(signed.subarray(0, tagAt));
+    const expected = this.tag(subject, signed.subarray(0, tagAt));
     const given = signed.subarray(tagAt);
-    if (!timingSafeEqual(expected, given)) return { ok: false, reason: 'forged', detail: 'its signature is not the job key\'s (a client without the key, or a damaged frame)' };
+    if (!timingSafeEqual(expected, given)) return { ok: false, reason: 'forged', detail: 'its signature is not the job key\'s for this subject (a client without the key, a damaged or moved frame)' };
     const view = Buffer.from(signed.buffer, signed.byteOffset, signed.byteLength);
     const payloadEnd = signed.byteLength - SIGNATURE_TRAILER_BYTES;
     const sender = view.toString('hex', payloadEnd, payloadEnd + SENDER_BYTES);
@@ -94,7 +97,10 @@ export class FrameSigner {
     return { ok: true, payload: signed.subarray(0, payloadEnd) };
   }
 
-  private tag(bytes: Uint8Array): Buffer {
-    return createHmac('sha256', this.key).update(bytes).digest();
+  private tag(subject: string, bytes: Uint8Array): Buffer {
+    // The subject's length first: no subject and frame can be cut differently into the same bytes.
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(Buffer.byteLength(subject));
+    return createHmac('sha256', this.key).update(length).update(subject).update(bytes).digest();
   }
 }

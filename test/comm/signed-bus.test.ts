@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Bus } from '../../src/comm/bus.ts';
 import { Chunker } from '../../src/comm/chunking.ts';
-import { FrameSigner, newJobKey, parseJobKey, SIGNATURE_TRAILER_BYTES } from '../../src/comm/frame-signing.ts';
+import { FrameSigner, newJobKey, parseJobKey, REPLY_SUBJECT, SIGNATURE_TRAILER_BYTES } from '../../src/comm/frame-signing.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { TransportTimeoutError } from '../../src/comm/transport.ts';
 import type { Message } from '../../src/protocol/messages.ts';
@@ -14,28 +14,32 @@ import type { Message } from '../../src/protocol/messages.ts';
 const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 const control: Message = { kind: 'control', command: 'pause' };
 
-test('frame signing - a signed frame verifies once; damaged, foreign-key, short and replayed frames do not', () => {
+test('frame signing - a signed frame verifies once, on its subject; damaged, moved, foreign-key, short and replayed frames do not', () => {
   const key = newJobKey();
   const sender = new FrameSigner(key);
   const receiver = new FrameSigner(key);
   const frame = Uint8Array.from([1, 2, 3, 4, 5]);
-  const signed = sender.sign(frame);
+  const reason = (result: ReturnType<FrameSigner['verify']>) => (result.ok ? 'ok' : result.reason);
+  const signed = sender.sign(frame, 'gh.j.actor.stage.0');
   assert.equal(signed.byteLength, frame.byteLength + SIGNATURE_TRAILER_BYTES);
-  const verified = receiver.verify(signed);
+  const verified = receiver.verify(signed, 'gh.j.actor.stage.0');
   assert.ok(verified.ok);
   assert.deepEqual([...verified.payload], [1, 2, 3, 4, 5]);
-  assert.equal((receiver.verify(signed) as { reason: string }).reason, 'replayed');
-  const damaged = sender.sign(frame);
+  assert.equal(reason(receiver.verify(signed, 'gh.j.actor.stage.0')), 'replayed');
+  // Captured for stage 0 and published to stage 1, whose bus never saw it: refused all the same.
+  assert.equal(reason(new FrameSigner(key).verify(signed, 'gh.j.actor.stage.1')), 'forged');
+  assert.equal(reason(new FrameSigner(key).verify(signed, REPLY_SUBJECT)), 'forged');
+  const damaged = sender.sign(frame, 's');
   damaged[2]! ^= 1;
-  assert.equal((receiver.verify(damaged) as { reason: string }).reason, 'forged');
-  assert.equal((receiver.verify(new FrameSigner(newJobKey()).sign(frame)) as { reason: string }).reason, 'forged');
-  assert.equal((receiver.verify(frame) as { reason: string }).reason, 'unsigned');
+  assert.equal(reason(receiver.verify(damaged, 's')), 'forged');
+  assert.equal(reason(receiver.verify(new FrameSigner(newJobKey()).sign(frame, 's'), 's')), 'forged');
+  assert.equal(reason(receiver.verify(frame, 's')), 'unsigned');
   // Out of order within the window passes once; far behind the newest does not.
-  const frames = Array.from({ length: 5000 }, () => sender.sign(frame));
-  assert.ok(receiver.verify(frames[4999]!).ok);
-  assert.ok(receiver.verify(frames[2000]!).ok);
-  assert.equal((receiver.verify(frames[2000]!) as { reason: string }).reason, 'replayed');
-  assert.equal((receiver.verify(frames[10]!) as { reason: string }).reason, 'replayed');
+  const frames = Array.from({ length: 5000 }, () => sender.sign(frame, 's'));
+  assert.equal(reason(receiver.verify(frames[4999]!, 's')), 'ok');
+  assert.equal(reason(receiver.verify(frames[2000]!, 's')), 'ok');
+  assert.equal(reason(receiver.verify(frames[2000]!, 's')), 'replayed');
+  assert.equal(reason(receiver.verify(frames[10]!, 's')), 'replayed');
   assert.throws(() => parseJobKey('abc', 'job.key'), /job\.key holds no job key \(64 hex digits\)/);
 });
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
 import { readEvents } from '../../src/train/tensorboard-events.ts';
-import { assertSameLosses, losses, pidAlive, runCli, startCli, writeTestConfig } from '../support/cli.ts';
+import { assertSameLosses, losses, pidAlive, runCli, sharedJobKey, startCli, writeTestConfig } from '../support/cli.ts';
 import { assertTraceOfEveryRank } from '../support/trace.ts';
 
 let server: NatsServerHandle;
@@ -77,8 +77,13 @@ test('launch - two nodes (two launchers, one worker each) train data parallel 2 
   const jobId = `twonode-${process.pid}`;
   const common = ['train', config, '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nnodes', '2', '--nats', server.url, '--job-id', jobId];
   const out0 = outDir('node0');
-  const node0 = startCli([...common, '--node-rank', '0', '--out', out0]);
-  const node1 = startCli([...common, '--node-rank', '1', '--out', outDir('node1')]);
+  // Without the job's key on every node the launchers refuse to start, saying how to make one.
+  const keyless = await runCli([...common, '--node-rank', '1', '--out', outDir('keyless')]);
+  assert.equal(keyless.code, 1, keyless.output);
+  assert.match(keyless.output, /a job on 2 nodes signs its messages with one key that every node's launcher must have: .*--job-key-file job\.key/);
+  const key = sharedJobKey();
+  const node0 = startCli([...common, '--node-rank', '0', '--out', out0], key);
+  const node1 = startCli([...common, '--node-rank', '1', '--out', outDir('node1')], key);
   const [exit0, exit1] = await Promise.all([node0.exited, node1.exited]);
   assert.equal(exit0.code, 0, node0.output());
   assert.equal(exit1.code, 0, node1.output());
@@ -166,7 +171,7 @@ test('launch - a rank that never registers is named after the registration timeo
   const out = outDir('missing');
   const { code, output } = await runCli(
     ['train', config, '--out', out, '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nnodes', '2', '--node-rank', '0', '--job-id', `missing-${process.pid}`, '--nats', server.url],
-    { GPT_HYBRID_REGISTER_TIMEOUT_MS: '10000' },
+    { GPT_HYBRID_REGISTER_TIMEOUT_MS: '10000', ...sharedJobKey() },
   );
   assert.equal(code, 1, output);
   assert.match(output, /rank 1 did not register within 10 s/);

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
+import { FrameSigner, newJobKey } from '../../src/comm/frame-signing.ts';
 import { connectNats } from '../../src/comm/nats-transport.ts';
 import { SUBJECT_ROOT } from '../../src/comm/subjects.ts';
 import { HostilePayloads, type Verdict } from '../support/hostile-payloads.ts';
@@ -86,7 +87,11 @@ test('hostile messages - a live pipeline-2 job under thousands of hostile payloa
 
   const jobId = `hostile-${process.pid}`;
   const out = outDir('attacked');
-  const job = startCli(['train', config, '--out', out, '--nats', server.url, '--job-id', jobId, '--set', 'comm.dataPlane=tcp']);
+  // An insider: the payloads are signed with the job's key, so they reach the decoders and validators
+  // (without the key they would all be dropped at the signature; signed-bus.test.ts and the fault campaign test that).
+  const key = newJobKey();
+  const signer = new FrameSigner(key);
+  const job = startCli(['train', config, '--out', out, '--nats', server.url, '--job-id', jobId, '--set', 'comm.dataPlane=tcp'], { GPT_HYBRID_JOB_KEY: key.toString('hex') });
   const attacker = await connectNats({ url: server.url, name: 'gpt-hybrid hostile test', log: () => {} });
   try {
     // The subjects the job's processes listen on are the ones its traffic goes to.
@@ -118,7 +123,7 @@ test('hostile messages - a live pipeline-2 job under thousands of hostile payloa
         const payload = payloads.next(subject, !coordinator);
         if (coordinator) toCoordinator[payload.verdict!]++;
         kinds.set(payload.what, (kinds.get(payload.what) ?? 0) + 1);
-        attacker.publish(prefix + subject, payload.frame);
+        attacker.publish(prefix + subject, signer.sign(payload.frame, prefix + subject));
       }
       await attacker.flush();
       if (sent >= BURST) await new Promise((resolve) => setTimeout(resolve, 40));

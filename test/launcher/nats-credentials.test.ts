@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,10 +71,16 @@ test('nats credentials - a token in the URL: the job trains to exit 0, its proce
     assert.equal(ended.code, 0, ended.output);
     assert.match(ended.output, /^job \S+  ended  exit 0  at \S+  done after step 2  last step 2  loss \d+\.\d{4}  no checkpoint\n/);
     const jobId = JSON.parse(jobFile).jobId as string;
-    const loggedIn = await runCli(['ctl', jobId, 'status', '--timeout', '300', '--nats', server.url], { ...NO_CREDENTIALS, NATS_TOKEN: TOKEN });
+    // The job's key is in the run folder, for its owner only; asked by id, ctl needs it given.
+    const keyFile = join(out, 'job.key');
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+    const keyless = await runCli(['ctl', jobId, 'status', '--nats', server.url], { ...NO_CREDENTIALS, NATS_TOKEN: TOKEN });
+    assert.equal(keyless.code, 1);
+    assert.match(keyless.output, /no key for job \S+: the job obeys only messages signed with its key, which its launcher keeps in <run-folder>\/job\.key .*--job-key-file FILE or \$GPT_HYBRID_JOB_KEY/);
+    const loggedIn = await runCli(['ctl', jobId, 'status', '--timeout', '300', '--nats', server.url, '--job-key-file', keyFile], { ...NO_CREDENTIALS, NATS_TOKEN: TOKEN });
     assert.equal(loggedIn.code, 1);
     assert.match(loggedIn.output, new RegExp(`did not answer within 300 ms at ${server.url}`));
-    const refused = await runCli(['ctl', jobId, 'status', '--nats', server.url], NO_CREDENTIALS);
+    const refused = await runCli(['ctl', jobId, 'status', '--nats', server.url, '--job-key-file', keyFile], NO_CREDENTIALS);
     assert.equal(refused.code, 1);
     assert.match(refused.output, /The server refused our credentials: .* \(none was given\)\. To gpt-hybrid train and ctl, pass them with --nats-token-file FILE or \$NATS_TOKEN/);
     assertNoSecret(loggedIn.output + refused.output, 'the output of ctl');

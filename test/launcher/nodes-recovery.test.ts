@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { startNatsServer } from '../../src/comm/nats-server.ts';
-import { losses, pidAlive, runCli, startCli, writeTestConfig, type RunningCli } from '../support/cli.ts';
+import { losses, pidAlive, runCli, sharedJobKey, startCli, writeTestConfig, type RunningCli } from '../support/cli.ts';
 
 test('recovery across nodes - a worker of node 1 killed mid-run: both nodes restart from the checkpoint and end with the same losses', async () => {
   const server = await startNatsServer();
@@ -21,7 +21,8 @@ test('recovery across nodes - a worker of node 1 killed mid-run: both nodes rest
   try {
     const undisturbed = await runCli([...common, '--out', join(folder, 'undisturbed'), '--quiet']);
     assert.equal(undisturbed.code, 0, undisturbed.output);
-    const [node0, node1] = [0, 1].map((node) => startCli([...common, ...nodes, '--node-rank', String(node), '--out', join(folder, `node${node}`)]));
+    const key = sharedJobKey();
+    const [node0, node1] = [0, 1].map((node) => startCli([...common, ...nodes, '--node-rank', String(node), '--out', join(folder, `node${node}`)], key));
     launchers.push(node0, node1);
     await node0.waitFor(/checkpoint of step [2-8]: /, 90_000);
     const pid = Number(node0.output().match(/rank 1 registered \(node 1, pid (\d+)/)?.[1]);

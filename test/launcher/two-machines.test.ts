@@ -10,12 +10,15 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { losses, runCli, startCli, writeTestConfig, type RunningCli } from '../support/cli.ts';
+import { losses, runCli, sharedJobKey, startCli, writeTestConfig, type RunningCli } from '../support/cli.ts';
 import { machinePair, type Machine } from '../support/netns.ts';
 
 const read = (path: string) => readFileSync(path, 'utf8');
 const config = writeTestConfig();
 const common = ['train', config, '--set', 'comm.dataPlane=tcp', '--set', 'steps=6', '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--set', 'checkpoint.every=2'];
+
+/** Every launcher of the job holds its key. */
+const JOB_KEY = sharedJobKey();
 
 /**
  * Node `node` of a two-node job, launched inside `machine`. Both get the servers in one order: node k's
@@ -23,7 +26,7 @@ const common = ['train', config, '--set', 'comm.dataPlane=tcp', '--set', 'steps=
  */
 function launchOn(machine: Machine, servers: string, node: number, jobId: string, out: string): RunningCli {
   const args = [...common, '--nnodes', '2', '--node-rank', String(node), '--job-id', jobId, '--nats', servers, '--data-plane-host', machine.address, '--out', out];
-  return startCli(args, {}, machine.spawnIn);
+  return startCli(args, JOB_KEY, machine.spawnIn);
 }
 
 test('two machines - a pipeline across two network namespaces equals the one-node run, its tensors over the veth directly; losing one NATS server mid-run is survived', async () => {

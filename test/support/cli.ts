@@ -1,6 +1,7 @@
 /** Test helpers: run the real `gpt-hybrid` CLI as a child process and watch its output. */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -133,4 +134,9 @@ export async function singleProcessLosses(config: string, sets: string[]): Promi
 export function assertSameLosses(actual: number[], expected: number[], relative = 1e-4): void {
   assert.equal(actual.length, expected.length, `${actual.length} losses, expected ${expected.length}`);
   actual.forEach((loss, i) => assert.ok(Math.abs(loss - expected[i]!) <= relative * Math.abs(expected[i]!), `step ${i + 1}: ${loss} vs ${expected[i]}`));
+}
+
+/** The environment giving every launcher of a job on several nodes the same job key (comm/job-key.ts). */
+export function sharedJobKey(): NodeJS.ProcessEnv {
+  return { GPT_HYBRID_JOB_KEY: randomBytes(32).toString('hex') };
 }
