@@ -11,6 +11,7 @@
  */
 import { stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
 import type { ReplyContext } from '../comm/bus.ts';
+import { median } from '../scheduler/measured-costs.ts';
 import type {
   ActorStatus,
   ControlCommand,
@@ -46,6 +47,12 @@ export interface CoordinatorSettings {
   evaluateAfter?: (completedSteps: number) => boolean;
   /** Restarts before this attempt (its status says how often the job was rolled back). */
   restarts?: number;
+  /**
+   * The watchdog: a running job whose last step finished more than `factor` x the median step time ago
+   * (and at least `minMs`) is stuck (a deadlock, a lost message nobody waits on with a timeout): it fails
+   * restartable, as a silent rank does. Absent: no watchdog.
+   */
+  stall?: { factor: number; minMs: number };
 }
 
 export type CoordinatorEvent =
@@ -113,6 +120,10 @@ export class CoordinatorLogic {
   private stepsDone: number;
   private finished = false;
   private readonly startedAt: number;
+  /** When the step in flight began (the gate opened, or the last step finished); undefined between steps. */
+  private stepClock: number | undefined;
+  /** The latest step times, for the watchdog's expected step time. */
+  private readonly recentStepMs: number[] = [];
   private checkpointRequested = false;
   private saving: { step: number; folder: string; records: Map<number, { [key: string]: unknown }> } | undefined;
 
@@ -138,7 +149,7 @@ export class CoordinatorLogic {
       case 'step-ready':
         return this.onStepReady(event, now);
       case 'step-done':
-        return this.onStepDone(event.report);
+        return this.onStepDone(event.report, now);
       case 'evaluation-done':
         return [{ type: 'evaluation-done', report: event.report }];
       case 'control':
@@ -268,7 +279,10 @@ export class CoordinatorLogic {
     return [{ type: 'commit-checkpoint', step: saving.step, folder: saving.folder, records }];
   }
 
-  private onStepDone(report: StepDoneMessage): CoordinatorEffect[] {
+  private onStepDone(report: StepDoneMessage, now: number): CoordinatorEffect[] {
+    this.stepClock = now;
+    this.recentStepMs.push(report.stepMs);
+    if (this.recentStepMs.length > RECENT_STEPS) this.recentStepMs.shift();
     this.stepsDone = Math.max(this.stepsDone, report.step);
     this.lastLoss = report.loss;
     this.tokensPerS = report.tokens / (report.stepMs / 1000);
@@ -342,6 +356,8 @@ export class CoordinatorLogic {
       case 'resume': {
         const wasPaused = this.paused;
         this.paused = false;
+        // A pause is no stall: the watchdog counts from the resume.
+        if (this.stepClock !== undefined) this.stepClock = now;
         const effects = this.openGateIfReady();
         return [
           { type: 'log', line: 'resume requested' },
@@ -402,6 +418,8 @@ export class CoordinatorLogic {
           'are their launchers running with the same --job-id and NATS server?',
       );
     }
+    const stalled = this.stalledFor(now);
+    if (stalled !== undefined) return this.fail(stalled, 1, true);
     for (const [rank, record] of this.ranks) {
       const silent = now - record.lastSeen;
       const allowed = record.started ? this.settings.heartbeatTimeoutMs : 3 * this.settings.heartbeatTimeoutMs;
@@ -410,6 +428,17 @@ export class CoordinatorLogic {
       }
     }
     return [];
+  }
+
+  /** The watchdog's verdict: why the job is stuck, or undefined. Only while a step is in flight, never paused or stopping. */
+  private stalledFor(now: number): string | undefined {
+    const stall = this.settings.stall;
+    if (stall === undefined || this.stepClock === undefined || this.state !== 'running' || this.stopRequested || this.recentStepMs.length < 2) return undefined;
+    const usual = median(this.recentStepMs);
+    const limit = Math.max(stall.factor * usual, stall.minMs);
+    const waited = now - this.stepClock;
+    if (waited <= limit) return undefined;
+    return `no step finished for ${(waited / 1000).toFixed(1)} s (watchdog: ${stall.factor} x the median step time ${Math.round(usual)} ms, at least ${stall.minMs / 1000} s): the job is stuck`;
   }
 
   private fail(reason: string, exitCode = 1, restartable = false): CoordinatorEffect[] {
@@ -467,3 +496,6 @@ export class CoordinatorLogic {
     return { type: 'respond', to, message: reply };
   }
 }
+
+/** Step times the watchdog's median is taken over. */
+const RECENT_STEPS = 20;

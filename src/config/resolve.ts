@@ -195,7 +195,7 @@ export function resolveConfig(input: unknown, opts: ResolveOptions = {}): TrainC
     checkpoint: { every: pick('checkpoint.every'), keep: pick('checkpoint.keep') },
     comm: { dataPlane: pick('comm.dataPlane'), wirePrecision: pick('comm.wirePrecision') },
     eval: { every: pick('eval.every'), ...(given('eval.batches') === undefined ? {} : { batches: given('eval.batches') as number }) },
-    restart: { max: pick('restart.max') },
+    restart: { max: pick('restart.max'), stallFactor: pick('restart.stallFactor'), stallMinMs: pick('restart.stallMinMs') },
     nonFinite: pick('nonFinite'),
   };
   const validPath = given('data.validPath') as string | undefined;

@@ -180,6 +180,12 @@ export const TRAIN_SCHEMA: SectionSpec = {
       doc: 'recovery of multi-process jobs on one node',
       fields: {
         max: { kind: 'integer', range: NON_NEGATIVE, doc: 'restarts from the last checkpoint after a rank dies or stops answering; 0: fail at once' },
+        stallFactor: {
+          kind: 'number',
+          range: ABOVE_ZERO,
+          doc: 'the watchdog: no step finished for stallFactor x the median step time (and at least stallMinMs) while the job runs is a stuck job, rolled back like a silent rank',
+        },
+        stallMinMs: { kind: 'integer', range: POSITIVE, doc: 'the watchdog never fires sooner than this after the last step (evaluations and checkpoints take their time)' },
       },
     },
     nonFinite: {
@@ -220,7 +226,7 @@ export const TRAIN_DEFAULTS: Omit<TrainConfig, 'model' | 'data' | 'epochs' | 'st
   checkpoint: { every: 0, keep: 3 },
   eval: { every: 0 },
   comm: { dataPlane: 'tcp', wirePrecision: 'float32' },
-  restart: { max: 3 },
+  restart: { max: 3, stallFactor: 20, stallMinMs: 120_000 },
   nonFinite: 'error',
 };
 

@@ -100,7 +100,13 @@ export interface TrainConfig {
   /** Validation during training, on data.validPath or data.validFraction's held-out samples. */
   eval: EvalConfig;
   comm: CommConfig;
-  restart: { /** Restarts from the last checkpoint after a rank dies or stops answering (single-node jobs). */ max: number };
+  restart: {
+    /** Restarts from the last checkpoint after a rank dies or stops answering (single-node jobs). */
+    max: number;
+    /** The watchdog: no step for stallFactor x the median step time (at least stallMinMs) rolls the job back. */
+    stallFactor: number;
+    stallMinMs: number;
+  };
   /** A float32 step whose loss or gradient norm is not finite: stop with an error, or skip its update. */
   nonFinite: 'error' | 'skip';
 }
@@ -155,6 +161,6 @@ export interface TrainConfigInput {
   checkpoint?: Partial<CheckpointConfig>;
   eval?: Partial<EvalConfig>;
   comm?: Partial<CommConfig>;
-  restart?: { max?: number };
+  restart?: { max?: number; stallFactor?: number; stallMinMs?: number };
   nonFinite?: 'error' | 'skip';
 }

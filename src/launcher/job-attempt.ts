@@ -157,6 +157,7 @@ export class JobAttempt {
         totalSteps: this.job.totalSteps,
         startStep: this.from.startStep,
         restarts: this.from.restarts,
+        stall: { factor: config.restart.stallFactor, minMs: config.restart.stallMinMs },
         ...(validationSamples === undefined ? {} : { evaluateAfter: (steps: number) => evaluationDue(config, steps, this.job.totalSteps) }),
         checkpoint: { every: config.checkpoint.every, folderFor: (step) => join(this.job.checkpointRoot, `.${stepDirName(step)}.tmp-${this.job.jobId}`) },
         registerTimeoutMs: this.job.registerTimeoutMs ?? envMilliseconds('GPT_HYBRID_REGISTER_TIMEOUT_MS', 120_000),

@@ -280,3 +280,39 @@ test('coordinator - a NATS interruption while running rolls back (restartable), 
   assert.equal(stopping.jobState, 'stopping');
   assert.deepEqual(stopping.handle({ type: 'connection-interrupted', rank: 0, node: 0, pid: 100, server: 's' }, 6).map((e) => e.type), ['log']);
 });
+
+test('coordinator - the watchdog: no step for stallFactor x the median step time (at least stallMinMs) rolls the job back; a pause is no stall', () => {
+  const settings: CoordinatorSettings = { ...SETTINGS, totalSteps: 100, heartbeatTimeoutMs: 1e9, stall: { factor: 10, minMs: 3_000 } };
+  const failures = (effects: CoordinatorEffect[]) => effects.filter((e) => e.type === 'finished') as { reason: string; restartable?: boolean }[];
+  const run = () => {
+    const logic = started(settings);
+    let now = 10;
+    for (let step = 0; step < 3; step++) {
+      for (const rank of [0, 1]) logic.handle({ type: 'step-ready', rank, step, reply: reply(rank) }, now);
+      now += 400;
+      logic.handle({ type: 'step-done', report: { kind: 'step-done', rank: 1, step: step + 1, loss: 1, tokens: 1, stepMs: 400, gradNorm: 1 } }, now);
+    }
+    for (const rank of [0, 1]) logic.handle({ type: 'step-ready', rank, step: 3, reply: reply(rank) }, now);
+    return { logic, now };
+  };
+  // Step 4 never ends: 10 x 400 ms = 4 s (above the 3 s floor) later it is a stuck job, rolled back.
+  const stuck = run();
+  assert.deepEqual(failures(stuck.logic.handle({ type: 'tick' }, stuck.now + 3_900)), []);
+  const failed = failures(stuck.logic.handle({ type: 'tick' }, stuck.now + 4_100));
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0]!.restartable, true);
+  assert.match(failed[0]!.reason, /^no step finished for 4\.1 s \(watchdog: 10 x the median step time 400 ms, at least 3 s\): the job is stuck$/);
+  // Paused for a minute, then resumed: the clock starts again at the resume.
+  const paused = run();
+  control(paused.logic, 'pause', paused.now);
+  paused.logic.handle({ type: 'step-done', report: { kind: 'step-done', rank: 1, step: 4, loss: 1, tokens: 1, stepMs: 400, gradNorm: 1 } }, paused.now + 400);
+  for (const rank of [0, 1]) paused.logic.handle({ type: 'step-ready', rank, step: 4, reply: reply(rank) }, paused.now + 400);
+  assert.equal(paused.logic.jobState, 'paused');
+  assert.deepEqual(failures(paused.logic.handle({ type: 'tick' }, paused.now + 60_000)), []);
+  control(paused.logic, 'resume', paused.now + 60_000);
+  assert.deepEqual(failures(paused.logic.handle({ type: 'tick' }, paused.now + 63_000)), []);
+  assert.equal(failures(paused.logic.handle({ type: 'tick' }, paused.now + 64_500)).length, 1);
+  // Without a watchdog setting nothing fires.
+  const none = new CoordinatorLogic({ ...settings, stall: undefined }, 0);
+  assert.deepEqual(failures(none.handle({ type: 'tick' }, 1e9)).filter((f) => /watchdog/.test(f.reason)), []);
+});

@@ -57,7 +57,7 @@ test('resolve - a minimal config gets every documented default', () => {
     checkpoint: { every: 0, keep: 3 },
     eval: { every: 0 },
     comm: { dataPlane: 'tcp', wirePrecision: 'float32' },
-    restart: { max: 3 },
+    restart: { max: 3, stallFactor: 20, stallMinMs: 120_000 },
     nonFinite: 'error',
   };
   assert.deepEqual(config, expected);
