@@ -8,7 +8,7 @@
  * process over the in-process transport, so it needs no NATS server and starts no process.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { start, stop as stopSystem } from 'nact';
 import { initBackend } from '../backend/select.ts';
