@@ -14,6 +14,8 @@ import { SUBJECTS } from '../protocol/subjects.ts';
 import { checkJobId } from '../comm/subjects.ts';
 import type { CtlCommand } from './ctl-args.ts';
 import { readJobFile, type JobFile } from '../launcher/job-file.ts';
+import { PRIVATE_SERVER_TOKEN_FILE } from '../launcher/nats-url.ts';
+import { readOwnerOnlyFile } from '../comm/owner-only-file.ts';
 import { endedSummary, statusTable } from './status-table.ts';
 import { givenJobKey, JOB_KEY_FILE, JOB_KEY_VARIABLE, readJobKeyFile } from '../comm/job-key.ts';
 
@@ -51,7 +53,13 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   checkJobId(jobId);
   const key = ctlJobKey(command, runFolder);
   const { servers, credentials: fromUrl } = splitUrlCredentials(natsServerList(natsUrl ?? DEFAULT_NATS_URL));
-  const { credentials } = resolveNatsCredentials(command.natsCredentials ?? {}, fromUrl);
+  const resolved = resolveNatsCredentials(command.natsCredentials ?? {}, fromUrl);
+  // A job on its launcher's private server: that server's login, kept in the run folder.
+  const privateToken = runFolder === undefined ? undefined : join(runFolder, PRIVATE_SERVER_TOKEN_FILE);
+  const credentials =
+    resolved.description.startsWith('no login') && privateToken !== undefined && existsSync(privateToken)
+      ? { ...resolved.credentials, token: readOwnerOnlyFile(privateToken).trim() }
+      : resolved.credentials;
   const transport = await connectNats({ url: servers, ...credentials, name: `gpt-hybrid ctl ${jobId}` });
   const bus = new Bus({ jobId, transport, log: (line) => process.stderr.write(`${line}\n`), key });
   try {

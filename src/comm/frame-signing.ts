@@ -47,7 +47,9 @@ class ReplayWindow {
   /** Whether `sequence` is new; remembers it. */
   accept(sequence: number): boolean {
     if (sequence > this.highest) {
-      for (let old = Math.max(this.highest - REPLAY_WINDOW + 1, 0); old <= sequence - REPLAY_WINDOW; old++) this.seen.delete(old);
+      // Numbers that fall out of the window are forgotten (all of them after a jump past the window).
+      if (sequence - this.highest >= REPLAY_WINDOW) this.seen.clear();
+      else for (let old = Math.max(this.highest - REPLAY_WINDOW + 1, 0); old <= sequence - REPLAY_WINDOW; old++) this.seen.delete(old);
       this.highest = sequence;
     } else if (sequence <= this.highest - REPLAY_WINDOW || this.seen.has(sequence)) {
       return false;

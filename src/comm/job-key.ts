@@ -6,9 +6,10 @@
  * `job.key`, readable by its owner only, where `ctl RUN` reads it; workers get it in their environment,
  * never on a command line.
  */
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { newJobKey, parseJobKey } from './frame-signing.ts';
+import { readOwnerOnlyFile, writeOwnerOnlyFile } from './owner-only-file.ts';
 
 export const JOB_KEY_FILE = 'job.key';
 export const JOB_KEY_VARIABLE = 'GPT_HYBRID_JOB_KEY';
@@ -35,16 +36,12 @@ export function launcherJobKey(file: string | undefined, nnodes: number): Buffer
 
 export function readJobKeyFile(path: string): Buffer {
   if (!existsSync(path)) throw new Error(`no job key file ${path}`);
-  const mode = statSync(path).mode & 0o077;
-  if (mode !== 0) throw new Error(`${path} can be read by other users (mode ${(statSync(path).mode & 0o777).toString(8)}): chmod 600 ${path}`);
-  return parseJobKey(readFileSync(path, 'utf8'), path);
+  return parseJobKey(readOwnerOnlyFile(path), path);
 }
 
-/** `RUN/job.key`, mode 0600 (set before the key is written, so it is never readable by others). */
+/** `RUN/job.key`, readable by its owner only. */
 export function writeJobKeyFile(runFolder: string, key: Buffer): string {
   const path = join(runFolder, JOB_KEY_FILE);
-  writeFileSync(path, '', { mode: 0o600 });
-  chmodSync(path, 0o600);
-  writeFileSync(path, `${key.toString('hex')}\n`);
+  writeOwnerOnlyFile(path, `${key.toString('hex')}\n`);
   return path;
 }

@@ -17,6 +17,8 @@ export interface NatsServerHandle {
   stop(): Promise<void>;
   /** Kills the server at once (SIGKILL: no goodbye to its clients, like a crash) and removes its folder. */
   kill(): Promise<void>;
+  /** The login the server wants, when it was started with one. */
+  token?: string;
 }
 
 export interface StartNatsServerOptions {
@@ -34,6 +36,8 @@ export interface StartNatsServerOptions {
    * waits on a pipe from this process; the pipe closes when this process ends, however it ends.
    */
   diesWithParent?: boolean;
+  /** Clients must log in with this token (kept in the server's config file, readable by its owner only, never on its command line). */
+  token?: string;
 }
 
 /**
@@ -85,7 +89,8 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
   const lines = [`listen: 127.0.0.1:${port}`];
   lines.push(`max_payload: ${options.maxPayload ?? PRIVATE_SERVER_MAX_PAYLOAD}`);
   if (options.extraConfig !== undefined) lines.push(options.extraConfig);
-  writeFileSync(configPath, lines.join('\n') + '\n');
+  if (options.token !== undefined) lines.push(`authorization { token: ${JSON.stringify(options.token)} }`);
+  writeFileSync(configPath, lines.join('\n') + '\n', { mode: 0o600 });
   const guarded = options.diesWithParent === true;
   const child = guarded
     ? spawn('sh', ['-c', PARENT_GUARD, 'sh', configPath], { stdio: ['pipe', 'pipe', 'pipe'] })
@@ -120,7 +125,7 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
     if (await portAnswers('127.0.0.1', port, 200)) {
       const removeFolder = () => rmSync(folder, { recursive: true, force: true });
       if (!guarded) {
-        return { url: `nats://127.0.0.1:${port}`, port, process: child, stop: () => stopProcess(child).then(removeFolder), kill: () => stopProcess(child, 'SIGKILL').then(removeFolder) };
+        return { url: `nats://127.0.0.1:${port}`, port, process: child, stop: () => stopProcess(child).then(removeFolder), kill: () => stopProcess(child, 'SIGKILL').then(removeFolder), ...tokenOf(options) };
       }
       const killServer = () => {
         if (serverPid === undefined) return;
@@ -144,7 +149,7 @@ export async function startNatsServer(options: StartNatsServerOptions = {}): Pro
         clearTimeout(timer);
         removeFolder();
       };
-      return { url: `nats://127.0.0.1:${port}`, port, process: child, stop: () => stopGuarded('SIGTERM'), kill: () => stopGuarded('SIGKILL') };
+      return { url: `nats://127.0.0.1:${port}`, port, process: child, stop: () => stopGuarded('SIGTERM'), kill: () => stopGuarded('SIGKILL'), ...tokenOf(options) };
     }
   }
   child.kill('SIGKILL');
@@ -194,4 +199,8 @@ async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 'SIGTER
   const timer = setTimeout(() => child.kill('SIGKILL'), 2000);
   await exited;
   clearTimeout(timer);
+}
+
+function tokenOf(options: StartNatsServerOptions): { token?: string } {
+  return options.token === undefined ? {} : { token: options.token };
 }

@@ -20,6 +20,8 @@ import { PRIVATE_SERVER_MAX_PAYLOAD } from '../comm/nats-server.ts';
 import { resolveNatsCredentials, type NatsCredentialFlags, type NatsCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, type NatsTransport } from '../comm/nats-transport.ts';
 import { launcherJobKey, writeJobKeyFile } from '../comm/job-key.ts';
+import { writeOwnerOnlyFile } from '../comm/owner-only-file.ts';
+import { PRIVATE_SERVER_TOKEN_FILE } from './nats-url.ts';
 import type { Transport } from '../comm/transport.ts';
 import type { TrainConfig } from '../config/types.ts';
 import type { BatchSampler } from '../dataset/sampler.ts';
@@ -157,8 +159,10 @@ export async function launch(given: LaunchOptions): Promise<number> {
   if (network !== undefined) {
     log(`job ${jobId}: ${grid.describe()} simulated in this process (in-process transport, no worker processes)`);
   } else if (nodeRank === 0) {
-    // ctl reads it here (its owner only): a client of the server without it is refused.
+    // ctl reads them here (their owner only): a client of the server without the key is refused, and a
+    // private server wants its login.
     writeJobKeyFile(options.outDir, jobKey);
+    if (nats.privateServer?.token !== undefined) writeOwnerOnlyFile(join(options.outDir, PRIVATE_SERVER_TOKEN_FILE), `${nats.privateServer.token}\n`);
     writeJobFile(options.outDir, {
       jobId,
       runId,
@@ -328,7 +332,11 @@ async function prepareNode(options: LaunchOptions, jobId: string, nats: Resolved
     if (network !== undefined) {
       transport = network.connect();
     } else {
-      ({ credentials: natsCredentials, description: natsLogin } = resolveNatsCredentials(options.natsCredentials ?? {}, nats.urlCredentials ?? {}));
+      const privateToken = nats.privateServer?.token;
+      ({ credentials: natsCredentials, description: natsLogin } =
+        privateToken === undefined
+          ? resolveNatsCredentials(options.natsCredentials ?? {}, nats.urlCredentials ?? {})
+          : { credentials: { token: privateToken }, description: 'a token made for its private server' });
       // Before the data: refused credentials end the job at once, not after a long tokenization.
       natsTransport = await connectNats({ url: serversFor(nats.url, nodeRank), ...natsCredentials, name: `gpt-hybrid ${jobId} launcher ${nodeRank}`, log });
       transport = natsTransport;

@@ -5,9 +5,13 @@
  * Credentials in the URL (nats://TOKEN@host) are taken out of it here, so the URL the job prints, writes
  * to job.json and hands to its workers holds none.
  */
+import { randomBytes } from 'node:crypto';
 import { splitUrlCredentials, type NatsCredentials } from '../comm/nats-credentials.ts';
 import { DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { portAnswers, startNatsServer, type NatsServerHandle } from '../comm/nats-server.ts';
+
+/** In the run folder: the login of the private server node 0's launcher started (ctl reads it there). */
+export const PRIVATE_SERVER_TOKEN_FILE = 'nats.token';
 
 export interface ResolvedNats {
   /** One URL, or several separated by commas (a cluster), as given less any userinfo. */
@@ -30,8 +34,9 @@ export async function resolveNats(explicit: string | undefined, mayStartServer: 
     throw new Error(`no NATS server answers at ${DEFAULT_NATS_URL}; give every node the job's server with --nats URL`);
   }
   log(`no NATS server answers at ${DEFAULT_NATS_URL}: starting a private nats-server for this job`);
-  // Gone with this launcher, even after SIGKILL: nothing of the job may outlive it.
-  const server = await startNatsServer({ diesWithParent: true });
+  // Gone with this launcher, even after SIGKILL: nothing of the job may outlive it. Its login is made
+  // here: the job's processes get it like any other (their environment), ctl from the run folder.
+  const server = await startNatsServer({ diesWithParent: true, token: randomBytes(24).toString('hex') });
   log(`private NATS server at ${server.url}`);
   return { url: server.url, privateServer: server };
 }
