@@ -219,68 +219,89 @@ export async function launch(given: LaunchOptions): Promise<number> {
   let exitCode: number;
   let endReason = '';
   let restart: RestartOrder | undefined;
-  for (let restarts = 0; ; restarts++) {
-    attempt = new JobAttempt(job, { resumeDir, startStep, restart, restarts });
-    const result = await attempt.run();
-    attempt = undefined;
-    exitCode = result.exitCode;
-    endReason = result.reason;
-    if (restartOrders !== undefined) {
-      if (!result.restartable) break;
-      log('waiting for node 0 to restart the job');
-      const next = await restartOrders.next(RESTART_ORDER_MS);
-      if ('ended' in next) {
-        log(`job ended by the coordinator: ${next.ended}`);
+  // What the launcher awaits now. Should the event loop empty while it waits (nothing left that could
+  // end the wait), Node would end the process with exit 13 and no word; this says what it waited on,
+  // records the end in job.json and exits 1 instead.
+  let waitingOn = 'starting the job';
+  const ranOutOfWork = () => {
+    log(`the launcher had nothing left to wait on while ${waitingOn}: ending the job with exit 1; resume with --resume ${options.outDir}`);
+    process.exitCode = 1;
+    if (network === undefined && nodeRank === 0) {
+      const started = readJobFile(options.outDir);
+      if (started !== undefined) writeJobFile(options.outDir, { ...started, ended: { at: new Date().toISOString(), exitCode: 1, reason: `the launcher ran out of work while ${waitingOn}` } });
+    }
+  };
+  process.once('beforeExit', ranOutOfWork);
+  try {
+    for (let restarts = 0; ; restarts++) {
+      attempt = new JobAttempt(job, { resumeDir, startStep, restart, restarts });
+      waitingOn = `running attempt ${restarts + 1} of the job`;
+      const result = await attempt.run();
+      attempt = undefined;
+      exitCode = result.exitCode;
+      endReason = result.reason;
+      if (restartOrders !== undefined) {
+        if (!result.restartable) break;
+        log('waiting for node 0 to restart the job');
+        waitingOn = "waiting for node 0's restart order";
+        const next = await restartOrders.next(RESTART_ORDER_MS);
+        if ('ended' in next) {
+          log(`job ended by the coordinator: ${next.ended}`);
+          break;
+        }
+        ({ resume: resumeDir, startStep } = next.order);
+        restartOrders.ready(next.order);
+        log(`restart ${next.order.attempt}: node 0 rolls every rank back to ${resumeDir === '' ? 'the start' : `the checkpoint of step ${startStep}`}`);
+        continue;
+      }
+      if (exitCode === 0 || !result.restartable || restarts >= config.restart.max) {
+        if (result.restartable && restarts >= config.restart.max && config.restart.max > 0) {
+          log(`giving up after ${restarts} restart${restarts === 1 ? '' : 's'} (restart.max = ${config.restart.max})`);
+        }
+        // The other nodes wait for a restart order after a restartable failure: tell them there is none.
+        if (result.restartable && nnodes > 1) bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: result.reason, exitCode: result.exitCode });
         break;
       }
-      ({ resume: resumeDir, startStep } = next.order);
-      restartOrders.ready(next.order);
-      log(`restart ${next.order.attempt}: node 0 rolls every rank back to ${resumeDir === '' ? 'the start' : `the checkpoint of step ${startStep}`}`);
-      continue;
-    }
-    if (exitCode === 0 || !result.restartable || restarts >= config.restart.max) {
-      if (result.restartable && restarts >= config.restart.max && config.restart.max > 0) {
-        log(`giving up after ${restarts} restart${restarts === 1 ? '' : 's'} (restart.max = ${config.restart.max})`);
+      if (natsTransport !== undefined && !natsTransport.connected) {
+        log(`waiting for the NATS server to come back (up to ${NATS_RETURN_MS / 1000} s) before restarting the workers`);
+        waitingOn = 'waiting for the NATS server to come back';
+        if (!(await natsTransport.whenConnected(NATS_RETURN_MS))) {
+          log(`giving up: no NATS server of ${nats.url} answered within ${NATS_RETURN_MS / 1000} s; start it (or another of the cluster) and resume with --resume ${options.outDir}`);
+          break;
+        }
       }
-      // The other nodes wait for a restart order after a restartable failure: tell them there is none.
-      if (result.restartable && nnodes > 1) bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: result.reason, exitCode: result.exitCode });
-      break;
+      // Only this run's checkpoints; before its first, the checkpoint this launch resumed from.
+      const latest = (await latestCheckpointOfRun(checkpointRoot, runId, (dir, other) => log(`passing over ${dir}: a checkpoint of another run (${other})`))) ?? resumedFrom;
+      resumeDir = latest?.dir ?? '';
+      startStep = latest?.step ?? 0;
+      keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
+      // The other nodes read the checkpoint from the shared filesystem, maybe from another working folder.
+      if (nnodes > 1) restart = { attempt: restarts + 1, resume: resumeDir === '' ? '' : resolve(resumeDir), startStep };
+      log(
+        `restart ${restarts + 1} of ${config.restart.max}: ${result.reason}; rolling every rank back to ` +
+          `${latest === undefined ? 'the start (no checkpoint yet)' : `the checkpoint of step ${startStep}`}`,
+      );
     }
-    if (natsTransport !== undefined && !natsTransport.connected) {
-      log(`waiting for the NATS server to come back (up to ${NATS_RETURN_MS / 1000} s) before restarting the workers`);
-      if (!(await natsTransport.whenConnected(NATS_RETURN_MS))) {
-        log(`giving up: no NATS server of ${nats.url} answered within ${NATS_RETURN_MS / 1000} s; start it (or another of the cluster) and resume with --resume ${options.outDir}`);
-        break;
-      }
+    waitingOn = 'cleaning up after the job';
+    restartOrders?.close();
+    dataPlane?.close();
+    // How the job ended, for `ctl status` after it (read from the run folder).
+    if (network === undefined && nodeRank === 0) {
+      const started = readJobFile(options.outDir);
+      if (started !== undefined) writeJobFile(options.outDir, { ...started, ended: { at: new Date().toISOString(), exitCode, reason: endReason } });
     }
-    // Only this run's checkpoints; before its first, the checkpoint this launch resumed from.
-    const latest = (await latestCheckpointOfRun(checkpointRoot, runId, (dir, other) => log(`passing over ${dir}: a checkpoint of another run (${other})`))) ?? resumedFrom;
-    resumeDir = latest?.dir ?? '';
-    startStep = latest?.step ?? 0;
-    keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
-    // The other nodes read the checkpoint from the shared filesystem, maybe from another working folder.
-    if (nnodes > 1) restart = { attempt: restarts + 1, resume: resumeDir === '' ? '' : resolve(resumeDir), startStep };
-    log(
-      `restart ${restarts + 1} of ${config.restart.max}: ${result.reason}; rolling every rank back to ` +
-        `${latest === undefined ? 'the start (no checkpoint yet)' : `the checkpoint of step ${startStep}`}`,
-    );
+    clearInterval(traceTimer);
+    await dashboard?.close();
+    if (traceCollector !== undefined) log(`timeline of every rank: ${traceCollector.finish()} (open it in Perfetto or chrome://tracing)`);
+    // Bounded: with the server gone these could wait for it forever, and the launcher must still end.
+    await settledWithin(bus.flush(), CLEANUP_WAIT_MS);
+    await settledWithin(bus.close(), CLEANUP_WAIT_MS);
+    stopSystem(system);
+    await nats.privateServer?.stop();
+    return exitCode;
+  } finally {
+    process.off('beforeExit', ranOutOfWork);
   }
-  restartOrders?.close();
-  dataPlane?.close();
-  // How the job ended, for `ctl status` after it (read from the run folder).
-  if (network === undefined && nodeRank === 0) {
-    const started = readJobFile(options.outDir);
-    if (started !== undefined) writeJobFile(options.outDir, { ...started, ended: { at: new Date().toISOString(), exitCode, reason: endReason } });
-  }
-  clearInterval(traceTimer);
-  await dashboard?.close();
-  if (traceCollector !== undefined) log(`timeline of every rank: ${traceCollector.finish()} (open it in Perfetto or chrome://tracing)`);
-  // Bounded: with the server gone these could wait for it forever, and the launcher must still end.
-  await settledWithin(bus.flush(), CLEANUP_WAIT_MS);
-  await settledWithin(bus.close(), CLEANUP_WAIT_MS);
-  stopSystem(system);
-  await nats.privateServer?.stop();
-  return exitCode;
 }
 
 /** How often node 0 copies the ranks' new timeline events into trace.json. */
