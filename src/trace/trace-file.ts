@@ -1,36 +1,67 @@
 /**
- * Implements: trace.json written as the run goes and valid JSON after every write. The file always ends
- * in the document's closing brackets; each append overwrites them with the new events followed by the
- * brackets again, in one positioned write, so a process killed at any moment (kill -9 included) leaves
- * a trace that parses and opens, holding everything appended before.
+ * Implements: trace.json written as the run goes, a whole JSON document at every moment. A write into
+ * the file in place is not enough: a process killed with SIGKILL in the middle of a large write leaves
+ * it half done (Linux stops a write between pages when a fatal signal is pending), and the document cut
+ * there does not parse. So new events are added to a copy of the file (the kernel's copy), whose closing
+ * brackets they overwrite, and the copy is renamed over trace.json: a reader, or a kill at any moment,
+ * finds the previous document or the next one, never a mix.
+ *
+ * Copying costs time in proportion to the file, so events are held and added at most once a second, and
+ * less often as the file grows (a copy may take at most a twentieth of the time between two).
  */
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import type { TraceEvent, TraceSink } from './trace.ts';
 
 const HEAD = Buffer.from('{"displayTimeUnit":"ms","traceEvents":[\n');
-const TAIL = '\n]}\n';
+const TAIL = Buffer.from('\n]}\n');
+export const MIN_COMMIT_INTERVAL_MS = 1_000;
+/** Time between commits, as a multiple of what the last commit took. */
+const COMMIT_COST_FACTOR = 20;
 
 export class TraceFile implements TraceSink {
-  private readonly fd: number;
-  /** Where the closing brackets begin: the next append writes there. */
+  /** Where the closing brackets begin: the next events go there. */
   private end = HEAD.length;
   private empty = true;
+  private pending: string[] = [];
+  private lastCommitAt = -Infinity;
+  private lastCommitMs = 0;
 
-  constructor(readonly path: string) {
-    this.fd = openSync(path, 'w');
-    writeSync(this.fd, Buffer.concat([HEAD, Buffer.from(TAIL)]), 0, HEAD.length + TAIL.length, 0);
+  /** `minCommitIntervalMs`: how long events may be held at least (0: added at every append). */
+  constructor(
+    readonly path: string,
+    private readonly minCommitIntervalMs = MIN_COMMIT_INTERVAL_MS,
+  ) {
+    writeFileSync(path, Buffer.concat([HEAD, TAIL]));
   }
 
   append(events: readonly TraceEvent[]): void {
-    if (events.length === 0) return;
-    const body = Buffer.from((this.empty ? '' : ',\n') + events.map((event) => JSON.stringify(event)).join(',\n'));
-    const tail = Buffer.from(TAIL);
-    writeSync(this.fd, Buffer.concat([body, tail]), 0, body.length + tail.length, this.end);
+    for (const event of events) this.pending.push(JSON.stringify(event));
+    const held = performance.now() - this.lastCommitAt;
+    if (this.minCommitIntervalMs === 0 || held >= Math.max(this.minCommitIntervalMs, COMMIT_COST_FACTOR * this.lastCommitMs)) this.commit();
+  }
+
+  /** Puts the held events into trace.json now. */
+  commit(): void {
+    if (this.pending.length === 0) return;
+    const started = performance.now();
+    const body = Buffer.from((this.empty ? '' : ',\n') + this.pending.join(',\n'));
+    const next = `${this.path}.tmp`;
+    copyFileSync(this.path, next);
+    const fd = openSync(next, 'r+');
+    try {
+      writeSync(fd, Buffer.concat([body, TAIL]), 0, body.length + TAIL.length, this.end);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(next, this.path);
     this.end += body.length;
     this.empty = false;
+    this.pending = [];
+    this.lastCommitAt = performance.now();
+    this.lastCommitMs = this.lastCommitAt - started;
   }
 
   close(): void {
-    closeSync(this.fd);
+    this.commit();
   }
 }

@@ -2,8 +2,9 @@
  * Implements: a job's one trace.json from its ranks' timelines as they run. Each worker appends its
  * flushed events to its own part, `trace.rankN.jsonl` (one event a line, appended: several processes
  * cannot share one positioned writer, and a restarted worker simply continues its part); node 0's
- * launcher follows the parts (`collect`, about once a second) and appends whole lines to trace.json, so a
- * launcher killed mid-run leaves a trace.json that parses, and `finish` removes the parts.
+ * launcher follows the parts (`collect`, about once a second) and adds whole lines to trace.json (which
+ * is a whole document at every moment: trace-file.ts), so a launcher killed mid-run leaves a trace.json
+ * that parses, and `finish` removes the parts.
  */
 import { appendFileSync, closeSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,13 +32,17 @@ export class TraceCollector {
   private readonly copied = new Map<string, number>();
 
   /** Starts trace.json afresh; parts left by an earlier launch in this folder belong to its trace, not this one's. */
-  /** `onEvents`: told each batch copied (the live job page draws the latest steps from them). */
+  /**
+   * `onEvents`: told each batch copied (the live job page draws the latest steps from them);
+   * `minCommitIntervalMs`: how long trace.json may lag behind the parts at least (trace-file.ts).
+   */
   constructor(
     private readonly folder: string,
     private readonly onEvents?: (events: readonly TraceEvent[]) => void,
+    minCommitIntervalMs?: number,
   ) {
     for (const name of this.parts()) rmSync(join(folder, name));
-    this.file = new TraceFile(join(folder, 'trace.json'));
+    this.file = new TraceFile(join(folder, 'trace.json'), minCommitIntervalMs);
   }
 
   get path(): string {
