@@ -60,13 +60,14 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   const earlier = command.nodeRank === 0 && command.resume === undefined ? earlierRunIn(outDir) : undefined;
   if (earlier !== undefined) {
     if (!command.overwrite) {
+      const resume = earlier.resumable ? `continue it with --resume ${outDir}, ` : 'it has no checkpoint to continue from: ';
       throw new UsageError(
-        `${outDir} already holds a run (${earlier}): continue it with --resume ${outDir}, replace it with --overwrite, or give another --out`,
+        `${outDir} already holds a run (${earlier.holds}): ${resume}replace it with --overwrite, or give another --out`,
         `${PROGRAM} train <config.json> --out DIR [--resume DIR | --overwrite]`,
       );
     }
     removeEarlierRun(outDir);
-    log(`--overwrite: removed the earlier run's files (${earlier}) from ${outDir}`);
+    log(`--overwrite: removed the earlier run's files (${earlier.holds}) from ${outDir}`);
   }
   mkdirSync(outDir, { recursive: true });
   let code: number | undefined;

@@ -17,8 +17,11 @@ import { LOGS_DIR } from './rank-log.ts';
 const RUN_FILES = ['metrics.jsonl', 'config.json', 'trace.json', JOB_FILE, JOB_KEY_FILE, PRIVATE_SERVER_TOKEN_FILE, 'tb', LOGS_DIR, RUN_CHECKPOINTS_DIR];
 const RUN_FILE_PATTERNS = [/^trace\.rank\d+\.jsonl$/, /^trace\.json\.tmp$/, /^config\.node\d+\.json$/, /^job\.json\.tmp$/];
 
-/** What of an earlier run `folder` holds, for a message ("12 steps in metrics.jsonl, 2 checkpoints"); undefined: none. */
-export function earlierRunIn(folder: string): string | undefined {
+/**
+ * What of an earlier run `folder` holds, for a message ("12 lines in metrics.jsonl, 2 checkpoints"),
+ * and whether it can be resumed (it has a checkpoint); undefined: no run.
+ */
+export function earlierRunIn(folder: string): { holds: string; resumable: boolean } | undefined {
   if (!existsSync(folder)) return undefined;
   const found: string[] = [];
   const metrics = join(folder, 'metrics.jsonl');
@@ -27,12 +30,10 @@ export function earlierRunIn(folder: string): string | undefined {
     if (lines > 0) found.push(`${lines} line${lines === 1 ? '' : 's'} in metrics.jsonl`);
   }
   const checkpoints = join(folder, RUN_CHECKPOINTS_DIR);
-  if (existsSync(checkpoints)) {
-    const steps = readdirSync(checkpoints).filter((name) => /^step-\d+$/.test(name)).length;
-    if (steps > 0) found.push(`${steps} checkpoint${steps === 1 ? '' : 's'}`);
-  }
+  const steps = existsSync(checkpoints) ? readdirSync(checkpoints).filter((name) => /^step-\d+$/.test(name)).length : 0;
+  if (steps > 0) found.push(`${steps} checkpoint${steps === 1 ? '' : 's'}`);
   if (existsSync(join(folder, JOB_FILE))) found.push(JOB_FILE);
-  return found.length === 0 ? undefined : found.join(', ');
+  return found.length === 0 ? undefined : { holds: found.join(', '), resumable: steps > 0 };
 }
 
 /** Removes what an earlier run wrote into `folder`. */

@@ -31,7 +31,7 @@ test('run folder - what counts as an earlier run, and --overwrite removes only w
   mkdirSync(join(dir, 'logs'));
   writeFileSync(join(dir, 'trace.rank3.jsonl'), '');
   writeFileSync(join(dir, 'notes.txt'), 'mine');
-  assert.equal(earlierRunIn(dir), '2 lines in metrics.jsonl, 1 checkpoint');
+  assert.deepEqual(earlierRunIn(dir), { holds: '2 lines in metrics.jsonl, 1 checkpoint', resumable: true });
   removeEarlierRun(dir);
   assert.equal(earlierRunIn(dir), undefined);
   for (const name of ['metrics.jsonl', 'config.json', 'checkpoints', 'logs', 'trace.rank3.jsonl']) assert.equal(existsSync(join(dir, name)), false, name);
