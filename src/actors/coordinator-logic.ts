@@ -71,7 +71,9 @@ export type CoordinatorEvent =
   | { type: 'signal'; signal: StopSignal; where: string }
   /** A NATS connection of a worker (`rank`) or of the launcher of `node` dropped: messages may be lost. */
   | { type: 'connection-interrupted'; rank?: number; node: number; pid: number; server: string; peer?: number }
-  | { type: 'tick' };
+  | { type: 'tick' }
+  /** The coordinator itself failed again and again (coordinator.ts): the job ends, cleanly and non-zero. */
+  | { type: 'internal-error'; reason: string };
 
 export type CoordinatorEffect =
   | { type: 'respond'; to: ReplyContext; message: Message }
@@ -169,6 +171,8 @@ export class CoordinatorLogic {
         return this.onConnectionInterrupted(event);
       case 'tick':
         return this.onTick(now);
+      case 'internal-error':
+        return this.fail(event.reason);
     }
   }
 

@@ -35,6 +35,8 @@ export interface JobActors {
 }
 
 const TICK_MS = 500;
+/** Failures of the coordinator's own handling after which the job ends (a bug, not a message). */
+const MAX_HANDLER_ERRORS = 20;
 let coordinatorCount = 0;
 
 export class Coordinator {
@@ -42,6 +44,8 @@ export class Coordinator {
   private readonly actor: Ref<CoordinatorEvent>;
   private readonly timer: NodeJS.Timeout;
   private readonly unsubscribe: (() => void)[] = [];
+  /** Events whose handling threw: logged and counted, the actor keeps its state and mailbox. */
+  private handlerErrors = 0;
   /** Requests that came as plain publishes (nowhere to answer), by kind: dropped and counted. */
   private readonly unanswerable = new Map<string, number>();
 
@@ -50,9 +54,13 @@ export class Coordinator {
     this.actor = spawn(
       parent,
       (state: null, event: CoordinatorEvent) => {
-        const before = this.logic.jobState;
-        for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
-        if (this.logic.jobState !== before) this.callbacks.schedulers?.jobStateChanged(this.logic.jobState);
+        try {
+          const before = this.logic.jobState;
+          for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
+          if (this.logic.jobState !== before) this.callbacks.schedulers?.jobStateChanged(this.logic.jobState);
+        } catch (error) {
+          this.handlerFailed(event, error);
+        }
         return state;
       },
       // One per attempt of the job (a restart builds a new one); nact names must be unique among siblings.
@@ -102,6 +110,25 @@ export class Coordinator {
     clearInterval(this.timer);
     for (const unsubscribe of this.unsubscribe) unsubscribe();
     stop(this.actor);
+  }
+
+  /**
+   * The supervision policy of the job's judge: an event that makes it throw is logged and counted and
+   * the actor goes on with its state and mailbox (a stopped coordinator would freeze the job for good);
+   * should it keep failing, the job ends non-zero through the same path as any failure, never a hang.
+   */
+  private handlerFailed(event: CoordinatorEvent, error: unknown): void {
+    this.handlerErrors++;
+    const reason = error instanceof Error ? error.message : String(error);
+    this.callbacks.log(`coordinator: handling a ${event.type} event threw (${this.handlerErrors} so far; the job goes on): ${reason}`);
+    if (this.handlerErrors !== MAX_HANDLER_ERRORS) return;
+    try {
+      const failure = `the coordinator failed ${MAX_HANDLER_ERRORS} times, last on a ${event.type} event: ${reason}`;
+      for (const effect of this.logic.handle({ type: 'internal-error', reason: failure }, Date.now())) this.apply(effect);
+    } catch (again) {
+      this.callbacks.log(`coordinator: could not end the job cleanly: ${again instanceof Error ? again.message : String(again)}`);
+      this.callbacks.onFinished(1, `the coordinator failed: ${reason}`, false);
+    }
   }
 
   private apply(effect: CoordinatorEffect): void {
