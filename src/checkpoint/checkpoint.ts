@@ -41,7 +41,8 @@ import { parseSafetensors, serializeSafetensors, type SafetensorsFile, type Tens
 export const LATEST_FILE = 'latest';
 /** Where a run keeps its checkpoints, under its --out folder. */
 export const RUN_CHECKPOINTS_DIR = 'checkpoints';
-const STEP_DIR_PATTERN = /^step-(\d+)$/;
+/** A committed checkpoint's folder under the checkpoints root: `step-NNNNNN`. */
+export const STEP_DIR_PATTERN = /^step-(\d+)$/;
 const TEMPORARY_DIR_PATTERN = /^\.step-\d+\.(tmp|replaced|pruned)-/;
 
 /** Names of the Adam moments of parameter `name` in a rank file. */

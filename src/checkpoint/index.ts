@@ -31,6 +31,7 @@ export {
   Checkpoint,
   LATEST_FILE,
   RUN_CHECKPOINTS_DIR,
+  STEP_DIR_PATTERN,
   beginCheckpoint,
   commitCheckpoint,
   firstMomentName,

@@ -7,7 +7,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Bus } from '../comm/bus.ts';
-import { maskProcessTitle, resolveNatsCredentials, splitUrlCredentials } from '../comm/nats-credentials.ts';
+import { hasLogin, maskProcessTitle, resolveNatsCredentials, splitUrlCredentials } from '../comm/nats-credentials.ts';
 import { connectNats, DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
@@ -57,7 +57,7 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   // A job on its launcher's private server: that server's login, kept in the run folder.
   const privateToken = runFolder === undefined ? undefined : join(runFolder, PRIVATE_SERVER_TOKEN_FILE);
   const credentials =
-    resolved.description.startsWith('no login') && privateToken !== undefined && existsSync(privateToken)
+    !hasLogin(resolved.credentials) && privateToken !== undefined && existsSync(privateToken)
       ? { ...resolved.credentials, token: readOwnerOnlyFile(privateToken).trim() }
       : resolved.credentials;
   const transport = await connectNats({ url: servers, ...credentials, name: `gpt-hybrid ctl ${jobId}` });

@@ -32,6 +32,12 @@ export function writeJobFile(runFolder: string, job: JobFile): void {
   renameSync(`${path}.tmp`, path);
 }
 
+/** Adds how the job ended to the folder's job.json (for `ctl status` after it); nothing when there is none. */
+export function recordJobEnd(runFolder: string, ended: NonNullable<JobFile['ended']>): void {
+  const started = readJobFile(runFolder);
+  if (started !== undefined) writeJobFile(runFolder, { ...started, ended });
+}
+
 /** The folder's job.json; undefined when there is none; an error naming the file when it is not one. */
 export function readJobFile(runFolder: string): JobFile | undefined {
   const path = join(runFolder, JOB_FILE);

@@ -42,7 +42,7 @@ import { JobAttempt, type JobHost } from './job-attempt.ts';
 import { resolveNats, serversFor, type ResolvedNats } from './nats-url.ts';
 import { RestartOrders, type RestartOrder } from './node-restart.ts';
 import { prepareDataPlane } from './data-plane-setup.ts';
-import { readJobFile, writeJobFile } from './job-file.ts';
+import { recordJobEnd, writeJobFile } from './job-file.ts';
 import type { RankProcess } from './simulated-rank.ts';
 
 export interface LaunchOptions {
@@ -226,10 +226,7 @@ export async function launch(given: LaunchOptions): Promise<number> {
   const ranOutOfWork = () => {
     log(`the launcher had nothing left to wait on while ${waitingOn}: ending the job with exit 1; resume with --resume ${options.outDir}`);
     process.exitCode = 1;
-    if (network === undefined && nodeRank === 0) {
-      const started = readJobFile(options.outDir);
-      if (started !== undefined) writeJobFile(options.outDir, { ...started, ended: { at: new Date().toISOString(), exitCode: 1, reason: `the launcher ran out of work while ${waitingOn}` } });
-    }
+    if (network === undefined && nodeRank === 0) recordJobEnd(options.outDir, { at: new Date().toISOString(), exitCode: 1, reason: `the launcher ran out of work while ${waitingOn}` });
   };
   process.once('beforeExit', ranOutOfWork);
   try {
@@ -285,11 +282,7 @@ export async function launch(given: LaunchOptions): Promise<number> {
     waitingOn = 'cleaning up after the job';
     restartOrders?.close();
     dataPlane?.close();
-    // How the job ended, for `ctl status` after it (read from the run folder).
-    if (network === undefined && nodeRank === 0) {
-      const started = readJobFile(options.outDir);
-      if (started !== undefined) writeJobFile(options.outDir, { ...started, ended: { at: new Date().toISOString(), exitCode, reason: endReason } });
-    }
+    if (network === undefined && nodeRank === 0) recordJobEnd(options.outDir, { at: new Date().toISOString(), exitCode, reason: endReason });
     clearInterval(traceTimer);
     await dashboard?.close();
     if (traceCollector !== undefined) log(`timeline of every rank: ${traceCollector.finish()} (open it in Perfetto or chrome://tracing)`);

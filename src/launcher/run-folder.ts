@@ -7,7 +7,7 @@
  */
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { RUN_CHECKPOINTS_DIR } from '../checkpoint/index.ts';
+import { RUN_CHECKPOINTS_DIR, STEP_DIR_PATTERN } from '../checkpoint/index.ts';
 import { JOB_KEY_FILE } from '../comm/job-key.ts';
 import { JOB_FILE } from './job-file.ts';
 import { PRIVATE_SERVER_TOKEN_FILE } from './nats-url.ts';
@@ -30,7 +30,7 @@ export function earlierRunIn(folder: string): { holds: string; resumable: boolea
     if (lines > 0) found.push(`${lines} line${lines === 1 ? '' : 's'} in metrics.jsonl`);
   }
   const checkpoints = join(folder, RUN_CHECKPOINTS_DIR);
-  const steps = existsSync(checkpoints) ? readdirSync(checkpoints).filter((name) => /^step-\d+$/.test(name)).length : 0;
+  const steps = existsSync(checkpoints) ? readdirSync(checkpoints).filter((name) => STEP_DIR_PATTERN.test(name)).length : 0;
   if (steps > 0) found.push(`${steps} checkpoint${steps === 1 ? '' : 's'}`);
   if (existsSync(join(folder, JOB_FILE))) found.push(JOB_FILE);
   return found.length === 0 ? undefined : { holds: found.join(', '), resumable: steps > 0 };
