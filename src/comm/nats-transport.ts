@@ -41,6 +41,8 @@ export interface NatsTransportOptions {
   name?: string;
   /** Connection timeout; default 5000 ms. */
   timeoutMs?: number;
+  /** How long the client tries to reconnect before giving the connection up; default 60 tries 500 ms apart (about 30 s). */
+  reconnect?: { waitMs: number; maxAttempts: number };
   /** Disconnects, reconnects and subscription errors; default stderr. */
   log?: (line: string) => void;
 }
@@ -68,8 +70,8 @@ export async function connectNats(options: NatsTransportOptions = {}): Promise<N
     timeout: options.timeoutMs ?? 5000,
     waitOnFirstConnect: false,
     reconnect: true,
-    reconnectTimeWait: RECONNECT_WAIT_MS,
-    maxReconnectAttempts: MAX_RECONNECT_ATTEMPTS,
+    reconnectTimeWait: options.reconnect?.waitMs ?? RECONNECT_WAIT_MS,
+    maxReconnectAttempts: options.reconnect?.maxAttempts ?? MAX_RECONNECT_ATTEMPTS,
   };
   if (login.token !== undefined) connectOptions.token = login.token;
   if (login.user !== undefined) connectOptions.user = login.user;
@@ -166,9 +168,23 @@ export class NatsTransport implements Transport {
   }
 
   flush(): Promise<void> {
-    // A client that gave up reconnecting never answers a flush: there is nothing left to deliver.
+    // A client that gave up reconnecting has nothing left to deliver.
     if (this.connection.isClosed()) return Promise.resolve();
-    return this.connection.flush();
+    return this.untilClosed(this.connection.flush(), () => {
+      throw new Error('the NATS connection closed before the flush was answered: what was published since the last flush may be lost');
+    });
+  }
+
+  /**
+   * `work`, or `onClosed()` once the client closes first. nats.js answers a flush (and so a drain) that
+   * waits on a lost server only when it dials again: one asked during its last attempt stays pending for
+   * good, and a process awaiting it at its end ran out of work and Node ended it (exit 13) without its
+   * cleanup.
+   */
+  private untilClosed<T>(work: Promise<T>, onClosed: () => T): Promise<T> {
+    // The loser of the race may still reject later: nobody waits on it then.
+    work.catch(() => undefined);
+    return Promise.race([work, this.connection.closed().then(onClosed)]);
   }
 
   /** Whether the link to a server is up now (false between a disconnect and its reconnect). */
@@ -197,7 +213,7 @@ export class NatsTransport implements Transport {
     this.closing = true;
     if (this.connection.isClosed()) return;
     try {
-      await this.connection.drain();
+      await this.untilClosed(this.connection.drain(), () => undefined);
     } catch {
       await this.connection.close();
     }

@@ -3,6 +3,7 @@
 // job isolation, authentication and clear errors, server lists, and the disconnect/reconnect events of
 // a server restart.
 import { after, before, test } from 'node:test';
+import { connect as connectTcp, createServer, type AddressInfo, type Socket } from 'node:net';
 import assert from 'node:assert/strict';
 import { Bus } from '../../src/comm/bus.ts';
 import { freePort, PRIVATE_SERVER_MAX_PAYLOAD, startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
@@ -176,4 +177,76 @@ test('the connection survives a server restart: subscriptions come back and mess
     await receiver.close();
     await restartable.stop();
   }
+});
+
+/** How often the client of `serverLostDuringReconnects` tries each server before it gives up. */
+const RECONNECT_ATTEMPTS = 3;
+
+/**
+ * Connects a client through a relay to the test's server, then the relay drops the link and turns into a
+ * hung host: it accepts every reconnect attempt and never answers, so each lasts the connection timeout
+ * until the client gives up. `during` runs on the client at each attempt (numbered from 1 to
+ * RECONNECT_ATTEMPTS, the last one the client makes); its promises come back.
+ */
+async function serverLostDuringReconnects(during: (client: NatsTransport, attempt: number) => Promise<unknown>): Promise<Array<Promise<unknown>>> {
+  const started: Array<Promise<unknown>> = [];
+  const sockets: Socket[] = [];
+  let client: NatsTransport | undefined;
+  let hung = false;
+  const relay = createServer((socket) => {
+    sockets.push(socket);
+    if (!hung) {
+      const upstream = connectTcp(server.port, '127.0.0.1');
+      sockets.push(upstream);
+      socket.pipe(upstream).pipe(socket);
+      return;
+    }
+    const work = during(client!, started.length + 1);
+    // Answered later by the test; an early rejection is no unhandled one.
+    work.catch(() => undefined);
+    started.push(work);
+  });
+  try {
+    await new Promise<void>((resolve, reject) => relay.once('error', reject).listen(0, '127.0.0.1', resolve));
+    client = await connectNats({
+      url: `nats://127.0.0.1:${(relay.address() as AddressInfo).port}`,
+      log: () => {},
+      timeoutMs: 800,
+      reconnect: { waitMs: 300, maxAttempts: RECONNECT_ATTEMPTS },
+    });
+    hung = true;
+    for (const socket of sockets.splice(0)) socket.destroy();
+    const gaveUp = await Promise.race([client.closed().then(() => true), new Promise((resolve) => setTimeout(resolve, 15_000, false))]);
+    assert.equal(gaveUp, true, 'the client never gave up reconnecting');
+    assert.equal(started.length, RECONNECT_ATTEMPTS, 'reconnect attempts');
+    return started;
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    relay.close();
+  }
+}
+
+/** Whether `work` settles within `ms`. */
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([work.then(() => true, () => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, ms, false)))]);
+  clearTimeout(timer);
+  return settled;
+}
+
+// nats.js answers a flush waiting on a lost server only when it dials again: one asked during its last
+// attempt stayed pending for good, and a process awaiting it at its end (the launcher after "giving up",
+// a worker) ran out of work and Node ended it with exit 13 and none of its cleanup (issue 18 item 7).
+test('a flush asked while the client reconnects settles when the client gives up, with an error saying so', async () => {
+  const flushes = await serverLostDuringReconnects((client) => client.flush());
+  for (const [index, flush] of flushes.entries()) assert.equal(await settlesWithin(flush, 1000), true, `flush ${index + 1} of ${flushes.length} never settled`);
+  await assert.rejects(flushes.at(-1)!, /the NATS connection closed before the flush was answered/);
+});
+
+test('a close asked while the client reconnects ends when the client gives up', async () => {
+  let close: Promise<void> | undefined;
+  await serverLostDuringReconnects(async (client, attempt) => {
+    if (attempt === RECONNECT_ATTEMPTS) close = client.close();
+  });
+  assert.equal(await settlesWithin(close!, 1000), true, 'close never ended');
 });

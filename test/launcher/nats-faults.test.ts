@@ -102,7 +102,7 @@ test('nats faults - the server killed for good: once the clients give up reconne
     await cli.waitFor(/checkpoint of step 2: /, 90_000);
     const workers = [...cli.output().matchAll(/rank \d+ registered \(node \d+, pid (\d+)/g)].map((match) => Number(match[1]));
     await server.kill();
-    // Before its last flush was bounded, a launcher whose client had given up never finished it: Node ended it with exit 13.
+    // A flush or close asked during the client's last reconnect attempt never ended: Node ended the launcher with exit 13 (test/comm/nats-transport.test.ts pins it).
     const { code } = await ended(cli, 90_000);
     assert.equal(code, 1, cli.output());
     assert.match(cli.output(), new RegExp(`giving up: no NATS server of ${server.url} answered within 30 s; start it \\(or another of the cluster\\) and resume with --resume `));
