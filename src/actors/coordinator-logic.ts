@@ -72,8 +72,11 @@ export type CoordinatorEvent =
   /** A NATS connection of a worker (`rank`) or of the launcher of `node` dropped: messages may be lost. */
   | { type: 'connection-interrupted'; rank?: number; node: number; pid: number; server: string; peer?: number }
   | { type: 'tick' }
-  /** The coordinator itself failed again and again (coordinator.ts): the job ends, cleanly and non-zero. */
-  | { type: 'internal-error'; reason: string };
+  /**
+   * The job's own actors failed: the coordinator again and again (the job ends, cleanly and non-zero), or
+   * a scheduler that could not send a step's actions (`restartable`: the job rolls back and goes on).
+   */
+  | { type: 'internal-error'; reason: string; restartable?: boolean };
 
 export type CoordinatorEffect =
   | { type: 'respond'; to: ReplyContext; message: Message }
@@ -172,7 +175,7 @@ export class CoordinatorLogic {
       case 'tick':
         return this.onTick(now);
       case 'internal-error':
-        return this.fail(event.reason);
+        return this.fail(event.reason, 1, event.restartable === true);
     }
   }
 

@@ -9,6 +9,7 @@ import type { Bus, ReplyContext } from '../comm/bus.ts';
 import type { ActorStatus, EvaluationDoneMessage, JobState, StepDoneMessage } from '../protocol/messages.ts';
 import { CoordinatorLogic, type CoordinatorEffect, type CoordinatorEvent, type CoordinatorSettings } from './coordinator-logic.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
+import { HandlerFailures } from './supervision.ts';
 
 export interface CoordinatorCallbacks {
   log(line: string): void;
@@ -45,12 +46,13 @@ export class Coordinator {
   private readonly timer: NodeJS.Timeout;
   private readonly unsubscribe: (() => void)[] = [];
   /** Events whose handling threw: logged and counted, the actor keeps its state and mailbox. */
-  private handlerErrors = 0;
+  private readonly failures: HandlerFailures;
   /** Requests that came as plain publishes (nowhere to answer), by kind: dropped and counted. */
   private readonly unanswerable = new Map<string, number>();
 
   constructor(parent: Parameters<typeof spawn>[0], private readonly bus: Bus, settings: CoordinatorSettings, private readonly callbacks: CoordinatorCallbacks) {
     this.logic = new CoordinatorLogic(settings, Date.now());
+    this.failures = new HandlerFailures({ actor: 'coordinator', log: callbacks.log, limit: MAX_HANDLER_ERRORS, escalate: (failure) => this.escalate(failure) });
     this.actor = spawn(
       parent,
       (state: null, event: CoordinatorEvent) => {
@@ -59,7 +61,7 @@ export class Coordinator {
           for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
           if (this.logic.jobState !== before) this.callbacks.schedulers?.jobStateChanged(this.logic.jobState);
         } catch (error) {
-          this.handlerFailed(event, error);
+          this.failures.record(`a ${event.type} event`, error);
         }
         return state;
       },
@@ -113,21 +115,16 @@ export class Coordinator {
   }
 
   /**
-   * The supervision policy of the job's judge: an event that makes it throw is logged and counted and
-   * the actor goes on with its state and mailbox (a stopped coordinator would freeze the job for good);
-   * should it keep failing, the job ends non-zero through the same path as any failure, never a hang.
+   * The job's judge must not stop (the job would freeze for good), so it goes on after an event it fails
+   * on; should it keep failing, the job ends non-zero through the same path as any failure (see
+   * [Note: every actor survives any message] in supervision.ts).
    */
-  private handlerFailed(event: CoordinatorEvent, error: unknown): void {
-    this.handlerErrors++;
-    const reason = error instanceof Error ? error.message : String(error);
-    this.callbacks.log(`coordinator: handling a ${event.type} event threw (${this.handlerErrors} so far; the job goes on): ${reason}`);
-    if (this.handlerErrors !== MAX_HANDLER_ERRORS) return;
+  private escalate(failure: string): void {
     try {
-      const failure = `the coordinator failed ${MAX_HANDLER_ERRORS} times, last on a ${event.type} event: ${reason}`;
       for (const effect of this.logic.handle({ type: 'internal-error', reason: failure }, Date.now())) this.apply(effect);
     } catch (again) {
       this.callbacks.log(`coordinator: could not end the job cleanly: ${again instanceof Error ? again.message : String(again)}`);
-      this.callbacks.onFinished(1, `the coordinator failed: ${reason}`, false);
+      this.callbacks.onFinished(1, failure, false);
     }
   }
 

@@ -24,6 +24,7 @@ import { scheduleToJson, type Schedule, type ScheduleKind } from '../scheduler/o
 import type { StageCosts } from '../scheduler/auto-zero-bubble.ts';
 import { ActorTally, type ActorStatus } from './actor-status.ts';
 import { AutoScheduleSwitch } from './auto-schedule-switch.ts';
+import { HandlerFailures } from './supervision.ts';
 import { RemoteActors } from './remote.ts';
 import { readStepFinished, type SchedulePayload, type StageActionPayload } from '../protocol/stage-actions.ts';
 
@@ -70,6 +71,11 @@ export interface SchedulerActorOptions {
   /** auto-zb: the switch every replica's scheduler asks which schedule a step runs. */
   autoSwitch?: AutoScheduleSwitch;
   log: (line: string) => void;
+  /**
+   * A step's (or an evaluation's) actions did not all go out: its stages would wait for them until their
+   * action timeout, so the job is told at once (a restart).
+   */
+  onActionsLost?: (reason: string) => void;
 }
 
 export class SchedulerActor {
@@ -81,6 +87,8 @@ export class SchedulerActor {
   private readonly exposure: { unsubscribe(): void };
   private running: { step: number; waiting: Set<number> } | undefined;
   private paused = false;
+  /** Messages its handler failed on: the actor goes on (supervision.ts). */
+  readonly failures: HandlerFailures;
 
   constructor(private readonly options: SchedulerActorOptions) {
     const { grid, replica } = options;
@@ -88,16 +96,20 @@ export class SchedulerActor {
     this.actions = options.actions;
     this.ranks = [];
     for (let pp = 0; pp < grid.pipeline; pp++) for (let tp = 0; tp < grid.tensor; tp++) this.ranks.push({ rank: grid.rankOf({ dp: replica, pp, tp }), stage: pp });
+    this.failures = new HandlerFailures({ actor: `scheduler actor of replica ${replica}`, log: options.log });
     this.actor = spawn(
       options.system,
       (state: null, message: SchedulerMessage) => {
         try {
           this.handle(message);
         } catch (error) {
-          // A send that cannot go out (the bus closing at the job's end) leaves the stages to notice the
-          // missing action; the actor itself keeps its mailbox.
-          this.tally.state = 'failed';
-          options.log(`scheduler actor of replica ${replica}: ${error instanceof Error ? error.message : String(error)}`);
+          this.failures.record(describeMessage(message), error);
+          // Handled, if not well: it leaves the mailbox count.
+          this.tally.done();
+          if (message.type === 'start-step' || message.type === 'start-evaluation') {
+            const what = message.type === 'start-step' ? `step ${message.step + 1}` : `the evaluation after step ${message.step}`;
+            options.onActionsLost?.(`the scheduler actor of replica ${replica} could not send every action of ${what}: ${error instanceof Error ? error.message : String(error)}`);
+          }
         }
         return state;
       },
@@ -207,6 +219,21 @@ export class SchedulerActor {
   }
 }
 
+function describeMessage(message: SchedulerMessage): string {
+  switch (message.type) {
+    case 'start-step':
+      return `the start of step ${message.step + 1}`;
+    case 'start-evaluation':
+      return `the start of the evaluation after step ${message.step}`;
+    case 'step-finished':
+      return `rank ${message.rank}'s end of step ${message.step + 1}`;
+    case 'paused':
+      return message.paused ? 'a pause' : 'a resume';
+    case 'stop':
+      return 'the stop';
+  }
+}
+
 /**
  * The scheduler actors of a job, one per pipeline replica, hosted beside the coordinator (node 0's
  * launcher): the coordinator tells them each step it opens and each change of the job's state.
@@ -215,7 +242,15 @@ export class SchedulerActors {
   private readonly remote: RemoteActors;
   private readonly schedulers: SchedulerActor[];
 
-  constructor(options: { system: ActorSystemRef; bus: Bus; config: TrainConfig; grid: ParallelGrid; evaluation?: StageAction[]; log: (line: string) => void }) {
+  constructor(options: {
+    system: ActorSystemRef;
+    bus: Bus;
+    config: TrainConfig;
+    grid: ParallelGrid;
+    evaluation?: StageAction[];
+    log: (line: string) => void;
+    onActionsLost?: (reason: string) => void;
+  }) {
     this.remote = new RemoteActors(options.bus, options.system, { rank: 'launcher' }, options.log);
     const { config, grid } = options;
     const actions = stageActionsOfStep(config, grid.pipeline);

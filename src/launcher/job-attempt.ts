@@ -147,7 +147,10 @@ export class JobAttempt {
     const validationSamples = this.job.validationSamples;
     const evaluation =
       validationSamples === undefined ? undefined : lowerEvaluationActions(config.numChunks, evaluationMicroBatchCount(config, validationSamples), config.numMicroBatches);
-    this.schedulers = new SchedulerActors({ system, bus, config, grid, evaluation, log });
+    this.schedulers = new SchedulerActors({
+      system, bus, config, grid, evaluation, log,
+      onActionsLost: (reason) => this.coordinator?.tell({ type: 'internal-error', reason, restartable: true }),
+    });
     this.coordinator = new Coordinator(
       system,
       bus,

@@ -316,3 +316,15 @@ test('coordinator - the watchdog: no step for stallFactor x the median step time
   const none = new CoordinatorLogic({ ...settings, stall: undefined }, 0);
   assert.deepEqual(failures(none.handle({ type: 'tick' }, 1e9)).filter((f) => /watchdog/.test(f.reason)), []);
 });
+
+test("coordinator - the job's own actors failing: a scheduler that lost a step's actions rolls the job back (restartable); the coordinator's own repeated failure ends it for good", () => {
+  for (const restartable of [true, false]) {
+    const logic = started();
+    const reason = restartable ? 'the scheduler actor of replica 0 could not send every action of step 1: the bus is closed' : 'the coordinator failed 20 times';
+    const effects = logic.handle({ type: 'internal-error', reason, ...(restartable ? { restartable } : {}) }, 5);
+    const finished = effects.find((e) => e.type === 'finished');
+    assert.deepEqual(finished, { type: 'finished', exitCode: 1, reason, restartable });
+    assert.equal(logic.jobState, 'failed');
+    assert.deepEqual(logic.handle({ type: 'internal-error', reason, restartable }, 6), [], 'a second failure after the end is no news');
+  }
+});

@@ -266,6 +266,40 @@ test('stage actor - malformed payloads, and actions its schedule does not have, 
   }
 });
 
+test('stage actor - 10,000 mutated payloads on its subject leave it as it was: each is dropped and counted, or is a repeat of the real action; the step after runs exactly', async () => {
+  const actions = ONE_F_ONE_B;
+  const h = harness(actions);
+  try {
+    // Seeded: the same flood every run.
+    let seed = 12345;
+    const random = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const pick = <T>(values: readonly T[]): T => values[Math.floor(random() * values.length)];
+    const oddValues = [-1, 0, 1, 2, 4, 5, 1e9, 0.5, NaN, null, undefined, 'F', '0', [], {}, true];
+    const fields = ['type', 'step', 'index', 'count', 'action', 'pass', 'extra'];
+    const actionFields = ['kind', 'microBatch', 'chunk'];
+    for (let i = 0; i < 10_000; i++) {
+      const index = Math.floor(random() * actions.length);
+      const payload: Record<string, unknown> = { type: 'action', step: 0, index, count: actions.length, action: { ...actionToWire(actions[index]) } };
+      // One to three fields of the payload or of its action set to an odd value (or removed).
+      for (let changes = 1 + Math.floor(random() * 3); changes > 0; changes--) {
+        // Copied: an object set in two places must not come to hold itself.
+        if (random() < 0.5) payload[pick(fields)] = structuredClone(pick(oddValues));
+        else if (typeof payload.action === 'object' && payload.action !== null) (payload.action as Record<string, unknown>)[pick(actionFields)] = structuredClone(pick([...oddValues, 'B', 'W', 'OPTIMIZER_STEP', 'REDUCE_TIED']));
+      }
+      h.sendRaw(payload);
+    }
+    await settle();
+    assert.ok(h.remote.malformed > 9000, `only ${h.remote.malformed} of 10,000 refused`);
+    assert.deepEqual(h.executor.log, [], 'a mutated payload ran');
+    for (let index = 0; index < actions.length; index++) h.send(0, index, actions);
+    await h.actor.runStep(0);
+    assert.deepEqual(h.executor.log, ['begin 0', ...actions.map(formatAction)]);
+    assert.equal(h.actor.status().state, 'idle');
+  } finally {
+    await h.close();
+  }
+});
+
 test('stage actor - a step whose last action is not OPTIMIZER_STEP fails before it runs', async () => {
   const actions = [F(0), B(0)];
   const h = harness(actions);
@@ -349,6 +383,53 @@ test('scheduler actor - sends each stage actor of its replica one message per ac
     scheduler.setPaused(true);
     await settle();
     assert.equal(scheduler.status().state, 'paused');
+  } finally {
+    scheduler.stop();
+    stop(system);
+    await bus.close();
+    await watch.close();
+  }
+});
+
+test('scheduler actor - a step whose actions could not all be sent is logged, counted and escalated at once; the actor keeps its state and sends the next step whole', async () => {
+  const config = resolveTinyConfig({ model: { numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 }, seqLen: 8, steps: 2, seed: 1, vocabSize: 24 }, { parallel: { pipeline: 2, data: 1, tensor: { size: 1 } }, numMicroBatches: 2, batchSize: 4 });
+  const grid = new ParallelGrid({ data: 1, pipeline: 2, tensor: 1 });
+  const network = new LocalNetwork();
+  const bus = new Bus({ jobId: 'sched-fail', transport: network.connect(), log: () => {} });
+  const watch = new Bus({ jobId: 'sched-fail', transport: network.connect(), log: () => {} });
+  const system = start();
+  const remote = new RemoteActors(bus, system, { rank: 'launcher' });
+  // The third send of the first step throws, as a publish on a closing bus does.
+  let sends = 0;
+  const tell = remote.tell.bind(remote);
+  remote.tell = (address, payload, from) => {
+    if (++sends === 3) throw new Error('the bus is closed');
+    tell(address, payload, from);
+  };
+  const sent: StageActionPayload[] = [];
+  watch.subscribe('actor.stage.*', (message) => void (message.kind === 'actor' && sent.push(message.payload as StageActionPayload)));
+  const logs: string[] = [];
+  const lost: string[] = [];
+  const lowered = stageActionsOfStep(config, 2);
+  const scheduler = new SchedulerActor({ system, remote, grid, replica: 0, actions: lowered, log: (line) => logs.push(line), onActionsLost: (reason) => lost.push(reason) });
+  try {
+    scheduler.setPaused(true);
+    scheduler.startStep(0);
+    await settle();
+    assert.equal(scheduler.failures.count, 1);
+    assert.deepEqual(lost, ['the scheduler actor of replica 0 could not send every action of step 1: the bus is closed']);
+    assert.deepEqual(logs, ['scheduler actor of replica 0: handling the start of step 1 threw (1 so far; it goes on with its state): the bus is closed']);
+    sent.length = 0;
+    scheduler.startStep(1);
+    await settle();
+    assert.equal(sent.length, lowered[0].length + lowered[1].length, 'the next step was not sent whole');
+    assert.ok(sent.every((payload) => payload.step === 1));
+    for (const rank of [0, 1]) remote.tell({ rank: 0, role: 'scheduler' }, { type: 'step-finished', rank, step: 1 });
+    await settle();
+    // The pause asked before the failure still holds at the boundary.
+    assert.equal(scheduler.status().state, 'paused');
+    assert.equal(scheduler.status().mailbox, 0);
+    assert.equal(lost.length, 1);
   } finally {
     scheduler.stop();
     stop(system);
