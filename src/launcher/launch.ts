@@ -41,7 +41,7 @@ import { keepMetricsThrough } from '../train/metrics-file.ts';
 import { JobAttempt, type JobHost } from './job-attempt.ts';
 import { resolveNats, serversFor, type ResolvedNats } from './nats-url.ts';
 import { RestartOrders, type RestartOrder } from './node-restart.ts';
-import { prepareDataPlane } from './data-plane-setup.ts';
+import { prepareDataPlane, type DataPlaneSettings } from './data-plane-setup.ts';
 import { recordJobEnd, writeJobFile } from './job-file.ts';
 import type { RankProcess } from './simulated-rank.ts';
 
@@ -136,17 +136,16 @@ export async function launch(given: LaunchOptions): Promise<number> {
   const configFile = join(options.outDir, nnodes > 1 ? `config.node${nodeRank}.json` : 'config.json');
   writeFileSync(configFile, JSON.stringify(config, null, 2) + '\n');
   const bus = new Bus({ jobId, transport, log, key: jobKey });
-  let dataPlane: Awaited<ReturnType<typeof prepareDataPlane>>;
+  let dataPlane: DataPlaneSettings | undefined;
   let dashboard: Dashboard | undefined;
   try {
-    dataPlane = network === undefined ? await prepareDataPlane(bus, { config, nnodes, nodeRank, host: options.dataPlaneHost, log }) : undefined;
+    dataPlane = network === undefined ? prepareDataPlane({ config, nnodes, jobKey, host: options.dataPlaneHost, log }) : undefined;
     if (view !== undefined) {
       const coordinates = Array.from({ length: grid.world }, (_, rank) => grid.coordinates(rank));
       dashboard = await startDashboard(options.dashboard!, { jobId, runFolder: options.outDir, layout: grid.describe(), coordinates, totalSteps, bus, view, log });
       log(`live job page: ${dashboard.url}`);
     }
   } catch (error) {
-    dataPlane?.close();
     await bus.close().catch(() => undefined);
     await nats.privateServer?.stop();
     throw error;
@@ -198,7 +197,7 @@ export async function launch(given: LaunchOptions): Promise<number> {
     ranks:
       network !== undefined
         ? { kind: 'simulated', network, data, jobKey, actionTimeoutMs: simulate?.actionTimeoutMs, receiveTimeoutMs: simulate?.receiveTimeoutMs, onRank: simulate?.onRank }
-        : { kind: 'process', natsUrl: nats.url, natsCredentials, configFile, jobKey, ...(dataPlane === undefined ? {} : { dataPlane: dataPlane.settings }) },
+        : { kind: 'process', natsUrl: nats.url, natsCredentials, configFile, jobKey, ...(dataPlane === undefined ? {} : { dataPlane }) },
     totalSteps,
     sampler,
     validationSamples: data.validation?.numSamples,
@@ -281,7 +280,6 @@ export async function launch(given: LaunchOptions): Promise<number> {
     }
     waitingOn = 'cleaning up after the job';
     restartOrders?.close();
-    dataPlane?.close();
     if (network === undefined && nodeRank === 0) recordJobEnd(options.outDir, { at: new Date().toISOString(), exitCode, reason: endReason });
     clearInterval(traceTimer);
     await dashboard?.close();

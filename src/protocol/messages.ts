@@ -221,18 +221,6 @@ export interface ConnectionInterruptedMessage {
   peer?: number;
 }
 
-/** Another node's launcher asks node 0's for the job's data plane key (comm/data-plane.ts). */
-export interface DataPlaneKeyRequestMessage {
-  kind: 'data-plane-key-request';
-  node: number;
-}
-
-export interface DataPlaneKeyMessage {
-  kind: 'data-plane-key';
-  /** 64 hex digits. */
-  key: string;
-}
-
 /** A rank asks `rank` where its data plane listens (comm/data-plane.ts). */
 export interface DataPlaneAddressRequestMessage {
   kind: 'data-plane-address-request';
@@ -300,8 +288,6 @@ export type Message =
   | ConnectionInterruptedMessage
   | DataPlaneAddressRequestMessage
   | DataPlaneAddressMessage
-  | DataPlaneKeyRequestMessage
-  | DataPlaneKeyMessage
   | RestartMessage
   | RestartReadyMessage;
 

@@ -10,8 +10,6 @@ export const SUBJECTS = {
   checkpointSaved: 'coord.checkpoint',
   connectionInterrupted: 'coord.interrupted',
   shutdown: 'job.shutdown',
-  /** Node 0's launcher hands the job's data plane key to the other nodes' launchers. */
-  dataPlaneKey: 'launcher.data-plane-key',
   /** `.<node>`: node 0's restart orders to the launcher of that node. */
   restart: 'launcher.restart',
 } as const;

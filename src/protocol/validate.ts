@@ -308,12 +308,6 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
       ...(peer === undefined ? {} : { peer: count(peer, 'peer') }),
     };
   },
-  'data-plane-key-request': (f) => ({ kind: 'data-plane-key-request', node: count(field(f, 'node'), 'node') }),
-  'data-plane-key': (f) => {
-    const key = string(field(f, 'key'), 'key');
-    if (!/^[0-9a-f]{64}$/.test(key)) fail('key', '64 hex digits', key);
-    return { kind: 'data-plane-key', key };
-  },
   'data-plane-address-request': (f) => ({ kind: 'data-plane-address-request', rank: count(field(f, 'rank'), 'rank') }),
   'data-plane-address': (f) => {
     const port = count(field(f, 'port'), 'port');

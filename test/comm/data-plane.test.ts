@@ -14,6 +14,8 @@ import { encodeValue } from '../../src/comm/codec.ts';
 import { ProcessGroup } from '../../src/comm/collectives.ts';
 import { DataPlane } from '../../src/comm/data-plane.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
+import { newJobKey } from '../../src/comm/frame-signing.ts';
+import { dataPlaneKey } from '../../src/launcher/data-plane-setup.ts';
 
 interface Ranks {
   buses: Bus[];
@@ -164,4 +166,13 @@ test('data plane - a link that breaks while the job runs is reported naming the 
   } finally {
     await world.close();
   }
+});
+
+test("data plane - its key derives from the job key: every launcher of a job agrees without a word, another job's differs, and it is not the job key", () => {
+  const jobKey = newJobKey();
+  const key = dataPlaneKey(jobKey);
+  assert.match(key, /^[0-9a-f]{64}$/);
+  assert.equal(dataPlaneKey(Buffer.from(jobKey)), key);
+  assert.notEqual(dataPlaneKey(newJobKey()), key);
+  assert.notEqual(key, jobKey.toString('hex'));
 });

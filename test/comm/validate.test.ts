@@ -31,8 +31,6 @@ const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
   // No rank: the launcher of node 1 (every field left is required).
   'connection-interrupted': { kind: 'connection-interrupted', node: 1, pid: 4243, server: '127.0.0.1:4222' },
   'data-plane-address-request': { kind: 'data-plane-address-request', rank: 3 },
-  'data-plane-key-request': { kind: 'data-plane-key-request', node: 1 },
-  'data-plane-key': { kind: 'data-plane-key', key: 'ab'.repeat(32) },
   'data-plane-address': { kind: 'data-plane-address', rank: 3, host: '10.0.0.2', port: 40123 },
   restart: { kind: 'restart', attempt: 2, resume: '/runs/a/checkpoints/step-000004', startStep: 4 },
   'restart-ready': { kind: 'restart-ready', node: 1, attempt: 2 },
@@ -126,8 +124,6 @@ const badFields: Array<[MessageKind, Record<string, unknown>, RegExp]> = [
   ['step-go', { evaluate: 'yes' }, /evaluate must be a boolean/],
   ['data-plane-address-request', { rank: 'me' }, /rank must be an integer >= 0/],
   ['data-plane-address', { port: 70000 }, /port must be a TCP port/],
-  ['data-plane-key', { key: 'secret' }, /key must be 64 hex digits/],
-  ['data-plane-key-request', { node: -1 }, /node must be an integer >= 0/],
   ['data-plane-address', { host: '' }, /host must be a non-empty string/],
   ['evaluation-done', { samples: 1.5 }, /samples must be an integer >= 0/],
   ['evaluation-done', { loss: null }, /loss must be a number/],
