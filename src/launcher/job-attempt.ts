@@ -147,10 +147,9 @@ export class JobAttempt {
     const validationSamples = this.job.validationSamples;
     const evaluation =
       validationSamples === undefined ? undefined : lowerEvaluationActions(config.numChunks, evaluationMicroBatchCount(config, validationSamples), config.numMicroBatches);
-    this.schedulers = new SchedulerActors({
-      system, bus, config, grid, evaluation, log,
-      onActionsLost: (reason) => this.coordinator?.tell({ type: 'internal-error', reason, restartable: true }),
-    });
+    // A step whose actions could not all go out rolls the job back at once (supervision.ts).
+    const onActionsLost = (reason: string) => this.coordinator?.tell({ type: 'internal-error', reason, restartable: true });
+    this.schedulers = new SchedulerActors({ system, bus, config, grid, evaluation, log, onActionsLost });
     this.coordinator = new Coordinator(
       system,
       bus,
