@@ -281,6 +281,7 @@ async function readLatest(root: string): Promise<string | undefined> {
  */
 export async function resolveCheckpoint(path: string): Promise<string> {
   if (!(await exists(path))) throw new CheckpointError('not-found', path, 'does not exist; pass a checkpoint (step-NNNNNN) directory or a run\'s --out directory');
+  if (!(await stat(path)).isDirectory()) throw new CheckpointError('not-found', path, 'is a file, not a folder; pass a checkpoint (step-NNNNNN) directory or a run\'s --out directory');
   if ((await fileSize(join(path, MANIFEST_FILE))) !== undefined) return path;
   for (const root of [path, join(path, RUN_CHECKPOINTS_DIR)]) {
     const latest = await readLatest(root);

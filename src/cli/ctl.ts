@@ -36,7 +36,9 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   let jobId = command.target;
   let natsUrl = command.nats ?? process.env.NATS_URL;
   let job: JobFile | undefined;
-  const runFolder = existsSync(command.target) && statSync(command.target).isDirectory() ? command.target : undefined;
+  const isPath = existsSync(command.target);
+  if (isPath && !statSync(command.target).isDirectory()) throw new Error(`${command.target} is a file: give a run folder (the job's --out) or the job id`);
+  const runFolder = isPath ? command.target : undefined;
   if (runFolder !== undefined) {
     job = readJobFile(runFolder);
     if (job === undefined) throw new Error(`${runFolder} is a folder without job.json: give a run folder of a multi-process job, or the job id`);

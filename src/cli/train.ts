@@ -4,7 +4,7 @@
  * here until the launcher exists.
  */
 import { STOP_SIGNALS, stopExitCode, type StopSignal } from '../protocol/stop-signals.ts';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, extname, join, resolve } from 'node:path';
 import { initBackend } from '../backend/select.ts';
 import { loadConfig } from '../config/load.ts';
@@ -52,6 +52,9 @@ export async function runTrain(command: TrainCommand): Promise<number> {
       (resumeFrom === undefined ? undefined : runFolderOf(resumeFrom)) ??
       join('runs', `${basename(command.configPath, extname(command.configPath)).replace(/[^A-Za-z0-9_-]/g, '-')}-${timestamp()}`),
   );
+  if (existsSync(outDir) && !statSync(outDir).isDirectory()) {
+    throw new UsageError(`--out ${outDir} is a file, not a folder: give a folder for the run (made when missing)`, `${PROGRAM} train <config.json> --out DIR`);
+  }
   // A start that fails (bad data, no server, a worker that cannot start) leaves no run folder behind
   // unless it was there before: an empty one would only be mistaken for a run. Node 0's launcher judges
   // (it writes the metrics); another node's folder may hold its workers' logs of steps that ran.
