@@ -140,7 +140,8 @@ function explainParseError(error: unknown, command: string, optionNames: string[
   }
   if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
     if (message.includes('does not take an argument')) return `option ${option} takes no value`;
-    return `option ${option} needs a value (write ${option} VALUE or ${option}=VALUE)`;
+    // parseArgs takes a value that starts with '-' (`--steps -1`) for the next option.
+    return `option ${option} needs a value (write ${option} VALUE or ${option}=VALUE; a value that starts with '-' only as ${option}=VALUE)`;
   }
   throw error;
 }

@@ -80,6 +80,9 @@ test('args - bad --steps values are usage errors', () => {
   }
   assertUsageError(['train', 'c.json', '--steps'], /option --steps needs a value/);
   assertUsageError(['train', 'c.json', '--steps', '--quiet'], /option --steps needs a value/);
+  // A negative number reads as an option: the message says how to give it, and then the value is judged.
+  assertUsageError(['train', 'c.json', '--steps', '-1'], /option --steps needs a value \(.* a value that starts with '-' only as --steps=VALUE\)/);
+  assertUsageError(['train', 'c.json', '--steps=-1'], /--steps must be a positive integer, got "-1"/);
 });
 
 test('args - other invalid values and flags are usage errors saying what is wrong', () => {
