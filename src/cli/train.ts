@@ -155,7 +155,7 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
   }
   const checkpoint = { target: { root: join(outDir, 'checkpoints'), keep: config.checkpoint.keep, runId: runId ?? newRunId() }, every: config.checkpoint.every };
   // The timeline a multi-process job writes per rank, here for the one process: on disk step by step.
-  const traceFile = new TraceFile(join(outDir, 'trace.json'));
+  const traceFile = new TraceFile(join(outDir, 'trace.json'), undefined, command.resume !== undefined);
   const trace = new TraceRecorder(0, 'rank 0: single process', traceFile);
   const trainer = new Trainer({ config, model, dataset, validation, log, signal: abort.signal, hooks, startStep, checkpoint, optimizer, trace });
   try {

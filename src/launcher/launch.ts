@@ -151,8 +151,12 @@ export async function launch(given: LaunchOptions): Promise<number> {
     throw error;
   }
   const system = start();
-  // Node 0 gathers every rank's timeline (the folder is shared) into trace.json as the ranks write it.
-  const traceCollector = nodeRank === 0 ? new TraceCollector(options.outDir, view === undefined ? undefined : (events) => view.traceEvents(events)) : undefined;
+  // Node 0 gathers every rank's timeline (the folder is shared) into trace.json as the ranks write it;
+  // a resumed run's goes on after its earlier launches'.
+  const traceCollector =
+    nodeRank === 0
+      ? new TraceCollector(options.outDir, { resumed: resumedFrom !== undefined, ...(view === undefined ? {} : { onEvents: (events) => view.traceEvents(events) }) })
+      : undefined;
   const traceTimer = traceCollector === undefined ? undefined : setInterval(() => collectTrace(traceCollector, log), TRACE_COLLECT_MS).unref();
 
   if (network !== undefined) {

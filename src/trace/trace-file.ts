@@ -9,7 +9,7 @@
  * Copying costs time in proportion to the file, so events are held and added at most once a second, and
  * less often as the file grows (a copy may take at most a twentieth of the time between two).
  */
-import { closeSync, copyFileSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, openSync, readSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import type { TraceEvent, TraceSink } from './trace.ts';
 
 const HEAD = Buffer.from('{"displayTimeUnit":"ms","traceEvents":[\n');
@@ -26,12 +26,47 @@ export class TraceFile implements TraceSink {
   private lastCommitAt = -Infinity;
   private lastCommitMs = 0;
 
-  /** `minCommitIntervalMs`: how long events may be held at least (0: added at every append). */
+  /**
+   * `minCommitIntervalMs`: how long events may be held at least (0: added at every append).
+   * `continueExisting`: a resumed run's events go after those of the launches before it (their times are
+   * the clock's, so they follow in order) when `path` holds a trace this class wrote; otherwise, and
+   * without it, the file starts afresh (one that does not read as such a trace is kept aside first).
+   */
   constructor(
     readonly path: string,
     private readonly minCommitIntervalMs = MIN_COMMIT_INTERVAL_MS,
+    continueExisting = false,
   ) {
+    if (continueExisting && this.continueFile()) return;
     writeFileSync(path, Buffer.concat([HEAD, TAIL]));
+  }
+
+  /** Whether the file at `path` is a whole trace of this class's making, now continued. */
+  private continueFile(): boolean {
+    let size: number;
+    try {
+      size = statSync(this.path).size;
+    } catch {
+      return false;
+    }
+    const fd = openSync(this.path, 'r');
+    const head = Buffer.alloc(HEAD.length);
+    const tail = Buffer.alloc(TAIL.length);
+    try {
+      if (size >= HEAD.length + TAIL.length) {
+        readSync(fd, head, 0, HEAD.length, 0);
+        readSync(fd, tail, 0, TAIL.length, size - TAIL.length);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    if (!head.equals(HEAD) || !tail.equals(TAIL)) {
+      renameSync(this.path, `${this.path}.unreadable`);
+      return false;
+    }
+    this.end = size - TAIL.length;
+    this.empty = size === HEAD.length + TAIL.length;
+    return true;
   }
 
   append(events: readonly TraceEvent[]): void {

@@ -28,21 +28,23 @@ export class TracePart implements TraceSink {
 
 export class TraceCollector {
   private readonly file: TraceFile;
+  private readonly onEvents: ((events: readonly TraceEvent[]) => void) | undefined;
   /** Bytes of each part already copied (whole lines only). */
   private readonly copied = new Map<string, number>();
 
-  /** Starts trace.json afresh; parts left by an earlier launch in this folder belong to its trace, not this one's. */
   /**
+   * Parts left by an earlier launch in this folder belong to its trace, not this one's. `resumed`: this
+   * launch resumes the run, so trace.json goes on after the earlier launches' events (else it starts afresh).
    * `onEvents`: told each batch copied (the live job page draws the latest steps from them);
    * `minCommitIntervalMs`: how long trace.json may lag behind the parts at least (trace-file.ts).
    */
   constructor(
     private readonly folder: string,
-    private readonly onEvents?: (events: readonly TraceEvent[]) => void,
-    minCommitIntervalMs?: number,
+    options: { resumed?: boolean; onEvents?: (events: readonly TraceEvent[]) => void; minCommitIntervalMs?: number } = {},
   ) {
+    this.onEvents = options.onEvents;
     for (const name of this.parts()) rmSync(join(folder, name));
-    this.file = new TraceFile(join(folder, 'trace.json'), minCommitIntervalMs);
+    this.file = new TraceFile(join(folder, 'trace.json'), options.minCommitIntervalMs, options.resumed === true);
   }
 
   get path(): string {

@@ -2,7 +2,8 @@
  * End to end: SIGTERM to a running job (what a cluster scheduler or a cloud sends before preempting a
  * machine) stops it at the next step boundary with a checkpoint of that step, exit code 143 and no
  * FAILED, in a single process and in a pp2 job's launcher (whose workers leave the signal to it); both
- * write trace.json; resuming to step 20 gives the uninterrupted run's step-20 loss bit for bit.
+ * write trace.json; resuming to step 20 gives the uninterrupted run's step-20 loss bit for bit, and its
+ * timeline goes on in the same trace.json.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -59,15 +60,22 @@ async function resumedAndWhole(sets: string[], out: string, natsUrl: string): Pr
   const resumedLosses = losses(join(out, 'metrics.jsonl'), read);
   assert.equal(resumedLosses.length, 20);
   assert.equal(resumedLosses[19], losses(join(whole, 'metrics.jsonl'), read)[19]);
+  // The resumed launch's timeline goes on after the stopped one's: trace.json holds every step's events.
+  const steps = new Set(traceEvents(out).map((e) => e.args?.step).filter((step) => step !== undefined));
+  assert.deepEqual([...steps].sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i + 1));
+}
+
+function traceEvents(out: string): { name: string; args?: { step?: number } }[] {
+  return (JSON.parse(read(join(out, 'trace.json'))) as { traceEvents: { name: string; args?: { step?: number } }[] }).traceEvents;
 }
 
 test('SIGTERM - a single-process run stops after the step in flight with its checkpoint, trace.json and exit 143; resuming gives the uninterrupted step-20 loss', async () => {
   const out = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-signal-')), 'single');
   const stopped = await stopBySigterm([], out, 'nats://127.0.0.1:1');
-  const trace = JSON.parse(read(join(out, 'trace.json'))) as { traceEvents: { name: string; args?: { step?: number } }[] };
-  const updates = trace.traceEvents.filter((e) => e.name === 'optimizer step').map((e) => e.args?.step);
+  const events = traceEvents(out);
+  const updates = events.filter((e) => e.name === 'optimizer step').map((e) => e.args?.step);
   assert.deepEqual(updates, Array.from({ length: stopped }, (_, i) => i + 1));
-  assert.ok(trace.traceEvents.some((e) => e.name === 'forward and backward'));
+  assert.ok(events.some((e) => e.name === 'forward and backward'));
   await resumedAndWhole([], out, 'nats://127.0.0.1:1');
 });
 
@@ -75,7 +83,6 @@ test('SIGTERM - a pp2 job\'s launcher stops the job at the next step boundary wi
   const out = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-signal-')), 'pp2');
   const sets = ['parallel.pipeline=2', 'numMicroBatches=2'];
   await stopBySigterm(sets, out, server.url);
-  const trace = JSON.parse(read(join(out, 'trace.json'))) as { traceEvents: unknown[] };
-  assert.ok(trace.traceEvents.length > 0);
+  assert.ok(traceEvents(out).length > 0);
   await resumedAndWhole(sets, out, server.url);
 });

@@ -48,6 +48,29 @@ test('TraceFile - a whole document after every commit, holding what was committe
   assert.equal(readTrace(dir).length, 10);
 });
 
+test("TraceFile - a resumed run's trace goes on after the earlier launches' events; a file that is no such trace is kept aside and a fresh one started", () => {
+  const dir = folder();
+  const path = join(dir, 'trace.json');
+  // An empty trace, then one with events: each launch adds its own after them.
+  new TraceFile(path, 0).close();
+  const second = new TraceFile(path, 0, true);
+  second.append([slice(0, 0), slice(0, 1)]);
+  second.close();
+  const third = new TraceFile(path, 0, true);
+  third.append([slice(0, 2)]);
+  third.close();
+  assert.deepEqual(readTrace(dir).map((e) => e.name), ['F0', 'F1', 'F2']);
+  // Not resumed: afresh.
+  new TraceFile(path, 0).close();
+  assert.deepEqual(readTrace(dir), []);
+  writeFileSync(path, '{"traceEvents": [], "mine": true}');
+  const over = new TraceFile(path, 0, true);
+  over.append([slice(0, 3)]);
+  over.close();
+  assert.deepEqual(readTrace(dir).map((e) => e.name), ['F3']);
+  assert.equal(readFileSync(`${path}.unreadable`, 'utf8'), '{"traceEvents": [], "mine": true}');
+});
+
 test('TraceFile - a writer killed -9 while adding large batches leaves a trace that parses', async () => {
   const dir = folder();
   const script = join(dir, 'writer.ts');
@@ -72,7 +95,7 @@ test('TraceFile - a writer killed -9 while adding large batches leaves a trace t
 test('TraceCollector - copies whole lines as they come, skips a torn line, removes stale and finished parts', () => {
   const dir = folder();
   writeFileSync(join(dir, 'trace.rank7.jsonl'), `${JSON.stringify(slice(7, 0))}\n`);
-  const collector = new TraceCollector(dir, undefined, 0);
+  const collector = new TraceCollector(dir, { minCommitIntervalMs: 0 });
   assert.equal(existsSync(join(dir, 'trace.rank7.jsonl')), false, 'a part of an earlier launch was kept');
   const parts = [new TracePart(dir, 0), new TracePart(dir, 1)];
   parts[0].append([slice(0, 0), slice(0, 1)]);
