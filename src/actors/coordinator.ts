@@ -61,7 +61,7 @@ export class Coordinator {
           for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
           if (this.logic.jobState !== before) this.callbacks.schedulers?.jobStateChanged(this.logic.jobState);
         } catch (error) {
-          this.failures.record(`a ${event.type} event`, error);
+          this.failures.record(`${/^[aeiou]/.test(event.type) ? 'an' : 'a'} ${event.type} event`, error);
         }
         return state;
       },
@@ -154,7 +154,12 @@ export class Coordinator {
         this.callbacks.onEvaluation(effect.report);
         return;
       case 'shutdown':
-        this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: effect.reason, exitCode: effect.exitCode, restartable: effect.restartable });
+        try {
+          this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: effect.reason, exitCode: effect.exitCode, restartable: effect.restartable });
+        } catch (error) {
+          // The job must end all the same: a throw here would skip the 'finished' effect after it.
+          this.callbacks.log(`coordinator: could not tell the other launchers that the job ends: ${error instanceof Error ? error.message : String(error)}`);
+        }
         this.callbacks.onShutdown(effect.reason, effect.exitCode);
         return;
       case 'log':

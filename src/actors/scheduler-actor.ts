@@ -107,6 +107,8 @@ export class SchedulerActor {
           // Handled, if not well: it leaves the mailbox count.
           this.tally.done();
           if (message.type === 'start-step' || message.type === 'start-evaluation') {
+            // The step cannot finish; the job rolls back (its status says so until then).
+            this.tally.state = 'failed';
             const what = message.type === 'start-step' ? `step ${message.step + 1}` : `the evaluation after step ${message.step}`;
             options.onActionsLost?.(`the scheduler actor of replica ${replica} could not send every action of ${what}: ${error instanceof Error ? error.message : String(error)}`);
           }

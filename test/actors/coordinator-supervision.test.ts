@@ -58,3 +58,36 @@ test('coordinator supervision - a throwing event handler is logged and counted, 
     stop(system);
   }
 });
+
+test("coordinator supervision - a failure whose shutdown message cannot leave (the bus closed) still ends the job: the attempt never waits for ever", async () => {
+  const network = new LocalNetwork();
+  const system = start();
+  const finished: { exitCode: number; reason: string; restartable: boolean }[] = [];
+  const shutdowns: string[] = [];
+  const logs: string[] = [];
+  const bus = new Bus({ jobId: 'sup2', transport: network.connect(), key: newJobKey(), log: () => {} });
+  const coordinator = new Coordinator(
+    system,
+    bus,
+    { jobId: 'sup2', world: 1, totalSteps: 10, startStep: 0, registerTimeoutMs: 60_000, heartbeatTimeoutMs: 60_000 },
+    {
+      log: (line) => logs.push(line),
+      onStep: () => {},
+      onEvaluation: () => {},
+      onFinished: (exitCode, reason, restartable) => finished.push({ exitCode, reason, restartable }),
+      onShutdown: (reason) => shutdowns.push(reason),
+      onCommitCheckpoint: () => {},
+    },
+  );
+  try {
+    await bus.close();
+    coordinator.tell({ type: 'internal-error', reason: 'the scheduler actor of replica 0 could not send every action of step 1: the bus is closed', restartable: true });
+    await settle();
+    assert.deepEqual(finished.map((f) => [f.exitCode, f.restartable]), [[1, true]], logs.join('\n'));
+    assert.equal(shutdowns.length, 1, 'the local workers are stopped all the same');
+    assert.ok(logs.some((line) => /could not tell the other launchers that the job ends/.test(line)), logs.join('\n'));
+  } finally {
+    coordinator.close();
+    stop(system);
+  }
+});

@@ -419,6 +419,7 @@ test('scheduler actor - a step whose actions could not all be sent is logged, co
     assert.equal(scheduler.failures.count, 1);
     assert.deepEqual(lost, ['the scheduler actor of replica 0 could not send every action of step 1: the bus is closed']);
     assert.deepEqual(logs, ['scheduler actor of replica 0: handling the start of step 1 threw (1 so far; it goes on with its state): the bus is closed']);
+    assert.equal(scheduler.status().state, 'failed', 'until the job rolls back, its status says the step cannot finish');
     sent.length = 0;
     scheduler.startStep(1);
     await settle();
