@@ -202,6 +202,16 @@ export class Bus {
     return `ignored ${malformed} malformed message${malformed === 1 ? '' : 's'}, ${version + job} from other jobs or protocol versions${signatures} (${reasons})`;
   }
 
+  /**
+   * A process's last word: delivers what it published and closes, waiting at most `waitMs` for each, as
+   * a server that is gone (or a host that no longer answers: each reconnect attempt then lasts the
+   * connection timeout) would keep the process waiting for minutes.
+   */
+  async finish(waitMs = FINISH_WAIT_MS): Promise<void> {
+    await settledWithin(this.flush(), waitMs);
+    await settledWithin(this.close(), waitMs);
+  }
+
   /** Unsubscribes everything and closes the transport (the bus owns it); says what it refused, if anything. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -328,4 +338,14 @@ function ownsNoView(envelope: Envelope, bytes: Uint8Array): boolean {
 function stripEnvelope(envelope: Envelope): Message {
   const { v: _version, job: _job, ...message } = envelope;
   return message as Message;
+}
+
+/** How long a process's last flush and close may wait for a server that may be gone. */
+const FINISH_WAIT_MS = 5_000;
+
+/** Waits for `work` to settle, at most `ms`; its outcome does not matter. */
+async function settledWithin(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }

@@ -41,7 +41,11 @@ export interface NatsTransportOptions {
   name?: string;
   /** Connection timeout; default 5000 ms. */
   timeoutMs?: number;
-  /** How long the client tries to reconnect before giving the connection up; default 60 tries 500 ms apart (about 30 s). */
+  /**
+   * How long the client tries to reconnect before giving the connection up; default 60 tries 500 ms
+   * apart: about 30 s against a server that refuses, longer against a host that no longer answers
+   * (each try then lasts `timeoutMs`).
+   */
   reconnect?: { waitMs: number; maxAttempts: number };
   /** Disconnects, reconnects and subscription errors; default stderr. */
   log?: (line: string) => void;

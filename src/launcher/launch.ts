@@ -139,7 +139,7 @@ export async function launch(given: LaunchOptions): Promise<number> {
   let dataPlane: DataPlaneSettings | undefined;
   let dashboard: Dashboard | undefined;
   try {
-    dataPlane = network === undefined ? prepareDataPlane({ config, nnodes, jobKey, host: options.dataPlaneHost, log }) : undefined;
+    dataPlane = network === undefined ? prepareDataPlane({ config, nnodes, jobId, jobKey, host: options.dataPlaneHost, log }) : undefined;
     if (view !== undefined) {
       const coordinates = Array.from({ length: grid.world }, (_, rank) => grid.coordinates(rank));
       dashboard = await startDashboard(options.dashboard!, { jobId, runFolder: options.outDir, layout: grid.describe(), coordinates, totalSteps, bus, view, log });
@@ -288,9 +288,7 @@ export async function launch(given: LaunchOptions): Promise<number> {
     clearInterval(traceTimer);
     await dashboard?.close();
     if (traceCollector !== undefined) log(`timeline of every rank: ${traceCollector.finish()} (open it in Perfetto or chrome://tracing)`);
-    // Bounded: with the server gone these could wait for it forever, and the launcher must still end.
-    await settledWithin(bus.flush(), CLEANUP_WAIT_MS);
-    await settledWithin(bus.close(), CLEANUP_WAIT_MS);
+    await bus.finish();
     stopSystem(system);
     await nats.privateServer?.stop();
     return exitCode;
@@ -309,16 +307,6 @@ function collectTrace(collector: TraceCollector, log: (line: string) => void): v
   } catch (error) {
     log(`warning: trace.json not updated: ${error instanceof Error ? error.message : String(error)}`);
   }
-}
-
-/** How long the launcher's last flush and close may wait for a server that may be gone. */
-const CLEANUP_WAIT_MS = 5_000;
-
-/** Waits for `work` to settle, at most `ms`; its outcome does not matter. */
-async function settledWithin(work: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([work.catch(() => undefined), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
 }
 
 interface PreparedNode {

@@ -313,8 +313,7 @@ export async function runRank(options: RunRankOptions): Promise<number> {
     const { sent, received, rejected } = dataPlane.stats;
     log(`data plane: ${sent} messages sent and ${received} received over direct links${rejected === 0 ? '' : `, ${rejected} refused`}`);
   }
-  await bus.flush().catch(() => undefined);
-  await bus.close().catch(() => undefined);
+  await bus.finish();
   stopSystem(system);
   return code;
 }

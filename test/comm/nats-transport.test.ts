@@ -179,49 +179,60 @@ test('the connection survives a server restart: subscriptions come back and mess
   }
 });
 
-/** How often the client of `serverLostDuringReconnects` tries each server before it gives up. */
+/** How often the client of `serverLostDuringReconnects` tries to reconnect before it gives up. */
 const RECONNECT_ATTEMPTS = 3;
 
 /**
- * Connects a client through a relay to the test's server, then the relay drops the link and turns into a
- * hung host: it accepts every reconnect attempt and never answers, so each lasts the connection timeout
- * until the client gives up. `during` runs on the client at each attempt (numbered from 1 to
- * RECONNECT_ATTEMPTS, the last one the client makes); its promises come back.
+ * A relay to the test's server that, once told to `hang`, drops its links and turns into a hung host: it
+ * accepts every connection and never answers, so a client's reconnect attempt lasts its connection
+ * timeout. `onHungConnection` hears of each such attempt.
  */
-async function serverLostDuringReconnects(during: (client: NatsTransport, attempt: number) => Promise<unknown>): Promise<Array<Promise<unknown>>> {
-  const started: Array<Promise<unknown>> = [];
+async function hangingRelay(onHungConnection: () => void = () => {}): Promise<{ url: string; hang(): void; close(): void }> {
   const sockets: Socket[] = [];
-  let client: NatsTransport | undefined;
   let hung = false;
   const relay = createServer((socket) => {
     sockets.push(socket);
-    if (!hung) {
-      const upstream = connectTcp(server.port, '127.0.0.1');
-      sockets.push(upstream);
-      socket.pipe(upstream).pipe(socket);
-      return;
-    }
+    if (hung) return onHungConnection();
+    const upstream = connectTcp(server.port, '127.0.0.1');
+    sockets.push(upstream);
+    socket.pipe(upstream).pipe(socket);
+  });
+  await new Promise<void>((resolve, reject) => relay.once('error', reject).listen(0, '127.0.0.1', resolve));
+  return {
+    url: `nats://127.0.0.1:${(relay.address() as AddressInfo).port}`,
+    hang: () => {
+      hung = true;
+      for (const socket of sockets.splice(0)) socket.destroy();
+    },
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      relay.close();
+    },
+  };
+}
+
+/**
+ * Connects a client through a hanging relay, which then hangs until the client gives up. `during` runs on
+ * the client at each reconnect attempt (numbered from 1 to RECONNECT_ATTEMPTS, the last one the client
+ * makes); its promises come back.
+ */
+async function serverLostDuringReconnects(during: (client: NatsTransport, attempt: number) => Promise<unknown>): Promise<Array<Promise<unknown>>> {
+  const started: Array<Promise<unknown>> = [];
+  let client: NatsTransport | undefined;
+  const relay = await hangingRelay(() => {
     const work = during(client!, started.length + 1);
     // Answered later by the test; an early rejection is no unhandled one.
     work.catch(() => undefined);
     started.push(work);
   });
   try {
-    await new Promise<void>((resolve, reject) => relay.once('error', reject).listen(0, '127.0.0.1', resolve));
-    client = await connectNats({
-      url: `nats://127.0.0.1:${(relay.address() as AddressInfo).port}`,
-      log: () => {},
-      timeoutMs: 800,
-      reconnect: { waitMs: 300, maxAttempts: RECONNECT_ATTEMPTS },
-    });
-    hung = true;
-    for (const socket of sockets.splice(0)) socket.destroy();
+    client = await connectNats({ url: relay.url, log: () => {}, timeoutMs: 800, reconnect: { waitMs: 300, maxAttempts: RECONNECT_ATTEMPTS } });
+    relay.hang();
     const gaveUp = await Promise.race([client.closed().then(() => true), new Promise((resolve) => setTimeout(resolve, 15_000, false))]);
     assert.equal(gaveUp, true, 'the client never gave up reconnecting');
     assert.equal(started.length, RECONNECT_ATTEMPTS, 'reconnect attempts');
     return started;
   } finally {
-    for (const socket of sockets) socket.destroy();
     relay.close();
   }
 }
@@ -249,4 +260,23 @@ test('a close asked while the client reconnects ends when the client gives up', 
     if (attempt === RECONNECT_ATTEMPTS) close = client.close();
   });
   assert.equal(await settlesWithin(close!, 1000), true, 'close never ended');
+});
+
+test("a bus's last word (finish) waits a bounded time when the server's host no longer answers, however long the client would go on trying", async () => {
+  const relay = await hangingRelay();
+  // The default reconnect window: 60 tries, each lasting the 5 s connection timeout at a hung host.
+  const transport = await connectNats({ url: relay.url, log: () => {} });
+  const bus = new Bus({ jobId: 'job-finish', transport, log: () => {} });
+  try {
+    bus.subscribe('work', () => {});
+    relay.hang();
+    bus.publish('work', { kind: 'fatal', rank: 0, reason: 'queued while the link is down' });
+    const started = performance.now();
+    await bus.finish(300);
+    const waited = performance.now() - started;
+    assert.ok(waited < 2000, `finish took ${waited.toFixed(0)} ms`);
+  } finally {
+    relay.close();
+    await transport.connection.close();
+  }
 });
