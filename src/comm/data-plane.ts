@@ -8,8 +8,8 @@
  * [Note: data plane links] Each rank listens on one address of its own (announced on the job's
  * `dataplane.addr.<rank>` subject) and dials every peer it sends to: one connection a direction, so two
  * ranks never race to dial each other. The listener sends a random challenge; the dialer answers with
- * HMAC-SHA256(job key, challenge | job | from | to), the job key being handed to every rank of the job by
- * its launcher (environment, never argv); the listener confirms, and only then does the dialer send. Anything else (a wrong proof, another job, garbage, a frame
+ * HMAC-SHA256(data plane key, challenge | job | from | to), the key being derived from the job's key by
+ * every launcher (launcher/data-plane-setup.ts) and handed to its ranks (environment, never argv); the listener confirms, and only then does the dialer send. Anything else (a wrong proof, another job, garbage, a frame
  * before the proof) closes the connection and is counted. After the proof, frames carry messages in the
  * bus' own encoding (msgpackr envelopes, checked by protocol/validate.ts like any bus message) with the
  * subject they are for, a tensor's bytes out of band after its envelope, at a 4-aligned offset: the
@@ -56,7 +56,7 @@ export interface DataPlaneOptions {
   bus: Bus;
   jobId: string;
   rank: number;
-  /** The job key (DATA_PLANE_KEY_BYTES random bytes) every rank of the job holds. */
+  /** The data plane's key (DATA_PLANE_KEY_BYTES, derived from the job's key) every rank of the job holds. */
   key: Uint8Array;
   /** The address to listen on and announce: an interface the other ranks reach. */
   host: string;

@@ -19,7 +19,14 @@ export interface DataPlaneSettings {
  * Undefined when the tensors go through NATS. `host`: --data-plane-host; default loopback on one node,
  * else this machine's first non-internal IPv4 address.
  */
-export function prepareDataPlane(options: { config: TrainConfig; nnodes: number; jobKey: Uint8Array; host?: string; log: (line: string) => void }): DataPlaneSettings | undefined {
+export function prepareDataPlane(options: {
+  config: TrainConfig;
+  nnodes: number;
+  jobId: string;
+  jobKey: Uint8Array;
+  host?: string;
+  log: (line: string) => void;
+}): DataPlaneSettings | undefined {
   const { config, nnodes, log } = options;
   if (config.comm.dataPlane === 'nats') {
     log('data plane: tensors travel through NATS (comm.dataPlane "nats")');
@@ -27,15 +34,15 @@ export function prepareDataPlane(options: { config: TrainConfig; nnodes: number;
   }
   const host = options.host ?? (nnodes === 1 ? '127.0.0.1' : externalAddress());
   log(`data plane: direct TCP links between ranks, listening on ${host} (comm.dataPlane "tcp"; NATS carries control)`);
-  return { key: dataPlaneKey(options.jobKey), host };
+  return { key: dataPlaneKey(options.jobKey, options.jobId), host };
 }
 
 /**
  * The data plane's key: its own (a link's proof is then no bus signature of anything), the same on every
- * node because it derives from the job key.
+ * node because it derives from the job key, and another for each job id (jobs that share a key file).
  */
-export function dataPlaneKey(jobKey: Uint8Array): string {
-  return Buffer.from(hkdfSync('sha256', jobKey, new Uint8Array(0), 'gpt-hybrid data plane', DATA_PLANE_KEY_BYTES)).toString('hex');
+export function dataPlaneKey(jobKey: Uint8Array, jobId: string): string {
+  return Buffer.from(hkdfSync('sha256', jobKey, new Uint8Array(0), `gpt-hybrid data plane of job ${jobId}`, DATA_PLANE_KEY_BYTES)).toString('hex');
 }
 
 function externalAddress(): string {

@@ -168,11 +168,12 @@ test('data plane - a link that breaks while the job runs is reported naming the 
   }
 });
 
-test("data plane - its key derives from the job key: every launcher of a job agrees without a word, another job's differs, and it is not the job key", () => {
+test("data plane - its key derives from the job key and id: every launcher of a job agrees without a word, another job's differs (another key, or the same key file and another id), and it is not the job key", () => {
   const jobKey = newJobKey();
-  const key = dataPlaneKey(jobKey);
+  const key = dataPlaneKey(jobKey, 'job-a');
   assert.match(key, /^[0-9a-f]{64}$/);
-  assert.equal(dataPlaneKey(Buffer.from(jobKey)), key);
-  assert.notEqual(dataPlaneKey(newJobKey()), key);
+  assert.equal(dataPlaneKey(Buffer.from(jobKey), 'job-a'), key);
+  assert.notEqual(dataPlaneKey(newJobKey(), 'job-a'), key);
+  assert.notEqual(dataPlaneKey(jobKey, 'job-b'), key);
   assert.notEqual(key, jobKey.toString('hex'));
 });
