@@ -11,7 +11,7 @@ import { hasLogin, maskProcessTitle, resolveNatsCredentials, splitUrlCredentials
 import { connectNats, DEFAULT_NATS_URL, natsServerList } from '../comm/nats-transport.ts';
 import { TransportTimeoutError } from '../comm/transport.ts';
 import { SUBJECTS } from '../protocol/subjects.ts';
-import { checkJobId } from '../comm/subjects.ts';
+import { checkJobId, isJobId } from '../comm/subjects.ts';
 import type { CtlCommand } from './ctl-args.ts';
 import { readJobFile, type JobFile } from '../launcher/job-file.ts';
 import { PRIVATE_SERVER_TOKEN_FILE } from '../launcher/nats-url.ts';
@@ -36,9 +36,12 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   let jobId = command.target;
   let natsUrl = command.nats ?? process.env.NATS_URL;
   let job: JobFile | undefined;
-  const isPath = existsSync(command.target);
-  if (isPath && !statSync(command.target).isDirectory()) throw new Error(`${command.target} is a file: give a run folder (the job's --out) or the job id`);
-  const runFolder = isPath ? command.target : undefined;
+  const isFolder = existsSync(command.target) && statSync(command.target).isDirectory();
+  // A file here that could be a job id's name (`notes`) does not stand in the way of that job id.
+  if (!isFolder && existsSync(command.target) && !isJobId(command.target)) {
+    throw new Error(`${command.target} is a file: give a run folder (the job's --out) or the job id`);
+  }
+  const runFolder = isFolder ? command.target : undefined;
   if (runFolder !== undefined) {
     job = readJobFile(runFolder);
     if (job === undefined) throw new Error(`${runFolder} is a folder without job.json: give a run folder of a multi-process job, or the job id`);

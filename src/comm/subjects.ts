@@ -10,6 +10,10 @@ const JOB_ID_PATTERN = /^[A-Za-z0-9_-]+$/;
 /** A NATS token: no whitespace, no separator, no wildcard characters inside a literal token. */
 const LITERAL_TOKEN_PATTERN = /^[^\s.*>]+$/;
 
+export function isJobId(text: string): boolean {
+  return JOB_ID_PATTERN.test(text);
+}
+
 /** Returns the job id when it is usable inside a subject, else throws naming it. */
 export function checkJobId(jobId: string): string {
   if (typeof jobId !== 'string' || !JOB_ID_PATTERN.test(jobId)) {

@@ -9,7 +9,7 @@
  * Copying costs time in proportion to the file, so events are held and added at most once a second, and
  * less often as the file grows (a copy may take at most a twentieth of the time between two).
  */
-import { closeSync, copyFileSync, openSync, readSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import type { TraceEvent, TraceSink } from './trace.ts';
 
 const HEAD = Buffer.from('{"displayTimeUnit":"ms","traceEvents":[\n');
@@ -61,7 +61,10 @@ export class TraceFile implements TraceSink {
       closeSync(fd);
     }
     if (!head.equals(HEAD) || !tail.equals(TAIL)) {
-      renameSync(this.path, `${this.path}.unreadable`);
+      // Kept, never over an earlier one.
+      let aside = `${this.path}.unreadable`;
+      for (let n = 2; existsSync(aside); n++) aside = `${this.path}.unreadable.${n}`;
+      renameSync(this.path, aside);
       return false;
     }
     this.end = size - TAIL.length;

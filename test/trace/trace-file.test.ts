@@ -69,6 +69,11 @@ test("TraceFile - a resumed run's trace goes on after the earlier launches' even
   over.close();
   assert.deepEqual(readTrace(dir).map((e) => e.name), ['F3']);
   assert.equal(readFileSync(`${path}.unreadable`, 'utf8'), '{"traceEvents": [], "mine": true}');
+  // A second such file is kept beside the first.
+  writeFileSync(path, 'not a trace');
+  new TraceFile(path, 0, true).close();
+  assert.equal(readFileSync(`${path}.unreadable`, 'utf8'), '{"traceEvents": [], "mine": true}');
+  assert.equal(readFileSync(`${path}.unreadable.2`, 'utf8'), 'not a trace');
 });
 
 test('TraceFile - a writer killed -9 while adding large batches leaves a trace that parses', async () => {
