@@ -150,13 +150,18 @@ test('simulate faults - a lost activation fails the receive that waits for it; t
 });
 
 test('simulate faults - a rank killed mid-run is restarted with every other from the start', async () => {
+  let rank1: RankProcess | undefined;
   let killed = false;
   const tensorsBefore = tf.memory().numTensors;
   const run = await simulatePipeline(() => {}, {
     onRank: (rank, handle) => {
-      if (rank !== 1 || killed) return;
+      if (rank === 1 && !killed) rank1 = handle;
+    },
+    // After step 2 of the first attempt: mid-run however fast the machine (a timer could fire after the end).
+    afterStep: (_network, _jobId, step) => {
+      if (step !== 2 || killed) return;
       killed = true;
-      setTimeout(() => handle.kill('SIGKILL'), 1500);
+      rank1!.kill('SIGKILL');
     },
   });
   assert.equal(run.code, 0, run.lines.join('\n'));
