@@ -29,6 +29,7 @@ import { TraceFile } from '../trace/trace-file.ts';
 import { TraceRecorder } from '../trace/trace.ts';
 import { maskProcessTitle } from '../comm/nats-credentials.ts';
 import { earlierRunIn, removeEarlierRun } from '../launcher/run-folder.ts';
+import { lockRunFolder, RunFolderInUseError, type RunLock } from '../launcher/run-lock.ts';
 import { PROGRAM, UsageError } from './command-spec.ts';
 import { trainOverrides, type TrainCommand } from './train-args.ts';
 
@@ -59,25 +60,35 @@ export async function runTrain(command: TrainCommand): Promise<number> {
   // unless it was there before: an empty one would only be mistaken for a run. Node 0's launcher judges
   // (it writes the metrics); another node's folder may hold its workers' logs of steps that ran.
   const createdOutDir = !existsSync(outDir) && command.nodeRank === 0;
-  // Node 0 judges: the other nodes' launchers share its folder and write into it only once it runs.
-  const earlier = command.nodeRank === 0 && command.resume === undefined ? earlierRunIn(outDir) : undefined;
-  if (earlier !== undefined) {
-    if (!command.overwrite) {
-      const resume = earlier.resumable ? `continue it with --resume ${outDir}, ` : 'it has no checkpoint to continue from: ';
-      throw new UsageError(
-        `${outDir} already holds a run (${earlier.holds}): ${resume}replace it with --overwrite, or give another --out`,
-        `${PROGRAM} train <config.json> --out DIR [--resume DIR | --overwrite]`,
-      );
-    }
-    removeEarlierRun(outDir);
-    log(`--overwrite: removed the earlier run's files (${earlier.holds}) from ${outDir}`);
-  }
   mkdirSync(outDir, { recursive: true });
+  // Node 0 holds the folder while the job runs (run-lock.ts), before it judges what is in it: a running
+  // job's files are never overwritten, continued or mixed with by a second start.
+  let lock: RunLock | undefined;
+  try {
+    lock = command.nodeRank === 0 ? lockRunFolder(outDir) : undefined;
+  } catch (error) {
+    if (error instanceof RunFolderInUseError) throw new UsageError(error.message, `${PROGRAM} train <config.json> --out DIR`);
+    throw error;
+  }
   let code: number | undefined;
   try {
+    // Node 0 judges: the other nodes' launchers share its folder and write into it only once it runs.
+    const earlier = command.nodeRank === 0 && command.resume === undefined ? earlierRunIn(outDir) : undefined;
+    if (earlier !== undefined) {
+      if (!command.overwrite) {
+        const resume = earlier.resumable ? `continue it with --resume ${outDir}, ` : 'it has no checkpoint to continue from: ';
+        throw new UsageError(
+          `${outDir} already holds a run (${earlier.holds}): ${resume}replace it with --overwrite, or give another --out`,
+          `${PROGRAM} train <config.json> --out DIR [--resume DIR | --overwrite]`,
+        );
+      }
+      removeEarlierRun(outDir);
+      log(`--overwrite: removed the earlier run's files (${earlier.holds}) from ${outDir}`);
+    }
     code = await trainInFolder(command, config, outDir, resumeFrom, log);
     return code;
   } finally {
+    lock?.release();
     if (createdOutDir && code !== 0) removeIfNothingRan(outDir, log);
   }
 }
