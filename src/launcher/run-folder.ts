@@ -15,7 +15,7 @@ import { LOGS_DIR } from './rank-log.ts';
 
 /** What a run leaves in its folder (trace parts and per-node configs matched by pattern). */
 const RUN_FILES = ['metrics.jsonl', 'config.json', 'trace.json', JOB_FILE, JOB_KEY_FILE, PRIVATE_SERVER_TOKEN_FILE, 'tb', LOGS_DIR, RUN_CHECKPOINTS_DIR];
-const RUN_FILE_PATTERNS = [/^trace\.rank\d+\.jsonl$/, /^trace\.json\.tmp$/, /^config\.node\d+\.json$/, /^job\.json\.tmp$/];
+const RUN_FILE_PATTERNS = [/^trace\.rank\d+\.jsonl$/, /^trace\.json\.tmp$/, /^config\.node\d+\.json$/, /^job\.json\.tmp$/, /^run\.lock\.\d+$/];
 
 /**
  * What of an earlier run `folder` holds, for a message ("12 lines in metrics.jsonl, 2 checkpoints"),

@@ -73,7 +73,11 @@ function whyHeld(holder: LockHolder, folder: string): string | undefined {
     );
   }
   if (!processAlive(holder.pid)) return undefined;
-  return `${folder} is in use by a running job (pid ${holder.pid}, started ${holder.startedAt}): stop it (gpt-hybrid ctl ${folder} stop, or Ctrl-C) or give another --out`;
+  // The pid may since belong to another program: say how to clear a lock that is wrong.
+  return (
+    `${folder} is in use by a running job (pid ${holder.pid}, started ${holder.startedAt}): stop it (gpt-hybrid ctl ${folder} stop, or Ctrl-C) or give ` +
+    `another --out; if no job of this folder runs, delete ${join(folder, RUN_LOCK_FILE)}`
+  );
 }
 
 /** The lock's holder; undefined for a lock that cannot be read (left half written: judged stale). */

@@ -30,11 +30,13 @@ test('run folder - what counts as an earlier run, and --overwrite removes only w
   mkdirSync(join(dir, 'checkpoints', 'step-000002'), { recursive: true });
   mkdirSync(join(dir, 'logs'));
   writeFileSync(join(dir, 'trace.rank3.jsonl'), '');
+  // A lock's own copy, left by a start killed while it took the lock (run-lock.ts).
+  writeFileSync(join(dir, 'run.lock.4242'), '{}');
   writeFileSync(join(dir, 'notes.txt'), 'mine');
   assert.deepEqual(earlierRunIn(dir), { holds: '2 lines in metrics.jsonl, 1 checkpoint', resumable: true });
   removeEarlierRun(dir);
   assert.equal(earlierRunIn(dir), undefined);
-  for (const name of ['metrics.jsonl', 'config.json', 'checkpoints', 'logs', 'trace.rank3.jsonl']) assert.equal(existsSync(join(dir, name)), false, name);
+  for (const name of ['metrics.jsonl', 'config.json', 'checkpoints', 'logs', 'trace.rank3.jsonl', 'run.lock.4242']) assert.equal(existsSync(join(dir, name)), false, name);
   assert.equal(read(join(dir, 'notes.txt')), 'mine');
 });
 
