@@ -57,9 +57,7 @@ export class Coordinator {
       parent,
       (state: null, event: CoordinatorEvent) => {
         try {
-          const before = this.logic.jobState;
-          for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
-          if (this.logic.jobState !== before) this.callbacks.schedulers?.jobStateChanged(this.logic.jobState);
+          this.handle(event);
         } catch (error) {
           this.failures.record(`${/^[aeiou]/.test(event.type) ? 'an' : 'a'} ${event.type} event`, error);
         }
@@ -121,11 +119,18 @@ export class Coordinator {
    */
   private escalate(failure: string): void {
     try {
-      for (const effect of this.logic.handle({ type: 'internal-error', reason: failure }, Date.now())) this.apply(effect);
+      this.handle({ type: 'internal-error', reason: failure });
     } catch (again) {
       this.callbacks.log(`coordinator: could not end the job cleanly: ${again instanceof Error ? again.message : String(again)}`);
       this.callbacks.onFinished(1, failure, false);
     }
+  }
+
+  /** Runs `event` through the logic, applies its effects and tells the scheduler actors of a new job state. */
+  private handle(event: CoordinatorEvent): void {
+    const before = this.logic.jobState;
+    for (const effect of this.logic.handle(event, Date.now())) this.apply(effect);
+    if (this.logic.jobState !== before) this.callbacks.schedulers?.jobStateChanged(this.logic.jobState);
   }
 
   private apply(effect: CoordinatorEffect): void {

@@ -19,6 +19,7 @@ test('coordinator supervision - a throwing event handler is logged and counted, 
   const system = start();
   const logs: string[] = [];
   const finished: { exitCode: number; reason: string }[] = [];
+  const states: string[] = [];
   const coordinatorBus = new Bus({ jobId: 'sup', transport: network.connect(), key, log: () => {} });
   const coordinator = new Coordinator(
     system,
@@ -33,6 +34,7 @@ test('coordinator supervision - a throwing event handler is logged and counted, 
       onFinished: (exitCode, reason) => finished.push({ exitCode, reason }),
       onShutdown: () => {},
       onCommitCheckpoint: () => {},
+      schedulers: { startStep: () => {}, startEvaluation: () => {}, jobStateChanged: (state) => states.push(state), statuses: () => [] },
     },
   );
   const rank = new Bus({ jobId: 'sup', transport: network.connect(), key, log: () => {} });
@@ -51,6 +53,8 @@ test('coordinator supervision - a throwing event handler is logged and counted, 
     await settle(100);
     assert.deepEqual(finished.map((f) => f.exitCode), [1]);
     assert.match(finished[0]!.reason, /^the coordinator failed 20 times, last on a step-done event: the step reporter broke$/);
+    // Ended like any failure: the scheduler actors are told, so they stop sending steps.
+    assert.equal(states.at(-1), 'failed');
   } finally {
     coordinator.close();
     await rank.close();
