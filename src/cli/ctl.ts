@@ -36,9 +36,10 @@ export async function runCtl(command: CtlCommand): Promise<number> {
   let jobId = command.target;
   let natsUrl = command.nats ?? process.env.NATS_URL;
   let job: JobFile | undefined;
-  const isFolder = existsSync(command.target) && statSync(command.target).isDirectory();
+  const onDisk = existsSync(command.target);
+  const isFolder = onDisk && statSync(command.target).isDirectory();
   // A file here that could be a job id's name (`notes`) does not stand in the way of that job id.
-  if (!isFolder && existsSync(command.target) && !isJobId(command.target)) {
+  if (onDisk && !isFolder && !isJobId(command.target)) {
     throw new Error(`${command.target} is a file: give a run folder (the job's --out) or the job id`);
   }
   const runFolder = isFolder ? command.target : undefined;

@@ -16,7 +16,7 @@ export function isJobId(text: string): boolean {
 
 /** Returns the job id when it is usable inside a subject, else throws naming it. */
 export function checkJobId(jobId: string): string {
-  if (typeof jobId !== 'string' || !JOB_ID_PATTERN.test(jobId)) {
+  if (typeof jobId !== 'string' || !isJobId(jobId)) {
     throw new Error(
       `job id ${JSON.stringify(jobId)} is not usable in a NATS subject: use only letters, digits, '_' and '-'`,
     );
