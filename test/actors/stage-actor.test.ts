@@ -347,20 +347,35 @@ test('stage actor - stopping rejects the step asked for or running, so no driver
   }
 });
 
+/** A scheduler actor's side of the bus (the launcher's), and a watcher of every stage actor's subject. */
+function schedulerBus(jobId: string) {
+  const network = new LocalNetwork();
+  const bus = new Bus({ jobId, transport: network.connect(), log: () => {} });
+  const watch = new Bus({ jobId, transport: network.connect(), log: () => {} });
+  const system = start();
+  const remote = new RemoteActors(bus, system, { rank: 'launcher' });
+  return {
+    system,
+    remote,
+    /** Every stage action sent, with the rank it went to. */
+    onStageMessage: (seen: (rank: number, payload: StageActionPayload) => void) =>
+      watch.subscribe('actor.stage.*', (message) => void (message.kind === 'actor' && seen(message.to.rank as number, message.payload as StageActionPayload))),
+    close: async (scheduler: SchedulerActor) => {
+      scheduler.stop();
+      stop(system);
+      await bus.close();
+      await watch.close();
+    },
+  };
+}
+
 test('scheduler actor - sends each stage actor of its replica one message per action of the opened step', async () => {
   const config = resolveTinyConfig({ model: { numLayers: 4, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 }, seqLen: 8, steps: 2, seed: 1, vocabSize: 24 }, { parallel: { pipeline: 2, data: 2, tensor: { size: 2 } }, numMicroBatches: 4, batchSize: 16 });
   const grid = new ParallelGrid({ data: 2, pipeline: 2, tensor: 2 });
-  const network = new LocalNetwork();
-  const bus = new Bus({ jobId: 'sched', transport: network.connect(), log: () => {} });
-  const watch = new Bus({ jobId: 'sched', transport: network.connect(), log: () => {} });
-  const system = start();
-  const remote = new RemoteActors(bus, system, { rank: 'launcher' });
+  const world = schedulerBus('sched');
+  const { system, remote } = world;
   const seen = new Map<number, StageActionPayload[]>();
-  watch.subscribe('actor.stage.*', (message) => {
-    if (message.kind !== 'actor') return;
-    const rank = message.to.rank as number;
-    seen.set(rank, [...(seen.get(rank) ?? []), message.payload as StageActionPayload]);
-  });
+  world.onStageMessage((rank, payload) => seen.set(rank, [...(seen.get(rank) ?? []), payload]));
   const lowered = stageActionsOfStep(config, 2);
   const scheduler = new SchedulerActor({ system, remote, grid, replica: 1, actions: lowered, log: () => {} });
   try {
@@ -384,21 +399,15 @@ test('scheduler actor - sends each stage actor of its replica one message per ac
     await settle();
     assert.equal(scheduler.status().state, 'paused');
   } finally {
-    scheduler.stop();
-    stop(system);
-    await bus.close();
-    await watch.close();
+    await world.close(scheduler);
   }
 });
 
 test('scheduler actor - a step whose actions could not all be sent is logged, counted and escalated at once; the actor keeps its state and sends the next step whole', async () => {
   const config = resolveTinyConfig({ model: { numLayers: 2, hiddenSize: 16, numAttentionHeads: 2, maxPositionEmbeddings: 16 }, seqLen: 8, steps: 2, seed: 1, vocabSize: 24 }, { parallel: { pipeline: 2, data: 1, tensor: { size: 1 } }, numMicroBatches: 2, batchSize: 4 });
   const grid = new ParallelGrid({ data: 1, pipeline: 2, tensor: 1 });
-  const network = new LocalNetwork();
-  const bus = new Bus({ jobId: 'sched-fail', transport: network.connect(), log: () => {} });
-  const watch = new Bus({ jobId: 'sched-fail', transport: network.connect(), log: () => {} });
-  const system = start();
-  const remote = new RemoteActors(bus, system, { rank: 'launcher' });
+  const world = schedulerBus('sched-fail');
+  const { system, remote } = world;
   // The third send of the first step throws, as a publish on a closing bus does.
   let sends = 0;
   const tell = remote.tell.bind(remote);
@@ -407,7 +416,7 @@ test('scheduler actor - a step whose actions could not all be sent is logged, co
     tell(address, payload, from);
   };
   const sent: StageActionPayload[] = [];
-  watch.subscribe('actor.stage.*', (message) => void (message.kind === 'actor' && sent.push(message.payload as StageActionPayload)));
+  world.onStageMessage((_rank, payload) => sent.push(payload));
   const logs: string[] = [];
   const lost: string[] = [];
   const lowered = stageActionsOfStep(config, 2);
@@ -432,9 +441,6 @@ test('scheduler actor - a step whose actions could not all be sent is logged, co
     assert.equal(scheduler.status().mailbox, 0);
     assert.equal(lost.length, 1);
   } finally {
-    scheduler.stop();
-    stop(system);
-    await bus.close();
-    await watch.close();
+    await world.close(scheduler);
   }
 });
