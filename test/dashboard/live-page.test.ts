@@ -75,7 +75,11 @@ test('dashboard - a pp2 job\'s live page: loss chart grows, both ranks listed, p
     page.on('pageerror', (error) => pageErrors.push(error.message));
     await page.goto(url!);
 
-    await page.waitForFunction(() => document.querySelectorAll('#ranks tbody tr').length === 2, null, { timeout: 120_000 });
+    // A rank's row is listed from the job's layout before it registers (pid '-'): wait for both pids.
+    await page.waitForFunction(() => {
+      const rows = Array.from(document.querySelectorAll('#ranks tbody tr'));
+      return rows.length === 2 && rows.every((tr) => /^\d+$/.test(tr.querySelectorAll('td')[2]?.textContent ?? ''));
+    }, null, { timeout: 120_000 });
     const rows = await page.$$eval('#ranks tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td'), (td) => td.textContent)));
     assert.deepEqual(rows.map((cells) => [cells[0], cells[4]]), [['0', '0'], ['1', '1']], 'rank and pipeline stage columns');
     const pids = [...job.output().matchAll(/rank (\d) registered \(node 0, pid (\d+)/g)].map((m) => [m[1], m[2]]);
