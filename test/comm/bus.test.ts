@@ -9,6 +9,7 @@ import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { PROTOCOL_VERSION, type Envelope, type Message } from '../../src/protocol/messages.ts';
 import { TransportTimeoutError } from '../../src/comm/transport.ts';
 import { fromWireTensor, toWireTensor } from '../../src/comm/tensor-wire.ts';
+import { eventually } from '../support/eventually.ts';
 
 const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
 
@@ -197,7 +198,7 @@ test('an incomplete chunked message is dropped after chunkTimeoutMs', async () =
   const frames = new Chunker(300).frames(encodeEnvelope({ ...fatal('q'.repeat(1000)), v: PROTOCOL_VERSION, job: 'job-a' } as Envelope));
   const raw = network.connect();
   frames.slice(0, 2).forEach((frame) => raw.publish('gh.job-a.x', frame));
-  await new Promise((resolve) => setTimeout(resolve, 120));
+  await eventually('the incomplete message dropped', () => receiver.stats.rejected.chunk > 0);
   assert.equal(receiver.stats.rejected.chunk, 1);
 });
 

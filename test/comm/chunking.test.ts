@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CHUNK_HEADER_BYTES, Chunker, Reassembler, parseFrame, type ChunkHeader } from '../../src/comm/chunking.ts';
+import { eventually } from '../support/eventually.ts';
 
 const MAX_PAYLOAD = 100;
 const CHUNK_BYTES = MAX_PAYLOAD - CHUNK_HEADER_BYTES;
@@ -161,7 +162,7 @@ test('the sweep runs on its own timer', async () => {
   const drops: string[] = [];
   const reassembler = new Reassembler({ timeoutMs: 40, onDrop: (_reason, detail) => drops.push(detail) });
   feed(reassembler, chunksOf(new Chunker(MAX_PAYLOAD), payload(600)).slice(0, 2));
-  await new Promise((resolve) => setTimeout(resolve, 150));
+  await eventually('the sweep timer dropping the incomplete message', () => drops.length > 0);
   assert.equal(drops.length, 1);
   assert.equal(reassembler.pendingMessages, 0);
   reassembler.dispose();
