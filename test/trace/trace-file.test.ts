@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -119,6 +119,64 @@ test('TraceCollector - copies whole lines as they come, skips a torn line, remov
   assert.equal(collector.finish(), join(dir, 'trace.json'));
   assert.equal(existsSync(parts[0].path) || existsSync(parts[1].path), false);
   assert.equal(readTrace(dir).length, 4);
+});
+
+test("TraceCollector - a resumed launch first copies what a killed launch had not yet copied of its parts, each event once", () => {
+  const dir = folder();
+  const names = () => readTrace(dir).map((e) => `${e.pid}:${e.name}`).sort();
+  // The first launch: its first batch is committed at once, the next held (events wait up to a minute here).
+  const killed = new TraceCollector(dir, { minCommitIntervalMs: 60_000 });
+  const parts = [new TracePart(dir, 0), new TracePart(dir, 1)];
+  parts[0].append([slice(0, 0), slice(0, 1)]);
+  killed.collect();
+  parts[0].append([slice(0, 2)]);
+  parts[1].append([slice(1, 0)]);
+  killed.collect();
+  parts[1].append([slice(1, 1)]);
+  appendFileSync(parts[1].path, JSON.stringify(slice(1, 2)).slice(0, 20));
+  assert.deepEqual(names(), ['0:F0', '0:F1']);
+  // Killed -9 here: the held events and the lines it never read are only in the parts.
+  const resumed = new TraceCollector(dir, { resumed: true, minCommitIntervalMs: 60_000 });
+  assert.deepEqual(names(), ['0:F0', '0:F1', '0:F2', '1:F0', '1:F1']);
+  assert.deepEqual(readdirSync(dir).filter((name) => name.startsWith('trace.rank')), [], "the killed launch's parts were kept");
+  // The resumed launch's workers start their parts afresh; it is killed before it commits anything.
+  const next = [new TracePart(dir, 0), new TracePart(dir, 1)];
+  next[0].append([slice(0, 3)]);
+  resumed.collect();
+  next[1].append([slice(1, 3)]);
+  const third = new TraceCollector(dir, { resumed: true, minCommitIntervalMs: 0 });
+  assert.deepEqual(names(), ['0:F0', '0:F1', '0:F2', '0:F3', '1:F0', '1:F1', '1:F3']);
+  // A clean end leaves a trace without the note; a launch that does not resume starts afresh.
+  new TracePart(dir, 0).append([slice(0, 4)]);
+  third.finish();
+  assert.equal(names().length, 8);
+  assert.equal('otherData' in JSON.parse(readFileSync(join(dir, 'trace.json'), 'utf8')), false);
+  new TracePart(dir, 0).append([slice(0, 5)]);
+  new TraceCollector(dir).finish();
+  assert.deepEqual(readTrace(dir), []);
+});
+
+test("TraceFile - the writer's note goes in with the events and is read back by a continuing writer; a longer or shorter one leaves a whole document", () => {
+  const dir = folder();
+  const path = join(dir, 'trace.json');
+  const file = new TraceFile(path, 0);
+  file.setOtherData({ copied: { a: 123_456_789, b: 'x'.repeat(100) } });
+  file.append([slice(0, 0)]);
+  file.setOtherData({ c: 1 });
+  file.commit();
+  assert.deepEqual(JSON.parse(readFileSync(path, 'utf8')).otherData, { c: 1 });
+  assert.deepEqual(new TraceFile(path, 0, true).continuedOtherData, { c: 1 });
+  assert.deepEqual(readTrace(dir).map((e) => e.name), ['F0']);
+  const continued = new TraceFile(path, 0, true);
+  continued.setOtherData(undefined);
+  continued.append([slice(0, 1)]);
+  assert.equal(readFileSync(path, 'utf8').endsWith('\n]}\n'), true);
+  assert.deepEqual(readTrace(dir).map((e) => e.name), ['F0', 'F1']);
+  assert.equal(new TraceFile(path, 0, true).continuedOtherData, undefined);
+  // A note cut short (an old file edited by hand) is no trace of this writer's: kept aside.
+  writeFileSync(path, readFileSync(path, 'utf8').replace('\n]}\n', '\n],"otherData":{"c":}\n'));
+  new TraceFile(path, 0, true).close();
+  assert.equal(existsSync(`${path}.unreadable`), true);
 });
 
 test('trace - kill -9 of a pp2 job\'s launcher mid-run leaves a trace.json that parses, with both ranks\' slices, and no worker', async () => {
