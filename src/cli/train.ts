@@ -130,8 +130,6 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
       ...(command.jobKeyFile === undefined ? {} : { jobKeyFile: command.jobKeyFile }),
     });
   }
-  writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
-
   // Prod mode skips tfjs' debug-time checks and its banner suggesting tfjs-node.
   tf.enableProdMode();
   await initBackend(config.backend, log);
@@ -172,6 +170,8 @@ async function trainInFolder(command: TrainCommand, config: TrainConfig, outDir:
   try {
     checkStepsLeft(startStep, trainer.state.totalSteps);
     if (command.resume !== undefined) keepMetricsThrough(metricsPath, startStep);
+    // Only now: a resume refused above leaves the config of the run it would have continued.
+    writeFileSync(join(outDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
     log(
       `training ${startStep > 0 ? `steps ${startStep + 1} to ${trainer.state.totalSteps}` : `${trainer.state.totalSteps} steps`} (${trainer.state.stepsPerEpoch} per epoch), ` +
         `global batch ${trainer.sampler.globalBatchSize} x ${config.seqLen} tokens`,

@@ -14,6 +14,7 @@ import { start, stop as stopSystem } from 'nact';
 import { initBackend } from '../backend/select.ts';
 import { loadCheckpoint, resolveCheckpoint } from '../checkpoint/index.ts';
 import { latestCheckpointOfRun, newRunId, runIdOf } from '../checkpoint/run-id.ts';
+import { checkModelFits } from '../checkpoint/model-fit.ts';
 import { Bus } from '../comm/bus.ts';
 import { LocalNetwork } from '../comm/local-transport.ts';
 import { PRIVATE_SERVER_MAX_PAYLOAD } from '../comm/nats-server.ts';
@@ -363,6 +364,12 @@ async function prepareNode(options: LaunchOptions, jobId: string, nats: Resolved
     if (options.resume !== undefined) {
       resumeDir = await resolveCheckpoint(options.resume);
       const checkpoint = await loadCheckpoint(resumeDir, { verify: true });
+      try {
+        checkModelFits(checkpoint.manifest, options.config.model, resumeDir);
+      } catch (error) {
+        checkpoint.close();
+        throw error;
+      }
       startStep = checkpoint.manifest.dataLoader.nextStep;
       runId = runIdOf(checkpoint.manifest);
       checkpoint.close();

@@ -15,6 +15,7 @@ import {
 } from '../checkpoint/index.ts';
 import { mkdir } from 'node:fs/promises';
 import { manifestParts } from '../checkpoint/manifest-parts.ts';
+import { checkModelFits } from '../checkpoint/model-fit.ts';
 import { runIdOf } from '../checkpoint/run-id.ts';
 import { loadRankState, rankTensorsToSave } from '../checkpoint/rank-state.ts';
 import type { TrainConfig } from '../config/types.ts';
@@ -102,8 +103,10 @@ export async function restoreCheckpoint(
   optimizer: AdamOptimizer,
 ): Promise<{ nextStep: number; dir: string; runId: string | undefined }> {
   const dir = await resolveCheckpoint(pathOrRunDir);
+  const manifest = await readManifest(dir);
+  checkModelFits(manifest, config.model, dir);
   const nextStep = await restoreShard(dir, heldBy(config, model), model.params, optimizer, true);
-  return { nextStep, dir, runId: runIdOf(await readManifest(dir)) };
+  return { nextStep, dir, runId: runIdOf(manifest) };
 }
 
 /** Refuses a resume with nothing left to run (one process or many alike), saying how to go on. */

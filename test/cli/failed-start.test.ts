@@ -1,6 +1,7 @@
 /**
  * A run that fails before its first step (here: a malformed line in the data, found while tokenizing)
- * leaves no run folder behind, unless the folder was there before it started.
+ * leaves no run folder behind, unless the folder was there before it started; a resume of another model
+ * is refused naming the difference, and leaves the run it would have continued as it was.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -24,7 +25,7 @@ test('train - a failed start removes the run folder it made, and keeps one that 
   mkdirSync(existing);
   assert.equal((await runCli(['train', config, '--out', existing], { NATS_URL: 'nats://127.0.0.1:1' })).code, 1);
   assert.ok(existsSync(existing));
-  assert.ok(readdirSync(existing).length > 0, 'the run wrote its config before failing; the folder is the user\'s to keep');
+  assert.ok(readdirSync(existing).length > 0, 'the run wrote its files before failing; the folder is the user\'s to keep');
 });
 
 test('ctl - a job id NATS cannot carry (a dot) is refused with the reason, and ctl exits at once', async () => {
@@ -55,4 +56,26 @@ test('a file where a folder belongs (train --out, --resume, generate, ctl) is re
   }
   assert.equal(readFileSync(file, 'utf8'), 'mine\n');
   assert.deepEqual(readdirSync(root), ['notes.txt']);
+});
+
+test('train --resume with another model (one process, or a launched job) is refused naming the parameters, and the run folder stays as it was', async () => {
+  const config = writeTestConfig({ steps: 2, checkpoint: { every: 1, keep: 2 } });
+  const out = join(mkdtempSync(join(tmpdir(), 'gpt-hybrid-resume-model-')), 'run');
+  const first = await runCli(['train', config, '--out', out, '--quiet']);
+  assert.equal(first.code, 0, first.output);
+  const before = Object.fromEntries(['config.json', 'metrics.jsonl'].map((name) => [name, readFileSync(join(out, name), 'utf8')]));
+  const cases: Array<{ sets: string[]; message: RegExp }> = [
+    // The tiny model has 4 layers: a shallower one would have loaded the first two and dropped the rest.
+    { sets: ['model.numLayers=2'], message: /holds blocks\.2\.ln1\.gamma, .* and \d+ more, which the model lacks/ },
+    { sets: ['model.numLayers=6', 'parallel.pipeline=2', 'numMicroBatches=2'], message: /lacks blocks\.4\.ln1\.gamma, .* and \d+ more/ },
+  ];
+  for (const { sets, message } of cases) {
+    const launched = sets.some((set) => set.startsWith('parallel.'));
+    const run = await runCli(['train', config, '--resume', out, '--steps', '4', '--quiet', ...sets.flatMap((set) => ['--set', set]), ...(launched ? ['--simulate'] : [])]);
+    assert.equal(run.code, 1, run.output);
+    assert.match(run.output, /the checkpoint is of another model than the config's/);
+    assert.match(run.output, message);
+    assert.match(run.output, /resume with the model settings it was trained with/);
+    for (const [name, text] of Object.entries(before)) assert.equal(readFileSync(join(out, name), 'utf8'), text, `${name} changed by the refused resume (${sets.join(' ')})`);
+  }
 });
