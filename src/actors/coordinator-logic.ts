@@ -86,7 +86,7 @@ export type CoordinatorEffect =
   | { type: 'evaluation-started'; step: number }
   | { type: 'evaluation-done'; report: EvaluationDoneMessage }
   /** `restartable`: the other nodes' launchers wait for node 0's restart order instead of exiting. */
-  | { type: 'shutdown'; reason: string; exitCode: number; restartable: boolean }
+  | { type: 'shutdown'; reason: string; exitCode: number; restartable: boolean; unresponsiveRank?: number }
   | { type: 'log'; line: string }
   | { type: 'step-done'; report: StepDoneMessage }
   /** `restartable`: a rank died or stopped answering (a restart from the last checkpoint may mend it). */
@@ -431,7 +431,7 @@ export class CoordinatorLogic {
       const silent = now - record.lastSeen;
       const allowed = record.started ? this.settings.heartbeatTimeoutMs : 3 * this.settings.heartbeatTimeoutMs;
       if (!record.exited && silent > allowed) {
-        return this.fail(`rank ${rank} (pid ${record.pid}, node ${record.node}) stopped answering: no heartbeat for ${(silent / 1000).toFixed(1)} s`, 1, true);
+        return this.fail(`rank ${rank} (pid ${record.pid}, node ${record.node}) stopped answering: no heartbeat for ${(silent / 1000).toFixed(1)} s`, 1, true, rank);
       }
     }
     return [];
@@ -448,14 +448,14 @@ export class CoordinatorLogic {
     return `no step finished for ${(waited / 1000).toFixed(1)} s (watchdog: ${stall.factor} x the median step time ${Math.round(usual)} ms, at least ${stall.minMs / 1000} s): the job is stuck`;
   }
 
-  private fail(reason: string, exitCode = 1, restartable = false): CoordinatorEffect[] {
+  private fail(reason: string, exitCode = 1, restartable = false, unresponsiveRank?: number): CoordinatorEffect[] {
     if (this.failure !== undefined) return [];
     this.failure = { reason };
     this.finished = true;
     this.state = 'failed';
     return [
       { type: 'log', line: `job failed: ${reason}` },
-      { type: 'shutdown', reason, exitCode, restartable },
+      { type: 'shutdown', reason, exitCode, restartable, ...(unresponsiveRank === undefined ? {} : { unresponsiveRank }) },
       { type: 'finished', exitCode, reason, restartable },
     ];
   }

@@ -18,8 +18,8 @@ export interface CoordinatorCallbacks {
   /** Everything is over (success, stop or failure): the launcher cleans up and exits with this code. */
   /** `signal`: the job stopped cleanly because a launcher got it (its exit code is the signal's). */
   onFinished(exitCode: number, reason: string, restartable: boolean, signal?: StopSignal): void;
-  /** The job must end: the launcher stops its own workers after a grace period. */
-  onShutdown(reason: string, exitCode: number): void;
+  /** The job must end: the launcher stops its own workers after a grace period (`unresponsiveRank`, if its own, at once). */
+  onShutdown(reason: string, exitCode: number, unresponsiveRank?: number): void;
   /** Every rank saved its shard of the checkpoint of `step` into `folder`. */
   onCommitCheckpoint(step: number, folder: string, records: { [key: string]: unknown }[]): void;
   /** The job-level actors (the scheduler actors), told of every step the gate opens and of the job's state. */
@@ -160,12 +160,13 @@ export class Coordinator {
         return;
       case 'shutdown':
         try {
-          this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason: effect.reason, exitCode: effect.exitCode, restartable: effect.restartable });
+          const { reason, exitCode, restartable, unresponsiveRank } = effect;
+          this.bus.publish(SUBJECTS.shutdown, { kind: 'shutdown', reason, exitCode, restartable, ...(unresponsiveRank === undefined ? {} : { unresponsiveRank }) });
         } catch (error) {
           // The job must end all the same: a throw here would skip the 'finished' effect after it.
           this.callbacks.log(`coordinator: could not tell the other launchers that the job ends: ${error instanceof Error ? error.message : String(error)}`);
         }
-        this.callbacks.onShutdown(effect.reason, effect.exitCode);
+        this.callbacks.onShutdown(effect.reason, effect.exitCode, effect.unresponsiveRank);
         return;
       case 'log':
         this.callbacks.log(effect.line);

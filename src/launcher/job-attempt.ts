@@ -172,7 +172,7 @@ export class JobAttempt {
         schedulers: this.schedulers,
         onStep: (report) => reporter.report(report),
         onEvaluation: (report) => reporter.reportEvaluation(report),
-        onShutdown: () => this.stopWorkers(GRACE_MS),
+        onShutdown: (_reason, _exitCode, unresponsiveRank) => this.stopWorkers(GRACE_MS, unresponsiveRank),
         onCommitCheckpoint: (step, folder, records) => {
           // Data-parallel replicas other than 0 report in without a file (worker.ts): the manifest lists the files.
           const files = records.filter((record) => typeof record.file === 'string') as unknown as RankFileRecord[];
@@ -201,7 +201,7 @@ export class JobAttempt {
       if (message.kind !== 'shutdown' || this.ending) return;
       this.ending = true;
       this.job.log(`job ended by the coordinator: ${message.reason}`);
-      this.stopWorkers(GRACE_MS);
+      this.stopWorkers(GRACE_MS, message.unresponsiveRank);
       this.finish({ exitCode: message.exitCode, reason: message.reason, restartable: message.restartable === true });
     });
   }
@@ -314,8 +314,16 @@ export class JobAttempt {
     this.finish({ exitCode: stopExitCode(signal), reason: `quit on ${signal}`, restartable: false });
   }
 
-  /** Workers get `graceMs` to exit by themselves after the shutdown, then are killed. */
-  private stopWorkers(graceMs: number): void {
+  /**
+   * Workers get `graceMs` to exit by themselves after the shutdown, then are killed. One that stopped
+   * answering (frozen, or stuck outside the event loop) would only use up the grace: it is killed at once.
+   */
+  private stopWorkers(graceMs: number, unresponsiveRank?: number): void {
+    const unresponsive = unresponsiveRank === undefined ? undefined : this.children.get(unresponsiveRank);
+    if (unresponsive !== undefined && unresponsive.exitCode === null && unresponsive.signalCode === null) {
+      this.job.log(`killing rank ${unresponsiveRank} (pid ${unresponsive.pid}): it stopped answering`);
+      unresponsive.kill('SIGKILL');
+    }
     this.killTimers.push(
       setTimeout(() => {
         for (const child of this.children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

@@ -241,6 +241,8 @@ export interface ShutdownMessage {
   exitCode: number;
   /** A failure a restart from the last checkpoint may mend: the other nodes' launchers wait for node 0's `restart`. */
   restartable?: boolean;
+  /** A rank that stopped answering: its launcher kills it at once (a frozen process takes no grace to exit). */
+  unresponsiveRank?: number;
 }
 
 /**

@@ -316,11 +316,13 @@ const readers: { [K in MessageKind]: (f: Fields) => Extract<Message, { kind: K }
   },
   shutdown: (f) => {
     const restartable = field(f, 'restartable');
+    const unresponsiveRank = field(f, 'unresponsiveRank');
     return {
       kind: 'shutdown',
       reason: string(field(f, 'reason'), 'reason'),
       exitCode: integer(field(f, 'exitCode'), 'exitCode'),
       ...(restartable === undefined ? {} : { restartable: boolean(restartable, 'restartable') }),
+      ...(unresponsiveRank === undefined ? {} : { unresponsiveRank: count(unresponsiveRank, 'unresponsiveRank') }),
     };
   },
   restart: (f) => ({

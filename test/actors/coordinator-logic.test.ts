@@ -107,6 +107,8 @@ test('coordinator - a silent rank and a missing rank are named', () => {
   silent.handle({ type: 'heartbeat', rank: 0, step: 1, state: 'training' }, 11_000);
   const effects = silent.handle({ type: 'tick' }, 11_500);
   assert.ok(effects.some((e) => e.type === 'shutdown' && /rank 1 .* stopped answering: no heartbeat for 5\.5 s/.test(e.reason)));
+  // Its launcher kills it at once rather than waiting for a frozen process to exit.
+  assert.equal(effects.find((e) => e.type === 'shutdown')?.unresponsiveRank, 1);
   const loading = started();
   assert.ok(loading.handle({ type: 'tick' }, 16_000).some((e) => e.type === 'shutdown' && /stopped answering/.test(e.reason)));
 

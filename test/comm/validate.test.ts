@@ -25,7 +25,7 @@ const valid: { [K in MessageKind]: Extract<Message, { kind: K }> } = {
   },
   collective: { kind: 'collective', group: 'dp.0', op: 'all-reduce', seq: 9, tag: '', from: 1, part: 2, tensor: toWireTensor(new Float32Array([1, 2, 3, 4]), [2, 2]) },
   fatal: { kind: 'fatal', rank: 3, reason: 'out of memory' },
-  shutdown: { kind: 'shutdown', reason: 'done', exitCode: 0 },
+  shutdown: { kind: 'shutdown', reason: 'rank 1 stopped answering', exitCode: 1, restartable: true, unresponsiveRank: 1 },
   actor: { kind: 'actor', to: { rank: 'launcher', role: 'scheduler' }, from: { rank: 2, role: 'stage' }, payload: { type: 'go', n: [1, 2] } },
   'checkpoint-saved': { kind: 'checkpoint-saved', rank: 1, step: 10, record: { rank: 1, file: 'rank-00001.safetensors', bytes: 100 } },
   // No rank: the launcher of node 1 (every field left is required).
@@ -131,6 +131,7 @@ const badFields: Array<[MessageKind, Record<string, unknown>, RegExp]> = [
   ['restart', { startStep: -1 }, /startStep must be an integer >= 0/],
   ['restart-ready', { attempt: 'one' }, /attempt must be an integer >= 0/],
   ['shutdown', { restartable: 1 }, /restartable must be a boolean/],
+  ['shutdown', { unresponsiveRank: -1 }, /unresponsiveRank must be/],
   ['control', { save: 'yes' }, /save must be a boolean/],
 ];
 
@@ -149,8 +150,9 @@ test('a bad field of each kind is refused as malformed, naming the field', () =>
 test('missing fields are refused', () => {
   for (const message of Object.values(valid)) {
     for (const key of Object.keys(message)) {
-      // Optional fields: an actor message's sender, a heartbeat's actors (the heartbeat thread sends none).
+      // Optional fields: an actor message's sender, a heartbeat's actors (the heartbeat thread sends none), a shutdown's extras.
       if (key === 'kind' || key === 'payload' || key === 'status' || key === 'from' || (message.kind === 'heartbeat' && key === 'actors')) continue;
+      if (message.kind === 'shutdown' && (key === 'restartable' || key === 'unresponsiveRank')) continue;
       const copy: Record<string, unknown> = { ...envelope(message) };
       delete copy[key];
       const result = validateMessage(copy);
