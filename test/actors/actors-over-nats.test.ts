@@ -13,6 +13,7 @@ import { Bus } from '../../src/comm/bus.ts';
 import { startNatsServer, type NatsServerHandle } from '../../src/comm/nats-server.ts';
 import { connectNats } from '../../src/comm/nats-transport.ts';
 import { runCli, startCli, writeTestConfig } from '../support/cli.ts';
+import { eventually } from '../support/eventually.ts';
 
 let server: NatsServerHandle;
 before(async () => {
@@ -47,8 +48,13 @@ test('actors - pipeline 2 x 8 micro-batches: the scheduler sends each stage acto
   const job = startCli(['train', writeTestConfig(), '--out', out, '--job-id', jobId, '--nats', server.url, ...sets], { GPT_HYBRID_JOB_KEY: key.toString('hex') });
   try {
     await job.waitFor(/step 3\/500/, 90_000);
-    // Steps 1 and 2 are complete: 2 stages x 8 micro-batches x (F and B) actions each.
-    for (const step of [0, 1]) assert.ok((computeByStep.get(step) ?? 0) >= 2 * 8 * 2, `step ${step + 1}: ${computeByStep.get(step)} compute actions`);
+    // Steps 1 and 2 are complete: 2 stages x 8 micro-batches x (F and B) actions each (the watcher's own
+    // connection may hear the last of them a moment after the launcher printed the step).
+    await eventually(
+      () => `the watcher hearing every compute action of steps 1 and 2 (${[0, 1].map((step) => computeByStep.get(step) ?? 0).join(' and ')} of ${2 * 8 * 2} each)`,
+      () => [0, 1].every((step) => (computeByStep.get(step) ?? 0) >= 2 * 8 * 2),
+      10_000,
+    );
     assert.deepEqual([...subjects].sort(), [`gh.${jobId}.actor.stage.0`, `gh.${jobId}.actor.stage.1`]);
 
     const ctl = async (command: string) => {

@@ -10,8 +10,8 @@ import { Bus } from '../../src/comm/bus.ts';
 import { newJobKey } from '../../src/comm/frame-signing.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { SUBJECTS } from '../../src/protocol/subjects.ts';
+import { settle } from '../support/eventually.ts';
 
-const settle = (ms = 30) => new Promise((resolve) => setTimeout(resolve, ms));
 
 test('coordinator supervision - a throwing event handler is logged and counted, the actor goes on; 20 of them end the job with exit 1', async () => {
   const network = new LocalNetwork();

@@ -19,6 +19,7 @@ import { ParallelGrid } from '../../src/parallel/grid.ts';
 import { actionToWire, formatAction, type StageAction } from '../../src/scheduler/actions.ts';
 import { lowerEvaluationActions } from '../../src/scheduler/actions.ts';
 import { resolveTinyConfig } from '../support/tiny-train-config.ts';
+import { settle } from '../support/eventually.ts';
 
 const F = (microBatch: number): StageAction => ({ kind: 'F', microBatch, chunk: 0 });
 const B = (microBatch: number): StageAction => ({ kind: 'B', microBatch, chunk: 0 });
@@ -89,7 +90,6 @@ function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000, ado
   };
 }
 
-const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 
 const ONE_F_ONE_B = [F(0), F(1), B(0), B(1), STEP_END];
 const SHORT = [F(0), B(0), STEP_END];

@@ -12,7 +12,7 @@ const FIXTURE = fileURLToPath(new URL('./fixtures/commit-loop.ts', import.meta.u
 /** Runs the commit loop and SIGKILLs it `delayMs` after it begins writing step `killDuring`; returns the steps it reported committed. */
 function runAndKill(root: string, killDuring: number, delayMs: number): Promise<number[]> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, root], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, root, String(killDuring)], { stdio: ['ignore', 'pipe', 'pipe'] });
     const committed: number[] = [];
     let stderr = '';
     let buffered = '';

@@ -16,6 +16,7 @@ import { DataPlane } from '../../src/comm/data-plane.ts';
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { newJobKey } from '../../src/comm/frame-signing.ts';
 import { dataPlaneKey } from '../../src/launcher/data-plane-setup.ts';
+import { eventually } from '../support/eventually.ts';
 
 interface Ranks {
   buses: Bus[];
@@ -160,7 +161,7 @@ test('data plane - a link that breaks while the job runs is reported naming the 
     const sockets = (world.planes[1] as unknown as { incoming: Set<Socket> }).incoming;
     assert.equal(sockets.size, 1);
     for (const socket of sockets) socket.destroy();
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await eventually(() => `both ends reporting the break (${world.broken.join('; ')})`, () => world.broken.length >= 2);
     assert.equal(world.broken.length, 2, world.broken.join('; '));
     assert.ok(world.broken.some((line) => line.startsWith('1<-0')) && world.broken.some((line) => line.startsWith('0<-1')));
   } finally {

@@ -96,10 +96,9 @@ test('ctl - status answers within 2 s, pause holds the step counter, resume cont
   const job = startCli(['train', config, '--out', out, '--set', 'steps=500', '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nats', server.url]);
   try {
     await job.waitFor(/step 1\/500/, 60_000);
-    const ctl = async (command: string) => {
-      const started = performance.now();
-      const { code, output } = await runCli(['ctl', out, command, ...(command === 'status' ? ['--json'] : [])]);
-      return { code, output, ms: performance.now() - started, json: JSON.parse(output) };
+    const ctl = async (command: string, extra: string[] = []) => {
+      const { code, output } = await runCli(['ctl', out, command, ...(command === 'status' ? ['--json'] : []), ...extra]);
+      return { code, output, json: JSON.parse(output) };
     };
     // For people: the job line, then a row per rank with its node, pid and coordinates.
     const table = await runCli(['ctl', out, 'status']);
@@ -109,9 +108,10 @@ test('ctl - status answers within 2 s, pause holds the step counter, resume cont
     for (const [rank, pid] of registeredPids(job.output()).entries()) {
       assert.match(table.output, new RegExp(`\\n${rank} +0 +${pid} +${rank} +0 +0 +(training|ready) +\\d+ +[1-9]\\d* +[1-9]\\d* MiB +\\d+\\.\\d s ago`), table.output);
     }
-    const status = await ctl('status');
+    // The answer within 2 s of asking (ctl gives up after --timeout); the CLI's own start, on a machine the
+    // two workers keep busy, is not the job's to answer for.
+    const status = await ctl('status', ['--timeout', '2000']);
     assert.equal(status.code, 0, status.output);
-    assert.ok(status.ms < 2000 + 1500, `status took ${status.ms} ms (including the CLI's start)`);
     assert.equal(status.json.state, 'running');
     assert.equal(status.json.ranks.length, 2);
     assert.equal(typeof status.json.lastLoss, 'number');
@@ -171,10 +171,11 @@ test('launch - a rank that never registers is named after the registration timeo
   const out = outDir('missing');
   const { code, output } = await runCli(
     ['train', config, '--out', out, '--set', 'batchSize=2', '--set', 'parallel.data=2', '--nnodes', '2', '--node-rank', '0', '--job-id', `missing-${process.pid}`, '--nats', server.url],
-    { GPT_HYBRID_REGISTER_TIMEOUT_MS: '10000', ...sharedJobKey() },
+    // Node 0's own worker must register within it too, starting (tfjs, NATS) on a busy machine.
+    { GPT_HYBRID_REGISTER_TIMEOUT_MS: '20000', ...sharedJobKey() },
   );
   assert.equal(code, 1, output);
-  assert.match(output, /rank 1 did not register within 10 s/);
+  assert.match(output, /rank 1 did not register within 20 s/);
   assert.doesNotMatch(output, /rank 0 did not register/);
 });
 
@@ -193,6 +194,8 @@ test('launch - a worker that stops answering (SIGSTOP) is named within 10 s and 
     assert.notEqual(exit.code, 0);
     assert.ok(seconds < 10, `the job took ${seconds.toFixed(1)} s to end`);
     assert.match(job.output(), new RegExp(`rank 1 \\(pid ${rank1}, node 0\\) stopped answering`));
+    // Killed when named, not after the grace the others get to exit (a frozen process would use it all).
+    assert.match(job.output(), new RegExp(`killing rank 1 \\(pid ${rank1}\\): it stopped answering`));
     assert.ok(registeredPids(job.output()).every((pid) => !pidAlive(pid)), 'a worker outlived the job');
   } finally {
     if (frozen !== undefined && pidAlive(frozen)) process.kill(frozen, 'SIGKILL');
@@ -271,11 +274,11 @@ function breakDataPlaneLinks(pid: number, natsPort: number): number {
 }
 
 test('recovery - a data plane link broken mid-run is reported, the job rolls back to its last checkpoint and ends with the same losses', async () => {
-  // Eight steps, so the job is still running when the broken link is reported (rank-processes wait a moment first).
+  // Sixteen steps, so the job is still running when the broken link is reported (a rank waits 2 s first).
   const single = outDir('links-single');
-  const reference8 = await runCli(['train', config, '--out', single, '--set', 'steps=8', '--quiet']);
-  assert.equal(reference8.code, 0, reference8.output);
-  const common = ['train', config, '--set', 'comm.dataPlane=tcp', '--set', 'steps=8', '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--set', 'checkpoint.every=2', '--nats', server.url];
+  const reference = await runCli(['train', config, '--out', single, '--set', 'steps=16', '--quiet']);
+  assert.equal(reference.code, 0, reference.output);
+  const common = ['train', config, '--set', 'comm.dataPlane=tcp', '--set', 'steps=16', '--set', 'parallel.pipeline=2', '--set', 'numMicroBatches=2', '--set', 'checkpoint.every=2', '--nats', server.url];
   const out = outDir('links-broken');
   const job = startCli([...common, '--out', out]);
   try {
@@ -283,7 +286,7 @@ test('recovery - a data plane link broken mid-run is reported, the job rolls bac
     assert.ok(breakDataPlaneLinks(registeredPids(job.output())[1], Number(new URL(server.url).port)) > 0, 'no data plane link to break');
     const exit = await job.exited;
     assert.equal(exit.code, 0, job.output());
-    assert.match(job.output(), /restart 1 of 3: the data plane link between rank \d and rank \d broke \([^)]*\); tensors may be lost; rolling every rank back to the checkpoint of step [2-8]/);
+    assert.match(job.output(), /restart 1 of 3: the data plane link between rank \d and rank \d broke \([^)]*\); tensors may be lost; rolling every rank back to the checkpoint of step ([2-9]|1[0-6])/);
     assert.match(job.output(), /\[rank 1\] data plane: [1-9]\d* messages sent and [1-9]\d* received over direct links/);
     assertSameLosses(losses(join(out, 'metrics.jsonl'), read), losses(join(single, 'metrics.jsonl'), read));
   } finally {
