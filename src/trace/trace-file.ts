@@ -90,7 +90,7 @@ export class TraceFile implements TraceSink {
     }
     this.end = size - (end.length - tailAt);
     this.empty = this.end === HEAD.length;
-    this.tail = end.subarray(tailAt);
+    this.tail = Buffer.from(end.subarray(tailAt));
     return { otherData: tail.otherData };
   }
 
