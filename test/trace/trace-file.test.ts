@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -200,7 +200,11 @@ test('trace - kill -9 of a pp2 job\'s launcher mid-run leaves a trace.json that 
     const gone = Date.now() + 10_000;
     while (pids.some(pidAlive) && Date.now() < gone) await new Promise((resolve) => setTimeout(resolve, 200));
     assert.ok(!pids.some(pidAlive), 'a worker outlived its killed launcher');
-    assert.ok(readFileSync(join(out, 'trace.json'), 'utf8').endsWith(']}\n'));
+    // The document notes how far it holds each rank's part, for a resumed launch to copy the rest from.
+    const { otherData } = JSON.parse(readFileSync(join(out, 'trace.json'), 'utf8')) as { otherData?: { copiedFromRankParts?: Record<string, number> } };
+    const copied = otherData?.copiedFromRankParts ?? {};
+    assert.deepEqual(Object.keys(copied).sort(), ['trace.rank0.jsonl', 'trace.rank1.jsonl'], JSON.stringify(otherData));
+    for (const [part, bytes] of Object.entries(copied)) assert.ok(bytes > 0 && bytes <= statSync(join(out, part)).size, `${part}: ${bytes} bytes copied`);
   } finally {
     job.child.kill('SIGKILL');
   }
