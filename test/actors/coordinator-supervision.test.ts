@@ -12,7 +12,6 @@ import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { SUBJECTS } from '../../src/protocol/subjects.ts';
 import { settle } from '../support/eventually.ts';
 
-
 test('coordinator supervision - a throwing event handler is logged and counted, the actor goes on; 20 of them end the job with exit 1', async () => {
   const network = new LocalNetwork();
   const key = newJobKey();

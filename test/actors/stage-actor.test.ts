@@ -90,7 +90,6 @@ function harness(expected: readonly StageAction[], actionTimeoutMs = 10_000, ado
   };
 }
 
-
 const ONE_F_ONE_B = [F(0), F(1), B(0), B(1), STEP_END];
 const SHORT = [F(0), B(0), STEP_END];
 

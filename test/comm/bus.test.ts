@@ -9,9 +9,7 @@ import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { PROTOCOL_VERSION, type Envelope, type Message } from '../../src/protocol/messages.ts';
 import { TransportTimeoutError } from '../../src/comm/transport.ts';
 import { fromWireTensor, toWireTensor } from '../../src/comm/tensor-wire.ts';
-import { eventually } from '../support/eventually.ts';
-
-const settle = () => new Promise((resolve) => setTimeout(resolve, 10));
+import { eventually, settle } from '../support/eventually.ts';
 
 function pair(network = new LocalNetwork(), jobId = 'job-a', options: { chunkTimeoutMs?: number; maxMessageBytes?: number } = {}) {
   const logs: string[] = [];

@@ -10,8 +10,8 @@ import { FrameSigner, newJobKey, parseJobKey, REPLY_SUBJECT, SIGNATURE_TRAILER_B
 import { LocalNetwork } from '../../src/comm/local-transport.ts';
 import { TransportTimeoutError } from '../../src/comm/transport.ts';
 import type { Message } from '../../src/protocol/messages.ts';
+import { settle } from '../support/eventually.ts';
 
-const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
 const control: Message = { kind: 'control', command: 'pause' };
 
 test('frame signing - a signed frame verifies once, on its subject; damaged, moved, foreign-key, short and replayed frames do not', () => {
