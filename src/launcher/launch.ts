@@ -366,13 +366,11 @@ async function prepareNode(options: LaunchOptions, jobId: string, nats: Resolved
       const checkpoint = await loadCheckpoint(resumeDir, { verify: true });
       try {
         checkModelFits(checkpoint.manifest, options.config.model, resumeDir);
-      } catch (error) {
+        startStep = checkpoint.manifest.dataLoader.nextStep;
+        runId = runIdOf(checkpoint.manifest);
+      } finally {
         checkpoint.close();
-        throw error;
       }
-      startStep = checkpoint.manifest.dataLoader.nextStep;
-      runId = runIdOf(checkpoint.manifest);
-      checkpoint.close();
       log(`resuming from ${resumeDir}: continuing after step ${startStep}`);
       checkStepsLeft(startStep, totalSteps);
       if (nodeRank === 0) keepMetricsThrough(join(options.outDir, 'metrics.jsonl'), startStep);
