@@ -52,13 +52,8 @@ export class TraceCollector {
     if (options.resumed === true && earlier.length > 0) {
       for (const [name, offset] of Object.entries(copiedOffsets(this.file.continuedOtherData))) if (earlier.includes(name)) this.copied.set(name, offset);
       this.copyNewLines(undefined);
-      // Committed with how far the parts were copied before they go: a kill before the removal copies nothing twice.
-      this.file.commit();
     }
-    for (const name of earlier) rmSync(join(folder, name));
-    this.copied.clear();
-    this.noteCopied();
-    this.file.commit();
+    this.removeParts(earlier);
     this.onEvents = options.onEvents;
   }
 
@@ -106,12 +101,21 @@ export class TraceCollector {
   /** The last lines, then the parts go; returns trace.json's path. */
   finish(): string {
     this.collect();
-    this.file.commit();
-    for (const name of this.parts()) rmSync(join(this.folder, name));
-    this.copied.clear();
-    this.noteCopied();
+    this.removeParts(this.parts());
     this.file.close();
     return this.file.path;
+  }
+
+  /**
+   * The events copied so far go in with how far each part was copied before the parts go (a kill before
+   * the removal copies nothing twice), then the note is cleared (new parts start from their beginning).
+   */
+  private removeParts(names: readonly string[]): void {
+    this.file.commit();
+    for (const name of names) rmSync(join(this.folder, name));
+    this.copied.clear();
+    this.noteCopied();
+    this.file.commit();
   }
 
   private parts(): string[] {
